@@ -1,0 +1,54 @@
+"""`python -m migration_lab`: start, inspect, stop and reset the lab database.
+
+A thin layer over `Lab`: each sub-command is one call.
+"""
+
+import argparse
+import sys
+
+from .database import BACKENDS
+from .errors import LabError
+from .lab import Lab, default_progress
+
+
+def _confirm(question: str) -> bool:
+    """True only for an explicit "yes"; no terminal (EOF) counts as no."""
+    try:
+        return input(f"{question} Type 'yes' to go on: ").strip().lower() == "yes"
+    except EOFError:
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m migration_lab", description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=BACKENDS,
+                        help="force the database backend (default: LAB_DATABASE_URL > running compose stack > embedded)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="start the lab database (if needed) and say where it is")
+    sub.add_parser("status", help="which backend, where, running or not, current revision")
+    sub.add_parser("url", help="print the database's SQLAlchemy URL (last line of output)")
+    sub.add_parser("down", help="stop the lab database, keeping its data")
+    nuke = sub.add_parser("nuke", help="drop ALL data and start a fresh, empty database")
+    nuke.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    args = parser.parse_args(argv)
+
+    progress = default_progress()
+    try:
+        lab = Lab(backend=args.backend)
+        if args.command == "up":
+            print(lab.up(progress))
+        elif args.command == "status":
+            print(lab.status())
+        elif args.command == "url":
+            print(lab.backend.url())
+        elif args.command == "down":
+            print(lab.down(progress))
+        elif args.command == "nuke":
+            if not (args.yes or _confirm(f"This deletes every table and row in {lab.backend.where()}.")):
+                print("Nothing changed.", file=sys.stderr)
+                return 1
+            print(lab.nuke(progress))
+    except LabError as error:
+        print(error, file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,72 @@
+"""The lab as one object: a project, its database backend, and a runner.
+
+Notebooks, widgets and the CLI all go through `Lab`; nothing else in the kit
+decides which database to use.
+"""
+
+import sys
+from pathlib import Path
+
+from .database import Backend, Progress, choose_backend
+from .project import Project
+from .runner import Runner
+
+
+def _print(message: str) -> None:
+    print(message, end="", flush=True)
+
+
+class Lab:
+    """One Migration Lab checkout and the database its migrations run against."""
+
+    def __init__(self, project: Project | None = None, backend: Backend | str | None = None) -> None:
+        self.project = project or Project.find()
+        if backend is None or isinstance(backend, str):
+            backend = choose_backend(self.project, force=backend)
+        self.backend = backend
+        self.runner = Runner(self.project, backend)
+
+    @property
+    def env_file(self) -> Path:
+        """Git-ignored; lets a plain `alembic ...` in ai-service/ find the database."""
+        return self.project.service_dir / ".env"
+
+    def up(self, progress: Progress = _print) -> str:
+        """Start the database if needed and point ai-service/.env at it; say where it is."""
+        self.backend.start(progress)
+        self.env_file.write_text(
+            "# Written by `python -m migration_lab up`: the lab database, for a local `alembic ...`.\n"
+            f"DATABASE_URL={self.backend.url()}\n"
+        )
+        return f"Lab database is up: {self.backend.where()}"
+
+    def down(self, progress: Progress = _print) -> str:
+        self.runner.dispose()
+        self.backend.stop(progress)
+        return f"Lab database is stopped ({self.backend.where()}); its data is kept."
+
+    def nuke(self, progress: Progress = _print) -> str:
+        """Drop every table and row: the lab's "docker compose down -v"."""
+        self.runner.dispose()
+        self.backend.nuke(progress)
+        self.up(progress)
+        return f"Fresh, empty lab database: {self.backend.where()}. Run `alembic upgrade head` to rebuild the schema."
+
+    def status(self) -> str:
+        running = self.backend.is_running()
+        lines = [
+            f"backend:  {self.backend.name}",
+            f"where:    {self.backend.where()}",
+            f"running:  {'yes' if running else 'no'}",
+        ]
+        if running:
+            heads = self.runner.database_heads()
+            lines.append(f"revision: {', '.join(heads) if heads else '(none: empty database, run alembic upgrade head)'}")
+        else:
+            lines.append(f"start:    {self.backend.start_hint()}")
+        return "\n".join(lines)
+
+
+def default_progress() -> Progress:
+    """Progress for slow steps goes to stderr in the CLI, leaving stdout for results."""
+    return lambda message: print(message, end="", file=sys.stderr, flush=True)

@@ -1,0 +1,46 @@
+"""Where the lab's files are: the project folder, the ai-service, the lab's own state."""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import LabError
+
+
+@dataclass(frozen=True)
+class Project:
+    """A Migration Lab checkout (or a temporary copy of one, in tests)."""
+
+    root: Path
+
+    @property
+    def service_dir(self) -> Path:
+        """The application being migrated: models, alembic.ini, migrations/."""
+        return self.root / "ai-service"
+
+    @property
+    def versions_dir(self) -> Path:
+        return self.service_dir / "migrations" / "versions"
+
+    @property
+    def state_dir(self) -> Path:
+        """Git-ignored: the embedded database's data lives here between sessions."""
+        return self.root / ".lab"
+
+    @classmethod
+    def find(cls, start: Path | None = None) -> "Project":
+        """The project holding `start` (default: the working directory, or LAB_PROJECT_DIR).
+
+        Notebooks run in notebooks/ and terminals anywhere in the checkout, so
+        walk up until a folder has ai-service/alembic.ini.
+        """
+        if start is None and os.environ.get("LAB_PROJECT_DIR"):
+            start = Path(os.environ["LAB_PROJECT_DIR"])
+        here = (start or Path.cwd()).resolve()
+        for folder in (here, *here.parents):
+            if (folder / "ai-service" / "alembic.ini").is_file():
+                return cls(folder)
+        raise LabError(
+            f"No Migration Lab project found in {here} or any folder above it.",
+            "Run the command from inside your Migration Lab checkout, or set LAB_PROJECT_DIR to it.",
+        )

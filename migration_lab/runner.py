@@ -1,0 +1,359 @@
+"""Run alembic commands against the lab database and report what happened.
+
+On the embedded and url backends a command runs in-process through
+`alembic.command` (a few milliseconds, against ~300 ms for the `alembic` CLI
+as a subprocess), which is what makes buttons feel instant. On the compose
+backend it runs inside the ai-api container, as the workflow guide types it.
+
+Every run returns a `RunResult`: the command as the workflow writes it and as
+typed locally, success, output, duration, and the database's revision before
+and after. Runs are serialized: a second command while one runs in this
+process is refused ("busy"), and across processes a PostgreSQL advisory lock
+makes the second wait, so two runs never apply a revision twice.
+"""
+
+import contextlib
+import io
+import logging
+import re
+import shlex
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.util import CommandError
+
+from .database import SERVICE, Backend
+from .project import Project
+
+WORKFLOW_PREFIX = f"docker-compose exec {SERVICE} alembic"
+# Any constant works; every lab runner on the same database shares this one.
+ADVISORY_LOCK_KEY = 0x4D4C_4142  # "MLAB"
+LOCK_WAIT_SECONDS = 60.0
+
+# The errors the workflow guide's troubleshooting section names, with what to do.
+HINTS: tuple[tuple[str, str], ...] = (
+    ("SyntaxError",
+     "Python could not read that file. Fix the line named above, save, and run the command again; "
+     "the database was not touched."),
+    ("Target database is not up to date",
+     "The database is behind the revision files. Run `alembic upgrade head`, then generate the revision again."),
+    ("already exists",
+     "The table was made outside Alembic (by hand or an old create_all()). Drop it, or, if the database "
+     "already matches the models, run `alembic stamp head` to record that."),
+    ("Multiple head revisions",
+     "Two revisions share a parent. See them with `alembic heads`, then join them: "
+     "`alembic merge heads -m \"merge heads\"`."),
+    ("Ambiguous walk",
+     "`-1` is ambiguous at a merge point. Name the revision to go to: `alembic downgrade <revision>`."),
+    ("cannot import name",
+     "Alembic cannot import your models. Check migrations/env.py: does sys.path point at ai-service/, "
+     "and does `from main import ...` name models that exist in main.py?"),
+    ("No module named",
+     "Alembic cannot import your models. Check the sys.path line and the import in migrations/env.py."),
+    ("Can't locate revision",
+     "That revision id is not in migrations/versions/. `alembic history` lists the ones that are."),
+    ("does not exist",
+     "The migration refers to something the database does not have. Check `alembic current` and the script."),
+)
+
+
+def hint_for(message: str) -> str | None:
+    """The troubleshooting hint for an error message, if it is one the lab knows."""
+    for needle, hint in HINTS:
+        if needle in message:
+            return hint
+    return None
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What one alembic command did."""
+
+    args: tuple[str, ...]
+    workflow_command: str  # as the workflow guide types it (docker-compose exec ai-api alembic ...)
+    local_command: str  # as typed in a terminal in ai-service/
+    ok: bool
+    output: str
+    duration: float
+    before: tuple[str, ...] | None  # database heads before; None if unknown
+    after: tuple[str, ...] | None
+    error: str | None = None
+    hint: str | None = None
+    new_files: tuple[Path, ...] = field(default_factory=tuple)
+
+    def __str__(self) -> str:
+        lines = [f"$ {self.local_command}"]
+        if self.output.strip():
+            lines.append(self.output.rstrip())
+        if not self.ok:
+            lines.append(f"FAILED: {self.error}")
+            if self.hint:
+                lines.append(f"Hint: {self.hint}")
+        return "\n".join(lines)
+
+
+class _Outcome(NamedTuple):
+    ok: bool
+    output: str
+    error: str | None
+    before: tuple[str, ...] | None
+    after: tuple[str, ...] | None
+
+
+class Busy(Exception):
+    """Another command is running in this process (a double click, say)."""
+
+
+def _short_error(error: BaseException, service_dir: Path) -> str:
+    """One or two lines a learner can read, instead of a traceback wall."""
+    if isinstance(error, SyntaxError):
+        where = Path(error.filename or "?")
+        try:
+            where = where.resolve().relative_to(service_dir.parent.resolve())
+        except ValueError:
+            pass
+        return f"{type(error).__name__} in {where}, line {error.lineno}: {error.msg}"
+    if isinstance(error, sa.exc.DBAPIError) and error.orig is not None:
+        return f"{type(error.orig).__name__}: {str(error.orig).strip().splitlines()[0]}"
+    if isinstance(error, (CommandError, ImportError, Busy)):
+        return str(error)
+    frames = traceback.extract_tb(error.__traceback__)
+    ours = [f for f in frames if f.filename.startswith(str(service_dir))]
+    where = f" ({Path(ours[-1].filename).name}, line {ours[-1].lineno})" if ours else ""
+    return f"{type(error).__name__}: {error}{where}"
+
+
+class _CaptureAlembicLog(logging.Handler):
+    """Collects alembic's INFO lines ("Running upgrade a -> b") into the result, not stderr.
+
+    Kept: what the migration did and what autogenerate detected. Dropped:
+    set-up chatter that says nothing about the learner's change.
+    """
+
+    NOISY_LOGGERS = ("alembic.runtime.plugins", "alembic.ddl.postgresql")
+
+    def __init__(self, sink: io.StringIO) -> None:
+        super().__init__(logging.INFO)
+        self.sink = sink
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = self.format(record)
+        if record.name in self.NOISY_LOGGERS and record.levelno < logging.WARNING:
+            return
+        if message.startswith(("Context impl", "Will assume")):
+            return
+        self.sink.write(message + "\n")
+
+
+class Runner:
+    """Runs alembic commands for one project against one backend."""
+
+    def __init__(self, project: Project, backend: Backend) -> None:
+        self.project = project
+        self.backend = backend
+        self._engine: sa.Engine | None = None
+        self._lock = threading.Lock()
+
+    # --- the commands the workflow uses -------------------------------------
+
+    def current(self, verbose: bool = False) -> RunResult:
+        return self._run(["current", *(["--verbose"] if verbose else [])],
+                         lambda cfg: command.current(cfg, verbose=verbose))
+
+    def history(self, rev_range: str | None = None, verbose: bool = False) -> RunResult:
+        args = ["history", *(["-r", rev_range] if rev_range else []), *(["--verbose"] if verbose else [])]
+        return self._run(args, lambda cfg: command.history(cfg, rev_range=rev_range, verbose=verbose,
+                                                           indicate_current=True))
+
+    def heads(self, verbose: bool = False) -> RunResult:
+        return self._run(["heads", *(["--verbose"] if verbose else [])],
+                         lambda cfg: command.heads(cfg, verbose=verbose))
+
+    def show(self, revision: str) -> RunResult:
+        return self._run(["show", revision], lambda cfg: command.show(cfg, revision))
+
+    def upgrade(self, target: str = "head") -> RunResult:
+        return self._run(["upgrade", target], lambda cfg: command.upgrade(cfg, target))
+
+    def downgrade(self, target: str = "-1") -> RunResult:
+        return self._run(["downgrade", target], lambda cfg: command.downgrade(cfg, target))
+
+    def stamp(self, target: str = "head") -> RunResult:
+        return self._run(["stamp", target], lambda cfg: command.stamp(cfg, target))
+
+    def check(self) -> RunResult:
+        return self._run(["check"], lambda cfg: command.check(cfg))
+
+    def revision(self, message: str, autogenerate: bool = False) -> RunResult:
+        """`alembic revision [--autogenerate] -m MESSAGE`; the message is only ever a message."""
+        args = ["revision", *(["--autogenerate"] if autogenerate else []), "-m", message]
+        return self._run(args, lambda cfg: command.revision(cfg, message=message, autogenerate=autogenerate))
+
+    def merge(self, message: str, revisions: str = "heads") -> RunResult:
+        return self._run(["merge", revisions, "-m", message],
+                         lambda cfg: command.merge(cfg, revisions, message=message))
+
+    # --- machinery ------------------------------------------------------------
+
+    @staticmethod
+    def command_lines(args: list[str]) -> tuple[str, str]:
+        """(the workflow's form, the local form) of `alembic <args>`, shell-quoted."""
+        quoted = shlex.join(args)
+        return f"{WORKFLOW_PREFIX} {quoted}", f"alembic {quoted}"
+
+    def engine(self) -> sa.Engine:
+        if self._engine is None:
+            self._engine = sa.create_engine(self.backend.url(), pool_pre_ping=True)
+        return self._engine
+
+    def dispose(self) -> None:
+        """Close pooled connections (before the database is stopped or dropped)."""
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    def config(self, stdout: io.StringIO) -> Config:
+        cfg = Config(str(self.project.service_dir / "alembic.ini"), stdout=stdout)
+        cfg.attributes["configure_logger"] = False
+        return cfg
+
+    def database_heads(self) -> tuple[str, ...]:
+        """The revisions recorded in alembic_version (empty before the first upgrade)."""
+        with self.engine().connect() as conn:
+            return MigrationContext.configure(conn).get_current_heads()
+
+    def _versions(self) -> set[Path]:
+        return set(self.project.versions_dir.glob("*.py"))
+
+    def _run(self, args: list[str], in_process: Callable[[Config], object]) -> RunResult:
+        workflow, local = self.command_lines(args)
+        if not self._lock.acquire(blocking=False):
+            return RunResult(tuple(args), workflow, local, ok=False, output="", duration=0.0,
+                             before=None, after=None,
+                             error="Another alembic command is still running; this one was not started.",
+                             hint="Wait for it to finish, then try again.")
+        try:
+            started = time.perf_counter()
+            files_before = self._versions()
+            argv = self.backend.alembic_argv(args)
+            outcome = self._in_process(in_process) if argv is None else self._subprocess(argv)
+            duration = time.perf_counter() - started
+            new_files = tuple(sorted(self._versions() - files_before))
+        finally:
+            self._lock.release()
+        return RunResult(tuple(args), workflow, local, ok=outcome.ok, output=outcome.output,
+                         duration=duration, before=outcome.before, after=outcome.after,
+                         error=outcome.error, hint=hint_for(outcome.error) if outcome.error else None,
+                         new_files=new_files)
+
+    def _connect(self) -> sa.Connection:
+        try:
+            return self.engine().connect()
+        except sa.exc.OperationalError as error:
+            raise ConnectionError(
+                f"Cannot reach the lab database ({self.backend.where()}). {self.backend.start_hint()}"
+            ) from error
+
+    def _in_process(self, fn: Callable[[Config], object]) -> _Outcome:
+        out = io.StringIO()
+        cfg = self.config(out)
+        log = logging.getLogger("alembic")
+        handler = _CaptureAlembicLog(out)
+        saved = (log.level, log.propagate, list(sys.path), sys.dont_write_bytecode)
+        try:
+            conn = self._connect()
+        except ConnectionError as error:
+            return _Outcome(False, "", str(error), None, None)
+        before = after = None
+        try:
+            try:
+                self._advisory_lock(conn)
+            except Busy as busy:
+                return _Outcome(False, "", str(busy), None, None)
+            before = MigrationContext.configure(conn).get_current_heads()
+            conn.commit()  # alembic must own the transaction it runs migrations in
+            self._forget_service_modules()
+            log.addHandler(handler)
+            log.setLevel(logging.INFO)
+            log.propagate = False
+            sys.dont_write_bytecode = True  # an edit within the same second must never hit a stale .pyc
+            cfg.attributes["connection"] = conn
+            try:
+                with contextlib.redirect_stdout(out):  # "Generating <file> ... done" goes to sys.stdout
+                    fn(cfg)
+                ok, error = True, None
+            except (Exception, SystemExit) as exc:  # env.py may sys.exit; show it, don't die
+                if conn.in_transaction():
+                    conn.rollback()
+                ok, error = False, _short_error(exc, self.project.service_dir)
+            after = MigrationContext.configure(conn).get_current_heads()
+            conn.commit()
+        finally:
+            log.removeHandler(handler)
+            log.level, log.propagate, sys.path[:], sys.dont_write_bytecode = saved
+            self._forget_service_modules()
+            self._advisory_unlock(conn)
+            conn.close()
+        return _Outcome(ok, out.getvalue(), error, before, after)
+
+    def _advisory_lock(self, conn: sa.Connection) -> None:
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        while not conn.scalar(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY}):
+            if time.monotonic() > deadline:
+                raise Busy(f"Another process has held the lab's migration lock for {LOCK_WAIT_SECONDS:.0f} s.")
+            time.sleep(0.05)
+        conn.commit()
+
+    @staticmethod
+    def _advisory_unlock(conn: sa.Connection) -> None:
+        try:
+            if conn.in_transaction():
+                conn.rollback()
+            conn.execute(sa.text("SELECT pg_advisory_unlock_all()"))
+            conn.commit()
+        except sa.exc.DBAPIError:
+            pass  # the connection is gone, and the lock went with its session
+
+    def _forget_service_modules(self) -> None:
+        """Drop main.py (and any module of ai-service/) from sys.modules.
+
+        env.py does `from main import Base`; without this, an edit to main.py
+        made after the first command would be invisible to autogenerate.
+        """
+        service = str(self.project.service_dir.resolve()) + "/"
+        for name, module in list(sys.modules.items()):
+            # env.py puts the resolved ai-service/ on sys.path, so its modules' paths start with it.
+            if (getattr(module, "__file__", None) or "").startswith(service):
+                del sys.modules[name]
+
+    def _subprocess(self, argv: list[str]) -> _Outcome:
+        """Run alembic in the container; revisions are read from the database from here."""
+        try:
+            before = self.database_heads()
+        except sa.exc.OperationalError:
+            before = None
+        done = subprocess.run(argv, cwd=self.project.root, capture_output=True, text=True)
+        try:
+            after = self.database_heads()
+        except sa.exc.OperationalError:
+            after = None
+        output = "".join(
+            line + "\n" for line in (done.stdout + done.stderr).splitlines()
+            if not re.search(r"Context impl|Will assume|setting up autogenerate plugin|assuming SERIAL", line)
+        )
+        if done.returncode == 0:
+            return _Outcome(True, output, None, before, after)
+        last = [line for line in done.stderr.strip().splitlines() if line.strip()]
+        return _Outcome(False, output, last[-1] if last else f"exit code {done.returncode}", before, after)
