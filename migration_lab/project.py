@@ -13,6 +13,10 @@ class Project:
 
     root: Path
 
+    def __post_init__(self) -> None:
+        # Accept a str too; always absolute, so paths printed to learners are unambiguous.
+        object.__setattr__(self, "root", Path(self.root).resolve())
+
     @property
     def service_dir(self) -> Path:
         """The application being migrated: models, alembic.ini, migrations/."""

@@ -40,6 +40,9 @@ WORKFLOW_PREFIX = f"docker-compose exec {SERVICE} alembic"
 # Any constant works; every lab runner on the same database shares this one.
 ADVISORY_LOCK_KEY = 0x4D4C_4142  # "MLAB"
 LOCK_WAIT_SECONDS = 60.0
+# In-process runs swap sys.stdout, sys.path, sys.modules and alembic's logger:
+# process-wide state, so one run at a time per process, whatever the Runner.
+_PROCESS_LOCK = threading.Lock()
 
 # The errors the workflow guide's troubleshooting section names, with what to do.
 HINTS: tuple[tuple[str, str], ...] = (
@@ -164,7 +167,6 @@ class Runner:
         self.project = project
         self.backend = backend
         self._engine: sa.Engine | None = None
-        self._lock = threading.Lock()
 
     # --- the commands the workflow uses -------------------------------------
 
@@ -239,7 +241,7 @@ class Runner:
 
     def _run(self, args: list[str], in_process: Callable[[Config], object]) -> RunResult:
         workflow, local = self.command_lines(args)
-        if not self._lock.acquire(blocking=False):
+        if not _PROCESS_LOCK.acquire(blocking=False):
             return RunResult(tuple(args), workflow, local, ok=False, output="", duration=0.0,
                              before=None, after=None,
                              error="Another alembic command is still running; this one was not started.",
@@ -252,7 +254,7 @@ class Runner:
             duration = time.perf_counter() - started
             new_files = tuple(sorted(self._versions() - files_before))
         finally:
-            self._lock.release()
+            _PROCESS_LOCK.release()
         return RunResult(tuple(args), workflow, local, ok=outcome.ok, output=outcome.output,
                          duration=duration, before=outcome.before, after=outcome.after,
                          error=outcome.error, hint=hint_for(outcome.error) if outcome.error else None,
@@ -330,12 +332,15 @@ class Runner:
         """Drop main.py (and any module of ai-service/) from sys.modules.
 
         env.py does `from main import Base`; without this, an edit to main.py
-        made after the first command would be invisible to autogenerate.
+        made after the first command would be invisible to autogenerate. A
+        `main` imported from another folder (another copy of the service) goes
+        too, or env.py would silently get that one's models.
         """
         service = str(self.project.service_dir.resolve()) + "/"
+        top_level = {path.stem for path in self.project.service_dir.glob("*.py")}
         for name, module in list(sys.modules.items()):
             # env.py puts the resolved ai-service/ on sys.path, so its modules' paths start with it.
-            if (getattr(module, "__file__", None) or "").startswith(service):
+            if name in top_level or (getattr(module, "__file__", None) or "").startswith(service):
                 del sys.modules[name]
 
     def _subprocess(self, argv: list[str]) -> _Outcome:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from alembic import context
 from dotenv import load_dotenv
-from sqlalchemy import create_engine, pool
+from sqlalchemy import Connection, create_engine, pool
 
 # The models live in ai-service/main.py, one folder above this file. Put that
 # folder first on sys.path so `from main import ...` works from any working
@@ -61,19 +61,24 @@ def run_migrations_online() -> None:
 
     PostgreSQL runs DDL inside transactions, so a revision that fails half-way
     rolls back everything this command did, alembic_version included.
-    """
-    connection = config.attributes.get("connection")
-    if connection is not None:
-        configure(connection=connection)
-        with context.begin_transaction():
-            context.run_migrations()
-        return
 
-    engine = create_engine(database_url(), poolclass=pool.NullPool)
-    with engine.connect() as connection:
-        configure(connection=connection)
-        with context.begin_transaction():
-            context.run_migrations()
+    A program running Alembic in-process (the lab's runner, pytest-alembic)
+    may hand over its own Connection or Engine as the "connection" attribute.
+    """
+    connectable = config.attributes.get("connection") or create_engine(
+        database_url(), poolclass=pool.NullPool
+    )
+    if isinstance(connectable, Connection):
+        run_migrations(connectable)
+    else:
+        with connectable.connect() as connection:
+            run_migrations(connection)
+
+
+def run_migrations(connection: Connection) -> None:
+    configure(connection=connection)
+    with context.begin_transaction():
+        context.run_migrations()
 
 
 if context.is_offline_mode():

@@ -1,4 +1,7 @@
-"""${message}
+<%
+    # Any message must give valid Python: escape what would end or break the docstring.
+    docstring = message.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
+%>"""${docstring}
 
 Revision ID: ${up_revision}
 Revises: ${down_revision | comma,n}

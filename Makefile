@@ -1,0 +1,39 @@
+# Migration Lab: `make lab` to learn, `make test` to check everything.
+# Both make the virtual environment and install requirements.txt first.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(CURDIR)/$(VENV)/bin
+# Reinstall whenever the pinned requirements or the kit's metadata change.
+INSTALLED := $(VENV)/.installed
+
+.PHONY: lab test install up down status nuke bench
+
+$(INSTALLED): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --progress-bar on -r requirements.txt
+	touch $@
+
+install: $(INSTALLED)
+
+## lab: install, start the lab database, open JupyterLab (localhost only)
+# The venv's bin/ goes first on PATH, so `alembic` works in JupyterLab's terminals.
+lab: $(INSTALLED)
+	$(BIN)/python -m migration_lab up
+	PATH="$(BIN):$$PATH" $(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=$(CURDIR)
+
+## test: install, then run every test against a real PostgreSQL
+test: $(INSTALLED)
+	$(BIN)/python -m pytest
+
+up down status: $(INSTALLED)
+	$(BIN)/python -m migration_lab $@
+
+## nuke: drop all lab data (asks first)
+nuke: $(INSTALLED)
+	$(BIN)/python -m migration_lab nuke
+
+## bench: runner vs alembic CLI latency, as a ratio
+bench: $(INSTALLED)
+	$(BIN)/python bench/command_latency.py

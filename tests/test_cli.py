@@ -1,0 +1,95 @@
+"""`python -m migration_lab`, and alembic typed by hand in a terminal after `up`."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from conftest import add_phone_number, tables
+from migration_lab import Project
+
+ALEMBIC = str(Path(sys.executable).with_name("alembic"))
+
+
+def run(argv: list[str], project: Project, extra_env: dict[str, str], stdin: str | None = None,
+        cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("LAB_DATABASE_URL", "LAB_BACKEND", "DATABASE_URL")}
+    env.update(LAB_PROJECT_DIR=str(project.root), **extra_env)
+    return subprocess.run(argv, env=env, cwd=cwd or project.root, input=stdin, capture_output=True,
+                          text=True, timeout=120)
+
+
+def lab_cli(*args: str, project: Project, env: dict[str, str], stdin: str | None = None):
+    return run([sys.executable, "-m", "migration_lab", *args], project, env, stdin)
+
+
+def test_url_prints_the_url_as_last_line(project: Project, database_url: str) -> None:
+    done = lab_cli("url", project=project, env={"LAB_DATABASE_URL": database_url})
+    assert done.returncode == 0
+    assert done.stdout.splitlines()[-1] == database_url
+
+
+def test_nuke_without_confirmation_changes_nothing(project: Project, database_url: str, engine: sa.Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE precious (id int)"))
+    env = {"LAB_DATABASE_URL": database_url}
+    for answer in (None, "", "no\n", "y\n"):  # no terminal at all, then three ways of not saying yes
+        done = lab_cli("nuke", project=project, env=env, stdin=answer)
+        assert done.returncode == 1
+        assert "Nothing changed." in done.stderr
+        assert "precious" in tables(engine)
+    done = lab_cli("nuke", project=project, env=env, stdin="yes\n")
+    assert done.returncode == 0 and "Fresh, empty lab database" in done.stdout
+    assert tables(engine) == set()
+
+
+def test_unknown_backend_is_refused_without_traceback(project: Project) -> None:
+    done = lab_cli("--backend", "sqlite", "status", project=project, env={})
+    assert done.returncode == 2 and "invalid choice: 'sqlite'" in done.stderr
+
+
+def test_no_project_found_says_what_to_do(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "migration_lab", "status"], cwd=tmp_path,
+                          env={**os.environ, "LAB_PROJECT_DIR": str(tmp_path)}, capture_output=True, text=True)
+    assert done.returncode == 1
+    assert "No Migration Lab project found" in done.stderr and "LAB_PROJECT_DIR" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_workflow_typed_by_hand_after_up(project: Project) -> None:
+    """`up`, then plain `alembic ...` in ai-service/ with nothing exported, then `down`."""
+    env = {"LAB_BACKEND": "embedded"}
+    up = lab_cli("up", project=project, env=env)
+    try:
+        assert up.returncode == 0, up.stderr
+        assert "Lab database is up: embedded PostgreSQL" in up.stdout
+        assert "Creating a new PostgreSQL cluster" in up.stderr  # progress on the slow step
+
+        def alembic(*args: str) -> subprocess.CompletedProcess:
+            return run([ALEMBIC, *args], project, {}, cwd=project.service_dir)
+
+        assert alembic("upgrade", "head").returncode == 0
+        add_phone_number(project)
+        generated = alembic("revision", "--autogenerate", "-m", "Add phone number to profile")
+        assert generated.returncode == 0, generated.stderr
+        [script] = project.versions_dir.glob("*_add_phone_number_to_profile.py")
+        assert "op.add_column" in script.read_text()
+        assert alembic("upgrade", "head").returncode == 0
+        assert alembic("check").returncode == 0
+        assert alembic("downgrade", "-1").returncode == 0
+        behind = alembic("revision", "--autogenerate", "-m", "again")
+        assert behind.returncode != 0 and "Target database is not up to date" in behind.stderr
+        current = alembic("current")
+        assert current.stdout.strip() == "8b7e5d2c6a41"
+
+        status = lab_cli("status", project=project, env=env)
+        assert "running:  yes" in status.stdout and "revision: 8b7e5d2c6a41" in status.stdout
+    finally:
+        down = lab_cli("down", project=project, env=env)
+    assert down.returncode == 0 and "data is kept" in down.stdout
+    status = lab_cli("status", project=project, env=env)
+    assert "running:  no" in status.stdout and "python -m migration_lab up" in status.stdout

@@ -1,0 +1,234 @@
+"""The runner against a real PostgreSQL: the workflow guide, step by step, in-process."""
+
+import ast
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from conftest import EMAIL_LINE, add_phone_number, columns, edit_model, tables, write_revision
+from migration_lab import Lab, Project
+from migration_lab.runner import Runner
+
+BASELINE_HEAD = "8b7e5d2c6a41"
+
+
+def test_standard_workflow_round_trip(lab: Lab, engine: sa.Engine) -> None:
+    runner = lab.runner
+    assert runner.upgrade("head").after == (BASELINE_HEAD,)
+    # An in-process command has imported main.py once already; the edit below
+    # must still be seen (no stale module cache).
+    assert runner.current().ok
+
+    add_phone_number(lab.project)
+    generated = runner.revision("Add phone number to profile", autogenerate=True)
+    assert generated.ok, generated.error
+    assert generated.local_command == "alembic revision --autogenerate -m 'Add phone number to profile'"
+    assert generated.workflow_command == (
+        "docker-compose exec ai-api alembic revision --autogenerate -m 'Add phone number to profile'"
+    )
+    [script] = generated.new_files
+    assert script.name.endswith("_add_phone_number_to_profile.py")
+    assert "op.add_column('user_profiles', sa.Column('phone_number'" in script.read_text()
+    assert "Detected added column 'user_profiles.phone_number'" in generated.output
+
+    applied = runner.upgrade("head")
+    assert applied.ok and applied.before == (BASELINE_HEAD,)
+    new_head = applied.after[0]
+    assert script.name.startswith(new_head)
+    assert "phone_number" in columns(engine, "user_profiles")
+    assert runner.check().ok
+
+    back = runner.downgrade("-1")
+    assert back.ok and back.before == (new_head,) and back.after == (BASELINE_HEAD,)
+    assert "phone_number" not in columns(engine, "user_profiles")
+
+    base = runner.downgrade("base")
+    assert base.ok and base.after == ()
+    assert tables(engine) == {"alembic_version"}
+    # The hand-reviewed baseline drops the ENUM too, so the way back up is clear.
+    assert runner.upgrade("head").ok
+
+
+def test_current_history_heads_show(lab: Lab) -> None:
+    runner = lab.runner
+    runner.upgrade("head")
+    assert f"{BASELINE_HEAD} (head)" in runner.current().output
+    history = runner.history()
+    assert "3f1c2a9d4b10 -> 8b7e5d2c6a41 (head) (current), add job entries" in history.output
+    assert runner.heads().output.strip() == f"{BASELINE_HEAD} (head)"
+    assert "add job entries" in runner.show(BASELINE_HEAD).output
+
+
+def test_autogenerate_refuses_when_database_is_behind(lab: Lab) -> None:
+    lab.runner.upgrade("3f1c2a9d4b10")
+    result = lab.runner.revision("too early", autogenerate=True)
+    assert not result.ok
+    assert result.error == "Target database is not up to date."
+    assert "alembic upgrade head" in result.hint
+    assert result.new_files == ()
+
+
+def test_data_migration_updates_rows(lab: Lab, engine: sa.Engine) -> None:
+    lab.runner.upgrade("head")
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO user_profiles (name, email) VALUES ('Ada', 'ada@example.org')"))
+        conn.execute(sa.text("INSERT INTO user_settings (user_id) SELECT id FROM user_profiles"))
+    empty = lab.runner.revision("set default user status")
+    assert empty.ok
+    [script] = empty.new_files
+    script.write_text(
+        script.read_text()
+        .replace('    """Upgrade schema."""\n    pass',
+                 '''    """Upgrade schema."""\n    op.execute("UPDATE user_settings SET status = 'active'")''')
+        .replace('    """Downgrade schema."""\n    pass',
+                 '    """Downgrade schema."""\n    op.execute("UPDATE user_settings SET status = NULL")')
+    )
+    assert lab.runner.upgrade("head").ok
+    with engine.connect() as conn:
+        assert conn.scalar(sa.text("SELECT status FROM user_settings")) == "active"
+    assert lab.runner.downgrade("-1").ok
+    with engine.connect() as conn:
+        assert conn.scalar(sa.text("SELECT status FROM user_settings")) is None
+
+
+def test_two_heads_then_merge(lab: Lab) -> None:
+    runner = lab.runner
+    runner.upgrade("head")
+    write_revision(lab.project, "aaaa00000001", BASELINE_HEAD, "op.add_column('user_settings', sa.Column('a', sa.Integer()))")
+    write_revision(lab.project, "bbbb00000002", BASELINE_HEAD, "op.add_column('user_settings', sa.Column('b', sa.Integer()))")
+    refused = runner.upgrade("head")
+    assert not refused.ok and "Multiple head revisions" in refused.error
+    assert "alembic merge heads" in refused.hint
+    assert refused.after == (BASELINE_HEAD,)
+
+    merged = runner.merge("merge conflict")
+    assert merged.ok
+    [merge_file] = merged.new_files
+    assert merge_file.name.endswith("_merge_conflict.py")
+    assert "('aaaa00000001', 'bbbb00000002')" in merge_file.read_text()
+    applied = runner.upgrade("head")
+    assert applied.ok and len(applied.after) == 1
+    assert "Ambiguous walk" in runner.downgrade("-1").error
+    assert runner.downgrade("base").ok
+
+
+def test_table_already_exists_then_stamp_head(lab: Lab, engine: sa.Engine) -> None:
+    with engine.begin() as conn:  # tables made "by hand", as an old create_all() did
+        conn.execute(sa.text("CREATE TABLE user_profiles (id serial PRIMARY KEY)"))
+    failed = lab.runner.upgrade("head")
+    assert not failed.ok
+    assert 'relation "user_profiles" already exists' in failed.error
+    assert "alembic stamp head" in failed.hint
+    assert failed.after == ()
+    stamped = lab.runner.stamp("head")
+    assert stamped.ok and stamped.after == (BASELINE_HEAD,)
+
+
+def test_syntax_error_in_main_is_short_and_touches_nothing(lab: Lab, engine: sa.Engine) -> None:
+    lab.runner.upgrade("3f1c2a9d4b10")
+    edit_model(lab.project, EMAIL_LINE, EMAIL_LINE + "    phone_number = Column(String, nullable=True\n")
+    before_tables = tables(engine)
+    result = lab.runner.upgrade("head")
+    assert not result.ok
+    assert result.error.startswith("SyntaxError in ai-service/main.py, line ")
+    assert "\n" not in result.error and "Traceback" not in result.output
+    assert "database was not touched" in result.hint
+    assert result.after == ("3f1c2a9d4b10",)
+    assert tables(engine) == before_tables
+
+
+def test_failing_migration_rolls_back_everything(lab: Lab, engine: sa.Engine) -> None:
+    """PostgreSQL runs DDL in transactions: a failure half-way leaves nothing behind."""
+    lab.runner.upgrade("head")
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO user_profiles (name, email) VALUES ('Ada', 'ada@example.org')"))
+    write_revision(lab.project, "cccc00000001", BASELINE_HEAD, """
+        op.create_table('audit', sa.Column('id', sa.Integer(), primary_key=True))
+        op.execute("UPDATE user_profiles SET name = 'changed'")
+    """)
+    write_revision(lab.project, "cccc00000002", "cccc00000001", """
+        op.add_column('user_profiles', sa.Column('nickname', sa.String()))
+        raise RuntimeError("boom half-way")
+    """)
+    result = lab.runner.upgrade("head")
+    assert not result.ok
+    assert "RuntimeError: boom half-way (cccc00000002_hand_written.py, line" in result.error
+    assert result.before == result.after == (BASELINE_HEAD,)
+    assert "audit" not in tables(engine)
+    assert "nickname" not in columns(engine, "user_profiles")
+    with engine.connect() as conn:
+        assert conn.scalar(sa.text("SELECT name FROM user_profiles")) == "Ada"
+        assert conn.scalar(sa.text("SELECT version_num FROM alembic_version")) == BASELINE_HEAD
+
+
+def test_import_error_in_env_names_the_fix(lab: Lab) -> None:
+    env = lab.project.service_dir / "migrations" / "env.py"
+    env.write_text(env.read_text().replace("from main import Base", "from main import Base, JobEntries"))
+    result = lab.runner.current()
+    assert not result.ok
+    assert "cannot import name 'JobEntries' from 'main'" in result.error
+    assert "migrations/env.py" in result.hint
+
+
+def test_stopped_database_says_how_to_start_it(project: Project, tmp_path: Path) -> None:
+    from migration_lab import EmbeddedBackend
+
+    stopped = EmbeddedBackend(tmp_path / "never-started")
+    result = Runner(project, stopped).current()
+    assert not result.ok
+    assert "Cannot reach the lab database (embedded PostgreSQL" in result.error
+    assert "python -m migration_lab up" in result.error
+
+
+def test_revision_message_is_only_a_message(lab: Lab, tmp_path: Path) -> None:
+    sentinel = tmp_path / "pwned"
+    message = f'He said "hi"; touch {sentinel}; $(touch {sentinel}) `touch {sentinel}` C:\\new """'
+    result = lab.runner.revision(message)
+    assert result.ok
+    assert not sentinel.exists()
+    [script] = result.new_files
+    assert ast.get_docstring(ast.parse(script.read_text())).splitlines()[0] == message
+    assert result.local_command.startswith("alembic revision -m '")  # shell-quoted for copying
+
+
+def test_runs_are_serialized_within_a_process(lab: Lab, monkeypatch) -> None:
+    """A second command while one runs (a double click) is refused, not queued."""
+    lab.runner.upgrade("head")
+    started, release = threading.Event(), threading.Event()
+    original = lab.runner.config
+
+    def slow_config(stdout):
+        started.set()
+        release.wait(10)
+        return original(stdout)
+
+    monkeypatch.setattr(lab.runner, "config", slow_config)
+    first: list = []
+    thread = threading.Thread(target=lambda: first.append(lab.runner.downgrade("-1")))
+    thread.start()
+    assert started.wait(10)
+    second = lab.runner.downgrade("-1")
+    release.set()
+    thread.join(10)
+    assert not second.ok and "still running" in second.error
+    assert first[0].ok and first[0].after == ("3f1c2a9d4b10",)
+
+
+def test_two_processes_never_apply_a_revision_twice(lab: Lab, engine: sa.Engine) -> None:
+    """Two processes (a notebook and a terminal, say) upgrade at once: the advisory lock serializes them."""
+    add_phone_number(lab.project)
+    lab.runner.upgrade("head")
+    assert lab.runner.revision("phone", autogenerate=True).ok
+    script = (
+        "import sys; from migration_lab import Lab, Project, UrlBackend; "
+        "r = Lab(Project(sys.argv[1]), UrlBackend(sys.argv[2])).runner.upgrade('head'); "
+        "print(r.ok, len(r.output.splitlines()))"
+    )
+    argv = [sys.executable, "-c", script, str(lab.project.root), lab.backend.url()]
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = sorted(p.communicate(timeout=60)[0].strip() for p in procs)
+    assert outputs == ["True 0", "True 1"]  # one applied the revision, the other found nothing to do
+    assert columns(engine, "user_profiles").count("phone_number") == 1
