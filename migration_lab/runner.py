@@ -1,7 +1,7 @@
 """Run alembic commands against the lab database and report what happened.
 
-On the embedded and url backends a command runs in-process through
-`alembic.command` (a few milliseconds, against ~300 ms for the `alembic` CLI
+A command is parsed by alembic's own command line parser. On the embedded
+and url backends it then runs in-process through `alembic.command` (a few milliseconds, against ~300 ms for the `alembic` CLI
 as a subprocess), which is what makes buttons feel instant. On the compose
 backend it runs inside the ai-api container, as the workflow guide types it.
 
@@ -10,6 +10,11 @@ typed locally, success, output, duration, and the database's revision before
 and after. Runs are serialized: a second command while one runs in this
 process is refused ("busy"), and across processes a PostgreSQL advisory lock
 makes the second wait, so two runs never apply a revision twice.
+
+`rehearse` runs upgrade, downgrade or stamp inside a transaction that is
+always rolled back: PostgreSQL runs DDL in transactions, so this shows exactly
+what a command would add or drop, and how much data it would destroy, while
+changing nothing.
 """
 
 import contextlib
@@ -28,11 +33,11 @@ from pathlib import Path
 from typing import NamedTuple
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
+from alembic.config import CommandLine, Config
 from alembic.runtime.migration import MigrationContext
 from alembic.util import CommandError
 
+from . import schema
 from .database import SERVICE, Backend
 from .project import Project
 
@@ -46,6 +51,7 @@ _PROCESS_LOCK = threading.Lock()
 
 # The errors the workflow guide's troubleshooting section names, with what to do.
 HINTS: tuple[tuple[str, str], ...] = (
+    ("still running", "Wait for it to finish, then try again."),
     ("SyntaxError",
      "Python could not read that file. Fix the line named above, save, and run the command again; "
      "the database was not touched."),
@@ -160,6 +166,27 @@ class _CaptureAlembicLog(logging.Handler):
         self.sink.write(message + "\n")
 
 
+REHEARSABLE = {"upgrade", "downgrade", "stamp"}
+
+
+@dataclass(frozen=True)
+class Rehearsal:
+    """What a command would do, found by running it and rolling it back."""
+
+    result: RunResult
+    changes: schema.SchemaDiff
+    losses: tuple[schema.Loss, ...]
+    preview: tuple[tuple, ...] | None = None  # rows of `show_table` as they would be afterwards
+
+    def __str__(self) -> str:
+        lines = [f"Rehearsal (rolled back, nothing changed) of: {self.result.local_command}"]
+        if not self.result.ok:
+            lines.append(f"It would FAIL: {self.result.error}")
+        lines += self.changes.lines() or ["No change to tables or columns."]
+        lines += [f"DATA LOSS: {loss}" for loss in self.losses]
+        return "\n".join(lines)
+
+
 class Runner:
     """Runs alembic commands for one project against one backend."""
 
@@ -168,44 +195,45 @@ class Runner:
         self.backend = backend
         self._engine: sa.Engine | None = None
 
-    # --- the commands the workflow uses -------------------------------------
+    # --- the commands the workflow uses, by name --------------------------------
 
     def current(self, verbose: bool = False) -> RunResult:
-        return self._run(["current", *(["--verbose"] if verbose else [])],
-                         lambda cfg: command.current(cfg, verbose=verbose))
+        return self.run(["current", *(["--verbose"] if verbose else [])])
 
     def history(self, rev_range: str | None = None, verbose: bool = False) -> RunResult:
-        args = ["history", *(["-r", rev_range] if rev_range else []), *(["--verbose"] if verbose else [])]
-        return self._run(args, lambda cfg: command.history(cfg, rev_range=rev_range, verbose=verbose,
-                                                           indicate_current=True))
+        """`alembic history -i` (marks the database's revision with "(current)")."""
+        return self.run(["history", *(["-r", rev_range] if rev_range else []),
+                         *(["--verbose"] if verbose else []), "-i"])
 
     def heads(self, verbose: bool = False) -> RunResult:
-        return self._run(["heads", *(["--verbose"] if verbose else [])],
-                         lambda cfg: command.heads(cfg, verbose=verbose))
+        return self.run(["heads", *(["--verbose"] if verbose else [])])
 
     def show(self, revision: str) -> RunResult:
-        return self._run(["show", revision], lambda cfg: command.show(cfg, revision))
+        return self.run(["show", revision])
 
     def upgrade(self, target: str = "head") -> RunResult:
-        return self._run(["upgrade", target], lambda cfg: command.upgrade(cfg, target))
+        return self.run(["upgrade", target])
 
     def downgrade(self, target: str = "-1") -> RunResult:
-        return self._run(["downgrade", target], lambda cfg: command.downgrade(cfg, target))
+        return self.run(["downgrade", target])
 
     def stamp(self, target: str = "head") -> RunResult:
-        return self._run(["stamp", target], lambda cfg: command.stamp(cfg, target))
+        return self.run(["stamp", target])
 
     def check(self) -> RunResult:
-        return self._run(["check"], lambda cfg: command.check(cfg))
+        return self.run(["check"])
 
     def revision(self, message: str, autogenerate: bool = False) -> RunResult:
         """`alembic revision [--autogenerate] -m MESSAGE`; the message is only ever a message."""
-        args = ["revision", *(["--autogenerate"] if autogenerate else []), "-m", message]
-        return self._run(args, lambda cfg: command.revision(cfg, message=message, autogenerate=autogenerate))
+        return self.run(["revision", *(["--autogenerate"] if autogenerate else []), "-m", message])
 
     def merge(self, message: str, revisions: str = "heads") -> RunResult:
-        return self._run(["merge", revisions, "-m", message],
-                         lambda cfg: command.merge(cfg, revisions, message=message))
+        return self.run(["merge", revisions, "-m", message])
+
+    def run_line(self, line: str) -> RunResult:
+        """A command as typed: `upgrade head`, `alembic downgrade -1`, `revision -m "x"`."""
+        args = shlex.split(line)
+        return self.run(args[1:] if args[:1] == ["alembic"] else args)
 
     # --- machinery ------------------------------------------------------------
 
@@ -239,26 +267,71 @@ class Runner:
     def _versions(self) -> set[Path]:
         return set(self.project.versions_dir.glob("*.py"))
 
-    def _run(self, args: list[str], in_process: Callable[[Config], object]) -> RunResult:
+    @staticmethod
+    def _parse(args: list[str]):
+        """alembic's own parser; (options, None) or (None, its error message)."""
+        errors = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(errors):
+                options = CommandLine(prog="alembic").parser.parse_args(args)
+        except SystemExit:
+            lines = errors.getvalue().strip().splitlines()
+            return None, lines[-1] if lines else "alembic: invalid command"
+        if not hasattr(options, "cmd"):
+            return None, "alembic: no command given (try `current`, `upgrade head`, ...)"
+        options.raiseerr = True
+        return options, None
+
+    def run(self, args: list[str]) -> RunResult:
+        """Run `alembic <args>` and report what happened; never raises for a failed command."""
+        return self._run(list(args))[0]
+
+    def rehearse(self, args: list[str] | str, show_table: str | None = None) -> Rehearsal:
+        """Run upgrade/downgrade/stamp in a transaction that is rolled back; report what it would do."""
+        args = shlex.split(args) if isinstance(args, str) else list(args)
+        if args[:1] == ["alembic"]:
+            args = args[1:]
+        if args[:1] and args[0] not in REHEARSABLE:
+            raise ValueError(f"only {', '.join(sorted(REHEARSABLE))} can be rehearsed, not {args[0]!r}")
+        result, rehearsal = self._run(args, rehearse=True, show_table=show_table)
+        return rehearsal or Rehearsal(result, schema.SchemaDiff(), ())
+
+    def _run(self, args: list[str], rehearse: bool = False, show_table: str | None = None):
         workflow, local = self.command_lines(args)
-        if not _PROCESS_LOCK.acquire(blocking=False):
+
+        def failed(error: str) -> RunResult:
             return RunResult(tuple(args), workflow, local, ok=False, output="", duration=0.0,
-                             before=None, after=None,
-                             error="Another alembic command is still running; this one was not started.",
-                             hint="Wait for it to finish, then try again.")
+                             before=None, after=None, error=error, hint=hint_for(error))
+
+        options, problem = self._parse(args)
+        if problem:
+            return failed(problem), None
+        if not _PROCESS_LOCK.acquire(blocking=False):
+            return failed("Another alembic command is still running; this one was not started."), None
         try:
             started = time.perf_counter()
             files_before = self._versions()
             argv = self.backend.alembic_argv(args)
-            outcome = self._in_process(in_process) if argv is None else self._subprocess(argv)
+            if argv is not None:
+                if rehearse:
+                    return failed("Rehearsal needs direct database access; the compose route runs "
+                                  "alembic in its container."), None
+                outcome, rehearsal_parts = self._subprocess(argv), None
+            else:
+                outcome, rehearsal_parts = self._in_process(options, rehearse, show_table)
             duration = time.perf_counter() - started
             new_files = tuple(sorted(self._versions() - files_before))
         finally:
             _PROCESS_LOCK.release()
-        return RunResult(tuple(args), workflow, local, ok=outcome.ok, output=outcome.output,
-                         duration=duration, before=outcome.before, after=outcome.after,
-                         error=outcome.error, hint=hint_for(outcome.error) if outcome.error else None,
-                         new_files=new_files)
+        output = outcome.output.replace(str(self.project.root) + "/", "")  # paths as a learner sees them
+        result = RunResult(tuple(args), workflow, local, ok=outcome.ok, output=output,
+                           duration=duration, before=outcome.before, after=outcome.after,
+                           error=outcome.error, hint=hint_for(outcome.error) if outcome.error else None,
+                           new_files=new_files)
+        if rehearsal_parts is None:
+            return result, None
+        changes, lost, preview = rehearsal_parts
+        return result, Rehearsal(result, changes, tuple(lost), preview)
 
     def _connect(self) -> sa.Connection:
         try:
@@ -268,7 +341,7 @@ class Runner:
                 f"Cannot reach the lab database ({self.backend.where()}). {self.backend.start_hint()}"
             ) from error
 
-    def _in_process(self, fn: Callable[[Config], object]) -> _Outcome:
+    def _in_process(self, options, rehearse: bool, show_table: str | None):
         out = io.StringIO()
         cfg = self.config(out)
         log = logging.getLogger("alembic")
@@ -277,15 +350,21 @@ class Runner:
         try:
             conn = self._connect()
         except ConnectionError as error:
-            return _Outcome(False, "", str(error), None, None)
+            return _Outcome(False, "", str(error), None, None), None
         before = after = None
+        rehearsal_parts = None
         try:
             try:
                 self._advisory_lock(conn)
             except Busy as busy:
-                return _Outcome(False, "", str(busy), None, None)
+                return _Outcome(False, "", str(busy), None, None), None
             before = MigrationContext.configure(conn).get_current_heads()
-            conn.commit()  # alembic must own the transaction it runs migrations in
+            conn.commit()  # alembic must own the transaction it runs migrations in...
+            if rehearse:
+                # ...unless rehearsing: then an outer transaction alembic will not commit.
+                conn.begin()
+                schema_before = schema.snapshot(conn)
+                savepoint = conn.begin_nested()
             self._forget_service_modules()
             log.addHandler(handler)
             log.setLevel(logging.INFO)
@@ -294,21 +373,36 @@ class Runner:
             cfg.attributes["connection"] = conn
             try:
                 with contextlib.redirect_stdout(out):  # "Generating <file> ... done" goes to sys.stdout
-                    fn(cfg)
+                    CommandLine(prog="alembic").run_cmd(cfg, options)
                 ok, error = True, None
             except (Exception, SystemExit) as exc:  # env.py may sys.exit; show it, don't die
-                if conn.in_transaction():
-                    conn.rollback()
                 ok, error = False, _short_error(exc, self.project.service_dir)
-            after = MigrationContext.configure(conn).get_current_heads()
-            conn.commit()
+                if not rehearse and conn.in_transaction():
+                    conn.rollback()
+            if rehearse:
+                if savepoint.is_active:
+                    after = MigrationContext.configure(conn).get_current_heads()
+                    schema_after = schema.snapshot(conn)
+                    preview = (tuple(tuple(r) for r in conn.execute(
+                        sa.select(sa.text("*")).select_from(sa.table(show_table)).order_by(sa.text("1"))))
+                        if show_table and show_table in schema_after else None)
+                    savepoint.rollback()
+                else:
+                    schema_after, preview = schema_before, None
+                changes = schema.diff(schema_before, schema_after)
+                rehearsal_parts = (changes, schema.losses(conn, changes), preview)
+                conn.rollback()
+                after = after if ok else before
+            else:
+                after = MigrationContext.configure(conn).get_current_heads()
+                conn.commit()
         finally:
             log.removeHandler(handler)
             log.level, log.propagate, sys.path[:], sys.dont_write_bytecode = saved
             self._forget_service_modules()
             self._advisory_unlock(conn)
             conn.close()
-        return _Outcome(ok, out.getvalue(), error, before, after)
+        return _Outcome(ok, out.getvalue(), error, before, after), rehearsal_parts
 
     def _advisory_lock(self, conn: sa.Connection) -> None:
         deadline = time.monotonic() + LOCK_WAIT_SECONDS

@@ -58,6 +58,7 @@ def test_current_history_heads_show(lab: Lab) -> None:
     assert f"{BASELINE_HEAD} (head)" in runner.current().output
     history = runner.history()
     assert "3f1c2a9d4b10 -> 8b7e5d2c6a41 (head) (current), add job entries" in history.output
+    assert history.local_command == "alembic history -i"
     assert runner.heads().output.strip() == f"{BASELINE_HEAD} (head)"
     assert "add job entries" in runner.show(BASELINE_HEAD).output
 
@@ -232,3 +233,37 @@ def test_two_processes_never_apply_a_revision_twice(lab: Lab, engine: sa.Engine)
     outputs = sorted(p.communicate(timeout=60)[0].strip() for p in procs)
     assert outputs == ["True 0", "True 1"]  # one applied the revision, the other found nothing to do
     assert columns(engine, "user_profiles").count("phone_number") == 1
+
+
+def test_command_lines_are_parsed_by_alembic(lab: Lab) -> None:
+    assert lab.runner.run_line("alembic upgrade head").after == (BASELINE_HEAD,)
+    result = lab.runner.run_line('revision -m "set default user status"')
+    assert result.ok and result.new_files[0].name.endswith("_set_default_user_status.py")
+    assert "Generating ai-service/migrations/versions/" in result.output  # relative, as a learner sees it
+    bad = lab.runner.run_line("upgrad head")
+    assert not bad.ok and "invalid choice: 'upgrad'" in bad.error
+    assert not lab.runner.run_line("").ok
+
+
+def test_rehearsal_reports_data_loss_and_changes_nothing(lab: Lab, engine: sa.Engine) -> None:
+    add_phone_number(lab.project)
+    lab.runner.upgrade("head")
+    lab.runner.revision("phone", autogenerate=True)
+    lab.runner.upgrade("head")
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO user_profiles (name, email, phone_number) "
+                             "VALUES ('Ada', 'a@x.org', '+44 1'), ('Bob', 'b@x.org', NULL)"))
+    head = lab.runner.database_heads()
+    rehearsal = lab.runner.rehearse("downgrade -1", show_table="user_profiles")
+    assert rehearsal.result.ok and rehearsal.result.after == (BASELINE_HEAD,)
+    assert rehearsal.changes.dropped_columns == (("user_profiles", "phone_number"),)
+    assert [str(loss) for loss in rehearsal.losses] == ["column user_profiles.phone_number and its 1 value(s)"]
+    assert [row[1] for row in rehearsal.preview] == ["Ada", "Bob"] and len(rehearsal.preview[0]) == 4
+    assert "DATA LOSS: column user_profiles.phone_number" in str(rehearsal)
+    # Nothing happened for real.
+    assert lab.runner.database_heads() == head
+    assert "phone_number" in columns(engine, "user_profiles")
+    down_all = lab.runner.rehearse(["downgrade", "base"])
+    assert [str(loss) for loss in down_all.losses] == ["table user_profiles and its 2 row(s)"]
+    assert set(down_all.changes.dropped_tables) == {"user_profiles", "user_settings", "job_entries"}
+    assert lab.runner.database_heads() == head

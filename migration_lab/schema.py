@@ -1,0 +1,168 @@
+"""The live schema: what tables and columns the database has, and what changed.
+
+A snapshot is read with SQLAlchemy's inspector (never by parsing psql output);
+a diff between two snapshots is what the schema view highlights and what the
+rehearsal of a destructive command reports.
+"""
+
+import html
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+HIDDEN_TABLES = {"alembic_version"}  # alembic's bookkeeping, shown by `current` instead
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    nullable: bool
+    default: str | None
+
+    def describe(self) -> str:
+        parts = [self.type, "NULL" if self.nullable else "NOT NULL"]
+        if self.default is not None:
+            parts.append(f"DEFAULT {self.default}")
+        return " ".join(parts)
+
+
+Snapshot = dict[str, tuple[Column, ...]]
+
+
+def snapshot(bind: sa.Connection | sa.Engine) -> Snapshot:
+    """Tables of schema public (but alembic_version) and their columns, in order."""
+    inspector = sa.inspect(bind)
+    return {
+        table: tuple(
+            Column(c["name"], str(c["type"]), bool(c["nullable"]), c.get("default"))
+            for c in inspector.get_columns(table)
+        )
+        for table in sorted(inspector.get_table_names())
+        if table not in HIDDEN_TABLES
+    }
+
+
+@dataclass(frozen=True)
+class SchemaDiff:
+    """What changed between two snapshots; empty (falsy) when nothing did."""
+
+    added_tables: tuple[str, ...] = ()
+    dropped_tables: tuple[str, ...] = ()
+    added_columns: tuple[tuple[str, str], ...] = ()
+    dropped_columns: tuple[tuple[str, str], ...] = ()
+    changed_columns: tuple[tuple[str, str], ...] = ()
+
+    def __bool__(self) -> bool:
+        return any((self.added_tables, self.dropped_tables, self.added_columns,
+                    self.dropped_columns, self.changed_columns))
+
+    def lines(self) -> list[str]:
+        return (
+            [f"+ table {t}" for t in self.added_tables]
+            + [f"- table {t}" for t in self.dropped_tables]
+            + [f"+ column {t}.{c}" for t, c in self.added_columns]
+            + [f"- column {t}.{c}" for t, c in self.dropped_columns]
+            + [f"~ column {t}.{c}" for t, c in self.changed_columns]
+        )
+
+    def mark(self, table: str, column: str | None = None) -> str:
+        """'+', '-', '~' or '' for a table (column None) or a column."""
+        if column is None:
+            return "+" if table in self.added_tables else "-" if table in self.dropped_tables else ""
+        key = (table, column)
+        if key in self.added_columns:
+            return "+"
+        if key in self.dropped_columns:
+            return "-"
+        return "~" if key in self.changed_columns else ""
+
+
+def diff(before: Snapshot, after: Snapshot) -> SchemaDiff:
+    common = sorted(before.keys() & after.keys())
+    added, dropped, changed = [], [], []
+    for table in common:
+        old = {c.name: c for c in before[table]}
+        new = {c.name: c for c in after[table]}
+        added += [(table, c) for c in new if c not in old]
+        dropped += [(table, c) for c in old if c not in new]
+        changed += [(table, c) for c in new if c in old and new[c] != old[c]]
+    return SchemaDiff(
+        added_tables=tuple(sorted(after.keys() - before.keys())),
+        dropped_tables=tuple(sorted(before.keys() - after.keys())),
+        added_columns=tuple(added),
+        dropped_columns=tuple(dropped),
+        changed_columns=tuple(changed),
+    )
+
+
+@dataclass(frozen=True)
+class Loss:
+    """Data a command would destroy: a dropped column's values or a dropped table's rows."""
+
+    table: str
+    column: str | None
+    count: int
+
+    def __str__(self) -> str:
+        if self.column is None:
+            return f"table {self.table} and its {self.count} row(s)"
+        return f"column {self.table}.{self.column} and its {self.count} value(s)"
+
+
+def losses(conn: sa.Connection, changes: SchemaDiff) -> list[Loss]:
+    """Count, in the current (pre-change) state, the data the dropped things hold."""
+    found = []
+    for table in changes.dropped_tables:
+        count = conn.scalar(sa.select(sa.func.count()).select_from(sa.table(table)))
+        if count:
+            found.append(Loss(table, None, count))
+    for table, column in changes.dropped_columns:
+        count = conn.scalar(sa.select(sa.func.count(sa.column(column))).select_from(sa.table(table)))
+        if count:
+            found.append(Loss(table, column, count))
+    return found
+
+
+def render_text(snap: Snapshot, changes: SchemaDiff | None = None, only: str | None = None) -> str:
+    """The tables as plain text, changed lines marked +, - or ~."""
+    changes = changes or SchemaDiff()
+    lines = []
+    for table, cols in snap.items():
+        if only and table != only:
+            continue
+        lines.append(f"{changes.mark(table) or ' '} {table}")
+        width = max((len(c.name) for c in cols), default=0)
+        lines += [f"{changes.mark(table, c.name) or ' '}   {c.name:<{width}}  {c.describe()}" for c in cols]
+    if not only:
+        lines += [f"- {t}" for t in changes.dropped_tables]
+        lines += [f"-   {t}.{c}  (dropped)" for t, c in changes.dropped_columns if t in snap]
+    return "\n".join(lines) if lines else "(no tables yet: the database is empty)"
+
+
+_STYLE = {"+": "background:#d4f8d4", "-": "background:#fbd4d4;text-decoration:line-through",
+          "~": "background:#fff3c4", "": ""}
+
+
+def render_html(snap: Snapshot, changes: SchemaDiff | None = None) -> str:
+    """The tables as HTML for the schema view: added green, dropped red, changed yellow."""
+    changes = changes or SchemaDiff()
+    if not snap and not changes.dropped_tables:
+        return "<p><i>No tables yet: the database is empty.</i></p>"
+    blocks = []
+    for table, cols in snap.items():
+        rows = "".join(
+            f'<tr style="{_STYLE[changes.mark(table, c.name)]}"><td>{changes.mark(table, c.name)}</td>'
+            f"<td><code>{html.escape(c.name)}</code></td><td>{html.escape(c.describe())}</td></tr>"
+            for c in cols
+        )
+        rows += "".join(
+            f'<tr style="{_STYLE["-"]}"><td>-</td><td><code>{html.escape(c)}</code></td><td>dropped</td></tr>'
+            for t, c in changes.dropped_columns if t == table
+        )
+        blocks.append(
+            f'<table style="{_STYLE[changes.mark(table)]}"><caption style="text-align:left">'
+            f"<b>{html.escape(table)}</b></caption>{rows}</table>"
+        )
+    blocks += [f'<p style="{_STYLE["-"]}"><b>{html.escape(t)}</b> (dropped)</p>' for t in changes.dropped_tables]
+    return '<div style="display:flex;flex-wrap:wrap;gap:1.5em;align-items:flex-start">' + "".join(blocks) + "</div>"
