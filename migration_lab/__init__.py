@@ -10,6 +10,28 @@ from .lab import Lab
 from .project import Project
 from .runner import RunResult, Runner
 
+
+def reset(number: str, lab: Lab | None = None):
+    """Restore ai-service/ files and the database to the start of chapter `number` (e.g. "02")."""
+    from .chapters import reset as reset_chapter
+
+    return reset_chapter(number, lab)
+
+
+def chapter(number: str, lab: Lab | None = None):
+    """Start a chapter in a notebook: reset to its checkpoint, return its `Chapter`."""
+    from .notebook import chapter as start  # imports IPython: only notebooks need it
+
+    return start(number, lab)
+
+
+def preflight(lab: Lab | None = None) -> bool:
+    """Check the installation and the lab database; print what was found."""
+    from .notebook import preflight as run
+
+    return run(lab)
+
+
 __all__ = [
     "Backend",
     "ComposeBackend",
@@ -20,5 +42,8 @@ __all__ = [
     "RunResult",
     "Runner",
     "UrlBackend",
+    "chapter",
     "choose_backend",
+    "preflight",
+    "reset",
 ]

@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("status", help="which backend, where, running or not, current revision")
     sub.add_parser("url", help="print the database's SQLAlchemy URL (last line of output)")
     sub.add_parser("down", help="stop the lab database, keeping its data")
+    reset = sub.add_parser("reset", help="restore ai-service/ and the database to the start of a chapter")
+    reset.add_argument("chapter", help="chapter number, e.g. 02")
     nuke = sub.add_parser("nuke", help="drop ALL data and start a fresh, empty database")
     nuke.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     args = parser.parse_args(argv)
@@ -41,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
             print(lab.status())
         elif args.command == "url":
             print(lab.backend.url())
+        elif args.command == "reset":
+            from .chapters import reset as reset_chapter
+
+            print(reset_chapter(args.chapter, lab))
         elif args.command == "down":
             print(lab.down(progress))
         elif args.command == "nuke":

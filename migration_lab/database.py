@@ -299,16 +299,22 @@ class UrlBackend(Backend):
         progress("The server at LAB_DATABASE_URL is not the lab's to stop; nothing done.\n")
 
     def nuke(self, progress: Progress = _quiet) -> None:
-        """Drop and recreate the public schema: every table, type and row in it."""
         progress(f"Dropping every table in schema public of {self.where()}\n")
-        engine = sa.create_engine(self._url, poolclass=sa.pool.NullPool)
-        with engine.begin() as conn:
-            conn.execute(sa.text("DROP SCHEMA public CASCADE"))
-            conn.execute(sa.text("CREATE SCHEMA public"))
-        engine.dispose()
+        wipe_public_schema(self._url)
 
     def start_hint(self) -> str:
         return "Check that the server in LAB_DATABASE_URL runs and the URL is right (or unset it to use the embedded database)."
+
+
+def wipe_public_schema(url: str) -> None:
+    """Drop and recreate schema public: every table, type and row in it, alembic_version too."""
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("DROP SCHEMA IF EXISTS public CASCADE"))
+            conn.execute(sa.text("CREATE SCHEMA public"))
+    finally:
+        engine.dispose()
 
 
 def choose_backend(

@@ -35,6 +35,7 @@ from typing import NamedTuple
 import sqlalchemy as sa
 from alembic.config import CommandLine, Config
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 
 from . import schema
@@ -177,6 +178,7 @@ class Rehearsal:
     changes: schema.SchemaDiff
     losses: tuple[schema.Loss, ...]
     preview: tuple[tuple, ...] | None = None  # rows of `show_table` as they would be afterwards
+    preview_columns: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         lines = [f"Rehearsal (rolled back, nothing changed) of: {self.result.local_command}"]
@@ -259,6 +261,10 @@ class Runner:
         cfg.attributes["configure_logger"] = False
         return cfg
 
+    def script(self) -> ScriptDirectory:
+        """The revision files, as alembic reads them (fresh each call: files change)."""
+        return ScriptDirectory.from_config(self.config(io.StringIO()))
+
     def database_heads(self) -> tuple[str, ...]:
         """The revisions recorded in alembic_version (empty before the first upgrade)."""
         with self.engine().connect() as conn:
@@ -331,7 +337,8 @@ class Runner:
         if rehearsal_parts is None:
             return result, None
         changes, lost, preview = rehearsal_parts
-        return result, Rehearsal(result, changes, tuple(lost), preview)
+        columns, rows = preview or ((), None)
+        return result, Rehearsal(result, changes, tuple(lost), rows, columns)
 
     def _connect(self) -> sa.Connection:
         try:
@@ -383,14 +390,17 @@ class Runner:
                 if savepoint.is_active:
                     after = MigrationContext.configure(conn).get_current_heads()
                     schema_after = schema.snapshot(conn)
-                    preview = (tuple(tuple(r) for r in conn.execute(
-                        sa.select(sa.text("*")).select_from(sa.table(show_table)).order_by(sa.text("1"))))
-                        if show_table and show_table in schema_after else None)
+                    kept = set(schema.fingerprints(conn, schema.diff(schema_before, schema_after).added_columns).values())
+                    preview = None
+                    if show_table and show_table in schema_after:
+                        rows = conn.execute(sa.select(sa.text("*")).select_from(sa.table(show_table))
+                                            .order_by(sa.text("1")))
+                        preview = (tuple(rows.keys()), tuple(tuple(r) for r in rows))
                     savepoint.rollback()
                 else:
-                    schema_after, preview = schema_before, None
+                    schema_after, preview, kept = schema_before, None, set()
                 changes = schema.diff(schema_before, schema_after)
-                rehearsal_parts = (changes, schema.losses(conn, changes), preview)
+                rehearsal_parts = (changes, schema.losses(conn, changes, kept), preview)
                 conn.rollback()
                 after = after if ok else before
             else:

@@ -110,8 +110,25 @@ class Loss:
         return f"column {self.table}.{self.column} and its {self.count} value(s)"
 
 
-def losses(conn: sa.Connection, changes: SchemaDiff) -> list[Loss]:
-    """Count, in the current (pre-change) state, the data the dropped things hold."""
+def fingerprint(conn: sa.Connection, table: str, column: str) -> str | None:
+    """A digest of a column's non-null values as a multiset (None when it has none)."""
+    quote = conn.dialect.identifier_preparer.quote
+    value = f"CAST({quote(column)} AS text)"
+    return conn.scalar(sa.text(
+        f"SELECT md5(string_agg({value}, E'\\n' ORDER BY {value})) FROM {quote(table)}"))
+
+
+def fingerprints(conn: sa.Connection, columns: tuple[tuple[str, str], ...]) -> dict[tuple[str, str], str]:
+    found = {key: fingerprint(conn, *key) for key in columns}
+    return {key: value for key, value in found.items() if value is not None}
+
+
+def losses(conn: sa.Connection, changes: SchemaDiff, kept: set[str] = frozenset()) -> list[Loss]:
+    """Count, in the current (pre-change) state, the data the dropped things hold.
+
+    `kept` holds fingerprints of columns that exist after the change: a dropped
+    column whose values all reappear there was renamed, not lost.
+    """
     found = []
     for table in changes.dropped_tables:
         count = conn.scalar(sa.select(sa.func.count()).select_from(sa.table(table)))
@@ -119,7 +136,7 @@ def losses(conn: sa.Connection, changes: SchemaDiff) -> list[Loss]:
             found.append(Loss(table, None, count))
     for table, column in changes.dropped_columns:
         count = conn.scalar(sa.select(sa.func.count(sa.column(column))).select_from(sa.table(table)))
-        if count:
+        if count and fingerprint(conn, table, column) not in kept:
             found.append(Loss(table, column, count))
     return found
 

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from migration_lab import EmbeddedBackend, Lab, Project, UrlBackend
+from migration_lab.workspace import BASELINE_CHECKPOINT, restore_files
 
 REPO = Path(__file__).resolve().parent.parent
 _numbers = itertools.count()
@@ -43,16 +44,20 @@ def database_url(server: EmbeddedBackend) -> Iterator[str]:
 
 
 def copy_project(destination: Path) -> Project:
-    """A throw-away copy of the checkout's ai-service/ and compose files."""
+    """A throw-away copy of the checkout's ai-service/, notebooks and compose files.
+
+    Models and migrations come from the pristine baseline, not the working
+    tree, which may be half-way through a chapter.
+    """
     destination.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(
-        REPO / "ai-service",
-        destination / "ai-service",
-        ignore=shutil.ignore_patterns("__pycache__", ".env"),
-    )
+    ignore = shutil.ignore_patterns("__pycache__", ".env", ".ipynb_checkpoints")
+    shutil.copytree(REPO / "ai-service", destination / "ai-service", ignore=ignore)
+    shutil.copytree(REPO / "notebooks", destination / "notebooks", ignore=ignore)
     for name in ("docker-compose.yml", ".env.example"):
         shutil.copy(REPO / name, destination / name)
-    return Project(destination)
+    project = Project(destination)
+    restore_files(project, BASELINE_CHECKPOINT)
+    return project
 
 
 @pytest.fixture

@@ -258,7 +258,8 @@ def test_rehearsal_reports_data_loss_and_changes_nothing(lab: Lab, engine: sa.En
     assert rehearsal.result.ok and rehearsal.result.after == (BASELINE_HEAD,)
     assert rehearsal.changes.dropped_columns == (("user_profiles", "phone_number"),)
     assert [str(loss) for loss in rehearsal.losses] == ["column user_profiles.phone_number and its 1 value(s)"]
-    assert [row[1] for row in rehearsal.preview] == ["Ada", "Bob"] and len(rehearsal.preview[0]) == 4
+    assert [row[1] for row in rehearsal.preview] == ["Ada", "Bob"]
+    assert rehearsal.preview_columns == ("id", "name", "email", "created_at")
     assert "DATA LOSS: column user_profiles.phone_number" in str(rehearsal)
     # Nothing happened for real.
     assert lab.runner.database_heads() == head
@@ -267,3 +268,22 @@ def test_rehearsal_reports_data_loss_and_changes_nothing(lab: Lab, engine: sa.En
     assert [str(loss) for loss in down_all.losses] == ["table user_profiles and its 2 row(s)"]
     assert set(down_all.changes.dropped_tables) == {"user_profiles", "user_settings", "job_entries"}
     assert lab.runner.database_heads() == head
+
+
+def test_rehearsal_tells_a_rename_from_a_loss(lab: Lab, engine: sa.Engine) -> None:
+    lab.runner.upgrade("head")
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO user_profiles (name, email) VALUES ('Ada', 'a@x.org'), ('Bob', 'b@x.org')"))
+    write_revision(lab.project, "dddd00000001", BASELINE_HEAD,
+                   "op.alter_column('user_profiles', 'name', new_column_name='full_name')")
+    renamed = lab.runner.rehearse("upgrade head")
+    assert renamed.changes.dropped_columns == (("user_profiles", "name"),)
+    assert renamed.changes.added_columns == (("user_profiles", "full_name"),)
+    assert renamed.losses == ()
+    (lab.project.versions_dir / "dddd00000001_hand_written.py").unlink()
+    write_revision(lab.project, "dddd00000002", BASELINE_HEAD, """
+        op.add_column('user_profiles', sa.Column('full_name', sa.String(100)))
+        op.drop_column('user_profiles', 'name')
+    """)
+    dropped = lab.runner.rehearse("upgrade head")
+    assert [str(loss) for loss in dropped.losses] == ["column user_profiles.name and its 2 value(s)"]

@@ -1,0 +1,241 @@
+"""What a notebook cell calls: one chapter, one object, one call per cell.
+
+    import migration_lab as ml
+    ch = ml.chapter("01")                 # reset to the chapter's start
+    ch.add_column("UserProfile", "phone_number = Column(String, nullable=True)")
+    ch.alembic('revision --autogenerate -m "Add phone number to profile"')
+
+Everything prints plain text or Markdown with no timings, absolute paths or
+object ids beyond what the nbval sanitize file replaces, so committed outputs
+stay comparable.
+"""
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from IPython.display import Markdown, display
+
+from . import api, graph, schema
+from .chapters import ChapterSpec, spec
+from .checks import Report
+from .errors import LabError
+from .lab import Lab
+from .runner import RunResult
+from .workspace import (ModelEdit, add_column, apply_edit, latest_revision, rename_column, replace_function_body,
+                        replace_text, reset)
+
+DESTRUCTIVE = {"downgrade"}
+
+
+def describe(result: RunResult) -> str:
+    """The learner-facing text of one run: both command forms, output, outcome, revisions."""
+    lines = [f"$ {result.local_command}", f"  (Docker route: {result.workflow_command})"]
+    if result.output.strip():
+        lines.append(result.output.rstrip())
+    if result.ok:
+        for path in result.new_files:
+            lines.append(f"New file: {path.relative_to(path.parents[3])}")
+    else:
+        lines.append(f"FAILED: {result.error}")
+        if result.hint:
+            lines.append(f"Hint: {result.hint}")
+    if result.before is not None and result.after is not None and result.before != result.after:
+        lines.append(f"Database: {_at(result.before)} → {_at(result.after)}")
+    elif result.after is not None and result.args[:1] != ("current",):
+        lines.append(f"Database unchanged, at {_at(result.after)}")
+    return "\n".join(lines)
+
+
+def _at(heads: tuple[str, ...]) -> str:
+    return ", ".join(heads) if heads else "base (no revision)"
+
+
+class Chapter:
+    """One chapter's lab: its checkpoint, exercise and solution, and the calls its cells make."""
+
+    def __init__(self, spec: ChapterSpec, lab: Lab) -> None:
+        self.spec = spec
+        self.lab = lab
+
+    # --- start, check, solve ---------------------------------------------------------
+
+    def reset(self) -> None:
+        """Restore ai-service/ and the database to the start of this chapter."""
+        report = reset(self.lab, self.spec.checkpoint)
+        print(f"Chapter {self.spec.number}: {self.spec.title}. {report}")
+        print(f"Lab database: {self.lab.backend.where()}")
+
+    def check(self, answer: object = None) -> Report:
+        """Check my work: inspect the real database and the revision files."""
+        report = Report(tuple(self.spec.exercise(self.lab, answer)))
+        print(report)
+        return report
+
+    @property
+    def solution_file(self) -> Path:
+        return self.lab.project.root / "notebooks" / "solutions" / f"{self.spec.number}.py"
+
+    def solution(self, namespace: dict | None = None) -> dict:
+        """Show the exercise's solution and run it (in the notebook's namespace)."""
+        code = self.solution_file.read_text()
+        display(Markdown(f"**Solution** (`notebooks/solutions/{self.solution_file.name}`):\n\n```python\n{code}```"))
+        if namespace is None:
+            from IPython import get_ipython
+
+            shell = get_ipython()
+            namespace = shell.user_ns if shell is not None else {}
+        namespace.setdefault("ch", self)
+        exec(compile(code, str(self.solution_file), "exec"), namespace)
+        return namespace
+
+    # --- running alembic ---------------------------------------------------------------
+
+    def alembic(self, line: str, confirm: bool = False) -> RunResult | None:
+        """Run `alembic <line>`; a downgrade that would destroy data asks for confirm=True first."""
+        args = line.split()
+        if args[:1] == ["alembic"]:
+            args = args[1:]
+        if args[:1] and args[0] in DESTRUCTIVE and not confirm and self.lab.backend.name != "compose":
+            rehearsal = self.lab.runner.rehearse(line)
+            if rehearsal.result.ok and rehearsal.losses:
+                print(f"$ {rehearsal.result.local_command}")
+                print("STOP: this would destroy data:")
+                print("\n".join(f"  {loss}" for loss in rehearsal.losses))
+                print(f"Nothing was done. If you mean it: ch.alembic({line!r}, confirm=True)")
+                return None
+        result = self.lab.runner.run_line(line)
+        print(describe(result))
+        return result
+
+    def rehearse(self, line: str, show_table: str | None = None) -> None:
+        """Run a command in a transaction that is rolled back: see what it would do, change nothing."""
+        rehearsal = self.lab.runner.rehearse(line, show_table=show_table)
+        print(rehearsal)
+        if rehearsal.preview is not None:
+            print(f"\n{show_table} as it would be afterwards:")
+            print(_table(rehearsal.preview, list(rehearsal.preview_columns)))
+
+    # --- the learner's files -----------------------------------------------------------
+
+    def _edit(self, path: Path, edit: ModelEdit) -> None:
+        diff = apply_edit(path, edit, self.lab.project.root)
+        display(Markdown(f"```diff\n{diff}```" if diff else "_No change._"))
+
+    def add_column(self, model: str, line: str) -> None:
+        """Add a column line to a model in ai-service/main.py, and show the diff."""
+        self._edit(self.lab.project.service_dir / "main.py", add_column(model, line))
+
+    def rename_column(self, model: str, old: str, new: str) -> None:
+        """Rename a model attribute in ai-service/main.py, and show the diff."""
+        self._edit(self.lab.project.service_dir / "main.py", rename_column(model, old, new))
+
+    def edit_model(self, old: str, new: str) -> None:
+        """Replace text in ai-service/main.py, and show the diff."""
+        self._edit(self.lab.project.service_dir / "main.py", replace_text(old, new))
+
+    def edit_revision(self, old: str, new: str) -> None:
+        """Replace text in the newest revision file (fixing what autogenerate wrote), and show the diff."""
+        self._edit(latest_revision(self.lab.project), replace_text(old, new))
+
+    def rewrite_revision(self, upgrade: str | None = None, downgrade: str | None = None) -> None:
+        """Replace the body of upgrade() and/or downgrade() in the newest revision, and show the diff."""
+        path = latest_revision(self.lab.project)
+        edits = [replace_function_body(name, body) for name, body in
+                 (("upgrade", upgrade), ("downgrade", downgrade)) if body is not None]
+
+        def both(source: str) -> str:
+            for edit in edits:
+                source = edit(source)
+            return source
+
+        self._edit(path, both)
+
+    def show_model(self, model: str) -> None:
+        """The model's class in ai-service/main.py, syntax-highlighted."""
+        source = (self.lab.project.service_dir / "main.py").read_text()
+        match = re.search(rf"^class {model}\(.*?(?=^\S|\Z)", source, re.S | re.M)
+        if match is None:
+            raise LabError(f"main.py has no class {model}.", "Check the spelling, or reset the chapter.")
+        display(Markdown(f"`ai-service/main.py`:\n\n```python\n{match.group(0).rstrip()}\n```"))
+
+    def show_revision(self) -> None:
+        """The newest revision file, where it is and what it says."""
+        path = latest_revision(self.lab.project)
+        name = path.relative_to(self.lab.project.root)
+        display(Markdown(f"`{name}`:\n\n```python\n{path.read_text().rstrip()}\n```"))
+
+    # --- looking at the database -------------------------------------------------------
+
+    def schema(self, table: str | None = None) -> None:
+        """The live tables and columns (or one table's)."""
+        print(schema.render_text(schema.snapshot(self.lab.runner.engine()), only=table))
+
+    def rows(self, table: str, columns: str = "*") -> None:
+        """The rows of a table, as a learner would SELECT them."""
+        query = f"SELECT {columns} FROM {table} ORDER BY 1"
+        with self.lab.runner.engine().connect() as conn:
+            result = conn.execute(sa.text(query))
+            print(f"{query};\n{_table(result.fetchall(), list(result.keys()))}")
+
+    def graph(self) -> None:
+        """The revision graph with the database's position (Mermaid)."""
+        display(Markdown(graph.markdown(self.lab.runner.script(), self.lab.runner.database_heads())))
+
+    def api(self, method: str, path: str, body: Any = None) -> None:
+        """Call the ai-api, like a client (curl) would."""
+        status, payload = api.call(self.lab, method, path, body)
+        print(f"{method} {path} -> {status}\n{json.dumps(payload, indent=2, default=str)}")
+
+    def console(self):
+        """The migration console: buttons for the workflow's commands, schema view, graph."""
+        from .widgets import MigrationConsole
+
+        return MigrationConsole(self.lab)
+
+    def check_button(self, answer_name: str | None = None):
+        """A "Check my work" button for this chapter's exercise."""
+        from .widgets import CheckButton
+
+        return CheckButton(self, answer_name)
+
+
+def _table(rows: list | tuple, header: list[str]) -> str:
+    """Rows as a small fixed-width text table."""
+    cells = [[("NULL" if v is None else str(v)) for v in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(header)]
+    fmt = " | ".join(f"{{:<{w}}}" for w in widths)
+    out = [fmt.format(*header), "-+-".join("-" * w for w in widths)] + [fmt.format(*r) for r in cells]
+    return "\n".join(line.rstrip() for line in out) + f"\n({len(cells)} rows)"
+
+
+def preflight(lab: Lab | None = None) -> bool:
+    """Before the workshop: is everything installed, and is the lab database up?"""
+    import platform
+    from importlib.metadata import version
+
+    print(f"✔ Python {platform.python_version()}")
+    for package in ("alembic", "SQLAlchemy", "psycopg2-binary", "jupyterlab", "ipywidgets"):
+        print(f"✔ {package} {version(package)}")
+    lab = lab or Lab()
+    print(f"✔ backend: {lab.backend.name}: {lab.backend.where()}")
+    try:
+        with lab.runner.engine().connect() as conn:
+            server = conn.scalar(sa.text("SHOW server_version"))
+    except sa.exc.OperationalError:
+        print(f"✘ the lab database is not reachable. {lab.backend.start_hint()}")
+        return False
+    print(f"✔ PostgreSQL {server} is reachable")
+    return True
+
+
+def chapter(number: str, lab: Lab | None = None) -> Chapter:
+    """Start a chapter: reset ai-service/ and the database to its checkpoint."""
+    current = Chapter(spec(number), lab or Lab())
+    current.reset()
+    return current
+
+
+__all__ = ["Chapter", "chapter", "describe", "preflight"]

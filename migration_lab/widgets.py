@@ -1,0 +1,205 @@
+"""Widgets: thin layers over the runner, the schema and the checks.
+
+Output goes through the kernel-side `Output.append_stdout` /
+`append_display_data`, which behave the same in JupyterLab, nbclient and
+nbval, and which tests read back from `Output.outputs` after `Button.click()`.
+"""
+
+import shlex
+import time
+from collections.abc import Callable
+
+import ipywidgets as w
+from IPython.display import Markdown
+
+from . import graph, schema
+from .checks import Report
+from .lab import Lab
+from .notebook import Chapter, describe
+
+# (button label, alembic command, destructive: asks before running)
+COMMANDS: tuple[tuple[str, str, bool], ...] = (
+    ("current", "current", False),
+    ("history", "history -i", False),
+    ("heads", "heads", False),
+    ("upgrade head", "upgrade head", False),
+    ("downgrade -1", "downgrade -1", True),
+    ("downgrade base", "downgrade base", True),
+    ("stamp head", "stamp head", True),
+)
+# A second click on the same button this soon after its command finished is the
+# tail of a double click (queued while the first ran), not a new request.
+DOUBLE_CLICK_SECONDS = 0.5
+
+
+class SchemaView(w.HTML):
+    """Live tables and columns; what changed since the previous refresh is highlighted."""
+
+    def __init__(self, lab: Lab) -> None:
+        super().__init__()
+        self.lab = lab
+        self._previous: schema.Snapshot | None = None
+        self.changes = schema.SchemaDiff()
+        self.refresh()
+
+    def refresh(self) -> None:
+        current = schema.snapshot(self.lab.runner.engine())
+        self.changes = schema.diff(self._previous, current) if self._previous is not None else schema.SchemaDiff()
+        self._previous = current
+        legend = ("<p><small>Changed by the last command: "
+                  + ", ".join(self.changes.lines()) + "</small></p>") if self.changes else ""
+        self.value = "<b>Live schema</b>" + legend + schema.render_html(current, self.changes)
+
+    def __repr__(self) -> str:
+        return "Schema view (live tables and columns)"
+
+
+class RevisionGraph(w.Output):
+    """Revisions, heads, merge points and the database's position, drawn by Mermaid."""
+
+    def __init__(self, lab: Lab) -> None:
+        super().__init__()
+        self.lab = lab
+        self.refresh()
+
+    def refresh(self) -> None:
+        self.outputs = ()
+        self.append_display_data(
+            Markdown(graph.markdown(self.lab.runner.script(), self.lab.runner.database_heads())))
+
+    def __repr__(self) -> str:
+        return "Revision graph (Mermaid)"
+
+
+class MigrationConsole(w.VBox):
+    """Buttons for the workflow's commands, each showing the exact command line it stands for."""
+
+    def __init__(self, lab: Lab, with_views: bool = True) -> None:
+        self.lab = lab
+        self.buttons: dict[str, w.Button] = {}
+        for label, line, destructive in COMMANDS:
+            button = w.Button(description=label, tooltip=f"alembic {line}",
+                              button_style="warning" if destructive else "")
+            button.on_click(self._handler(line, destructive))
+            self.buttons[label] = button
+        self.message = w.Text(placeholder="message, e.g. Add phone number to profile",
+                              layout=w.Layout(width="24em"))
+        self.buttons["autogenerate"] = w.Button(description="revision --autogenerate", button_style="info",
+                                                tooltip='alembic revision --autogenerate -m "<message>"')
+        self.buttons["autogenerate"].on_click(lambda _: self._autogenerate())
+        self.question = w.HTML()
+        self.confirm = w.Button(description="Yes, run it", button_style="danger")
+        self.cancel = w.Button(description="Cancel")
+        self.confirm.on_click(lambda _: self._answer(True))
+        self.cancel.on_click(lambda _: self._answer(False))
+        self.confirm_row = w.HBox([self.question, self.confirm, self.cancel], layout=w.Layout(display="none"))
+        self.output = w.Output(layout=w.Layout(border="1px solid #ddd", padding="4px"))
+        self.schema_view = SchemaView(lab) if with_views else None
+        self.graph = RevisionGraph(lab) if with_views else None
+        self._pending: str | None = None
+        self._finished: dict[str, float] = {}
+        children = [
+            w.HBox([b for k, b in self.buttons.items() if k != "autogenerate"], layout=w.Layout(flex_flow="row wrap")),
+            w.HBox([self.message, self.buttons["autogenerate"]]),
+            self.confirm_row,
+            self.output,
+        ]
+        if with_views:
+            children += [w.HBox([self.schema_view, self.graph])]
+        super().__init__(children)
+
+    def __repr__(self) -> str:
+        return "Migration console: " + ", ".join(self.buttons)
+
+    def _say(self, text: str) -> None:
+        self.output.outputs = ()
+        self.output.append_stdout(text.rstrip() + "\n")
+
+    def _handler(self, line: str, destructive: bool) -> Callable[[w.Button], None]:
+        def handle(_: w.Button) -> None:
+            if destructive:
+                self._ask(line)
+            else:
+                self.run(line)
+        return handle
+
+    def _ask(self, line: str) -> None:
+        """Confirm a destructive command; say what data it would destroy, if any."""
+        if self._recently_finished(line) or self._pending is not None:
+            return
+        warning = f"<b>alembic {line}</b> changes the database."
+        if self.lab.backend.name != "compose":
+            rehearsal = self.lab.runner.rehearse(line)
+            if rehearsal.losses:
+                warning = (f"<b>alembic {line}</b> would destroy data: "
+                           + "; ".join(str(loss) for loss in rehearsal.losses) + ".")
+        self._pending = line
+        self.question.value = warning + " Run it?&nbsp;"
+        self.confirm_row.layout.display = "flex"
+
+    def _answer(self, yes: bool) -> None:
+        line, self._pending = self._pending, None
+        self.confirm_row.layout.display = "none"
+        if line is None:
+            return  # the second click of a double click on "Yes"
+        if yes:
+            self.run(line)
+        else:
+            self._say(f"Cancelled: alembic {line} was not run.")
+
+    def _autogenerate(self) -> None:
+        message = self.message.value.strip()
+        if not message:
+            self._say("Type a message first: it names the revision file and its line in the history.")
+            return
+        self.run(f"revision --autogenerate -m {shlex.quote(message)}", key="autogenerate")
+
+    def _recently_finished(self, key: str) -> bool:
+        return time.monotonic() - self._finished.get(key, float("-inf")) < DOUBLE_CLICK_SECONDS
+
+    def run(self, line: str, key: str | None = None):
+        """Run one command with every button disabled, then refresh the views."""
+        key = key or line
+        if self._recently_finished(key):
+            return None
+        for button in self.buttons.values():
+            button.disabled = True
+        try:
+            self._say(f"Running: alembic {line} ...")
+            result = self.lab.runner.run_line(line)
+            self._say(f"{describe(result)}\n({result.duration * 1000:.0f} ms)")
+            if self.schema_view is not None:
+                self.schema_view.refresh()
+                self.graph.refresh()
+            return result
+        finally:
+            self._finished[key] = time.monotonic()
+            for button in self.buttons.values():
+                button.disabled = False
+
+
+class CheckButton(w.VBox):
+    """"Check my work": runs the chapter's checks against the real database and files."""
+
+    def __init__(self, chapter: Chapter, answer_name: str | None = None) -> None:
+        self.chapter = chapter
+        self.answer_name = answer_name
+        self.button = w.Button(description="Check my work", button_style="success", icon="check")
+        self.output = w.Output()
+        self.button.on_click(lambda _: self.run())
+        super().__init__([self.button, self.output])
+
+    def __repr__(self) -> str:
+        return f"Check my work (chapter {self.chapter.spec.number})"
+
+    def run(self) -> Report:
+        answer = None
+        if self.answer_name:
+            from IPython import get_ipython
+
+            shell = get_ipython()
+            answer = shell.user_ns.get(self.answer_name) if shell is not None else None
+        report = Report(tuple(self.chapter.spec.exercise(self.chapter.lab, answer)))
+        self.output.outputs = ()
+        self.output.append_stdout(str(report) + "\n")
+        return report

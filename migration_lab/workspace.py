@@ -1,0 +1,234 @@
+"""The learner's files and checkpoints: edits to main.py, revision files, reset.
+
+A checkpoint is the state a chapter starts from: ai-service's files (the
+pristine baseline in `checkpoints/baseline/`, plus model edits and revision
+files of earlier chapters) and the database (emptied, upgraded to a target,
+seeded with rows). `reset` restores both, in well under a second, so every
+chapter runs in any order, and again.
+"""
+
+import ast
+import difflib
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from .database import wipe_public_schema
+from .errors import LabError
+from .lab import Lab
+from .project import Project
+
+CHECKPOINTS_DIR = Path(__file__).parent / "checkpoints"
+BASELINE = CHECKPOINTS_DIR / "baseline"
+REVISIONS = CHECKPOINTS_DIR / "revisions"
+
+ModelEdit = Callable[[str], str]
+
+
+# --- editing main.py as a learner would ------------------------------------------
+
+
+def _parse(source: str, path: str = "ai-service/main.py") -> ast.Module:
+    try:
+        return ast.parse(source)
+    except SyntaxError as error:
+        raise LabError(
+            f"{path} has a syntax error on line {error.lineno}: {error.msg}",
+            "Fix that line in the editor (or reset the chapter), then run the cell again.",
+        ) from error
+
+
+def _model_class(tree: ast.Module, model: str) -> ast.ClassDef:
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == model:
+            return node
+    names = [n.name for n in tree.body if isinstance(n, ast.ClassDef)]
+    raise LabError(f"main.py has no model class {model!r}.", f"The models are: {', '.join(names)}.")
+
+
+def _attribute(cls: ast.ClassDef, name: str) -> ast.Assign | None:
+    for node in cls.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == name for t in node.targets
+        ):
+            return node
+    return None
+
+
+def model_attributes(source: str, model: str) -> list[str]:
+    """The attribute names a model class assigns (its columns), in order."""
+    cls = _model_class(_parse(source), model)
+    return [t.id for n in cls.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)]
+
+
+def add_column(model: str, line: str) -> ModelEdit:
+    """An edit that appends `line` (e.g. "phone_number = Column(String, nullable=True)") to a model."""
+
+    def edit(source: str) -> str:
+        cls = _model_class(_parse(source), model)
+        lines = source.splitlines(keepends=True)
+        indent = " " * cls.body[-1].col_offset
+        end = cls.body[-1].end_lineno
+        return "".join(lines[:end] + [f"{indent}{line.strip()}\n"] + lines[end:])
+
+    return edit
+
+
+def rename_column(model: str, old: str, new: str) -> ModelEdit:
+    """An edit that renames a model attribute (what autogenerate will see as drop + add)."""
+
+    def edit(source: str) -> str:
+        node = _attribute(_model_class(_parse(source), model), old)
+        if node is None:
+            raise LabError(f"{model} has no attribute {old!r}.", f"Its attributes: {', '.join(model_attributes(source, model))}.")
+        lines = source.splitlines(keepends=True)
+        target = lines[node.lineno - 1]
+        lines[node.lineno - 1] = target[: node.col_offset] + target[node.col_offset:].replace(old, new, 1)
+        return "".join(lines)
+
+    return edit
+
+
+def replace_function_body(function: str, body: str) -> ModelEdit:
+    """An edit that replaces the body of `def <function>():` (a revision's upgrade or downgrade).
+
+    The docstring, if any, stays; the body is re-indented to fit.
+    """
+
+    def edit(source: str) -> str:
+        tree = _parse(source, "the revision file")
+        node = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == function), None)
+        if node is None:
+            raise LabError(f"The revision file has no function {function}().", "Reset the chapter and generate it again.")
+        first = node.body[0]
+        keep_docstring = isinstance(first, ast.Expr) and isinstance(getattr(first, "value", None), ast.Constant)
+        start = (first.end_lineno if keep_docstring else first.lineno - 1)
+        indent = " " * first.col_offset
+        lines = source.splitlines(keepends=True)
+        new_body = [f"{indent}{line}\n" if line.strip() else "\n" for line in body.strip().splitlines()]
+        return "".join(lines[:start] + new_body + lines[node.body[-1].end_lineno:])
+
+    return edit
+
+
+def replace_text(old: str, new: str) -> ModelEdit:
+    """An edit that replaces one exact piece of text."""
+
+    def edit(source: str) -> str:
+        if old not in source:
+            raise LabError(f"The text {old!r} is not in the file.", "Reset the chapter, or edit the file by hand.")
+        return source.replace(old, new, 1)
+
+    return edit
+
+
+def apply_edit(path: Path, edit: ModelEdit, root: Path) -> str:
+    """Apply an edit to a file; return the unified diff (empty if nothing changed)."""
+    before = path.read_text()
+    after = edit(before)
+    path.write_text(after)
+    name = str(path.relative_to(root))
+    return "".join(difflib.unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True),
+                                        f"a/{name}", f"b/{name}"))
+
+
+def latest_revision(project: Project) -> Path:
+    """The newest revision file: the one a learner just generated."""
+    files = sorted(project.versions_dir.glob("*.py"), key=lambda p: p.stat().st_mtime_ns)
+    if not files:
+        raise LabError("There are no revision files yet.", "Generate one: alembic revision -m \"...\"")
+    return files[-1]
+
+
+# --- checkpoints ---------------------------------------------------------------------
+
+SEED_PROFILES = """
+INSERT INTO user_profiles (name, email) VALUES
+    ('Ada Lovelace', 'ada@example.org'),
+    ('Grace Hopper', 'grace@example.org'),
+    ('Alan Turing', 'alan@example.org');
+INSERT INTO user_settings (user_id, theme) SELECT id, 'dark' FROM user_profiles;
+INSERT INTO job_entries (user_id, prompt) SELECT id, 'summarise my inbox' FROM user_profiles;
+"""
+SEED_PHONES = """
+UPDATE user_profiles SET phone_number = '+44 20 7946 0001' WHERE name = 'Ada Lovelace';
+UPDATE user_profiles SET phone_number = '+1 202 555 0102' WHERE name = 'Grace Hopper';
+"""
+PHONE_NUMBER = add_column("UserProfile", "phone_number = Column(String, nullable=True)")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where a chapter starts: files, database revision and rows."""
+
+    edits: tuple[ModelEdit, ...] = ()
+    revisions: tuple[str, ...] = ()  # file names in checkpoints/revisions/
+    target: str = "head"
+    seed: tuple[str, ...] = field(default=(SEED_PROFILES,))
+
+
+BASELINE_CHECKPOINT = Checkpoint()
+WITH_PHONE_NUMBER = Checkpoint(
+    edits=(PHONE_NUMBER,),
+    revisions=("a1c4e7f20b13_add_phone_number_to_profile.py",),
+    seed=(SEED_PROFILES, SEED_PHONES),
+)
+
+
+@dataclass(frozen=True)
+class ResetReport:
+    revision: tuple[str, ...]
+    tables: int
+    rows: int
+    seconds: float
+
+    def __str__(self) -> str:
+        at = ", ".join(self.revision) or "base (empty)"
+        return (f"ai-service/ files and the database are reset: database at {at}, "
+                f"{self.tables} tables, {self.rows} rows.")
+
+
+def restore_files(project: Project, checkpoint: Checkpoint) -> None:
+    """ai-service's models, env.py and versions/ exactly as the checkpoint has them."""
+    main = BASELINE.joinpath("main.py").read_text()
+    for edit in checkpoint.edits:
+        main = edit(main)
+    project.service_dir.joinpath("main.py").write_text(main)
+    shutil.copy(BASELINE / "env.py", project.service_dir / "migrations" / "env.py")
+    wanted = {p.name: p for p in BASELINE.joinpath("versions").glob("*.py")}
+    wanted.update({name: REVISIONS / name for name in checkpoint.revisions})
+    project.versions_dir.mkdir(parents=True, exist_ok=True)
+    for path in project.versions_dir.glob("*.py"):
+        if path.name not in wanted:
+            path.unlink()
+    shutil.rmtree(project.versions_dir / "__pycache__", ignore_errors=True)
+    for name, source in wanted.items():
+        shutil.copy(source, project.versions_dir / name)
+
+
+def reset(lab: Lab, checkpoint: Checkpoint) -> ResetReport:
+    """Restore files and database to the checkpoint; raise LabError if the database is down."""
+    started = time.perf_counter()
+    restore_files(lab.project, checkpoint)
+    lab.runner.dispose()
+    try:
+        wipe_public_schema(lab.backend.url())
+    except sa.exc.OperationalError as error:
+        raise LabError(f"Cannot reach the lab database ({lab.backend.where()}).", lab.backend.start_hint()) from error
+    result = lab.runner.upgrade(checkpoint.target)
+    if not result.ok:
+        raise LabError(f"Reset could not upgrade the database: {result.error}", "Run `python -m migration_lab nuke`.")
+    engine = lab.runner.engine()
+    with engine.begin() as conn:
+        for sql in checkpoint.seed:
+            conn.execute(sa.text(sql))
+    with engine.connect() as conn:
+        tables = sa.inspect(conn).get_table_names()
+        rows = sum(conn.scalar(sa.select(sa.func.count()).select_from(sa.table(t))) for t in tables
+                   if t != "alembic_version")
+    return ResetReport(result.after or (), len(tables) - ("alembic_version" in tables), rows,
+                       time.perf_counter() - started)
