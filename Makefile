@@ -7,7 +7,7 @@ BIN    := $(CURDIR)/$(VENV)/bin
 # Reinstall whenever the pinned requirements or the kit's metadata change.
 INSTALLED := $(VENV)/.installed
 
-.PHONY: lab test install up down status nuke bench
+.PHONY: lab test install up down status nuke bench notebooks
 
 $(INSTALLED): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,3 +37,7 @@ nuke: $(INSTALLED)
 ## bench: runner vs alembic CLI latency, as a ratio
 bench: $(INSTALLED)
 	$(BIN)/python bench/command_latency.py
+
+## notebooks: re-execute every chapter (throw-away database) and save its outputs
+notebooks: $(INSTALLED)
+	$(BIN)/python tests/notebook_runs.py

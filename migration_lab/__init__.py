@@ -25,11 +25,11 @@ def chapter(number: str, lab: Lab | None = None):
     return start(number, lab)
 
 
-def preflight(lab: Lab | None = None) -> bool:
+def preflight(lab: Lab | None = None) -> None:
     """Check the installation and the lab database; print what was found."""
     from .notebook import preflight as run
 
-    return run(lab)
+    run(lab)
 
 
 __all__ = [

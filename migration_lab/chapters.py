@@ -63,7 +63,7 @@ def _never_trust_autogenerate(lab: Lab, answer: object) -> list[Check]:
             "renames user_profiles.name with op.alter_column",
             "Autogenerate wrote drop_column + add_column. In upgrade() replace both with "
             "op.alter_column('user_profiles', 'name', new_column_name='full_name'), and in downgrade() "
-            "with the reverse (see ch.edit_revision in the steps above)."),
+            "with the reverse (ch.rewrite_revision, as in the steps above)."),
         checks.column_exists(lab, "user_profiles", "full_name", "Apply the fixed revision: ch.alembic(\"upgrade head\")"),
         checks.column_absent(lab, "user_profiles", "name", "Apply the fixed revision: ch.alembic(\"upgrade head\")"),
         checks.values_preserved(

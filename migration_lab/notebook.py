@@ -23,7 +23,7 @@ from .chapters import ChapterSpec, spec
 from .checks import Report
 from .errors import LabError
 from .lab import Lab
-from .runner import RunResult
+from .runner import REHEARSABLE, RunResult
 from .workspace import (ModelEdit, add_column, apply_edit, latest_revision, rename_column, replace_function_body,
                         replace_text, reset)
 
@@ -44,7 +44,7 @@ def describe(result: RunResult) -> str:
             lines.append(f"Hint: {result.hint}")
     if result.before is not None and result.after is not None and result.before != result.after:
         lines.append(f"Database: {_at(result.before)} → {_at(result.after)}")
-    elif result.after is not None and result.args[:1] != ("current",):
+    elif result.after is not None and result.args[:1] and result.args[0] in REHEARSABLE:
         lines.append(f"Database unchanged, at {_at(result.after)}")
     return "\n".join(lines)
 
@@ -68,17 +68,15 @@ class Chapter:
         print(f"Chapter {self.spec.number}: {self.spec.title}. {report}")
         print(f"Lab database: {self.lab.backend.where()}")
 
-    def check(self, answer: object = None) -> Report:
+    def check(self, answer: object = None) -> None:
         """Check my work: inspect the real database and the revision files."""
-        report = Report(tuple(self.spec.exercise(self.lab, answer)))
-        print(report)
-        return report
+        print(Report(tuple(self.spec.exercise(self.lab, answer))))
 
     @property
     def solution_file(self) -> Path:
         return self.lab.project.root / "notebooks" / "solutions" / f"{self.spec.number}.py"
 
-    def solution(self, namespace: dict | None = None) -> dict:
+    def solution(self, namespace: dict | None = None) -> None:
         """Show the exercise's solution and run it (in the notebook's namespace)."""
         code = self.solution_file.read_text()
         display(Markdown(f"**Solution** (`notebooks/solutions/{self.solution_file.name}`):\n\n```python\n{code}```"))
@@ -89,11 +87,10 @@ class Chapter:
             namespace = shell.user_ns if shell is not None else {}
         namespace.setdefault("ch", self)
         exec(compile(code, str(self.solution_file), "exec"), namespace)
-        return namespace
 
     # --- running alembic ---------------------------------------------------------------
 
-    def alembic(self, line: str, confirm: bool = False) -> RunResult | None:
+    def alembic(self, line: str, confirm: bool = False) -> None:
         """Run `alembic <line>`; a downgrade that would destroy data asks for confirm=True first."""
         args = line.split()
         if args[:1] == ["alembic"]:
@@ -105,10 +102,8 @@ class Chapter:
                 print("STOP: this would destroy data:")
                 print("\n".join(f"  {loss}" for loss in rehearsal.losses))
                 print(f"Nothing was done. If you mean it: ch.alembic({line!r}, confirm=True)")
-                return None
-        result = self.lab.runner.run_line(line)
-        print(describe(result))
-        return result
+                return
+        print(describe(self.lab.runner.run_line(line)))
 
     def rehearse(self, line: str, show_table: str | None = None) -> None:
         """Run a command in a transaction that is rolled back: see what it would do, change nothing."""
@@ -211,7 +206,7 @@ def _table(rows: list | tuple, header: list[str]) -> str:
     return "\n".join(line.rstrip() for line in out) + f"\n({len(cells)} rows)"
 
 
-def preflight(lab: Lab | None = None) -> bool:
+def preflight(lab: Lab | None = None) -> None:
     """Before the workshop: is everything installed, and is the lab database up?"""
     import platform
     from importlib.metadata import version
@@ -226,9 +221,8 @@ def preflight(lab: Lab | None = None) -> bool:
             server = conn.scalar(sa.text("SHOW server_version"))
     except sa.exc.OperationalError:
         print(f"✘ the lab database is not reachable. {lab.backend.start_hint()}")
-        return False
+        return
     print(f"✔ PostgreSQL {server} is reachable")
-    return True
 
 
 def chapter(number: str, lab: Lab | None = None) -> Chapter:

@@ -177,6 +177,7 @@ class Rehearsal:
     result: RunResult
     changes: schema.SchemaDiff
     losses: tuple[schema.Loss, ...]
+    renames: tuple[schema.Rename, ...] = ()
     preview: tuple[tuple, ...] | None = None  # rows of `show_table` as they would be afterwards
     preview_columns: tuple[str, ...] = ()
 
@@ -185,6 +186,7 @@ class Rehearsal:
         if not self.result.ok:
             lines.append(f"It would FAIL: {self.result.error}")
         lines += self.changes.lines() or ["No change to tables or columns."]
+        lines += [f"Renamed: {rename}" for rename in self.renames]
         lines += [f"DATA LOSS: {loss}" for loss in self.losses]
         return "\n".join(lines)
 
@@ -336,9 +338,9 @@ class Runner:
                            new_files=new_files)
         if rehearsal_parts is None:
             return result, None
-        changes, lost, preview = rehearsal_parts
+        changes, lost, renamed, preview = rehearsal_parts
         columns, rows = preview or ((), None)
-        return result, Rehearsal(result, changes, tuple(lost), rows, columns)
+        return result, Rehearsal(result, changes, tuple(lost), tuple(renamed), rows, columns)
 
     def _connect(self) -> sa.Connection:
         try:
@@ -390,7 +392,7 @@ class Runner:
                 if savepoint.is_active:
                     after = MigrationContext.configure(conn).get_current_heads()
                     schema_after = schema.snapshot(conn)
-                    kept = set(schema.fingerprints(conn, schema.diff(schema_before, schema_after).added_columns).values())
+                    added = schema.fingerprints(conn, schema.diff(schema_before, schema_after).added_columns)
                     preview = None
                     if show_table and show_table in schema_after:
                         rows = conn.execute(sa.select(sa.text("*")).select_from(sa.table(show_table))
@@ -398,9 +400,9 @@ class Runner:
                         preview = (tuple(rows.keys()), tuple(tuple(r) for r in rows))
                     savepoint.rollback()
                 else:
-                    schema_after, preview, kept = schema_before, None, set()
+                    schema_after, preview, added = schema_before, None, {}
                 changes = schema.diff(schema_before, schema_after)
-                rehearsal_parts = (changes, schema.losses(conn, changes, kept), preview)
+                rehearsal_parts = (changes, *schema.account(conn, changes, added), preview)
                 conn.rollback()
                 after = after if ok else before
             else:

@@ -30,12 +30,19 @@ class Column:
 Snapshot = dict[str, tuple[Column, ...]]
 
 
+def _type_name(type_: sa.types.TypeEngine, dialect: sa.Dialect) -> str:
+    """The type as PostgreSQL names it (TIMESTAMP WITH TIME ZONE), an ENUM with its values."""
+    if isinstance(type_, sa.Enum):
+        return f"ENUM {type_.name}({', '.join(type_.enums)})"
+    return type_.compile(dialect=dialect)
+
+
 def snapshot(bind: sa.Connection | sa.Engine) -> Snapshot:
     """Tables of schema public (but alembic_version) and their columns, in order."""
     inspector = sa.inspect(bind)
     return {
         table: tuple(
-            Column(c["name"], str(c["type"]), bool(c["nullable"]), c.get("default"))
+            Column(c["name"], _type_name(c["type"], bind.dialect), bool(c["nullable"]), c.get("default"))
             for c in inspector.get_columns(table)
         )
         for table in sorted(inspector.get_table_names())
@@ -118,27 +125,44 @@ def fingerprint(conn: sa.Connection, table: str, column: str) -> str | None:
         f"SELECT md5(string_agg({value}, E'\\n' ORDER BY {value})) FROM {quote(table)}"))
 
 
-def fingerprints(conn: sa.Connection, columns: tuple[tuple[str, str], ...]) -> dict[tuple[str, str], str]:
-    found = {key: fingerprint(conn, *key) for key in columns}
-    return {key: value for key, value in found.items() if value is not None}
+def fingerprints(conn: sa.Connection, columns: tuple[tuple[str, str], ...]) -> dict[str, tuple[str, str]]:
+    """{fingerprint: (table, column)} for the columns that hold any values."""
+    found = {fingerprint(conn, *key): key for key in columns}
+    return {digest: key for digest, key in found.items() if digest is not None}
 
 
-def losses(conn: sa.Connection, changes: SchemaDiff, kept: set[str] = frozenset()) -> list[Loss]:
-    """Count, in the current (pre-change) state, the data the dropped things hold.
+@dataclass(frozen=True)
+class Rename:
+    """A dropped column whose values all reappear in an added column of the same table."""
 
-    `kept` holds fingerprints of columns that exist after the change: a dropped
-    column whose values all reappear there was renamed, not lost.
+    table: str
+    old: str
+    new: str
+
+    def __str__(self) -> str:
+        return f"column {self.table}.{self.old} renamed to {self.new}: its values are kept"
+
+
+def account(conn: sa.Connection, changes: SchemaDiff,
+            added: dict[str, tuple[str, str]]) -> tuple[list[Loss], list[Rename]]:
+    """In the current (pre-change) state: what the dropped tables and columns hold, and where it goes.
+
+    `added` is `fingerprints()` of the added columns, taken in the post-change state.
     """
-    found = []
+    lost: list[Loss] = []
+    renamed: list[Rename] = []
     for table in changes.dropped_tables:
         count = conn.scalar(sa.select(sa.func.count()).select_from(sa.table(table)))
         if count:
-            found.append(Loss(table, None, count))
+            lost.append(Loss(table, None, count))
     for table, column in changes.dropped_columns:
         count = conn.scalar(sa.select(sa.func.count(sa.column(column))).select_from(sa.table(table)))
-        if count and fingerprint(conn, table, column) not in kept:
-            found.append(Loss(table, column, count))
-    return found
+        target = added.get(fingerprint(conn, table, column)) if count else None
+        if target is not None and target[0] == table:
+            renamed.append(Rename(table, column, target[1]))
+        elif count:
+            lost.append(Loss(table, column, count))
+    return lost, renamed
 
 
 def render_text(snap: Snapshot, changes: SchemaDiff | None = None, only: str | None = None) -> str:

@@ -109,8 +109,11 @@ def replace_function_body(function: str, body: str) -> ModelEdit:
         start = (first.end_lineno if keep_docstring else first.lineno - 1)
         indent = " " * first.col_offset
         lines = source.splitlines(keepends=True)
+        end = node.body[-1].end_lineno
+        while end < len(lines) and lines[end].startswith(indent + "#"):
+            end += 1  # comments after the last statement (autogenerate's "end" marker) go too
         new_body = [f"{indent}{line}\n" if line.strip() else "\n" for line in body.strip().splitlines()]
-        return "".join(lines[:start] + new_body + lines[node.body[-1].end_lineno:])
+        return "".join(lines[:start] + new_body + lines[end:])
 
     return edit
 

@@ -280,6 +280,7 @@ def test_rehearsal_tells_a_rename_from_a_loss(lab: Lab, engine: sa.Engine) -> No
     assert renamed.changes.dropped_columns == (("user_profiles", "name"),)
     assert renamed.changes.added_columns == (("user_profiles", "full_name"),)
     assert renamed.losses == ()
+    assert [str(r) for r in renamed.renames] == ["column user_profiles.name renamed to full_name: its values are kept"]
     (lab.project.versions_dir / "dddd00000001_hand_written.py").unlink()
     write_revision(lab.project, "dddd00000002", BASELINE_HEAD, """
         op.add_column('user_profiles', sa.Column('full_name', sa.String(100)))

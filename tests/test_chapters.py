@@ -1,0 +1,88 @@
+"""Each chapter's reset and exercise check: a hint without the solution, a pass with it."""
+
+import sqlalchemy as sa
+import pytest
+
+from migration_lab import Lab
+from migration_lab.chapters import CHAPTERS, spec
+from migration_lab.notebook import Chapter
+from migration_lab.workspace import reset
+
+ANSWERS = {"00": "8b7e5d2c6a41", "04": "3f1c2a9d4b10"}
+
+
+@pytest.mark.parametrize("number", list(CHAPTERS))
+def test_exercise_hints_without_solution_and_passes_with_it(number: str, lab: Lab, capsys) -> None:
+    chapter = Chapter(spec(number), lab)
+    chapter.reset()
+    before = chapter.spec.exercise(lab, None)
+    failing = [c for c in before if not c.passed]
+    assert failing, "the exercise is already solved at the chapter's start"
+    assert all(len(c.hint) > 20 for c in failing)
+    namespace = {}
+    chapter.solution(namespace)
+    after = chapter.spec.exercise(lab, namespace.get("answer"))
+    assert all(c.passed for c in after), [str(c) for c in after if not c.passed]
+    capsys.readouterr()
+
+
+def test_wrong_moves_get_their_own_hints(lab: Lab) -> None:
+    chapter = Chapter(spec("03"), lab)
+    chapter.reset()
+    lab.runner.downgrade("base")
+    [_, at] = chapter.spec.exercise(lab, None)
+    assert "Much too far" in at.hint
+    (lab.project.versions_dir / "a1c4e7f20b13_add_phone_number_to_profile.py").unlink()
+    [file_check, _] = chapter.spec.exercise(lab, None)
+    assert not file_check.passed and "ch.reset()" in file_check.hint
+
+
+def test_rename_by_drop_and_add_is_caught(lab: Lab, capsys) -> None:
+    """Chapter 02: applying autogenerate's drop + add loses the names, and the check says so."""
+    chapter = Chapter(spec("02"), lab)
+    chapter.reset()
+    chapter.rename_column("UserProfile", "name", "full_name")
+    chapter.edit_model("full_name = Column(String(100), nullable=False)", "full_name = Column(String(100))")
+    chapter.alembic('revision --autogenerate -m "rename the careless way"')
+    chapter.alembic("upgrade head")
+    checks = {c.name: c for c in chapter.spec.exercise(lab, None)}
+    survived = checks["the rows of user_profiles.full_name survived"]
+    assert not survived.passed and "The names are gone" in survived.hint
+    assert "op.alter_column" in checks["a revision file renames user_profiles.name with op.alter_column"].hint
+    capsys.readouterr()
+
+
+def test_reset_restores_files_and_database(lab: Lab, engine: sa.Engine) -> None:
+    main = lab.project.service_dir / "main.py"
+    pristine = main.read_text()
+    report = reset(lab, spec("02").checkpoint)
+    assert report.revision == ("a1c4e7f20b13",) and report.tables == 3 and report.rows == 9
+    main.write_text("garbage(")
+    (lab.project.versions_dir / "zzz_stray.py").write_text("revision = 'zzz'\n")
+    lab.runner.downgrade("base")
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE made_by_hand (id int)"))
+    report = reset(lab, spec("01").checkpoint)
+    assert main.read_text() == pristine
+    assert sorted(p.name for p in lab.project.versions_dir.glob("*.py")) == [
+        "3f1c2a9d4b10_create_user_profiles_and_settings.py", "8b7e5d2c6a41_add_job_entries.py"]
+    assert set(sa.inspect(engine).get_table_names()) == {"alembic_version", "user_profiles", "user_settings", "job_entries"}
+    assert report.revision == ("8b7e5d2c6a41",)
+
+
+def test_baseline_checkpoint_matches_the_committed_ai_service() -> None:
+    """The kit's pristine copy and ai-service/ as committed must never drift apart."""
+    import subprocess
+
+    from conftest import REPO
+    from migration_lab.workspace import BASELINE
+
+    pairs = [("main.py", "ai-service/main.py"), ("env.py", "ai-service/migrations/env.py")]
+    pairs += [(f"versions/{p.name}", f"ai-service/migrations/versions/{p.name}") for p in BASELINE.glob("versions/*.py")]
+    committed_versions = subprocess.run(["git", "ls-files", "ai-service/migrations/versions"], cwd=REPO,
+                                        capture_output=True, text=True, check=True).stdout.split()
+    assert sorted(committed_versions) == sorted(tracked for _, tracked in pairs[2:])
+    for kit, tracked in pairs:
+        committed = subprocess.run(["git", "show", f"HEAD:{tracked}"], cwd=REPO, capture_output=True,
+                                   text=True, check=True).stdout
+        assert (BASELINE / kit).read_text() == committed, f"{kit} differs from the committed {tracked}"

@@ -1,0 +1,60 @@
+"""Every chapter notebook, re-run under strict nbval against a fresh database, on a copy of the project."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, copy_project
+
+NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]-*.ipynb"))
+TEMPLATE = ("## Overview", "## Prerequisites", "## Exercise", "## Summary", "## What's next")
+
+
+def _cells(notebook: Path) -> list[dict]:
+    return json.loads(notebook.read_text())["cells"]
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_outputs_match_under_strict_nbval(notebook: Path, database_url: str, tmp_path: Path) -> None:
+    project = copy_project(tmp_path / "project")
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "--nbval", str(project.root / "notebooks" / notebook.name),
+         "--nbval-sanitize-with", str(REPO / "tests" / "nbval_sanitize.cfg"),
+         "--rootdir", str(project.root), "-p", "no:cacheprovider", "-q"],
+        env={**os.environ, "LAB_DATABASE_URL": database_url}, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+
+
+def test_notebooks_exist_for_every_chapter() -> None:
+    from migration_lab.chapters import CHAPTERS
+
+    assert [p.name[:2] for p in NOTEBOOKS] == list(CHAPTERS)
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_follows_the_template(notebook: Path) -> None:
+    markdown = "\n".join("".join(c["source"]) for c in _cells(notebook) if c["cell_type"] == "markdown")
+    positions = [markdown.find(heading) for heading in TEMPLATE]
+    assert -1 not in positions, f"missing: {[h for h, p in zip(TEMPLATE, positions) if p == -1]}"
+    assert positions == sorted(positions), "template sections out of order"
+    code = ["".join(c["source"]) for c in _cells(notebook) if c["cell_type"] == "code"]
+    assert any("ch.check(" in source for source in code) and any("ch.solution()" in source for source in code)
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_committed_with_outputs(notebook: Path) -> None:
+    code = [c for c in _cells(notebook) if c["cell_type"] == "code"]
+    assert all(c["execution_count"] for c in code), "re-execute it: make notebooks"
+    assert not [o for c in code for o in c["outputs"] if o["output_type"] == "error"]
+
+
+def test_most_code_cells_have_their_output_compared() -> None:
+    code = [c for nb in NOTEBOOKS for c in _cells(nb) if c["cell_type"] == "code"]
+    ignored = [c for c in code if {"nbval-ignore-output", "nbval-skip"} & set(c.get("metadata", {}).get("tags", []))]
+    compared = [c for c in code if c not in ignored and c["outputs"]]
+    assert len(compared) / len(code) >= 0.6, f"{len(compared)} of {len(code)} code cells compared"

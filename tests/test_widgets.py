@@ -1,0 +1,128 @@
+"""Widgets, clicked in plain Python: assert on the database and on the kernel-side output."""
+
+import sqlalchemy as sa
+
+from conftest import EMAIL_LINE, add_phone_number, columns, edit_model
+from migration_lab import Lab
+from migration_lab.chapters import spec
+from migration_lab.notebook import Chapter
+from migration_lab.widgets import CheckButton, MigrationConsole
+from migration_lab.workspace import reset
+
+
+def shown(console: MigrationConsole) -> str:
+    return "".join(o.get("text", "") for o in console.output.outputs)
+
+
+def start(lab: Lab, number: str = "01") -> MigrationConsole:
+    reset(lab, spec(number).checkpoint)
+    return MigrationConsole(lab)
+
+
+def test_each_button_shows_both_command_lines(lab: Lab) -> None:
+    console = start(lab)
+    console.buttons["current"].click()
+    text = shown(console)
+    assert "$ alembic current" in text
+    assert "(Docker route: docker-compose exec ai-api alembic current)" in text
+    assert "8b7e5d2c6a41 (head)" in text and " ms)" in text
+    console.buttons["history"].click()
+    assert "<base> -> 3f1c2a9d4b10, create user profiles and settings" in shown(console)
+    assert repr(console).startswith("Migration console: current, history, heads, upgrade head")
+
+
+def test_autogenerate_then_upgrade_updates_the_views(lab: Lab, engine: sa.Engine) -> None:
+    console = start(lab)
+    console.buttons["autogenerate"].click()
+    assert "Type a message first" in shown(console)
+    add_phone_number(lab.project)
+    console.message.value = "Add phone number to profile"
+    console.buttons["autogenerate"].click()
+    assert "New file: ai-service/migrations/versions/" in shown(console)
+    assert "_add_phone_number_to_profile.py" in shown(console)
+    console.buttons["upgrade head"].click()
+    assert "Running upgrade 8b7e5d2c6a41 -> " in shown(console)
+    assert "phone_number" in columns(engine, "user_profiles")
+    assert console.schema_view.changes.added_columns == (("user_profiles", "phone_number"),)
+    assert "+ column user_profiles.phone_number" in console.schema_view.value
+    assert "<code>phone_number</code>" in console.schema_view.value
+    graph = console.graph.outputs[0]["data"]["text/markdown"]
+    assert "flowchart TD" in graph and "head · 📍 database" in graph
+
+
+def test_destructive_commands_ask_and_cancel_changes_nothing(lab: Lab) -> None:
+    console = start(lab, "03")  # at head; phone_number holds two values
+    console.buttons["downgrade -1"].click()
+    assert console.confirm_row.layout.display == "flex"
+    assert "would destroy data: column user_profiles.phone_number and its 2 value(s)" in console.question.value
+    assert lab.runner.database_heads() == ("a1c4e7f20b13",)
+    console.cancel.click()
+    assert "Cancelled: alembic downgrade -1 was not run." in shown(console)
+    assert console.confirm_row.layout.display == "none"
+    assert lab.runner.database_heads() == ("a1c4e7f20b13",)
+
+
+def test_a_double_click_runs_once(lab: Lab) -> None:
+    console = start(lab, "03")
+    console.buttons["downgrade -1"].click()
+    console.confirm.click()
+    console.confirm.click()  # the second click of a double click on "Yes"
+    console.buttons["downgrade -1"].click()  # queued while the first ran: ignored
+    assert lab.runner.database_heads() == ("8b7e5d2c6a41",)
+    assert console.confirm_row.layout.display == "none"
+    console.buttons["upgrade head"].click()
+    console.buttons["upgrade head"].click()
+    assert shown(console).count("Running upgrade") == 1
+
+
+def test_buttons_are_disabled_while_a_command_runs(lab: Lab, monkeypatch) -> None:
+    console = start(lab)
+    seen = []
+    original = lab.runner.run_line
+
+    def spy(line):
+        seen.append(all(b.disabled for b in console.buttons.values()))
+        return original(line)
+
+    monkeypatch.setattr(lab.runner, "run_line", spy)
+    console.buttons["heads"].click()
+    assert seen == [True]
+    assert not any(b.disabled for b in console.buttons.values())
+
+
+def test_a_broken_model_shows_a_short_error_and_a_hint(lab: Lab) -> None:
+    console = start(lab)
+    edit_model(lab.project, EMAIL_LINE, EMAIL_LINE + "    phone_number = Column(String, nullable=True\n")
+    console.buttons["upgrade head"].click()
+    text = shown(console)
+    assert "FAILED: SyntaxError in ai-service/main.py, line " in text
+    assert "Hint: Python could not read that file" in text and "Traceback" not in text
+    assert "Database unchanged, at 8b7e5d2c6a41" in text
+
+
+def test_a_failed_migration_says_it_was_rolled_back(lab: Lab, engine: sa.Engine) -> None:
+    from conftest import write_revision
+
+    console = start(lab)
+    write_revision(lab.project, "eeee00000001", "8b7e5d2c6a41", """
+        op.add_column('user_profiles', sa.Column('nickname', sa.String()))
+        op.execute("UPDATE user_profiles SET nickname = 1/0")
+    """)
+    console.buttons["upgrade head"].click()
+    text = shown(console)
+    assert "FAILED: DivisionByZero: division by zero" in text
+    assert "Database unchanged, at 8b7e5d2c6a41" in text
+    assert "nickname" not in columns(engine, "user_profiles")
+
+
+def test_check_my_work_button(lab: Lab, capsys) -> None:
+    chapter = Chapter(spec("03"), lab)
+    chapter.reset()
+    button = CheckButton(chapter)
+    button.button.click()
+    text = button.output.outputs[0]["text"]
+    assert "✘ the database is at 8b7e5d2c6a41" in text and "Hint: The database is still at head" in text
+    lab.runner.downgrade("-1")
+    button.button.click()
+    assert "All checks pass" in button.output.outputs[0]["text"]
+    capsys.readouterr()
