@@ -21,7 +21,8 @@ install: $(INSTALLED)
 # The venv's bin/ goes first on PATH, so `alembic` works in JupyterLab's terminals.
 lab: $(INSTALLED)
 	$(BIN)/python -m migration_lab up
-	PATH="$(BIN):$$PATH" $(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=$(CURDIR)
+	PATH="$(BIN):$$PATH" $(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=$(CURDIR) \
+		$(if $(filter 0,$(shell id -u)),--allow-root) notebooks/00-start-here.ipynb
 
 ## test: install, then run every test against a real PostgreSQL
 test: $(INSTALLED)
@@ -34,9 +35,10 @@ up down status: $(INSTALLED)
 nuke: $(INSTALLED)
 	$(BIN)/python -m migration_lab nuke
 
-## bench: runner vs alembic CLI latency, as a ratio
+## bench: runner vs alembic CLI latency, and reset time, as ratios
 bench: $(INSTALLED)
 	$(BIN)/python bench/command_latency.py
+	$(BIN)/python bench/reset_time.py
 
 ## notebooks: re-execute every chapter (throw-away database) and save its outputs
 notebooks: $(INSTALLED)

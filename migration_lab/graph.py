@@ -22,7 +22,7 @@ def mermaid(script: ScriptDirectory, database: tuple[str, ...]) -> str:
         if rev.is_merge_point:
             tags.append("merge point")
         if rev.revision in database:
-            tags.append("📍 database")
+            tags.append("● database")
         label = f"{rev.revision}<br/>{message}" + (f"<br/><b>{' · '.join(tags)}</b>" if tags else "")
         lines.append(f'  {_node(rev.revision)}["{label}"]')
         parents = rev.down_revision or ()

@@ -47,7 +47,7 @@ def test_autogenerate_then_upgrade_updates_the_views(lab: Lab, engine: sa.Engine
     assert "+ column user_profiles.phone_number" in console.schema_view.value
     assert "<code>phone_number</code>" in console.schema_view.value
     graph = console.graph.outputs[0]["data"]["text/markdown"]
-    assert "flowchart TD" in graph and "head · 📍 database" in graph
+    assert "flowchart TD" in graph and "head · ● database" in graph
 
 
 def test_destructive_commands_ask_and_cancel_changes_nothing(lab: Lab) -> None:
