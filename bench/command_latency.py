@@ -10,19 +10,15 @@ the runner at least 10x faster.
 """
 
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from migration_lab import EmbeddedBackend, Project
-from migration_lab.runner import Runner
+from throwaway import throwaway_lab
 
-REPO = Path(__file__).resolve().parent.parent
 TARGET = 10.0
 
 
@@ -36,42 +32,32 @@ def median_ms(action: Callable[[], object], times: int) -> float:
 
 
 def main(times: int) -> int:
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        shutil.copytree(REPO / "ai-service", root / "ai-service",
-                        ignore=shutil.ignore_patterns("__pycache__", ".env"))
-        backend = EmbeddedBackend(root / ".lab")
-        print(f"starting a throw-away PostgreSQL in {backend.pgdata} ...", flush=True)
-        backend.start()
-        try:
-            runner = Runner(Project(root), backend)
-            env = {**os.environ, "DATABASE_URL": backend.url()}
-            alembic = str(Path(sys.executable).with_name("alembic"))
+    with throwaway_lab() as lab:
+        runner = lab.runner
+        env = {**os.environ, "DATABASE_URL": lab.backend.url()}
+        alembic = str(Path(sys.executable).with_name("alembic"))
 
-            def cli(*args: str) -> None:
-                subprocess.run([alembic, *args], cwd=root / "ai-service", env=env, check=True,
-                               capture_output=True)
+        def cli(*args: str) -> None:
+            subprocess.run([alembic, *args], cwd=lab.project.service_dir, env=env, check=True,
+                           capture_output=True)
 
-            def must(result) -> None:
-                assert result.ok, result.error
+        def must(result) -> None:
+            assert result.ok, result.error
 
-            must(runner.upgrade("head"))
-            rows = [
-                ("current", lambda: must(runner.current()), lambda: cli("current")),
-                ("downgrade -1 + upgrade head",
-                 lambda: (must(runner.downgrade("-1")), must(runner.upgrade("head"))),
-                 lambda: (cli("downgrade", "-1"), cli("upgrade", "head"))),
-            ]
-            print(f"{'command':<30}{'runner ms':>11}{'CLI ms':>9}{'ratio':>8}   (median of {times})")
-            worst = float("inf")
-            for name, fast, slow in rows:
-                fast_ms, slow_ms = median_ms(fast, times), median_ms(slow, times)
-                ratio = slow_ms / fast_ms
-                worst = min(worst, ratio)
-                print(f"{name:<30}{fast_ms:>11.1f}{slow_ms:>9.1f}{ratio:>7.1f}x")
-            runner.dispose()
-        finally:
-            backend.stop()
+        must(runner.upgrade("head"))
+        rows = [
+            ("current", lambda: must(runner.current()), lambda: cli("current")),
+            ("downgrade -1 + upgrade head",
+             lambda: (must(runner.downgrade("-1")), must(runner.upgrade("head"))),
+             lambda: (cli("downgrade", "-1"), cli("upgrade", "head"))),
+        ]
+        print(f"{'command':<30}{'runner ms':>11}{'CLI ms':>9}{'ratio':>8}   (median of {times})")
+        worst = float("inf")
+        for name, fast, slow in rows:
+            fast_ms, slow_ms = median_ms(fast, times), median_ms(slow, times)
+            ratio = slow_ms / fast_ms
+            worst = min(worst, ratio)
+            print(f"{name:<30}{fast_ms:>11.1f}{slow_ms:>9.1f}{ratio:>7.1f}x")
     verdict = "meets" if worst >= TARGET else "MISSES"
     print(f"runner vs CLI: {worst:.1f}x at worst; {verdict} the {TARGET:.0f}x target")
     return 0 if worst >= TARGET else 1

@@ -10,19 +10,16 @@ medians, the ratio, and the reset time against its 1 s target.
 """
 
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from migration_lab import EmbeddedBackend, Lab, Project
 from migration_lab.chapters import spec
 from migration_lab.workspace import reset
+from throwaway import throwaway_lab
 
-REPO = Path(__file__).resolve().parent.parent
 TARGET_SECONDS = 1.0
 
 
@@ -36,29 +33,18 @@ def median_s(action, times: int) -> float:
 
 
 def main(times: int) -> int:
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        shutil.copytree(REPO / "ai-service", root / "ai-service",
-                        ignore=shutil.ignore_patterns("__pycache__", ".env"))
-        backend = EmbeddedBackend(root / ".lab")
-        print(f"starting a throw-away PostgreSQL in {backend.pgdata} ...", flush=True)
-        backend.start()
-        lab = Lab(Project(root), backend)
-        try:
-            checkpoint = spec("02").checkpoint
-            fast = median_s(lambda: reset(lab, checkpoint), times)
-            alembic = str(Path(sys.executable).with_name("alembic"))
+    with throwaway_lab() as lab:
+        checkpoint = spec("02").checkpoint
+        fast = median_s(lambda: reset(lab, checkpoint), times)
+        alembic = str(Path(sys.executable).with_name("alembic"))
 
-            def by_hand() -> None:
-                lab.runner.dispose()
-                backend.nuke()
-                subprocess.run([alembic, "upgrade", "head"], cwd=root / "ai-service", check=True,
-                               capture_output=True, env={**os.environ, "DATABASE_URL": backend.url()})
-
-            slow = median_s(by_hand, max(3, times // 3))
+        def by_hand() -> None:
             lab.runner.dispose()
-        finally:
-            backend.stop()
+            lab.backend.nuke()
+            subprocess.run([alembic, "upgrade", "head"], cwd=lab.project.service_dir, check=True,
+                           capture_output=True, env={**os.environ, "DATABASE_URL": lab.backend.url()})
+
+        slow = median_s(by_hand, max(3, times // 3))
     print(f"{'reset to chapter 02':<36}{fast * 1000:>8.0f} ms   (median of {times})")
     print(f"{'by hand: nuke + alembic upgrade head':<36}{slow * 1000:>8.0f} ms")
     print(f"ratio: reset is {slow / fast:.1f}x faster; "

@@ -49,6 +49,8 @@ LOCK_WAIT_SECONDS = 60.0
 # In-process runs swap sys.stdout, sys.path, sys.modules and alembic's logger:
 # process-wide state, so one run at a time per process, whatever the Runner.
 _PROCESS_LOCK = threading.Lock()
+# alembic's own command line: its parser turns "downgrade -1" into a call. Built once (a few ms).
+_ALEMBIC = CommandLine(prog="alembic")
 
 # The errors the workflow guide's troubleshooting section names, with what to do.
 HINTS: tuple[tuple[str, str], ...] = (
@@ -281,7 +283,7 @@ class Runner:
         errors = io.StringIO()
         try:
             with contextlib.redirect_stderr(errors):
-                options = CommandLine(prog="alembic").parser.parse_args(args)
+                options = _ALEMBIC.parser.parse_args(args)
         except SystemExit:
             lines = errors.getvalue().strip().splitlines()
             return None, lines[-1] if lines else "alembic: invalid command"
@@ -382,7 +384,7 @@ class Runner:
             cfg.attributes["connection"] = conn
             try:
                 with contextlib.redirect_stdout(out):  # "Generating <file> ... done" goes to sys.stdout
-                    CommandLine(prog="alembic").run_cmd(cfg, options)
+                    _ALEMBIC.run_cmd(cfg, options)
                 ok, error = True, None
             except (Exception, SystemExit) as exc:  # env.py may sys.exit; show it, don't die
                 ok, error = False, _short_error(exc, self.project.service_dir)
