@@ -8,6 +8,7 @@ from .database import Backend, ComposeBackend, EmbeddedBackend, UrlBackend, choo
 from .errors import LabError
 from .lab import Lab
 from .project import Project
+from .review import review
 from .runner import RunResult, Runner
 
 
@@ -46,4 +47,5 @@ __all__ = [
     "choose_backend",
     "preflight",
     "reset",
+    "review",
 ]

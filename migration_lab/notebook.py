@@ -23,6 +23,7 @@ from .chapters import ChapterSpec, spec
 from .checks import Report
 from .errors import LabError
 from .lab import Lab
+from .review import review
 from .runner import REHEARSABLE, RunResult
 from .workspace import (ModelEdit, add_column, apply_edit, latest_revision, rename_column, replace_function_body,
                         replace_text, reset)
@@ -147,6 +148,12 @@ class Chapter:
             return source
 
         self._edit(path, both)
+
+    def review(self, revision: str | None = None) -> None:
+        """What a careful teammate would say about a revision (default: the newest file)."""
+        if revision is None:
+            revision = latest_revision(self.lab.project).name.split("_")[0]
+        print(review(revision, self.lab))
 
     def show_model(self, model: str) -> None:
         """The model's class in ai-service/main.py, syntax-highlighted."""

@@ -103,6 +103,7 @@ class RunResult:
     error: str | None = None
     hint: str | None = None
     new_files: tuple[Path, ...] = field(default_factory=tuple)
+    stdout: str = ""  # what alembic printed, without its log lines: the SQL of `--sql`
 
     def __str__(self) -> str:
         lines = [f"$ {self.local_command}"]
@@ -121,6 +122,19 @@ class _Outcome(NamedTuple):
     error: str | None
     before: tuple[str, ...] | None
     after: tuple[str, ...] | None
+    stdout: str = ""
+
+
+class _Tee(io.StringIO):
+    """Writes to itself and to the combined output the learner sees."""
+
+    def __init__(self, combined: io.StringIO) -> None:
+        super().__init__()
+        self.combined = combined
+
+    def write(self, text: str) -> int:
+        self.combined.write(text)
+        return super().write(text)
 
 
 class Busy(Exception):
@@ -337,7 +351,7 @@ class Runner:
         result = RunResult(tuple(args), workflow, local, ok=outcome.ok, output=output,
                            duration=duration, before=outcome.before, after=outcome.after,
                            error=outcome.error, hint=hint_for(outcome.error) if outcome.error else None,
-                           new_files=new_files)
+                           new_files=new_files, stdout=outcome.stdout)
         if rehearsal_parts is None:
             return result, None
         changes, lost, renamed, preview = rehearsal_parts
@@ -354,7 +368,10 @@ class Runner:
 
     def _in_process(self, options, rehearse: bool, show_table: str | None):
         out = io.StringIO()
-        cfg = self.config(out)
+        stdout = _Tee(out)
+        cfg = self.config(stdout)
+        # Offline mode (--sql) needs a URL for its dialect; the in-process connection serves online mode.
+        cfg.set_main_option("sqlalchemy.url", self.backend.url().replace("%", "%%"))
         log = logging.getLogger("alembic")
         handler = _CaptureAlembicLog(out)
         saved = (log.level, log.propagate, list(sys.path), sys.dont_write_bytecode)
@@ -383,7 +400,7 @@ class Runner:
             sys.dont_write_bytecode = True  # an edit within the same second must never hit a stale .pyc
             cfg.attributes["connection"] = conn
             try:
-                with contextlib.redirect_stdout(out):  # "Generating <file> ... done" goes to sys.stdout
+                with contextlib.redirect_stdout(stdout):  # "Generating <file> ... done" goes to sys.stdout
                     _ALEMBIC.run_cmd(cfg, options)
                 ok, error = True, None
             except (Exception, SystemExit) as exc:  # env.py may sys.exit; show it, don't die
@@ -391,7 +408,7 @@ class Runner:
                 if not rehearse and conn.in_transaction():
                     conn.rollback()
             if rehearse:
-                if savepoint.is_active:
+                if ok:
                     after = MigrationContext.configure(conn).get_current_heads()
                     schema_after = schema.snapshot(conn)
                     added = schema.fingerprints(conn, schema.diff(schema_before, schema_after).added_columns)
@@ -401,12 +418,12 @@ class Runner:
                                             .order_by(sa.text("1")))
                         preview = (tuple(rows.keys()), tuple(tuple(r) for r in rows))
                     savepoint.rollback()
-                else:
-                    schema_after, preview, added = schema_before, None, {}
+                else:  # the failed statement aborted the savepoint: nothing to measure after it
+                    savepoint.rollback()
+                    schema_after, preview, added, after = schema_before, None, {}, before
                 changes = schema.diff(schema_before, schema_after)
                 rehearsal_parts = (changes, *schema.account(conn, changes, added), preview)
                 conn.rollback()
-                after = after if ok else before
             else:
                 after = MigrationContext.configure(conn).get_current_heads()
                 conn.commit()
@@ -416,7 +433,7 @@ class Runner:
             self._forget_service_modules()
             self._advisory_unlock(conn)
             conn.close()
-        return _Outcome(ok, out.getvalue(), error, before, after), rehearsal_parts
+        return _Outcome(ok, out.getvalue(), error, before, after, stdout.getvalue()), rehearsal_parts
 
     def _advisory_lock(self, conn: sa.Connection) -> None:
         deadline = time.monotonic() + LOCK_WAIT_SECONDS
@@ -467,6 +484,7 @@ class Runner:
             if not re.search(r"Context impl|Will assume|setting up autogenerate plugin|assuming SERIAL", line)
         )
         if done.returncode == 0:
-            return _Outcome(True, output, None, before, after)
+            return _Outcome(True, output, None, before, after, done.stdout)
         last = [line for line in done.stderr.strip().splitlines() if line.strip()]
-        return _Outcome(False, output, last[-1] if last else f"exit code {done.returncode}", before, after)
+        return _Outcome(False, output, last[-1] if last else f"exit code {done.returncode}", before, after,
+                        done.stdout)

@@ -16,6 +16,7 @@ from . import graph, schema
 from .checks import Report
 from .lab import Lab
 from .notebook import Chapter, describe
+from .review import review
 
 # (button label, alembic command, destructive: asks before running)
 COMMANDS: tuple[tuple[str, str, bool], ...] = (
@@ -167,7 +168,11 @@ class MigrationConsole(w.VBox):
         try:
             self._say(f"Running: alembic {line} ...")
             result = self.lab.runner.run_line(line)
-            self._say(f"{describe(result)}\n({result.duration * 1000:.0f} ms)")
+            text = f"{describe(result)}\n({result.duration * 1000:.0f} ms)"
+            if key == "autogenerate" and result.ok and result.new_files and self.lab.backend.name != "compose":
+                # Step 3 of the workflow, at once: never apply a generated script unread.
+                text += "\n\n" + str(review(result.new_files[0].name.split("_")[0], self.lab))
+            self._say(text)
             if self.schema_view is not None:
                 self.schema_view.refresh()
                 self.graph.refresh()

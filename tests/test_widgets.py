@@ -40,6 +40,7 @@ def test_autogenerate_then_upgrade_updates_the_views(lab: Lab, engine: sa.Engine
     console.buttons["autogenerate"].click()
     assert "New file: ai-service/migrations/versions/" in shown(console)
     assert "_add_phone_number_to_profile.py" in shown(console)
+    assert "Review of " in shown(console) and "[squawk:" in shown(console)  # reviewed before it is applied
     console.buttons["upgrade head"].click()
     assert "Running upgrade 8b7e5d2c6a41 -> " in shown(console)
     assert "phone_number" in columns(engine, "user_profiles")

@@ -50,8 +50,13 @@ def configure(**kwargs) -> None:
 
 
 def run_migrations_offline() -> None:
-    """`alembic upgrade A:B --sql`: print the SQL instead of running it."""
-    configure(url=database_url(), literal_binds=True, dialect_opts={"paramstyle": "named"})
+    """`alembic upgrade A:B --sql`: print the SQL instead of running it.
+
+    Only the dialect matters here. A program running Alembic in-process may
+    set sqlalchemy.url; otherwise DATABASE_URL, as online.
+    """
+    url = config.get_main_option("sqlalchemy.url") or database_url()
+    configure(url=url, literal_binds=True, dialect_opts={"paramstyle": "named"})
     with context.begin_transaction():
         context.run_migrations()
 
