@@ -1,13 +1,19 @@
 """The chapters: each one's title, starting checkpoint, and exercise checks."""
 
+import re
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+
+import sqlalchemy as sa
 
 from . import checks
 from .checks import Check
 from .lab import Lab
 from .errors import LabError
-from .workspace import BASELINE_CHECKPOINT, WITH_PHONE_NUMBER, Checkpoint, ResetReport
+from .database import wipe_public_schema
+from .workspace import (BASELINE_CHECKPOINT, REVISIONS, TEAMMATES, WITH_MIXED_CASE_EMAILS, WITH_PHONE_NUMBER,
+                        Checkpoint, ResetReport, add_column, apply_edit, load_models)
 from .workspace import reset as reset_to
 
 SEED_NAMES = ["Ada Lovelace", "Grace Hopper", "Alan Turing"]
@@ -19,6 +25,30 @@ class ChapterSpec:
     title: str
     checkpoint: Checkpoint
     exercise: Callable[[Lab, object], list[Check]]
+    # Puts the lab where the exercise starts (a teammate's branch, a broken env.py); says what it did.
+    exercise_setup: Callable[[Lab], str] | None = None
+
+
+def _carol_arrives(lab: Lab) -> str:
+    revision, line = TEAMMATES["carol"]
+    shutil.copy(REVISIONS / revision, lab.project.versions_dir / revision)
+    apply_edit(lab.project.service_dir / "main.py", add_column("UserSettings", line), lab.project.root)
+    return (f"Carol's branch arrived: her model change (UserSettings.timezone) and "
+            f"ai-service/migrations/versions/{revision}. Her branch started from a1c4e7f20b13.")
+
+
+BROKEN_ENV_IMPORT = "from main import Base, JobQueue  # noqa: E402  (needs the sys.path line above)"
+
+
+def _break_the_lab(lab: Lab) -> str:
+    """A colleague's "quick fix": env.py imports a model that does not exist, tables made by create_all."""
+    env = lab.project.service_dir / "migrations" / "env.py"
+    env.write_text(re.sub(r"(?m)^from main import .*$", BROKEN_ENV_IMPORT, env.read_text(), count=1))
+    lab.runner.dispose()
+    wipe_public_schema(lab.backend.url())
+    load_models(lab.project).Base.metadata.create_all(lab.runner.engine())
+    return ("A colleague's quick fix: migrations/env.py now imports a model `JobQueue`, and the database was "
+            "rebuilt with Base.metadata.create_all() (no alembic_version). Make `alembic upgrade head` work.")
 
 
 def _revision_with_message(lab: Lab, message: str) -> str | None:
@@ -101,6 +131,105 @@ def _where_am_i(lab: Lab, answer: object) -> list[Check]:
     ]
 
 
+def _data_migrations(lab: Lab, answer: object) -> list[Check]:
+    with lab.runner.engine().connect() as conn:
+        mixed = conn.scalar(sa.text("SELECT count(*) FROM user_profiles WHERE email <> lower(email)"))
+    return [
+        checks.a_revision_file_matches(
+            lab, r"(?i)lower\(", "lowercases the emails",
+            "Make an empty revision (ch.alembic('revision -m \"lowercase emails\"')) and give its upgrade() "
+            "op.execute(\"UPDATE user_profiles SET email = lower(email)\") with ch.rewrite_revision(...)."),
+        checks.no_revision_file_matches(
+            lab, r"(?m)^\s*(from main import|import main)", "imports today's models from main.py",
+            "A migration must not import the models of main.py: they change after it is written. "
+            "Use op.execute(...) or sa.table(...) instead"),
+        checks.database_at_head(lab, "Apply it: ch.alembic(\"upgrade head\")"),
+        checks.Check("every email is lowercase in the database", mixed == 0,
+                     f"{mixed} email(s) still have capitals: is the revision applied?"),
+    ]
+
+
+def _teams(lab: Lab, answer: object) -> list[Check]:
+    heads = lab.runner.script().get_heads()
+    return [
+        checks.a_revision_file_matches(
+            lab, r"revision: str = 'c3e8a6d2f4b5'", "from Carol (c3e8a6d2f4b5) is in versions/",
+            "Carol's branch has not arrived yet: run ch.teammate_revision(\"carol\")"),
+        checks.Check("there is a single head", len(heads) == 1,
+                     f"There are {len(heads)} heads ({', '.join(sorted(heads))}): "
+                     "ch.alembic('merge heads -m \"merge carol\"')"),
+        checks.database_at_head(lab, "Apply everything: ch.alembic(\"upgrade head\")"),
+        checks.column_exists(lab, "user_settings", "timezone", "Apply everything: ch.alembic(\"upgrade head\")"),
+    ]
+
+
+def _enum_values(lab: Lab) -> tuple[str, ...]:
+    with lab.runner.engine().connect() as conn:
+        return tuple(conn.scalars(sa.text(
+            "SELECT e.enumlabel FROM pg_enum e JOIN pg_type t ON t.oid = e.enumtypid "
+            "WHERE t.typname = 'job_state' ORDER BY e.enumsortorder")))
+
+
+def _enums(lab: Lab, answer: object) -> list[Check]:
+    model = (lab.project.service_dir / "main.py").read_text()
+    return [
+        checks.Check("main.py's job_state has 'paused'", '"paused"' in model,
+                     "Add \"paused\" to the Enum(...) of JobEntry.state in main.py (ch.edit_model)."),
+        checks.a_revision_file_matches(
+            lab, r"'paused'", "adds 'paused' to job_state",
+            "Write it: a revision whose upgrade() runs op.execute(\"ALTER TYPE job_state ADD VALUE 'paused'\") "
+            "inside `with op.get_context().autocommit_block():` (or autogenerate, now that "
+            "alembic-postgresql-enum is in env.py)."),
+        checks.Check("the database's job_state has 'paused'", "paused" in _enum_values(lab),
+                     "Apply it: ch.alembic(\"upgrade head\")"),
+        checks.database_at_head(lab, "Apply it: ch.alembic(\"upgrade head\")"),
+    ]
+
+
+def _troubleshooting(lab: Lab, answer: object) -> list[Check]:
+    current = lab.runner.current()
+    return [
+        checks.Check("alembic can load env.py and the models", current.ok,
+                     f"`alembic current` fails: {current.error}. Fix the import in migrations/env.py "
+                     "(ch.edit_file(\"migrations/env.py\", old, new)): import only models main.py has."),
+        checks.database_at_head(
+            lab, "The tables exist (create_all made them) but alembic_version is empty. They match the "
+                 "models, so record that: ch.alembic(\"stamp head\")"),
+        checks.models_match_database(lab, "Stamp only when the tables really match the models."),
+    ]
+
+
+def _nuke(lab: Lab, answer: object) -> list[Check]:
+    files = list(lab.project.versions_dir.glob("*.py"))
+    return [
+        checks.Check("versions/ holds exactly one revision", len(files) == 1,
+                     f"It holds {len(files)}: delete them all (ch.clean_versions()), then generate one "
+                     "revision for the whole schema: ch.alembic('revision --autogenerate -m \"initial schema\"')"),
+        checks.a_revision_file_matches(lab, r"create_table\('user_profiles'", "creates the whole schema",
+                                       "The database must be empty when you autogenerate: ch.nuke(confirm=True) "
+                                       "first, then autogenerate."),
+        checks.database_at_head(lab, "Apply it: ch.alembic(\"upgrade head\")"),
+        checks.models_match_database(lab, "Autogenerate against an empty database, then upgrade."),
+    ]
+
+
+def _review(lab: Lab, answer: object) -> list[Check]:
+    columns = {c["name"]: c for c in sa.inspect(lab.runner.engine()).get_columns("user_profiles")}
+    country = columns.get("country")
+    return [
+        checks.model_has(lab, "UserProfile", "country",
+                         "Add `country = Column(String(2), nullable=False, server_default=\"GB\")` to UserProfile."),
+        checks.column_exists(lab, "user_profiles", "country", "Generate, review and apply a revision."),
+        checks.Check("user_profiles.country is NOT NULL", bool(country) and not country["nullable"],
+                     "Every profile needs a country: nullable=False."),
+        checks.column_has_server_default(
+            lab, "user_profiles", "country",
+            "NOT NULL on a table with rows needs a server_default (the review said not-null-without-default): "
+            "existing rows get it. Fix main.py and the revision, or reset and start again."),
+        checks.models_match_database(lab, "Generate a revision for the difference and upgrade."),
+    ]
+
+
 CHAPTERS: dict[str, ChapterSpec] = {
     spec.number: spec
     for spec in (
@@ -109,6 +238,12 @@ CHAPTERS: dict[str, ChapterSpec] = {
         ChapterSpec("02", "Never trust autogenerate", WITH_PHONE_NUMBER, _never_trust_autogenerate),
         ChapterSpec("03", "Rollback", WITH_PHONE_NUMBER, _rollback),
         ChapterSpec("04", "Where am I", WITH_PHONE_NUMBER, _where_am_i),
+        ChapterSpec("05", "Data migrations", WITH_MIXED_CASE_EMAILS, _data_migrations),
+        ChapterSpec("06", "Teams and two heads", WITH_PHONE_NUMBER, _teams, _carol_arrives),
+        ChapterSpec("07", "Enums and special types", WITH_PHONE_NUMBER, _enums),
+        ChapterSpec("08", "Troubleshooting", WITH_PHONE_NUMBER, _troubleshooting, _break_the_lab),
+        ChapterSpec("09", "The nuke option", WITH_PHONE_NUMBER, _nuke),
+        ChapterSpec("10", "Review before you apply", WITH_PHONE_NUMBER, _review),
     )
 }
 

@@ -12,21 +12,22 @@ stay comparable.
 
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from IPython.display import Markdown, display
 
-from . import api, graph, schema
+from . import api, graph, migration_tests, schema
 from .chapters import ChapterSpec, spec
 from .checks import Report
 from .errors import LabError
 from .lab import Lab
-from .review import review
+from .review import review, squawk
 from .runner import REHEARSABLE, RunResult
-from .workspace import (ModelEdit, add_column, apply_edit, latest_revision, rename_column, replace_function_body,
-                        replace_text, reset)
+from .workspace import (REVISIONS, TEAMMATES, ModelEdit, add_column, apply_edit, latest_revision, load_models,
+                        rename_column, replace_function_body, replace_text, reset)
 
 DESTRUCTIVE = {"downgrade"}
 
@@ -69,6 +70,11 @@ class Chapter:
         print(f"Chapter {self.spec.number}: {self.spec.title}. {report}")
         print(f"Lab database: {self.lab.backend.where()}")
 
+    def start_exercise(self) -> None:
+        """Put the lab where this chapter's exercise starts (for most chapters: where you are)."""
+        setup = self.spec.exercise_setup
+        print(setup(self.lab) if setup else "The exercise starts from where you are now.")
+
     def check(self, answer: object = None) -> None:
         """Check my work: inspect the real database and the revision files."""
         print(Report(tuple(self.spec.exercise(self.lab, answer))))
@@ -91,8 +97,12 @@ class Chapter:
 
     # --- running alembic ---------------------------------------------------------------
 
-    def alembic(self, line: str, confirm: bool = False) -> None:
-        """Run `alembic <line>`; a downgrade that would destroy data asks for confirm=True first."""
+    def alembic(self, line: str, confirm: bool = False, progress: bool = False) -> None:
+        """Run `alembic <line>`; a downgrade that would destroy data asks for confirm=True first.
+
+        progress=True shows a live bar for a migration that logs "<done>/<total> rows"
+        (as the batched backfill of chapter 05 does).
+        """
         args = line.split()
         if args[:1] == ["alembic"]:
             args = args[1:]
@@ -104,7 +114,7 @@ class Chapter:
                 print("\n".join(f"  {loss}" for loss in rehearsal.losses))
                 print(f"Nothing was done. If you mean it: ch.alembic({line!r}, confirm=True)")
                 return
-        print(describe(self.lab.runner.run_line(line)))
+        print(describe(self.lab.runner.run_line(line, on_log=_progress_bar() if progress else None)))
 
     def rehearse(self, line: str, show_table: str | None = None) -> None:
         """Run a command in a transaction that is rolled back: see what it would do, change nothing."""
@@ -114,7 +124,60 @@ class Chapter:
             print(f"\n{show_table} as it would be afterwards:")
             print(_table(rehearsal.preview, list(rehearsal.preview_columns)))
 
+    def squawk(self, line: str) -> None:
+        """The SQL of `alembic <line> --sql`, and what squawk says about it."""
+        result = self.lab.runner.run_line(f"{line} --sql")
+        if not result.ok:
+            print(describe(result))
+            return
+        display(Markdown(f"`alembic {line} --sql`:\n\n```sql\n{result.stdout.strip()}\n```"))
+        findings = squawk(result.stdout)
+        print("\n".join(map(str, findings)) if findings else "squawk: nothing to point out.")
+
+    def run_migration_tests(self, *tests: str) -> None:
+        """pytest-alembic's built-in checks on these migrations (all four, or the ones named)."""
+        passed, report = migration_tests.run(self.lab, tests or migration_tests.BUILT_IN)
+        print(report)
+        print("All migration tests pass." if passed else "Some migration tests FAIL: CI would stop here.")
+
+    def create_all(self) -> None:
+        """What an old `init_db()` did: create every table straight from the models, without Alembic."""
+        models = load_models(self.lab.project)
+        models.Base.metadata.create_all(self.lab.runner.engine())
+        print(f"Base.metadata.create_all(): created {', '.join(sorted(models.Base.metadata.tables))}")
+
+    def nuke(self, confirm: bool = False) -> None:
+        """Drop all data: the lab's `docker compose down -v`. Asks for confirm=True first."""
+        if not confirm:
+            print(f"This deletes every table and row in {self.lab.backend.where()}.\n"
+                  "If you mean it: ch.nuke(confirm=True)")
+            return
+        print(self.lab.nuke(progress=lambda message: None).split(":")[0] + ".")
+
+    def teammate_revision(self, name: str) -> None:
+        """A teammate's branch arrives (as `git pull` would bring it): their model change and revision."""
+        revision, line = TEAMMATES[name]
+        shutil.copy(REVISIONS / revision, self.lab.project.versions_dir / revision)
+        print(f"{name.capitalize()}'s revision arrived: ai-service/migrations/versions/{revision}")
+        self.add_column("UserSettings", line)
+
     # --- the learner's files -----------------------------------------------------------
+
+    def edit_file(self, path: str, old: str, new: str) -> None:
+        """Replace text in a file of ai-service/ (e.g. "migrations/env.py"), and show the diff."""
+        self._edit(self.lab.project.service_dir / path, replace_text(old, new))
+
+    def delete_file(self, path: str) -> None:
+        """Delete a file of ai-service/ (e.g. a revision), as `rm` would."""
+        (self.lab.project.service_dir / path).unlink()
+        print(f"Deleted ai-service/{path}")
+
+    def clean_versions(self) -> None:
+        """Delete every revision file: the nuke option's "start fresh" step."""
+        files = sorted(self.lab.project.versions_dir.glob("*.py"))
+        for path in files:
+            path.unlink()
+        print(f"Deleted {len(files)} revision file(s) from ai-service/migrations/versions/")
 
     def _edit(self, path: Path, edit: ModelEdit) -> None:
         diff = apply_edit(path, edit, self.lab.project.root)
@@ -175,6 +238,15 @@ class Chapter:
         """The live tables and columns (or one table's)."""
         print(schema.render_text(schema.snapshot(self.lab.runner.engine()), only=table))
 
+    def sql(self, statement: str) -> None:
+        """Run one SQL statement on the lab database, as psql would; say how many rows it touched."""
+        with self.lab.runner.engine().begin() as conn:
+            result = conn.execute(sa.text(statement))
+            if result.returns_rows:
+                print(_table(result.fetchall(), list(result.keys())))
+            else:
+                print(f"{result.rowcount} row(s) changed")
+
     def rows(self, table: str, columns: str = "*") -> None:
         """The rows of a table, as a learner would SELECT them."""
         query = f"SELECT {columns} FROM {table} ORDER BY 1"
@@ -204,13 +276,30 @@ class Chapter:
         return CheckButton(self, answer_name)
 
 
+def _progress_bar():
+    """Display a progress bar; return the log callback that moves it."""
+    import ipywidgets as w
+
+    bar = w.IntProgress(value=0, min=0, max=1, description="migration")
+    label = w.Label("starting ...")
+    display(w.HBox([bar, label]))
+
+    def on_log(line: str) -> None:
+        match = re.search(r"(\d+)/(\d+) rows", line)
+        if match:
+            bar.max, bar.value = int(match[2]), int(match[1])
+            label.value = f"{match[1]} of {match[2]} rows"
+
+    return on_log
+
+
 def _table(rows: list | tuple, header: list[str]) -> str:
     """Rows as a small fixed-width text table."""
     cells = [[("NULL" if v is None else str(v)) for v in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(header)]
     fmt = " | ".join(f"{{:<{w}}}" for w in widths)
     out = [fmt.format(*header), "-+-".join("-" * w for w in widths)] + [fmt.format(*r) for r in cells]
-    return "\n".join(line.rstrip() for line in out) + f"\n({len(cells)} rows)"
+    return "\n".join(line.rstrip() for line in out) + f"\n({len(cells)} {'row' if len(cells) == 1 else 'rows'})"
 
 
 def preflight(lab: Lab | None = None) -> None:

@@ -12,7 +12,6 @@ Four sources, each the right tool for its question:
 """
 
 import ast
-import importlib.util
 import json
 import subprocess
 import sys
@@ -24,6 +23,7 @@ import sqlalchemy as sa
 
 from .errors import LabError
 from .lab import Lab
+from .workspace import load_models
 
 LARGE_TABLE_ROWS = 10_000  # above this, a blocking index build is worth a warning
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
@@ -140,11 +140,8 @@ def _script_findings(lab: Lab, ops: list[_Op]) -> list[Finding]:
 
 def _model_enums(lab: Lab) -> dict[str, tuple[str, ...]]:
     """Enum types the models in main.py declare: {type name: values}. Loaded afresh."""
-    spec = importlib.util.spec_from_file_location("_migration_lab_models", lab.project.service_dir / "main.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     return {column.type.name: tuple(column.type.enums)
-            for table in module.Base.metadata.tables.values() for column in table.columns
+            for table in load_models(lab.project).Base.metadata.tables.values() for column in table.columns
             if isinstance(column.type, sa.Enum) and column.type.name}
 
 
@@ -182,7 +179,8 @@ def squawk(sql: str) -> list[Finding]:
     with tempfile.NamedTemporaryFile("w", suffix=".sql") as file:
         file.write(sql)
         file.flush()
-        done = subprocess.run([str(SQUAWK), "--reporter", "json", "--assume-in-transaction", file.name],
+        # alembic's SQL carries its own BEGIN/COMMIT, which tells squawk about the transaction.
+        done = subprocess.run([str(SQUAWK), "--reporter", "json", file.name],
                               capture_output=True, text=True, timeout=60)
     if not done.stdout.strip():
         raise LabError(f"squawk gave no report: {done.stderr.strip()}", "Check that squawk-cli is installed.")
@@ -204,7 +202,11 @@ def review(revision: str = "head", lab: Lab | None = None) -> Review:
     findings = _script_findings(lab, operations(path))
 
     heads = lab.runner.database_heads()
-    if heads == ((parent,) if parent else ()):
+    if "autocommit_block" in path.read_text():
+        findings.append(Finding("info", "not-rehearsed",
+                                "it uses autocommit_block(): those statements commit on their own, so it cannot "
+                                "be rehearsed in a rolled-back transaction. Try it on a copy of the database."))
+    elif heads == ((parent,) if parent else ()):
         rehearsal = lab.runner.rehearse(["upgrade", script.revision])
         if not rehearsal.result.ok:
             findings.append(Finding("error", "fails", f"rehearsed, the upgrade fails: {rehearsal.result.error}",

@@ -75,6 +75,9 @@ HINTS: tuple[tuple[str, str], ...] = (
      "Alembic cannot import your models. Check the sys.path line and the import in migrations/env.py."),
     ("Can't locate revision",
      "That revision id is not in migrations/versions/. `alembic history` lists the ones that are."),
+    ("cannot be cast automatically",
+     "PostgreSQL needs to be told how to convert the existing values: add "
+     "postgresql_using='<column>::<new type>' to that op.alter_column(...), and the reverse in downgrade()."),
     ("does not exist",
      "The migration refers to something the database does not have. Check `alembic current` and the script."),
 )
@@ -169,18 +172,21 @@ class _CaptureAlembicLog(logging.Handler):
 
     NOISY_LOGGERS = ("alembic.runtime.plugins", "alembic.ddl.postgresql")
 
-    def __init__(self, sink: io.StringIO) -> None:
+    def __init__(self, sink: io.StringIO, on_log: Callable[[str], None] | None = None) -> None:
         super().__init__(logging.INFO)
         self.sink = sink
+        self.on_log = on_log
         self.setFormatter(logging.Formatter("%(message)s"))
 
     def emit(self, record: logging.LogRecord) -> None:
         message = self.format(record)
         if record.name in self.NOISY_LOGGERS and record.levelno < logging.WARNING:
             return
-        if message.startswith(("Context impl", "Will assume")):
+        if message.startswith(("Context impl", "Will assume", "Dialect impl")):
             return
         self.sink.write(message + "\n")
+        if self.on_log is not None:
+            self.on_log(message)  # live, while the command runs: progress of a long migration
 
 
 REHEARSABLE = {"upgrade", "downgrade", "stamp"}
@@ -250,10 +256,10 @@ class Runner:
     def merge(self, message: str, revisions: str = "heads") -> RunResult:
         return self.run(["merge", revisions, "-m", message])
 
-    def run_line(self, line: str) -> RunResult:
+    def run_line(self, line: str, on_log: Callable[[str], None] | None = None) -> RunResult:
         """A command as typed: `upgrade head`, `alembic downgrade -1`, `revision -m "x"`."""
         args = shlex.split(line)
-        return self.run(args[1:] if args[:1] == ["alembic"] else args)
+        return self.run(args[1:] if args[:1] == ["alembic"] else args, on_log)
 
     # --- machinery ------------------------------------------------------------
 
@@ -306,9 +312,12 @@ class Runner:
         options.raiseerr = True
         return options, None
 
-    def run(self, args: list[str]) -> RunResult:
-        """Run `alembic <args>` and report what happened; never raises for a failed command."""
-        return self._run(list(args))[0]
+    def run(self, args: list[str], on_log: Callable[[str], None] | None = None) -> RunResult:
+        """Run `alembic <args>` and report what happened; never raises for a failed command.
+
+        `on_log` receives alembic's log lines as they happen (in-process runs only).
+        """
+        return self._run(list(args), on_log=on_log)[0]
 
     def rehearse(self, args: list[str] | str, show_table: str | None = None) -> Rehearsal:
         """Run upgrade/downgrade/stamp in a transaction that is rolled back; report what it would do."""
@@ -320,7 +329,8 @@ class Runner:
         result, rehearsal = self._run(args, rehearse=True, show_table=show_table)
         return rehearsal or Rehearsal(result, schema.SchemaDiff(), ())
 
-    def _run(self, args: list[str], rehearse: bool = False, show_table: str | None = None):
+    def _run(self, args: list[str], rehearse: bool = False, show_table: str | None = None,
+             on_log: Callable[[str], None] | None = None):
         workflow, local = self.command_lines(args)
 
         def failed(error: str) -> RunResult:
@@ -342,15 +352,17 @@ class Runner:
                                   "alembic in its container."), None
                 outcome, rehearsal_parts = self._subprocess(argv), None
             else:
-                outcome, rehearsal_parts = self._in_process(options, rehearse, show_table)
+                outcome, rehearsal_parts = self._in_process(options, rehearse, show_table, on_log)
             duration = time.perf_counter() - started
             new_files = tuple(sorted(self._versions() - files_before))
         finally:
             _PROCESS_LOCK.release()
-        output = outcome.output.replace(str(self.project.root) + "/", "")  # paths as a learner sees them
+        root = str(self.project.root) + "/"  # paths as a learner sees them: from the project folder
+        output = outcome.output.replace(root, "")
+        error = outcome.error.replace(root, "") if outcome.error else None
         result = RunResult(tuple(args), workflow, local, ok=outcome.ok, output=output,
                            duration=duration, before=outcome.before, after=outcome.after,
-                           error=outcome.error, hint=hint_for(outcome.error) if outcome.error else None,
+                           error=error, hint=hint_for(error) if error else None,
                            new_files=new_files, stdout=outcome.stdout)
         if rehearsal_parts is None:
             return result, None
@@ -366,14 +378,15 @@ class Runner:
                 f"Cannot reach the lab database ({self.backend.where()}). {self.backend.start_hint()}"
             ) from error
 
-    def _in_process(self, options, rehearse: bool, show_table: str | None):
+    def _in_process(self, options, rehearse: bool, show_table: str | None,
+                    on_log: Callable[[str], None] | None = None):
         out = io.StringIO()
         stdout = _Tee(out)
         cfg = self.config(stdout)
         # Offline mode (--sql) needs a URL for its dialect; the in-process connection serves online mode.
         cfg.set_main_option("sqlalchemy.url", self.backend.url().replace("%", "%%"))
         log = logging.getLogger("alembic")
-        handler = _CaptureAlembicLog(out)
+        handler = _CaptureAlembicLog(out, on_log)
         saved = (log.level, log.propagate, list(sys.path), sys.dont_write_bytecode)
         try:
             conn = self._connect()

@@ -9,11 +9,13 @@ chapter runs in any order, and again.
 
 import ast
 import difflib
+import importlib.util
 import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 import sqlalchemy as sa
 
@@ -139,6 +141,14 @@ def apply_edit(path: Path, edit: ModelEdit, root: Path) -> str:
                                         f"a/{name}", f"b/{name}"))
 
 
+def load_models(project: Project) -> ModuleType:
+    """ai-service/main.py imported afresh, under a name of its own (sys.modules is left alone)."""
+    spec = importlib.util.spec_from_file_location("_migration_lab_models", project.service_dir / "main.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def latest_revision(project: Project) -> Path:
     """The newest revision file: the one a learner just generated."""
     files = sorted(project.versions_dir.glob("*.py"), key=lambda p: p.stat().st_mtime_ns)
@@ -161,7 +171,18 @@ SEED_PHONES = """
 UPDATE user_profiles SET phone_number = '+44 20 7946 0001' WHERE name = 'Ada Lovelace';
 UPDATE user_profiles SET phone_number = '+1 202 555 0102' WHERE name = 'Grace Hopper';
 """
+SEED_MIXED_CASE = """
+INSERT INTO user_profiles (name, email) VALUES ('Edsger Dijkstra', 'Edsger.Dijkstra@Example.ORG');
+INSERT INTO user_settings (user_id) SELECT id FROM user_profiles WHERE name = 'Edsger Dijkstra';
+"""
 PHONE_NUMBER = add_column("UserProfile", "phone_number = Column(String, nullable=True)")
+
+# Teammates whose branches started from the same revision (a1c4e7f20b13) as yours:
+# (their revision file, the model line they added to UserSettings).
+TEAMMATES = {
+    "bob": ("b7d1e5f3c9a2_add_language_to_user_settings.py", "language = Column(String(8), nullable=True)"),
+    "carol": ("c3e8a6d2f4b5_add_timezone_to_user_settings.py", "timezone = Column(String(40), nullable=True)"),
+}
 
 
 @dataclass(frozen=True)
@@ -179,6 +200,13 @@ WITH_PHONE_NUMBER = Checkpoint(
     edits=(PHONE_NUMBER,),
     revisions=("a1c4e7f20b13_add_phone_number_to_profile.py",),
     seed=(SEED_PROFILES, SEED_PHONES),
+)
+
+
+WITH_MIXED_CASE_EMAILS = Checkpoint(
+    edits=(PHONE_NUMBER,),
+    revisions=WITH_PHONE_NUMBER.revisions,
+    seed=(SEED_PROFILES, SEED_PHONES, SEED_MIXED_CASE),
 )
 
 

@@ -15,6 +15,7 @@ ANSWERS = {"00": "8b7e5d2c6a41", "04": "3f1c2a9d4b10"}
 def test_exercise_hints_without_solution_and_passes_with_it(number: str, lab: Lab, capsys) -> None:
     chapter = Chapter(spec(number), lab)
     chapter.reset()
+    chapter.start_exercise()
     before = chapter.spec.exercise(lab, None)
     failing = [c for c in before if not c.passed]
     assert failing, "the exercise is already solved at the chapter's start"

@@ -1,0 +1,5 @@
+# 1. The import: env.py asks main.py for a model `JobQueue` it does not have. Base knows every model.
+ch.edit_file("migrations/env.py", "from main import Base, JobQueue", "from main import Base")
+# 2. The tables exist (create_all made them) and match the models: record that, don't recreate them.
+ch.alembic("stamp head")
+ch.alembic("check")
