@@ -12,7 +12,7 @@ from .checks import Check
 from .lab import Lab
 from .errors import LabError
 from .database import wipe_public_schema
-from .workspace import (BASELINE_CHECKPOINT, REVISIONS, TEAMMATES, WITH_MIXED_CASE_EMAILS, WITH_PHONE_NUMBER,
+from .workspace import (BASELINE_CHECKPOINT, REVISIONS, TEAMMATES, WITH_PHONE_NUMBER,
                         Checkpoint, ResetReport, add_column, apply_edit, load_models)
 from .workspace import reset as reset_to
 
@@ -27,6 +27,14 @@ class ChapterSpec:
     exercise: Callable[[Lab, object], list[Check]]
     # Puts the lab where the exercise starts (a teammate's branch, a broken env.py); says what it did.
     exercise_setup: Callable[[Lab], str] | None = None
+
+
+def _mixed_case_sign_up(lab: Lab) -> str:
+    with lab.runner.engine().begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO user_profiles (name, email) VALUES ('Edsger Dijkstra', 'Edsger.Dijkstra@Example.ORG') "
+            "ON CONFLICT (email) DO NOTHING"))
+    return "A new sign-up, typed with capitals: Edsger.Dijkstra@Example.ORG. Logins compare lowercase emails."
 
 
 def _carol_arrives(lab: Lab) -> str:
@@ -238,7 +246,7 @@ CHAPTERS: dict[str, ChapterSpec] = {
         ChapterSpec("02", "Never trust autogenerate", WITH_PHONE_NUMBER, _never_trust_autogenerate),
         ChapterSpec("03", "Rollback", WITH_PHONE_NUMBER, _rollback),
         ChapterSpec("04", "Where am I", WITH_PHONE_NUMBER, _where_am_i),
-        ChapterSpec("05", "Data migrations", WITH_MIXED_CASE_EMAILS, _data_migrations),
+        ChapterSpec("05", "Data migrations", WITH_PHONE_NUMBER, _data_migrations, _mixed_case_sign_up),
         ChapterSpec("06", "Teams and two heads", WITH_PHONE_NUMBER, _teams, _carol_arrives),
         ChapterSpec("07", "Enums and special types", WITH_PHONE_NUMBER, _enums),
         ChapterSpec("08", "Troubleshooting", WITH_PHONE_NUMBER, _troubleshooting, _break_the_lab),

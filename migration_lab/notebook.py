@@ -47,7 +47,8 @@ def describe(result: RunResult) -> str:
     if result.before is not None and result.after is not None and result.before != result.after:
         lines.append(f"Database: {_at(result.before)} → {_at(result.after)}")
     elif result.after is not None and result.args[:1] and result.args[0] in REHEARSABLE:
-        lines.append(f"Database unchanged, at {_at(result.after)}")
+        rolled_back = " (rolled back: nothing this command did was kept)" if not result.ok else ""
+        lines.append(f"Database unchanged, at {_at(result.after)}{rolled_back}")
     return "\n".join(lines)
 
 
@@ -199,9 +200,13 @@ class Chapter:
         """Replace text in the newest revision file (fixing what autogenerate wrote), and show the diff."""
         self._edit(latest_revision(self.lab.project), replace_text(old, new))
 
-    def rewrite_revision(self, upgrade: str | None = None, downgrade: str | None = None) -> None:
-        """Replace the body of upgrade() and/or downgrade() in the newest revision, and show the diff."""
-        path = latest_revision(self.lab.project)
+    def rewrite_revision(self, upgrade: str | None = None, downgrade: str | None = None,
+                         revision: str | None = None) -> None:
+        """Replace the body of upgrade() and/or downgrade(), and show the diff.
+
+        In the newest revision file, or the one whose name contains `revision` (an id or a slug).
+        """
+        path = latest_revision(self.lab.project) if revision is None else _revision_file(self.lab.project, revision)
         edits = [replace_function_body(name, body) for name, body in
                  (("upgrade", upgrade), ("downgrade", downgrade)) if body is not None]
 
@@ -274,6 +279,14 @@ class Chapter:
         from .widgets import CheckButton
 
         return CheckButton(self, answer_name)
+
+
+def _revision_file(project, fragment: str) -> Path:
+    found = [p for p in project.versions_dir.glob("*.py") if fragment in p.name]
+    if len(found) != 1:
+        raise LabError(f"{len(found)} revision files have {fragment!r} in their name.",
+                       "Use a longer part of the file name, or the revision id.")
+    return found[0]
 
 
 def _progress_bar():

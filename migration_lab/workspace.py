@@ -171,10 +171,6 @@ SEED_PHONES = """
 UPDATE user_profiles SET phone_number = '+44 20 7946 0001' WHERE name = 'Ada Lovelace';
 UPDATE user_profiles SET phone_number = '+1 202 555 0102' WHERE name = 'Grace Hopper';
 """
-SEED_MIXED_CASE = """
-INSERT INTO user_profiles (name, email) VALUES ('Edsger Dijkstra', 'Edsger.Dijkstra@Example.ORG');
-INSERT INTO user_settings (user_id) SELECT id FROM user_profiles WHERE name = 'Edsger Dijkstra';
-"""
 PHONE_NUMBER = add_column("UserProfile", "phone_number = Column(String, nullable=True)")
 
 # Teammates whose branches started from the same revision (a1c4e7f20b13) as yours:
@@ -200,13 +196,6 @@ WITH_PHONE_NUMBER = Checkpoint(
     edits=(PHONE_NUMBER,),
     revisions=("a1c4e7f20b13_add_phone_number_to_profile.py",),
     seed=(SEED_PROFILES, SEED_PHONES),
-)
-
-
-WITH_MIXED_CASE_EMAILS = Checkpoint(
-    edits=(PHONE_NUMBER,),
-    revisions=WITH_PHONE_NUMBER.revisions,
-    seed=(SEED_PROFILES, SEED_PHONES, SEED_MIXED_CASE),
 )
 
 

@@ -37,8 +37,12 @@ def fresh_database(server: EmbeddedBackend, name: str) -> str:
 
 def execute(notebook: Path, workdir: Path, database_url: str) -> nbformat.NotebookNode:
     """Execute a copy of `notebook` in a fresh project copy under `workdir`; return it with outputs."""
-    project = copy_project(workdir / notebook.stem)
-    copy = project.root / "notebooks" / notebook.name
+    return execute_in(copy_project(workdir / notebook.stem), notebook.name, database_url)
+
+
+def execute_in(project, name: str, database_url: str) -> nbformat.NotebookNode:
+    """Execute notebooks/<name> of an existing project copy, as it is; raise if a cell fails."""
+    copy = project.root / "notebooks" / name
     nb = nbformat.read(copy, as_version=4)
     os.environ["LAB_DATABASE_URL"] = database_url  # the kernel inherits it: the url backend
     try:

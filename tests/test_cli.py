@@ -85,9 +85,49 @@ def test_workflow_typed_by_hand_after_up(project: Project) -> None:
         assert behind.returncode != 0 and "Target database is not up to date" in behind.stderr
         current = alembic("current")
         assert current.stdout.strip() == "8b7e5d2c6a41"
+        assert alembic("upgrade", "head").returncode == 0
+
+        # A data migration: an empty revision, then op.execute in upgrade().
+        assert alembic("revision", "-m", "set default user status").returncode == 0
+        [data] = project.versions_dir.glob("*_set_default_user_status.py")
+        data.write_text(data.read_text().replace(
+            '    """Upgrade schema."""\n    pass',
+            '    """Upgrade schema."""\n    op.execute("UPDATE user_settings SET status = \'active\'")'))
+        url = lab_cli("url", project=project, env=env).stdout.splitlines()[-1]
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        with engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO user_profiles (name, email) VALUES ('Ada', 'ada@example.org')"))
+            conn.execute(sa.text("INSERT INTO user_settings (user_id) SELECT id FROM user_profiles"))
+        assert alembic("upgrade", "head").returncode == 0
+        with engine.connect() as conn:
+            assert conn.scalar(sa.text("SELECT status FROM user_settings")) == "active"
+
+        # Two teammates from the same parent: two heads, then merge heads.
+        data_head = data.name.split("_")[0]
+        for name in ("mine", "theirs"):
+            (project.versions_dir / f"{name}00000000_{name}.py").write_text(
+                f"revision = '{name}00000000'\ndown_revision = '{data_head}'\nbranch_labels = None\n"
+                "depends_on = None\n\n\ndef upgrade():\n    pass\n\n\ndef downgrade():\n    pass\n")
+        two_heads = alembic("upgrade", "head")
+        assert two_heads.returncode != 0 and "Multiple head revisions" in two_heads.stderr
+        assert alembic("merge", "heads", "-m", "merge conflict").returncode == 0
+        [merge] = project.versions_dir.glob("*_merge_conflict.py")
+        assert alembic("upgrade", "head").returncode == 0
+
+        # downgrade base, a table made by hand, "already exists", then stamp head.
+        assert alembic("downgrade", "base").returncode == 0
+        with engine.begin() as conn:
+            conn.execute(sa.text("DROP TABLE alembic_version"))
+            conn.execute(sa.text("CREATE TABLE user_profiles (id serial PRIMARY KEY)"))
+        exists = alembic("upgrade", "head")
+        assert exists.returncode != 0 and 'relation "user_profiles" already exists' in exists.stderr
+        assert alembic("stamp", "head").returncode == 0
+        assert "(head)" in alembic("current").stdout
+        engine.dispose()
 
         status = lab_cli("status", project=project, env=env)
-        assert "running:  yes" in status.stdout and "revision: 8b7e5d2c6a41" in status.stdout
+        assert "running:  yes" in status.stdout
+        assert f"revision: {merge.name.split('_')[0]}" in status.stdout
     finally:
         down = lab_cli("down", project=project, env=env)
     assert down.returncode == 0 and "data is kept" in down.stdout

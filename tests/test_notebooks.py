@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, copy_project
+from migration_lab import Lab, UrlBackend
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]-*.ipynb"))
 TEMPLATE = ("## Overview", "## Prerequisites", "## Exercise", "## Summary", "## What's next")
@@ -58,3 +59,17 @@ def test_most_code_cells_have_their_output_compared() -> None:
     ignored = [c for c in code if {"nbval-ignore-output", "nbval-skip"} & set(c.get("metadata", {}).get("tags", []))]
     compared = [c for c in code if c not in ignored and c["outputs"]]
     assert len(compared) / len(code) >= 0.6, f"{len(compared)} of {len(code)} code cells compared"
+
+
+def test_chapters_run_back_to_back_on_one_lab(database_url: str, tmp_path: Path) -> None:
+    """Whatever a chapter leaves behind (edited env.py, new enum types, a nuked database, deleted
+    revision files), the next chapter's reset puts the lab right: all of them, in order, on one lab."""
+    from notebook_runs import execute_in
+
+    project = copy_project(tmp_path / "project")
+    for notebook in NOTEBOOKS:
+        execute_in(project, notebook.name, database_url)  # raises CellExecutionError on a failing cell
+    lab = Lab(project, UrlBackend(database_url))
+    assert lab.runner.check().ok, "after the last chapter, models and database should agree"
+    assert len(lab.runner.script().get_heads()) == 1
+    lab.runner.dispose()

@@ -112,7 +112,7 @@ def test_a_failed_migration_says_it_was_rolled_back(lab: Lab, engine: sa.Engine)
     console.buttons["upgrade head"].click()
     text = shown(console)
     assert "FAILED: DivisionByZero: division by zero" in text
-    assert "Database unchanged, at 8b7e5d2c6a41" in text
+    assert "Database unchanged, at 8b7e5d2c6a41 (rolled back: nothing this command did was kept)" in text
     assert "nickname" not in columns(engine, "user_profiles")
 
 
