@@ -196,10 +196,6 @@ class Chapter:
         """Replace text in ai-service/main.py, and show the diff."""
         self._edit(self.lab.project.service_dir / "main.py", replace_text(old, new))
 
-    def edit_revision(self, old: str, new: str) -> None:
-        """Replace text in the newest revision file (fixing what autogenerate wrote), and show the diff."""
-        self._edit(latest_revision(self.lab.project), replace_text(old, new))
-
     def rewrite_revision(self, upgrade: str | None = None, downgrade: str | None = None,
                          revision: str | None = None) -> None:
         """Replace the body of upgrade() and/or downgrade(), and show the diff.

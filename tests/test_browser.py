@@ -7,7 +7,6 @@ skipped, saying so, on a machine without Chromium.
 import json
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -66,7 +65,7 @@ def jupyterlab(tmp_path: Path, database_url: str) -> Iterator[tuple[str, str]]:
                 break
             except OSError:
                 if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError((tmp_path / "jupyter.log").read_text()[-3000:])
+                    raise RuntimeError((tmp_path / "jupyter.log").read_text()[-3000:]) from None
                 time.sleep(0.3)
         yield base, token
     finally:
