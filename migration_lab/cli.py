@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("up", help="start the lab database (if needed) and say where it is")
     sub.add_parser("status", help="which backend, where, running or not, current revision")
+    sub.add_parser("preflight", help="before a workshop: versions, backend, database reachable (exit 1 if not)")
     sub.add_parser("url", help="print the database's SQLAlchemy URL (last line of output)")
     sub.add_parser("down", help="stop the lab database, keeping its data")
     reset = sub.add_parser("reset", help="restore ai-service/ and the database to the start of a chapter")
@@ -41,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
             print(lab.up(progress))
         elif args.command == "status":
             print(lab.status())
+        elif args.command == "preflight":
+            ready, lines = lab.preflight()
+            print("\n".join(lines))
+            return 0 if ready else 1
         elif args.command == "url":
             print(lab.backend.url())
         elif args.command == "reset":

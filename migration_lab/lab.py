@@ -52,6 +52,24 @@ class Lab:
         self.up(progress)
         return f"Fresh, empty lab database: {self.backend.where()}. Run `alembic upgrade head` to rebuild the schema."
 
+    def preflight(self) -> tuple[bool, list[str]]:
+        """Before a workshop: versions of the tools, the backend, and whether the database answers."""
+        import platform
+        from importlib.metadata import version
+
+        import sqlalchemy as sa
+
+        lines = [f"✔ Python {platform.python_version()}"]
+        lines += [f"✔ {package} {version(package)}"
+                  for package in ("alembic", "SQLAlchemy", "psycopg2-binary", "jupyterlab", "ipywidgets")]
+        lines.append(f"✔ backend: {self.backend.name}: {self.backend.where()}")
+        try:
+            with self.runner.engine().connect() as conn:
+                server = conn.scalar(sa.text("SHOW server_version"))
+        except sa.exc.OperationalError:
+            return False, [*lines, f"✘ the lab database is not reachable. {self.backend.start_hint()}"]
+        return True, [*lines, f"✔ PostgreSQL {server} is reachable"]
+
     def status(self) -> str:
         running = self.backend.is_running()
         lines = [

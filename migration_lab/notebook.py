@@ -313,21 +313,7 @@ def _table(rows: list | tuple, header: list[str]) -> str:
 
 def preflight(lab: Lab | None = None) -> None:
     """Before the workshop: is everything installed, and is the lab database up?"""
-    import platform
-    from importlib.metadata import version
-
-    print(f"✔ Python {platform.python_version()}")
-    for package in ("alembic", "SQLAlchemy", "psycopg2-binary", "jupyterlab", "ipywidgets"):
-        print(f"✔ {package} {version(package)}")
-    lab = lab or Lab()
-    print(f"✔ backend: {lab.backend.name}: {lab.backend.where()}")
-    try:
-        with lab.runner.engine().connect() as conn:
-            server = conn.scalar(sa.text("SHOW server_version"))
-    except sa.exc.OperationalError:
-        print(f"✘ the lab database is not reachable. {lab.backend.start_hint()}")
-        return
-    print(f"✔ PostgreSQL {server} is reachable")
+    print("\n".join((lab or Lab()).preflight()[1]))
 
 
 def chapter(number: str, lab: Lab | None = None) -> Chapter:

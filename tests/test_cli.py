@@ -132,3 +132,13 @@ def test_workflow_typed_by_hand_after_up(project: Project) -> None:
     assert down.returncode == 0 and "data is kept" in down.stdout
     status = lab_cli("status", project=project, env=env)
     assert "running:  no" in status.stdout and "python -m migration_lab up" in status.stdout
+    preflight = lab_cli("preflight", project=project, env=env)
+    assert preflight.returncode == 1
+    assert "✔ alembic 1." in preflight.stdout
+    assert "✘ the lab database is not reachable. Start it with `python -m migration_lab up`" in preflight.stdout
+
+
+def test_preflight_passes_with_a_running_database(project: Project, database_url: str) -> None:
+    done = lab_cli("preflight", project=project, env={"LAB_DATABASE_URL": database_url})
+    assert done.returncode == 0, done.stdout
+    assert "✔ backend: url:" in done.stdout and "✔ PostgreSQL 18." in done.stdout
