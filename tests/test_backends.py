@@ -32,6 +32,10 @@ elif args[:1] == ["ps"]:
 elif args[:4] == ["exec", "-T", "ai-api", "alembic"]:
     alembic = os.path.join(os.path.dirname({python!r}), "alembic")
     sys.exit(subprocess.run([alembic, *args[4:]], cwd="ai-service").returncode)
+elif args[:1] in (["up"], ["down"], ["stop"]):
+    if os.environ.get("FAKE_DOCKER_ENGINE") == "down":
+        print("Cannot connect to the Docker daemon at unix:///var/run/docker.sock.", file=sys.stderr)
+        sys.exit(1)
 """
 
 
@@ -153,3 +157,21 @@ def test_embedded_lifecycle_keeps_data_until_nuked(tmp_path: Path) -> None:
     finally:
         backend.stop()
     assert _postgres_processes(backend.pgdata) == []
+
+
+def test_compose_nuke_is_the_workflow_guides_volume_reset(
+    project: Project, no_docker: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "docker.log"
+    install_fake(no_docker, "docker", log)
+    backend = ComposeBackend(project.root)
+    said: list[str] = []
+    backend.nuke(said.append)
+    assert log.read_text().splitlines()[-2:] == ["down -v", "up -d --build --wait"]
+    assert said == ["$ docker compose down -v\n", "$ docker compose up -d --build --wait\n"]
+    backend.stop()
+    assert log.read_text().splitlines()[-1] == "stop"
+    monkeypatch.setenv("FAKE_DOCKER_ENGINE", "down")
+    with pytest.raises(LabError, match="Cannot connect to the Docker daemon") as error:
+        backend.nuke()
+    assert "docker info" in error.value.next_step and "--backend embedded" in error.value.next_step
