@@ -28,9 +28,7 @@ def chapter(number: str, lab: Lab | None = None):
 
 def preflight(lab: Lab | None = None) -> None:
     """Check the installation and the lab database; print what was found."""
-    from .notebook import preflight as run
-
-    run(lab)
+    print("\n".join((lab or Lab()).preflight()[1]))
 
 
 __all__ = [

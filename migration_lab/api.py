@@ -5,12 +5,11 @@ the app is loaded afresh from ai-service/main.py (as `uvicorn --reload` does
 after an edit) and called in-process against the lab database.
 """
 
-import importlib.util
 import os
-import sys
 from typing import Any
 
 from .lab import Lab
+from .workspace import load_models
 
 
 def call(lab: Lab, method: str, path: str, json: Any = None) -> tuple[int, Any]:
@@ -23,20 +22,17 @@ def call(lab: Lab, method: str, path: str, json: Any = None) -> tuple[int, Any]:
 
     from fastapi.testclient import TestClient
 
-    name = "_migration_lab_ai_api"
-    spec = importlib.util.spec_from_file_location(name, lab.project.service_dir / "main.py")
-    module = importlib.util.module_from_spec(spec)
     saved = os.environ.get("DATABASE_URL")
-    os.environ["DATABASE_URL"] = lab.backend.url()
+    os.environ["DATABASE_URL"] = lab.backend.url()  # main.py reads it per request, and its .env never wins
+    models = None
     try:
-        spec.loader.exec_module(module)
-        with TestClient(module.app) as client:
+        models = load_models(lab.project)
+        with TestClient(models.app) as client:
             response = client.request(method, path, json=json)
         return response.status_code, response.json()
     finally:
-        if module.__dict__.get("_engine") is not None:
-            module._engine.dispose()
-        sys.modules.pop(name, None)
+        if models is not None and models._engine is not None:
+            models._engine.dispose()
         if saved is None:
             os.environ.pop("DATABASE_URL", None)
         else:

@@ -1,7 +1,6 @@
 """The chapters: each one's title, starting checkpoint, and exercise checks."""
 
 import re
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -12,8 +11,8 @@ from .checks import Check
 from .lab import Lab
 from .errors import LabError
 from .database import wipe_public_schema
-from .workspace import (BASELINE_CHECKPOINT, REVISIONS, TEAMMATES, WITH_PHONE_NUMBER,
-                        Checkpoint, ResetReport, add_column, apply_edit, load_models)
+from .workspace import (BASELINE_CHECKPOINT, WITH_PHONE_NUMBER, Checkpoint, ResetReport, load_models,
+                        teammate_arrives)
 from .workspace import reset as reset_to
 
 SEED_NAMES = ["Ada Lovelace", "Grace Hopper", "Alan Turing"]
@@ -38,9 +37,7 @@ def _mixed_case_sign_up(lab: Lab) -> str:
 
 
 def _carol_arrives(lab: Lab) -> str:
-    revision, line = TEAMMATES["carol"]
-    shutil.copy(REVISIONS / revision, lab.project.versions_dir / revision)
-    apply_edit(lab.project.service_dir / "main.py", add_column("UserSettings", line), lab.project.root)
+    revision, _ = teammate_arrives(lab.project, "carol")
     return (f"Carol's branch arrived: her model change (UserSettings.timezone) and "
             f"ai-service/migrations/versions/{revision}. Her branch started from a1c4e7f20b13.")
 

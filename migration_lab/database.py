@@ -40,6 +40,8 @@ class Backend(ABC):
     """Where the lab database runs, how to reach it, and how alembic runs against it."""
 
     name: str
+    # False where alembic runs elsewhere (in a container): then nothing can be rehearsed from here.
+    in_process: bool = True
 
     @abstractmethod
     def url(self) -> str:
@@ -185,6 +187,7 @@ class ComposeBackend(Backend):
     """
 
     name = "compose"
+    in_process = False
 
     def __init__(self, root: Path) -> None:
         self.root = root

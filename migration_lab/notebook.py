@@ -12,7 +12,6 @@ stay comparable.
 
 import json
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -25,35 +24,17 @@ from .checks import Report
 from .errors import LabError
 from .lab import Lab
 from .review import review, squawk
-from .runner import REHEARSABLE, RunResult
-from .workspace import (REVISIONS, TEAMMATES, ModelEdit, add_column, apply_edit, latest_revision, load_models,
-                        rename_column, replace_function_body, replace_text, reset)
-
-DESTRUCTIVE = {"downgrade"}
+from .runner import split_command
+from .workspace import (ModelEdit, add_column, apply_edit, latest_revision, load_models, rename_column,
+                        replace_function_body, replace_text, reset, revision_file, revision_id, teammate_arrives)
 
 
-def describe(result: RunResult) -> str:
-    """The learner-facing text of one run: both command forms, output, outcome, revisions."""
-    lines = [f"$ {result.local_command}", f"  (Docker route: {result.workflow_command})"]
-    if result.output.strip():
-        lines.append(result.output.rstrip())
-    if result.ok:
-        for path in result.new_files:
-            lines.append(f"New file: {path.relative_to(path.parents[3])}")
-    else:
-        lines.append(f"FAILED: {result.error}")
-        if result.hint:
-            lines.append(f"Hint: {result.hint}")
-    if result.before is not None and result.after is not None and result.before != result.after:
-        lines.append(f"Database: {_at(result.before)} → {_at(result.after)}")
-    elif result.after is not None and result.args[:1] and result.args[0] in REHEARSABLE:
-        rolled_back = " (rolled back: nothing this command did was kept)" if not result.ok else ""
-        lines.append(f"Database unchanged, at {_at(result.after)}{rolled_back}")
-    return "\n".join(lines)
+def user_namespace() -> dict:
+    """The notebook's variables (where a solution defines `answer`), or {} outside IPython."""
+    from IPython import get_ipython
 
-
-def _at(heads: tuple[str, ...]) -> str:
-    return ", ".join(heads) if heads else "base (no revision)"
+    shell = get_ipython()
+    return shell.user_ns if shell is not None else {}
 
 
 class Chapter:
@@ -76,9 +57,13 @@ class Chapter:
         setup = self.spec.exercise_setup
         print(setup(self.lab) if setup else "The exercise starts from where you are now.")
 
+    def report(self, answer: object = None) -> Report:
+        """The exercise's checks, run against the real database and the revision files."""
+        return Report(tuple(self.spec.exercise(self.lab, answer)))
+
     def check(self, answer: object = None) -> None:
-        """Check my work: inspect the real database and the revision files."""
-        print(Report(tuple(self.spec.exercise(self.lab, answer))))
+        """Check my work: print the report, with a hint for each thing missing."""
+        print(self.report(answer))
 
     @property
     def solution_file(self) -> Path:
@@ -89,10 +74,7 @@ class Chapter:
         code = self.solution_file.read_text()
         display(Markdown(f"**Solution** (`notebooks/solutions/{self.solution_file.name}`):\n\n```python\n{code}```"))
         if namespace is None:
-            from IPython import get_ipython
-
-            shell = get_ipython()
-            namespace = shell.user_ns if shell is not None else {}
+            namespace = user_namespace()
         namespace.setdefault("ch", self)
         exec(compile(code, str(self.solution_file), "exec"), namespace)
 
@@ -104,18 +86,15 @@ class Chapter:
         progress=True shows a live bar for a migration that logs "<done>/<total> rows"
         (as the batched backfill of chapter 05 does).
         """
-        args = line.split()
-        if args[:1] == ["alembic"]:
-            args = args[1:]
-        if args[:1] and args[0] in DESTRUCTIVE and not confirm and self.lab.backend.name != "compose":
-            rehearsal = self.lab.runner.rehearse(line)
-            if rehearsal.result.ok and rehearsal.losses:
+        if split_command(line)[:1] == ["downgrade"] and not confirm:
+            rehearsal = self.lab.runner.rehearse(line)  # nothing to report where it cannot rehearse
+            if rehearsal.losses:
                 print(f"$ {rehearsal.result.local_command}")
                 print("STOP: this would destroy data:")
                 print("\n".join(f"  {loss}" for loss in rehearsal.losses))
                 print(f"Nothing was done. If you mean it: ch.alembic({line!r}, confirm=True)")
                 return
-        print(describe(self.lab.runner.run_line(line, on_log=_progress_bar() if progress else None)))
+        print(self.lab.runner.run_line(line, on_log=_progress_bar() if progress else None))
 
     def rehearse(self, line: str, show_table: str | None = None) -> None:
         """Run a command in a transaction that is rolled back: see what it would do, change nothing."""
@@ -129,7 +108,7 @@ class Chapter:
         """The SQL of `alembic <line> --sql`, and what squawk says about it."""
         result = self.lab.runner.run_line(f"{line} --sql")
         if not result.ok:
-            print(describe(result))
+            print(result)
             return
         display(Markdown(f"`alembic {line} --sql`:\n\n```sql\n{result.stdout.strip()}\n```"))
         findings = squawk(result.stdout)
@@ -153,14 +132,13 @@ class Chapter:
             print(f"This deletes every table and row in {self.lab.backend.where()}.\n"
                   "If you mean it: ch.nuke(confirm=True)")
             return
-        print(self.lab.nuke(progress=lambda message: None).split(":")[0] + ".")
+        print(self.lab.nuke(progress=lambda message: None))
 
     def teammate_revision(self, name: str) -> None:
         """A teammate's branch arrives (as `git pull` would bring it): their model change and revision."""
-        revision, line = TEAMMATES[name]
-        shutil.copy(REVISIONS / revision, self.lab.project.versions_dir / revision)
+        revision, diff = teammate_arrives(self.lab.project, name)
         print(f"{name.capitalize()}'s revision arrived: ai-service/migrations/versions/{revision}")
-        self.add_column("UserSettings", line)
+        display(Markdown(f"```diff\n{diff}```"))
 
     # --- the learner's files -----------------------------------------------------------
 
@@ -202,7 +180,7 @@ class Chapter:
 
         In the newest revision file, or the one whose name contains `revision` (an id or a slug).
         """
-        path = latest_revision(self.lab.project) if revision is None else _revision_file(self.lab.project, revision)
+        path = latest_revision(self.lab.project) if revision is None else revision_file(self.lab.project, revision)
         edits = [replace_function_body(name, body) for name, body in
                  (("upgrade", upgrade), ("downgrade", downgrade)) if body is not None]
 
@@ -215,9 +193,7 @@ class Chapter:
 
     def review(self, revision: str | None = None) -> None:
         """What a careful teammate would say about a revision (default: the newest file)."""
-        if revision is None:
-            revision = latest_revision(self.lab.project).name.split("_")[0]
-        print(review(revision, self.lab))
+        print(review(revision or revision_id(latest_revision(self.lab.project)), self.lab))
 
     def show_model(self, model: str) -> None:
         """The model's class in ai-service/main.py, syntax-highlighted."""
@@ -277,14 +253,6 @@ class Chapter:
         return CheckButton(self, answer_name)
 
 
-def _revision_file(project, fragment: str) -> Path:
-    found = [p for p in project.versions_dir.glob("*.py") if fragment in p.name]
-    if len(found) != 1:
-        raise LabError(f"{len(found)} revision files have {fragment!r} in their name.",
-                       "Use a longer part of the file name, or the revision id.")
-    return found[0]
-
-
 def _progress_bar():
     """Display a progress bar; return the log callback that moves it."""
     import ipywidgets as w
@@ -311,11 +279,6 @@ def _table(rows: list | tuple, header: list[str]) -> str:
     return "\n".join(line.rstrip() for line in out) + f"\n({len(cells)} {'row' if len(cells) == 1 else 'rows'})"
 
 
-def preflight(lab: Lab | None = None) -> None:
-    """Before the workshop: is everything installed, and is the lab database up?"""
-    print("\n".join((lab or Lab()).preflight()[1]))
-
-
 def chapter(number: str, lab: Lab | None = None) -> Chapter:
     """Start a chapter: reset ai-service/ and the database to its checkpoint."""
     current = Chapter(spec(number), lab or Lab())
@@ -323,4 +286,4 @@ def chapter(number: str, lab: Lab | None = None) -> Chapter:
     return current
 
 
-__all__ = ["Chapter", "chapter", "describe", "preflight"]
+__all__ = ["Chapter", "chapter"]

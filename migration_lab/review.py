@@ -202,7 +202,10 @@ def review(revision: str = "head", lab: Lab | None = None) -> Review:
     findings = _script_findings(lab, operations(path))
 
     heads = lab.runner.database_heads()
-    if "autocommit_block" in path.read_text():
+    if not lab.runner.can_rehearse:
+        findings.append(Finding("info", "not-rehearsed",
+                                "alembic runs in the ai-api container here: data effects were not measured."))
+    elif "autocommit_block" in path.read_text():
         findings.append(Finding("info", "not-rehearsed",
                                 "it uses autocommit_block(): those statements commit on their own, so it cannot "
                                 "be rehearsed in a rolled-back transaction. Try it on a copy of the database."))

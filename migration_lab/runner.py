@@ -1,9 +1,10 @@
 """Run alembic commands against the lab database and report what happened.
 
 A command is parsed by alembic's own command line parser. On the embedded
-and url backends it then runs in-process through `alembic.command` (a few milliseconds, against ~300 ms for the `alembic` CLI
-as a subprocess), which is what makes buttons feel instant. On the compose
-backend it runs inside the ai-api container, as the workflow guide types it.
+and url backends it then runs in-process through `alembic.command` (about
+10 ms, against ~500 ms for the `alembic` CLI as a subprocess), which is what
+makes buttons feel instant. On the compose backend it runs inside the ai-api
+container, as the workflow guide types it.
 
 Every run returns a `RunResult`: the command as the workflow writes it and as
 typed locally, success, output, duration, and the database's revision before
@@ -51,6 +52,9 @@ LOCK_WAIT_SECONDS = 60.0
 _PROCESS_LOCK = threading.Lock()
 # alembic's own command line: its parser turns "downgrade -1" into a call. Built once (a few ms).
 _ALEMBIC = CommandLine(prog="alembic")
+
+# The commands that change which revision the database is at; the only ones a rehearsal runs.
+REHEARSABLE = {"upgrade", "downgrade", "stamp"}
 
 # The errors the workflow guide's troubleshooting section names, with what to do.
 HINTS: tuple[tuple[str, str], ...] = (
@@ -109,14 +113,27 @@ class RunResult:
     stdout: str = ""  # what alembic printed, without its log lines: the SQL of `--sql`
 
     def __str__(self) -> str:
-        lines = [f"$ {self.local_command}"]
+        """What the learner reads: both command forms, output, outcome, the database's revisions."""
+        lines = [f"$ {self.local_command}", f"  (Docker route: {self.workflow_command})"]
         if self.output.strip():
             lines.append(self.output.rstrip())
-        if not self.ok:
+        if self.ok:
+            # versions/ is ai-service/migrations/versions: three folders below the project root.
+            lines += [f"New file: {path.relative_to(path.parents[3])}" for path in self.new_files]
+        else:
             lines.append(f"FAILED: {self.error}")
             if self.hint:
                 lines.append(f"Hint: {self.hint}")
+        if self.before is not None and self.after is not None and self.before != self.after:
+            lines.append(f"Database: {_at(self.before)} → {_at(self.after)}")
+        elif self.after is not None and self.args[:1] and self.args[0] in REHEARSABLE:
+            rolled_back = " (rolled back: nothing this command did was kept)" if not self.ok else ""
+            lines.append(f"Database unchanged, at {_at(self.after)}{rolled_back}")
         return "\n".join(lines)
+
+
+def _at(heads: tuple[str, ...]) -> str:
+    return ", ".join(heads) if heads else "base (no revision)"
 
 
 class _Outcome(NamedTuple):
@@ -155,7 +172,7 @@ def _short_error(error: BaseException, service_dir: Path) -> str:
         return f"{type(error).__name__} in {where}, line {error.lineno}: {error.msg}"
     if isinstance(error, sa.exc.DBAPIError) and error.orig is not None:
         return f"{type(error.orig).__name__}: {str(error.orig).strip().splitlines()[0]}"
-    if isinstance(error, (CommandError, ImportError, Busy)):
+    if isinstance(error, (CommandError, ImportError)):
         return str(error)
     frames = traceback.extract_tb(error.__traceback__)
     ours = [f for f in frames if f.filename.startswith(str(service_dir))]
@@ -163,14 +180,28 @@ def _short_error(error: BaseException, service_dir: Path) -> str:
     return f"{type(error).__name__}: {error}{where}"
 
 
+# Alembic's set-up chatter, which says nothing about the learner's change; dropped on both
+# routes (in-process log records, and the container's log lines in alembic.ini's format).
+_CHATTER_LOGGERS = ("alembic.runtime.plugins", "alembic.ddl.postgresql")
+_CHATTER_MESSAGES = ("Context impl", "Will assume", "Dialect impl")
+_LOG_LINE = re.compile(r"^[A-Z]+\s*\[([\w.]+)\] (.*)$")  # "INFO  [alembic.runtime.migration] ..."
+
+
+def _is_chatter(logger: str, message: str) -> bool:
+    return logger in _CHATTER_LOGGERS or message.startswith(_CHATTER_MESSAGES)
+
+
+def split_command(line: str) -> list[str]:
+    """`alembic downgrade -1` or `downgrade -1` as typed, as alembic's arguments."""
+    args = shlex.split(line)
+    return args[1:] if args[:1] == ["alembic"] else args
+
+
 class _CaptureAlembicLog(logging.Handler):
     """Collects alembic's INFO lines ("Running upgrade a -> b") into the result, not stderr.
 
-    Kept: what the migration did and what autogenerate detected. Dropped:
-    set-up chatter that says nothing about the learner's change.
+    Kept: what the migration did and what autogenerate detected.
     """
-
-    NOISY_LOGGERS = ("alembic.runtime.plugins", "alembic.ddl.postgresql")
 
     def __init__(self, sink: io.StringIO, on_log: Callable[[str], None] | None = None) -> None:
         super().__init__(logging.INFO)
@@ -180,16 +211,11 @@ class _CaptureAlembicLog(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         message = self.format(record)
-        if record.name in self.NOISY_LOGGERS and record.levelno < logging.WARNING:
-            return
-        if message.startswith(("Context impl", "Will assume", "Dialect impl")):
+        if record.levelno < logging.WARNING and _is_chatter(record.name, message):
             return
         self.sink.write(message + "\n")
         if self.on_log is not None:
             self.on_log(message)  # live, while the command runs: progress of a long migration
-
-
-REHEARSABLE = {"upgrade", "downgrade", "stamp"}
 
 
 @dataclass(frozen=True)
@@ -258,8 +284,7 @@ class Runner:
 
     def run_line(self, line: str, on_log: Callable[[str], None] | None = None) -> RunResult:
         """A command as typed: `upgrade head`, `alembic downgrade -1`, `revision -m "x"`."""
-        args = shlex.split(line)
-        return self.run(args[1:] if args[:1] == ["alembic"] else args, on_log)
+        return self.run(split_command(line), on_log)
 
     # --- machinery ------------------------------------------------------------
 
@@ -268,6 +293,11 @@ class Runner:
         """(the workflow's form, the local form) of `alembic <args>`, shell-quoted."""
         quoted = shlex.join(args)
         return f"{WORKFLOW_PREFIX} {quoted}", f"alembic {quoted}"
+
+    @property
+    def can_rehearse(self) -> bool:
+        """Rehearsals need the database connection in this process; the compose route runs alembic elsewhere."""
+        return self.backend.in_process
 
     def engine(self) -> sa.Engine:
         if self._engine is None:
@@ -321,9 +351,7 @@ class Runner:
 
     def rehearse(self, args: list[str] | str, show_table: str | None = None) -> Rehearsal:
         """Run upgrade/downgrade/stamp in a transaction that is rolled back; report what it would do."""
-        args = shlex.split(args) if isinstance(args, str) else list(args)
-        if args[:1] == ["alembic"]:
-            args = args[1:]
+        args = split_command(args) if isinstance(args, str) else list(args)
         if args[:1] and args[0] not in REHEARSABLE:
             raise ValueError(f"only {', '.join(sorted(REHEARSABLE))} can be rehearsed, not {args[0]!r}")
         result, rehearsal = self._run(args, rehearse=True, show_table=show_table)
@@ -345,11 +373,11 @@ class Runner:
         try:
             started = time.perf_counter()
             files_before = self._versions()
+            if rehearse and not self.can_rehearse:
+                return failed("Rehearsal needs direct database access; the compose route runs "
+                              "alembic in its container."), None
             argv = self.backend.alembic_argv(args)
             if argv is not None:
-                if rehearse:
-                    return failed("Rehearsal needs direct database access; the compose route runs "
-                                  "alembic in its container."), None
                 outcome, rehearsal_parts = self._subprocess(argv), None
             else:
                 outcome, rehearsal_parts = self._in_process(options, rehearse, show_table, on_log)
@@ -494,7 +522,7 @@ class Runner:
             after = None
         output = "".join(
             line + "\n" for line in (done.stdout + done.stderr).splitlines()
-            if not re.search(r"Context impl|Will assume|setting up autogenerate plugin|assuming SERIAL", line)
+            if not ((match := _LOG_LINE.match(line)) and _is_chatter(*match.groups()))
         )
         if done.returncode == 0:
             return _Outcome(True, output, None, before, after, done.stdout)

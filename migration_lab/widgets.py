@@ -15,8 +15,9 @@ from IPython.display import Markdown
 from . import graph, schema
 from .checks import Report
 from .lab import Lab
-from .notebook import Chapter, describe
+from .notebook import Chapter, user_namespace
 from .review import review
+from .workspace import revision_id
 
 # (button label, alembic command, destructive: asks before running)
 COMMANDS: tuple[tuple[str, str, bool], ...] = (
@@ -128,12 +129,9 @@ class MigrationConsole(w.VBox):
         """Confirm a destructive command; say what data it would destroy, if any."""
         if self._recently_finished(line) or self._pending is not None:
             return
-        warning = f"<b>alembic {line}</b> changes the database."
-        if self.lab.backend.name != "compose":
-            rehearsal = self.lab.runner.rehearse(line)
-            if rehearsal.losses:
-                warning = (f"<b>alembic {line}</b> would destroy data: "
-                           + "; ".join(str(loss) for loss in rehearsal.losses) + ".")
+        losses = self.lab.runner.rehearse(line).losses  # none where it cannot rehearse (compose)
+        warning = (f"<b>alembic {line}</b> would destroy data: " + "; ".join(map(str, losses)) + "."
+                   if losses else f"<b>alembic {line}</b> changes the database.")
         self._pending = line
         self.question.value = warning + " Run it?&nbsp;"
         self.confirm_row.layout.display = "flex"
@@ -168,10 +166,10 @@ class MigrationConsole(w.VBox):
         try:
             self._say(f"Running: alembic {line} ...")
             result = self.lab.runner.run_line(line)
-            text = f"{describe(result)}\n({result.duration * 1000:.0f} ms)"
-            if key == "autogenerate" and result.ok and result.new_files and self.lab.backend.name != "compose":
+            text = f"{result}\n({result.duration * 1000:.0f} ms)"
+            if key == "autogenerate" and result.ok and result.new_files:
                 # Step 3 of the workflow, at once: never apply a generated script unread.
-                text += "\n\n" + str(review(result.new_files[0].name.split("_")[0], self.lab))
+                text += "\n\n" + str(review(revision_id(result.new_files[0]), self.lab))
             self._say(text)
             if self.schema_view is not None:
                 self.schema_view.refresh()
@@ -198,13 +196,8 @@ class CheckButton(w.VBox):
         return f"Check my work (chapter {self.chapter.spec.number})"
 
     def run(self) -> Report:
-        answer = None
-        if self.answer_name:
-            from IPython import get_ipython
-
-            shell = get_ipython()
-            answer = shell.user_ns.get(self.answer_name) if shell is not None else None
-        report = Report(tuple(self.chapter.spec.exercise(self.chapter.lab, answer)))
+        answer = user_namespace().get(self.answer_name) if self.answer_name else None
+        report = self.chapter.report(answer)
         self.output.outputs = ()
         self.output.append_stdout(str(report) + "\n")
         return report

@@ -149,6 +149,20 @@ def load_models(project: Project) -> ModuleType:
     return module
 
 
+def revision_id(path: Path) -> str:
+    """The revision id of a revision file: alembic.ini's file_template starts names with it."""
+    return path.name.split("_", 1)[0]
+
+
+def revision_file(project: Project, fragment: str) -> Path:
+    """The one revision file whose name contains `fragment` (an id or part of the slug)."""
+    found = [p for p in project.versions_dir.glob("*.py") if fragment in p.name]
+    if len(found) != 1:
+        raise LabError(f"{len(found)} revision files have {fragment!r} in their name.",
+                       "Use a longer part of the file name, or the revision id.")
+    return found[0]
+
+
 def latest_revision(project: Project) -> Path:
     """The newest revision file: the one a learner just generated."""
     files = sorted(project.versions_dir.glob("*.py"), key=lambda p: p.stat().st_mtime_ns)
@@ -179,6 +193,16 @@ TEAMMATES = {
     "bob": ("b7d1e5f3c9a2_add_language_to_user_settings.py", "language = Column(String(8), nullable=True)"),
     "carol": ("c3e8a6d2f4b5_add_timezone_to_user_settings.py", "timezone = Column(String(40), nullable=True)"),
 }
+
+
+def teammate_arrives(project: Project, name: str) -> tuple[str, str]:
+    """A teammate's branch lands, as `git pull` would bring it: their revision file and model line.
+
+    Returns (the revision's file name, the diff of main.py).
+    """
+    revision, line = TEAMMATES[name]
+    shutil.copy(REVISIONS / revision, project.versions_dir / revision)
+    return revision, apply_edit(project.service_dir / "main.py", add_column("UserSettings", line), project.root)
 
 
 @dataclass(frozen=True)
