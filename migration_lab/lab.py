@@ -7,7 +7,9 @@ decides which database to use.
 import sys
 from pathlib import Path
 
-from .database import Backend, Progress, choose_backend
+from .database import Backend, Progress, choose_backend, write_private
+from .db import LabDatabase
+from .errors import LabError
 from .project import Project
 from .runner import Runner
 
@@ -24,7 +26,8 @@ class Lab:
         if backend is None or isinstance(backend, str):
             backend = choose_backend(self.project, force=backend)
         self.backend = backend
-        self.runner = Runner(self.project, backend)
+        self.db = LabDatabase(backend.url, where=backend.where(), start_hint=backend.start_hint())
+        self.runner = Runner(self.project, self.db)
 
     @property
     def env_file(self) -> Path:
@@ -32,22 +35,26 @@ class Lab:
         return self.project.service_dir / ".env"
 
     def up(self, progress: Progress = _print) -> str:
-        """Start the database if needed and point ai-service/.env at it; say where it is."""
+        """Start the database if needed and point ai-service/.env at it; say where it is.
+
+        .env holds the database's password: it is written 0600, atomically, and
+        only when its content changes.
+        """
         self.backend.start(progress)
-        self.env_file.write_text(
+        write_private(self.env_file,
             "# Written by `python -m migration_lab up`: the lab database, for a local `alembic ...`.\n"
             f"DATABASE_URL={self.backend.url()}\n"
         )
         return f"Lab database is up: {self.backend.where()}"
 
     def down(self, progress: Progress = _print) -> str:
-        self.runner.dispose()
+        self.db.dispose()
         self.backend.stop(progress)
         return f"Lab database is stopped ({self.backend.where()}); its data is kept."
 
     def nuke(self, progress: Progress = _print) -> str:
         """Drop every table and row: the lab's "docker compose down -v"."""
-        self.runner.dispose()
+        self.db.dispose()
         self.backend.nuke(progress)
         self.up(progress)
         return f"Fresh, empty lab database: {self.backend.where()}. Run `alembic upgrade head` to rebuild the schema."
@@ -64,11 +71,13 @@ class Lab:
                   for package in ("alembic", "SQLAlchemy", "psycopg2-binary", "jupyterlab", "ipywidgets")]
         lines.append(f"✔ backend: {self.backend.name}: {self.backend.where()}")
         try:
-            with self.runner.engine().connect() as conn:
+            with self.db.connect() as conn:
                 server = conn.scalar(sa.text("SHOW server_version"))
-        except sa.exc.OperationalError:
+            problems = self.db.problems()
+        except LabError:
             return False, [*lines, f"✘ the lab database is not reachable. {self.backend.start_hint()}"]
-        return True, [*lines, f"✔ PostgreSQL {server} is reachable"]
+        lines.append(f"✔ PostgreSQL {server} is reachable")
+        return not problems, [*lines, *(f"✘ {problem}" for problem in problems)]
 
     def status(self) -> str:
         running = self.backend.is_running()
@@ -78,7 +87,7 @@ class Lab:
             f"running:  {'yes' if running else 'no'}",
         ]
         if running:
-            heads = self.runner.database_heads()
+            heads = self.db.heads()
             lines.append(f"revision: {', '.join(heads) if heads else '(none: empty database, run alembic upgrade head)'}")
         else:
             lines.append(f"start:    {self.backend.start_hint()}")

@@ -5,6 +5,8 @@ a diff between two snapshots is what the schema view highlights and what the
 rehearsal of a destructive command reports.
 """
 
+from __future__ import annotations
+
 import html
 from dataclasses import dataclass
 
@@ -105,16 +107,54 @@ def diff(before: Snapshot, after: Snapshot) -> SchemaDiff:
 
 @dataclass(frozen=True)
 class Loss:
-    """Data a command would destroy: a dropped column's values or a dropped table's rows."""
+    """Data a command would destroy: a dropped table's rows, a dropped column's values,
+    deleted rows, or values set to NULL."""
 
     table: str
     column: str | None
     count: int
+    kind: str = ""  # "" (dropped), "deleted" (rows), "cleared" (values set to NULL)
 
     def __str__(self) -> str:
+        if self.kind == "deleted":
+            return f"{self.count} row(s) deleted from table {self.table}"
+        if self.kind == "cleared":
+            return f"{self.count} value(s) of column {self.table}.{self.column} set to NULL"
         if self.column is None:
             return f"table {self.table} and its {self.count} row(s)"
         return f"column {self.table}.{self.column} and its {self.count} value(s)"
+
+
+Counts = dict[str, dict[str | None, int]]  # {table: {None: rows, column: non-null values}}
+
+
+def counts(conn: sa.Connection, snap: Snapshot) -> Counts:
+    """Rows per table and non-null values per column: what a command could destroy."""
+    quote = conn.dialect.identifier_preparer.quote
+    found: Counts = {}
+    for table, cols in snap.items():
+        parts = ["count(*)"] + [f"count({quote(c.name)})" for c in cols]
+        row = conn.execute(sa.text(f"SELECT {', '.join(parts)} FROM {quote(table)}")).one()
+        found[table] = {None: row[0], **{c.name: n for c, n in zip(cols, row[1:])}}
+    return found
+
+
+def losses(changes: SchemaDiff, before: Counts, after: Counts, renames: list[Rename]) -> list[Loss]:
+    """Everything that held data before and holds less after, renamed columns excepted."""
+    renamed = {(r.table, r.old) for r in renames}
+    found = [Loss(t, None, before[t][None]) for t in changes.dropped_tables if before[t][None]]
+    found += [Loss(t, c, before[t][c]) for t, c in changes.dropped_columns
+              if before[t][c] and (t, c) not in renamed]
+    for table, old in before.items():
+        new = after.get(table)
+        if new is None:
+            continue
+        if new[None] < old[None]:
+            found.append(Loss(table, None, old[None] - new[None], "deleted"))
+        elif new[None] == old[None]:
+            found += [Loss(table, c, old[c] - new[c], "cleared") for c in old
+                      if c is not None and c in new and new[c] < old[c]]
+    return found
 
 
 def fingerprint(conn: sa.Connection, table: str, column: str) -> str | None:
@@ -143,26 +183,19 @@ class Rename:
         return f"column {self.table}.{self.old} renamed to {self.new}: its values are kept"
 
 
-def account(conn: sa.Connection, changes: SchemaDiff,
-            added: dict[str, tuple[str, str]]) -> tuple[list[Loss], list[Rename]]:
-    """In the current (pre-change) state: what the dropped tables and columns hold, and where it goes.
+def renames(changes: SchemaDiff, dropped: dict[tuple[str, str], str | None],
+            added: dict[str, tuple[str, str]]) -> list[Rename]:
+    """Dropped columns whose values all reappear in an added column of the same table.
 
-    `added` is `fingerprints()` of the added columns, taken in the post-change state.
+    `dropped` holds fingerprints of the dropped columns taken before the change,
+    `added` is `fingerprints()` of the added columns taken after.
     """
-    lost: list[Loss] = []
-    renamed: list[Rename] = []
-    for table in changes.dropped_tables:
-        count = conn.scalar(sa.select(sa.func.count()).select_from(sa.table(table)))
-        if count:
-            lost.append(Loss(table, None, count))
-    for table, column in changes.dropped_columns:
-        count = conn.scalar(sa.select(sa.func.count(sa.column(column))).select_from(sa.table(table)))
-        target = added.get(fingerprint(conn, table, column)) if count else None
+    found = []
+    for (table, column), digest in dropped.items():
+        target = added.get(digest) if digest is not None else None
         if target is not None and target[0] == table:
-            renamed.append(Rename(table, column, target[1]))
-        elif count:
-            lost.append(Loss(table, column, count))
-    return lost, renamed
+            found.append(Rename(table, column, target[1]))
+    return found
 
 
 def render_text(snap: Snapshot, changes: SchemaDiff | None = None, only: str | None = None) -> str:

@@ -42,9 +42,11 @@ def database_url() -> str:
 def configure(**kwargs) -> None:
     context.configure(
         target_metadata=target_metadata,
-        # Compare column types and server defaults too, not only tables and columns.
+        # Compare column types (alembic's default since 1.12) and server defaults (opt-in) too.
         compare_type=True,
         compare_server_default=True,
+        # Each revision commits with its alembic_version entry: see run_migrations_online().
+        transaction_per_migration=True,
         **kwargs,
     )
 
@@ -62,10 +64,13 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations_online() -> None:
-    """Run against a live database; all pending revisions in one transaction.
+    """Run against a live database, each revision in a transaction of its own.
 
     PostgreSQL runs DDL inside transactions, so a revision that fails half-way
-    rolls back everything this command did, alembic_version included.
+    is rolled back, its alembic_version entry included; the revisions before it
+    stay applied and recorded. One transaction per revision keeps alembic_version
+    true even when a revision commits part of its work itself (autocommit_block):
+    its effects are never committed together with an earlier revision's entry.
 
     A program running Alembic in-process (the lab's runner, pytest-alembic)
     may hand over its own Connection or Engine as the "connection" attribute.
