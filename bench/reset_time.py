@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from migration_lab.chapters import spec
-from migration_lab.workspace import reset
+from migration_lab.workspace import restore_checkpoint
 from throwaway import throwaway_lab
 
 TARGET_SECONDS = 1.0
@@ -35,11 +35,11 @@ def median_s(action, times: int) -> float:
 def main(times: int) -> int:
     with throwaway_lab() as lab:
         checkpoint = spec("02").checkpoint
-        fast = median_s(lambda: reset(lab, checkpoint), times)
+        fast = median_s(lambda: restore_checkpoint(lab, checkpoint), times)
         alembic = str(Path(sys.executable).with_name("alembic"))
 
         def by_hand() -> None:
-            lab.runner.dispose()
+            lab.db.dispose()
             lab.backend.nuke()
             subprocess.run([alembic, "upgrade", "head"], cwd=lab.project.service_dir, check=True,
                            capture_output=True, env={**os.environ, "DATABASE_URL": lab.backend.url()})

@@ -25,5 +25,5 @@ def throwaway_lab() -> Iterator[Lab]:
         try:
             yield lab
         finally:
-            lab.runner.dispose()
+            lab.db.dispose()
             backend.stop()

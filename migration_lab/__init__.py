@@ -9,7 +9,7 @@ from .errors import LabError
 from .lab import Lab
 from .project import Project
 from .review import review
-from .runner import RunResult, Runner
+from .runner import Runner, RunResult
 
 
 def reset(number: str, lab: Lab | None = None):
@@ -17,6 +17,13 @@ def reset(number: str, lab: Lab | None = None):
     from .chapters import reset as reset_chapter
 
     return reset_chapter(number, lab)
+
+
+def restore_backup(name: str | None = None, lab: Lab | None = None) -> None:
+    """Bring back the work a reset replaced: the newest backup, or the one named (e.g. "20261125-101500")."""
+    from .workspace import restore_backup as restore
+
+    print(restore(lab or Lab(), name))
 
 
 def chapter(number: str, lab: Lab | None = None):
@@ -45,5 +52,6 @@ __all__ = [
     "choose_backend",
     "preflight",
     "reset",
+    "restore_backup",
     "review",
 ]

@@ -10,10 +10,9 @@ from . import checks
 from .checks import Check
 from .lab import Lab
 from .errors import LabError
-from .database import wipe_public_schema
 from .workspace import (BASELINE_CHECKPOINT, WITH_PHONE_NUMBER, Checkpoint, ResetReport, load_models,
                         teammate_arrives)
-from .workspace import reset as reset_to
+from .workspace import restore_checkpoint
 
 SEED_NAMES = ["Ada Lovelace", "Grace Hopper", "Alan Turing"]
 
@@ -29,7 +28,7 @@ class ChapterSpec:
 
 
 def _mixed_case_sign_up(lab: Lab) -> str:
-    with lab.runner.engine().begin() as conn:
+    with lab.db.engine.begin() as conn:
         conn.execute(sa.text(
             "INSERT INTO user_profiles (name, email) VALUES ('Edsger Dijkstra', 'Edsger.Dijkstra@Example.ORG') "
             "ON CONFLICT (email) DO NOTHING"))
@@ -49,9 +48,10 @@ def _break_the_lab(lab: Lab) -> str:
     """A colleague's "quick fix": env.py imports a model that does not exist, tables made by create_all."""
     env = lab.project.service_dir / "migrations" / "env.py"
     env.write_text(re.sub(r"(?m)^from main import .*$", BROKEN_ENV_IMPORT, env.read_text(), count=1))
-    lab.runner.dispose()
-    wipe_public_schema(lab.backend.url())
-    load_models(lab.project).Base.metadata.create_all(lab.runner.engine())
+    with lab.runner.exclusive() as conn:
+        lab.db.wipe(conn)
+        load_models(lab.project).Base.metadata.create_all(conn)
+        conn.commit()
     return ("A colleague's quick fix: migrations/env.py now imports a model `JobQueue`, and the database was "
             "rebuilt with Base.metadata.create_all() (no alembic_version). Make `alembic upgrade head` work.")
 
@@ -137,7 +137,7 @@ def _where_am_i(lab: Lab, answer: object) -> list[Check]:
 
 
 def _data_migrations(lab: Lab, answer: object) -> list[Check]:
-    with lab.runner.engine().connect() as conn:
+    with lab.db.engine.connect() as conn:
         mixed = conn.scalar(sa.text("SELECT count(*) FROM user_profiles WHERE email <> lower(email)"))
     return [
         checks.a_revision_file_matches(
@@ -169,7 +169,7 @@ def _teams(lab: Lab, answer: object) -> list[Check]:
 
 
 def _enum_values(lab: Lab) -> tuple[str, ...]:
-    with lab.runner.engine().connect() as conn:
+    with lab.db.engine.connect() as conn:
         return tuple(conn.scalars(sa.text(
             "SELECT e.enumlabel FROM pg_enum e JOIN pg_type t ON t.oid = e.enumtypid "
             "WHERE t.typname = 'job_state' ORDER BY e.enumsortorder")))
@@ -219,7 +219,7 @@ def _nuke(lab: Lab, answer: object) -> list[Check]:
 
 
 def _review(lab: Lab, answer: object) -> list[Check]:
-    columns = {c["name"]: c for c in sa.inspect(lab.runner.engine()).get_columns("user_profiles")}
+    columns = {c["name"]: c for c in sa.inspect(lab.db.engine).get_columns("user_profiles")}
     country = columns.get("country")
     return [
         checks.model_has(lab, "UserProfile", "country",
@@ -255,12 +255,13 @@ CHAPTERS: dict[str, ChapterSpec] = {
 
 def spec(number: str) -> ChapterSpec:
     """A chapter by number ("1", "01" and "01-standard-workflow" all mean chapter 01)."""
-    key = number.split("-")[0].zfill(2)
-    if key not in CHAPTERS:
+    match = re.fullmatch(r"(\d{1,2})(-[\w-]+)?(\.ipynb)?", str(number).strip())
+    key = match.group(1).zfill(2) if match else None
+    if key is None or key not in CHAPTERS:
         raise LabError(f"There is no chapter {number!r}.", f"Chapters: {', '.join(CHAPTERS)}.")
     return CHAPTERS[key]
 
 
 def reset(number: str, lab: Lab | None = None) -> ResetReport:
     """Restore ai-service/ files and the database to the start of chapter `number`."""
-    return reset_to(lab or Lab(), spec(number).checkpoint)
+    return restore_checkpoint(lab or Lab(), spec(number).checkpoint)

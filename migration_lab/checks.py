@@ -39,7 +39,7 @@ class Report:
 
 
 def _columns(lab: Lab, table: str) -> dict[str, dict]:
-    inspector = sa.inspect(lab.runner.engine())
+    inspector = sa.inspect(lab.db.engine)
     if not inspector.has_table(table):
         return {}
     return {c["name"]: c for c in inspector.get_columns(table)}
@@ -111,7 +111,7 @@ def values_preserved(lab: Lab, table: str, column: str, expected: list[str], hin
     columns = _columns(lab, table)
     if column not in columns:
         return Check(f"the rows of {table}.{column} survived", False, hint)
-    with lab.runner.engine().connect() as conn:
+    with lab.db.engine.connect() as conn:
         values = sorted(v for v in conn.scalars(sa.select(sa.column(column)).select_from(sa.table(table))) if v)
     return Check(f"the rows of {table}.{column} survived", values == sorted(expected), hint)
 

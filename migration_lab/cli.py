@@ -15,7 +15,8 @@ def _confirm(question: str) -> bool:
     """True only for an explicit "yes"; no terminal (EOF) counts as no."""
     try:
         return input(f"{question} Type 'yes' to go on: ").strip().lower() == "yes"
-    except EOFError:
+    except (EOFError, OSError, ValueError, RuntimeError):  # no terminal, closed or missing stdin
+        print("(no answer: standard input is closed)", file=sys.stderr)
         return False
 
 
@@ -30,13 +31,20 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("url", help="print the database's SQLAlchemy URL (last line of output)")
     sub.add_parser("down", help="stop the lab database, keeping its data")
     reset = sub.add_parser("reset", help="restore ai-service/ and the database to the start of a chapter")
-    reset.add_argument("chapter", help="chapter number, e.g. 02")
+    reset.add_argument("chapter", help="chapter number, e.g. 02 (your current work is backed up first)")
+    restore = sub.add_parser("restore", help="bring back a backup a reset took (the newest, or the one named)")
+    restore.add_argument("backup", nargs="?", help="the backup's name, e.g. 20261125-101500 (see `backups`)")
+    sub.add_parser("backups", help="list the backups resets took, oldest first")
     nuke = sub.add_parser("nuke", help="drop ALL data and start a fresh, empty database")
     nuke.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     args = parser.parse_args(argv)
 
     progress = default_progress()
     try:
+        if args.command == "reset":
+            from .chapters import spec
+
+            spec(args.chapter)  # a chapter that is not one is refused before anything is touched
         lab = Lab(backend=args.backend)
         if args.command == "up":
             print(lab.up(progress))
@@ -52,6 +60,15 @@ def main(argv: list[str] | None = None) -> int:
             from .chapters import reset as reset_chapter
 
             print(reset_chapter(args.chapter, lab))
+        elif args.command == "restore":
+            from .workspace import restore_backup
+
+            print(restore_backup(lab, args.backup))
+        elif args.command == "backups":
+            from .backups import Backups
+
+            names = Backups(lab.project, lab.db.url).names()
+            print("\n".join(names) if names else "No backups yet: a reset takes one when it replaces your work.")
         elif args.command == "down":
             print(lab.down(progress))
         elif args.command == "nuke":

@@ -24,17 +24,12 @@ from .checks import Report
 from .errors import LabError
 from .lab import Lab
 from .review import review, squawk
-from .runner import split_command
+from . import policy
+from .rehearsal import rehearse
+from .runner import CommandLineError
+from .widgets import CheckButton, MigrationConsole, user_namespace
 from .workspace import (ModelEdit, add_column, apply_edit, latest_revision, load_models, rename_column,
-                        replace_function_body, replace_text, reset, revision_file, revision_id, teammate_arrives)
-
-
-def user_namespace() -> dict:
-    """The notebook's variables (where a solution defines `answer`), or {} outside IPython."""
-    from IPython import get_ipython
-
-    shell = get_ipython()
-    return shell.user_ns if shell is not None else {}
+                        replace_function_body, replace_text, restore_checkpoint, revision_file, revision_id, teammate_arrives)
 
 
 class Chapter:
@@ -47,8 +42,8 @@ class Chapter:
     # --- start, check, solve ---------------------------------------------------------
 
     def reset(self) -> None:
-        """Restore ai-service/ and the database to the start of this chapter."""
-        report = reset(self.lab, self.spec.checkpoint)
+        """Restore ai-service/ and the database to the start of this chapter (your work is backed up first)."""
+        report = restore_checkpoint(self.lab, self.spec.checkpoint)
         print(f"Chapter {self.spec.number}: {self.spec.title}. {report}")
         print(f"Lab database: {self.lab.backend.where()}")
 
@@ -81,24 +76,33 @@ class Chapter:
     # --- running alembic ---------------------------------------------------------------
 
     def alembic(self, line: str, confirm: bool = False, progress: bool = False) -> None:
-        """Run `alembic <line>`; a downgrade that would destroy data asks for confirm=True first.
+        """Run `alembic <line>`; a command that would destroy data asks for confirm=True first.
 
+        A command that changes the database is rehearsed on a copy first and then
+        run exactly as rehearsed; if it would destroy data (or cannot be
+        rehearsed), nothing runs until you say confirm=True.
         progress=True shows a live bar for a migration that logs "<done>/<total> rows"
         (as the batched backfill of chapter 05 does).
         """
-        if split_command(line)[:1] == ["downgrade"] and not confirm:
-            rehearsal = self.lab.runner.rehearse(line)  # nothing to report where it cannot rehearse
-            if rehearsal.losses:
-                print(f"$ {rehearsal.result.local_command}")
-                print("STOP: this would destroy data:")
-                print("\n".join(f"  {loss}" for loss in rehearsal.losses))
-                print(f"Nothing was done. If you mean it: ch.alembic({line!r}, confirm=True)")
-                return
-        print(self.lab.runner.run_line(line, on_log=_progress_bar() if progress else None))
+        on_log = _progress_bar() if progress else None
+        if confirm:
+            print(self.lab.runner.run_line(line, on_log=on_log))
+            return
+        try:
+            checked = policy.plan(self.lab.runner, line)
+        except CommandLineError as error:
+            print(self.lab.runner.refuse(line, "input", error.what, error.next_step))
+            return
+        if checked.needs_confirmation:
+            print(f"$ {checked.command.local}")
+            print(f"STOP: {checked.question()}")
+            print(f"Nothing was done. If you mean it: ch.alembic({line!r}, confirm=True)")
+            return
+        print(policy.execute(self.lab.runner, checked, on_log))
 
     def rehearse(self, line: str, show_table: str | None = None) -> None:
-        """Run a command in a transaction that is rolled back: see what it would do, change nothing."""
-        rehearsal = self.lab.runner.rehearse(line, show_table=show_table)
+        """Run a command on a throw-away copy of the database: see what it would do, change nothing."""
+        rehearsal = rehearse(self.lab.runner, line, show_table=show_table)
         print(rehearsal)
         if rehearsal.preview is not None:
             print(f"\n{show_table} as it would be afterwards:")
@@ -123,7 +127,9 @@ class Chapter:
     def create_all(self) -> None:
         """What an old `init_db()` did: create every table straight from the models, without Alembic."""
         models = load_models(self.lab.project)
-        models.Base.metadata.create_all(self.lab.runner.engine())
+        with self.lab.runner.exclusive() as conn:
+            models.Base.metadata.create_all(conn)
+            conn.commit()
         print(f"Base.metadata.create_all(): created {', '.join(sorted(models.Base.metadata.tables))}")
 
     def nuke(self, confirm: bool = False) -> None:
@@ -213,11 +219,11 @@ class Chapter:
 
     def schema(self, table: str | None = None) -> None:
         """The live tables and columns (or one table's)."""
-        print(schema.render_text(schema.snapshot(self.lab.runner.engine()), only=table))
+        print(schema.render_text(schema.snapshot(self.lab.db.engine), only=table))
 
     def sql(self, statement: str) -> None:
         """Run one SQL statement on the lab database, as psql would; say how many rows it touched."""
-        with self.lab.runner.engine().begin() as conn:
+        with self.lab.db.engine.begin() as conn:
             result = conn.execute(sa.text(statement))
             if result.returns_rows:
                 print(_table(result.fetchall(), list(result.keys())))
@@ -227,7 +233,7 @@ class Chapter:
     def rows(self, table: str, columns: str = "*") -> None:
         """The rows of a table, as a learner would SELECT them."""
         query = f"SELECT {columns} FROM {table} ORDER BY 1"
-        with self.lab.runner.engine().connect() as conn:
+        with self.lab.db.engine.connect() as conn:
             result = conn.execute(sa.text(query))
             print(f"{query};\n{_table(result.fetchall(), list(result.keys()))}")
 
@@ -242,14 +248,10 @@ class Chapter:
 
     def console(self):
         """The migration console: buttons for the workflow's commands, schema view, graph."""
-        from .widgets import MigrationConsole
-
         return MigrationConsole(self.lab)
 
     def check_button(self, answer_name: str | None = None):
         """A "Check my work" button for this chapter's exercise."""
-        from .widgets import CheckButton
-
         return CheckButton(self, answer_name)
 
 
@@ -279,8 +281,25 @@ def _table(rows: list | tuple, header: list[str]) -> str:
     return "\n".join(line.rstrip() for line in out) + f"\n({len(cells)} {'row' if len(cells) == 1 else 'rows'})"
 
 
+def _show_lab_error(shell, etype, value, tb, tb_offset=None) -> list[str]:
+    """A LabError in a cell: what happened and what to do, without a traceback wall."""
+    text = f"{value.what}\nWhat to do: {value.next_step}"
+    shell.write_err(text + "\n")
+    return [text]
+
+
+def show_lab_errors_plainly() -> None:
+    """In IPython, LabErrors (the database is down, a reset refused) read as two lines."""
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if shell is not None:
+        shell.set_custom_exc((LabError,), _show_lab_error)
+
+
 def chapter(number: str, lab: Lab | None = None) -> Chapter:
-    """Start a chapter: reset ai-service/ and the database to its checkpoint."""
+    """Start a chapter: reset ai-service/ and the database to its checkpoint (your work is backed up)."""
+    show_lab_errors_plainly()
     current = Chapter(spec(number), lab or Lab())
     current.reset()
     return current

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 
 from .errors import LabError
 from .lab import Lab
+from .rehearsal import rehearse
 from .workspace import load_models
 
 LARGE_TABLE_ROWS = 10_000  # above this, a blocking index build is worth a warning
@@ -98,7 +99,7 @@ def _column_call(op: _Op) -> tuple[str, dict] | None:
 
 
 def _rows(lab: Lab, table: str) -> int:
-    with lab.runner.engine().connect() as conn:
+    with lab.db.engine.connect() as conn:
         if not sa.inspect(conn).has_table(table):
             return 0
         return conn.scalar(sa.select(sa.func.count()).select_from(sa.table(table)))
@@ -149,7 +150,7 @@ def _database_enums(lab: Lab) -> dict[str, tuple[str, ...]]:
     query = sa.text("SELECT t.typname, e.enumlabel FROM pg_type t JOIN pg_enum e ON e.enumtypid = t.oid "
                     "ORDER BY t.typname, e.enumsortorder")
     found: dict[str, list[str]] = {}
-    with lab.runner.engine().connect() as conn:
+    with lab.db.engine.connect() as conn:
         for name, label in conn.execute(query):
             found.setdefault(name, []).append(label)
     return {name: tuple(labels) for name, labels in found.items()}
@@ -202,16 +203,11 @@ def review(revision: str = "head", lab: Lab | None = None) -> Review:
     findings = _script_findings(lab, operations(path))
 
     heads = lab.runner.database_heads()
-    if not lab.runner.can_rehearse:
-        findings.append(Finding("info", "not-rehearsed",
-                                "alembic runs in the ai-api container here: data effects were not measured."))
-    elif "autocommit_block" in path.read_text():
-        findings.append(Finding("info", "not-rehearsed",
-                                "it uses autocommit_block(): those statements commit on their own, so it cannot "
-                                "be rehearsed in a rolled-back transaction. Try it on a copy of the database."))
-    elif heads == ((parent,) if parent else ()):
-        rehearsal = lab.runner.rehearse(["upgrade", script.revision])
-        if not rehearsal.result.ok:
+    if heads == ((parent,) if parent else ()):
+        rehearsal = rehearse(lab.runner, ["upgrade", script.revision])
+        if rehearsal.result is None:
+            findings.append(Finding("info", "not-rehearsed", f"could not be rehearsed: {rehearsal.unavailable}."))
+        elif not rehearsal.result.ok:
             findings.append(Finding("error", "fails", f"rehearsed, the upgrade fails: {rehearsal.result.error}",
                                     rehearsal.result.hint or "Fix the script and rehearse again."))
         findings += [Finding("error", "drops-data", f"drops the {loss}.",

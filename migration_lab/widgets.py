@@ -5,17 +5,21 @@ Output goes through the kernel-side `Output.append_stdout` /
 nbval, and which tests read back from `Output.outputs` after `Button.click()`.
 """
 
+import contextlib
+import html
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 import ipywidgets as w
 from IPython.display import Markdown
 
-from . import graph, schema
+from . import graph, policy, schema
+from .errors import LabError
+from .runner import RunResult
 from .checks import Report
 from .lab import Lab
-from .notebook import Chapter, user_namespace
 from .review import review
 from .workspace import revision_id
 
@@ -45,7 +49,7 @@ class SchemaView(w.HTML):
         self.refresh()
 
     def refresh(self) -> None:
-        current = schema.snapshot(self.lab.runner.engine())
+        current = schema.snapshot(self.lab.db.engine)
         self.changes = schema.diff(self._previous, current) if self._previous is not None else schema.SchemaDiff()
         self._previous = current
         legend = ("<p><small>Changed by the last command: "
@@ -98,7 +102,7 @@ class MigrationConsole(w.VBox):
         self.output = w.Output(layout=w.Layout(border="1px solid #ddd", padding="4px"))
         self.schema_view = SchemaView(lab) if with_views else None
         self.graph = RevisionGraph(lab) if with_views else None
-        self._pending: str | None = None
+        self._pending: policy.Plan | None = None
         self._finished: dict[str, float] = {}
         children = [
             w.HBox([b for k, b in self.buttons.items() if k != "autogenerate"], layout=w.Layout(flex_flow="row wrap")),
@@ -119,32 +123,31 @@ class MigrationConsole(w.VBox):
 
     def _handler(self, line: str, destructive: bool) -> Callable[[w.Button], None]:
         def handle(_: w.Button) -> None:
-            if destructive:
-                self._ask(line)
-            else:
-                self.run(line)
+            self.run(line, ask=destructive)
         return handle
 
-    def _ask(self, line: str) -> None:
-        """Confirm a destructive command; say what data it would destroy, if any."""
-        if self._recently_finished(line) or self._pending is not None:
-            return
-        losses = self.lab.runner.rehearse(line).losses  # none where it cannot rehearse (compose)
-        warning = (f"<b>alembic {line}</b> would destroy data: " + "; ".join(map(str, losses)) + "."
-                   if losses else f"<b>alembic {line}</b> changes the database.")
-        self._pending = line
-        self.question.value = warning + " Run it?&nbsp;"
+    def _ask(self, checked: policy.Plan, note: str = "") -> None:
+        """Ask before running a checked command; the question says what data it would destroy."""
+        self._pending = checked
+        loss = checked.rehearsal is not None and (checked.rehearsal.losses or not checked.rehearsal.rehearsed)
+        style = ' style="color:#b00020;font-weight:bold"' if loss else ""
+        self.question.value = f"{note}<span{style}>{html.escape(checked.question())}</span> Run it?&nbsp;"
         self.confirm_row.layout.display = "flex"
+        waiting = f"Waiting for your answer: {checked.question()}"
+        if note:  # keep what was said before: why the learner is asked again
+            self.output.append_stdout(waiting + "\n")
+        else:
+            self._say(waiting)
 
     def _answer(self, yes: bool) -> None:
-        line, self._pending = self._pending, None
+        checked, self._pending = self._pending, None
         self.confirm_row.layout.display = "none"
-        if line is None:
+        if checked is None:
             return  # the second click of a double click on "Yes"
         if yes:
-            self.run(line)
+            self._execute(checked, key=" ".join(checked.command.args))
         else:
-            self._say(f"Cancelled: alembic {line} was not run.")
+            self._say(f"Cancelled: {checked.command.local} was not run.")
 
     def _autogenerate(self) -> None:
         message = self.message.value.strip()
@@ -156,35 +159,82 @@ class MigrationConsole(w.VBox):
     def _recently_finished(self, key: str) -> bool:
         return time.monotonic() - self._finished.get(key, float("-inf")) < DOUBLE_CLICK_SECONDS
 
-    def run(self, line: str, key: str | None = None):
-        """Run one command with every button disabled, then refresh the views."""
-        key = key or line
-        if self._recently_finished(key):
-            return None
+    @contextlib.contextmanager
+    def _busy(self, key: str) -> Iterator[None]:
         for button in self.buttons.values():
             button.disabled = True
         try:
-            self._say(f"Running: alembic {line} ...")
-            result = self.lab.runner.run_line(line)
-            text = f"{result}\n({result.duration * 1000:.0f} ms)"
-            if key == "autogenerate" and result.ok and result.new_files:
-                # Step 3 of the workflow, at once: never apply a generated script unread.
-                text += "\n\n" + str(review(revision_id(result.new_files[0]), self.lab))
-            self._say(text)
-            if self.schema_view is not None:
-                self.schema_view.refresh()
-                self.graph.refresh()
-            return result
+            yield
         finally:
             self._finished[key] = time.monotonic()
             for button in self.buttons.values():
                 button.disabled = False
 
+    def run(self, line: str, key: str | None = None, ask: bool = False) -> RunResult | None:
+        """Check a command, ask first if it could destroy data (or `ask`), else run it; refresh the views."""
+        key = key or line
+        if self._recently_finished(key):
+            return None
+        self._pending = None  # another button: the open question is dropped, unanswered
+        self.confirm_row.layout.display = "none"
+        with self._busy(key):
+            self._say(f"Checking: alembic {line} ...")
+            try:
+                checked = policy.plan(self.lab.runner, line)
+            except LabError as error:
+                self._say(str(error))
+                return None
+        if ask or checked.needs_confirmation:
+            self._ask(checked)
+            return None
+        return self._execute(checked, key)
+
+    def _execute(self, checked: policy.Plan, key: str) -> RunResult | None:
+        with self._busy(key):
+            self._say(f"Running: {checked.command.local} ...")
+            result = policy.execute(self.lab.runner, checked)
+            if policy.moved(result):
+                self._say(str(result))
+            else:
+                text = f"{result}\n({result.duration * 1000:.0f} ms)"
+                if key == "autogenerate" and result.ok and result.new_files:
+                    # Step 3 of the workflow, at once: never apply a generated script unread.
+                    text += "\n\n" + str(review(revision_id(result.new_files[0]), self.lab))
+                self._say(text)
+            self.refresh()
+        if policy.moved(result):
+            # Asked about one position, the database is at another: check again from there and ask again.
+            self._ask(policy.plan(self.lab.runner, checked.command),
+                      note="<b>The database moved since you were asked.</b> ")
+        return result
+
+    def refresh(self) -> None:
+        """Re-read the schema and the revision graph (after a command, a reset, a kernel restart)."""
+        if self.schema_view is not None and self.graph is not None:
+            self.schema_view.refresh()
+            self.graph.refresh()
+
+
+def user_namespace() -> dict:
+    """The notebook's variables (where a solution defines `answer`), or {} outside IPython."""
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    return shell.user_ns if shell is not None else {}
+
+
+class Exercise(Protocol):
+    """What "Check my work" needs of a chapter: its number and its checks."""
+
+    spec: Any
+
+    def report(self, answer: object = None) -> Report: ...
+
 
 class CheckButton(w.VBox):
     """"Check my work": runs the chapter's checks against the real database and files."""
 
-    def __init__(self, chapter: Chapter, answer_name: str | None = None) -> None:
+    def __init__(self, chapter: Exercise, answer_name: str | None = None) -> None:
         self.chapter = chapter
         self.answer_name = answer_name
         self.button = w.Button(description="Check my work", button_style="success", icon="check")

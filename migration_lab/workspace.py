@@ -19,10 +19,11 @@ from types import ModuleType
 
 import sqlalchemy as sa
 
-from .database import wipe_public_schema
+from .backups import Backup, Backups
 from .errors import LabError
 from .lab import Lab
 from .project import Project
+from .runner import parse
 
 CHECKPOINTS_DIR = Path(__file__).parent / "checkpoints"
 BASELINE = CHECKPOINTS_DIR / "baseline"
@@ -229,11 +230,21 @@ class ResetReport:
     tables: int
     rows: int
     seconds: float
+    backup: Backup | None = None
 
     def __str__(self) -> str:
         at = ", ".join(self.revision) or "base (empty)"
-        return (f"ai-service/ files and the database are reset: database at {at}, "
+        text = (f"ai-service/ files and the database are reset: database at {at}, "
                 f"{self.tables} tables, {self.rows} rows.")
+        return f"{text}\n{self.backup}" if self.backup else text
+
+
+def pristine_files() -> dict[Path, bytes]:
+    """ai-service's files as a fresh checkout has them ({path under ai-service/: content})."""
+    files = {Path("main.py"): (BASELINE / "main.py").read_bytes(),
+             Path("migrations/env.py"): (BASELINE / "env.py").read_bytes()}
+    files.update({Path("migrations/versions") / p.name: p.read_bytes() for p in BASELINE.glob("versions/*.py")})
+    return files
 
 
 def restore_files(project: Project, checkpoint: Checkpoint) -> None:
@@ -254,25 +265,42 @@ def restore_files(project: Project, checkpoint: Checkpoint) -> None:
         shutil.copy(source, project.versions_dir / name)
 
 
-def reset(lab: Lab, checkpoint: Checkpoint) -> ResetReport:
-    """Restore files and database to the checkpoint; raise LabError if the database is down."""
+def restore_checkpoint(lab: Lab, checkpoint: Checkpoint) -> ResetReport:
+    """Restore files and database to the checkpoint, after backing up the learner's work.
+
+    The database is reached (and the migration lock taken) before any file is
+    touched: with the database down, nothing changes and a LabError says what to do.
+    """
     started = time.perf_counter()
-    restore_files(lab.project, checkpoint)
-    lab.runner.dispose()
-    try:
-        wipe_public_schema(lab.backend.url())
-    except sa.exc.OperationalError as error:
-        raise LabError(f"Cannot reach the lab database ({lab.backend.where()}).", lab.backend.start_hint()) from error
-    result = lab.runner.upgrade(checkpoint.target)
-    if not result.ok:
-        raise LabError(f"Reset could not upgrade the database: {result.error}", "Run `python -m migration_lab nuke`.")
-    engine = lab.runner.engine()
-    with engine.begin() as conn:
-        for sql in checkpoint.seed:
-            conn.execute(sa.text(sql))
-    with engine.connect() as conn:
+    backups = Backups(lab.project, lab.db.url)
+    with lab.runner.exclusive() as conn:
+        backup = backups.save(pristine_files())
+        restore_files(lab.project, checkpoint)
+        lab.db.wipe(conn)
+        result = lab.runner.run_locked(conn, parse(["upgrade", checkpoint.target]))
+        if not result.ok:
+            raise LabError(f"Reset could not upgrade the database: {result.error}",
+                           "Run `python -m migration_lab nuke`, then reset again.")
+        with conn.begin():
+            for sql in checkpoint.seed:
+                conn.execute(sa.text(sql))
         tables = sa.inspect(conn).get_table_names()
-        rows = sum(conn.scalar(sa.select(sa.func.count()).select_from(sa.table(t))) for t in tables
+        rows = sum(conn.scalar(sa.select(sa.func.count()).select_from(sa.table(t))) or 0 for t in tables
                    if t != "alembic_version")
+        conn.commit()
+        backups.remember_reset()
     return ResetReport(result.after or (), len(tables) - ("alembic_version" in tables), rows,
-                       time.perf_counter() - started)
+                       time.perf_counter() - started, backup)
+
+
+def restore_backup(lab: Lab, name: str | None = None) -> str:
+    """Put a backup's files and database back (the newest if no name); the current work is backed up first."""
+    backups = Backups(lab.project, lab.db.url)
+    path = backups.find(name)
+    with lab.runner.exclusive() as conn:
+        current = backups.save(pristine_files())
+        files = backups.restore_files(path)
+        database = backups.restore_database(path, conn, lab.db.wipe)
+        conn.commit()
+    text = f"Restored backup {path.name}: {files} file(s)" + (" and the database." if database else ".")
+    return f"{text}\n{current}" if current else text

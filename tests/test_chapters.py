@@ -6,7 +6,7 @@ import pytest
 from migration_lab import Lab
 from migration_lab.chapters import CHAPTERS, spec
 from migration_lab.notebook import Chapter
-from migration_lab.workspace import reset
+from migration_lab.workspace import restore_checkpoint
 
 ANSWERS = {"00": "8b7e5d2c6a41", "04": "3f1c2a9d4b10"}
 
@@ -56,14 +56,14 @@ def test_rename_by_drop_and_add_is_caught(lab: Lab, capsys) -> None:
 def test_reset_restores_files_and_database(lab: Lab, engine: sa.Engine) -> None:
     main = lab.project.service_dir / "main.py"
     pristine = main.read_text()
-    report = reset(lab, spec("02").checkpoint)
+    report = restore_checkpoint(lab, spec("02").checkpoint)
     assert report.revision == ("a1c4e7f20b13",) and report.tables == 3 and report.rows == 9
     main.write_text("garbage(")
     (lab.project.versions_dir / "zzz_stray.py").write_text("revision = 'zzz'\n")
     lab.runner.downgrade("base")
     with engine.begin() as conn:
         conn.execute(sa.text("CREATE TABLE made_by_hand (id int)"))
-    report = reset(lab, spec("01").checkpoint)
+    report = restore_checkpoint(lab, spec("01").checkpoint)
     assert main.read_text() == pristine
     assert sorted(p.name for p in lab.project.versions_dir.glob("*.py")) == [
         "3f1c2a9d4b10_create_user_profiles_and_settings.py", "8b7e5d2c6a41_add_job_entries.py"]
@@ -72,7 +72,7 @@ def test_reset_restores_files_and_database(lab: Lab, engine: sa.Engine) -> None:
 
 
 def test_baseline_checkpoint_matches_the_committed_ai_service() -> None:
-    """The kit's pristine copy and ai-service/ as committed must never drift apart."""
+    """The kit's pristine copy and ai-service/ as staged (the index, what the next commit holds) never drift apart."""
     import subprocess
 
     from conftest import REPO
@@ -84,6 +84,6 @@ def test_baseline_checkpoint_matches_the_committed_ai_service() -> None:
                                         capture_output=True, text=True, check=True).stdout.split()
     assert sorted(committed_versions) == sorted(tracked for _, tracked in pairs[2:])
     for kit, tracked in pairs:
-        committed = subprocess.run(["git", "show", f"HEAD:{tracked}"], cwd=REPO, capture_output=True,
+        committed = subprocess.run(["git", "show", f":{tracked}"], cwd=REPO, capture_output=True,
                                    text=True, check=True).stdout
         assert (BASELINE / kit).read_text() == committed, f"{kit} differs from the committed {tracked}"

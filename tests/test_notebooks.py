@@ -72,4 +72,4 @@ def test_chapters_run_back_to_back_on_one_lab(database_url: str, tmp_path: Path)
     lab = Lab(project, UrlBackend(database_url))
     assert lab.runner.check().ok, "after the last chapter, models and database should agree"
     assert len(lab.runner.script().get_heads()) == 1
-    lab.runner.dispose()
+    lab.db.dispose()

@@ -6,7 +6,7 @@ from conftest import PHONE_LINE, edit_model
 from migration_lab import Lab
 from migration_lab.chapters import spec
 from migration_lab.review import review
-from migration_lab.workspace import reset
+from migration_lab.workspace import restore_checkpoint
 
 
 def autogenerate(lab: Lab, message: str) -> str:
@@ -16,7 +16,7 @@ def autogenerate(lab: Lab, message: str) -> str:
 
 
 def test_rename_as_drop_add_not_null_and_data_loss(lab: Lab) -> None:
-    reset(lab, spec("02").checkpoint)  # three profiles, two with phone numbers
+    restore_checkpoint(lab, spec("02").checkpoint)  # three profiles, two with phone numbers
     edit_model(lab.project, "    name = Column(String(100), nullable=False)\n",
                "    full_name = Column(String(100), nullable=False)\n")
     found = review(autogenerate(lab, "rename name"), lab)
@@ -31,7 +31,7 @@ def test_rename_as_drop_add_not_null_and_data_loss(lab: Lab) -> None:
 
 
 def test_dropped_column_reports_its_values(lab: Lab) -> None:
-    reset(lab, spec("02").checkpoint)
+    restore_checkpoint(lab, spec("02").checkpoint)
     edit_model(lab.project, PHONE_LINE, "")
     found = review(autogenerate(lab, "drop phone"), lab)
     [loss] = [f for f in found.findings if f.rule == "drops-data"]
@@ -41,7 +41,7 @@ def test_dropped_column_reports_its_values(lab: Lab) -> None:
 def test_a_fixed_rename_is_recognised(lab: Lab) -> None:
     from migration_lab.workspace import apply_edit, latest_revision, replace_function_body
 
-    reset(lab, spec("02").checkpoint)
+    restore_checkpoint(lab, spec("02").checkpoint)
     edit_model(lab.project, PHONE_LINE, "    phone = Column(String, nullable=True)\n")
     revision = autogenerate(lab, "rename phone")
     apply_edit(latest_revision(lab.project), replace_function_body(
@@ -54,7 +54,7 @@ def test_a_fixed_rename_is_recognised(lab: Lab) -> None:
 
 
 def test_enum_value_autogenerate_cannot_see(lab: Lab) -> None:
-    reset(lab, spec("01").checkpoint)
+    restore_checkpoint(lab, spec("01").checkpoint)
     edit_model(lab.project, 'Enum("queued", "running", "done", name="job_state")',
                'Enum("queued", "running", "done", "failed", name="job_state")')
     found = review(autogenerate(lab, "failed state"), lab)
@@ -64,7 +64,7 @@ def test_enum_value_autogenerate_cannot_see(lab: Lab) -> None:
 
 
 def test_non_concurrent_index_on_a_large_table(lab: Lab, engine: sa.Engine) -> None:
-    reset(lab, spec("01").checkpoint)
+    restore_checkpoint(lab, spec("01").checkpoint)
     with engine.begin() as conn:
         conn.execute(sa.text("INSERT INTO user_profiles (name, email) "
                              "SELECT 'user ' || i, 'user' || i || '@example.org' FROM generate_series(1, 20000) i"))
@@ -78,7 +78,7 @@ def test_non_concurrent_index_on_a_large_table(lab: Lab, engine: sa.Engine) -> N
 
 
 def test_a_harmless_revision_has_no_errors(lab: Lab) -> None:
-    reset(lab, spec("01").checkpoint)
+    restore_checkpoint(lab, spec("01").checkpoint)
     edit_model(lab.project, "    email = Column(String(255), nullable=False, unique=True)\n",
                "    email = Column(String(255), nullable=False, unique=True)\n" + PHONE_LINE)
     found = review(autogenerate(lab, "phone"), lab)

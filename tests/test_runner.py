@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from conftest import EMAIL_LINE, add_phone_number, columns, edit_model, tables, write_revision
 from migration_lab import Lab, Project
-from migration_lab.runner import Runner
+from migration_lab.rehearsal import rehearse
 
 BASELINE_HEAD = "8b7e5d2c6a41"
 
@@ -141,8 +141,9 @@ def test_syntax_error_in_main_is_short_and_touches_nothing(lab: Lab, engine: sa.
     assert tables(engine) == before_tables
 
 
-def test_failing_migration_rolls_back_everything(lab: Lab, engine: sa.Engine) -> None:
-    """PostgreSQL runs DDL in transactions: a failure half-way leaves nothing behind."""
+def test_failing_revision_rolls_back_and_the_report_is_true(lab: Lab, engine: sa.Engine) -> None:
+    """Each revision runs in its own transaction: the failing one leaves nothing behind,
+    the one before it stays applied and recorded, and the report says exactly that."""
     lab.runner.upgrade("head")
     with engine.begin() as conn:
         conn.execute(sa.text("INSERT INTO user_profiles (name, email) VALUES ('Ada', 'ada@example.org')"))
@@ -157,12 +158,15 @@ def test_failing_migration_rolls_back_everything(lab: Lab, engine: sa.Engine) ->
     result = lab.runner.upgrade("head")
     assert not result.ok
     assert "RuntimeError: boom half-way (cccc00000002_hand_written.py, line" in result.error
-    assert result.before == result.after == (BASELINE_HEAD,)
-    assert "audit" not in tables(engine)
+    assert result.before == (BASELINE_HEAD,) and result.after == ("cccc00000001",)
+    assert "audit" in tables(engine)
     assert "nickname" not in columns(engine, "user_profiles")
     with engine.connect() as conn:
-        assert conn.scalar(sa.text("SELECT name FROM user_profiles")) == "Ada"
-        assert conn.scalar(sa.text("SELECT version_num FROM alembic_version")) == BASELINE_HEAD
+        assert conn.scalar(sa.text("SELECT name FROM user_profiles")) == "changed"
+        assert conn.scalar(sa.text("SELECT version_num FROM alembic_version")) == "cccc00000001"
+    text = str(result)
+    assert f"Database: {BASELINE_HEAD} → cccc00000001" in text
+    assert "failing revision was rolled back" in text and "unchanged" not in text
 
 
 def test_import_error_in_env_names_the_fix(lab: Lab) -> None:
@@ -178,10 +182,11 @@ def test_stopped_database_says_how_to_start_it(project: Project, tmp_path: Path)
     from migration_lab import EmbeddedBackend
 
     stopped = EmbeddedBackend(tmp_path / "never-started")
-    result = Runner(project, stopped).current()
+    result = Lab(project, stopped).runner.current()
     assert not result.ok
     assert "Cannot reach the lab database (embedded PostgreSQL" in result.error
-    assert "python -m migration_lab up" in result.error
+    assert "python -m migration_lab up" in result.hint
+    assert "nothing" not in str(result).lower() or "Database" not in str(result)  # no claim about the database
 
 
 def test_revision_message_is_only_a_message(lab: Lab, tmp_path: Path) -> None:
@@ -201,10 +206,10 @@ def test_runs_are_serialized_within_a_process(lab: Lab, monkeypatch) -> None:
     started, release = threading.Event(), threading.Event()
     original = lab.runner.config
 
-    def slow_config(stdout):
+    def slow_config(stdout, options=None):
         started.set()
         release.wait(10)
-        return original(stdout)
+        return original(stdout, options)
 
     monkeypatch.setattr(lab.runner, "config", slow_config)
     first: list = []
@@ -254,7 +259,7 @@ def test_rehearsal_reports_data_loss_and_changes_nothing(lab: Lab, engine: sa.En
         conn.execute(sa.text("INSERT INTO user_profiles (name, email, phone_number) "
                              "VALUES ('Ada', 'a@x.org', '+44 1'), ('Bob', 'b@x.org', NULL)"))
     head = lab.runner.database_heads()
-    rehearsal = lab.runner.rehearse("downgrade -1", show_table="user_profiles")
+    rehearsal = rehearse(lab.runner, "downgrade -1", show_table="user_profiles")
     assert rehearsal.result.ok and rehearsal.result.after == (BASELINE_HEAD,)
     assert rehearsal.changes.dropped_columns == (("user_profiles", "phone_number"),)
     assert [str(loss) for loss in rehearsal.losses] == ["column user_profiles.phone_number and its 1 value(s)"]
@@ -264,7 +269,7 @@ def test_rehearsal_reports_data_loss_and_changes_nothing(lab: Lab, engine: sa.En
     # Nothing happened for real.
     assert lab.runner.database_heads() == head
     assert "phone_number" in columns(engine, "user_profiles")
-    down_all = lab.runner.rehearse(["downgrade", "base"])
+    down_all = rehearse(lab.runner, ["downgrade", "base"])
     assert [str(loss) for loss in down_all.losses] == ["table user_profiles and its 2 row(s)"]
     assert set(down_all.changes.dropped_tables) == {"user_profiles", "user_settings", "job_entries"}
     assert lab.runner.database_heads() == head
@@ -276,7 +281,7 @@ def test_rehearsal_tells_a_rename_from_a_loss(lab: Lab, engine: sa.Engine) -> No
         conn.execute(sa.text("INSERT INTO user_profiles (name, email) VALUES ('Ada', 'a@x.org'), ('Bob', 'b@x.org')"))
     write_revision(lab.project, "dddd00000001", BASELINE_HEAD,
                    "op.alter_column('user_profiles', 'name', new_column_name='full_name')")
-    renamed = lab.runner.rehearse("upgrade head")
+    renamed = rehearse(lab.runner, "upgrade head")
     assert renamed.changes.dropped_columns == (("user_profiles", "name"),)
     assert renamed.changes.added_columns == (("user_profiles", "full_name"),)
     assert renamed.losses == ()
@@ -286,5 +291,5 @@ def test_rehearsal_tells_a_rename_from_a_loss(lab: Lab, engine: sa.Engine) -> No
         op.add_column('user_profiles', sa.Column('full_name', sa.String(100)))
         op.drop_column('user_profiles', 'name')
     """)
-    dropped = lab.runner.rehearse("upgrade head")
+    dropped = rehearse(lab.runner, "upgrade head")
     assert [str(loss) for loss in dropped.losses] == ["column user_profiles.name and its 2 value(s)"]

@@ -7,7 +7,7 @@ from migration_lab import Lab
 from migration_lab.chapters import spec
 from migration_lab.notebook import Chapter
 from migration_lab.widgets import CheckButton, MigrationConsole
-from migration_lab.workspace import reset
+from migration_lab.workspace import restore_checkpoint
 
 
 def shown(console: MigrationConsole) -> str:
@@ -15,7 +15,7 @@ def shown(console: MigrationConsole) -> str:
 
 
 def start(lab: Lab, number: str = "01") -> MigrationConsole:
-    reset(lab, spec(number).checkpoint)
+    restore_checkpoint(lab, spec(number).checkpoint)
     return MigrationConsole(lab)
 
 
@@ -79,13 +79,13 @@ def test_a_double_click_runs_once(lab: Lab) -> None:
 def test_buttons_are_disabled_while_a_command_runs(lab: Lab, monkeypatch) -> None:
     console = start(lab)
     seen = []
-    original = lab.runner.run_line
+    original = lab.runner.run
 
-    def spy(line):
+    def spy(*args, **kwargs):
         seen.append(all(b.disabled for b in console.buttons.values()))
-        return original(line)
+        return original(*args, **kwargs)
 
-    monkeypatch.setattr(lab.runner, "run_line", spy)
+    monkeypatch.setattr(lab.runner, "run", spy)
     console.buttons["heads"].click()
     assert seen == [True]
     assert not any(b.disabled for b in console.buttons.values())
@@ -112,7 +112,7 @@ def test_a_failed_migration_says_it_was_rolled_back(lab: Lab, engine: sa.Engine)
     console.buttons["upgrade head"].click()
     text = shown(console)
     assert "FAILED: DivisionByZero: division by zero" in text
-    assert "Database unchanged, at 8b7e5d2c6a41 (rolled back: nothing this command did was kept)" in text
+    assert "Database unchanged, at 8b7e5d2c6a41\nThe failing revision was rolled back: nothing this command did was kept." in text
     assert "nickname" not in columns(engine, "user_profiles")
 
 
