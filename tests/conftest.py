@@ -20,7 +20,10 @@ _numbers = itertools.count()
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBackend]:
-    """One embedded PostgreSQL for the session, stopped at the end whatever happens."""
+    """One embedded PostgreSQL for the session, stopped and deleted at the end whatever happens.
+
+    Deleted, not just stopped: as root its data lives outside the temporary folder.
+    """
     backend = EmbeddedBackend(tmp_path_factory.mktemp("server"), database="postgres")
     backend.start()
     try:
@@ -28,6 +31,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBackend
     finally:
         backend.stop()
         assert not backend.is_running(), f"the test server in {backend.pgdata} is still running"
+        backend.destroy()
 
 
 @pytest.fixture
