@@ -112,7 +112,7 @@ def test_chapter_01_runs_and_the_console_works_in_a_browser(jupyterlab: tuple[st
             console = page.locator(".widget-vbox").filter(has=page.locator("button", has_text="upgrade head")).first
             console.scroll_into_view_if_needed()
             console.locator("button", has_text="downgrade -1").click()
-            expect(console.get_by_text("would destroy data")).to_be_visible(timeout=30_000)
+            expect(console.locator("span", has_text="would destroy data")).to_be_visible(timeout=30_000)
             console.locator("button", has_text="Yes, run it").click()
             expect(console.get_by_text("Running downgrade")).to_be_visible(timeout=30_000)
 
