@@ -74,7 +74,7 @@ def lab(project: Project, database_url: str) -> Iterator[Lab]:
     """The kit on a copy of ai-service/, against this test's own database."""
     lab = Lab(project, UrlBackend(database_url))
     yield lab
-    lab.runner.dispose()
+    lab.db.dispose()
 
 
 @pytest.fixture

@@ -223,23 +223,6 @@ def test_runs_are_serialized_within_a_process(lab: Lab, monkeypatch) -> None:
     assert first[0].ok and first[0].after == ("3f1c2a9d4b10",)
 
 
-def test_two_processes_never_apply_a_revision_twice(lab: Lab, engine: sa.Engine) -> None:
-    """Two processes (a notebook and a terminal, say) upgrade at once: the advisory lock serializes them."""
-    add_phone_number(lab.project)
-    lab.runner.upgrade("head")
-    assert lab.runner.revision("phone", autogenerate=True).ok
-    script = (
-        "import sys; from migration_lab import Lab, Project, UrlBackend; "
-        "r = Lab(Project(sys.argv[1]), UrlBackend(sys.argv[2])).runner.upgrade('head'); "
-        "print(r.ok, len(r.output.splitlines()))"
-    )
-    argv = [sys.executable, "-c", script, str(lab.project.root), lab.backend.url()]
-    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) for _ in range(2)]
-    outputs = sorted(p.communicate(timeout=60)[0].strip() for p in procs)
-    assert outputs == ["True 0", "True 1"]  # one applied the revision, the other found nothing to do
-    assert columns(engine, "user_profiles").count("phone_number") == 1
-
-
 def test_command_lines_are_parsed_by_alembic(lab: Lab) -> None:
     assert lab.runner.run_line("alembic upgrade head").after == (BASELINE_HEAD,)
     result = lab.runner.run_line('revision -m "set default user status"')
