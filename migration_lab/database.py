@@ -47,11 +47,9 @@ def _quiet(message: str) -> None:
 
 
 class Backend(ABC):
-    """Where the lab database runs, how to reach it, and how alembic runs against it."""
+    """Where the lab database runs and how to reach it. Alembic always runs in this process."""
 
     name: str
-    # False where alembic runs elsewhere (in a container): then nothing can be rehearsed from here.
-    in_process: bool = True
 
     @abstractmethod
     def url(self) -> str:
@@ -80,10 +78,6 @@ class Backend(ABC):
     def start_hint(self) -> str:
         """What to type when the database is not reachable."""
         return "Start it with `python -m migration_lab up` (or `make lab`)."
-
-    def alembic_argv(self, args: list[str]) -> list[str] | None:
-        """The argv that runs `alembic <args>` for this backend, or None for in-process."""
-        return None
 
 
 # The embedded backend drives the wheel's programs itself (initdb, pg_ctl,
@@ -617,14 +611,15 @@ def _compose_command() -> list[str] | None:
 class ComposeBackend(Backend):
     """The `db` service of this project's docker-compose stack.
 
-    Alembic runs inside the `ai-api` container (`docker compose exec -T ai-api
-    alembic ...`), so revision files land in the bind-mounted ai-service/.
-    From this machine the database is reached on 127.0.0.1 with the
-    credentials of `.env` (or `.env.example` when there is no `.env`).
+    The kit runs alembic in this process, on the host's ai-service/ (the very
+    files the ai-api container sees through its bind mount), against the
+    composed database, reached on 127.0.0.1 with the credentials of `.env`
+    (or `.env.example` when there is no `.env`). Output, rehearsals and speed
+    are the embedded route's; the learner types the guide's
+    `docker-compose exec ai-api alembic ...` against the same stack.
     """
 
     name = "compose"
-    in_process = False
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -703,9 +698,6 @@ class ComposeBackend(Backend):
     def start_hint(self) -> str:
         return "Start the stack with `docker compose up -d --build` in the project folder."
 
-    def alembic_argv(self, args: list[str]) -> list[str]:
-        return [*self.command(), "exec", "-T", SERVICE, "alembic", *args]
-
 
 class UrlBackend(Backend):
     """Any PostgreSQL named by a URL: a workshop server, a CI service, your own."""
@@ -739,22 +731,15 @@ class UrlBackend(Backend):
         progress("The server at LAB_DATABASE_URL is not the lab's to stop; nothing done.\n")
 
     def nuke(self, progress: Progress = _quiet) -> None:
+        from .db import LabDatabase
+
         progress(f"Dropping every table in schema public of {self.where()}\n")
-        wipe_public_schema(self._url)
+        db = LabDatabase(self._url, where=self.where(), start_hint=self.start_hint())
+        with db.lock() as conn:  # waits for a migration another process is running
+            db.wipe(conn)
 
     def start_hint(self) -> str:
         return "Check that the server in LAB_DATABASE_URL runs and the URL is right (or unset it to use the embedded database)."
-
-
-def wipe_public_schema(url: str) -> None:
-    """Drop and recreate schema public: every table, type and row in it, alembic_version too."""
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    try:
-        with engine.begin() as conn:
-            conn.execute(sa.text("DROP SCHEMA IF EXISTS public CASCADE"))
-            conn.execute(sa.text("CREATE SCHEMA public"))
-    finally:
-        engine.dispose()
 
 
 def choose_backend(

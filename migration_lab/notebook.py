@@ -26,10 +26,11 @@ from .lab import Lab
 from .review import review, squawk
 from . import policy
 from .rehearsal import rehearse
-from .runner import CommandLineError
+from .runner import CommandLineError, RunResult
+from alembic.script import Script
 from .widgets import CheckButton, MigrationConsole, user_namespace
-from .workspace import (ModelEdit, add_column, apply_edit, latest_revision, load_models, rename_column,
-                        replace_function_body, replace_text, restore_checkpoint, revision_file, revision_id, teammate_arrives)
+from .workspace import (ModelEdit, add_column, apply_edit, find_script, load_models, newest_script, rename_column,
+                        replace_function_body, replace_text, restore_checkpoint, teammate_arrives)
 
 
 class Chapter:
@@ -38,6 +39,7 @@ class Chapter:
     def __init__(self, spec: ChapterSpec, lab: Lab) -> None:
         self.spec = spec
         self.lab = lab
+        self.generated: str | None = None  # the revision id the last command here generated
 
     # --- start, check, solve ---------------------------------------------------------
 
@@ -86,7 +88,7 @@ class Chapter:
         """
         on_log = _progress_bar() if progress else None
         if confirm:
-            print(self.lab.runner.run_line(line, on_log=on_log))
+            self._show(self.lab.runner.run_line(line, on_log=on_log))
             return
         try:
             checked = policy.plan(self.lab.runner, line)
@@ -98,7 +100,16 @@ class Chapter:
             print(f"STOP: {checked.question()}")
             print(f"Nothing was done. If you mean it: ch.alembic({line!r}, confirm=True)")
             return
-        print(policy.execute(self.lab.runner, checked, on_log))
+        self._show(policy.execute(self.lab.runner, checked, on_log))
+
+    def _show(self, result: RunResult) -> None:
+        if result.new_revisions:
+            self.generated = result.new_revisions[-1]
+        print(result)
+
+    def _script(self, revision: str | None = None) -> Script:
+        scripts = self.lab.runner.script()
+        return newest_script(scripts, self.generated) if revision is None else find_script(scripts, revision)
 
     def rehearse(self, line: str, show_table: str | None = None) -> None:
         """Run a command on a throw-away copy of the database: see what it would do, change nothing."""
@@ -186,7 +197,7 @@ class Chapter:
 
         In the newest revision file, or the one whose name contains `revision` (an id or a slug).
         """
-        path = latest_revision(self.lab.project) if revision is None else revision_file(self.lab.project, revision)
+        path = Path(self._script(revision).path)
         edits = [replace_function_body(name, body) for name, body in
                  (("upgrade", upgrade), ("downgrade", downgrade)) if body is not None]
 
@@ -199,7 +210,7 @@ class Chapter:
 
     def review(self, revision: str | None = None) -> None:
         """What a careful teammate would say about a revision (default: the newest file)."""
-        print(review(revision or revision_id(latest_revision(self.lab.project)), self.lab))
+        print(review(self._script(revision).revision, self.lab))
 
     def show_model(self, model: str) -> None:
         """The model's class in ai-service/main.py, syntax-highlighted."""
@@ -209,9 +220,9 @@ class Chapter:
             raise LabError(f"main.py has no class {model}.", "Check the spelling, or reset the chapter.")
         display(Markdown(f"`ai-service/main.py`:\n\n```python\n{match.group(0).rstrip()}\n```"))
 
-    def show_revision(self) -> None:
-        """The newest revision file, where it is and what it says."""
-        path = latest_revision(self.lab.project)
+    def show_revision(self, revision: str | None = None) -> None:
+        """The new revision file (or the one named), where it is and what it says."""
+        path = Path(self._script(revision).path)
         name = path.relative_to(self.lab.project.root)
         display(Markdown(f"`{name}`:\n\n```python\n{path.read_text().rstrip()}\n```"))
 

@@ -30,13 +30,13 @@ from alembic.config import CommandLine, Config
 from alembic.script import Script, ScriptDirectory
 
 from . import alembic_process
+from .database import SERVICE
 from .db import Busy as DatabaseBusy
 from .db import LabDatabase, Unreachable
 from .diagnosis import diagnose
 from .errors import LabError
 from .project import Project
 
-SERVICE = "ai-api"  # the compose service the workflow guide runs alembic in
 WORKFLOW_PREFIX = f"docker-compose exec {SERVICE} alembic"
 # alembic's own command line: its parser turns "downgrade -1" into a call. Built once (a few ms).
 _ALEMBIC = CommandLine(prog="alembic")
@@ -156,6 +156,7 @@ class RunResult:
     error: str | None = None
     hint: str | None = None
     new_files: tuple[Path, ...] = field(default_factory=tuple)
+    new_revisions: tuple[str, ...] = ()  # their revision ids, from the Script objects alembic returned
     stdout: str = ""  # what alembic printed, without its log lines: the SQL of `--sql`
     changes_database: bool = False
     # Statements the failing revision committed itself (autocommit_block, COMMIT): kept, unrecorded.
@@ -376,13 +377,15 @@ class Runner:
         root = str(self.project.root) + "/"  # paths as a learner sees them: from the project folder
         returned = execution.returned
         scripts = returned if isinstance(returned, list) else [returned]
-        new_files = tuple(sorted(Path(s.path) for s in scripts if isinstance(s, Script)))
+        made = sorted((s for s in scripts if isinstance(s, Script)), key=lambda s: s.path)
+        new_files = tuple(Path(s.path) for s in made)
         return RunResult(
             command.args, command.workflow, command.local, ok=execution.error is None,
             output=execution.output.replace(root, ""), duration=time.perf_counter() - started,
             before=before, after=after,
             error=diagnosis.message.replace(root, "") if diagnosis else None,
             hint=diagnosis.hint if diagnosis else None, new_files=new_files if execution.error is None else (),
+            new_revisions=tuple(s.revision for s in made) if execution.error is None else (),
             stdout=execution.stdout, changes_database=command.changes_database,
             stray_commits=execution.stray_commits if execution.error else 0)
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import ipywidgets as w
+import sqlalchemy as sa
 from IPython.display import Markdown
 
 from . import graph, policy, schema
@@ -21,7 +22,6 @@ from .runner import RunResult
 from .checks import Report
 from .lab import Lab
 from .review import review
-from .workspace import revision_id
 
 # (button label, alembic command, destructive: asks before running)
 COMMANDS: tuple[tuple[str, str, bool], ...] = (
@@ -33,6 +33,7 @@ COMMANDS: tuple[tuple[str, str, bool], ...] = (
     ("downgrade base", "downgrade base", True),
     ("stamp head", "stamp head", True),
 )
+UNREACHABLE = "The lab database does not answer: start it with `python -m migration_lab up`, then run a command."
 # A second click on the same button this soon after its command finished is the
 # tail of a double click (queued while the first ran), not a new request.
 DOUBLE_CLICK_SECONDS = 0.5
@@ -49,7 +50,12 @@ class SchemaView(w.HTML):
         self.refresh()
 
     def refresh(self) -> None:
-        current = schema.snapshot(self.lab.db.engine)
+        try:
+            with self.lab.db.connect() as conn:
+                current = schema.snapshot(conn)
+        except (LabError, sa.exc.OperationalError):
+            self.value = f"<b>Live schema</b><p><i>{html.escape(UNREACHABLE)}</i></p>"
+            return
         self.changes = schema.diff(self._previous, current) if self._previous is not None else schema.SchemaDiff()
         self._previous = current
         legend = ("<p><small>Changed by the last command: "
@@ -70,8 +76,12 @@ class RevisionGraph(w.Output):
 
     def refresh(self) -> None:
         self.outputs = ()
-        self.append_display_data(
-            Markdown(graph.markdown(self.lab.runner.script(), self.lab.runner.database_heads())))
+        try:
+            heads = self.lab.runner.database_heads()
+        except (LabError, sa.exc.OperationalError):
+            self.append_stdout(UNREACHABLE + "\n")
+            return
+        self.append_display_data(Markdown(graph.markdown(self.lab.runner.script(), heads)))
 
     def __repr__(self) -> str:
         return "Revision graph (Mermaid)"
@@ -199,13 +209,16 @@ class MigrationConsole(w.VBox):
                 text = f"{result}\n({result.duration * 1000:.0f} ms)"
                 if key == "autogenerate" and result.ok and result.new_files:
                     # Step 3 of the workflow, at once: never apply a generated script unread.
-                    text += "\n\n" + str(review(revision_id(result.new_files[0]), self.lab))
+                    text += "\n\n" + str(review(result.new_revisions[0], self.lab))
                 self._say(text)
             self.refresh()
         if policy.moved(result):
             # Asked about one position, the database is at another: check again from there and ask again.
-            self._ask(policy.plan(self.lab.runner, checked.command),
-                      note="<b>The database moved since you were asked.</b> ")
+            try:
+                self._ask(policy.plan(self.lab.runner, checked.command),
+                          note="<b>The database moved since you were asked.</b> ")
+            except LabError as error:
+                self.output.append_stdout(f"{error}\n")
         return result
 
     def refresh(self) -> None:

@@ -18,6 +18,8 @@ from pathlib import Path
 from types import ModuleType
 
 import sqlalchemy as sa
+from alembic.script import Script, ScriptDirectory
+from alembic.util import CommandError
 
 from .backups import Backup, Backups
 from .errors import LabError
@@ -150,26 +152,34 @@ def load_models(project: Project) -> ModuleType:
     return module
 
 
-def revision_id(path: Path) -> str:
-    """The revision id of a revision file: alembic.ini's file_template starts names with it."""
-    return path.name.split("_", 1)[0]
+def find_script(scripts: ScriptDirectory, fragment: str) -> Script:
+    """The revision `fragment` names: an id (or its start, as alembic accepts), or part of its message."""
+    try:
+        found = scripts.get_revision(fragment)
+        if found is not None:
+            return found
+    except CommandError:
+        pass
+    matches = [s for s in scripts.walk_revisions() if fragment.lower() in (s.doc or "").lower()]
+    if len(matches) != 1:
+        raise LabError(f"{len(matches)} revisions match {fragment!r}.",
+                       "Use the revision id (`alembic history` lists them), or more of its message.")
+    return matches[0]
 
 
-def revision_file(project: Project, fragment: str) -> Path:
-    """The one revision file whose name contains `fragment` (an id or part of the slug)."""
-    found = [p for p in project.versions_dir.glob("*.py") if fragment in p.name]
-    if len(found) != 1:
-        raise LabError(f"{len(found)} revision files have {fragment!r} in their name.",
-                       "Use a longer part of the file name, or the revision id.")
-    return found[0]
-
-
-def latest_revision(project: Project) -> Path:
-    """The newest revision file: the one a learner just generated."""
-    files = sorted(project.versions_dir.glob("*.py"), key=lambda p: p.stat().st_mtime_ns)
-    if not files:
+def newest_script(scripts: ScriptDirectory, generated: str | None = None) -> Script:
+    """The revision a learner means by "the new one": the one just generated here, else the single head."""
+    if generated is not None:
+        script = next((s for s in scripts.walk_revisions() if s.revision == generated), None)
+        if script is not None:
+            return script
+    heads = [s for s in scripts.get_revisions("heads") if s is not None]
+    if not heads:
         raise LabError("There are no revision files yet.", "Generate one: alembic revision -m \"...\"")
-    return files[-1]
+    if len(heads) > 1:
+        raise LabError(f"There are {len(heads)} heads ({', '.join(sorted(h.revision for h in heads))}).",
+                       "Name the revision you mean, e.g. ch.show_revision(\"<id>\").")
+    return heads[0]
 
 
 # --- checkpoints ---------------------------------------------------------------------

@@ -363,3 +363,16 @@ def test_a_role_that_does_not_own_schema_public(lab: Lab, database_url: str, cap
         conn.execute(sa.text(f"DROP OWNED BY {role} CASCADE"))
         conn.execute(sa.text(f"DROP ROLE {role}"))
     admin.dispose()
+
+
+def test_the_console_says_so_when_the_database_is_down(project: Project, tmp_path: Path) -> None:
+    lab = Lab(project, UrlBackend(f"postgresql+psycopg2://nobody:x@/nowhere?host={tmp_path}"))
+    console = MigrationConsole(lab)
+    assert "does not answer" in console.schema_view.value
+    for label in ("current", "upgrade head", "downgrade -1"):
+        console._finished.clear()
+        console.buttons[label].click()
+        text = "".join(o["text"] for o in console.output.outputs)
+        assert "Cannot reach the lab database" in text and ("Hint: " in text or "What to do: " in text), label
+        assert "Running:" not in text and "Checking:" not in text
+        assert not any(b.disabled for b in console.buttons.values())

@@ -1,3 +1,4 @@
+from pathlib import Path
 """The reviewer, one finding at a time, on scripts autogenerate really wrote against a real database."""
 
 import sqlalchemy as sa
@@ -39,12 +40,12 @@ def test_dropped_column_reports_its_values(lab: Lab) -> None:
 
 
 def test_a_fixed_rename_is_recognised(lab: Lab) -> None:
-    from migration_lab.workspace import apply_edit, latest_revision, replace_function_body
+    from migration_lab.workspace import apply_edit, newest_script, replace_function_body
 
     restore_checkpoint(lab, spec("02").checkpoint)
     edit_model(lab.project, PHONE_LINE, "    phone = Column(String, nullable=True)\n")
     revision = autogenerate(lab, "rename phone")
-    apply_edit(latest_revision(lab.project), replace_function_body(
+    apply_edit(Path(newest_script(lab.runner.script()).path), replace_function_body(
         "upgrade", "op.alter_column('user_profiles', 'phone_number', new_column_name='phone')"), lab.project.root)
     found = review(revision, lab)
     assert "rename-as-drop-add" not in found.rules() and "drops-data" not in found.rules()
