@@ -6,6 +6,7 @@ VENV   ?= .venv
 BIN    := $(CURDIR)/$(VENV)/bin
 # Reinstall whenever the pinned requirements or the kit's metadata change.
 INSTALLED := $(VENV)/.installed
+DEV_INSTALLED := $(VENV)/.installed-dev
 
 .PHONY: lab test install up down status nuke bench notebooks
 
@@ -13,6 +14,10 @@ $(INSTALLED): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --progress-bar on -r requirements.txt
+	touch $@
+
+$(DEV_INSTALLED): $(INSTALLED) requirements-dev.txt
+	$(BIN)/python -m pip install --progress-bar on -r requirements-dev.txt
 	touch $@
 
 install: $(INSTALLED)
@@ -24,8 +29,11 @@ lab: $(INSTALLED)
 	PATH="$(BIN):$$PATH" $(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=$(CURDIR) \
 		$(if $(filter 0,$(shell id -u)),--allow-root) notebooks/00-start-here.ipynb
 
-## test: install, then run every test against a real PostgreSQL
-test: $(INSTALLED)
+## test: install (with the test tools), lint and type-check the kit, run every test against a real PostgreSQL
+test: $(DEV_INSTALLED)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 up down status: $(INSTALLED)

@@ -38,8 +38,7 @@ def main(times: int) -> int:
         alembic = str(Path(sys.executable).with_name("alembic"))
 
         def cli(*args: str) -> None:
-            subprocess.run([alembic, *args], cwd=lab.project.service_dir, env=env, check=True,
-                           capture_output=True)
+            subprocess.run([alembic, *args], cwd=lab.project.service_dir, env=env, check=True, capture_output=True)
 
         def must(result) -> None:
             assert result.ok, result.error
@@ -47,9 +46,11 @@ def main(times: int) -> int:
         must(runner.upgrade("head"))
         rows = [
             ("current", lambda: must(runner.current()), lambda: cli("current")),
-            ("downgrade -1 + upgrade head",
-             lambda: (must(runner.downgrade("-1")), must(runner.upgrade("head"))),
-             lambda: (cli("downgrade", "-1"), cli("upgrade", "head"))),
+            (
+                "downgrade -1 + upgrade head",
+                lambda: (must(runner.downgrade("-1")), must(runner.upgrade("head"))),
+                lambda: (cli("downgrade", "-1"), cli("upgrade", "head")),
+            ),
         ]
         print(f"{'command':<30}{'runner ms':>11}{'CLI ms':>9}{'ratio':>8}   (median of {times})")
         worst = float("inf")

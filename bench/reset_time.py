@@ -16,9 +16,10 @@ import sys
 import time
 from pathlib import Path
 
+from throwaway import throwaway_lab
+
 from migration_lab.chapters import spec
 from migration_lab.workspace import restore_checkpoint
-from throwaway import throwaway_lab
 
 TARGET_SECONDS = 1.0
 
@@ -41,14 +42,21 @@ def main(times: int) -> int:
         def by_hand() -> None:
             lab.db.dispose()
             lab.backend.nuke()
-            subprocess.run([alembic, "upgrade", "head"], cwd=lab.project.service_dir, check=True,
-                           capture_output=True, env={**os.environ, "DATABASE_URL": lab.backend.url()})
+            subprocess.run(
+                [alembic, "upgrade", "head"],
+                cwd=lab.project.service_dir,
+                check=True,
+                capture_output=True,
+                env={**os.environ, "DATABASE_URL": lab.backend.url()},
+            )
 
         slow = median_s(by_hand, max(3, times // 3))
     print(f"{'reset to chapter 02':<36}{fast * 1000:>8.0f} ms   (median of {times})")
     print(f"{'by hand: nuke + alembic upgrade head':<36}{slow * 1000:>8.0f} ms")
-    print(f"ratio: reset is {slow / fast:.1f}x faster; "
-          f"{'meets' if fast <= TARGET_SECONDS else 'MISSES'} the {TARGET_SECONDS:.0f} s target")
+    print(
+        f"ratio: reset is {slow / fast:.1f}x faster; "
+        f"{'meets' if fast <= TARGET_SECONDS else 'MISSES'} the {TARGET_SECONDS:.0f} s target"
+    )
     return 0 if fast <= TARGET_SECONDS else 1
 
 

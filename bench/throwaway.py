@@ -16,8 +16,7 @@ def throwaway_lab() -> Iterator[Lab]:
     """A Lab on a temporary copy of the project and a fresh server, stopped and deleted afterwards."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        shutil.copytree(REPO / "ai-service", root / "ai-service",
-                        ignore=shutil.ignore_patterns("__pycache__", ".env"))
+        shutil.copytree(REPO / "ai-service", root / "ai-service", ignore=shutil.ignore_patterns("__pycache__", ".env"))
         backend = EmbeddedBackend(root / ".lab")
         print(f"starting a throw-away PostgreSQL in {backend.pgdata} ...", flush=True)
         backend.start()

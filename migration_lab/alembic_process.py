@@ -17,9 +17,9 @@ import logging
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from typing import TextIO
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import psycopg2.extensions
 import sqlalchemy as sa
@@ -70,7 +70,8 @@ class _CaptureLog(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         message = self.format(record)
         if record.levelno < logging.WARNING and (
-                record.name in _CHATTER_LOGGERS or message.startswith(_CHATTER_MESSAGES)):
+            record.name in _CHATTER_LOGGERS or message.startswith(_CHATTER_MESSAGES)
+        ):
             return
         self.sink.write(message + "\n")
         if self.on_log is not None:
@@ -129,8 +130,12 @@ def forget_service_modules(service_dir: Path) -> None:
             del sys.modules[name]
 
 
-def execute(command: Callable[[TextIO], object], conn: sa.Connection | None, service_dir: Path,
-            on_log: Callable[[str], None] | None = None) -> Execution:
+def execute(
+    command: Callable[[TextIO], object],
+    conn: sa.Connection | None,
+    service_dir: Path,
+    on_log: Callable[[str], None] | None = None,
+) -> Execution:
     """Call `command(stdout)` in the sandbox: it builds alembic's Config on `stdout` and runs one command.
 
     The caller holds PROCESS_LOCK; sys.stdout goes to the same place, since
@@ -149,7 +154,7 @@ def execute(command: Callable[[TextIO], object], conn: sa.Connection | None, ser
     log.propagate = False
     sys.dont_write_bytecode = True  # an edit within the same second must never hit a stale .pyc
     try:
-        with contextlib.redirect_stdout(stdout), (watch.watching() if watch else contextlib.nullcontext()):
+        with contextlib.redirect_stdout(stdout), watch.watching() if watch else contextlib.nullcontext():
             result.returned = command(stdout)
     except (Exception, SystemExit) as error:  # env.py may sys.exit: report it, don't die
         result.error = error

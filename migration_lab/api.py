@@ -17,8 +17,8 @@ def call(lab: Lab, method: str, path: str, json: Any = None) -> tuple[int, Any]:
     if lab.backend.name == "compose":
         import httpx
 
-        response = httpx.request(method, f"http://127.0.0.1:8000{path}", json=json, timeout=10)
-        return response.status_code, response.json()
+        reply = httpx.request(method, f"http://127.0.0.1:8000{path}", json=json, timeout=10)
+        return reply.status_code, reply.json()
 
     from fastapi.testclient import TestClient
 

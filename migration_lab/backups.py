@@ -41,9 +41,11 @@ class Backup:
 
     def __str__(self) -> str:
         what = f"{self.files} file(s)" + (" and the database" if self.database else "")
-        return (f"Your earlier work ({what}) is saved in .lab/backups/{self.name}/. "
-                f"Bring it back with ml.restore_backup(\"{self.name}\") "
-                f"or `python -m migration_lab restore {self.name}`.")
+        return (
+            f"Your earlier work ({what}) is saved in .lab/backups/{self.name}/. "
+            f'Bring it back with ml.restore_backup("{self.name}") '
+            f"or `python -m migration_lab restore {self.name}`."
+        )
 
 
 def _files(project: Project) -> list[Path]:
@@ -56,8 +58,13 @@ def _files(project: Project) -> list[Path]:
 def _libpq_env(url: str) -> dict[str, str]:
     """The environment that points pg_dump/psql at the database of a SQLAlchemy URL."""
     u = make_url(url)
-    env = dict(os.environ, PGDATABASE=u.database or "", PGUSER=u.username or "", PGPASSWORD=u.password or "",
-               PGCONNECT_TIMEOUT="5")
+    env = dict(
+        os.environ,
+        PGDATABASE=u.database or "",
+        PGUSER=u.username or "",
+        PGPASSWORD=u.password or "",
+        PGCONNECT_TIMEOUT="5",
+    )
     host = u.query.get("host") or u.host
     if host:
         env["PGHOST"] = host if isinstance(host, str) else host[0]
@@ -75,19 +82,27 @@ def _tool(name: str) -> str:
 
 def dump(url: str) -> str:
     """Schema public as SQL; LabError if pg_dump cannot (an unreachable or newer server)."""
-    done = subprocess.run([_tool("pg_dump"), "--no-owner", "--no-privileges", "--schema=public"],
-                          env=_libpq_env(url), capture_output=True, text=True, timeout=DUMP_TIMEOUT)
+    done = subprocess.run(
+        [_tool("pg_dump"), "--no-owner", "--no-privileges", "--schema=public"],
+        env=_libpq_env(url),
+        capture_output=True,
+        text=True,
+        timeout=DUMP_TIMEOUT,
+    )
     if done.returncode != 0:
-        raise LabError(f"pg_dump failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ''}",
-                       "Check that the lab database runs: `python -m migration_lab status`.")
+        raise LabError(
+            f"pg_dump failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ''}",
+            "Check that the lab database runs: `python -m migration_lab status`.",
+        )
     # The schema is made again by the wipe before a restore; everything else comes from the dump.
-    return "".join(line for line in done.stdout.splitlines(keepends=True)
-                   if line.strip() != "CREATE SCHEMA public;")
+    return "".join(line for line in done.stdout.splitlines(keepends=True) if line.strip() != "CREATE SCHEMA public;")
 
 
 def _digest(project: Project, sql: str) -> str:
     # pg_dump 18 guards its output with a random `\restrict <key>` line: not part of the data.
-    data = "".join(line for line in sql.splitlines(keepends=True) if not line.startswith(("\\restrict", "\\unrestrict")))
+    data = "".join(
+        line for line in sql.splitlines(keepends=True) if not line.startswith(("\\restrict", "\\unrestrict"))
+    )
     h = hashlib.sha256(data.encode())
     for rel in _files(project):
         h.update(str(rel).encode() + b"\0" + (project.service_dir / rel).read_bytes())
@@ -182,9 +197,16 @@ class Backups:
         if not sql_file.is_file():
             return False
         wipe(conn)
-        done = subprocess.run([_tool("psql"), "-q", "-X", "-v", "ON_ERROR_STOP=1", "-1", "-f", str(sql_file)],
-                              env=_libpq_env(self.url), capture_output=True, text=True, timeout=DUMP_TIMEOUT)
+        done = subprocess.run(
+            [_tool("psql"), "-q", "-X", "-v", "ON_ERROR_STOP=1", "-1", "-f", str(sql_file)],
+            env=_libpq_env(self.url),
+            capture_output=True,
+            text=True,
+            timeout=DUMP_TIMEOUT,
+        )
         if done.returncode != 0:
-            raise LabError(f"Restoring the database failed: {done.stderr.strip()[-300:]}",
-                           f"The SQL is in {sql_file}; the files were restored.")
+            raise LabError(
+                f"Restoring the database failed: {done.stderr.strip()[-300:]}",
+                f"The SQL is in {sql_file}; the files were restored.",
+            )
         return True

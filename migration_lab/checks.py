@@ -6,6 +6,7 @@ not, a hint that says precisely what to do next - never a bare "wrong".
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -33,12 +34,11 @@ class Report:
         return all(c.passed for c in self.checks)
 
     def __str__(self) -> str:
-        verdict = ("All checks pass. Well done!" if self.passed
-                   else "Not yet: fix the first ✘ and check again.")
+        verdict = "All checks pass. Well done!" if self.passed else "Not yet: fix the first ✘ and check again."
         return "\n".join([*map(str, self.checks), verdict])
 
 
-def _columns(lab: Lab, table: str) -> dict[str, dict]:
+def _columns(lab: Lab, table: str) -> dict[str, Any]:
     inspector = sa.inspect(lab.db.engine)
     if not inspector.has_table(table):
         return {}
@@ -112,10 +112,10 @@ def values_preserved(lab: Lab, table: str, column: str, expected: list[str], hin
     if column not in columns:
         return Check(f"the rows of {table}.{column} survived", False, hint)
     with lab.db.engine.connect() as conn:
-        values = sorted(v for v in conn.scalars(sa.select(sa.column(column)).select_from(sa.table(table))) if v)
+        found: list[Any] = list(conn.scalars(sa.select(sa.column(column)).select_from(sa.table(table))))
+        values = sorted(v for v in found if v)
     return Check(f"the rows of {table}.{column} survived", values == sorted(expected), hint)
 
 
 def answer_is(answer: object, expected: object, what: str, hint: str) -> Check:
     return Check(what, answer == expected, hint)
-

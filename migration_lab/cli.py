@@ -22,8 +22,11 @@ def _confirm(question: str) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m migration_lab", description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", choices=BACKENDS,
-                        help="force the database backend (default: LAB_DATABASE_URL > running compose stack > embedded)")
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="force the database backend (default: LAB_DATABASE_URL > running compose stack > embedded)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("up", help="start the lab database (if needed) and say where it is")
     sub.add_parser("status", help="which backend, where, running or not, current revision")

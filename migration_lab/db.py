@@ -119,9 +119,10 @@ class LabDatabase:
             while not conn.scalar(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY}):
                 conn.rollback()
                 if time.monotonic() > deadline:
-                    raise Busy(f"Another process has held the lab's migration lock for {wait:.0f} s.",
-                               "Wait for the other command (another notebook or terminal) to finish, "
-                               "then try again.")
+                    raise Busy(
+                        f"Another process has held the lab's migration lock for {wait:.0f} s.",
+                        "Wait for the other command (another notebook or terminal) to finish, then try again.",
+                    )
                 time.sleep(0.05)
             conn.commit()
             yield conn
@@ -144,8 +145,9 @@ class LabDatabase:
         schema still gets a clean slate.
         """
         conn.execute(sa.text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
-        owns_schema = conn.scalar(sa.text(
-            "SELECT pg_has_role(current_user, nspowner, 'USAGE') FROM pg_namespace WHERE nspname = 'public'"))
+        owns_schema = conn.scalar(
+            sa.text("SELECT pg_has_role(current_user, nspowner, 'USAGE') FROM pg_namespace WHERE nspname = 'public'")
+        )
         try:
             if owns_schema or owns_schema is None:
                 conn.execute(sa.text("DROP SCHEMA IF EXISTS public CASCADE"))
@@ -156,16 +158,18 @@ class LabDatabase:
                     raise LabError(
                         f"Schema public holds objects another role owns: {', '.join(others[:5])}.",
                         "Ask the server's administrator to give them to your role (REASSIGN OWNED), "
-                        "or use a database of your own.")
+                        "or use a database of your own.",
+                    )
                 for kind, name in conn.execute(sa.text(_OWN_OBJECTS)).all():
                     conn.execute(sa.text(f"DROP {kind} IF EXISTS public.{_quote(name)} CASCADE"))
             conn.commit()
         except sa.exc.OperationalError as error:
             conn.rollback()
             if getattr(error.orig, "pgcode", None) == "55P03":  # lock_not_available
-                raise LabError("Another session is using the lab's tables, so they cannot be dropped now.",
-                               "Finish or close it (an open transaction in psql, another notebook), "
-                               "then try again.") from error
+                raise LabError(
+                    "Another session is using the lab's tables, so they cannot be dropped now.",
+                    "Finish or close it (an open transaction in psql, another notebook), then try again.",
+                ) from error
             raise
 
     def problems(self) -> list[str]:
@@ -175,11 +179,15 @@ class LabDatabase:
             foreign = _foreign_objects(conn)
         found = []
         if not can_create:
-            found.append("your role may not create tables in schema public "
-                         "(GRANT CREATE ON SCHEMA public TO <role>, or a database of your own)")
+            found.append(
+                "your role may not create tables in schema public "
+                "(GRANT CREATE ON SCHEMA public TO <role>, or a database of your own)"
+            )
         if foreign:
-            found.append(f"schema public holds objects another role owns ({', '.join(foreign[:5])}): "
-                         "the lab could not reset them (REASSIGN OWNED BY <owner> TO <role>)")
+            found.append(
+                f"schema public holds objects another role owns ({', '.join(foreign[:5])}): "
+                "the lab could not reset them (REASSIGN OWNED BY <owner> TO <role>)"
+            )
         return found
 
     # --- throw-away copies, for rehearsals ------------------------------------------
@@ -187,8 +195,9 @@ class LabDatabase:
     def _admin(self) -> sa.Engine:
         """An autocommit engine on the server's maintenance database (CREATE/DROP DATABASE)."""
         url = make_url(self.url).set(database="postgres")
-        return sa.create_engine(url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool,
-                                connect_args={"connect_timeout": 5})
+        return sa.create_engine(
+            url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool, connect_args={"connect_timeout": 5}
+        )
 
     @contextmanager
     def copy(self, wait: float = 2.0) -> Iterator[LabDatabase]:
@@ -205,12 +214,15 @@ class LabDatabase:
             try:
                 conn = admin.connect()
             except sa.exc.OperationalError as error:
-                raise CopyUnavailable(f"cannot reach the server's maintenance database "
-                                      f"({str(error.orig).strip().splitlines()[0]})") from error
+                raise CopyUnavailable(
+                    f"cannot reach the server's maintenance database ({str(error.orig).strip().splitlines()[0]})"
+                ) from error
             with conn:
                 self._clone(conn, name, wait)
-            copy = LabDatabase(make_url(self.url).set(database=name).render_as_string(hide_password=False),
-                               where=f"a throw-away copy of {self.name}")
+            copy = LabDatabase(
+                make_url(self.url).set(database=name).render_as_string(hide_password=False),
+                where=f"a throw-away copy of {self.name}",
+            )
             try:
                 yield copy
             finally:
@@ -239,9 +251,13 @@ class LabDatabase:
 
     def _close_idle_sessions(self, conn: sa.Connection) -> list[str]:
         """Close the idle sessions on the original; describe the ones doing something."""
-        rows = conn.execute(sa.text(
-            "SELECT pid, state, coalesce(nullif(application_name, ''), usename) AS who "
-            "FROM pg_stat_activity WHERE datname = :db AND pid <> pg_backend_pid()"), {"db": self.name}).all()
+        rows = conn.execute(
+            sa.text(
+                "SELECT pid, state, coalesce(nullif(application_name, ''), usename) AS who "
+                "FROM pg_stat_activity WHERE datname = :db AND pid <> pg_backend_pid()"
+            ),
+            {"db": self.name},
+        ).all()
         busy = []
         for pid, state, who in rows:
             if state == "idle":
@@ -269,7 +285,12 @@ WHERE n.nspname = 'public' AND t.typtype IN ('e', 'd', 'c') AND pg_has_role(t.ty
 
 def _foreign_objects(conn: sa.Connection) -> list[str]:
     """Tables and types in schema public that this role does not own (and so cannot drop)."""
-    return list(conn.scalars(sa.text(
-        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'S') "
-        "AND NOT pg_has_role(c.relowner, 'USAGE') ORDER BY 1")))
+    return list(
+        conn.scalars(
+            sa.text(
+                "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'S') "
+                "AND NOT pg_has_role(c.relowner, 'USAGE') ORDER BY 1"
+            )
+        )
+    )

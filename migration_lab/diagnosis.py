@@ -9,6 +9,7 @@ apart by their text.
 
 from __future__ import annotations
 
+import contextlib
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,27 +23,43 @@ UP_HINT = "Start it with `python -m migration_lab up` (or `make lab`), then run 
 
 # PostgreSQL SQLSTATEs the course meets, with what to do.
 SQLSTATE_HINTS: dict[str, str] = {
-    "42P07": ("The table was made outside Alembic (by hand or an old create_all()). Drop it, or, if the "
-              "database already matches the models, run `alembic stamp head` to record that."),
-    "42710": ("A type (or constraint) of that name is already there: an earlier downgrade left it behind. "
-              "Stamping would record a schema that does not exist; drop the leftover "
-              "(`DROP TYPE <name>`), fix that downgrade() to drop it too, then upgrade again."),
+    "42P07": (
+        "The table was made outside Alembic (by hand or an old create_all()). Drop it, or, if the "
+        "database already matches the models, run `alembic stamp head` to record that."
+    ),
+    "42710": (
+        "A type (or constraint) of that name is already there: an earlier downgrade left it behind. "
+        "Stamping would record a schema that does not exist; drop the leftover "
+        "(`DROP TYPE <name>`), fix that downgrade() to drop it too, then upgrade again."
+    ),
     "42P01": "The migration refers to a table the database does not have. Check `alembic current` and the script.",
     "42703": "The migration refers to a column the database does not have. Check `alembic current` and the script.",
     "42704": "The migration refers to an object (an index, a type, a constraint) the database does not have.",
-    "23505": ("Two rows would have the same value where it must be unique. If an earlier, half-finished run "
-              "already inserted these rows (an autocommit_block), make the statement safe to run twice "
-              "(ON CONFLICT DO NOTHING, WHERE NOT EXISTS); otherwise clean up the duplicates first."),
-    "23502": ("Existing rows have no value for a NOT NULL column. Give the column a server_default, or add it "
-              "nullable, fill it, then make it NOT NULL."),
-    "42804": ("PostgreSQL needs to be told how to convert the existing values: add "
-              "postgresql_using='<column>::<new type>' to that op.alter_column(...), and the reverse in downgrade()."),
-    "55P04": ("A new enum value cannot be used in the transaction that added it. Add the value in a revision of "
-              "its own, inside `with op.get_context().autocommit_block():`, and use it in a later revision."),
-    "25001": ("That statement cannot run inside a transaction (CREATE INDEX CONCURRENTLY, ALTER TYPE ... ADD VALUE "
-              "on old servers): put it inside `with op.get_context().autocommit_block():`."),
-    "55P03": ("Another session holds a lock on that table. Find it in pg_stat_activity, let it finish, and run "
-              "the migration again; a lock_timeout makes the migration fail fast instead of waiting."),
+    "23505": (
+        "Two rows would have the same value where it must be unique. If an earlier, half-finished run "
+        "already inserted these rows (an autocommit_block), make the statement safe to run twice "
+        "(ON CONFLICT DO NOTHING, WHERE NOT EXISTS); otherwise clean up the duplicates first."
+    ),
+    "23502": (
+        "Existing rows have no value for a NOT NULL column. Give the column a server_default, or add it "
+        "nullable, fill it, then make it NOT NULL."
+    ),
+    "42804": (
+        "PostgreSQL needs to be told how to convert the existing values: add "
+        "postgresql_using='<column>::<new type>' to that op.alter_column(...), and the reverse in downgrade()."
+    ),
+    "55P04": (
+        "A new enum value cannot be used in the transaction that added it. Add the value in a revision of "
+        "its own, inside `with op.get_context().autocommit_block():`, and use it in a later revision."
+    ),
+    "25001": (
+        "That statement cannot run inside a transaction (CREATE INDEX CONCURRENTLY, ALTER TYPE ... ADD VALUE "
+        "on old servers): put it inside `with op.get_context().autocommit_block():`."
+    ),
+    "55P03": (
+        "Another session holds a lock on that table. Find it in pg_stat_activity, let it finish, and run "
+        "the migration again; a lock_timeout makes the migration fail fast instead of waiting."
+    ),
     "57014": "The statement ran longer than statement_timeout allows. Do the work in smaller batches.",
     "53100": "The disk is full. Free some space, then run the command again: the failed revision was rolled back.",
     "42501": "The database role may not do that. Use a role that owns the tables (or ask the server's admin).",
@@ -63,31 +80,39 @@ def _first_line(text: object) -> str:
 def diagnose(error: BaseException, service_dir: Path) -> Diagnosis:
     """One readable line and what to do, for an error an alembic command raised."""
     if isinstance(error, SyntaxError):
-        where = Path(error.filename or "?")
-        try:
-            where = where.resolve().relative_to(service_dir.parent.resolve())
-        except ValueError:
-            pass
-        return Diagnosis(f"{type(error).__name__} in {where}, line {error.lineno}: {error.msg}",
-                         "Python could not read that file. Fix the line named above, save, and run the command "
-                         "again; the database was not touched.")
+        where: Path | str = Path(error.filename or "?")
+        with contextlib.suppress(ValueError):  # a file outside the project: keep its full path
+            where = Path(where).resolve().relative_to(service_dir.parent.resolve())
+        return Diagnosis(
+            f"{type(error).__name__} in {where}, line {error.lineno}: {error.msg}",
+            "Python could not read that file. Fix the line named above, save, and run the command "
+            "again; the database was not touched.",
+        )
     if isinstance(error, ImportError):
-        return Diagnosis(str(error), "Alembic cannot import your models. Check migrations/env.py: does sys.path "
-                                     "point at ai-service/, and does `from main import ...` name models that "
-                                     "exist in main.py?")
+        return Diagnosis(
+            str(error),
+            "Alembic cannot import your models. Check migrations/env.py: does sys.path "
+            "point at ai-service/, and does `from main import ...` name models that "
+            "exist in main.py?",
+        )
     if isinstance(error, sa.exc.DBAPIError):
         code = getattr(error.orig, "pgcode", None)
         text = f"{type(error.orig).__name__}: {_first_line(error.orig)}"
         if code is None and isinstance(error, sa.exc.OperationalError):
-            return Diagnosis(f"The connection to the lab database was lost: {_first_line(error.orig)}",
-                             "The database stopped or restarted during the command. " + UP_HINT
-                             + " Then check `alembic current`: a revision that was running was rolled back.")
+            return Diagnosis(
+                f"The connection to the lab database was lost: {_first_line(error.orig)}",
+                "The database stopped or restarted during the command. "
+                + UP_HINT
+                + " Then check `alembic current`: a revision that was running was rolled back.",
+            )
         return Diagnosis(text, SQLSTATE_HINTS.get(code or ""))
     if isinstance(error, CommandError):
         return Diagnosis(str(error), _command_hint(error))
     if isinstance(error, SystemExit):
-        return Diagnosis(_first_line(error.code) or "env.py stopped the command (SystemExit)",
-                         "Read the message above; it comes from migrations/env.py.")
+        return Diagnosis(
+            _first_line(error.code) or "env.py stopped the command (SystemExit)",
+            "Read the message above; it comes from migrations/env.py.",
+        )
     frames = traceback.extract_tb(error.__traceback__)
     ours = [f for f in frames if f.filename.startswith(str(service_dir))]
     where = f" ({Path(ours[-1].filename).name}, line {ours[-1].lineno})" if ours else ""
@@ -97,18 +122,24 @@ def diagnose(error: BaseException, service_dir: Path) -> Diagnosis:
 def _command_hint(error: CommandError) -> str | None:
     cause = error.__cause__
     if isinstance(error, DatabaseNotAtHead) or str(error).startswith("Target database is not up to date"):
-        return "The database is behind the revision files. Run `alembic upgrade head`, then generate the revision again."
+        return (
+            "The database is behind the revision files. Run `alembic upgrade head`, then generate the revision again."
+        )
     if isinstance(error, AutogenerateDiffsDetected):
         return "The models and the database differ: generate a revision for it, review it, and upgrade."
     if isinstance(cause, MultipleHeads):
-        return ("Two revisions share a parent. See them with `alembic heads`, then join them: "
-                "`alembic merge heads -m \"merge heads\"`.")
+        return (
+            "Two revisions share a parent. See them with `alembic heads`, then join them: "
+            '`alembic merge heads -m "merge heads"`.'
+        )
     if isinstance(cause, ResolutionError):
-        return ("That revision is not in migrations/versions/ (`alembic history` lists the ones that are). "
-                "If the database is at a revision whose file was deleted: bring the file back "
-                "(`git checkout -- ai-service/migrations/versions/`), or, if it is gone for good, "
-                "`alembic stamp --purge <a revision that is there>` after checking the schema matches it, "
-                "or reset the chapter.")
+        return (
+            "That revision is not in migrations/versions/ (`alembic history` lists the ones that are). "
+            "If the database is at a revision whose file was deleted: bring the file back "
+            "(`git checkout -- ai-service/migrations/versions/`), or, if it is gone for good, "
+            "`alembic stamp --purge <a revision that is there>` after checking the schema matches it, "
+            "or reset the chapter."
+        )
     if isinstance(cause, RangeNotAncestorError):
         return "Those two revisions are not on one line of history: check `alembic history`."
     if isinstance(cause, RevisionError) and "Ambiguous walk" in str(error):

@@ -41,9 +41,10 @@ class Lab:
         only when its content changes.
         """
         self.backend.start(progress)
-        write_private(self.env_file,
+        write_private(
+            self.env_file,
             "# Written by `python -m migration_lab up`: the lab database, for a local `alembic ...`.\n"
-            f"DATABASE_URL={self.backend.url()}\n"
+            f"DATABASE_URL={self.backend.url()}\n",
         )
         return f"Lab database is up: {self.backend.where()}"
 
@@ -67,8 +68,10 @@ class Lab:
         import sqlalchemy as sa
 
         lines = [f"✔ Python {platform.python_version()}"]
-        lines += [f"✔ {package} {version(package)}"
-                  for package in ("alembic", "SQLAlchemy", "psycopg2-binary", "jupyterlab", "ipywidgets")]
+        lines += [
+            f"✔ {package} {version(package)}"
+            for package in ("alembic", "SQLAlchemy", "psycopg2-binary", "jupyterlab", "ipywidgets")
+        ]
         lines.append(f"✔ backend: {self.backend.name}: {self.backend.where()}")
         try:
             with self.db.connect() as conn:
@@ -88,7 +91,9 @@ class Lab:
         ]
         if running:
             heads = self.db.heads()
-            lines.append(f"revision: {', '.join(heads) if heads else '(none: empty database, run alembic upgrade head)'}")
+            lines.append(
+                f"revision: {', '.join(heads) if heads else '(none: empty database, run alembic upgrade head)'}"
+            )
         else:
             lines.append(f"start:    {self.backend.start_hint()}")
         return "\n".join(lines)

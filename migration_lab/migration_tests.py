@@ -18,10 +18,9 @@ from sqlalchemy.engine import make_url
 from .errors import LabError
 from .lab import Lab
 
-BUILT_IN = ("test_single_head_revision", "test_upgrade", "test_model_definitions_match_ddl",
-            "test_up_down_consistency")
+BUILT_IN = ("test_single_head_revision", "test_upgrade", "test_model_definitions_match_ddl", "test_up_down_consistency")
 
-CONFTEST = '''
+CONFTEST = """
 import pytest
 import sqlalchemy as sa
 from alembic.config import Config
@@ -39,7 +38,7 @@ def alembic_engine():
     engine = sa.create_engine({url!r})
     yield engine
     engine.dispose()
-'''
+"""
 
 
 def run(lab: Lab, tests: tuple[str, ...] = BUILT_IN) -> tuple[bool, str]:
@@ -51,20 +50,42 @@ def run(lab: Lab, tests: tuple[str, ...] = BUILT_IN) -> tuple[bool, str]:
         with admin.connect() as conn:
             conn.execute(sa.text(f'CREATE DATABASE "{scratch}"'))
     except sa.exc.DBAPIError as error:
-        raise LabError(f"Cannot create a scratch database for the migration tests: {error.orig}",
-                       "Use the embedded database, or a server where you may CREATE DATABASE.") from error
+        raise LabError(
+            f"Cannot create a scratch database for the migration tests: {error.orig}",
+            "Use the embedded database, or a server where you may CREATE DATABASE.",
+        ) from error
     try:
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             url = admin_url.set(database=scratch).render_as_string(hide_password=False)
-            (folder / "conftest.py").write_text(CONFTEST.format(
-                ini=str(lab.project.service_dir / "alembic.ini"), url=url))
+            (folder / "conftest.py").write_text(
+                CONFTEST.format(ini=str(lab.project.service_dir / "alembic.ini"), url=url)
+            )
             (folder / "test_migrations.py").write_text(
-                f"from pytest_alembic.tests import {', '.join(tests)}  # noqa: F401\n")
+                f"from pytest_alembic.tests import {', '.join(tests)}  # noqa: F401\n"
+            )
             done = subprocess.run(
-                [sys.executable, "-m", "pytest", "-v", "--tb=no", "-rf", "--color=no", "-p", "no:cacheprovider",
-                 "--rootdir", tmp, "--no-header", str(folder)],
-                capture_output=True, text=True, timeout=300, cwd=tmp, env={**os.environ, "COLUMNS": "400"})
+                [
+                    sys.executable,
+                    "-m",
+                    "pytest",
+                    "-v",
+                    "--tb=no",
+                    "-rf",
+                    "--color=no",
+                    "-p",
+                    "no:cacheprovider",
+                    "--rootdir",
+                    tmp,
+                    "--no-header",
+                    str(folder),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=300,
+                cwd=tmp,
+                env={**os.environ, "COLUMNS": "400"},
+            )
     finally:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)'))

@@ -12,25 +12,36 @@ stay comparable.
 
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from alembic.script import Script
 from IPython.display import Markdown, display
 
-from . import api, graph, migration_tests, schema
+from . import api, graph, migration_tests, policy, schema
 from .chapters import ChapterSpec, spec
 from .checks import Report
 from .errors import LabError
 from .lab import Lab
-from .review import review, squawk
-from . import policy
 from .rehearsal import rehearse
+from .review import review, squawk
 from .runner import CommandLineError, RunResult
-from alembic.script import Script
 from .widgets import CheckButton, MigrationConsole, user_namespace
-from .workspace import (ModelEdit, add_column, apply_edit, find_script, load_models, newest_script, rename_column,
-                        replace_function_body, replace_text, restore_checkpoint, teammate_arrives)
+from .workspace import (
+    ModelEdit,
+    add_column,
+    apply_edit,
+    find_script,
+    load_models,
+    newest_script,
+    rename_column,
+    replace_function_body,
+    replace_text,
+    restore_checkpoint,
+    teammate_arrives,
+)
 
 
 class Chapter:
@@ -146,8 +157,10 @@ class Chapter:
     def nuke(self, confirm: bool = False) -> None:
         """Drop all data: the lab's `docker compose down -v`. Asks for confirm=True first."""
         if not confirm:
-            print(f"This deletes every table and row in {self.lab.backend.where()}.\n"
-                  "If you mean it: ch.nuke(confirm=True)")
+            print(
+                f"This deletes every table and row in {self.lab.backend.where()}.\n"
+                "If you mean it: ch.nuke(confirm=True)"
+            )
             return
         print(self.lab.nuke(progress=lambda message: None))
 
@@ -191,15 +204,19 @@ class Chapter:
         """Replace text in ai-service/main.py, and show the diff."""
         self._edit(self.lab.project.service_dir / "main.py", replace_text(old, new))
 
-    def rewrite_revision(self, upgrade: str | None = None, downgrade: str | None = None,
-                         revision: str | None = None) -> None:
+    def rewrite_revision(
+        self, upgrade: str | None = None, downgrade: str | None = None, revision: str | None = None
+    ) -> None:
         """Replace the body of upgrade() and/or downgrade(), and show the diff.
 
         In the newest revision file, or the one whose name contains `revision` (an id or a slug).
         """
         path = Path(self._script(revision).path)
-        edits = [replace_function_body(name, body) for name, body in
-                 (("upgrade", upgrade), ("downgrade", downgrade)) if body is not None]
+        edits = [
+            replace_function_body(name, body)
+            for name, body in (("upgrade", upgrade), ("downgrade", downgrade))
+            if body is not None
+        ]
 
         def both(source: str) -> str:
             for edit in edits:
@@ -283,7 +300,7 @@ def _progress_bar():
     return on_log
 
 
-def _table(rows: list | tuple, header: list[str]) -> str:
+def _table(rows: Sequence[Sequence[Any]], header: list[str]) -> str:
     """Rows as a small fixed-width text table."""
     cells = [[("NULL" if v is None else str(v)) for v in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(header)]

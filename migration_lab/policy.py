@@ -43,8 +43,9 @@ class Plan:
         if rehearsal is None:
             return f"{lead} does not change the database."
         if not rehearsal.rehearsed:
-            return (f"{lead} could not be rehearsed ({rehearsal.unavailable}): the kit cannot tell what it "
-                    "would destroy.")
+            return (
+                f"{lead} could not be rehearsed ({rehearsal.unavailable}): the kit cannot tell what it would destroy."
+            )
         move = ""
         if rehearsal.after is not None and rehearsal.before != rehearsal.after:
             move = f" takes the database from {_at(rehearsal.before)} to {_at(rehearsal.after)}"
@@ -75,8 +76,12 @@ def plan(runner: Runner, line: str | list[str] | Command) -> Plan:
 def execute(runner: Runner, checked: Plan, on_log: Callable[[str], None] | None = None) -> RunResult:
     """Run exactly what was planned, if the database is still where it was; say it as typed."""
     result = runner.run(checked.resolved, on_log=on_log, expect=checked.before)
-    return dataclasses.replace(result, args=checked.command.args, local_command=checked.command.local,
-                               workflow_command=checked.command.workflow)
+    return dataclasses.replace(
+        result,
+        args=checked.command.args,
+        local_command=checked.command.local,
+        workflow_command=checked.command.workflow,
+    )
 
 
 def moved(result: RunResult) -> bool:

@@ -48,14 +48,18 @@ class Rehearsal:
 
     def __str__(self) -> str:
         if self.result is None:
-            return (f"Could not rehearse {self.command.local}: {self.unavailable}.\n"
-                    "Nothing was run; the kit cannot tell what it would destroy.")
+            return (
+                f"Could not rehearse {self.command.local}: {self.unavailable}.\n"
+                "Nothing was run; the kit cannot tell what it would destroy."
+            )
         lines = [f"Rehearsal on a throw-away copy of the database (yours is untouched): {self.command.local}"]
         if not self.result.ok:
             lines.append(f"It would FAIL: {self.result.error}")
             if self.result.stray_commits:
-                lines.append(f"... after committing {self.result.stray_commits} statement(s) itself "
-                             "(autocommit_block or COMMIT): those would stay.")
+                lines.append(
+                    f"... after committing {self.result.stray_commits} statement(s) itself "
+                    "(autocommit_block or COMMIT): those would stay."
+                )
         if self.result.before != self.result.after and self.result.after is not None:
             lines.append(f"It would move the database: {_at(self.result.before)} → {_at(self.result.after)}")
         lines += self.changes.lines() or ["No change to tables or columns."]
@@ -101,5 +105,5 @@ def _on_copy(runner: Runner, copy: LabDatabase, command: Command, show_table: st
             dropped = {key: schema.fingerprint(conn, *key) for key in changes.dropped_columns}
     renames = schema.renames(changes, dropped, added)
     losses = schema.losses(changes, counts_before, counts_after, renames)
-    columns, rows = preview or ((), None)
-    return Rehearsal(command, result, changes, tuple(losses), tuple(renames), rows, tuple(columns))
+    columns, shown = preview or ((), None)
+    return Rehearsal(command, result, changes, tuple(losses), tuple(renames), shown, tuple(columns))

@@ -67,8 +67,12 @@ class _Op:
 
 
 def _literal(node: ast.AST):
-    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "f"
-            and len(node.args) == 1):
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "f"
+        and len(node.args) == 1
+    ):
         node = node.args[0]  # op.f('ix_name'): a name already following the naming convention
     try:
         return ast.literal_eval(node)
@@ -82,10 +86,19 @@ def operations(path: Path, function: str = "upgrade") -> list[_Op]:
     body = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == function), None)
     found = []
     for node in ast.walk(body) if body else ():
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                and isinstance(node.func.value, ast.Name) and node.func.value.id == "op"):
-            found.append(_Op(node.func.attr, tuple(_literal(a) for a in node.args),
-                             {k.arg: _literal(k.value) for k in node.keywords}))
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == "op"
+        ):
+            found.append(
+                _Op(
+                    node.func.attr,
+                    tuple(_literal(a) for a in node.args),
+                    {k.arg: _literal(k.value) for k in node.keywords},
+                )
+            )
     return found
 
 
@@ -102,7 +115,7 @@ def _rows(lab: Lab, table: str) -> int:
     with lab.db.engine.connect() as conn:
         if not sa.inspect(conn).has_table(table):
             return 0
-        return conn.scalar(sa.select(sa.func.count()).select_from(sa.table(table)))
+        return conn.scalar(sa.select(sa.func.count()).select_from(sa.table(table))) or 0
 
 
 def _script_findings(lab: Lab, ops: list[_Op]) -> list[Finding]:
@@ -110,45 +123,65 @@ def _script_findings(lab: Lab, ops: list[_Op]) -> list[Finding]:
     added = {(op.args[0], col[0]): col[1] for op in ops if op.name == "add_column" and (col := _column_call(op))}
     dropped = [(op.args[0], op.args[1]) for op in ops if op.name == "drop_column" and len(op.args) > 1]
     for table, old in dropped:
-        for (added_table, new) in added:
+        for added_table, new in added:
             if added_table == table:
-                findings.append(Finding(
-                    "warning", "rename-as-drop-add",
-                    f"{table}: drops {old} and adds {new}. If that is a rename, the values of {old} are lost.",
-                    f"op.alter_column({table!r}, {old!r}, new_column_name={new!r}) instead (and the reverse "
-                    "in downgrade())."))
+                findings.append(
+                    Finding(
+                        "warning",
+                        "rename-as-drop-add",
+                        f"{table}: drops {old} and adds {new}. If that is a rename, the values of {old} are lost.",
+                        f"op.alter_column({table!r}, {old!r}, new_column_name={new!r}) instead (and the reverse "
+                        "in downgrade()).",
+                    )
+                )
     for (table, column), kwargs in added.items():
         if kwargs.get("nullable") is False and "server_default" not in kwargs:
             rows = _rows(lab, table)
-            findings.append(Finding(
-                "error" if rows else "warning", "not-null-without-default",
-                f"{table}.{column} is added NOT NULL without a server default: "
-                + (f"this fails on the {rows} rows {table} has." if rows
-                   else f"{table} is empty here, but this fails wherever it has rows."),
-                "Give it a server_default, or add it nullable, backfill it, then alter it to NOT NULL."))
+            findings.append(
+                Finding(
+                    "error" if rows else "warning",
+                    "not-null-without-default",
+                    f"{table}.{column} is added NOT NULL without a server default: "
+                    + (
+                        f"this fails on the {rows} rows {table} has."
+                        if rows
+                        else f"{table} is empty here, but this fails wherever it has rows."
+                    ),
+                    "Give it a server_default, or add it nullable, backfill it, then alter it to NOT NULL.",
+                )
+            )
     for op in ops:
         if op.name == "create_index" and len(op.args) > 1 and not op.kwargs.get("postgresql_concurrently"):
             rows = _rows(lab, op.args[1])
             if rows >= LARGE_TABLE_ROWS:
-                findings.append(Finding(
-                    "warning", "non-concurrent-index",
-                    f"index {op.args[0]} on {op.args[1]} ({rows} rows) is built without CONCURRENTLY: "
-                    "writes to the table wait until it is done.",
-                    "op.create_index(..., postgresql_concurrently=True) inside "
-                    "`with op.get_context().autocommit_block():`"))
+                findings.append(
+                    Finding(
+                        "warning",
+                        "non-concurrent-index",
+                        f"index {op.args[0]} on {op.args[1]} ({rows} rows) is built without CONCURRENTLY: "
+                        "writes to the table wait until it is done.",
+                        "op.create_index(..., postgresql_concurrently=True) inside "
+                        "`with op.get_context().autocommit_block():`",
+                    )
+                )
     return findings
 
 
 def _model_enums(lab: Lab) -> dict[str, tuple[str, ...]]:
     """Enum types the models in main.py declare: {type name: values}. Loaded afresh."""
-    return {column.type.name: tuple(column.type.enums)
-            for table in load_models(lab.project).Base.metadata.tables.values() for column in table.columns
-            if isinstance(column.type, sa.Enum) and column.type.name}
+    return {
+        column.type.name: tuple(column.type.enums)
+        for table in load_models(lab.project).Base.metadata.tables.values()
+        for column in table.columns
+        if isinstance(column.type, sa.Enum) and column.type.name
+    }
 
 
 def _database_enums(lab: Lab) -> dict[str, tuple[str, ...]]:
-    query = sa.text("SELECT t.typname, e.enumlabel FROM pg_type t JOIN pg_enum e ON e.enumtypid = t.oid "
-                    "ORDER BY t.typname, e.enumsortorder")
+    query = sa.text(
+        "SELECT t.typname, e.enumlabel FROM pg_type t JOIN pg_enum e ON e.enumtypid = t.oid "
+        "ORDER BY t.typname, e.enumsortorder"
+    )
     found: dict[str, list[str]] = {}
     with lab.db.engine.connect() as conn:
         for name, label in conn.execute(query):
@@ -165,13 +198,17 @@ def _enum_findings(lab: Lab, scripts: list[Path]) -> list[Finding]:
             continue  # a new type: autogenerate creates it with its table
         for value in values:
             if value not in database[name] and f"'{value}'" not in text:
-                findings.append(Finding(
-                    "warning", "enum-change-unseen",
-                    f"the models give ENUM {name} the value {value!r}, the database does not have it, and "
-                    "autogenerate cannot see enum changes.",
-                    f"op.execute(\"ALTER TYPE {name} ADD VALUE '{value}'\") (in "
-                    "`with op.get_context().autocommit_block():` if the same migration uses it), "
-                    "or let alembic-postgresql-enum write it."))
+                findings.append(
+                    Finding(
+                        "warning",
+                        "enum-change-unseen",
+                        f"the models give ENUM {name} the value {value!r}, the database does not have it, and "
+                        "autogenerate cannot see enum changes.",
+                        f"op.execute(\"ALTER TYPE {name} ADD VALUE '{value}'\") (in "
+                        "`with op.get_context().autocommit_block():` if the same migration uses it), "
+                        "or let alembic-postgresql-enum write it.",
+                    )
+                )
     return findings
 
 
@@ -181,13 +218,20 @@ def squawk(sql: str) -> list[Finding]:
         file.write(sql)
         file.flush()
         # alembic's SQL carries its own BEGIN/COMMIT, which tells squawk about the transaction.
-        done = subprocess.run([str(SQUAWK), "--reporter", "json", file.name],
-                              capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [str(SQUAWK), "--reporter", "json", file.name], capture_output=True, text=True, timeout=60
+        )
     if not done.stdout.strip():
         raise LabError(f"squawk gave no report: {done.stderr.strip()}", "Check that squawk-cli is installed.")
-    return [Finding("error" if item["level"] == "Error" else "warning", f"squawk:{item['rule_name']}",
-                    item["message"], item.get("help") or "")
-            for item in json.loads(done.stdout)]
+    return [
+        Finding(
+            "error" if item["level"] == "Error" else "warning",
+            f"squawk:{item['rule_name']}",
+            item["message"],
+            item.get("help") or "",
+        )
+        for item in json.loads(done.stdout)
+    ]
 
 
 def review(revision: str = "head", lab: Lab | None = None) -> Review:
@@ -208,16 +252,33 @@ def review(revision: str = "head", lab: Lab | None = None) -> Review:
         if rehearsal.result is None:
             findings.append(Finding("info", "not-rehearsed", f"could not be rehearsed: {rehearsal.unavailable}."))
         elif not rehearsal.result.ok:
-            findings.append(Finding("error", "fails", f"rehearsed, the upgrade fails: {rehearsal.result.error}",
-                                    rehearsal.result.hint or "Fix the script and rehearse again."))
-        findings += [Finding("error", "drops-data", f"drops the {loss}.",
-                             "Keep the data: rename instead of drop + add, or copy it first.")
-                     for loss in rehearsal.losses]
+            findings.append(
+                Finding(
+                    "error",
+                    "fails",
+                    f"rehearsed, the upgrade fails: {rehearsal.result.error}",
+                    rehearsal.result.hint or "Fix the script and rehearse again.",
+                )
+            )
+        findings += [
+            Finding(
+                "error",
+                "drops-data",
+                f"drops the {loss}.",
+                "Keep the data: rename instead of drop + add, or copy it first.",
+            )
+            for loss in rehearsal.losses
+        ]
         findings += [Finding("info", "rename-keeps-data", str(rename)) for rename in rehearsal.renames]
     else:
-        findings.append(Finding("info", "not-rehearsed",
-                                f"the database is at {', '.join(heads) or 'base'}, not at this revision's parent "
-                                f"({parent or 'base'}): data effects were not measured."))
+        findings.append(
+            Finding(
+                "info",
+                "not-rehearsed",
+                f"the database is at {', '.join(heads) or 'base'}, not at this revision's parent "
+                f"({parent or 'base'}): data effects were not measured.",
+            )
+        )
     findings += _enum_findings(lab, [path])
 
     sql = lab.runner.run(["upgrade", f"{parent}:{script.revision}" if parent else script.revision, "--sql"])

@@ -105,14 +105,17 @@ class Command:
 def split_command(line: str) -> list[str]:
     """`alembic downgrade -1` or `downgrade -1` as typed, as alembic's arguments."""
     if "\x00" in line:
-        raise CommandLineError("The command line contains a NUL character.",
-                               "Type the command again; revision messages must be plain text.")
+        raise CommandLineError(
+            "The command line contains a NUL character.",
+            "Type the command again; revision messages must be plain text.",
+        )
     try:
         args = shlex.split(line)
     except ValueError as error:
         raise CommandLineError(
             f"The command line has an unmatched quote ({error}): {line}",
-            "Put a message with an apostrophe in double quotes: revision -m \"Add user's phone\".") from error
+            'Put a message with an apostrophe in double quotes: revision -m "Add user\'s phone".',
+        ) from error
     return args[1:] if args[:1] == ["alembic"] else args
 
 
@@ -120,17 +123,19 @@ def parse(args: list[str] | tuple[str, ...] | str) -> Command:
     """A command as typed (a string) or as arguments, checked by alembic's own parser."""
     args = split_command(args) if isinstance(args, str) else list(args)
     if any("\x00" in a for a in args):
-        raise CommandLineError("An argument contains a NUL character.",
-                               "Type the command again; revision messages must be plain text.")
+        raise CommandLineError(
+            "An argument contains a NUL character.", "Type the command again; revision messages must be plain text."
+        )
     errors = io.StringIO()
     try:
         with contextlib.redirect_stderr(errors):
             options = _ALEMBIC.parser.parse_args(args)
     except SystemExit:
         lines = errors.getvalue().strip().splitlines()
-        raise CommandLineError(lines[-1] if lines else "alembic: invalid command",
-                               "Check the spelling: `alembic --help` lists the commands; "
-                               "a message with spaces needs quotes.") from None
+        raise CommandLineError(
+            lines[-1] if lines else "alembic: invalid command",
+            "Check the spelling: `alembic --help` lists the commands; a message with spaces needs quotes.",
+        ) from None
     if not hasattr(options, "cmd"):
         raise CommandLineError("alembic: no command given", "Try `current`, `history` or `upgrade head`.")
     options.raiseerr = True
@@ -186,21 +191,29 @@ class RunResult:
         if not self.changes_database or not self.started:
             return []
         if self.after is None:
-            return ["The database's revision is unknown (it did not answer afterwards): "
-                    "run `alembic current` once it is back."]
+            return [
+                "The database's revision is unknown (it did not answer afterwards): "
+                "run `alembic current` once it is back."
+            ]
         moved = self.before is not None and self.before != self.after
-        lines = [f"Database: {_at(self.before or ())} → {_at(self.after)}" if moved
-                 else f"Database unchanged, at {_at(self.after)}"]
+        lines = [
+            f"Database: {_at(self.before or ())} → {_at(self.after)}"
+            if moved
+            else f"Database unchanged, at {_at(self.after)}"
+        ]
         if not self.ok:
             if moved:
-                lines.append("The revisions before the failing one were applied and recorded; "
-                             "the failing revision was rolled back.")
+                lines.append(
+                    "The revisions before the failing one were applied and recorded; "
+                    "the failing revision was rolled back."
+                )
             if self.stray_commits:
                 lines.append(
                     f"PARTLY APPLIED: the failing revision committed {self.stray_commits} statement(s) itself "
                     "(an autocommit_block or a COMMIT). Those changes are kept, although alembic_version does "
                     "not record the revision. Make them safe to run twice (IF NOT EXISTS, a WHERE that skips "
-                    "done rows), fix the error, and run the command again.")
+                    "done rows), fix the error, and run the command again."
+                )
             elif not moved:
                 lines.append("The failing revision was rolled back: nothing this command did was kept.")
         return lines
@@ -224,8 +237,9 @@ class Runner:
 
     def history(self, rev_range: str | None = None, verbose: bool = False) -> RunResult:
         """`alembic history -i` (marks the database's revision with "(current)")."""
-        return self.run(["history", *(["-r", rev_range] if rev_range else []),
-                         *(["--verbose"] if verbose else []), "-i"])
+        return self.run(
+            ["history", *(["-r", rev_range] if rev_range else []), *(["--verbose"] if verbose else []), "-i"]
+        )
 
     def heads(self, verbose: bool = False) -> RunResult:
         return self.run(["heads", *(["--verbose"] if verbose else [])])
@@ -285,11 +299,26 @@ class Runner:
             args, workflow, local = command.args, command.workflow, command.local
         else:  # a line that could not be parsed: shown as typed
             args, workflow, local = (command,), f"{WORKFLOW_PREFIX} {command}", f"alembic {command}"
-        return RunResult(tuple(args), workflow, local, ok=False, output="", duration=0.0, before=None,
-                         after=None, error=error, hint=hint, refused=why)
+        return RunResult(
+            tuple(args),
+            workflow,
+            local,
+            ok=False,
+            output="",
+            duration=0.0,
+            before=None,
+            after=None,
+            error=error,
+            hint=hint,
+            refused=why,
+        )
 
-    def run(self, args: list[str] | tuple[str, ...] | str | Command, on_log: Callable[[str], None] | None = None,
-            expect: tuple[str, ...] | None = None) -> RunResult:
+    def run(
+        self,
+        args: list[str] | tuple[str, ...] | str | Command,
+        on_log: Callable[[str], None] | None = None,
+        expect: tuple[str, ...] | None = None,
+    ) -> RunResult:
         """Run `alembic <args>` and report what happened; never raises for a failed command.
 
         `expect`: the database heads this command was planned (rehearsed, confirmed)
@@ -299,7 +328,7 @@ class Runner:
         try:
             command = args if isinstance(args, Command) else parse(args)
         except CommandLineError as error:
-            line = args if isinstance(args, str) else shlex.join(args)
+            line = args if isinstance(args, str) else shlex.join(args.args if isinstance(args, Command) else args)
             return self.refuse(line.replace("\x00", "\\x00"), "input", error.what, error.next_step)
         try:
             if not command.needs_database:
@@ -315,8 +344,10 @@ class Runner:
     @contextlib.contextmanager
     def _process_turn(self) -> Iterator[None]:
         if not alembic_process.PROCESS_LOCK.acquire(blocking=False):
-            raise InProcessBusy("Another alembic command is still running; this one was not started.",
-                                "Wait for it to finish, then try again.")
+            raise InProcessBusy(
+                "Another alembic command is still running; this one was not started.",
+                "Wait for it to finish, then try again.",
+            )
         try:
             yield
         finally:
@@ -331,22 +362,29 @@ class Runner:
         with self._process_turn(), self.db.lock() as conn:
             yield conn
 
-    def run_locked(self, conn: sa.Connection, command: Command, on_log: Callable[[str], None] | None = None,
-                   expect: tuple[str, ...] | None = None) -> RunResult:
+    def run_locked(
+        self,
+        conn: sa.Connection,
+        command: Command,
+        on_log: Callable[[str], None] | None = None,
+        expect: tuple[str, ...] | None = None,
+    ) -> RunResult:
         """Run a command on `conn`, which holds the migration lock (a reset holds it for longer)."""
         if expect is not None:
             now = self.db.heads(conn)
             conn.commit()
             if now != expect:
                 return self.refuse(
-                    command, "moved", f"The database moved since this command was checked: it was at {_at(expect)}, "
-                             f"it is now at {_at(now)}. Nothing was done.",
+                    command,
+                    "moved",
+                    f"The database moved since this command was checked: it was at {_at(expect)}, "
+                    f"it is now at {_at(now)}. Nothing was done.",
                     "Look at where it is now (`alembic current`), then run the command again: "
-                    "it will be checked again from there.")
+                    "it will be checked again from there.",
+                )
         return self._execute(command, conn, on_log)
 
-    def _execute(self, command: Command, conn: sa.Connection | None,
-                 on_log: Callable[[str], None] | None) -> RunResult:
+    def _execute(self, command: Command, conn: sa.Connection | None, on_log: Callable[[str], None] | None) -> RunResult:
         started = time.perf_counter()
         before = after = None
         if conn is not None:
@@ -358,8 +396,11 @@ class Runner:
             if conn is not None:
                 cfg.attributes["connection"] = conn
             fn, positional, kwarg = command.options.cmd
-            return fn(cfg, *[getattr(command.options, k, None) for k in positional],
-                      **{k: getattr(command.options, k, None) for k in kwarg})
+            return fn(
+                cfg,
+                *[getattr(command.options, k, None) for k in positional],
+                **{k: getattr(command.options, k, None) for k in kwarg},
+            )
 
         execution = alembic_process.execute(call, conn, self.project.service_dir, on_log)
         if conn is not None:
@@ -380,14 +421,31 @@ class Runner:
         made = sorted((s for s in scripts if isinstance(s, Script)), key=lambda s: s.path)
         new_files = tuple(Path(s.path) for s in made)
         return RunResult(
-            command.args, command.workflow, command.local, ok=execution.error is None,
-            output=execution.output.replace(root, ""), duration=time.perf_counter() - started,
-            before=before, after=after,
+            command.args,
+            command.workflow,
+            command.local,
+            ok=execution.error is None,
+            output=execution.output.replace(root, ""),
+            duration=time.perf_counter() - started,
+            before=before,
+            after=after,
             error=diagnosis.message.replace(root, "") if diagnosis else None,
-            hint=diagnosis.hint if diagnosis else None, new_files=new_files if execution.error is None else (),
+            hint=diagnosis.hint if diagnosis else None,
+            new_files=new_files if execution.error is None else (),
             new_revisions=tuple(s.revision for s in made) if execution.error is None else (),
-            stdout=execution.stdout, changes_database=command.changes_database,
-            stray_commits=execution.stray_commits if execution.error else 0)
+            stdout=execution.stdout,
+            changes_database=command.changes_database,
+            stray_commits=execution.stray_commits if execution.error else 0,
+        )
 
 
-__all__ = ["InProcessBusy", "Command", "CommandLineError", "RunResult", "Runner", "Unreachable", "parse", "split_command"]
+__all__ = [
+    "InProcessBusy",
+    "Command",
+    "CommandLineError",
+    "RunResult",
+    "Runner",
+    "Unreachable",
+    "parse",
+    "split_command",
+]

@@ -63,8 +63,9 @@ class SchemaDiff:
     changed_columns: tuple[tuple[str, str], ...] = ()
 
     def __bool__(self) -> bool:
-        return any((self.added_tables, self.dropped_tables, self.added_columns,
-                    self.dropped_columns, self.changed_columns))
+        return any(
+            (self.added_tables, self.dropped_tables, self.added_columns, self.dropped_columns, self.changed_columns)
+        )
 
     def lines(self) -> list[str]:
         return (
@@ -135,7 +136,7 @@ def counts(conn: sa.Connection, snap: Snapshot) -> Counts:
     for table, cols in snap.items():
         parts = ["count(*)"] + [f"count({quote(c.name)})" for c in cols]
         row = conn.execute(sa.text(f"SELECT {', '.join(parts)} FROM {quote(table)}")).one()
-        found[table] = {None: row[0], **{c.name: n for c, n in zip(cols, row[1:])}}
+        found[table] = {None: row[0], **{c.name: n for c, n in zip(cols, row[1:], strict=True)}}
     return found
 
 
@@ -143,8 +144,7 @@ def losses(changes: SchemaDiff, before: Counts, after: Counts, renames: list[Ren
     """Everything that held data before and holds less after, renamed columns excepted."""
     renamed = {(r.table, r.old) for r in renames}
     found = [Loss(t, None, before[t][None]) for t in changes.dropped_tables if before[t][None]]
-    found += [Loss(t, c, before[t][c]) for t, c in changes.dropped_columns
-              if before[t][c] and (t, c) not in renamed]
+    found += [Loss(t, c, before[t][c]) for t, c in changes.dropped_columns if before[t][c] and (t, c) not in renamed]
     for table, old in before.items():
         new = after.get(table)
         if new is None:
@@ -152,8 +152,11 @@ def losses(changes: SchemaDiff, before: Counts, after: Counts, renames: list[Ren
         if new[None] < old[None]:
             found.append(Loss(table, None, old[None] - new[None], "deleted"))
         elif new[None] == old[None]:
-            found += [Loss(table, c, old[c] - new[c], "cleared") for c in old
-                      if c is not None and c in new and new[c] < old[c]]
+            found += [
+                Loss(table, c, old[c] - new[c], "cleared")
+                for c in old
+                if c is not None and c in new and new[c] < old[c]
+            ]
     return found
 
 
@@ -161,8 +164,7 @@ def fingerprint(conn: sa.Connection, table: str, column: str) -> str | None:
     """A digest of a column's non-null values as a multiset (None when it has none)."""
     quote = conn.dialect.identifier_preparer.quote
     value = f"CAST({quote(column)} AS text)"
-    return conn.scalar(sa.text(
-        f"SELECT md5(string_agg({value}, E'\\n' ORDER BY {value})) FROM {quote(table)}"))
+    return conn.scalar(sa.text(f"SELECT md5(string_agg({value}, E'\\n' ORDER BY {value})) FROM {quote(table)}"))
 
 
 def fingerprints(conn: sa.Connection, columns: tuple[tuple[str, str], ...]) -> dict[str, tuple[str, str]]:
@@ -183,8 +185,9 @@ class Rename:
         return f"column {self.table}.{self.old} renamed to {self.new}: its values are kept"
 
 
-def renames(changes: SchemaDiff, dropped: dict[tuple[str, str], str | None],
-            added: dict[str, tuple[str, str]]) -> list[Rename]:
+def renames(
+    changes: SchemaDiff, dropped: dict[tuple[str, str], str | None], added: dict[str, tuple[str, str]]
+) -> list[Rename]:
     """Dropped columns whose values all reappear in an added column of the same table.
 
     `dropped` holds fingerprints of the dropped columns taken before the change,
@@ -214,8 +217,12 @@ def render_text(snap: Snapshot, changes: SchemaDiff | None = None, only: str | N
     return "\n".join(lines) if lines else "(no tables yet: the database is empty)"
 
 
-_STYLE = {"+": "background:#d4f8d4", "-": "background:#fbd4d4;text-decoration:line-through",
-          "~": "background:#fff3c4", "": ""}
+_STYLE = {
+    "+": "background:#d4f8d4",
+    "-": "background:#fbd4d4;text-decoration:line-through",
+    "~": "background:#fff3c4",
+    "": "",
+}
 
 
 def render_html(snap: Snapshot, changes: SchemaDiff | None = None) -> str:
@@ -232,7 +239,8 @@ def render_html(snap: Snapshot, changes: SchemaDiff | None = None) -> str:
         )
         rows += "".join(
             f'<tr style="{_STYLE["-"]}"><td>-</td><td><code>{html.escape(c)}</code></td><td>dropped</td></tr>'
-            for t, c in changes.dropped_columns if t == table
+            for t, c in changes.dropped_columns
+            if t == table
         )
         blocks.append(
             f'<table style="{_STYLE[changes.mark(table)]}"><caption style="text-align:left">'

@@ -17,11 +17,11 @@ import sqlalchemy as sa
 from IPython.display import Markdown
 
 from . import graph, policy, schema
-from .errors import LabError
-from .runner import RunResult
 from .checks import Report
+from .errors import LabError
 from .lab import Lab
 from .review import review
+from .runner import RunResult
 
 # (button label, alembic command, destructive: asks before running)
 COMMANDS: tuple[tuple[str, str, bool], ...] = (
@@ -58,8 +58,11 @@ class SchemaView(w.HTML):
             return
         self.changes = schema.diff(self._previous, current) if self._previous is not None else schema.SchemaDiff()
         self._previous = current
-        legend = ("<p><small>Changed by the last command: "
-                  + ", ".join(self.changes.lines()) + "</small></p>") if self.changes else ""
+        legend = (
+            ("<p><small>Changed by the last command: " + ", ".join(self.changes.lines()) + "</small></p>")
+            if self.changes
+            else ""
+        )
         self.value = "<b>Live schema</b>" + legend + schema.render_html(current, self.changes)
 
     def __repr__(self) -> str:
@@ -94,14 +97,17 @@ class MigrationConsole(w.VBox):
         self.lab = lab
         self.buttons: dict[str, w.Button] = {}
         for label, line, destructive in COMMANDS:
-            button = w.Button(description=label, tooltip=f"alembic {line}",
-                              button_style="warning" if destructive else "")
+            button = w.Button(
+                description=label, tooltip=f"alembic {line}", button_style="warning" if destructive else ""
+            )
             button.on_click(self._handler(line, destructive))
             self.buttons[label] = button
-        self.message = w.Text(placeholder="message, e.g. Add phone number to profile",
-                              layout=w.Layout(width="24em"))
-        self.buttons["autogenerate"] = w.Button(description="revision --autogenerate", button_style="info",
-                                                tooltip='alembic revision --autogenerate -m "<message>"')
+        self.message = w.Text(placeholder="message, e.g. Add phone number to profile", layout=w.Layout(width="24em"))
+        self.buttons["autogenerate"] = w.Button(
+            description="revision --autogenerate",
+            button_style="info",
+            tooltip='alembic revision --autogenerate -m "<message>"',
+        )
         self.buttons["autogenerate"].on_click(lambda _: self._autogenerate())
         self.question = w.HTML()
         self.confirm = w.Button(description="Yes, run it", button_style="danger")
@@ -134,6 +140,7 @@ class MigrationConsole(w.VBox):
     def _handler(self, line: str, destructive: bool) -> Callable[[w.Button], None]:
         def handle(_: w.Button) -> None:
             self.run(line, ask=destructive)
+
         return handle
 
     def _ask(self, checked: policy.Plan, note: str = "") -> None:
@@ -215,8 +222,10 @@ class MigrationConsole(w.VBox):
         if policy.moved(result):
             # Asked about one position, the database is at another: check again from there and ask again.
             try:
-                self._ask(policy.plan(self.lab.runner, checked.command),
-                          note="<b>The database moved since you were asked.</b> ")
+                self._ask(
+                    policy.plan(self.lab.runner, checked.command),
+                    note="<b>The database moved since you were asked.</b> ",
+                )
             except LabError as error:
                 self.output.append_stdout(f"{error}\n")
         return result
@@ -245,7 +254,7 @@ class Exercise(Protocol):
 
 
 class CheckButton(w.VBox):
-    """"Check my work": runs the chapter's checks against the real database and files."""
+    """ "Check my work": runs the chapter's checks against the real database and files."""
 
     def __init__(self, chapter: Exercise, answer_name: str | None = None) -> None:
         self.chapter = chapter

@@ -57,9 +57,7 @@ def _model_class(tree: ast.Module, model: str) -> ast.ClassDef:
 
 def _attribute(cls: ast.ClassDef, name: str) -> ast.Assign | None:
     for node in cls.body:
-        if isinstance(node, ast.Assign) and any(
-            isinstance(t, ast.Name) and t.id == name for t in node.targets
-        ):
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
             return node
     return None
 
@@ -89,10 +87,12 @@ def rename_column(model: str, old: str, new: str) -> ModelEdit:
     def edit(source: str) -> str:
         node = _attribute(_model_class(_parse(source), model), old)
         if node is None:
-            raise LabError(f"{model} has no attribute {old!r}.", f"Its attributes: {', '.join(model_attributes(source, model))}.")
+            raise LabError(
+                f"{model} has no attribute {old!r}.", f"Its attributes: {', '.join(model_attributes(source, model))}."
+            )
         lines = source.splitlines(keepends=True)
         target = lines[node.lineno - 1]
-        lines[node.lineno - 1] = target[: node.col_offset] + target[node.col_offset:].replace(old, new, 1)
+        lines[node.lineno - 1] = target[: node.col_offset] + target[node.col_offset :].replace(old, new, 1)
         return "".join(lines)
 
     return edit
@@ -108,13 +108,15 @@ def replace_function_body(function: str, body: str) -> ModelEdit:
         tree = _parse(source, "the revision file")
         node = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == function), None)
         if node is None:
-            raise LabError(f"The revision file has no function {function}().", "Reset the chapter and generate it again.")
+            raise LabError(
+                f"The revision file has no function {function}().", "Reset the chapter and generate it again."
+            )
         first = node.body[0]
         keep_docstring = isinstance(first, ast.Expr) and isinstance(getattr(first, "value", None), ast.Constant)
-        start = (first.end_lineno if keep_docstring else first.lineno - 1)
+        start = (first.end_lineno or first.lineno) if keep_docstring else first.lineno - 1
         indent = " " * first.col_offset
         lines = source.splitlines(keepends=True)
-        end = node.body[-1].end_lineno
+        end = node.body[-1].end_lineno or len(lines)
         while end < len(lines) and lines[end].startswith(indent + "#"):
             end += 1  # comments after the last statement (autogenerate's "end" marker) go too
         new_body = [f"{indent}{line}\n" if line.strip() else "\n" for line in body.strip().splitlines()]
@@ -140,13 +142,18 @@ def apply_edit(path: Path, edit: ModelEdit, root: Path) -> str:
     after = edit(before)
     path.write_text(after)
     name = str(path.relative_to(root))
-    return "".join(difflib.unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True),
-                                        f"a/{name}", f"b/{name}"))
+    return "".join(
+        difflib.unified_diff(
+            before.splitlines(keepends=True), after.splitlines(keepends=True), f"a/{name}", f"b/{name}"
+        )
+    )
 
 
 def load_models(project: Project) -> ModuleType:
     """ai-service/main.py imported afresh, under a name of its own (sys.modules is left alone)."""
     spec = importlib.util.spec_from_file_location("_migration_lab_models", project.service_dir / "main.py")
+    if spec is None or spec.loader is None:
+        raise LabError("ai-service/main.py is missing.", "Reset the chapter to bring it back.")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -162,8 +169,10 @@ def find_script(scripts: ScriptDirectory, fragment: str) -> Script:
         pass
     matches = [s for s in scripts.walk_revisions() if fragment.lower() in (s.doc or "").lower()]
     if len(matches) != 1:
-        raise LabError(f"{len(matches)} revisions match {fragment!r}.",
-                       "Use the revision id (`alembic history` lists them), or more of its message.")
+        raise LabError(
+            f"{len(matches)} revisions match {fragment!r}.",
+            "Use the revision id (`alembic history` lists them), or more of its message.",
+        )
     return matches[0]
 
 
@@ -175,10 +184,12 @@ def newest_script(scripts: ScriptDirectory, generated: str | None = None) -> Scr
             return script
     heads = [s for s in scripts.get_revisions("heads") if s is not None]
     if not heads:
-        raise LabError("There are no revision files yet.", "Generate one: alembic revision -m \"...\"")
+        raise LabError("There are no revision files yet.", 'Generate one: alembic revision -m "..."')
     if len(heads) > 1:
-        raise LabError(f"There are {len(heads)} heads ({', '.join(sorted(h.revision for h in heads))}).",
-                       "Name the revision you mean, e.g. ch.show_revision(\"<id>\").")
+        raise LabError(
+            f"There are {len(heads)} heads ({', '.join(sorted(h.revision for h in heads))}).",
+            'Name the revision you mean, e.g. ch.show_revision("<id>").',
+        )
     return heads[0]
 
 
@@ -244,15 +255,18 @@ class ResetReport:
 
     def __str__(self) -> str:
         at = ", ".join(self.revision) or "base (empty)"
-        text = (f"ai-service/ files and the database are reset: database at {at}, "
-                f"{self.tables} tables, {self.rows} rows.")
+        text = (
+            f"ai-service/ files and the database are reset: database at {at}, {self.tables} tables, {self.rows} rows."
+        )
         return f"{text}\n{self.backup}" if self.backup else text
 
 
 def pristine_files() -> dict[Path, bytes]:
     """ai-service's files as a fresh checkout has them ({path under ai-service/: content})."""
-    files = {Path("main.py"): (BASELINE / "main.py").read_bytes(),
-             Path("migrations/env.py"): (BASELINE / "env.py").read_bytes()}
+    files = {
+        Path("main.py"): (BASELINE / "main.py").read_bytes(),
+        Path("migrations/env.py"): (BASELINE / "env.py").read_bytes(),
+    }
     files.update({Path("migrations/versions") / p.name: p.read_bytes() for p in BASELINE.glob("versions/*.py")})
     return files
 
@@ -289,18 +303,24 @@ def restore_checkpoint(lab: Lab, checkpoint: Checkpoint) -> ResetReport:
         lab.db.wipe(conn)
         result = lab.runner.run_locked(conn, parse(["upgrade", checkpoint.target]))
         if not result.ok:
-            raise LabError(f"Reset could not upgrade the database: {result.error}",
-                           "Run `python -m migration_lab nuke`, then reset again.")
+            raise LabError(
+                f"Reset could not upgrade the database: {result.error}",
+                "Run `python -m migration_lab nuke`, then reset again.",
+            )
         with conn.begin():
             for sql in checkpoint.seed:
                 conn.execute(sa.text(sql))
         tables = sa.inspect(conn).get_table_names()
-        rows = sum(conn.scalar(sa.select(sa.func.count()).select_from(sa.table(t))) or 0 for t in tables
-                   if t != "alembic_version")
+        rows = sum(
+            conn.scalar(sa.select(sa.func.count()).select_from(sa.table(t))) or 0
+            for t in tables
+            if t != "alembic_version"
+        )
         conn.commit()
         backups.remember_reset()
-    return ResetReport(result.after or (), len(tables) - ("alembic_version" in tables), rows,
-                       time.perf_counter() - started, backup)
+    return ResetReport(
+        result.after or (), len(tables) - ("alembic_version" in tables), rows, time.perf_counter() - started, backup
+    )
 
 
 def restore_backup(lab: Lab, name: str | None = None) -> str:

@@ -101,8 +101,9 @@ def add_phone_number(project: Project) -> None:
     edit_model(project, EMAIL_LINE, EMAIL_LINE + PHONE_LINE)
 
 
-def write_revision(project: Project, rev: str, down: str | tuple[str, ...] | None,
-                   upgrade: str, downgrade: str = "pass") -> Path:
+def write_revision(
+    project: Project, rev: str, down: str | tuple[str, ...] | None, upgrade: str, downgrade: str = "pass"
+) -> Path:
     """A hand-written revision file, as a learner writes a data migration."""
 
     def body(code: str) -> str:

@@ -46,8 +46,13 @@ def execute_in(project, name: str, database_url: str) -> nbformat.NotebookNode:
     nb = nbformat.read(copy, as_version=4)
     os.environ["LAB_DATABASE_URL"] = database_url  # the kernel inherits it: the url backend
     try:
-        NotebookClient(nb, timeout=300, kernel_name="python3", record_timing=False,
-                       resources={"metadata": {"path": str(copy.parent)}}).execute()
+        NotebookClient(
+            nb,
+            timeout=300,
+            kernel_name="python3",
+            record_timing=False,
+            resources={"metadata": {"path": str(copy.parent)}},
+        ).execute()
     finally:
         del os.environ["LAB_DATABASE_URL"]
     return nb

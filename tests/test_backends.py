@@ -98,7 +98,9 @@ def test_compose_url_comes_from_env_file(project: Project, monkeypatch: pytest.M
         monkeypatch.delenv(name)
     backend = ComposeBackend(project.root)
     assert backend.url() == "postgresql+psycopg2://lab:change-me@127.0.0.1:5432/ai_service"
-    (project.root / ".env").write_text("POSTGRES_USER=me\nPOSTGRES_PASSWORD=p@ss:word\nPOSTGRES_DB=x\nPOSTGRES_PORT=6543\n")
+    (project.root / ".env").write_text(
+        "POSTGRES_USER=me\nPOSTGRES_PASSWORD=p@ss:word\nPOSTGRES_DB=x\nPOSTGRES_PORT=6543\n"
+    )
     assert backend.url() == "postgresql+psycopg2://me:p%40ss%3Aword@127.0.0.1:6543/x"
 
 
@@ -115,7 +117,8 @@ def test_compose_route_runs_alembic_in_process_against_the_composed_database(
     generated = runner.revision('Add phone number to profile "now"', autogenerate=True)
     assert generated.ok, generated.error
     assert generated.workflow_command == (
-        "docker-compose exec ai-api alembic revision --autogenerate -m 'Add phone number to profile \"now\"'")
+        "docker-compose exec ai-api alembic revision --autogenerate -m 'Add phone number to profile \"now\"'"
+    )
     [script] = generated.new_files
     assert script.parent == project.versions_dir and "op.add_column" in script.read_text()
     failed = runner.downgrade("nonsense")

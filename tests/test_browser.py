@@ -22,14 +22,24 @@ from conftest import REPO, copy_project
 
 CHROMIUM = Path(os.environ.get("LAB_CHROMIUM", "/usr/bin/chromium"))
 ARTIFACTS = REPO / ".lab" / "test-artifacts"  # git-ignored
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 
 if not CHROMIUM.exists():
     if os.environ.get("LAB_REQUIRE_BROWSER"):
         pytest.fail(f"LAB_REQUIRE_BROWSER is set but there is no Chromium at {CHROMIUM}", pytrace=False)
-    pytest.skip(f"SKIPPED the real-browser test: no Chromium at {CHROMIUM} "
-                "(apt-get install chromium, or set LAB_CHROMIUM)", allow_module_level=True)
+    pytest.skip(
+        f"SKIPPED the real-browser test: no Chromium at {CHROMIUM} (apt-get install chromium, or set LAB_CHROMIUM)",
+        allow_module_level=True,
+    )
 
 from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
 
@@ -45,16 +55,33 @@ def jupyterlab(tmp_path: Path, database_url: str) -> Iterator[tuple[str, str]]:
     """JupyterLab on 127.0.0.1 with a token, serving a copy of the project; yields (base URL, token)."""
     project = copy_project(tmp_path / "project")
     port, token = _free_port(), secrets.token_hex(16)
+    log = (tmp_path / "jupyter.log").open("w")  # closed when the server is gone
     server = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ServerApp.ip=127.0.0.1",
-         f"--ServerApp.port={port}", f"--IdentityProvider.token={token}",
-         f"--ServerApp.root_dir={project.root}", "--LabApp.news_url=", "--LabApp.check_for_updates_class="
-         "jupyterlab.NeverCheckForUpdate", *(["--allow-root"] if os.geteuid() == 0 else [])],
-        env={**os.environ, "LAB_DATABASE_URL": database_url, "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter"),
-             "JUPYTER_RUNTIME_DIR": str(tmp_path / "jupyter-runtime"),
-             "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "lab-settings"),
-             "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "lab-workspaces")},
-        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "jupyter.log", "w"), start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "lab",
+            "--no-browser",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={port}",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={project.root}",
+            "--LabApp.news_url=",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            *(["--allow-root"] if os.geteuid() == 0 else []),
+        ],
+        env={
+            **os.environ,
+            "LAB_DATABASE_URL": database_url,
+            "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter"),
+            "JUPYTER_RUNTIME_DIR": str(tmp_path / "jupyter-runtime"),
+            "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "lab-settings"),
+            "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "lab-workspaces"),
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+        start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -75,6 +102,7 @@ def jupyterlab(tmp_path: Path, database_url: str) -> Iterator[tuple[str, str]]:
                 server.wait(15)
             except subprocess.TimeoutExpired:
                 os.killpg(server.pid, signal.SIGKILL)
+        log.close()
 
 
 def _wait_for_kernel(base: str, token: str) -> None:
@@ -98,8 +126,7 @@ def _restart_and_run_all(page: Page) -> None:
 def test_chapter_01_runs_and_the_console_works_in_a_browser(jupyterlab: tuple[str, str]) -> None:
     base, token = jupyterlab
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS,
-                                             headless=True)
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         try:
             page.goto(f"{base}/lab/tree/notebooks/01-standard-workflow.ipynb?token={token}")

@@ -1,7 +1,7 @@
 """Each chapter's reset and exercise check: a hint without the solution, a pass with it."""
 
-import sqlalchemy as sa
 import pytest
+import sqlalchemy as sa
 
 from migration_lab import Lab
 from migration_lab.chapters import CHAPTERS, spec
@@ -66,8 +66,15 @@ def test_reset_restores_files_and_database(lab: Lab, engine: sa.Engine) -> None:
     report = restore_checkpoint(lab, spec("01").checkpoint)
     assert main.read_text() == pristine
     assert sorted(p.name for p in lab.project.versions_dir.glob("*.py")) == [
-        "3f1c2a9d4b10_create_user_profiles_and_settings.py", "8b7e5d2c6a41_add_job_entries.py"]
-    assert set(sa.inspect(engine).get_table_names()) == {"alembic_version", "user_profiles", "user_settings", "job_entries"}
+        "3f1c2a9d4b10_create_user_profiles_and_settings.py",
+        "8b7e5d2c6a41_add_job_entries.py",
+    ]
+    assert set(sa.inspect(engine).get_table_names()) == {
+        "alembic_version",
+        "user_profiles",
+        "user_settings",
+        "job_entries",
+    }
     assert report.revision == ("8b7e5d2c6a41",)
 
 
@@ -79,11 +86,15 @@ def test_baseline_checkpoint_matches_the_committed_ai_service() -> None:
     from migration_lab.workspace import BASELINE
 
     pairs = [("main.py", "ai-service/main.py"), ("env.py", "ai-service/migrations/env.py")]
-    pairs += [(f"versions/{p.name}", f"ai-service/migrations/versions/{p.name}") for p in BASELINE.glob("versions/*.py")]
-    committed_versions = subprocess.run(["git", "ls-files", "ai-service/migrations/versions"], cwd=REPO,
-                                        capture_output=True, text=True, check=True).stdout.split()
+    pairs += [
+        (f"versions/{p.name}", f"ai-service/migrations/versions/{p.name}") for p in BASELINE.glob("versions/*.py")
+    ]
+    committed_versions = subprocess.run(
+        ["git", "ls-files", "ai-service/migrations/versions"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
     assert sorted(committed_versions) == sorted(tracked for _, tracked in pairs[2:])
     for kit, tracked in pairs:
-        committed = subprocess.run(["git", "show", f":{tracked}"], cwd=REPO, capture_output=True,
-                                   text=True, check=True).stdout
+        committed = subprocess.run(
+            ["git", "show", f":{tracked}"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout
         assert (BASELINE / kit).read_text() == committed, f"{kit} differs from the committed {tracked}"

@@ -13,13 +13,14 @@ from migration_lab import Project
 ALEMBIC = str(Path(sys.executable).with_name("alembic"))
 
 
-def run(argv: list[str], project: Project, extra_env: dict[str, str], stdin: str | None = None,
-        cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("LAB_DATABASE_URL", "LAB_BACKEND", "DATABASE_URL")}
+def run(
+    argv: list[str], project: Project, extra_env: dict[str, str], stdin: str | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("LAB_DATABASE_URL", "LAB_BACKEND", "DATABASE_URL")}
     env.update(LAB_PROJECT_DIR=str(project.root), **extra_env)
-    return subprocess.run(argv, env=env, cwd=cwd or project.root, input=stdin, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        argv, env=env, cwd=cwd or project.root, input=stdin, capture_output=True, text=True, timeout=120
+    )
 
 
 def lab_cli(*args: str, project: Project, env: dict[str, str], stdin: str | None = None):
@@ -52,8 +53,13 @@ def test_unknown_backend_is_refused_without_traceback(project: Project) -> None:
 
 
 def test_no_project_found_says_what_to_do(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "migration_lab", "status"], cwd=tmp_path,
-                          env={**os.environ, "LAB_PROJECT_DIR": str(tmp_path)}, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "migration_lab", "status"],
+        cwd=tmp_path,
+        env={**os.environ, "LAB_PROJECT_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 1
     assert "No Migration Lab project found" in done.stderr and "LAB_PROJECT_DIR" in done.stderr
     assert "Traceback" not in done.stderr
@@ -89,9 +95,12 @@ def test_workflow_typed_by_hand_after_up(project: Project) -> None:
         # A data migration: an empty revision, then op.execute in upgrade().
         assert alembic("revision", "-m", "set default user status").returncode == 0
         [data] = project.versions_dir.glob("*_set_default_user_status.py")
-        data.write_text(data.read_text().replace(
-            '    """Upgrade schema."""\n    pass',
-            '    """Upgrade schema."""\n    op.execute("UPDATE user_settings SET status = \'active\'")'))
+        data.write_text(
+            data.read_text().replace(
+                '    """Upgrade schema."""\n    pass',
+                '    """Upgrade schema."""\n    op.execute("UPDATE user_settings SET status = \'active\'")',
+            )
+        )
         url = lab_cli("url", project=project, env=env).stdout.splitlines()[-1]
         engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
         with engine.begin() as conn:
@@ -106,7 +115,8 @@ def test_workflow_typed_by_hand_after_up(project: Project) -> None:
         for name in ("mine", "theirs"):
             (project.versions_dir / f"{name}00000000_{name}.py").write_text(
                 f"revision = '{name}00000000'\ndown_revision = '{data_head}'\nbranch_labels = None\n"
-                "depends_on = None\n\n\ndef upgrade():\n    pass\n\n\ndef downgrade():\n    pass\n")
+                "depends_on = None\n\n\ndef upgrade():\n    pass\n\n\ndef downgrade():\n    pass\n"
+            )
         two_heads = alembic("upgrade", "head")
         assert two_heads.returncode != 0 and "Multiple head revisions" in two_heads.stderr
         assert alembic("merge", "heads", "-m", "merge conflict").returncode == 0

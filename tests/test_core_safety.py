@@ -14,7 +14,6 @@ import pytest
 import sqlalchemy as sa
 
 import migration_lab as ml
-
 from conftest import add_phone_number, columns, tables, write_revision
 from migration_lab import Lab, Project, UrlBackend, policy
 from migration_lab.chapters import spec
@@ -36,8 +35,12 @@ def state(engine: sa.Engine) -> tuple:
         names = sorted(sa.inspect(conn).get_table_names())
         rows = {t: conn.execute(sa.text(f'SELECT * FROM "{t}" ORDER BY 1')).all() for t in names}
         cols = {t: [c["name"] for c in sa.inspect(conn).get_columns(t)] for t in names}
-        enums = conn.execute(sa.text("SELECT t.typname, e.enumlabel FROM pg_enum e "
-                                     "JOIN pg_type t ON t.oid = e.enumtypid ORDER BY 1, e.enumsortorder")).all()
+        enums = conn.execute(
+            sa.text(
+                "SELECT t.typname, e.enumlabel FROM pg_enum e "
+                "JOIN pg_type t ON t.oid = e.enumtypid ORDER BY 1, e.enumsortorder"
+            )
+        ).all()
         indexes = sorted(conn.scalars(sa.text("SELECT indexname FROM pg_indexes WHERE schemaname = 'public'")))
     return heads, cols, rows, enums, indexes
 
@@ -56,28 +59,35 @@ def hostile_downgrade(project: Project, body: str) -> None:
     path = next(project.versions_dir.glob(f"{PHONE_HEAD}_*.py"))
     text = path.read_text()
     start = text.index("def downgrade()")
-    path.write_text(text[:start] + "def downgrade() -> None:\n" + "".join(
-        f"    {line}\n" for line in body.strip().splitlines()))
+    path.write_text(
+        text[:start] + "def downgrade() -> None:\n" + "".join(f"    {line}\n" for line in body.strip().splitlines())
+    )
 
 
 HOSTILE_DOWNGRADES = {
     "commit": 'op.execute("COMMIT")\nop.drop_column("user_profiles", "phone_number")',
     "end": 'op.execute("END")\nop.drop_column("user_profiles", "phone_number")',
     "multi-statement": 'op.execute("DELETE FROM job_entries; COMMIT; DELETE FROM user_settings")',
-    "autocommit-block": ('with op.get_context().autocommit_block():\n'
-                         '    op.execute("DELETE FROM job_entries")\n'
-                         'op.drop_column("user_profiles", "phone_number")'),
-    "concurrent-index": ('with op.get_context().autocommit_block():\n'
-                         '    op.execute("CREATE INDEX CONCURRENTLY ix_evil ON user_profiles (name)")\n'
-                         'op.execute("DELETE FROM user_profiles WHERE phone_number IS NULL")'),
-    "raw-dbapi-commit": ('op.get_bind().connection.dbapi_connection.commit()\n'
-                         'op.drop_column("user_profiles", "phone_number")'),
+    "autocommit-block": (
+        "with op.get_context().autocommit_block():\n"
+        '    op.execute("DELETE FROM job_entries")\n'
+        'op.drop_column("user_profiles", "phone_number")'
+    ),
+    "concurrent-index": (
+        "with op.get_context().autocommit_block():\n"
+        '    op.execute("CREATE INDEX CONCURRENTLY ix_evil ON user_profiles (name)")\n'
+        'op.execute("DELETE FROM user_profiles WHERE phone_number IS NULL")'
+    ),
+    "raw-dbapi-commit": (
+        'op.get_bind().connection.dbapi_connection.commit()\nop.drop_column("user_profiles", "phone_number")'
+    ),
 }
 
 
 @pytest.mark.parametrize("kind", sorted(HOSTILE_DOWNGRADES))
 def test_a_hostile_downgrade_is_rehearsed_on_a_copy_and_stopped(
-        chapter03: Chapter, engine: sa.Engine, kind: str, capsys) -> None:
+    chapter03: Chapter, engine: sa.Engine, kind: str, capsys
+) -> None:
     hostile_downgrade(chapter03.lab.project, HOSTILE_DOWNGRADES[kind])
     before = state(engine)
 
@@ -102,11 +112,16 @@ def test_a_hostile_upgrade_is_never_applied_by_review_or_rehearsal(lab: Lab, eng
     lab.runner.upgrade("head")
     with engine.begin() as conn:
         conn.execute(sa.text("INSERT INTO user_profiles (name, email) VALUES ('Ada', 'a@x.org')"))
-    write_revision(lab.project, "ffff00000001", BASELINE_HEAD, """
+    write_revision(
+        lab.project,
+        "ffff00000001",
+        BASELINE_HEAD,
+        """
         op.execute("COMMIT")
         op.add_column('user_profiles', sa.Column('evil', sa.String()))
         op.execute("DELETE FROM user_profiles")
-    """)
+    """,
+    )
     before = state(engine)
     found = review("ffff00000001", lab)
     assert "drops-data" in found.rules()
@@ -124,8 +139,15 @@ def test_rows_deleted_by_a_downgrade_count_as_data_loss(chapter03: Chapter, engi
     assert "STOP" in capsys.readouterr().out and state(engine) == before
 
 
-@pytest.mark.parametrize("line", ["-c alembic.ini downgrade base", "-x a=b downgrade base",
-                                  "--raiseerr downgrade -1", "alembic -x a=b downgrade -1"])
+@pytest.mark.parametrize(
+    "line",
+    [
+        "-c alembic.ini downgrade base",
+        "-x a=b downgrade base",
+        "--raiseerr downgrade -1",
+        "alembic -x a=b downgrade -1",
+    ],
+)
 def test_global_flags_do_not_bypass_the_check(chapter03: Chapter, engine: sa.Engine, line: str, capsys) -> None:
     before = state(engine)
     chapter03.alembic(line)
@@ -164,11 +186,16 @@ def test_a_revision_that_commits_half_way_is_reported_truthfully(lab: Lab, engin
     """autocommit_block in a middle revision, a later one fails: alembic_version tells the truth,
     the report matches it, and after fixing the failure the upgrade goes through (no stuck lab)."""
     lab.runner.upgrade("head")
-    write_revision(lab.project, "aaaa00000001", BASELINE_HEAD, """
+    write_revision(
+        lab.project,
+        "aaaa00000001",
+        BASELINE_HEAD,
+        """
         with op.get_context().autocommit_block():
             op.execute("INSERT INTO user_profiles (name, email) VALUES ('Auto', 'auto@x.org')")
             op.execute("ALTER TYPE job_state ADD VALUE 'paused'")
-    """)
+    """,
+    )
     bad = write_revision(lab.project, "aaaa00000002", "aaaa00000001", 'raise RuntimeError("boom")')
     result = lab.runner.upgrade("head")
     assert not result.ok
@@ -183,11 +210,16 @@ def test_a_revision_that_commits_half_way_is_reported_truthfully(lab: Lab, engin
 
 def test_statements_a_failing_revision_committed_itself_are_reported(lab: Lab, engine: sa.Engine) -> None:
     lab.runner.upgrade("head")
-    write_revision(lab.project, "abab00000001", BASELINE_HEAD, """
+    write_revision(
+        lab.project,
+        "abab00000001",
+        BASELINE_HEAD,
+        """
         with op.get_context().autocommit_block():
             op.execute("INSERT INTO user_profiles (name, email) VALUES ('Auto', 'auto@x.org')")
         raise RuntimeError("boom")
-    """)
+    """,
+    )
     result = lab.runner.upgrade("head")
     assert not result.ok and result.after == (BASELINE_HEAD,) and result.stray_commits >= 1
     text = str(result)
@@ -198,7 +230,9 @@ def test_statements_a_failing_revision_committed_itself_are_reported(lab: Lab, e
 
 def test_the_database_dying_mid_command_is_a_result_not_a_traceback(lab: Lab) -> None:
     lab.runner.upgrade("head")
-    write_revision(lab.project, "dead00000001", BASELINE_HEAD, 'op.execute("SELECT pg_terminate_backend(pg_backend_pid())")')
+    write_revision(
+        lab.project, "dead00000001", BASELINE_HEAD, 'op.execute("SELECT pg_terminate_backend(pg_backend_pid())")'
+    )
     result = lab.runner.upgrade("head")
     assert not result.ok
     assert "connection to the lab database was lost" in result.error
@@ -221,7 +255,8 @@ def test_reset_with_the_database_down_touches_no_file(project: Project, tmp_path
 
 
 def test_a_reset_backs_up_the_work_it_replaces_and_one_call_restores_it(
-        chapter03: Chapter, engine: sa.Engine, capsys) -> None:
+    chapter03: Chapter, engine: sa.Engine, capsys
+) -> None:
     lab = chapter03.lab
     main = lab.project.service_dir / "main.py"
     main.write_text(main.read_text() + "\n# my own note\n")
@@ -269,13 +304,16 @@ def test_reset_waits_for_a_running_migration(chapter03: Chapter, database_url: s
 def test_the_advisory_lock_makes_another_process_wait(lab: Lab, database_url: str) -> None:
     lab.runner.upgrade("head")
     holder = sa.create_engine(database_url, poolclass=sa.pool.NullPool)
-    script = ("import sys; from migration_lab import Lab, Project, UrlBackend; "
-              "print(Lab(Project(sys.argv[1]), UrlBackend(sys.argv[2])).runner.downgrade('-1').after)")
+    script = (
+        "import sys; from migration_lab import Lab, Project, UrlBackend; "
+        "print(Lab(Project(sys.argv[1]), UrlBackend(sys.argv[2])).runner.downgrade('-1').after)"
+    )
     with holder.connect() as conn:
         conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY})
         conn.commit()
-        proc = subprocess.Popen([sys.executable, "-c", script, str(lab.project.root), database_url],
-                                stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", script, str(lab.project.root), database_url], stdout=subprocess.PIPE, text=True
+        )
         time.sleep(1.5)
         assert proc.poll() is None, "the other process did not wait for the lock"
         assert lab.runner.database_heads() == (BASELINE_HEAD,)
@@ -317,8 +355,15 @@ def cli(project: Project, *args: str, stdin=None, url: str = "") -> subprocess.C
     env = {k: v for k, v in os.environ.items() if k != "LAB_DATABASE_URL"}
     if url:
         env["LAB_DATABASE_URL"] = url
-    return subprocess.run([sys.executable, "-m", "migration_lab", *args], cwd=project.root, env=env,
-                          capture_output=True, text=True, stdin=stdin, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "migration_lab", *args],
+        cwd=project.root,
+        env=env,
+        capture_output=True,
+        text=True,
+        stdin=stdin,
+        timeout=120,
+    )
 
 
 @pytest.mark.parametrize("chapter", ["", "-", "-05", "5x", "99"])
@@ -334,8 +379,14 @@ def test_reset_refuses_a_chapter_that_is_not_one(project: Project, database_url:
 def test_nuke_with_closed_stdin_says_no(project: Project) -> None:
     done = cli(project, "--backend", "url", "nuke", stdin=subprocess.DEVNULL)
     assert "Traceback" not in done.stderr
-    closed = subprocess.run(f"{sys.executable} -m migration_lab --backend embedded nuke <&-", shell=True,
-                            cwd=project.root, capture_output=True, text=True, timeout=120)
+    closed = subprocess.run(
+        f"{sys.executable} -m migration_lab --backend embedded nuke <&-",
+        shell=True,
+        cwd=project.root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert closed.returncode == 1 and "Traceback" not in closed.stderr and "Nothing changed" in closed.stderr
 
 

@@ -11,7 +11,7 @@ ROW = "op.execute(\"INSERT INTO user_profiles (name, email) VALUES ('a', 'a@x.or
 
 
 def raised(code: str) -> str:
-    return f'op.execute("DO $$ BEGIN RAISE EXCEPTION \'provoked\' USING ERRCODE = \'{code}\'; END $$")'
+    return f"op.execute(\"DO $$ BEGIN RAISE EXCEPTION 'provoked' USING ERRCODE = '{code}'; END $$\")"
 
 
 PROVOKED = {

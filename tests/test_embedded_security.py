@@ -22,8 +22,7 @@ import pytest
 import sqlalchemy as sa
 
 from conftest import copy_project
-from migration_lab import EmbeddedBackend, Lab, Project
-from migration_lab import database
+from migration_lab import EmbeddedBackend, Lab, Project, database
 from migration_lab.database import SERVER_USER, WHEEL
 
 ROOT = os.geteuid() == 0
@@ -55,8 +54,15 @@ def postmasters(pgdata: Path) -> list[psutil.Process]:
 def lab_cli(project: Project, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("LAB_DATABASE_URL", "DATABASE_URL")}
     env.update(LAB_BACKEND="embedded", LAB_PROJECT_DIR=str(project.root))
-    return subprocess.run([sys.executable, "-m", "migration_lab", *args], env=env, cwd=project.root,
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "migration_lab", *args],
+        env=env,
+        cwd=project.root,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def ok(done: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
@@ -111,8 +117,10 @@ def intruder() -> Iterator[pwd.struct_passwd]:
         return
     except KeyError:
         pass
-    subprocess.run(["useradd", "--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                    INTRUDER], check=True)
+    subprocess.run(
+        ["useradd", "--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", INTRUDER],
+        check=True,
+    )
     try:
         yield pwd.getpwnam(INTRUDER)
     finally:
@@ -124,8 +132,9 @@ def as_user(account: pwd.struct_passwd) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("length", ["short", "long"])
-def test_other_users_cannot_connect(length: str, open_base: Path, intruder: pwd.struct_passwd,
-                                    lab_dirs: Callable[[Path], Path]) -> None:
+def test_other_users_cannot_connect(
+    length: str, open_base: Path, intruder: pwd.struct_passwd, lab_dirs: Callable[[Path], Path]
+) -> None:
     """Another local user reaches neither the socket nor the password, even given the password."""
     state_dir = lab_dirs(open_base / ("x" * 100 if length == "long" else "lab") / ".lab")
     backend = EmbeddedBackend(state_dir, database="postgres")
@@ -141,9 +150,14 @@ def test_other_users_cannot_connect(length: str, open_base: Path, intruder: pwd.
     password = backend.password_file.read_text().strip()
 
     def psql_as(account: pwd.struct_passwd | None, script: str, **env: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["sh", "-c", script, "sh", psql, conninfo, str(backend.password_file)],
-                              env={"PATH": os.environ["PATH"], **env}, capture_output=True, text=True,
-                              timeout=30, **(as_user(account) if account else {}))
+        return subprocess.run(
+            ["sh", "-c", script, "sh", psql, conninfo, str(backend.password_file)],
+            env={"PATH": os.environ["PATH"], **env},
+            capture_output=True,
+            text=True,
+            timeout=30,
+            **(as_user(account) if account else {}),
+        )
 
     query = '"$1" "$2" -Atc "SELECT 1"'
     attempts = {
@@ -200,7 +214,8 @@ def _modes(paths: list[Path]) -> dict[Path, tuple[int, int, int]]:
 @needs_root
 @pytest.mark.parametrize("place", ["open checkout", "0700 folder"])
 def test_root_changes_no_permissions_and_runs_a_system_user(
-        place: str, open_base: Path, tmp_path: Path, lab_dirs: Callable[[Path], Path]) -> None:
+    place: str, open_base: Path, tmp_path: Path, lab_dirs: Callable[[Path], Path]
+) -> None:
     base = open_base if place == "open checkout" else tmp_path
     state_dir = lab_dirs(base / "lab" / ".lab")
     state_dir.parent.mkdir()
@@ -217,8 +232,9 @@ def test_root_changes_no_permissions_and_runs_a_system_user(
     assert account.pw_shell == "/usr/sbin/nologin"
     assert account.pw_gid != 0 and grp.getgrgid(account.pw_gid).gr_name == SERVER_USER
     assert set(postmaster.uids()) == {account.pw_uid} and set(postmaster.gids()) == {account.pw_gid}
-    groups = next(line for line in Path(f"/proc/{postmaster.pid}/status").read_text().splitlines()
-                  if line.startswith("Groups:"))
+    groups = next(
+        line for line in Path(f"/proc/{postmaster.pid}/status").read_text().splitlines() if line.startswith("Groups:")
+    )
     assert groups.split()[1:] in ([], [str(account.pw_gid)])  # no supplementary group 0
     backend.stop()
     after = _modes(watched)
@@ -228,7 +244,8 @@ def test_root_changes_no_permissions_and_runs_a_system_user(
 
 @needs_root
 def test_root_copies_a_wheel_its_server_user_cannot_reach(
-        tmp_path: Path, open_base: Path, lab_dirs: Callable[[Path], Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, open_base: Path, lab_dirs: Callable[[Path], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A venv under /root: the programs are copied once, nothing of /root is opened up."""
     hidden = tmp_path / "site-packages"  # tmp_path is 0700, like /root
     for part in ("bin", "lib", "share"):
@@ -285,8 +302,17 @@ def test_concurrent_ups_start_one_server(project: Project, lab_dirs: Callable[[P
     early = EmbeddedBackend(project.state_dir)  # made before the cluster exists, as each `up` makes one
     env = {k: v for k, v in os.environ.items() if k not in ("LAB_DATABASE_URL", "DATABASE_URL")}
     env.update(LAB_BACKEND="embedded", LAB_PROJECT_DIR=str(project.root))
-    ups = [subprocess.Popen([sys.executable, "-m", "migration_lab", "up"], env=env, cwd=project.root,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    ups = [
+        subprocess.Popen(
+            [sys.executable, "-m", "migration_lab", "up"],
+            env=env,
+            cwd=project.root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
     said = [up.communicate(timeout=120) for up in ups]
     assert [up.returncode for up in ups] == [0, 0, 0], said
     assert all("Traceback" not in err for _, err in said)
@@ -327,7 +353,7 @@ def test_a_failing_pg_ctl_is_a_lab_error(project: Project, lab_dirs: Callable[[P
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert "`pg_ctl start` failed for the lab database" in done.stderr
     assert f"The server log ({backend.log}) ends with:" in done.stderr
-    assert 'syntax error in file' in done.stderr and "postgresql.conf" in done.stderr
+    assert "syntax error in file" in done.stderr and "postgresql.conf" in done.stderr
     assert "What to do: Read the lines above." in done.stderr and "nuke --yes" in done.stderr
     assert "running:  no" in ok(lab_cli(project, "status")).stdout
     ok(lab_cli(project, "nuke", "--yes"))  # the way out the message gives
@@ -344,8 +370,20 @@ def test_an_older_kits_trusting_cluster_gets_a_password(open_base: Path, lab_dir
         os.chown(backend.pgdata, account["user"], account["group"])
     old = {"cwd": "/", "capture_output": True, "check": True, **account}
     subprocess.run([WHEEL / "bin" / "initdb", "-D", backend.pgdata, "--auth=trust", "-U", "postgres"], **old)
-    subprocess.run([WHEEL / "bin" / "pg_ctl", "start", "-w", "-D", backend.pgdata, "-l", backend.log,
-                    "-o", f"-h '' -k {backend.pgdata}"], **old)
+    subprocess.run(
+        [
+            WHEEL / "bin" / "pg_ctl",
+            "start",
+            "-w",
+            "-D",
+            backend.pgdata,
+            "-l",
+            backend.log,
+            "-o",
+            f"-h '' -k {backend.pgdata}",
+        ],
+        **old,
+    )
     assert not backend.is_running()  # not on the lab's socket
     backend.start()
     [postmaster] = postmasters(backend.pgdata)
@@ -354,8 +392,12 @@ def test_an_older_kits_trusting_cluster_gets_a_password(open_base: Path, lab_dir
     engine = sa.create_engine(backend.url(), poolclass=sa.pool.NullPool)
     with engine.connect() as conn:
         assert conn.scalar(sa.text("SELECT 1")) == 1
-    no_password = sa.create_engine(sa.URL.create("postgresql+psycopg2", username="postgres", database="postgres",
-                                                 query={"host": str(backend.socket_dir())}), poolclass=sa.pool.NullPool)
+    no_password = sa.create_engine(
+        sa.URL.create(
+            "postgresql+psycopg2", username="postgres", database="postgres", query={"host": str(backend.socket_dir())}
+        ),
+        poolclass=sa.pool.NullPool,
+    )
     with pytest.raises(sa.exc.OperationalError, match="no password supplied"):
         no_password.connect()
     engine.dispose()

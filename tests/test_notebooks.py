@@ -23,10 +23,24 @@ def _cells(notebook: Path) -> list[dict]:
 def test_outputs_match_under_strict_nbval(notebook: Path, database_url: str, tmp_path: Path) -> None:
     project = copy_project(tmp_path / "project")
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "--nbval", str(project.root / "notebooks" / notebook.name),
-         "--nbval-sanitize-with", str(REPO / "tests" / "nbval_sanitize.cfg"),
-         "--rootdir", str(project.root), "-p", "no:cacheprovider", "-q"],
-        env={**os.environ, "LAB_DATABASE_URL": database_url}, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--nbval",
+            str(project.root / "notebooks" / notebook.name),
+            "--nbval-sanitize-with",
+            str(REPO / "tests" / "nbval_sanitize.cfg"),
+            "--rootdir",
+            str(project.root),
+            "-p",
+            "no:cacheprovider",
+            "-q",
+        ],
+        env={**os.environ, "LAB_DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
 
@@ -41,7 +55,7 @@ def test_notebooks_exist_for_every_chapter() -> None:
 def test_notebook_follows_the_template(notebook: Path) -> None:
     markdown = "\n".join("".join(c["source"]) for c in _cells(notebook) if c["cell_type"] == "markdown")
     positions = [markdown.find(heading) for heading in TEMPLATE]
-    assert -1 not in positions, f"missing: {[h for h, p in zip(TEMPLATE, positions) if p == -1]}"
+    assert -1 not in positions, f"missing: {[h for h, p in zip(TEMPLATE, positions, strict=True) if p == -1]}"
     assert positions == sorted(positions), "template sections out of order"
     code = ["".join(c["source"]) for c in _cells(notebook) if c["cell_type"] == "code"]
     assert any("ch.check(" in source for source in code) and any("ch.solution()" in source for source in code)

@@ -17,7 +17,10 @@ BIN = Path(sys.executable).parent
 def test_compose_file_follows_the_compose_spec() -> None:
     done = subprocess.run(
         [BIN / "check-jsonschema", "--builtin-schema", "vendor.compose-spec", "docker-compose.yml"],
-        cwd=REPO, capture_output=True, text=True)
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -27,8 +30,11 @@ def test_dockerfile_passes_hadolint() -> None:
 
 
 def test_dockerfile_runs_as_a_non_root_user() -> None:
-    users = [line.split()[1] for line in (REPO / "ai-service" / "Dockerfile").read_text().splitlines()
-             if line.startswith("USER ")]
+    users = [
+        line.split()[1]
+        for line in (REPO / "ai-service" / "Dockerfile").read_text().splitlines()
+        if line.startswith("USER ")
+    ]
     assert users and users[-1] not in ("root", "0")
 
 
@@ -61,8 +67,13 @@ def test_env_example_defines_every_variable_compose_requires() -> None:
 def test_ai_service_never_imports_the_kit() -> None:
     for path in (REPO / "ai-service").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in getattr(node, "names", [])] if isinstance(node, ast.Import) else \
-                [getattr(node, "module", "") or ""] if isinstance(node, ast.ImportFrom) else []
+            names = (
+                [a.name for a in getattr(node, "names", [])]
+                if isinstance(node, ast.Import)
+                else [getattr(node, "module", "") or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             assert not any(n.split(".")[0] == "migration_lab" for n in names), path
 
 

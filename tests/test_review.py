@@ -1,5 +1,6 @@
-from pathlib import Path
 """The reviewer, one finding at a time, on scripts autogenerate really wrote against a real database."""
+
+from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -18,8 +19,11 @@ def autogenerate(lab: Lab, message: str) -> str:
 
 def test_rename_as_drop_add_not_null_and_data_loss(lab: Lab) -> None:
     restore_checkpoint(lab, spec("02").checkpoint)  # three profiles, two with phone numbers
-    edit_model(lab.project, "    name = Column(String(100), nullable=False)\n",
-               "    full_name = Column(String(100), nullable=False)\n")
+    edit_model(
+        lab.project,
+        "    name = Column(String(100), nullable=False)\n",
+        "    full_name = Column(String(100), nullable=False)\n",
+    )
     found = review(autogenerate(lab, "rename name"), lab)
     by_rule = {f.rule: f for f in found.findings}
     assert "drops name and adds full_name" in by_rule["rename-as-drop-add"].message
@@ -45,8 +49,11 @@ def test_a_fixed_rename_is_recognised(lab: Lab) -> None:
     restore_checkpoint(lab, spec("02").checkpoint)
     edit_model(lab.project, PHONE_LINE, "    phone = Column(String, nullable=True)\n")
     revision = autogenerate(lab, "rename phone")
-    apply_edit(Path(newest_script(lab.runner.script()).path), replace_function_body(
-        "upgrade", "op.alter_column('user_profiles', 'phone_number', new_column_name='phone')"), lab.project.root)
+    apply_edit(
+        Path(newest_script(lab.runner.script()).path),
+        replace_function_body("upgrade", "op.alter_column('user_profiles', 'phone_number', new_column_name='phone')"),
+        lab.project.root,
+    )
     found = review(revision, lab)
     assert "rename-as-drop-add" not in found.rules() and "drops-data" not in found.rules()
     [kept] = [f for f in found.findings if f.rule == "rename-keeps-data"]
@@ -56,8 +63,11 @@ def test_a_fixed_rename_is_recognised(lab: Lab) -> None:
 
 def test_enum_value_autogenerate_cannot_see(lab: Lab) -> None:
     restore_checkpoint(lab, spec("01").checkpoint)
-    edit_model(lab.project, 'Enum("queued", "running", "done", name="job_state")',
-               'Enum("queued", "running", "done", "failed", name="job_state")')
+    edit_model(
+        lab.project,
+        'Enum("queued", "running", "done", name="job_state")',
+        'Enum("queued", "running", "done", "failed", name="job_state")',
+    )
     found = review(autogenerate(lab, "failed state"), lab)
     [enum] = [f for f in found.findings if f.rule == "enum-change-unseen"]
     assert "ENUM job_state the value 'failed'" in enum.message
@@ -67,10 +77,17 @@ def test_enum_value_autogenerate_cannot_see(lab: Lab) -> None:
 def test_non_concurrent_index_on_a_large_table(lab: Lab, engine: sa.Engine) -> None:
     restore_checkpoint(lab, spec("01").checkpoint)
     with engine.begin() as conn:
-        conn.execute(sa.text("INSERT INTO user_profiles (name, email) "
-                             "SELECT 'user ' || i, 'user' || i || '@example.org' FROM generate_series(1, 20000) i"))
-    edit_model(lab.project, "    name = Column(String(100), nullable=False)\n",
-               "    name = Column(String(100), nullable=False, index=True)\n")
+        conn.execute(
+            sa.text(
+                "INSERT INTO user_profiles (name, email) "
+                "SELECT 'user ' || i, 'user' || i || '@example.org' FROM generate_series(1, 20000) i"
+            )
+        )
+    edit_model(
+        lab.project,
+        "    name = Column(String(100), nullable=False)\n",
+        "    name = Column(String(100), nullable=False, index=True)\n",
+    )
     found = review(autogenerate(lab, "index names"), lab)
     [index] = [f for f in found.findings if f.rule == "non-concurrent-index"]
     assert "ix_user_profiles_name on user_profiles (20003 rows)" in index.message
@@ -80,8 +97,11 @@ def test_non_concurrent_index_on_a_large_table(lab: Lab, engine: sa.Engine) -> N
 
 def test_a_harmless_revision_has_no_errors(lab: Lab) -> None:
     restore_checkpoint(lab, spec("01").checkpoint)
-    edit_model(lab.project, "    email = Column(String(255), nullable=False, unique=True)\n",
-               "    email = Column(String(255), nullable=False, unique=True)\n" + PHONE_LINE)
+    edit_model(
+        lab.project,
+        "    email = Column(String(255), nullable=False, unique=True)\n",
+        "    email = Column(String(255), nullable=False, unique=True)\n" + PHONE_LINE,
+    )
     found = review(autogenerate(lab, "phone"), lab)
     assert not [f for f in found.findings if f.severity == "error"], str(found)
     assert "not-rehearsed" not in found.rules()

@@ -1,8 +1,6 @@
 """The runner against a real PostgreSQL: the workflow guide, step by step, in-process."""
 
 import ast
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -82,10 +80,14 @@ def test_data_migration_updates_rows(lab: Lab, engine: sa.Engine) -> None:
     [script] = empty.new_files
     script.write_text(
         script.read_text()
-        .replace('    """Upgrade schema."""\n    pass',
-                 '''    """Upgrade schema."""\n    op.execute("UPDATE user_settings SET status = 'active'")''')
-        .replace('    """Downgrade schema."""\n    pass',
-                 '    """Downgrade schema."""\n    op.execute("UPDATE user_settings SET status = NULL")')
+        .replace(
+            '    """Upgrade schema."""\n    pass',
+            '''    """Upgrade schema."""\n    op.execute("UPDATE user_settings SET status = 'active'")''',
+        )
+        .replace(
+            '    """Downgrade schema."""\n    pass',
+            '    """Downgrade schema."""\n    op.execute("UPDATE user_settings SET status = NULL")',
+        )
     )
     assert lab.runner.upgrade("head").ok
     with engine.connect() as conn:
@@ -98,8 +100,12 @@ def test_data_migration_updates_rows(lab: Lab, engine: sa.Engine) -> None:
 def test_two_heads_then_merge(lab: Lab) -> None:
     runner = lab.runner
     runner.upgrade("head")
-    write_revision(lab.project, "aaaa00000001", BASELINE_HEAD, "op.add_column('user_settings', sa.Column('a', sa.Integer()))")
-    write_revision(lab.project, "bbbb00000002", BASELINE_HEAD, "op.add_column('user_settings', sa.Column('b', sa.Integer()))")
+    write_revision(
+        lab.project, "aaaa00000001", BASELINE_HEAD, "op.add_column('user_settings', sa.Column('a', sa.Integer()))"
+    )
+    write_revision(
+        lab.project, "bbbb00000002", BASELINE_HEAD, "op.add_column('user_settings', sa.Column('b', sa.Integer()))"
+    )
     refused = runner.upgrade("head")
     assert not refused.ok and "Multiple head revisions" in refused.error
     assert "alembic merge heads" in refused.hint
@@ -147,14 +153,24 @@ def test_failing_revision_rolls_back_and_the_report_is_true(lab: Lab, engine: sa
     lab.runner.upgrade("head")
     with engine.begin() as conn:
         conn.execute(sa.text("INSERT INTO user_profiles (name, email) VALUES ('Ada', 'ada@example.org')"))
-    write_revision(lab.project, "cccc00000001", BASELINE_HEAD, """
+    write_revision(
+        lab.project,
+        "cccc00000001",
+        BASELINE_HEAD,
+        """
         op.create_table('audit', sa.Column('id', sa.Integer(), primary_key=True))
         op.execute("UPDATE user_profiles SET name = 'changed'")
-    """)
-    write_revision(lab.project, "cccc00000002", "cccc00000001", """
+    """,
+    )
+    write_revision(
+        lab.project,
+        "cccc00000002",
+        "cccc00000001",
+        """
         op.add_column('user_profiles', sa.Column('nickname', sa.String()))
         raise RuntimeError("boom half-way")
-    """)
+    """,
+    )
     result = lab.runner.upgrade("head")
     assert not result.ok
     assert "RuntimeError: boom half-way (cccc00000002_hand_written.py, line" in result.error
@@ -239,8 +255,12 @@ def test_rehearsal_reports_data_loss_and_changes_nothing(lab: Lab, engine: sa.En
     lab.runner.revision("phone", autogenerate=True)
     lab.runner.upgrade("head")
     with engine.begin() as conn:
-        conn.execute(sa.text("INSERT INTO user_profiles (name, email, phone_number) "
-                             "VALUES ('Ada', 'a@x.org', '+44 1'), ('Bob', 'b@x.org', NULL)"))
+        conn.execute(
+            sa.text(
+                "INSERT INTO user_profiles (name, email, phone_number) "
+                "VALUES ('Ada', 'a@x.org', '+44 1'), ('Bob', 'b@x.org', NULL)"
+            )
+        )
     head = lab.runner.database_heads()
     rehearsal = rehearse(lab.runner, "downgrade -1", show_table="user_profiles")
     assert rehearsal.result.ok and rehearsal.result.after == (BASELINE_HEAD,)
@@ -262,17 +282,26 @@ def test_rehearsal_tells_a_rename_from_a_loss(lab: Lab, engine: sa.Engine) -> No
     lab.runner.upgrade("head")
     with engine.begin() as conn:
         conn.execute(sa.text("INSERT INTO user_profiles (name, email) VALUES ('Ada', 'a@x.org'), ('Bob', 'b@x.org')"))
-    write_revision(lab.project, "dddd00000001", BASELINE_HEAD,
-                   "op.alter_column('user_profiles', 'name', new_column_name='full_name')")
+    write_revision(
+        lab.project,
+        "dddd00000001",
+        BASELINE_HEAD,
+        "op.alter_column('user_profiles', 'name', new_column_name='full_name')",
+    )
     renamed = rehearse(lab.runner, "upgrade head")
     assert renamed.changes.dropped_columns == (("user_profiles", "name"),)
     assert renamed.changes.added_columns == (("user_profiles", "full_name"),)
     assert renamed.losses == ()
     assert [str(r) for r in renamed.renames] == ["column user_profiles.name renamed to full_name: its values are kept"]
     (lab.project.versions_dir / "dddd00000001_hand_written.py").unlink()
-    write_revision(lab.project, "dddd00000002", BASELINE_HEAD, """
+    write_revision(
+        lab.project,
+        "dddd00000002",
+        BASELINE_HEAD,
+        """
         op.add_column('user_profiles', sa.Column('full_name', sa.String(100)))
         op.drop_column('user_profiles', 'name')
-    """)
+    """,
+    )
     dropped = rehearse(lab.runner, "upgrade head")
     assert [str(loss) for loss in dropped.losses] == ["column user_profiles.name and its 2 value(s)"]

@@ -105,14 +105,22 @@ def test_a_failed_migration_says_it_was_rolled_back(lab: Lab, engine: sa.Engine)
     from conftest import write_revision
 
     console = start(lab)
-    write_revision(lab.project, "eeee00000001", "8b7e5d2c6a41", """
+    write_revision(
+        lab.project,
+        "eeee00000001",
+        "8b7e5d2c6a41",
+        """
         op.add_column('user_profiles', sa.Column('nickname', sa.String()))
         op.execute("UPDATE user_profiles SET nickname = 1/0")
-    """)
+    """,
+    )
     console.buttons["upgrade head"].click()
     text = shown(console)
     assert "FAILED: DivisionByZero: division by zero" in text
-    assert "Database unchanged, at 8b7e5d2c6a41\nThe failing revision was rolled back: nothing this command did was kept." in text
+    assert (
+        "Database unchanged, at 8b7e5d2c6a41\nThe failing revision was rolled back: nothing this command did was kept."
+        in text
+    )
     assert "nickname" not in columns(engine, "user_profiles")
 
 
