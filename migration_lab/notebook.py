@@ -311,9 +311,9 @@ def _table(rows: Sequence[Sequence[Any]], header: list[str]) -> str:
 
 def _show_lab_error(shell, etype, value, tb, tb_offset=None) -> list[str]:
     """A LabError in a cell: what happened and what to do, without a traceback wall."""
-    text = f"{value.what}\nWhat to do: {value.next_step}"
-    shell.write_err(text + "\n")
-    return [text]
+    text = [f"{value.what}\nWhat to do: {value.next_step}"]
+    shell._showtraceback(etype, value, text)  # the error, as the notebook shows errors, minus the wall
+    return text
 
 
 def show_lab_errors_plainly() -> None:

@@ -427,3 +427,34 @@ def test_the_console_says_so_when_the_database_is_down(project: Project, tmp_pat
         assert "Cannot reach the lab database" in text and ("Hint: " in text or "What to do: " in text), label
         assert "Running:" not in text and "Checking:" not in text
         assert not any(b.disabled for b in console.buttons.values())
+
+
+def test_a_chapter_cell_with_the_database_down_shows_two_lines_not_a_traceback(
+    project: Project, tmp_path: Path
+) -> None:
+    import nbformat
+    from nbclient import NotebookClient
+
+    add_phone_number(project)
+    before = (project.service_dir / "main.py").read_text()
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell('import migration_lab as ml\nch = ml.chapter("03")')]
+    import os
+
+    url = f"postgresql+psycopg2://nobody:x@/nowhere?host={tmp_path}"
+    saved = {k: os.environ.get(k) for k in ("LAB_DATABASE_URL", "LAB_PROJECT_DIR")}
+    os.environ.update(LAB_DATABASE_URL=url, LAB_PROJECT_DIR=str(project.root))
+    try:
+        NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=True).execute(
+            cwd=str(project.root / "notebooks")
+        )
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    [error] = [o for o in nb.cells[0].outputs if o["output_type"] == "error"]
+    assert error["traceback"] == [f"{error['evalue']}"] and "What to do:" in error["evalue"]
+    assert "Traceback" not in str(nb.cells[0].outputs)
+    assert (project.service_dir / "main.py").read_text() == before  # nothing touched
