@@ -80,15 +80,16 @@ def _tool(name: str) -> str:
     return str(WHEEL / "bin" / name)
 
 
+def _pg(tool: str, *args: str, url: str) -> subprocess.CompletedProcess[str]:
+    """Run pg_dump or psql against the database of `url`."""
+    return subprocess.run(
+        [_tool(tool), *args], env=_libpq_env(url), capture_output=True, text=True, timeout=DUMP_TIMEOUT
+    )
+
+
 def dump(url: str) -> str:
     """Schema public as SQL; LabError if pg_dump cannot (an unreachable or newer server)."""
-    done = subprocess.run(
-        [_tool("pg_dump"), "--no-owner", "--no-privileges", "--schema=public"],
-        env=_libpq_env(url),
-        capture_output=True,
-        text=True,
-        timeout=DUMP_TIMEOUT,
-    )
+    done = _pg("pg_dump", "--no-owner", "--no-privileges", "--schema=public", url=url)
     if done.returncode != 0:
         raise LabError(
             f"pg_dump failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ''}",
@@ -197,13 +198,7 @@ class Backups:
         if not sql_file.is_file():
             return False
         wipe(conn)
-        done = subprocess.run(
-            [_tool("psql"), "-q", "-X", "-v", "ON_ERROR_STOP=1", "-1", "-f", str(sql_file)],
-            env=_libpq_env(self.url),
-            capture_output=True,
-            text=True,
-            timeout=DUMP_TIMEOUT,
-        )
+        done = _pg("psql", "-q", "-X", "-v", "ON_ERROR_STOP=1", "-1", "-f", str(sql_file), url=self.url)
         if done.returncode != 0:
             raise LabError(
                 f"Restoring the database failed: {done.stderr.strip()[-300:]}",
