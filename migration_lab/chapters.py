@@ -59,8 +59,8 @@ BROKEN_ENV_IMPORT = "from main import Base, JobQueue  # noqa: E402  (needs the s
 def _break_the_lab(lab: Lab) -> str:
     """A colleague's "quick fix": env.py imports a model that does not exist, tables made by create_all."""
     env = lab.project.service_dir / "migrations" / "env.py"
-    env.write_text(re.sub(r"(?m)^from main import .*$", BROKEN_ENV_IMPORT, env.read_text(), count=1))
-    with lab.runner.exclusive() as conn:
+    with lab.runner.exclusive() as conn:  # the database first: if it is down, no file changes
+        env.write_text(re.sub(r"(?m)^from main import .*$", BROKEN_ENV_IMPORT, env.read_text(), count=1))
         lab.db.wipe(conn)
         load_models(lab.project).Base.metadata.create_all(conn)
         conn.commit()

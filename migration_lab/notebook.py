@@ -51,6 +51,7 @@ class Chapter:
         self.spec = spec
         self.lab = lab
         self.generated: str | None = None  # the revision id the last command here generated
+        self._asked: dict[str, policy.Plan] = {}  # questions asked (STOP), by command line
 
     # --- start, check, solve ---------------------------------------------------------
 
@@ -98,20 +99,30 @@ class Chapter:
         (as the batched backfill of chapter 05 does).
         """
         on_log = _progress_bar() if progress else None
-        if confirm:
-            self._show(self.lab.runner.run_line(line, on_log=on_log))
-            return
         try:
-            checked = policy.plan(self.lab.runner, line)
+            # confirm=True answers the question asked about this line: that plan, from that position.
+            checked = (self._asked.pop(line, None) if confirm else None) or policy.plan(self.lab.runner, line)
         except CommandLineError as error:
             print(self.lab.runner.refuse(line, "input", error.what, error.next_step))
             return
-        if checked.needs_confirmation:
-            print(f"$ {checked.command.local}")
-            print(f"STOP: {checked.question()}")
-            print(f"Nothing was done. If you mean it: ch.alembic({line!r}, confirm=True)")
+        if checked.needs_confirmation and not confirm:
+            self._stop(line, checked)
             return
-        self._show(policy.execute(self.lab.runner, checked, on_log))
+        result = policy.execute(self.lab.runner, checked, on_log)
+        if policy.moved(result):
+            print(result)
+            again = policy.plan(self.lab.runner, line)
+            if again.needs_confirmation:
+                self._stop(line, again)
+            return
+        self._show(result)
+
+    def _stop(self, line: str, checked: policy.Plan) -> None:
+        """Say what the command would destroy, and remember the question a confirm=True answers."""
+        self._asked[line] = checked
+        print(f"$ {checked.command.local}")
+        print(f"STOP: {checked.question()}")
+        print(f"Nothing was done. If you mean it: ch.alembic({line!r}, confirm=True)")
 
     def _show(self, result: RunResult) -> None:
         if result.new_revisions:

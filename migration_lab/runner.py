@@ -388,8 +388,12 @@ class Runner:
         started = time.perf_counter()
         before = after = None
         if conn is not None:
-            before = self.db.heads(conn)
-            conn.commit()  # alembic must own the transactions it runs migrations in
+            try:
+                before = self.db.heads(conn)
+                conn.commit()  # alembic must own the transactions it runs migrations in
+            except sa.exc.DBAPIError:
+                unreachable = self.db.unreachable()
+                return self.refuse(command, "unreachable", unreachable.what, unreachable.next_step)
 
         def call(stdout: TextIO) -> object:
             cfg = self.config(stdout, command.options)

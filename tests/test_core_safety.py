@@ -458,3 +458,18 @@ def test_a_chapter_cell_with_the_database_down_shows_two_lines_not_a_traceback(
     assert error["traceback"] == [f"{error['evalue']}"] and "What to do:" in error["evalue"]
     assert "Traceback" not in str(nb.cells[0].outputs)
     assert (project.service_dir / "main.py").read_text() == before  # nothing touched
+
+
+def test_a_confirmation_runs_what_was_asked_about_or_asks_again(chapter03: Chapter, engine: sa.Engine, capsys) -> None:
+    """ch.alembic(..., confirm=True) answers the STOP it follows: from that position, or not at all."""
+    chapter03.alembic("downgrade -1")
+    assert "from a1c4e7f20b13 to 8b7e5d2c6a41" in capsys.readouterr().out
+    chapter03.lab.runner.downgrade("-1")  # another cell (or notebook) moves the database meanwhile
+    moved = state(engine)
+    chapter03.alembic("downgrade -1", confirm=True)
+    out = capsys.readouterr().out
+    assert "database moved" in out and "Nothing was done" in out
+    assert "STOP:" in out and "job_entries" in out  # asked again, from where it is now
+    assert state(engine) == moved
+    chapter03.alembic("downgrade -1", confirm=True)  # answers the new question
+    assert chapter03.lab.runner.database_heads() == ("3f1c2a9d4b10",)
