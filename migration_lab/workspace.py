@@ -160,14 +160,15 @@ def load_models(project: Project) -> ModuleType:
 
 
 def find_script(scripts: ScriptDirectory, fragment: str) -> Script:
-    """The revision `fragment` names: an id (or its start, as alembic accepts), or part of its message."""
+    """The revision `fragment` names: an id (or its start, as alembic accepts), or part of its message or file name."""
     try:
         found = scripts.get_revision(fragment)
         if found is not None:
             return found
     except CommandError:
         pass
-    matches = [s for s in scripts.walk_revisions() if fragment.lower() in (s.doc or "").lower()]
+    words = fragment.replace("_", " ").lower()  # "activate_everyone", as in the file name, or the message's words
+    matches = [s for s in scripts.walk_revisions() if words in (s.doc or "").lower() or fragment in Path(s.path).name]
     if len(matches) != 1:
         raise LabError(
             f"{len(matches)} revisions match {fragment!r}.",
