@@ -4,30 +4,44 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(CURDIR)/$(VENV)/bin
+# uv installs in seconds when it is on PATH (`make install UV=` forces pip).
+UV     ?= $(shell command -v uv 2>/dev/null)
 # Reinstall whenever the pinned requirements or the kit's metadata change.
 INSTALLED := $(VENV)/.installed
 DEV_INSTALLED := $(VENV)/.installed-dev
+# Quiet: pip's progress bars and warnings only. No .pyc files up front: Python writes those for
+# what it imports (the venv stays under 300 MB).
+PIP := $(BIN)/python -m pip install --quiet --progress-bar on --no-compile --disable-pip-version-check
+UV_PIP := $(UV) pip install --quiet --python $(BIN)/python
+# Arguments for JupyterLab's launcher, e.g. `make lab ARGS="--port 9999 --no-browser"`.
+ARGS ?=
 
 .PHONY: lab test install up down status nuke bench notebooks
 
 $(INSTALLED): requirements.txt pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --progress-bar on -r requirements.txt
-	touch $@
+ifneq ($(UV),)
+	@echo "Installing the course's tools into $(VENV) with uv..."
+	@$(UV) venv --quiet --allow-existing --python $(PYTHON) $(VENV)
+	@$(UV_PIP) -r requirements.txt
+else
+	@echo "Installing the course's tools into $(VENV) with pip (about a minute; uv on PATH makes it seconds)..."
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(PIP) -r requirements.txt
+endif
+	@touch $@
+	@echo "Installed: $(VENV) ($$(du -sh $(VENV) | cut -f1))."
 
 $(DEV_INSTALLED): $(INSTALLED) requirements-dev.txt
-	$(BIN)/python -m pip install --progress-bar on -r requirements-dev.txt
-	touch $@
+	@echo "Installing the test tools..."
+	@$(if $(UV),$(UV_PIP),$(PIP)) -r requirements-dev.txt
+	@touch $@
 
 install: $(INSTALLED)
 
-## lab: install, start the lab database, open JupyterLab (localhost only)
-# The venv's bin/ goes first on PATH, so `alembic` works in JupyterLab's terminals.
+## lab: install, start the lab database, your notebooks (my-notebooks/), JupyterLab on chapter 00 (localhost only)
+# Everything is in `python -m migration_lab lab`, which works where make does not; Ctrl-C stops both.
 lab: $(INSTALLED)
-	$(BIN)/python -m migration_lab up
-	PATH="$(BIN):$$PATH" $(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=$(CURDIR) \
-		$(if $(filter 0,$(shell id -u)),--allow-root) notebooks/00-start-here.ipynb
+	@$(BIN)/python -m migration_lab lab $(ARGS)
 
 ## test: install (with the test tools), lint and type-check the kit, run every test against a real PostgreSQL
 test: $(DEV_INSTALLED)

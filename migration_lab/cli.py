@@ -29,6 +29,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("up", help="start the lab database (if needed) and say where it is")
+    lab_parser = sub.add_parser(
+        "lab",
+        help="what `make lab` does: the database, your notebooks in my-notebooks/, JupyterLab on chapter 00",
+        description="Arguments after `--` go to JupyterLab.",
+    )
+    lab_parser.add_argument("--port", type=int, help="JupyterLab's port (default: 8888 or the next free one)")
+    lab_parser.add_argument("--no-browser", action="store_true", help="print the URL only; do not open a browser")
+    lab_parser.add_argument("jupyter_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     sub.add_parser("status", help="which backend, where, running or not, current revision")
     sub.add_parser("preflight", help="before a workshop: versions, backend, database reachable (exit 1 if not)")
     sub.add_parser("url", help="print the database's SQLAlchemy URL (last line of output)")
@@ -44,6 +52,11 @@ def main(argv: list[str] | None = None) -> int:
 
     progress = default_progress()
     try:
+        if args.command == "lab":
+            from .lab_server import run
+
+            extra = args.jupyter_args[1:] if args.jupyter_args[:1] == ["--"] else args.jupyter_args
+            return run(backend=args.backend, port=args.port, open_browser=not args.no_browser, extra=extra)
         if args.command == "reset":
             from .chapters import spec
 

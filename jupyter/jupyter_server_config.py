@@ -1,0 +1,41 @@
+# JupyterLab as `make lab` (or `python -m migration_lab lab`) starts it for the course.
+# Loaded with `--config=jupyter/jupyter_server_config.py`, after your own Jupyter configuration.
+# ruff: noqa: F821
+# (traitlets gives a config file its `c`)
+import os
+import shutil
+import sys
+from pathlib import Path
+
+here = Path(__file__).resolve().parent
+project = here.parent
+venv_bin = Path(sys.executable).parent  # the server runs on the course's venv
+
+# Terminals: your usual login set-up first (a hub or `nohup` would give you `bash -l`, whose
+# profile resets PATH), then the course's venv first on PATH and the project as the folder, so
+# `cd ai-service && alembic current` and `python -m migration_lab ...` work as typed.
+os.environ["MIGRATION_LAB_BIN"] = str(venv_bin)
+os.environ["MIGRATION_LAB_ROOT"] = str(project)
+bash = shutil.which("bash")
+if bash:
+    c.ServerApp.terminado_settings = {
+        "shell_command": [bash, "-l", "-c", 'exec "$0" --rcfile "$1" -i', bash, str(here / "terminal.bashrc")]
+    }
+else:  # no bash (rare): the server's PATH, with the venv first, for the default shell
+    os.environ["PATH"] = f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}"
+
+# Kernels of closed notebook tabs are shut down after 20 idle minutes (each holds 100+ MB);
+# a kernel whose notebook is open is never culled.
+c.MappingKernelManager.cull_idle_timeout = 20 * 60
+c.MappingKernelManager.cull_interval = 60
+c.MappingKernelManager.cull_connected = False
+c.MappingKernelManager.cull_busy = False
+
+# The editor follows the kit: jupyter-collaboration watches open files and reloads one that the
+# kit changed on disk (`ch.reset()`, `ch.add_column(...)`): no "File Changed" dialog on save.
+c.YDocExtension.file_poll_interval = 0.5
+c.SQLiteYStore.db_path = str(project / ".lab" / "jupyter_ystore.db")  # its history, git-ignored
+
+# Nothing phones home during a workshop.
+c.LabApp.news_url = None
+c.LabApp.check_for_updates_class = "jupyterlab.NeverCheckForUpdate"
