@@ -678,7 +678,7 @@ class EmbeddedBackend(Backend):
 
 
 def _compose_command() -> list[str] | None:
-    """`docker compose` (v2) if it answers, else `docker-compose` (v1), else None."""
+    """`docker compose` (v2) if it answers, else `docker-compose` (the guide's spelling), else None."""
     if shutil.which("docker"):
         probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True, timeout=20)
         if probe.returncode == 0:
@@ -686,6 +686,31 @@ def _compose_command() -> list[str] | None:
     if shutil.which("docker-compose"):
         return ["docker-compose"]
     return None
+
+
+def _port_is_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port(preferred: int, taken: set[int]) -> int:
+    """`preferred` when nothing listens on it, else one the system hands out."""
+    if preferred not in taken and _port_is_free(preferred):
+        return preferred
+    import socket
+
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in taken:
+            return port
 
 
 class ComposeBackend(Backend):
@@ -697,9 +722,16 @@ class ComposeBackend(Backend):
     (or `.env.example` when there is no `.env`). Output, rehearsals and speed
     are the embedded route's; the learner types the guide's
     `docker-compose exec ai-api alembic ...` against the same stack.
+
+    Each checkout is its own stack: `start` writes a project name derived from
+    the checkout's path, free ports and the learner's uid into `.env` (when they
+    are not there yet), and every compose command runs in the checkout, so
+    `docker compose ...` typed by hand there and the kit address the same stack,
+    and a second checkout's stack is never this one's.
     """
 
     name = "compose"
+    SETTINGS = ("COMPOSE_PROJECT_NAME", "POSTGRES_PORT", "API_PORT", "LAB_UID", "LAB_GID")
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -720,13 +752,53 @@ class ComposeBackend(Backend):
         return subprocess.run([*self.command(), *args], cwd=self.root, capture_output=True, text=True, timeout=timeout)
 
     def settings(self) -> dict[str, str]:
-        """The variables docker-compose substitutes: `.env` if present, else the example."""
+        """The variables docker-compose substitutes: `.env` if present, else the example; the environment wins."""
         env_file = self.root / ".env"
         if not env_file.exists():
             env_file = self.root / ".env.example"
         values = {k: v or "" for k, v in dotenv_values(env_file).items()}
-        values.update({k: v for k, v in os.environ.items() if k.startswith("POSTGRES_")})
+        values.update({k: v for k, v in os.environ.items() if k.startswith("POSTGRES_") or k in self.SETTINGS})
         return values
+
+    def checkout_settings(self) -> dict[str, str]:
+        """This checkout's own project name, ports and uid: derived from its path, ports checked free."""
+        key = hashlib.sha256(str(self.root).encode()).hexdigest()
+        slot = int(key[8:12], 16) % 2000  # a stable pair of ports per checkout, in 20000-23999
+        postgres = _free_port(20000 + 2 * slot, set())
+        return {
+            "COMPOSE_PROJECT_NAME": f"migration-lab-{key[:8]}",
+            "POSTGRES_PORT": str(postgres),
+            "API_PORT": str(_free_port(20001 + 2 * slot, {postgres})),
+            "LAB_UID": str(os.getuid()),
+            "LAB_GID": str(os.getgid()),
+        }
+
+    def prepare(self, progress: Progress = _quiet) -> None:
+        """Write this checkout's name, ports and uid into `.env` where it does not set them yet.
+
+        `.env` is made from `.env.example` when missing. Values already there
+        (or set in the environment) are kept: the learner's choice wins.
+        """
+        env_file = self.root / ".env"
+        text = env_file.read_text() if env_file.exists() else (self.root / ".env.example").read_text()
+        present = self.settings() if env_file.exists() else dict(os.environ)
+        missing = {k: v for k, v in self.checkout_settings().items() if not present.get(k)}
+        if not missing and env_file.exists():
+            return
+        if missing:
+            text = text.rstrip("\n") + "\n# This checkout's own stack (written by `python -m migration_lab up`):\n"
+            text += "".join(f"{k}={v}\n" for k, v in missing.items())
+        write_private(env_file, text)
+        progress(f"Wrote {', '.join(missing) or 'the example settings'} to {env_file}\n")
+
+    def project_name(self) -> str:
+        """The compose project: COMPOSE_PROJECT_NAME, else compose's default, the folder's name."""
+        name = self.settings().get("COMPOSE_PROJECT_NAME")
+        return name or re.sub(r"[^a-z0-9_-]", "", self.root.name.lower())
+
+    def api_url(self) -> str:
+        """Where the ai-api container answers on this machine."""
+        return f"http://127.0.0.1:{self.settings().get('API_PORT') or '8000'}"
 
     def url(self) -> str:
         s = self.settings()
@@ -736,14 +808,14 @@ class ComposeBackend(Backend):
                 username=s.get("POSTGRES_USER", "postgres"),
                 password=s.get("POSTGRES_PASSWORD"),
                 host="127.0.0.1",
-                port=int(s.get("POSTGRES_PORT", "5432")),
+                port=int(s.get("POSTGRES_PORT") or "5432"),
                 database=s.get("POSTGRES_DB", "ai_service"),
             ).render_as_string(hide_password=False)
         )
 
     def where(self) -> str:
-        s = self.settings()
-        return f"docker-compose stack in {self.root}: service db on 127.0.0.1:{s.get('POSTGRES_PORT', '5432')}"
+        port = self.settings().get("POSTGRES_PORT") or "5432"
+        return f"docker-compose project {self.project_name()} in {self.root}: service db on 127.0.0.1:{port}"
 
     def is_running(self) -> bool:
         try:
@@ -763,6 +835,7 @@ class ComposeBackend(Backend):
             )
 
     def start(self, progress: Progress = _quiet) -> None:
+        self.prepare(progress)
         if not self.is_running():
             self._checked("up", "-d", "--build", "--wait", progress=progress)
 
@@ -774,7 +847,7 @@ class ComposeBackend(Backend):
         self._checked("up", "-d", "--build", "--wait", progress=progress)
 
     def start_hint(self) -> str:
-        return "Start the stack with `docker compose up -d --build` in the project folder."
+        return "Start the stack with `python -m migration_lab --backend compose up` in the project folder."
 
 
 class UrlBackend(Backend):
