@@ -1,23 +1,30 @@
 """Call the ai-api the way a client would, to see code and schema agree (or not).
 
-On the compose route the real container answers on 127.0.0.1:8000. Otherwise
-the app is loaded afresh from ai-service/main.py (as `uvicorn --reload` does
-after an edit) and called in-process against the lab database.
+On the compose route the real container answers on 127.0.0.1 (API_PORT in
+`.env`); after an edit to main.py the call first waits until `uvicorn --reload`
+serves the saved file (its /version names main.py's SHA-256). Otherwise the app
+is loaded afresh from ai-service/main.py (as `uvicorn --reload` does after an
+edit) and called in-process against the lab database.
 """
 
+import hashlib
 import os
+import time
 from typing import Any
 
+from .database import ComposeBackend
 from .lab import Lab
 from .workspace import load_models
 
 
 def call(lab: Lab, method: str, path: str, json: Any = None) -> tuple[int, Any]:
     """(status code, decoded JSON body) of one request to the ai-api."""
-    if lab.backend.name == "compose":
+    if isinstance(lab.backend, ComposeBackend):
         import httpx
 
-        reply = httpx.request(method, f"http://127.0.0.1:8000{path}", json=json, timeout=10)
+        base = lab.backend.api_url()
+        wait_for_reload(base, (lab.project.service_dir / "main.py").read_bytes())
+        reply = httpx.request(method, f"{base}{path}", json=json, timeout=10)
         return reply.status_code, reply.json()
 
     from fastapi.testclient import TestClient
@@ -37,3 +44,24 @@ def call(lab: Lab, method: str, path: str, json: Any = None) -> tuple[int, Any]:
             os.environ.pop("DATABASE_URL", None)
         else:
             os.environ["DATABASE_URL"] = saved
+
+
+def wait_for_reload(base: str, main_py: bytes, timeout: float = 30) -> bool:
+    """Wait until the ai-api at `base` runs this main.py (`uvicorn --reload` restarts it on a save).
+
+    True once /version names its SHA-256; False after `timeout` (a main.py that
+    does not import, say): the caller then gets whatever the API answers.
+    """
+    import httpx
+
+    wanted = hashlib.sha256(main_py).hexdigest()
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{base}/version", timeout=2).json().get("main_py_sha256") == wanted:
+                return True
+        except (httpx.HTTPError, ValueError, AttributeError):
+            pass  # restarting: refused, reset, or not JSON yet
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)

@@ -145,3 +145,23 @@ def create_profile(body: ProfileIn, session: Session = Depends(get_session)) -> 
     except ProgrammingError as error:
         raise _schema_error(error) from error
     return _as_dict(profile)
+
+
+# --- which code is running --------------------------------------------------
+# `uvicorn --reload` restarts the app a moment after main.py is saved. A client
+# that has just edited the models (the lab's notebooks do) waits until /version
+# names the file it saved before it calls the API.
+
+
+def _sha256_of_this_file() -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+
+
+MAIN_PY_SHA256 = _sha256_of_this_file()
+
+
+@app.get("/version")
+def version() -> dict:
+    return {"main_py_sha256": MAIN_PY_SHA256}
