@@ -24,16 +24,19 @@ ifneq ($(UV),)
 	@$(UV) venv --quiet --allow-existing --python $(PYTHON) $(VENV)
 	@$(UV_PIP) -r requirements.txt
 else
-	@echo "Installing the course's tools into $(VENV) with pip (about a minute; uv on PATH makes it seconds)..."
+	@echo "Installing the course's tools into $(VENV) with pip (a minute or two; uv on PATH makes it seconds)..."
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@$(PIP) -r requirements.txt
+	@PYTHONDONTWRITEBYTECODE=1 $(PIP) --upgrade pip
+	@PYTHONDONTWRITEBYTECODE=1 $(PIP) -r requirements.txt
+	@# Python 3.11's venv comes with setuptools; nothing here runs it (builds get their own), so it goes.
+	@PYTHONDONTWRITEBYTECODE=1 $(BIN)/python -m pip uninstall --quiet --yes setuptools 2>/dev/null || true
 endif
 	@touch $@
 	@echo "Installed: $(VENV) ($$(du -sh $(VENV) | cut -f1))."
 
 $(DEV_INSTALLED): $(INSTALLED) requirements-dev.txt
 	@echo "Installing the test tools..."
-	@$(if $(UV),$(UV_PIP),$(PIP)) -r requirements-dev.txt
+	@PYTHONDONTWRITEBYTECODE=1 $(if $(UV),$(UV_PIP),$(PIP)) -r requirements-dev.txt
 	@touch $@
 
 install: $(INSTALLED)

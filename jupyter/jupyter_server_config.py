@@ -32,10 +32,39 @@ c.MappingKernelManager.cull_connected = False
 c.MappingKernelManager.cull_busy = False
 
 # The editor follows the kit: jupyter-collaboration watches open files and reloads one that the
-# kit changed on disk (`ch.reset()`, `ch.add_column(...)`): no "File Changed" dialog on save.
+# kit changed on disk (`ch.reset()`, `ch.add_column(...)`), and saves the editor's text itself
+# (never over a newer file: it reloads instead). One gap, filled here: on such a reload it keeps
+# the file's old hash (jupyter-collaboration issue 340), so Ctrl-S in the editor would still ask
+# "File Changed: Overwrite or Revert?" about the kit's write. The room now also takes the new
+# hash, which the browser's document follows.
 c.YDocExtension.file_poll_interval = 0.5
+
+
+def _reload_with_the_files_hash() -> None:
+    try:
+        from jupyter_core.utils import ensure_async
+        from jupyter_server_ydoc.rooms import DocumentRoom
+    except ImportError:  # jupyter-collaboration not installed: nothing to mend
+        return
+    reload = DocumentRoom._on_outofband_change
+
+    async def reload_and_rehash(self) -> None:
+        await reload(self)
+        try:
+            contents = self._file._contents_manager
+            model = await ensure_async(contents.get(self._file.path, content=False, require_hash=True))
+            self._document.hash = model["hash"]
+        except Exception as error:  # never break the reload itself
+            self.log.warning("Migration Lab: could not refresh the hash of %s: %r", self._file.path, error)
+
+    DocumentRoom._on_outofband_change = reload_and_rehash
+
+
+_reload_with_the_files_hash()
 c.SQLiteYStore.db_path = str(project / ".lab" / "jupyter_ystore.db")  # its history, git-ignored
 
-# Nothing phones home during a workshop.
+# Nothing phones home during a workshop, and no "Would you like to get notified about news?"
+# toast over the first chapter: JupyterLab's settings defaults from lab-settings/overrides.json.
 c.LabApp.news_url = None
 c.LabApp.check_for_updates_class = "jupyterlab.NeverCheckForUpdate"
+c.LabApp.app_settings_dir = str(here / "lab-settings")

@@ -32,6 +32,7 @@ FIRST_CHAPTER = "00-start-here.ipynb"
 STATE_FILE = "jupyterlab.json"  # in .lab/: the running server's pid and URL
 LOCK_FILE = "jupyterlab.lock"
 START_TIMEOUT = 120.0
+STOP_TIMEOUT = 25.0
 
 
 def config_file(project: Project) -> Path:
@@ -247,21 +248,24 @@ def run(
 def _serve(project: Project, lab: Any, port: int | None, open_browser: bool, extra: list[str], out: IO[str]) -> int:
     state = project.state_dir / STATE_FILE
     children: list[subprocess.Popen[bytes]] = []
-    stopping: list[int] = []
+    stopping: list[float] = []
     interactive = sys.stdin is not None and sys.stdin.isatty()
 
     def forward(signum: int, _frame: object) -> None:
-        # In a terminal, Ctrl-C reaches JupyterLab directly (it asks, or stops at a second Ctrl-C);
-        # otherwise (a hub, `kill`, a script) the signal is passed on and JupyterLab stops.
-        stopping.append(signum)
+        # In a terminal, Ctrl-C reaches JupyterLab directly (it asks, or stops at a second Ctrl-C).
+        # Otherwise (a hub, `kill`, a script) JupyterLab is in a process group of its own and gets
+        # exactly one SIGTERM, its clean stop, whatever this process got.
         if children and children[0].poll() is None and (signum != signal.SIGINT or not interactive):
-            children[0].send_signal(signum)
+            stopping.append(time.monotonic())
+            children[0].send_signal(signal.SIGTERM)
 
     # Handlers first: JupyterLab then starts with SIGINT's default action even where this process
     # was started with SIGINT ignored (`cmd &` in a script).
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        child = subprocess.Popen(jupyter_command(project, port, open_browser, extra))
+        child = subprocess.Popen(
+            jupyter_command(project, port, open_browser, extra), process_group=None if interactive else 0
+        )
     except BaseException:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -279,7 +283,10 @@ def _serve(project: Project, lab: Any, port: int | None, open_browser: bool, ext
         while child.poll() is None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(1)
-        return 0 if child.returncode in (0, -signal.SIGINT, -signal.SIGTERM) or stopping else child.returncode
+            if stopping and time.monotonic() - stopping[0] > STOP_TIMEOUT:
+                child.kill()  # JupyterLab did not stop in time; its kernels notice and exit
+        stopped = child.returncode in (0, 1, -signal.SIGINT, -signal.SIGTERM)  # Jupyter: 1 after an interrupt
+        return 0 if stopped or stopping else child.returncode
     finally:
         if child.poll() is None:
             child.terminate()
