@@ -11,7 +11,9 @@ INSTALLED := $(VENV)/.installed
 DEV_INSTALLED := $(VENV)/.installed-dev
 # Quiet: pip's progress bars and warnings only. No .pyc files up front: Python writes those for
 # what it imports (the venv stays under 300 MB).
-PIP := $(BIN)/python -m pip install --quiet --progress-bar on --no-compile --disable-pip-version-check
+# setuptools' "Editable installation" notice about `-e .` is not for learners either.
+QUIET := PYTHONDONTWRITEBYTECODE=1 PYTHONWARNINGS="ignore:Editable installation"
+PIP := $(QUIET) $(BIN)/python -m pip install --quiet --progress-bar on --no-compile --disable-pip-version-check
 UV_PIP := $(UV) pip install --quiet --python $(BIN)/python
 # Arguments for JupyterLab's launcher, e.g. `make lab ARGS="--port 9999 --no-browser"`.
 ARGS ?=
@@ -26,17 +28,17 @@ ifneq ($(UV),)
 else
 	@echo "Installing the course's tools into $(VENV) with pip (a minute or two; uv on PATH makes it seconds)..."
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@PYTHONDONTWRITEBYTECODE=1 $(PIP) --upgrade pip
-	@PYTHONDONTWRITEBYTECODE=1 $(PIP) -r requirements.txt
+	@$(PIP) --upgrade pip
+	@$(PIP) -r requirements.txt
 	@# Python 3.11's venv comes with setuptools; nothing here runs it (builds get their own), so it goes.
-	@PYTHONDONTWRITEBYTECODE=1 $(BIN)/python -m pip uninstall --quiet --yes setuptools 2>/dev/null || true
+	@$(QUIET) $(BIN)/python -m pip uninstall --quiet --yes setuptools 2>/dev/null || true
 endif
 	@touch $@
 	@echo "Installed: $(VENV) ($$(du -sh $(VENV) | cut -f1))."
 
 $(DEV_INSTALLED): $(INSTALLED) requirements-dev.txt
 	@echo "Installing the test tools..."
-	@PYTHONDONTWRITEBYTECODE=1 $(if $(UV),$(UV_PIP),$(PIP)) -r requirements-dev.txt
+	@$(if $(UV),$(UV_PIP),$(PIP)) -r requirements-dev.txt
 	@touch $@
 
 install: $(INSTALLED)
