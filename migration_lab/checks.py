@@ -1,11 +1,14 @@
 """Exercise checks: small named predicates on the real database and the revision files.
 
 Each returns a `Check`: what was checked, whether it holds, and, when it does
-not, a hint that says precisely what to do next - never a bare "wrong".
+not, hints that say what to do next - never a bare "wrong". Hints are
+graduated: the concept first, then the API to use, the code only at the last
+level. "Check my work" shows the first level; `ch.hint()` the next one.
 """
 
 import re
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,12 +17,28 @@ from .errors import LabError
 from .lab import Lab
 from .workspace import model_attributes
 
+Hints = str | Sequence[str]  # one hint, or its levels: concept, API, code
 
-@dataclass(frozen=True)
+
+def levels(hints: Hints) -> tuple[str, ...]:
+    return (hints,) if isinstance(hints, str) else tuple(hints)
+
+
+@dataclass(frozen=True, init=False)
 class Check:
     name: str
     passed: bool
-    hint: str = ""
+    hints: tuple[str, ...] = field(default=())
+
+    def __init__(self, name: str, passed: bool, hints: Hints = ()) -> None:
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "passed", bool(passed))
+        object.__setattr__(self, "hints", levels(hints))
+
+    @property
+    def hint(self) -> str:
+        """The first level: what "Check my work" shows."""
+        return self.hints[0] if self.hints else ""
 
     def __str__(self) -> str:
         return f"✔ {self.name}" if self.passed else f"✘ {self.name}\n    Hint: {self.hint}"
@@ -33,9 +52,18 @@ class Report:
     def passed(self) -> bool:
         return all(c.passed for c in self.checks)
 
+    @property
+    def first_failing(self) -> Check | None:
+        return next((c for c in self.checks if not c.passed), None)
+
     def __str__(self) -> str:
-        verdict = "All checks pass. Well done!" if self.passed else "Not yet: fix the first ✘ and check again."
-        return "\n".join([*map(str, self.checks), verdict])
+        """Every check; the first hint of the first one that fails (the later ones may follow from it)."""
+        first = self.first_failing
+        lines = [str(c) if c is first else f"{'✔' if c.passed else '✘'} {c.name}" for c in self.checks]
+        if first is None:
+            return "\n".join([*lines, "All checks pass. Well done!"])
+        more = f" Stuck? ch.hint() gives the next hint (of {len(first.hints)})." if len(first.hints) > 1 else ""
+        return "\n".join([*lines, f"Not yet: fix the first ✘ and check again.{more}"])
 
 
 def _columns(lab: Lab, table: str) -> dict[str, Any]:
@@ -45,7 +73,7 @@ def _columns(lab: Lab, table: str) -> dict[str, Any]:
     return {c["name"]: c for c in inspector.get_columns(table)}
 
 
-def model_has(lab: Lab, model: str, attribute: str, hint: str) -> Check:
+def model_has(lab: Lab, model: str, attribute: str, hint: Hints) -> Check:
     source = (lab.project.service_dir / "main.py").read_text()
     try:
         found = attribute in model_attributes(source, model)
@@ -54,7 +82,7 @@ def model_has(lab: Lab, model: str, attribute: str, hint: str) -> Check:
     return Check(f"{model}.{attribute} is in main.py", found, hint)
 
 
-def model_lacks(lab: Lab, model: str, attribute: str, hint: str) -> Check:
+def model_lacks(lab: Lab, model: str, attribute: str, hint: Hints) -> Check:
     source = (lab.project.service_dir / "main.py").read_text()
     try:
         gone = attribute not in model_attributes(source, model)
@@ -63,59 +91,72 @@ def model_lacks(lab: Lab, model: str, attribute: str, hint: str) -> Check:
     return Check(f"{model}.{attribute} is gone from main.py", gone, hint)
 
 
-def column_exists(lab: Lab, table: str, column: str, hint: str) -> Check:
+def column_exists(lab: Lab, table: str, column: str, hint: Hints) -> Check:
     return Check(f"the database has column {table}.{column}", column in _columns(lab, table), hint)
 
 
-def column_absent(lab: Lab, table: str, column: str, hint: str) -> Check:
+def column_absent(lab: Lab, table: str, column: str, hint: Hints) -> Check:
     return Check(f"the database no longer has column {table}.{column}", column not in _columns(lab, table), hint)
 
 
-def column_has_server_default(lab: Lab, table: str, column: str, hint: str) -> Check:
+def column_has_server_default(lab: Lab, table: str, column: str, hint: Hints) -> Check:
     info = _columns(lab, table).get(column)
     return Check(f"{table}.{column} has a default in the database", bool(info and info.get("default")), hint)
 
 
-def a_revision_file_matches(lab: Lab, pattern: str, what: str, hint: str) -> Check:
+def a_revision_file_matches(lab: Lab, pattern: str, what: str, hint: Hints) -> Check:
     """Some revision file's text matches the regular expression `pattern`."""
     found = any(re.search(pattern, p.read_text()) for p in lab.project.versions_dir.glob("*.py"))
     return Check(f"a revision file {what}", found, hint)
 
 
-def no_revision_file_matches(lab: Lab, pattern: str, what: str, hint: str) -> Check:
+def no_revision_file_matches(lab: Lab, pattern: str, what: str, hint: Hints) -> Check:
     found = [p.name for p in lab.project.versions_dir.glob("*.py") if re.search(pattern, p.read_text())]
-    return Check(f"no revision file {what}", not found, f"{hint} (found in {', '.join(found)})" if found else hint)
+    return Check(
+        f"no revision file {what}", not found, _with_detail(hint, f" (found in {', '.join(found)})" if found else "")
+    )
 
 
-def database_at(lab: Lab, revision: str, hints: dict[str, str], default_hint: str) -> Check:
-    """The database is at `revision`; the hint depends on where it is instead."""
+def _with_detail(hint: Hints, detail: str) -> tuple[str, ...]:
+    """The hint's levels, the first one followed by what was found."""
+    first, *rest = levels(hint) or ("",)
+    return (first + detail, *rest)
+
+
+def database_heads(lab: Lab) -> str:
+    """Where the database is, as one word: a revision id, "base" or "several heads"."""
     heads = lab.runner.database_heads()
-    at = heads[0] if len(heads) == 1 else ("base" if not heads else "several heads")
-    return Check(f"the database is at {revision}", heads == (revision,), hints.get(at, default_hint))
+    return heads[0] if len(heads) == 1 else ("base" if not heads else "several heads")
 
 
-def database_at_head(lab: Lab, hint: str) -> Check:
+def database_at(
+    lab: Lab, revision: str, hints: dict[str, Hints], default_hint: Hints, name: str | None = None
+) -> Check:
+    """The database is at `revision`; the hint depends on where it is instead."""
+    at = database_heads(lab)
+    return Check(name or f"the database is at {revision}", at == revision, hints.get(at, default_hint))
+
+
+def database_at_head(lab: Lab, hint: Hints) -> Check:
     heads = lab.runner.database_heads()
     script_heads = lab.runner.script().get_heads()
     return Check("the database is at head", bool(heads) and set(heads) == set(script_heads), hint)
 
 
-def models_match_database(lab: Lab, hint: str) -> Check:
+def models_match_database(lab: Lab, hint: Hints) -> Check:
     """`alembic check`: no difference between main.py's models and the database."""
     result = lab.runner.check()
     detail = f" (alembic check says: {result.error})" if result.error else ""
-    return Check("main.py's models match the database (alembic check)", result.ok, hint + detail)
+    return Check("main.py's models match the database (alembic check)", result.ok, _with_detail(hint, detail))
 
 
-def values_preserved(lab: Lab, table: str, column: str, expected: list[str], hint: str) -> Check:
-    columns = _columns(lab, table)
-    if column not in columns:
-        return Check(f"the rows of {table}.{column} survived", False, hint)
+def column_values(lab: Lab, table: str, column: str) -> list[Any] | None:
+    """The values of a column, or None if the database has no such column."""
+    if column not in _columns(lab, table):
+        return None
     with lab.db.engine.connect() as conn:
-        found: list[Any] = list(conn.scalars(sa.select(sa.column(column)).select_from(sa.table(table))))
-        values = sorted(v for v in found if v)
-    return Check(f"the rows of {table}.{column} survived", values == sorted(expected), hint)
+        return list(conn.scalars(sa.select(sa.column(column)).select_from(sa.table(table))))
 
 
-def answer_is(answer: object, expected: object, what: str, hint: str) -> Check:
+def answer_is(answer: object, expected: object, what: str, hint: Hints) -> Check:
     return Check(what, answer == expected, hint)

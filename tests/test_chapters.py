@@ -38,21 +38,6 @@ def test_wrong_moves_get_their_own_hints(lab: Lab) -> None:
     assert not file_check.passed and "ch.reset()" in file_check.hint
 
 
-def test_rename_by_drop_and_add_is_caught(lab: Lab, capsys) -> None:
-    """Chapter 02: applying autogenerate's drop + add loses the names, and the check says so."""
-    chapter = Chapter(spec("02"), lab)
-    chapter.reset()
-    chapter.rename_column("UserProfile", "name", "full_name")
-    chapter.edit_model("full_name = Column(String(100), nullable=False)", "full_name = Column(String(100))")
-    chapter.alembic('revision --autogenerate -m "rename the careless way"')
-    chapter.alembic("upgrade head")
-    checks = {c.name: c for c in chapter.spec.exercise(lab, None)}
-    survived = checks["the rows of user_profiles.full_name survived"]
-    assert not survived.passed and "The names are gone" in survived.hint
-    assert "op.alter_column" in checks["a revision file renames user_profiles.name with op.alter_column"].hint
-    capsys.readouterr()
-
-
 def test_reset_restores_files_and_database(lab: Lab, engine: sa.Engine) -> None:
     main = lab.project.service_dir / "main.py"
     pristine = main.read_text()
