@@ -6,6 +6,11 @@ the same text is readable as-is in a plain terminal.
 
 from alembic.script import ScriptDirectory
 
+MIN_WIDTH_PX = 320  # the graph's box in the console; narrower, Mermaid shrinks the text to fit
+FONT_SIZE_PX = 14
+# Drawn at its natural size (not shrunk to the box it sits in), with text a person can read.
+INIT = f'%%{{init: {{"flowchart": {{"useMaxWidth": false}}, "themeVariables": {{"fontSize": "{FONT_SIZE_PX}px"}}}}}}%%'
+
 
 def _node(revision: str) -> str:
     return f"r{revision}"
@@ -13,7 +18,7 @@ def _node(revision: str) -> str:
 
 def mermaid(script: ScriptDirectory, database: tuple[str, ...]) -> str:
     """A Mermaid flowchart, base at the top, heads at the bottom, the database's revision marked."""
-    lines = ["flowchart TD", '  base(["base"])']
+    lines = [INIT, "flowchart TD", '  base(["base"])']
     for rev in reversed(list(script.walk_revisions())):
         message = (rev.doc or "").replace('"', "'")
         tags = []

@@ -10,11 +10,12 @@ object ids beyond what the nbval sanitize file replaces, so committed outputs
 stay comparable.
 """
 
+import functools
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 from alembic.script import Script
@@ -28,7 +29,7 @@ from .lab import Lab
 from .rehearsal import rehearse
 from .review import review, squawk
 from .runner import CommandLineError, RunResult
-from .widgets import CheckButton, MigrationConsole, user_namespace
+from .widgets import CheckButton, MigrationConsole, refresh_consoles, user_namespace
 from .workspace import (
     ModelEdit,
     add_column,
@@ -43,6 +44,22 @@ from .workspace import (
     teammate_arrives,
 )
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _then_refresh(method: Callable[Concatenate["Chapter", P], R]) -> Callable[Concatenate["Chapter", P], R]:
+    """A call that may change files or the database: the consoles of this kernel show the result after it."""
+
+    @functools.wraps(method)
+    def call(self: "Chapter", *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            refresh_consoles(self.lab)
+
+    return call
+
 
 class Chapter:
     """One chapter's lab: its checkpoint, exercise and solution, and the calls its cells make."""
@@ -52,15 +69,20 @@ class Chapter:
         self.lab = lab
         self.generated: str | None = None  # the revision id the last command here generated
         self._asked: dict[str, policy.Plan] = {}  # questions asked (STOP), by command line
+        self._hints_shown: dict[str, int] = {}  # how many levels of each check's hints were shown
 
     # --- start, check, solve ---------------------------------------------------------
 
+    @_then_refresh
     def reset(self) -> None:
         """Restore ai-service/ and the database to the start of this chapter (your work is backed up first)."""
         report = restore_checkpoint(self.lab, self.spec.checkpoint)
+        self.generated = None
+        self._asked.clear()
         print(f"Chapter {self.spec.number}: {self.spec.title}. {report}")
         print(f"Lab database: {self.lab.backend.where()}")
 
+    @_then_refresh
     def start_exercise(self) -> None:
         """Put the lab where this chapter's exercise starts (for most chapters: where you are)."""
         setup = self.spec.exercise_setup
@@ -71,17 +93,53 @@ class Chapter:
         return Report(tuple(self.spec.exercise(self.lab, answer)))
 
     def check(self, answer: object = None) -> None:
-        """Check my work: print the report, with a hint for each thing missing."""
-        print(self.report(answer))
+        """Check my work: every check, and the first hint for the first thing missing."""
+        report = self.report(answer)
+        first = report.first_failing
+        if first is not None:
+            self._hints_shown[first.name] = max(self._hints_shown.get(first.name, 0), 1)
+        print(report)
+
+    def hint(self, answer: object = None) -> None:
+        """The next hint for the first check that fails: the idea first, then the API, the code last."""
+        if answer is None:
+            answer = user_namespace().get("answer")
+        first = self.report(answer).first_failing
+        if first is None:
+            print("All checks pass: nothing to hint at. Well done!")
+            return
+        total = len(first.hints)
+        level = min(self._hints_shown.get(first.name, 0) + 1, total)
+        self._hints_shown[first.name] = level
+        print(f"✘ {first.name}")
+        print(f"Hint {level} of {total}: {first.hints[level - 1]}")
+        if level < total:
+            print("Still stuck? ch.hint() again gives the next one.")
+        else:
+            print("That was the last hint. ch.solution() shows the whole solution and runs it.")
 
     @property
     def solution_file(self) -> Path:
         return self.lab.project.root / "notebooks" / "solutions" / f"{self.spec.number}.py"
 
+    @_then_refresh
     def solution(self, namespace: dict | None = None) -> None:
-        """Show the exercise's solution and run it (in the notebook's namespace)."""
+        """Show the exercise's solution and run it (in the notebook's namespace), from the exercise's start.
+
+        The lab goes back to where the exercise starts first (the chapter's
+        checkpoint and its exercise setup; your work is backed up), so the
+        solution runs the same whether you tried something or not, once or again.
+        """
         code = self.solution_file.read_text()
         display(Markdown(f"**Solution** (`notebooks/solutions/{self.solution_file.name}`):\n\n```python\n{code}```"))
+        report = restore_checkpoint(self.lab, self.spec.checkpoint)
+        self.generated = None
+        self._asked.clear()
+        print(f"Back to the start of the exercise: database at {', '.join(report.revision) or 'base'}.")
+        if report.backup:
+            print(report.backup)
+        if self.spec.exercise_setup:
+            print(self.spec.exercise_setup(self.lab))
         if namespace is None:
             namespace = user_namespace()
         namespace.setdefault("ch", self)
@@ -89,6 +147,7 @@ class Chapter:
 
     # --- running alembic ---------------------------------------------------------------
 
+    @_then_refresh
     def alembic(self, line: str, confirm: bool = False, progress: bool = False) -> None:
         """Run `alembic <line>`; a command that would destroy data asks for confirm=True first.
 
@@ -98,17 +157,27 @@ class Chapter:
         progress=True shows a live bar for a migration that logs "<done>/<total> rows"
         (as the batched backfill of chapter 05 does).
         """
-        on_log = _progress_bar() if progress else None
+        bar = _ProgressBar() if progress else None
         try:
             # confirm=True answers the question asked about this line: that plan, from that position.
-            checked = (self._asked.pop(line, None) if confirm else None) or policy.plan(self.lab.runner, line)
+            checked = self._asked.pop(line, None) if confirm else None
+            if checked is None:
+                if bar:
+                    bar.say("rehearsing on a throw-away copy of the database first (yours is untouched) ...")
+                checked = policy.plan(self.lab.runner, line)
         except CommandLineError as error:
             print(self.lab.runner.refuse(line, "input", error.what, error.next_step))
             return
         if checked.needs_confirmation and not confirm:
+            if bar:
+                bar.say("stopped: nothing was run")
             self._stop(line, checked)
             return
-        result = policy.execute(self.lab.runner, checked, on_log)
+        if bar:
+            bar.say("running on your database ...")
+        result = policy.execute(self.lab.runner, checked, bar.on_log if bar else None)
+        if bar:
+            bar.finish(result.ok)
         if policy.moved(result):
             print(result)
             again = policy.plan(self.lab.runner, line)
@@ -121,7 +190,7 @@ class Chapter:
         """Say what the command would destroy, and remember the question a confirm=True answers."""
         self._asked[line] = checked
         print(f"$ {checked.command.local}")
-        print(f"STOP: {checked.question()}")
+        print(red(f"STOP: {checked.question()}"))
         print(f"Nothing was done. If you mean it: ch.alembic({line!r}, confirm=True)")
 
     def _show(self, result: RunResult) -> None:
@@ -136,7 +205,7 @@ class Chapter:
     def rehearse(self, line: str, show_table: str | None = None) -> None:
         """Run a command on a throw-away copy of the database: see what it would do, change nothing."""
         rehearsal = rehearse(self.lab.runner, line, show_table=show_table)
-        print(rehearsal)
+        print(red_losses(str(rehearsal)))
         if rehearsal.preview is not None:
             print(f"\n{show_table} as it would be afterwards:")
             print(_table(rehearsal.preview, list(rehearsal.preview_columns)))
@@ -157,6 +226,7 @@ class Chapter:
         print(report)
         print("All migration tests pass." if passed else "Some migration tests FAIL: CI would stop here.")
 
+    @_then_refresh
     def create_all(self) -> None:
         """What an old `init_db()` did: create every table straight from the models, without Alembic."""
         models = load_models(self.lab.project)
@@ -165,6 +235,7 @@ class Chapter:
             conn.commit()
         print(f"Base.metadata.create_all(): created {', '.join(sorted(models.Base.metadata.tables))}")
 
+    @_then_refresh
     def nuke(self, confirm: bool = False) -> None:
         """Drop all data: the lab's `docker compose down -v`. Asks for confirm=True first."""
         if not confirm:
@@ -175,6 +246,7 @@ class Chapter:
             return
         print(self.lab.nuke(progress=lambda message: None))
 
+    @_then_refresh
     def teammate_revision(self, name: str) -> None:
         """A teammate's branch arrives (as `git pull` would bring it): their model change and revision."""
         revision, diff = teammate_arrives(self.lab.project, name)
@@ -187,11 +259,13 @@ class Chapter:
         """Replace text in a file of ai-service/ (e.g. "migrations/env.py"), and show the diff."""
         self._edit(self.lab.project.service_dir / path, replace_text(old, new))
 
+    @_then_refresh
     def delete_file(self, path: str) -> None:
         """Delete a file of ai-service/ (e.g. a revision), as `rm` would."""
         (self.lab.project.service_dir / path).unlink()
         print(f"Deleted ai-service/{path}")
 
+    @_then_refresh
     def clean_versions(self) -> None:
         """Delete every revision file: the nuke option's "start fresh" step."""
         files = sorted(self.lab.project.versions_dir.glob("*.py"))
@@ -199,6 +273,7 @@ class Chapter:
             path.unlink()
         print(f"Deleted {len(files)} revision file(s) from ai-service/migrations/versions/")
 
+    @_then_refresh
     def _edit(self, path: Path, edit: ModelEdit) -> None:
         diff = apply_edit(path, edit, self.lab.project.root)
         display(Markdown(f"```diff\n{diff}```" if diff else "_No change._"))
@@ -260,6 +335,7 @@ class Chapter:
         """The live tables and columns (or one table's)."""
         print(schema.render_text(schema.snapshot(self.lab.db.engine), only=table))
 
+    @_then_refresh
     def sql(self, statement: str) -> None:
         """Run one SQL statement on the lab database, as psql would; say how many rows it touched."""
         with self.lab.db.engine.begin() as conn:
@@ -294,21 +370,44 @@ class Chapter:
         return CheckButton(self, answer_name)
 
 
-def _progress_bar():
-    """Display a progress bar; return the log callback that moves it."""
-    import ipywidgets as w
+class _ProgressBar:
+    """A live bar for a migration that logs "<done>/<total> rows", and a line that says what is happening."""
 
-    bar = w.IntProgress(value=0, min=0, max=1, description="migration")
-    label = w.Label("starting ...")
-    display(w.HBox([bar, label]))
+    def __init__(self) -> None:
+        import ipywidgets as w
 
-    def on_log(line: str) -> None:
+        self.bar = w.IntProgress(value=0, min=0, max=1, description="migration")
+        self.label = w.Label("starting ...")
+        display(w.HBox([self.bar, self.label]))
+
+    def say(self, text: str) -> None:
+        self.label.value = text
+
+    def on_log(self, line: str) -> None:
         match = re.search(r"(\d+)/(\d+) rows", line)
         if match:
-            bar.max, bar.value = int(match[2]), int(match[1])
-            label.value = f"{match[1]} of {match[2]} rows"
+            self.bar.max, self.bar.value = int(match[2]), int(match[1])
+            self.label.value = f"{match[1]} of {match[2]} rows"
 
-    return on_log
+    def finish(self, ok: bool) -> None:
+        if ok:
+            self.bar.value = self.bar.max
+        self.bar.bar_style = "success" if ok else "danger"
+        self.label.value = "done" if ok else "failed: see below"
+
+
+RED = "\x1b[1;31m"
+PLAIN = "\x1b[0m"
+
+
+def red(text: str) -> str:
+    """Text the notebook shows in bold red (ANSI colours render in cell output): data loss, STOP."""
+    return f"{RED}{text}{PLAIN}"
+
+
+def red_losses(text: str) -> str:
+    """Every line that says data would be lost, in red."""
+    return "\n".join(red(line) if line.startswith(("DATA LOSS", "STOP")) else line for line in text.split("\n"))
 
 
 def _table(rows: Sequence[Sequence[Any]], header: list[str]) -> str:

@@ -9,6 +9,7 @@ import contextlib
 import html
 import shlex
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
@@ -73,7 +74,7 @@ class RevisionGraph(w.Output):
     """Revisions, heads, merge points and the database's position, drawn by Mermaid."""
 
     def __init__(self, lab: Lab) -> None:
-        super().__init__()
+        super().__init__(layout=w.Layout(min_width=f"{graph.MIN_WIDTH_PX}px", overflow="auto"))
         self.lab = lab
         self.refresh()
 
@@ -98,20 +99,25 @@ class MigrationConsole(w.VBox):
         self.buttons: dict[str, w.Button] = {}
         for label, line, destructive in COMMANDS:
             button = w.Button(
-                description=label, tooltip=f"alembic {line}", button_style="warning" if destructive else ""
+                description=label,
+                tooltip=f"alembic {line}",
+                button_style="warning" if destructive else "",
+                layout=w.Layout(width="auto", min_width="8em"),
             )
             button.on_click(self._handler(line, destructive))
             self.buttons[label] = button
         self.message = w.Text(placeholder="message, e.g. Add phone number to profile", layout=w.Layout(width="24em"))
         self.buttons["autogenerate"] = w.Button(
-            description="revision --autogenerate",
+            description="autogenerate",
             button_style="info",
+            icon="magic",
             tooltip='alembic revision --autogenerate -m "<message>"',
+            layout=w.Layout(width="auto", min_width="10em"),
         )
         self.buttons["autogenerate"].on_click(lambda _: self._autogenerate())
         self.question = w.HTML()
-        self.confirm = w.Button(description="Yes, run it", button_style="danger")
-        self.cancel = w.Button(description="Cancel")
+        self.confirm = w.Button(description="Yes, run it", button_style="danger", layout=w.Layout(width="auto"))
+        self.cancel = w.Button(description="Cancel", layout=w.Layout(width="auto"))
         self.confirm.on_click(lambda _: self._answer(True))
         self.cancel.on_click(lambda _: self._answer(False))
         self.confirm_row = w.HBox([self.question, self.confirm, self.cancel], layout=w.Layout(display="none"))
@@ -120,6 +126,8 @@ class MigrationConsole(w.VBox):
         self.graph = RevisionGraph(lab) if with_views else None
         self._pending: policy.Plan | None = None
         self._finished: dict[str, float] = {}
+        self._seen = self._state()  # what the views show; a click that finds the lab elsewhere refreshes them
+        self.note = w.HTML(f"<small style='color:#666'>{html.escape(RESTART_NOTE)}</small>")
         children = [
             w.HBox([b for k, b in self.buttons.items() if k != "autogenerate"], layout=w.Layout(flex_flow="row wrap")),
             w.HBox([self.message, self.buttons["autogenerate"]]),
@@ -127,11 +135,34 @@ class MigrationConsole(w.VBox):
             self.output,
         ]
         if with_views:
-            children += [w.HBox([self.schema_view, self.graph])]
-        super().__init__(children)
+            children += [w.HBox([self.schema_view, self.graph], layout=w.Layout(flex_flow="row wrap"))]
+        super().__init__([*children, self.note])
+        for old in list(_CONSOLES):  # the cell ran again: this console replaces the one it showed before
+            if old.lab.project.root == lab.project.root and old.lab.db.url == lab.db.url:
+                old.close_all()
+                _CONSOLES.discard(old)
+        _CONSOLES.add(self)
 
     def __repr__(self) -> str:
-        return "Migration console: " + ", ".join(self.buttons)
+        return "Migration console: " + ", ".join(self.buttons) + f". {RESTART_NOTE}"
+
+    def close_all(self) -> None:
+        """Close the console and every widget in it (the cell ran again)."""
+        for child in [*self.buttons.values(), self.message, self.question, self.confirm, self.cancel, self.output]:
+            child.close()
+        for view in (self.schema_view, self.graph, self.note):
+            if view is not None:
+                view.close()
+        self.close()
+
+    def _state(self) -> tuple:
+        """Where the lab is: the database's revisions and the revision files (what the views show)."""
+        try:
+            heads: tuple[str, ...] | None = self.lab.db.heads()
+        except (LabError, sa.exc.OperationalError):
+            heads = None
+        files = tuple(sorted(p.name for p in self.lab.project.versions_dir.glob("*.py")))
+        return heads, files
 
     def _say(self, text: str) -> None:
         self.output.outputs = ()
@@ -192,6 +223,8 @@ class MigrationConsole(w.VBox):
         key = key or line
         if self._recently_finished(key):
             return None
+        if self._state() != self._seen:  # a reset or a command elsewhere (another cell, a terminal)
+            self.refresh()
         self._pending = None  # another button: the open question is dropped, unanswered
         self.confirm_row.layout.display = "none"
         with self._busy(key):
@@ -232,9 +265,21 @@ class MigrationConsole(w.VBox):
 
     def refresh(self) -> None:
         """Re-read the schema and the revision graph (after a command, a reset, a kernel restart)."""
+        self._seen = self._state()
         if self.schema_view is not None and self.graph is not None:
             self.schema_view.refresh()
             self.graph.refresh()
+
+
+RESTART_NOTE = "Buttons do nothing? After a kernel restart this console is disconnected: run its cell again."
+_CONSOLES: "weakref.WeakSet[MigrationConsole]" = weakref.WeakSet()
+
+
+def refresh_consoles(lab: Lab) -> None:
+    """Show the lab as it is now in every console of this kernel on the same lab (after a reset, a command)."""
+    for console in list(_CONSOLES):
+        if console.lab.project.root == lab.project.root and console.lab.db.url == lab.db.url:
+            console.refresh()
 
 
 def user_namespace() -> dict:

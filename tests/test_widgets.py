@@ -135,3 +135,71 @@ def test_check_my_work_button(lab: Lab, capsys) -> None:
     button.button.click()
     assert "All checks pass" in button.output.outputs[0]["text"]
     capsys.readouterr()
+
+
+def graph_text(console: MigrationConsole) -> str:
+    return console.graph.outputs[0]["data"]["text/markdown"]
+
+
+def test_the_console_follows_a_reset_and_commands_in_other_cells(lab: Lab, capsys) -> None:
+    chapter = Chapter(spec("03"), lab)
+    chapter.reset()
+    console = chapter.console()
+    assert "ra1c4e7f20b13 database" in graph_text(console)
+    chapter.alembic("downgrade -1", confirm=True)  # another cell: the console shows it at once
+    assert "r8b7e5d2c6a41 database" in graph_text(console)
+    assert "- column user_profiles.phone_number" in console.schema_view.value
+    chapter.reset()
+    assert "ra1c4e7f20b13 database" in graph_text(console)
+    capsys.readouterr()
+
+
+def test_a_click_after_a_change_elsewhere_shows_the_lab_as_it_is(lab: Lab) -> None:
+    """A terminal or another notebook moved the database: the next click refreshes the views first."""
+    console = start(lab, "03")
+    lab.runner.downgrade("-1")  # not through this kernel's chapter
+    assert "ra1c4e7f20b13 database" in graph_text(console)  # stale until something happens here
+    console.buttons["downgrade -1"].click()
+    assert "r8b7e5d2c6a41 database" in graph_text(console)
+    assert "8b7e5d2c6a41 to 3f1c2a9d4b10" in console.question.value  # asked from where the database is
+    console.cancel.click()
+
+
+def test_running_the_console_cell_again_replaces_the_old_console(lab: Lab) -> None:
+    first = start(lab)
+    second = MigrationConsole(lab)
+    assert first.comm is None and second.comm is not None  # the old one is closed, not left looking live
+    assert "run its cell again" in repr(second) and "kernel restart" in second.note.value
+
+
+def test_labels_fit_and_the_graph_is_readable(lab: Lab) -> None:
+    from migration_lab import graph
+
+    console = start(lab)
+    for button in console.buttons.values():
+        assert button.layout.width == "auto", button.description
+        assert len(button.description) <= 14, button.description
+    assert console.buttons["autogenerate"].tooltip.startswith("alembic revision --autogenerate")
+    assert int(console.graph.layout.min_width.removesuffix("px")) >= 300
+    text = graph_text(console)
+    assert text.startswith("```mermaid\n%%{init:") and '"useMaxWidth": false' in text
+    assert graph.FONT_SIZE_PX >= 11 and f'"fontSize": "{graph.FONT_SIZE_PX}px"' in text
+
+
+def test_data_loss_is_red(lab: Lab) -> None:
+    console = start(lab, "03")
+    console.buttons["downgrade -1"].click()
+    assert 'style="color:#b00020;font-weight:bold"' in console.question.value
+    console.cancel.click()
+
+
+def test_stop_and_data_loss_are_red_in_notebook_output(lab: Lab, capsys) -> None:
+    from migration_lab.notebook import RED
+
+    chapter = Chapter(spec("03"), lab)
+    chapter.reset()
+    capsys.readouterr()
+    chapter.alembic("downgrade -1")
+    assert f"{RED}STOP: alembic downgrade -1" in capsys.readouterr().out
+    chapter.rehearse("downgrade -1")
+    assert f"{RED}DATA LOSS: column user_profiles.phone_number" in capsys.readouterr().out
