@@ -75,6 +75,8 @@ def run(lab: Lab, tests: tuple[str, ...] = BUILT_IN) -> tuple[bool, str]:
                     "--color=no",
                     "-p",
                     "no:cacheprovider",
+                    "-p",
+                    "pytest_alembic.plugin",
                     "--rootdir",
                     tmp,
                     "--no-header",
@@ -84,7 +86,8 @@ def run(lab: Lab, tests: tuple[str, ...] = BUILT_IN) -> tuple[bool, str]:
                 text=True,
                 timeout=300,
                 cwd=tmp,
-                env={**os.environ, "COLUMNS": "400"},
+                # Only pytest-alembic: the other plugins installed (nbval's Jupyter stack) take seconds to load.
+                env={**os.environ, "COLUMNS": "400", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},
             )
     finally:
         with admin.connect() as conn:

@@ -1,0 +1,94 @@
+"""How long each chapter's Run All takes, and its slowest cells, against the 10 s target.
+
+Each notebook runs top to bottom with nbclient (as "Run All" does in
+JupyterLab), on a throw-away copy of the project and a fresh database of a
+throw-away embedded PostgreSQL, exactly as tests/notebook_runs.py runs them.
+The time is the wall time of the cells (kernel start excluded, measured
+apart), the ratio is against the target.
+
+    python bench/chapter_times.py [-v] [notebooks/05-data-migrations.ipynb ...]
+
+-v lists every cell that took half a second or more.
+"""
+
+import os
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+import nbformat  # noqa: E402
+from nbclient import NotebookClient  # noqa: E402
+
+from conftest import copy_project  # noqa: E402
+from migration_lab import EmbeddedBackend  # noqa: E402
+from notebook_runs import NOTEBOOKS, fresh_database  # noqa: E402
+
+TARGET_SECONDS = 10.0
+
+
+def _seconds(cell: dict) -> float:
+    timing = cell.get("metadata", {}).get("execution", {})
+    start, end = timing.get("iopub.execute_input"), timing.get("shell.execute_reply")
+    if not (start and end):
+        return 0.0
+    return (datetime.fromisoformat(end.rstrip("Z")) - datetime.fromisoformat(start.rstrip("Z"))).total_seconds()
+
+
+def run_all(notebook: Path, workdir: Path, database_url: str) -> nbformat.NotebookNode:
+    """Run All on a copy of `notebook` in a fresh project copy, with each cell's timing recorded."""
+    project = copy_project(workdir / notebook.stem)
+    copy = project.root / "notebooks" / notebook.name
+    nb = nbformat.read(copy, as_version=4)
+    client = NotebookClient(
+        nb, timeout=600, kernel_name="python3", record_timing=True, resources={"metadata": {"path": str(copy.parent)}}
+    )
+    env = {"LAB_DATABASE_URL": database_url}
+    os.environ.update(env)  # the kernel inherits it: the url backend
+    try:
+        client.execute()
+    finally:
+        del os.environ["LAB_DATABASE_URL"]
+    return nb
+
+
+def main(paths: list[str]) -> int:
+    verbose = "-v" in paths
+    notebooks = [Path(p).resolve() for p in paths if p != "-v"] or NOTEBOOKS
+    worst = 0.0
+    with tempfile.TemporaryDirectory() as tmp:
+        server = EmbeddedBackend(Path(tmp) / "server", database="postgres")
+        server.start()
+        try:
+            for number, notebook in enumerate(notebooks):
+                url = fresh_database(server, f"bench_{number}")
+                started = time.perf_counter()
+                nb = run_all(notebook, Path(tmp), url)
+                wall = time.perf_counter() - started
+                cells = [c for c in nb.cells if c.cell_type == "code"]
+                total = sum(_seconds(c) for c in cells)
+                slowest = sorted(((_seconds(c), i) for i, c in enumerate(nb.cells) if c.cell_type == "code"))[-2:]
+                worst = max(worst, total)
+                slow = ", ".join(f"cell {i} {s:.1f} s" for s, i in reversed(slowest))
+                verdict = "ok" if total <= TARGET_SECONDS else "SLOW"
+                if verbose:
+                    for i, c in enumerate(nb.cells):
+                        if c.cell_type == "code" and _seconds(c) >= 0.5:
+                            print(f"    cell {i:>2} {_seconds(c):5.1f} s  {c.source.splitlines()[0][:70]}")
+                print(
+                    f"{notebook.stem:<32} Run All {total:5.1f} s ({total / TARGET_SECONDS:4.2f} of the target, "
+                    f"{wall:4.1f} s with the kernel's start)  {verdict}   slowest: {slow}",
+                    flush=True,
+                )
+        finally:
+            server.stop()
+    print(f"slowest chapter: {worst:.1f} s; target {TARGET_SECONDS:.0f} s")
+    return 0 if worst <= TARGET_SECONDS else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
