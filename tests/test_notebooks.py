@@ -87,3 +87,28 @@ def test_chapters_run_back_to_back_on_one_lab(database_url: str, tmp_path: Path)
     assert lab.runner.check().ok, "after the last chapter, models and database should agree"
     assert len(lab.runner.script().get_heads()) == 1
     lab.db.dispose()
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_run_all_twice_in_one_kernel(notebook: Path, database_url: str, tmp_path: Path) -> None:
+    """A learner's Run All, then Run All again in the same kernel: every cell, solutions included, works twice."""
+    import copy
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    project = copy_project(tmp_path / "project")
+    path = project.root / "notebooks" / notebook.name
+    nb = nbformat.read(path, as_version=4)
+    nb.cells = nb.cells + copy.deepcopy(nb.cells)
+    os.environ["LAB_DATABASE_URL"] = database_url  # the kernel inherits it: the url backend
+    try:
+        NotebookClient(
+            nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+        ).execute()
+    finally:
+        del os.environ["LAB_DATABASE_URL"]
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors
+    last_check = [c for c in nb.cells if c.cell_type == "code" and "ch.check(" in c.source][-1]
+    assert "All checks pass" in "".join(o.get("text", "") for o in last_check.outputs)
