@@ -9,6 +9,7 @@ runs it once more on the same clone. Prints both times, their ratio, and the ven
 """
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -52,11 +53,17 @@ def make_lab(clone: Path, make_args: list[str], log: Path, timeout: float) -> fl
                     raise SystemExit(f"`make lab` printed no URL:\n{log.read_text()[-3000:]}")
                 time.sleep(0.05)
             elapsed = time.monotonic() - start
-            launcher = json.loads((clone / ".lab" / "jupyterlab.json").read_text())["pid"]
+            state = clone / ".lab" / "jupyterlab.json"  # written with the launcher's own URL line
+            while not state.exists() and time.monotonic() - start < timeout:
+                time.sleep(0.05)
+            launcher = json.loads(state.read_text())["pid"]
             os.kill(launcher, signal.SIGINT)  # what Ctrl-C does where there is no terminal
             make.wait(60)
         finally:
-            if make.poll() is None:
+            if make.poll() is None:  # never leave a server behind
+                with contextlib.suppress(OSError, ValueError, KeyError):
+                    os.kill(json.loads((clone / ".lab" / "jupyterlab.json").read_text())["pid"], signal.SIGINT)
+                    time.sleep(5)
                 make.kill()
     if "Lab database is stopped" not in log.read_text():
         raise SystemExit(f"`make lab` did not stop the database:\n{log.read_text()[-2000:]}")

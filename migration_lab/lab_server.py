@@ -202,8 +202,10 @@ def _server_info(pid: int, child: subprocess.Popen[bytes], timeout: float) -> di
     raise LabError(f"JupyterLab did not start within {timeout:.0f} s.", "Read the lines above for why.")
 
 
-def _say(message: str, out: IO[str]) -> None:
-    print(message, file=out, flush=True)
+def _say(message: str, out: IO[str], end: str = "\n") -> None:
+    """Print, unless nobody reads any more (`make lab | tee`, and Ctrl-C stopped tee): carry on regardless."""
+    with contextlib.suppress(OSError, ValueError):
+        print(message, file=out, end=end, flush=True)
 
 
 def run(
@@ -249,7 +251,9 @@ def _serve(project: Project, lab: Any, port: int | None, open_browser: bool, ext
     state = project.state_dir / STATE_FILE
     children: list[subprocess.Popen[bytes]] = []
     stopping: list[float] = []
-    interactive = sys.stdin is not None and sys.stdin.isatty()
+    # In a terminal JupyterLab shares it (and its Ctrl-C prompt); with output to a pipe or a file
+    # (`| tee`, `nohup`, a hub) it gets a process group of its own and one SIGTERM from here.
+    interactive = all(stream is not None and stream.isatty() for stream in (sys.stdin, sys.stdout))
 
     def forward(signum: int, _frame: object) -> None:
         # In a terminal, Ctrl-C reaches JupyterLab directly (it asks, or stops at a second Ctrl-C).
@@ -274,12 +278,11 @@ def _serve(project: Project, lab: Any, port: int | None, open_browser: bool, ext
     try:
         info = _server_info(child.pid, child, START_TIMEOUT)
         url = landing_url(info)
-        state.write_text(json.dumps({"pid": os.getpid(), "server_pid": child.pid, "landing_url": url}))
-        state.chmod(0o600)  # it holds the token
-        _say(
-            f"\nJupyterLab is ready; open chapter 00:\n\n    {url}\n\nCtrl-C stops JupyterLab and the lab database.\n",
-            out,
-        )
+        with os.fdopen(os.open(state, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:  # the token
+            file.write(json.dumps({"pid": os.getpid(), "server_pid": child.pid, "landing_url": url}))
+        how = "Ctrl-C, then y (or Ctrl-C twice)," if interactive else f"Ctrl-C or `kill -INT {os.getpid()}`"
+        _say(f"\nJupyterLab is ready; open chapter 00:\n\n    {url}\n", out)
+        _say(f"{how} stops JupyterLab and the lab database.\n", out)
         while child.poll() is None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(1)
@@ -296,17 +299,17 @@ def _serve(project: Project, lab: Any, port: int | None, open_browser: bool, ext
                 child.kill()
         with contextlib.suppress(OSError):
             state.unlink()
-        _say(_after_stop(lab), out)  # still shielded: a second Ctrl-C does not cut the database's stop
+        _say(_after_stop(lab, out), out)  # still shielded: a second Ctrl-C does not cut the database's stop
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
 
-def _after_stop(lab: Any) -> str:
+def _after_stop(lab: Any, out: IO[str]) -> str:
     """Stop the embedded database with JupyterLab; for the others, say what keeps running and how to stop it."""
     name = lab.backend.name
     if name == "embedded":
         try:
-            return lab.down()
+            return str(lab.down(lambda message: _say(message, out, end="")))
         except LabError as error:
             return f"{error}\nStop it with `python -m migration_lab down`."
     if name == "compose":
