@@ -87,7 +87,7 @@ def main() -> None:
         print(f"installer: {installer}; venv after the first `make lab`: {size}")
         print(f"fresh clone, `make lab` to URL (install included): {cold:6.1f} s")
         print(f"second `make lab` to URL:                          {warm:6.1f} s")
-        print(f"ratio: the first start takes {cold / warm:.0f}x the second")
+        print(f"ratio: the first start takes {cold / warm:.1f}x the second")
     finally:
         if args.keep:
             print(f"clone kept in {clone}", file=sys.stderr)
