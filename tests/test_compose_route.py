@@ -143,6 +143,10 @@ def test_readme_route_then_the_guides_commands_verbatim(stack: Project) -> None:
     assert ComposeBackend(root).is_running()
     status = sh(root, "python -m migration_lab status").stdout
     assert "compose" in status and settings["COMPOSE_PROJECT_NAME"] in status, status
+    other = ComposeBackend(copy_project(root.parent / "second-checkout").root)
+    other.prepare()  # what `up` writes in a second checkout on the same machine
+    assert other.project_name() != ComposeBackend(root).project_name()
+    assert not other.is_running(), "a second checkout must not take this checkout's stack for its own"
     engine = _engine(stack)
     assert {"user_profiles", "user_settings", "job_entries", "alembic_version"} <= tables(engine)
     assert _api(stack, "GET", "/health") == (200, {"status": "ok"})
