@@ -279,7 +279,10 @@ def refresh_consoles(lab: Lab) -> None:
     """Show the lab as it is now in every console of this kernel on the same lab (after a reset, a command)."""
     for console in list(_CONSOLES):
         if console.lab.project.root == lab.project.root and console.lab.db.url == lab.db.url:
-            console.refresh()
+            try:
+                console.refresh()
+            except Exception as error:  # a view that cannot be drawn must not hide what the cell did
+                console.output.append_stdout(f"The console could not refresh its views: {error}\n")
 
 
 def user_namespace() -> dict:

@@ -203,3 +203,13 @@ def test_stop_and_data_loss_are_red_in_notebook_output(lab: Lab, capsys) -> None
     assert f"{RED}STOP: alembic downgrade -1" in capsys.readouterr().out
     chapter.rehearse("downgrade -1")
     assert f"{RED}DATA LOSS: column user_profiles.phone_number" in capsys.readouterr().out
+
+
+def test_a_broken_revision_file_does_not_hide_what_the_cell_did(lab: Lab, capsys) -> None:
+    chapter = Chapter(spec("03"), lab)
+    chapter.reset()
+    console = chapter.console()
+    (lab.project.versions_dir / "ffff00000001_broken.py").write_text("revision = 'ffff00000001'\ndown_revision = (\n")
+    chapter.alembic("current")  # the cell's own answer comes out; the console says it could not redraw
+    assert "FAILED" in capsys.readouterr().out
+    assert "could not refresh its views" in shown(console)
