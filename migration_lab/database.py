@@ -689,9 +689,11 @@ def _compose_command() -> list[str] | None:
 
 
 def _port_is_free(port: int) -> bool:
+    """Nothing listens on 127.0.0.1:`port` (connections lingering in TIME_WAIT do not count)."""
     import socket
 
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as docker-proxy binds it
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -699,18 +701,19 @@ def _port_is_free(port: int) -> bool:
     return True
 
 
-def _free_port(preferred: int, taken: set[int]) -> int:
-    """`preferred` when nothing listens on it, else one the system hands out."""
-    if preferred not in taken and _port_is_free(preferred):
-        return preferred
-    import socket
+PORT_RANGE = range(20000, 30000)  # below the ephemeral ports (32768+) outgoing connections take
 
-    while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port not in taken:
+
+def _free_port(preferred: int, taken: set[int]) -> int:
+    """`preferred` when nothing listens on it, else the next free one up (wrapping) in PORT_RANGE."""
+    start = PORT_RANGE.index(preferred)
+    for port in [*PORT_RANGE[start:], *PORT_RANGE[:start]]:
+        if port not in taken and _port_is_free(port):
             return port
+    raise LabError(
+        f"No free port in {PORT_RANGE.start}-{PORT_RANGE.stop - 1} on 127.0.0.1.",
+        "Set POSTGRES_PORT and API_PORT in .env to two free ports.",
+    )
 
 
 class ComposeBackend(Backend):
@@ -763,12 +766,12 @@ class ComposeBackend(Backend):
     def checkout_settings(self) -> dict[str, str]:
         """This checkout's own project name, ports and uid: derived from its path, ports checked free."""
         key = hashlib.sha256(str(self.root).encode()).hexdigest()
-        slot = int(key[8:12], 16) % 2000  # a stable pair of ports per checkout, in 20000-23999
-        postgres = _free_port(20000 + 2 * slot, set())
+        slot = int(key[8:12], 16) % (len(PORT_RANGE) // 2)  # a stable pair of ports per checkout
+        postgres = _free_port(PORT_RANGE.start + 2 * slot, set())
         return {
             "COMPOSE_PROJECT_NAME": f"migration-lab-{key[:8]}",
             "POSTGRES_PORT": str(postgres),
-            "API_PORT": str(_free_port(20001 + 2 * slot, {postgres})),
+            "API_PORT": str(_free_port(postgres + 1 if postgres + 1 in PORT_RANGE else PORT_RANGE.start, {postgres})),
             "LAB_UID": str(os.getuid()),
             "LAB_GID": str(os.getgid()),
         }
@@ -827,6 +830,14 @@ class ComposeBackend(Backend):
     def _checked(self, *args: str, progress: Progress) -> None:
         progress(f"$ {' '.join([*self.command(), *args])}\n")
         done = self._compose(*args)
+        if done.returncode != 0 and "address already in use" in done.stderr:
+            s = self.settings()
+            raise LabError(
+                f"`{' '.join([*self.command(), *args])}` failed: a port it publishes is taken:\n{done.stderr.strip()}",
+                f"Set POSTGRES_PORT (now {s.get('POSTGRES_PORT') or 5432}) and API_PORT (now "
+                f"{s.get('API_PORT') or 8000}) in {self.root / '.env'} to free ports, or delete those two lines "
+                "and run `python -m migration_lab --backend compose up` to have free ones chosen.",
+            )
         if done.returncode != 0:
             raise LabError(
                 f"`{' '.join([*self.command(), *args])}` failed:\n{done.stderr.strip()}",

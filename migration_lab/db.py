@@ -234,6 +234,8 @@ class LabDatabase:
 
     def _clone(self, conn: sa.Connection, name: str, wait: float) -> None:
         deadline = time.monotonic() + wait
+        # First, or PostgreSQL waits 5 s for them before refusing (the ai-api's pool on the compose route).
+        self._close_idle_sessions(conn)
         while True:
             try:
                 conn.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE {_quote(self.name)}'))
