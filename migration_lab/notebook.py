@@ -94,29 +94,34 @@ class Chapter:
 
     def check(self, answer: object = None) -> None:
         """Check my work: every check, and the first hint for the first thing missing."""
+        print(self.checked(answer))
+
+    def checked(self, answer: object = None) -> Report:
+        """The report "Check my work" shows; its first failing check's first hint counts as shown."""
         report = self.report(answer)
         first = report.first_failing
         if first is not None:
             self._hints_shown[first.name] = max(self._hints_shown.get(first.name, 0), 1)
-        print(report)
+        return report
 
     def hint(self, answer: object = None) -> None:
         """The next hint for the first check that fails: the idea first, then the API, the code last."""
-        if answer is None:
-            answer = user_namespace().get("answer")
+        print(self.next_hint(user_namespace().get("answer") if answer is None else answer))
+
+    def next_hint(self, answer: object = None) -> str:
+        """The next level of hint for the first failing check, saying which level of how many."""
         first = self.report(answer).first_failing
         if first is None:
-            print("All checks pass: nothing to hint at. Well done!")
-            return
+            return "All checks pass: nothing to hint at. Well done!"
         total = len(first.hints)
         level = min(self._hints_shown.get(first.name, 0) + 1, total)
         self._hints_shown[first.name] = level
-        print(f"✘ {first.name}")
-        print(f"Hint {level} of {total}: {first.hints[level - 1]}")
+        lines = [f"✘ {first.name}", f"Hint {level} of {total}: {first.hints[level - 1]}"]
         if level < total:
-            print("Still stuck? ch.hint() again gives the next one.")
+            lines.append("Still stuck? ch.hint() (or the Next hint button) gives the next one.")
         else:
-            print("That was the last hint. ch.solution() shows the whole solution and runs it.")
+            lines.append("That was the last hint. ch.solution() shows the whole solution and runs it.")
+        return "\n".join(lines)
 
     @property
     def solution_file(self) -> Path:

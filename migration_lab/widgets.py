@@ -294,30 +294,47 @@ def user_namespace() -> dict:
 
 
 class Exercise(Protocol):
-    """What "Check my work" needs of a chapter: its number and its checks."""
+    """What "Check my work" needs of a chapter: its number, its checks and its hints."""
 
     spec: Any
 
-    def report(self, answer: object = None) -> Report: ...
+    def checked(self, answer: object = None) -> Report: ...
+
+    def next_hint(self, answer: object = None) -> str: ...
 
 
 class CheckButton(w.VBox):
-    """ "Check my work": runs the chapter's checks against the real database and files."""
+    """ "Check my work": runs the chapter's checks against the real database and files; "Next hint" helps more."""
 
     def __init__(self, chapter: Exercise, answer_name: str | None = None) -> None:
         self.chapter = chapter
         self.answer_name = answer_name
         self.button = w.Button(description="Check my work", button_style="success", icon="check")
+        self.hint_button = w.Button(
+            description="Next hint",
+            icon="lightbulb-o",
+            tooltip="ch.hint(): the idea first, then the API, the code last",
+            layout=w.Layout(width="auto"),
+        )
         self.output = w.Output()
         self.button.on_click(lambda _: self.run())
-        super().__init__([self.button, self.output])
+        self.hint_button.on_click(lambda _: self.hint())
+        super().__init__([w.HBox([self.button, self.hint_button]), self.output])
 
     def __repr__(self) -> str:
         return f"Check my work (chapter {self.chapter.spec.number})"
 
+    def _answer(self) -> object:
+        return user_namespace().get(self.answer_name) if self.answer_name else None
+
     def run(self) -> Report:
-        answer = user_namespace().get(self.answer_name) if self.answer_name else None
-        report = self.chapter.report(answer)
+        report = self.chapter.checked(self._answer())
         self.output.outputs = ()
         self.output.append_stdout(str(report) + "\n")
         return report
+
+    def hint(self) -> str:
+        text = self.chapter.next_hint(self._answer())
+        self.output.outputs = ()
+        self.output.append_stdout(text + "\n")
+        return text

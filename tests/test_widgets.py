@@ -213,3 +213,17 @@ def test_a_broken_revision_file_does_not_hide_what_the_cell_did(lab: Lab, capsys
     chapter.alembic("current")  # the cell's own answer comes out; the console says it could not redraw
     assert "FAILED" in capsys.readouterr().out
     assert "could not refresh its views" in shown(console)
+
+
+def test_next_hint_button_gives_the_next_level(lab: Lab, capsys) -> None:
+    chapter = Chapter(spec("03"), lab)
+    chapter.reset()
+    button = CheckButton(chapter)
+    button.button.click()
+    assert "Hint: The database is still at head" in button.output.outputs[0]["text"]
+    button.hint_button.click()
+    assert "Hint 2 of 3: A relative downgrade goes one step down" in button.output.outputs[0]["text"]
+    button.hint_button.click()
+    text = button.output.outputs[0]["text"]
+    assert 'Hint 3 of 3: ch.alembic("downgrade -1", confirm=True)' in text and "That was the last hint" in text
+    capsys.readouterr()
