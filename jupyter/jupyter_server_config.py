@@ -40,7 +40,7 @@ c.MappingKernelManager.cull_busy = False
 c.YDocExtension.file_poll_interval = 0.5
 
 
-def _reload_with_the_files_hash() -> None:
+def _mend_jupyter_collaboration() -> None:
     try:
         from jupyter_core.utils import ensure_async
         from jupyter_server_ydoc.rooms import DocumentRoom
@@ -59,8 +59,22 @@ def _reload_with_the_files_hash() -> None:
 
     DocumentRoom._on_outofband_change = reload_and_rehash
 
+    # And a stop before any document was opened printed "WebsocketServer not running" with a traceback.
+    from jupyter_server_ydoc.websocketserver import JupyterWebsocketServer
 
-_reload_with_the_files_hash()
+    clean = JupyterWebsocketServer.clean
+
+    async def clean_quietly(self) -> None:
+        try:
+            await clean(self)
+        except RuntimeError as error:
+            if "not running" not in str(error):
+                raise
+
+    JupyterWebsocketServer.clean = clean_quietly
+
+
+_mend_jupyter_collaboration()
 c.SQLiteYStore.db_path = str(project / ".lab" / "jupyter_ystore.db")  # its history, git-ignored
 
 # Nothing phones home during a workshop, and no "Would you like to get notified about news?"
@@ -68,3 +82,10 @@ c.SQLiteYStore.db_path = str(project / ".lab" / "jupyter_ystore.db")  # its hist
 c.LabApp.news_url = None
 c.LabApp.check_for_updates_class = "jupyterlab.NeverCheckForUpdate"
 c.LabApp.app_settings_dir = str(here / "lab-settings")
+
+# Warnings and errors only in `make lab`'s output: the URL stays the last thing it printed.
+c.Application.log_level = "WARN"
+
+# Kernels talk to the server over Unix sockets in Jupyter's runtime folder (yours only), not over
+# TCP ports any local user could reach (and ipykernel no longer warns about it).
+c.KernelManager.transport = "ipc"

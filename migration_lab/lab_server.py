@@ -230,10 +230,12 @@ def run(
                 "Another `make lab` holds this checkout's lock but shows no JupyterLab.",
                 f"Stop it (Ctrl-C in its terminal), or delete {project.state_dir / LOCK_FILE} if it is gone.",
             )
-        for other in running_servers(project):
+        for other in running_servers(project):  # one started by hand, without the course's settings
+            prepare_workbook(project)
             _say(
-                f"JupyterLab is already running for this checkout (pid {other['pid']}); open:\n\n"
-                f"    {landing_url(other)}\n",
+                f"A Jupyter server is already running for this checkout (pid {other['pid']}); open:\n\n"
+                f"    {landing_url(other)}\n\n"
+                "It was not started by `make lab`: its terminals may lack the venv. Stop it, then `make lab`.",
                 out,
             )
             return 0

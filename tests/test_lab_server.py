@@ -222,3 +222,31 @@ def test_make_lab_twice_prints_the_running_url_and_ctrl_c_stops_the_database(
     assert "Lab database is stopped" in said and "its data is kept" in said
     assert not Lab(lab_project, "embedded").backend.is_running()
     assert not (lab_project.state_dir / "jupyterlab.json").exists()
+
+
+def test_a_jupyter_server_started_by_hand_in_the_checkout_is_reused_not_doubled(
+    lab_project: Project, tmp_path: Path, stopped_afterwards: list[subprocess.Popen[bytes]]
+) -> None:
+    runtime = tmp_path / "jupyter-runtime"  # the same as _start's: where servers announce themselves
+    port = _free_port()
+    by_hand = subprocess.Popen(
+        [sys.executable, "-m", "jupyter_server", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--port={port}"]
+        + [f"--ServerApp.root_dir={lab_project.root}", *(["--allow-root"] if os.geteuid() == 0 else [])],
+        env={**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime), "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter")},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    stopped_afterwards.append(by_hand)
+    deadline = time.monotonic() + 60
+    while not list(runtime.glob("jpserver-*.json")):
+        assert by_hand.poll() is None and time.monotonic() < deadline, "the hand-started server did not start"
+        time.sleep(0.2)
+    launcher, output = _start(lab_project, tmp_path, "launcher", _free_port())
+    stopped_afterwards.append(launcher)
+    assert launcher.wait(60) == 0
+    said = output.read_text()
+    assert f"http://127.0.0.1:{port}/lab/tree/{WORKBOOK}/00-start-here.ipynb?token=" in said
+    assert "not started by `make lab`" in said and "Lab database is up" not in said
+    assert (lab_project.root / WORKBOOK / "00-start-here.ipynb").is_file()  # the URL leads somewhere
