@@ -7,6 +7,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from jupyter_core.paths import jupyter_runtime_dir
+
 here = Path(__file__).resolve().parent
 project = here.parent
 venv_bin = Path(sys.executable).parent  # the server runs on the course's venv
@@ -87,5 +89,7 @@ c.LabApp.app_settings_dir = str(here / "lab-settings")
 c.Application.log_level = "WARN"
 
 # Kernels talk to the server over Unix sockets in Jupyter's runtime folder (yours only), not over
-# TCP ports any local user could reach (and ipykernel no longer warns about it).
-c.KernelManager.transport = "ipc"
+# TCP ports any local user could reach (and ipykernel no longer warns about it); unless that
+# folder's path is too long for a socket's name (about 100 bytes: <runtime>/kernel-<uuid>-ipc-N).
+if os.name == "posix" and len(os.fsencode(jupyter_runtime_dir())) <= 45:
+    c.KernelManager.transport = "ipc"

@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.parse
 import urllib.request
@@ -77,6 +78,7 @@ class LabServer:
         parts = urllib.parse.urlsplit(url)
         self.base = f"{parts.scheme}://{parts.netloc}"
         self.token = urllib.parse.parse_qs(parts.query)["token"][0]
+        self.runtime = Path()  # Jupyter's runtime folder (connection files, kernels' sockets)
 
     def api(self, path: str, method: str = "GET") -> object:
         request = urllib.request.Request(f"{self.base}{path}?token={self.token}", method=method)
@@ -100,6 +102,7 @@ def lab_server(tmp_path_factory: pytest.TempPathFactory, server: EmbeddedBackend
     home.mkdir()
     (home / ".bash_profile").write_text(HOSTILE_PROFILE)
     (home / ".bashrc").write_text("export PATH=/usr/bin:/bin  # an unfriendly ~/.bashrc too\n")
+    runtime = tempfile.mkdtemp(prefix="mlab-rt-")  # /tmp/mlab-rt-XXXXXXXX
     output_path = tmp / "lab.out"
     output = output_path.open("w")
     process = subprocess.Popen(
@@ -111,7 +114,7 @@ def lab_server(tmp_path_factory: pytest.TempPathFactory, server: EmbeddedBackend
             "LAB_DATABASE_URL": database_url,
             "JUPYTER_CONFIG_DIR": str(tmp / "jupyter"),
             "JUPYTER_DATA_DIR": str(tmp / "jupyter-data"),
-            "JUPYTER_RUNTIME_DIR": str(tmp / "jupyter-runtime"),
+            "JUPYTER_RUNTIME_DIR": runtime,  # short: kernels use Unix sockets there, as for learners
             "JUPYTERLAB_SETTINGS_DIR": str(tmp / "lab-settings"),
             "JUPYTERLAB_WORKSPACES_DIR": str(tmp / "lab-workspaces"),
         },
@@ -126,7 +129,9 @@ def lab_server(tmp_path_factory: pytest.TempPathFactory, server: EmbeddedBackend
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(output_path.read_text()[-3000:])
             time.sleep(0.2)
-        yield LabServer(project, found.group(1), process, output_path)
+        lab = LabServer(project, found.group(1), process, output_path)
+        lab.runtime = Path(runtime)
+        yield lab
         # Ctrl-C without a terminal: JupyterLab stops, and the launcher says what happens to the database.
         os.killpg(process.pid, signal.SIGINT)
         process.wait(30)
@@ -138,6 +143,7 @@ def lab_server(tmp_path_factory: pytest.TempPathFactory, server: EmbeddedBackend
         with admin.connect() as conn:
             conn.execute(sa.text('DROP DATABASE IF EXISTS "browser_lab" WITH (FORCE)'))
         admin.dispose()
+        shutil.rmtree(runtime, ignore_errors=True)
 
 
 @pytest.fixture
@@ -329,6 +335,8 @@ def test_chapter_01_runs_the_console_works_and_the_editor_follows_the_kit(lab_se
     page.goto(lab_server.open("lab/tree/my-notebooks/01-standard-workflow.ipynb"))
     expect(page.locator(".jp-NotebookPanel:visible")).to_be_visible(timeout=60_000)
     _wait_for_kernel(lab_server, "my-notebooks/01-standard-workflow.ipynb")
+    connections = list(lab_server.runtime.glob("kernel-*.json"))
+    assert connections and all(json.loads(c.read_text())["transport"] == "ipc" for c in connections)  # no TCP
     _restart_and_run_all(page)
     expect(page.get_by_text("All checks pass. Well done!")).to_be_visible(timeout=120_000)
 
