@@ -9,11 +9,14 @@ an edit) and called in-process against the lab database.
 
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from .database import ComposeBackend
 from .lab import Lab
 from .workspace import load_models
+
+NUDGE_AFTER = 3.0  # seconds of an API serving other models before main.py's mtime is renewed
 
 
 def call(lab: Lab, method: str, path: str, json: Any = None) -> tuple[int, Any]:
@@ -24,7 +27,7 @@ def call(lab: Lab, method: str, path: str, json: Any = None) -> tuple[int, Any]:
         base = lab.backend.api_url()
         wanted = saved_models_fingerprint(lab)
         if wanted is not None:
-            wait_for_reload(base, wanted)
+            wait_for_reload(base, wanted, lab.project.service_dir / "main.py")
         reply = httpx.request(method, f"{base}{path}", json=json, timeout=10)
         return reply.status_code, reply.json()
 
@@ -61,23 +64,36 @@ def saved_models_fingerprint(lab: Lab) -> str | None:
             os.environ["DATABASE_URL"] = saved
 
 
-def wait_for_reload(base: str, fingerprint: str, timeout: float = 30) -> bool:
+def wait_for_reload(base: str, fingerprint: str, main_py: Path | None = None, timeout: float = 30) -> bool:
     """Wait until the ai-api at `base` serves these models (`uvicorn --reload` restarts it on a save).
 
     The fingerprint is computed from the models the running process compiled,
     so a process that imported main.py just before the last save never passes
-    for the new one. True once /version reports it; False after `timeout` (the
-    API then answers whatever it answers).
+    for the new one. uvicorn's polling reloader forgets a save made while it
+    restarts the app; when the API keeps answering with other models for
+    NUDGE_AFTER seconds, `main_py`'s modification time is renewed (its content
+    untouched) so the reloader sees it. True once /version reports the
+    fingerprint; False after `timeout` (the API then answers whatever it answers).
     """
     import httpx
 
     deadline = time.monotonic() + timeout
+    stale_since: float | None = None
     while True:
         try:
-            if httpx.get(f"{base}/version", timeout=2).json().get("models") == fingerprint:
-                return True
+            served = httpx.get(f"{base}/version", timeout=2).json().get("models")
         except (httpx.HTTPError, ValueError, AttributeError):
-            pass  # restarting: refused, reset, or not JSON yet
-        if time.monotonic() > deadline:
+            served = None  # restarting: refused, reset, or not JSON yet
+        if served == fingerprint:
+            return True
+        now = time.monotonic()
+        if served is None:
+            stale_since = None
+        elif stale_since is None:
+            stale_since = now
+        elif main_py is not None and now - stale_since > NUDGE_AFTER:
+            os.utime(main_py)
+            stale_since = None
+        if now > deadline:
             return False
         time.sleep(0.1)

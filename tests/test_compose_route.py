@@ -117,7 +117,7 @@ def _api(project: Project, method: str, path: str, json: object = None) -> tuple
 
     base = ComposeBackend(project.root).api_url()
     fingerprint = load_models(project).models_fingerprint()
-    assert wait_for_reload(base, fingerprint), "the ai-api did not reload main.py"
+    assert wait_for_reload(base, fingerprint, project.service_dir / "main.py"), "the ai-api did not reload main.py"
     reply = httpx.request(method, f"{base}{path}", json=json, timeout=10)
     return reply.status_code, reply.json()
 
