@@ -69,11 +69,11 @@ def test_the_graph_is_readable_and_no_label_is_cut(database_url: str, tmp_path: 
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             query = urllib.parse.urlencode({"token": token})
             page.goto(f"http://127.0.0.1:{port}/lab/tree/notebooks/console.ipynb?{query}")
-            page.locator(".jp-Cell").first.click(timeout=60_000)
-            page.keyboard.press("Escape")
-            page.keyboard.press("Shift+Enter")
-            page.wait_for_selector("text=Carol's branch arrived", timeout=60_000)
-            page.keyboard.press("Shift+Enter")
+            page.locator(".jp-Cell").first.wait_for(timeout=60_000)
+            # As tests/test_browser.py does: JupyterLab runs the cells once the fresh kernel is connected.
+            page.locator(".lm-MenuBar-itemLabel", has_text="Kernel").first.click()
+            page.get_by_role("menuitem", name="Restart Kernel and Run All Cells…").click()
+            page.get_by_role("button", name="Confirm Kernel Restart").click()
             graph = page.locator(".jp-RenderedMermaid img").first
             graph.wait_for(timeout=60_000)
             graph.scroll_into_view_if_needed()
