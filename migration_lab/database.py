@@ -746,7 +746,7 @@ class ComposeBackend(Backend):
             if found is None:
                 raise LabError(
                     "Neither `docker compose` nor `docker-compose` is available on this machine.",
-                    "Install Docker, or use the embedded database: `python -m migration_lab up --backend embedded`.",
+                    "Install Docker, or use the embedded database: `python -m migration_lab --backend embedded up`.",
                 )
             self._command = found
         return self._command
@@ -842,7 +842,7 @@ class ComposeBackend(Backend):
             raise LabError(
                 f"`{' '.join([*self.command(), *args])}` failed:\n{done.stderr.strip()}",
                 "Is the Docker engine running? `docker info` tells. "
-                "Or use the embedded database: `python -m migration_lab up --backend embedded`.",
+                "Or use the embedded database: `python -m migration_lab --backend embedded up`.",
             )
 
     def start(self, progress: Progress = _quiet) -> None:
