@@ -10,25 +10,13 @@ the runner at least 10x faster.
 """
 
 import os
-import statistics
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-from throwaway import throwaway_lab
+from throwaway import median_ms, throwaway_lab
 
 TARGET = 10.0
-
-
-def median_ms(action: Callable[[], object], times: int) -> float:
-    samples = []
-    for _ in range(times):
-        started = time.perf_counter()
-        action()
-        samples.append((time.perf_counter() - started) * 1000)
-    return statistics.median(samples)
 
 
 def main(times: int) -> int:

@@ -12,43 +12,21 @@ Target: a console command on compose within 1.5x of embedded.
 
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+from throwaway import copy_project, median_ms
 
 from migration_lab import ComposeBackend, EmbeddedBackend, Lab, Project
-from migration_lab.workspace import BASELINE_CHECKPOINT, restore_files
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET = 1.5
 CHAPTER = "01-standard-workflow.ipynb"
-
-
-def median_ms(action: Callable[[], object], times: int) -> float:
-    samples = []
-    for _ in range(times):
-        started = time.perf_counter()
-        action()
-        samples.append((time.perf_counter() - started) * 1000)
-    return statistics.median(samples)
-
-
-def copy_project(root: Path) -> Project:
-    ignore = shutil.ignore_patterns("__pycache__", ".env", ".ipynb_checkpoints")
-    shutil.copytree(REPO / "ai-service", root / "ai-service", ignore=ignore)
-    shutil.copytree(REPO / "notebooks", root / "notebooks", ignore=ignore)
-    for name in ("docker-compose.yml", ".env.example"):
-        shutil.copy(REPO / name, root / name)
-    project = Project(root)
-    restore_files(project, BASELINE_CHECKPOINT)
-    return project
 
 
 def run_all(project: Project, env: dict[str, str]) -> float:
