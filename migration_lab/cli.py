@@ -9,6 +9,7 @@ import sys
 from .database import BACKENDS
 from .errors import LabError
 from .lab import Lab, default_progress
+from .lab_server import WORKBOOK, refresh_chapter_notebook
 
 
 def _confirm(question: str) -> bool:
@@ -43,6 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("down", help="stop the lab database, keeping its data")
     reset = sub.add_parser("reset", help="restore ai-service/ and the database to the start of a chapter")
     reset.add_argument("chapter", help="chapter number, e.g. 02 (your current work is backed up first)")
+    reset.add_argument(
+        "--keep-notebook",
+        action="store_true",
+        help=f"leave the chapter's notebook in {WORKBOOK}/ as it is (by default it starts over; yours is kept)",
+    )
     restore = sub.add_parser("restore", help="bring back a backup a reset took (the newest, or the one named)")
     restore.add_argument("backup", nargs="?", help="the backup's name, e.g. 20261125-101500 (see `backups`)")
     sub.add_parser("backups", help="list the backups resets took, oldest first")
@@ -76,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
             from .chapters import reset as reset_chapter
 
             print(reset_chapter(args.chapter, lab))
+            if not args.keep_notebook:
+                notebook = refresh_chapter_notebook(lab.project, spec(args.chapter).number)
+                if notebook:
+                    print(notebook)
         elif args.command == "restore":
             from .workspace import restore_backup
 

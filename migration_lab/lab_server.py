@@ -67,12 +67,45 @@ def prepare_workbook(project: Project) -> list[str]:
         destination = target / chapter.name
         if destination.exists():
             continue
-        text = json.dumps(clean_notebook(json.loads(chapter.read_text(encoding="utf-8"))), indent=1, ensure_ascii=False)
-        partial = destination.with_name(f".{destination.name}.part")
-        partial.write_text(text + "\n", encoding="utf-8")
-        partial.replace(destination)  # never a half-written notebook, even if stopped here
+        _write_clean(chapter, destination)
         copied.append(chapter.name)
     return copied
+
+
+def _clean_text(chapter: Path) -> str:
+    return json.dumps(clean_notebook(json.loads(chapter.read_text(encoding="utf-8"))), indent=1, ensure_ascii=False)
+
+
+def _write_clean(chapter: Path, destination: Path) -> None:
+    partial = destination.with_name(f".{destination.name}.part")
+    partial.write_text(_clean_text(chapter) + "\n", encoding="utf-8")
+    partial.replace(destination)  # never a half-written notebook, even if stopped here
+
+
+def refresh_chapter_notebook(project: Project, number: str) -> str | None:
+    """Give the learner chapter `number`'s notebook as it first was, keeping their copy aside.
+
+    `python -m migration_lab reset NN` starts a chapter over: the lab and the notebook. The learner's
+    copy (with their outputs and notes) goes to `.lab/backups/notebooks/`; nothing is lost. Returns
+    what was done, or None when there is no workbook (the learner never ran `make lab`).
+    """
+    target = workbook_dir(project)
+    chapters = sorted((project.root / "notebooks").glob(f"{number}-*.ipynb"))
+    if not target.is_dir() or not chapters:
+        return None
+    chapter = chapters[0]
+    mine = target / chapter.name
+    shown = f"{WORKBOOK}/{chapter.name}"
+    if mine.exists():
+        if mine.read_text(encoding="utf-8").rstrip("\n") == _clean_text(chapter):
+            return f"Your notebook {shown} is already as it first was."
+        kept = project.root / ".lab" / "backups" / "notebooks" / f"{mine.stem}-{time.strftime('%Y%m%d-%H%M%S')}.ipynb"
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        mine.replace(kept)
+        _write_clean(chapter, mine)
+        return f"Your notebook {shown} is fresh again; your copy is in {kept.relative_to(project.root)}."
+    _write_clean(chapter, mine)
+    return f"Your notebook {shown} is fresh again."
 
 
 def landing_path() -> str:

@@ -152,3 +152,34 @@ def test_preflight_passes_with_a_running_database(project: Project, database_url
     done = lab_cli("preflight", project=project, env={"LAB_DATABASE_URL": database_url})
     assert done.returncode == 0, done.stdout
     assert "✔ backend: url:" in done.stdout and "✔ PostgreSQL 18." in done.stdout
+
+
+def test_reset_starts_the_chapters_notebook_over_and_keeps_the_learners_copy(
+    project: Project, database_url: str
+) -> None:
+    """`reset 03` in a terminal: the lab and my-notebooks/03 start over; the learner's notebook is kept aside."""
+    from migration_lab.lab_server import WORKBOOK, prepare_workbook
+
+    prepare_workbook(project)
+    mine = project.root / WORKBOOK / "03-rollback.ipynb"
+    fresh = mine.read_text()
+    mine.write_text(
+        fresh.replace('"outputs": []', '"outputs": [{"output_type": "stream", "name": "stdout", "text": "x"}]')
+    )
+    worked_on = mine.read_text()
+    assert worked_on != fresh
+    env = {"LAB_DATABASE_URL": database_url}
+
+    kept = lab_cli("reset", "03", "--keep-notebook", project=project, env=env)
+    assert kept.returncode == 0 and mine.read_text() == worked_on
+
+    done = lab_cli("reset", "3", project=project, env=env)
+    assert done.returncode == 0, done.stderr
+    assert mine.read_text() == fresh
+    backups = list((project.root / ".lab" / "backups" / "notebooks").glob("03-rollback-*.ipynb"))
+    assert [b.read_text() for b in backups] == [worked_on]
+    assert f"Your notebook {WORKBOOK}/03-rollback.ipynb is fresh again; your copy is in .lab/backups" in done.stdout
+
+    again = lab_cli("reset", "03", project=project, env=env)
+    assert "is already as it first was" in again.stdout
+    assert len(list(backups[0].parent.iterdir())) == 1  # nothing new to keep
