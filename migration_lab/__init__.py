@@ -4,12 +4,40 @@ The Python API is the core; the CLI (`python -m migration_lab`), the widgets
 and the notebooks are thin layers over it.
 """
 
-from .database import Backend, ComposeBackend, EmbeddedBackend, UrlBackend, choose_backend
-from .errors import LabError
-from .lab import Lab
-from .project import Project
-from .review import review
-from .runner import Runner, RunResult
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .database import Backend, ComposeBackend, EmbeddedBackend, UrlBackend, choose_backend
+    from .errors import LabError
+    from .lab import Lab
+    from .project import Project
+    from .review import review
+    from .runner import Runner, RunResult
+
+# Imported on first use, so that `python3 -m migration_lab` can start with a Python that has none of the
+# course's packages yet and make the venv itself (install.py).
+_WHERE = {
+    "Backend": "database",
+    "ComposeBackend": "database",
+    "EmbeddedBackend": "database",
+    "UrlBackend": "database",
+    "choose_backend": "database",
+    "LabError": "errors",
+    "Lab": "lab",
+    "Project": "project",
+    "review": "review",
+    "Runner": "runner",
+    "RunResult": "runner",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
 
 
 def reset(number: str, lab: Lab | None = None):
@@ -21,6 +49,7 @@ def reset(number: str, lab: Lab | None = None):
 
 def restore_backup(name: str | None = None, lab: Lab | None = None) -> None:
     """Bring back the work a reset replaced: the newest backup, or the one named (e.g. "20261125-101500")."""
+    from .lab import Lab
     from .workspace import restore_backup as restore
 
     print(restore(lab or Lab(), name))
@@ -35,6 +64,8 @@ def chapter(number: str, lab: Lab | None = None):
 
 def preflight(lab: Lab | None = None) -> None:
     """Check the installation and the lab database; print what was found."""
+    from .lab import Lab
+
     print("\n".join((lab or Lab()).preflight()[1]))
 
 
