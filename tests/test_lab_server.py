@@ -100,6 +100,31 @@ def _terminal_command(project: Project) -> list[str]:
     return list(config.ServerApp.terminado_settings["shell_command"])
 
 
+def test_the_editor_sync_mend_still_fits_the_pinned_jupyter_collaboration(lab_project: Project) -> None:
+    """jupyter/jupyter_server_config.py wraps two internals of jupyter-collaboration (issue 340: the reload
+    keeps the old hash). A version whose internals moved must fail here, not silently bring back
+    JupyterLab's "File Changed: Overwrite or Revert?" dialog after every reset (the browser test sees that)."""
+    import inspect
+
+    from jupyter_server_ydoc.loaders import FileLoader
+    from jupyter_server_ydoc.rooms import DocumentRoom
+    from jupyter_server_ydoc.websocketserver import JupyterWebsocketServer
+    from jupyter_ydoc import YFile
+
+    original = DocumentRoom._on_outofband_change, JupyterWebsocketServer.clean
+    _terminal_command(lab_project)  # loads the config, which mends
+    try:
+        assert DocumentRoom._on_outofband_change.__name__ == "reload_and_rehash"
+        assert JupyterWebsocketServer.clean.__name__ == "clean_quietly"
+        # What reload_and_rehash reaches for: the room's file, its contents manager, the document's hash.
+        assert "self._file" in inspect.getsource(DocumentRoom.__init__)
+        assert "self._contents_manager" in inspect.getsource(FileLoader.__init__)
+        assert inspect.getattr_static(YFile, "hash").fset is not None  # the document takes a new hash
+        assert inspect.iscoroutinefunction(original[0]) and inspect.iscoroutinefunction(original[1])
+    finally:
+        DocumentRoom._on_outofband_change, JupyterWebsocketServer.clean = original
+
+
 def test_a_terminal_has_the_venv_first_even_after_a_login_profile_that_resets_path(
     lab_project: Project, tmp_path: Path
 ) -> None:
