@@ -8,6 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from . import checks
+from .chapter_expand import alan_gives_his_phone, expand_phone
 from .checks import Check
 from .errors import LabError
 from .lab import Lab
@@ -701,6 +702,7 @@ CHAPTERS: dict[str, ChapterSpec] = {
         ChapterSpec("08", "Troubleshooting", WITH_PHONE_NUMBER, _troubleshooting, _break_the_lab),
         ChapterSpec("09", "The nuke option", WITH_PHONE_NUMBER, _nuke),
         ChapterSpec("10", "Review before you apply", WITH_PHONE_NUMBER, _review),
+        ChapterSpec("12", "Expand and contract", WITH_PHONE_NUMBER, expand_phone, alan_gives_his_phone),
     )
 }
 
