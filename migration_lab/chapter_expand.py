@@ -108,7 +108,7 @@ TRIGGER_HINT = (
     "that copies phone_number to phone when phone_number changed, and phone to phone_number when phone changed. "
     'op.execute("CREATE FUNCTION ...") and op.execute("CREATE TRIGGER ..."); the downgrade drops both first.'
 )
-SOLUTION = "ch.solution() shows the three revisions of notebooks/solutions/12.py and runs them"
+SOLUTION = "ch.solution() shows notebooks/solutions/12.py (an expand revision with the trigger, a backfill) and runs it"
 
 
 def expand_phone(lab: Lab, answer: object) -> list[Check]:
