@@ -106,7 +106,7 @@ def replay(lab: Lab, start: str | None) -> Replay:
 TRIGGER_HINT = (
     "A trigger in the expand revision: BEFORE INSERT OR UPDATE ON user_profiles FOR EACH ROW, a plpgsql function "
     "that copies phone_number to phone when phone_number changed, and phone to phone_number when phone changed. "
-    'op.execute("CREATE FUNCTION ...") and op.execute("CREATE TRIGGER ..."); the downgrade drops both first.'
+    'op.execute("CREATE OR REPLACE FUNCTION ...") and op.execute("CREATE TRIGGER ..."); the downgrade drops both first.'
 )
 SOLUTION = "ch.solution() shows notebooks/solutions/12.py (an expand revision with the trigger, a backfill) and runs it"
 

@@ -15,7 +15,7 @@ from migration_lab.chapters import spec
 from migration_lab.notebook import Chapter
 
 SYNC_FUNCTION = '''op.execute("""
-CREATE FUNCTION user_profiles_sync_full_name() RETURNS trigger AS $$
+CREATE OR REPLACE FUNCTION user_profiles_sync_full_name() RETURNS trigger AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
         NEW.full_name := coalesce(NEW.full_name, NEW.name);

@@ -6,7 +6,7 @@ ch.alembic('revision --autogenerate -m "expand phone"')
 ch.rewrite_revision(
     upgrade='''op.add_column('user_profiles', sa.Column('phone', sa.String(), nullable=True))
 op.execute("""
-CREATE FUNCTION user_profiles_sync_phone() RETURNS trigger AS $$
+CREATE OR REPLACE FUNCTION user_profiles_sync_phone() RETURNS trigger AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
         NEW.phone := coalesce(NEW.phone, NEW.phone_number);
