@@ -229,3 +229,17 @@ def _row_versions(lab: Lab) -> dict[str, str]:
 def _names(lab: Lab) -> dict[str, tuple[str, str]]:
     with lab.db.engine.connect() as conn:
         return {e: (n, f) for e, n, f in conn.execute(sa.text("SELECT email, name, full_name FROM user_profiles"))}
+
+
+def test_the_exercise_passes_on_top_of_the_chapters_own_steps(lab: Lab, capsys) -> None:
+    """A learner who did the steps and then the exercise (no reset between): the replay starts at their contract."""
+    chapter = start(lab)
+    expand(chapter)
+    backfill(chapter)
+    contract(chapter)
+    chapter.start_exercise()
+    before = chapter.report().first_failing
+    assert before is not None and before.name == "UserProfile.phone is in main.py"
+    exec(chapter.solution_file.read_text(), {"ch": chapter})  # the solution's steps, without its reset
+    assert chapter.report().passed, str(chapter.report())
+    capsys.readouterr()
