@@ -8,6 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from . import chapter_locks, checks
+from .chapter_expand import alan_gives_his_phone, expand_phone
 from .checks import Check
 from .errors import LabError
 from .lab import Lab
@@ -704,6 +705,7 @@ CHAPTERS: dict[str, ChapterSpec] = {
         ChapterSpec(
             "11", "Locks and downtime", WITH_PHONE_NUMBER, chapter_locks.exercise, chapter_locks.exercise_start
         ),
+        ChapterSpec("12", "Expand and contract", WITH_PHONE_NUMBER, expand_phone, alan_gives_his_phone),
     )
 }
 
