@@ -104,11 +104,15 @@ class Step:
         if self.error is not None:
             lines.append(f"    FAILED here: {self.error}")
         rows = dict(self.rows)
+        earlier = {lock.table: lock for lock in self.already}
         for lock in self.locks:
             if self.autocommit:
                 until = f"only while the statement runs, outside the migration's transaction: ({_ms(self.held)})"
             else:
                 until = f"held until the migration's transaction ends: ({_ms(self.held)})"
+            stronger = earlier.get(lock.table)
+            if stronger is not None and STRENGTH.get(stronger.mode, -1) > STRENGTH.get(lock.mode, -1):
+                until += f"; an earlier statement's {stronger.mode} on {lock.table} is still held"
             lines.append(f"    {lock}, {until}")
         if not self.locks and self.already:
             lines.append(
@@ -117,9 +121,10 @@ class Step:
         elif not self.locks and self.error is None:
             lines.append("    no lock on an existing table")
         for table in self.rewrites:
+            under = self.strongest(table)
             lines.append(
-                f"    REWRITES {table} (a new relfilenode): all {rows.get(table, 0):,} rows copied, "
-                f"under that lock for all of it ({_ms(self.duration)})"
+                f"    REWRITES {table} (a new relfilenode): all {rows.get(table, 0):,} rows copied "
+                f"({_ms(self.duration)})" + (f", under {under.mode} for all of it" if under else "")
             )
         locked = [lock.table for lock in self.locks if lock.table not in self.rewrites]
         if locked and self.error is None:
@@ -128,6 +133,11 @@ class Step:
         elif not self.rewrites:
             lines.append(f"    the statement took ({_ms(self.duration)})")
         return lines
+
+    def strongest(self, table: str) -> Lock | None:
+        """The strongest lock on `table` while this statement ran: its own, or an earlier one still held."""
+        mine = [lock for lock in (*self.locks, *self.already) if lock.table == table]
+        return max(mine, key=lambda lock: STRENGTH.get(lock.mode, -1)) if mine else None
 
 
 @dataclass(frozen=True)

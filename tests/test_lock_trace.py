@@ -5,7 +5,7 @@ import sqlalchemy as sa
 from conftest import write_revision
 from migration_lab import Lab
 from migration_lab.chapters import spec
-from migration_lab.lock_trace import LockTrace, Step, trace
+from migration_lab.lock_trace import Lock, LockTrace, Step, trace
 from migration_lab.notebook import Chapter
 from migration_lab.review import review
 from migration_lab.workspace import restore_checkpoint
@@ -60,6 +60,7 @@ def test_volatile_default_and_type_change_rewrite(lab: Lab, engine: sa.Engine) -
         "a1",
         head,
         """
+        op.add_column('user_profiles', sa.Column('nickname', sa.String()))
         op.add_column('user_profiles', sa.Column('seen', sa.DateTime(), server_default=sa.text('clock_timestamp()')))
         op.add_column('user_profiles', sa.Column('score', sa.Integer(), server_default='0'))
         op.alter_column('user_settings', 'user_id', type_=sa.BigInteger())
@@ -67,14 +68,16 @@ def test_volatile_default_and_type_change_rewrite(lab: Lab, engine: sa.Engine) -
     )
     found = trace("a1", lab)
     assert found.error is None, str(found)
-    volatile, constant, retyped = found.steps
+    _, volatile, constant, retyped = found.steps
     assert volatile.rewrites == ("user_profiles",)
     assert constant.rewrites == () and constant.locks == ()  # a constant default: in the catalog, no rewrite
     assert "no new lock; the migration's transaction already holds AccessExclusiveLock on user_profiles" in str(
         found
     ), str(found)
     assert retyped.rewrites == ("user_settings",)
-    assert f"REWRITES user_profiles (a new relfilenode): all {profiles(engine):,} rows copied" in str(found)
+    assert volatile.strongest("user_profiles") == Lock("user_profiles", "AccessExclusiveLock")
+    assert f"REWRITES user_profiles (a new relfilenode): all {profiles(engine):,} rows copied (" in str(found)
+    assert ", under AccessExclusiveLock for all of it" in str(found)
 
 
 def test_create_index_takes_a_share_lock(lab: Lab, engine: sa.Engine) -> None:
