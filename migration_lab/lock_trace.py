@@ -57,6 +57,7 @@ LOCK_EFFECTS = {
 STRENGTH = {mode: rank for rank, mode in enumerate(LOCK_EFFECTS)}
 SHOWN_CHARS = 100  # an op. call or a statement longer than this is shortened
 POLL_SECONDS = 0.001  # how often the second connection looks for the statement's queued lock
+HOLD_LIMIT_SECONDS = 5.0  # the second connection never holds the tables longer, whatever happens
 
 _TABLES = """
 SELECT c.oid, CASE WHEN n.nspname = 'public' THEN c.relname ELSE n.nspname || '.' || c.relname END
@@ -69,6 +70,7 @@ _LOCKS = (
     "WHERE pid = :pid AND locktype = 'relation' AND database = (SELECT oid FROM pg_database "
     "WHERE datname = current_database())"
 )
+_WAITS = "SELECT relation::oid, mode FROM pg_locks WHERE pid = :pid AND NOT granted"
 
 
 @dataclass(frozen=True)
@@ -241,16 +243,16 @@ class _Observer:
             return
 
         def watch() -> None:
+            give_up = time.perf_counter() + HOLD_LIMIT_SECONDS
             try:
-                while not done.is_set():
-                    waiting = [
-                        (oid, mode)
-                        for oid, mode, granted in self.conn.execute(sa.text(_LOCKS), {"pid": pid})
-                        if not granted and oid in self.tables
-                    ]
+                while not done.is_set() and time.perf_counter() < give_up:
+                    # Any wait counts, not only for a table: CREATE INDEX CONCURRENTLY also waits for older
+                    # transactions, this one included, which must then end rather than wait with it.
+                    waiting = self.conn.execute(sa.text(_WAITS), {"pid": pid}).all()
                     if waiting:
                         for oid, mode in waiting:
-                            found.setdefault(oid, set()).add(mode)
+                            if oid in self.tables:
+                                found.setdefault(oid, set()).add(mode)
                         break
                     time.sleep(POLL_SECONDS)
             finally:

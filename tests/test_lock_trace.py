@@ -225,3 +225,23 @@ def test_review_and_chapter_show_the_trace_only_when_asked(lab: Lab, engine: sa.
     chapter = Chapter(spec("01"), lab)
     chapter.review("a1", locks=True)
     assert "line 12: op.create_index('ix_profiles_name', 'user_profiles', ['name'])" in capsys.readouterr().out
+
+
+def test_tables_the_revision_creates_are_not_reported(lab: Lab, engine: sa.Engine) -> None:
+    """Nobody else can use them yet. And CREATE INDEX CONCURRENTLY, which waits for older transactions, finishes."""
+    head = at_head(lab, engine)
+    write_revision(
+        lab.project,
+        "a1",
+        head,
+        """
+        op.create_table('notes', sa.Column('id', sa.Integer(), primary_key=True), sa.Column('body', sa.Text()))
+        with op.get_context().autocommit_block():
+            op.create_index('ix_notes_body', 'notes', ['body'], postgresql_concurrently=True)
+        """,
+    )
+    found = trace("a1", lab)
+    assert found.error is None, str(found)
+    created, indexed = found.steps
+    assert created.locks == () and indexed.locks == () and indexed.autocommit  # no table that existed before
+    assert "no lock on an existing table" in "\n".join(indexed.lines())
