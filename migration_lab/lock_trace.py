@@ -81,14 +81,14 @@ class Lock:
     mode: str
 
     def __str__(self) -> str:
-        return f"{self.mode} on {self.table} ({LOCK_EFFECTS.get(self.mode, 'see the PostgreSQL docs')})"
+        return f"{self.mode} on {self.table} ({LOCK_EFFECTS[self.mode]})"
 
 
 @dataclass(frozen=True)
 class Step:
     """One statement the revision sent, and what it did on the copy."""
 
-    line: int | None  # the revision file's line that sent it
+    line: int  # the revision file's line that sent it
     source: str  # that line's op. call (or code), as written, shortened
     sql: str
     locks: tuple[Lock, ...] = ()  # the strongest new lock per existing table
@@ -101,8 +101,8 @@ class Step:
     already: tuple[Lock, ...] = ()  # what earlier statements locked in the same transaction, still held
 
     def lines(self) -> list[str]:
-        where = f"line {self.line}: {self.source}" if self.line is not None else self.source
-        lines = [where, f"    {_shorten(self.sql)}"]
+        """What the learner reads: the op. line, the SQL, each lock and what it blocks, rewrite or not, timings."""
+        lines = [f"line {self.line}: {self.source}", f"    {_shorten(self.sql)}"]
         if self.error is not None:
             lines.append(f"    FAILED here: {self.error}")
         rows = dict(self.rows)
