@@ -316,9 +316,12 @@ class Chapter:
 
         self._edit(path, both)
 
-    def review(self, revision: str | None = None) -> None:
-        """What a careful teammate would say about a revision (default: the newest file)."""
-        print(review(self._script(revision).revision, self.lab))
+    def review(self, revision: str | None = None, locks: bool = False) -> None:
+        """What a careful teammate would say about a revision (default: the newest file).
+
+        `locks=True` adds the lock trace: each statement's locks, rewrites and duration, measured on a copy.
+        """
+        print(review(self._script(revision).revision, self.lab, locks=locks))
 
     def show_model(self, model: str) -> None:
         """The model's class in ai-service/main.py, syntax-highlighted."""

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 
 from .errors import LabError
 from .lab import Lab
+from .lock_trace import LockTrace, trace
 from .rehearsal import rehearse
 from .workspace import load_models
 
@@ -48,8 +49,13 @@ class Review:
     revision: str
     path: Path
     findings: tuple[Finding, ...]
+    trace: LockTrace | None = None  # review(..., locks=True): each statement's locks, rewrites and cost
 
     def __str__(self) -> str:
+        text = self.findings_text()
+        return text if self.trace is None else f"{text}\n{self.trace}"
+
+    def findings_text(self) -> str:
         head = f"Review of {self.revision} ({self.path.name}):"
         if not self.findings:
             return f"{head} nothing to point out."
@@ -309,8 +315,11 @@ def squawk(sql: str) -> list[Finding]:
     ]
 
 
-def review(revision: str = "head", lab: Lab | None = None) -> Review:
-    """Review one revision (an id, "head", or a unique prefix) of the lab's project."""
+def review(revision: str = "head", lab: Lab | None = None, locks: bool = False) -> Review:
+    """Review one revision (an id, "head", or a unique prefix) of the lab's project.
+
+    `locks`: also trace each statement's locks, rewrites and duration on a copy (see lock_trace).
+    """
     lab = lab or Lab()
     script = lab.runner.script().get_revision(revision)
     if script is None:
@@ -362,4 +371,4 @@ def review(revision: str = "head", lab: Lab | None = None) -> Review:
     else:
         findings.append(Finding("warning", "no-offline-sql", f"alembic could not render the SQL: {sql.error}"))
     findings.sort(key=lambda f: SEVERITY_ORDER[f.severity])
-    return Review(script.revision, path, tuple(findings))
+    return Review(script.revision, path, tuple(findings), trace(script.revision, lab) if locks else None)
