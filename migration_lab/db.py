@@ -161,7 +161,7 @@ class LabDatabase:
                         "or use a database of your own.",
                     )
                 for kind, name in conn.execute(sa.text(_OWN_OBJECTS)).all():
-                    conn.execute(sa.text(f"DROP {kind} IF EXISTS public.{_quote(name)} CASCADE"))
+                    conn.execute(sa.text(f"DROP {kind} IF EXISTS {name} CASCADE"))
             conn.commit()
         except sa.exc.OperationalError as error:
             conn.rollback()
@@ -273,15 +273,28 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+# What this role owns in schema public, as (kind, qualified name) for DROP ... CASCADE: tables, views,
+# sequences, types, and functions (a chapter's trigger functions), leaving out what an extension owns.
 _OWN_OBJECTS = """
 SELECT CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'S' THEN 'SEQUENCE'
-                      ELSE 'TABLE' END, c.relname
+                      ELSE 'TABLE' END, format('public.%I', c.relname)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'S') AND pg_has_role(c.relowner, 'USAGE')
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                  AND d.deptype = 'e')
 UNION ALL
-SELECT 'TYPE', t.typname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+SELECT 'TYPE', format('public.%I', t.typname) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
 WHERE n.nspname = 'public' AND t.typtype IN ('e', 'd', 'c') AND pg_has_role(t.typowner, 'USAGE')
   AND NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.reltype = t.oid)
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_type'::regclass AND d.objid = t.oid
+                  AND d.deptype = 'e')
+UNION ALL
+SELECT CASE p.prokind WHEN 'p' THEN 'PROCEDURE' WHEN 'a' THEN 'AGGREGATE' ELSE 'FUNCTION' END,
+       format('public.%I(%s)', p.proname, pg_get_function_identity_arguments(p.oid))
+FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname = 'public' AND pg_has_role(p.proowner, 'USAGE')
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+                  AND d.deptype = 'e')
 """
 
 

@@ -416,6 +416,39 @@ def test_a_role_that_does_not_own_schema_public(lab: Lab, database_url: str, cap
     admin.dispose()
 
 
+def test_a_reset_without_schema_public_drops_the_roles_functions_too(lab: Lab, database_url: str) -> None:
+    """A learner role that does not own schema public: a chapter's trigger function, a procedure and a type
+    go with the reset (a later chapter's CREATE FUNCTION must not meet an old one), quoted names included."""
+    from sqlalchemy.engine import make_url
+
+    admin = sa.create_engine(database_url, poolclass=sa.pool.NullPool, isolation_level="AUTOCOMMIT")
+    role = f"learner_{make_url(database_url).database}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE ROLE {role} LOGIN PASSWORD 'pw'"))
+        conn.execute(sa.text("REVOKE CREATE ON SCHEMA public FROM PUBLIC"))
+        conn.execute(sa.text(f"GRANT CREATE ON SCHEMA public TO {role}"))
+    url = make_url(database_url).set(username=role, password="pw").render_as_string(hide_password=False)
+    learner = Lab(lab.project, UrlBackend(url))
+    Chapter(spec("02"), learner).reset()
+    mine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    with mine.begin() as conn:
+        conn.execute(sa.text("CREATE FUNCTION copy_name() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NEW; END'"))
+        conn.execute(sa.text("CREATE FUNCTION \"Odd Name\"(a int, b text) RETURNS int LANGUAGE sql AS 'SELECT a'"))
+        conn.execute(sa.text("CREATE PROCEDURE tidy() LANGUAGE sql AS 'SELECT 1'"))
+    Chapter(spec("02"), learner).reset()
+    with mine.connect() as conn:
+        left = conn.scalars(
+            sa.text("SELECT proname FROM pg_proc WHERE pronamespace = 'public'::regnamespace ORDER BY 1")
+        ).all()
+    assert left == []
+    assert "phone_number" in columns(mine, "user_profiles")
+    mine.dispose()
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"DROP OWNED BY {role} CASCADE"))
+        conn.execute(sa.text(f"DROP ROLE {role}"))
+    admin.dispose()
+
+
 def test_the_console_says_so_when_the_database_is_down(project: Project, tmp_path: Path) -> None:
     lab = Lab(project, UrlBackend(f"postgresql+psycopg2://nobody:x@/nowhere?host={tmp_path}"))
     console = MigrationConsole(lab)
