@@ -70,6 +70,7 @@ SQLSTATE_HINTS: dict[str, str] = {
 class Diagnosis:
     message: str  # one or two lines, no traceback
     hint: str | None
+    sqlstate: str | None = None  # PostgreSQL's error code, when the database raised it (e.g. 55P03)
 
 
 def _first_line(text: object) -> str:
@@ -105,7 +106,7 @@ def diagnose(error: BaseException, service_dir: Path) -> Diagnosis:
                 + UP_HINT
                 + " Then check `alembic current`: a revision that was running was rolled back.",
             )
-        return Diagnosis(text, SQLSTATE_HINTS.get(code or ""))
+        return Diagnosis(text, SQLSTATE_HINTS.get(code or ""), code)
     if isinstance(error, CommandError):
         return Diagnosis(str(error), _command_hint(error))
     if isinstance(error, SystemExit):

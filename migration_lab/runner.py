@@ -160,6 +160,7 @@ class RunResult:
     after: tuple[str, ...] | None  # read back from alembic_version afterwards; None if unknown
     error: str | None = None
     hint: str | None = None
+    sqlstate: str | None = None  # PostgreSQL's error code of the failure, e.g. "55P03" (lock_timeout)
     new_files: tuple[Path, ...] = field(default_factory=tuple)
     new_revisions: tuple[str, ...] = ()  # their revision ids, from the Script objects alembic returned
     stdout: str = ""  # what alembic printed, without its log lines: the SQL of `--sql`
@@ -435,6 +436,7 @@ class Runner:
             after=after,
             error=diagnosis.message.replace(root, "") if diagnosis else None,
             hint=diagnosis.hint if diagnosis else None,
+            sqlstate=diagnosis.sqlstate if diagnosis else None,
             new_files=new_files if execution.error is None else (),
             new_revisions=tuple(s.revision for s in made) if execution.error is None else (),
             stdout=execution.stdout,

@@ -305,3 +305,13 @@ def test_rehearsal_tells_a_rename_from_a_loss(lab: Lab, engine: sa.Engine) -> No
     )
     dropped = rehearse(lab.runner, "upgrade head")
     assert [str(loss) for loss in dropped.losses] == ["column user_profiles.name and its 2 value(s)"]
+
+
+def test_a_failure_carries_postgresqls_error_code(lab: Lab) -> None:
+    """Callers decide on the SQLSTATE (a lock_timeout is retried), never on the hint's wording."""
+    assert lab.runner.run(["upgrade", "head"]).ok
+    head = lab.runner.database_heads()[0]
+    write_revision(lab.project, "0000000000d1", head, 'op.execute("SET LOCAL lock_timeout = 1; SELECT 1/0")')
+    failed = lab.runner.run(["upgrade", "head"])
+    assert not failed.ok and failed.sqlstate == "22012"  # division_by_zero
+    assert lab.runner.run(["current"]).sqlstate is None
