@@ -11,6 +11,7 @@ from . import checks
 from .checks import Check
 from .errors import LabError
 from .lab import Lab
+from .round_trip import round_trip
 from .workspace import (
     BASELINE_CHECKPOINT,
     WITH_PHONE_NUMBER,
@@ -505,19 +506,29 @@ def _enum_values(lab: Lab) -> tuple[str, ...]:
         )
 
 
-ADD_PAUSED = "op.execute(\"ALTER TYPE job_state ADD VALUE IF NOT EXISTS 'paused'\")"
+ADD_PAUSED = "op.execute(\"ALTER TYPE job_state ADD VALUE IF NOT EXISTS 'paused' AFTER 'done'\")"
+
+
+def _model_enum_values(lab: Lab) -> tuple[str, ...]:
+    """JobEntry.state's Enum(...) values in main.py, in their order (loaded afresh); () if main.py does not load."""
+    try:
+        column = load_models(lab.project).Base.metadata.tables["job_entries"].columns["state"]
+    except Exception:  # noqa: BLE001  (a half-edited main.py: the first check says so)
+        return ()
+    return tuple(getattr(column.type, "enums", ()))
 
 
 def _enums(lab: Lab, answer: object) -> list[Check]:
-    model = (lab.project.service_dir / "main.py").read_text()
+    model = _model_enum_values(lab)
+    database = _enum_values(lab)
     apply = ("The revision is written but not applied.", "Upgrade to head.", 'ch.alembic("upgrade head")')
     return [
         Check(
             "main.py's job_state has 'paused'",
-            '"paused"' in model,
+            "paused" in model,
             (
                 "The model first: JobEntry.state's Enum(...) lists the values job_state may take.",
-                "ch.edit_model(old, new) replaces text in main.py.",
+                "ch.edit_model(old, new) replaces text in main.py (or edit ai-service/main.py in the editor).",
                 'ch.edit_model(\'"done"\', \'"done", "paused"\')',
             ),
         ),
@@ -528,14 +539,37 @@ def _enums(lab: Lab, answer: object) -> list[Check]:
             (
                 "Plain autogenerate does not see a new enum value: the revision is yours to write (or let "
                 "alembic-postgresql-enum write it, as in the steps above).",
-                "An empty revision whose upgrade() runs ALTER TYPE ... ADD VALUE, inside "
+                "An empty revision whose upgrade() runs ALTER TYPE ... ADD VALUE ... AFTER ..., inside "
                 "`with op.get_context().autocommit_block():`.",
                 'ch.alembic(\'revision -m "add paused job state"\'); ch.rewrite_revision(upgrade="""with '
                 f'op.get_context().autocommit_block():\n    {ADD_PAUSED}""")',
             ),
         ),
-        Check("the database's job_state has 'paused'", "paused" in _enum_values(lab), apply),
+        Check("the database's job_state has 'paused'", "paused" in database, apply),
         checks.database_at_head(lab, apply),
+        Check(
+            "job_state's values are in the same order in main.py and the database",
+            bool(model) and model == database,
+            (
+                f"main.py says {', '.join(model)}; the database says {', '.join(database)}. An enum's order is "
+                "part of the type (ORDER BY state and state > 'done' follow it), and ADD VALUE appends at the "
+                "end unless told where.",
+                "ALTER TYPE job_state ADD VALUE 'paused' AFTER 'done' puts it where the model has it (squawk's "
+                "require-enum-value-ordering asks for AFTER or BEFORE). Already applied at the end? PostgreSQL "
+                "cannot move a value: the downgrade must rebuild the type without it (as in step 1) before you fix "
+                "the upgrade and apply it again.",
+                "ch.solution() starts the exercise again and adds it in its place: "
+                f'ch.edit_model(\'"done"\', \'"done", "paused"\'), a revision whose upgrade() runs {ADD_PAUSED} '
+                "in an autocommit_block, and a downgrade() that rebuilds the type.",
+            ),
+        ),
+        checks.models_match_database(
+            lab,
+            (
+                "main.py and the database differ in something else as well.",
+                'ch.alembic("check") says what differs.',
+            ),
+        ),
     ]
 
 
@@ -572,6 +606,12 @@ def _troubleshooting(lab: Lab, answer: object) -> list[Check]:
 
 
 TABLES = ("user_profiles", "user_settings", "job_entries")
+# The initial revision's downgrade(), reviewed: autogenerate's, plus the ENUM type its create_table made.
+INITIAL_DOWNGRADE = """op.drop_table('user_settings')
+op.drop_index(op.f('ix_job_entries_user_id'), table_name='job_entries')
+op.drop_table('job_entries')
+op.drop_table('user_profiles')
+sa.Enum(name='job_state').drop(op.get_bind())"""
 
 
 def _nuke(lab: Lab, answer: object) -> list[Check]:
@@ -612,16 +652,30 @@ def _nuke(lab: Lab, answer: object) -> list[Check]:
             lab,
             ("Autogenerate against an empty database, then upgrade.", 'ch.alembic("check") says what differs.'),
         ),
+        round_trip(
+            lab,
+            (
+                "Review what autogenerate wrote: its downgrade() drops the tables but not the ENUM type job_state "
+                "that create_table made, so after `downgrade base` the next `upgrade head` fails on CREATE TYPE "
+                "(DuplicateObject).",
+                "End downgrade() with sa.Enum(name='job_state').drop(op.get_bind()) (or op.execute(\"DROP TYPE "
+                'job_state")), after the drop_table calls; ch.rewrite_revision(downgrade=...) or the editor.',
+                f'ch.rewrite_revision(downgrade="""{INITIAL_DOWNGRADE}""")',
+            ),
+        ),
     ]
 
 
 COUNTRY = 'country = Column(String(2), nullable=False, server_default="GB")'
+# The other right answer, the one that works on any table: add it nullable, backfill, then NOT NULL.
+COUNTRY_IN_STEPS = """op.add_column('user_profiles', sa.Column('country', sa.String(length=2), nullable=True))
+op.execute("UPDATE user_profiles SET country = 'GB' WHERE country IS NULL")
+op.alter_column('user_profiles', 'country', existing_type=sa.String(length=2), nullable=False)"""
 
 
 def _review(lab: Lab, answer: object) -> list[Check]:
     columns: dict[str, Any] = {c["name"]: c for c in sa.inspect(lab.db.engine).get_columns("user_profiles")}
     country = columns.get("country")
-    line = _model_line(lab, "UserProfile", "country") or ""
     revisions = [
         t
         for t in _revision_texts(lab).values()
@@ -629,24 +683,27 @@ def _review(lab: Lab, answer: object) -> list[Check]:
     ]
     not_null_no_default = [t for t in revisions if "nullable=False" in t and "server_default" not in t]
     at_head = lab.runner.database_heads() and set(lab.runner.database_heads()) == set(lab.runner.script().get_heads())
-    server_default = (
-        "NOT NULL on a table with rows: the database needs a value for the rows already there, and only a "
-        "server_default gives one (the review said not-null-without-default).",
-        "server_default=\"GB\" in the model; the revision's add_column needs it too (server_default='GB'). Fix "
-        "main.py and the revision (ch.rewrite_revision), or ch.reset() and start again.",
-        f"ch.edit_model(\"{line}\", '{COUNTRY}')" if line else f"ch.add_column(\"UserProfile\", '{COUNTRY}')",
+    # Both answers a careful team gives: a value for the rows already there, from a server_default or a backfill.
+    two_ways = (
+        "NOT NULL on a table with rows: the rows already there need a value. Two ways: a server_default (the "
+        "database fills the old rows, and new ones too), or add the column nullable, backfill it with an UPDATE, "
+        "then make it NOT NULL.",
+        "Either server_default='GB' in the model and in the revision's add_column, or rewrite upgrade(): "
+        'op.add_column(... nullable=True), op.execute("UPDATE ..."), op.alter_column(..., nullable=False). '
+        "Fix the revision (ch.rewrite_revision or the editor), or ch.reset() and start again.",
+        f'ch.rewrite_revision(upgrade="""{COUNTRY_IN_STEPS}""")',
     )
     if not_null_no_default and not at_head:
         # The upgrade failed (NOT NULL without a value for the rows): that is what the learner needs now.
         exists_hints: checks.Hints = (
-            "The revision adds country NOT NULL without a server default, so its upgrade fails on the rows "
-            "user_profiles already has (and was rolled back). " + server_default[0],
-            *server_default[1:],
+            "The revision adds country NOT NULL in one step, without a server default, so its upgrade fails on "
+            "the rows user_profiles already has (and was rolled back). " + two_ways[0],
+            *two_ways[1:],
         )
     elif revisions:
         exists_hints = (
             "The revision is written but not applied.",
-            "Review it (ch.review()), then upgrade to head.",
+            "Review it (ch.review(), or `alembic upgrade <parent>:head --sql` and squawk), then upgrade to head.",
             'ch.review(); ch.alembic("upgrade head")',
         )
     else:
@@ -662,26 +719,33 @@ def _review(lab: Lab, answer: object) -> list[Check]:
             "country",
             (
                 "The model first: every profile gets a two-letter country, never empty.",
-                'ch.add_column("UserProfile", "country = Column(...)"): String(2), nullable=False, and a '
-                "server_default for the rows that are already there.",
+                'ch.add_column("UserProfile", "country = Column(...)") or the editor: String(2), nullable=False '
+                "(and, if you like, a server_default for the rows that are already there).",
                 f"ch.add_column(\"UserProfile\", '{COUNTRY}')",
             ),
         ),
         checks.column_exists(lab, "user_profiles", "country", exists_hints),
         checks.Check(
-            "user_profiles.country is NOT NULL",
+            "user_profiles.country is NOT NULL, so every profile has one",
             country is not None and not country["nullable"],
             (
                 "Every profile needs a country: the column must be NOT NULL.",
-                "nullable=False in the model, then a revision that alters the column, and upgrade.",
+                "nullable=False in the model, then a revision that fills the empty rows and alters the column "
+                "(op.alter_column(..., nullable=False)), and upgrade.",
             ),
         ),
-        checks.column_has_server_default(lab, "user_profiles", "country", server_default),
         checks.models_match_database(
             lab,
             (
-                "main.py and the database still differ.",
+                "main.py and the database still differ (a server_default in one and not the other counts too).",
                 "Generate a revision for the difference, review it, upgrade.",
+            ),
+        ),
+        round_trip(
+            lab,
+            (
+                "The revision's downgrade() does not undo its upgrade().",
+                "downgrade() drops the column: op.drop_column('user_profiles', 'country').",
             ),
         ),
     ]
