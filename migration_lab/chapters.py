@@ -12,6 +12,7 @@ from .checks import Check
 from .errors import LabError
 from .lab import Lab
 from .round_trip import round_trip
+from .tracebacks import cli_traceback, failing_line, names_the_line
 from .workspace import (
     BASELINE_CHECKPOINT,
     WITH_PHONE_NUMBER,
@@ -74,8 +75,20 @@ def _break_the_lab(lab: Lab) -> str:
         conn.commit()
     return (
         "A colleague's quick fix: migrations/env.py now imports a model `JobQueue`, and the database was "
-        "rebuilt with Base.metadata.create_all() (no alembic_version). Make `alembic upgrade head` work."
+        "rebuilt with Base.metadata.create_all() (no alembic_version). In a terminal, in ai-service/, "
+        "`alembic current` now prints:\n\n"
+        f"{cli_traceback(lab, 'current') or '(nothing: it runs)'}\n"
+        'Which line of your project fails? Put it in `answer` as "file:line", then make '
+        "`alembic upgrade head` work."
     )
+
+
+ENV_PY = "ai-service/migrations/env.py"
+
+
+def _env_import_line(lab: Lab) -> tuple[int, str]:
+    """The line of env.py that imports from main.py: where the exercise's traceback points."""
+    return failing_line(lab.project.service_dir / "migrations" / "env.py", r"^from main import") or (0, "")
 
 
 def _revision_with_message(lab: Lab, message: str) -> str | None:
@@ -575,14 +588,37 @@ def _enums(lab: Lab, answer: object) -> list[Check]:
 
 def _troubleshooting(lab: Lab, answer: object) -> list[Check]:
     current = lab.runner.current()
+    number, text = _env_import_line(lab)
+    given = answer.strip() if isinstance(answer, str) else ""
+    read = "Read the traceback from the bottom up: the error's last line says what failed (an ImportError)"
     return [
+        Check(
+            "your answer names the line of your project that fails",
+            names_the_line(answer, ENV_PY, number, text),
+            (
+                (
+                    f"{given!r} is a frame of alembic or of Python's import machinery: code you did not write. "
+                    + read
+                    + "; the frame just above it is the last one in a file of your project."
+                )
+                if "site-packages" in given or "frozen" in given or re.search(r"(pyfiles|command|config)\.py", given)
+                else (
+                    f"{read}; the frame just above it is the last one in a file of your project. Which file, "
+                    "which line?"
+                ),
+                'The frame reads File "ai-service/migrations/...", line N. Give it as a string: '
+                'answer = "<file>:<line>" (or the line\'s text).',
+                f'answer = "{ENV_PY}:{number}"',
+            ),
+        ),
         checks.Check(
             "alembic can load env.py and the models",
             current.ok,
             (
                 f"`alembic current` fails: {current.error}. env.py imports something main.py does not have.",
                 'Fix the import line in migrations/env.py with ch.edit_file("migrations/env.py", old, new): '
-                "env.py needs only Base, which knows every model.",
+                "env.py needs only Base: its metadata knows every model main.py defines (and every model module "
+                "main.py imports).",
                 'ch.edit_file("migrations/env.py", "from main import Base, JobQueue", "from main import Base")',
             ),
         ),

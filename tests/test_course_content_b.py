@@ -148,3 +148,21 @@ def test_10_a_failed_one_step_not_null_is_told_both_ways_and_no_false_claim(lab:
     assert "backfill" in hints and "server_default" in hints
     assert "only a server_default" not in hints and "needs a server_default" not in hints
     capsys.readouterr()
+
+
+ANSWER_CHECK = "your answer names the line of your project that fails"
+
+
+def test_08_the_exercise_shows_the_raw_traceback_and_checks_the_frame_named(lab: Lab, capsys) -> None:
+    chapter = start(lab, "08")
+    shown = capsys.readouterr().out
+    assert "Traceback (most recent call last):" in shown
+    assert 'File "ai-service/migrations/env.py", line 18, in <module>' in shown
+    assert "ImportError: cannot import name 'JobQueue' from 'main' (ai-service/main.py)" in shown
+    for right in ("ai-service/migrations/env.py:18", "env.py, line 18", "from main import Base, JobQueue"):
+        assert ANSWER_CHECK not in failing(chapter, right), right
+    for wrong in ("ai-service/migrations/env.py:19", "main.py:18", None):
+        assert ANSWER_CHECK in failing(chapter, wrong), wrong
+    alembic_frame = failing(chapter, ".../site-packages/alembic/util/pyfiles.py:132")[ANSWER_CHECK]
+    assert "code you did not write" in alembic_frame[0]
+    capsys.readouterr()
