@@ -7,7 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from . import checks
+from . import checks, teams
 from .checks import Check
 from .errors import LabError
 from .lab import Lab
@@ -20,7 +20,6 @@ from .workspace import (
     ResetReport,
     load_models,
     restore_checkpoint,
-    teammate_arrives,
 )
 
 SEED_NAMES = ["Ada Lovelace", "Grace Hopper", "Alan Turing"]
@@ -48,18 +47,8 @@ def _mixed_case_sign_up(lab: Lab) -> str:
 
 
 def _carol_arrives(lab: Lab) -> str:
-    """Carol's branch, from a1c4e7f20b13, next to work of yours that also starts there: two heads."""
-    said = ""
-    if lab.runner.script().get_heads() == ["a1c4e7f20b13"]:
-        # Straight from the chapter's checkpoint (ch.solution() starts there): no revision of yours on top of
-        # a1c4e7f20b13 yet, so Bob's (merged into your branch already) plays that part.
-        revision, _ = teammate_arrives(lab.project, "bob")
-        said = f"Your branch has Bob's revision ai-service/migrations/versions/{revision} (UserSettings.language). "
-    revision, _ = teammate_arrives(lab.project, "carol")
-    return (
-        f"{said}Carol's branch arrived: her model change (UserSettings.timezone) and "
-        f"ai-service/migrations/versions/{revision}. Her branch started from a1c4e7f20b13."
-    )
+    """Carol's branch, from a1c4e7f20b13, next to a revision of yours that adds the same column: see teams.py."""
+    return teams.conflicting_branches(lab)
 
 
 BROKEN_ENV_IMPORT = "from main import Base, JobQueue  # noqa: E402  (needs the sys.path line above)"
@@ -476,34 +465,71 @@ def _data_migrations(lab: Lab, answer: object) -> list[Check]:
 
 def _teams(lab: Lab, answer: object) -> list[Check]:
     heads = lab.runner.script().get_heads()
+    parent = teams.parent_line(lab)
+    wanted = repr(teams.new_parent(lab))
+    on_top = (
+        "Both branches add user_settings.timezone. Carol's revision reached main first: yours must run after "
+        "hers and change her column, not add it again (a merge of the two heads runs both ADD COLUMNs, and "
+        "the second fails: DuplicateColumn).",
+        f"In your revision ({teams.YOURS}), set down_revision to {wanted} (a rebase; a tuple makes it a merge "
+        "revision with content), and write upgrade() with op.alter_column(): fill the NULLs, then type_, "
+        "server_default and nullable as main.py has them; downgrade() the reverse. Editor or ch.edit_file + "
+        "ch.rewrite_revision.",
+        f'ch.edit_file("migrations/versions/{teams.YOURS}", "{parent}", '
+        f'"down_revision: Union[str, Sequence[str], None] = {wanted}"); '
+        f'ch.rewrite_revision(revision="{teams.YOURS_ID}", upgrade="""{teams.ON_TOP_UPGRADE}""", '
+        f'downgrade="""{teams.ON_TOP_DOWNGRADE}""")',
+    )
     apply = (
-        "Carol's revision and the merge are not applied yet.",
+        "Your revision and Carol's are not both applied yet.",
         "Upgrade to head: with one head, alembic knows where that is.",
         'ch.alembic("upgrade head")',
     )
     return [
         checks.a_revision_file_matches(
             lab,
-            r"revision: str = 'c3e8a6d2f4b5'",
-            "from Carol (c3e8a6d2f4b5) is in versions/",
+            rf"revision: str = '{teams.CAROL_ID}'",
+            f"from Carol ({teams.CAROL_ID}) is in versions/",
             (
                 "Carol's branch has not arrived yet.",
                 "ch.start_exercise() brings it, as a git pull would.",
-                'ch.teammate_revision("carol")',
+                "ch.start_exercise()",
             ),
         ),
         Check(
             "there is a single head",
             len(heads) == 1,
             (
-                f"There are {len(heads)} heads ({', '.join(sorted(heads))}): your revision and Carol's both start "
-                "from the same parent, so `upgrade head` does not know which head you mean.",
-                'A merge revision has both heads as parents: `alembic merge heads -m "..."`.',
-                "ch.alembic('merge heads -m \"merge carol\"')",
+                f"There are {len(heads)} heads ({', '.join(sorted(heads))}): your branch and Carol's both start "
+                "from a1c4e7f20b13, so `upgrade head` does not know which head you mean. Look at what each adds "
+                "before you join them.",
+                *on_top[1:],
             ),
         ),
-        checks.database_at_head(lab, apply),
+        checks.database_at_head(
+            lab,
+            (
+                f"{apply[0]} If `upgrade head` failed with DuplicateColumn: " + on_top[0],
+                *on_top[1:],
+            )
+            if _any_revision(lab, r"add_column\('user_settings', sa\.Column\('timezone'.*length=64")
+            else apply,
+        ),
         checks.column_exists(lab, "user_settings", "timezone", apply),
+        checks.models_match_database(
+            lab,
+            (
+                "user_settings.timezone is not what main.py says (String(64), NOT NULL, default 'UTC').",
+                *on_top[1:],
+            ),
+        ),
+        round_trip(
+            lab,
+            (
+                "Your revision's downgrade() must undo its upgrade(): give Carol's column back as she made it.",
+                f'downgrade() with op.alter_column(...): """{teams.ON_TOP_DOWNGRADE}"""',
+            ),
+        ),
     ]
 
 
