@@ -609,6 +609,16 @@ def _enums(lab: Lab, answer: object) -> list[Check]:
                 'ch.alembic("check") says what differs.',
             ),
         ),
+        round_trip(
+            lab,
+            (
+                "Your downgrade() must undo the upgrade. PostgreSQL cannot drop one value from an enum: the "
+                "downgrade moves the paused rows to another value and rebuilds the type without 'paused'.",
+                "As step 1's downgrade does: UPDATE the rows, RENAME the type, CREATE it again without the value, "
+                "ALTER the column TYPE ... USING state::text::job_state, DROP the old type.",
+                "ch.solution() shows the whole revision, downgrade() included.",
+            ),
+        ),
     ]
 
 
@@ -662,6 +672,13 @@ def _troubleshooting(lab: Lab, answer: object) -> list[Check]:
             (
                 "Stamp only when the tables really match the models: they differ.",
                 'ch.alembic("check") says how.',
+            ),
+        ),
+        round_trip(
+            lab,
+            (
+                "The history must still build the schema from nothing: `downgrade base` then `upgrade head`.",
+                "`alembic history` shows the chain; each downgrade() undoes its upgrade().",
             ),
         ),
     ]

@@ -252,6 +252,12 @@ EXPLAINED = {
         "Expected on every revision until chapter 10, with require-lock-timeout: a statement with no time limit "
         "can hold its locks for as long as it runs. Same fix: a SET statement_timeout at the start of upgrade().",
     ),
+    "adding-not-nullable-field": (
+        "warning",
+        "Fine on a small table (the last step of add nullable, backfill, NOT NULL). On a big one the scan holds "
+        "an ACCESS EXCLUSIVE lock: first op.create_check_constraint(..., 'col IS NOT NULL', postgresql_not_valid="
+        "True), then VALIDATE CONSTRAINT (it lets writes go on); SET NOT NULL then skips the scan.",
+    ),
     "renaming-column": (
         "info",
         "Expected when a rename is what you mean: the app must use the new name when the migration runs "
