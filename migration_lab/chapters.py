@@ -552,7 +552,7 @@ def _model_enum_values(lab: Lab) -> tuple[str, ...]:
     """JobEntry.state's Enum(...) values in main.py, in their order (loaded afresh); () if main.py does not load."""
     try:
         column = load_models(lab.project).Base.metadata.tables["job_entries"].columns["state"]
-    except Exception:  # noqa: BLE001  (a half-edited main.py: the first check says so)
+    except Exception:  # a half-edited main.py fails in any way: the first check says so
         return ()
     return tuple(getattr(column.type, "enums", ()))
 
