@@ -4,6 +4,7 @@
 import pytest
 import sqlalchemy as sa
 
+from conftest import write_revision
 from migration_lab import Lab
 from migration_lab.chapters import spec
 from migration_lab.notebook import Chapter
@@ -191,3 +192,25 @@ def test_06_after_the_steps_a_merge_revision_with_content_resolves_it(lab: Lab, 
     chapter.alembic("upgrade head")
     assert chapter.report().passed, str(chapter.report())
     capsys.readouterr()
+
+
+READS_ROWS = """bind = op.get_bind()
+for (user_id,) in bind.execute(sa.text("SELECT id FROM user_profiles")).all():
+    bind.execute(sa.text("UPDATE user_profiles SET email = lower(email) WHERE id = :id"), {"id": user_id})"""
+OFFLINE_AWARE = """from alembic import context
+if context.is_offline_mode():
+    op.execute("UPDATE user_profiles SET email = lower(email)")
+else:
+""" + "\n".join("    " + line for line in READS_ROWS.splitlines())
+
+
+@pytest.mark.parametrize(("upgrade", "renders"), [(READS_ROWS, False), (OFFLINE_AWARE, True)])
+def test_10_offline_sql_of_a_data_migration_that_reads_rows(lab: Lab, upgrade: str, renders: bool) -> None:
+    """Chapter 10's claim: `upgrade A:B --sql` has no database, so a revision reading rows through op.get_bind()
+    fails there; one that asks context.is_offline_mode() renders plain SQL instead."""
+    Chapter(spec("10"), lab).reset()
+    write_revision(lab.project, "0f0000000010", "a1c4e7f20b13", upgrade)
+    result = lab.runner.run(["upgrade", "a1c4e7f20b13:0f0000000010", "--sql"])
+    assert result.ok is renders, result.error
+    if renders:
+        assert "UPDATE user_profiles SET email = lower(email)" in result.stdout
