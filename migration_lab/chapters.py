@@ -7,11 +7,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from . import chapter_locks, checks
+from . import chapter_locks, checks, teams
 from .chapter_expand import alan_gives_his_phone, expand_phone
 from .checks import Check
 from .errors import LabError
 from .lab import Lab
+from .round_trip import round_trip
+from .tracebacks import cli_traceback, failing_line, names_the_line
 from .workspace import (
     BASELINE_CHECKPOINT,
     WITH_PHONE_NUMBER,
@@ -19,7 +21,6 @@ from .workspace import (
     ResetReport,
     load_models,
     restore_checkpoint,
-    teammate_arrives,
 )
 
 SEED_NAMES = ["Ada Lovelace", "Grace Hopper", "Alan Turing"]
@@ -47,18 +48,8 @@ def _mixed_case_sign_up(lab: Lab) -> str:
 
 
 def _carol_arrives(lab: Lab) -> str:
-    """Carol's branch, from a1c4e7f20b13, next to work of yours that also starts there: two heads."""
-    said = ""
-    if lab.runner.script().get_heads() == ["a1c4e7f20b13"]:
-        # Straight from the chapter's checkpoint (ch.solution() starts there): no revision of yours on top of
-        # a1c4e7f20b13 yet, so Bob's (merged into your branch already) plays that part.
-        revision, _ = teammate_arrives(lab.project, "bob")
-        said = f"Your branch has Bob's revision ai-service/migrations/versions/{revision} (UserSettings.language). "
-    revision, _ = teammate_arrives(lab.project, "carol")
-    return (
-        f"{said}Carol's branch arrived: her model change (UserSettings.timezone) and "
-        f"ai-service/migrations/versions/{revision}. Her branch started from a1c4e7f20b13."
-    )
+    """Carol's branch, from a1c4e7f20b13, next to a revision of yours that adds the same column: see teams.py."""
+    return teams.conflicting_branches(lab)
 
 
 BROKEN_ENV_IMPORT = "from main import Base, JobQueue  # noqa: E402  (needs the sys.path line above)"
@@ -74,8 +65,20 @@ def _break_the_lab(lab: Lab) -> str:
         conn.commit()
     return (
         "A colleague's quick fix: migrations/env.py now imports a model `JobQueue`, and the database was "
-        "rebuilt with Base.metadata.create_all() (no alembic_version). Make `alembic upgrade head` work."
+        "rebuilt with Base.metadata.create_all() (no alembic_version). In a terminal, in ai-service/, "
+        "`alembic current` now prints:\n\n"
+        f"{cli_traceback(lab, 'current') or '(nothing: it runs)'}\n"
+        'Which line of your project fails? Put it in `answer` as "file:line", then make '
+        "`alembic upgrade head` work."
     )
+
+
+ENV_PY = "ai-service/migrations/env.py"
+
+
+def _env_import_line(lab: Lab) -> tuple[int, str]:
+    """The line of env.py that imports from main.py: where the exercise's traceback points."""
+    return failing_line(lab.project.service_dir / "migrations" / "env.py", r"^from main import") or (0, "")
 
 
 def _revision_with_message(lab: Lab, message: str) -> str | None:
@@ -463,34 +466,71 @@ def _data_migrations(lab: Lab, answer: object) -> list[Check]:
 
 def _teams(lab: Lab, answer: object) -> list[Check]:
     heads = lab.runner.script().get_heads()
+    parent = teams.parent_line(lab)
+    wanted = repr(teams.new_parent(lab))
+    on_top = (
+        "Both branches add user_settings.timezone. Carol's revision reached main first: yours must run after "
+        "hers and change her column, not add it again (a merge of the two heads runs both ADD COLUMNs, and "
+        "the second fails: DuplicateColumn).",
+        f"In your revision ({teams.YOURS}), set down_revision to {wanted} (a rebase; a tuple makes it a merge "
+        "revision with content), and write upgrade() with op.alter_column(): fill the NULLs, then type_, "
+        "server_default and nullable as main.py has them; downgrade() the reverse. Editor or ch.edit_file + "
+        "ch.rewrite_revision.",
+        f'ch.edit_file("migrations/versions/{teams.YOURS}", "{parent}", '
+        f'"down_revision: Union[str, Sequence[str], None] = {wanted}"); '
+        f'ch.rewrite_revision(revision="{teams.YOURS_ID}", upgrade="""{teams.ON_TOP_UPGRADE}""", '
+        f'downgrade="""{teams.ON_TOP_DOWNGRADE}""")',
+    )
     apply = (
-        "Carol's revision and the merge are not applied yet.",
+        "Your revision and Carol's are not both applied yet.",
         "Upgrade to head: with one head, alembic knows where that is.",
         'ch.alembic("upgrade head")',
     )
     return [
         checks.a_revision_file_matches(
             lab,
-            r"revision: str = 'c3e8a6d2f4b5'",
-            "from Carol (c3e8a6d2f4b5) is in versions/",
+            rf"revision: str = '{teams.CAROL_ID}'",
+            f"from Carol ({teams.CAROL_ID}) is in versions/",
             (
                 "Carol's branch has not arrived yet.",
                 "ch.start_exercise() brings it, as a git pull would.",
-                'ch.teammate_revision("carol")',
+                "ch.start_exercise()",
             ),
         ),
         Check(
             "there is a single head",
             len(heads) == 1,
             (
-                f"There are {len(heads)} heads ({', '.join(sorted(heads))}): your revision and Carol's both start "
-                "from the same parent, so `upgrade head` does not know which head you mean.",
-                'A merge revision has both heads as parents: `alembic merge heads -m "..."`.',
-                "ch.alembic('merge heads -m \"merge carol\"')",
+                f"There are {len(heads)} heads ({', '.join(sorted(heads))}): your branch and Carol's both start "
+                "from a1c4e7f20b13, so `upgrade head` does not know which head you mean. Look at what each adds "
+                "before you join them.",
+                *on_top[1:],
             ),
         ),
-        checks.database_at_head(lab, apply),
+        checks.database_at_head(
+            lab,
+            (
+                f"{apply[0]} If `upgrade head` failed with DuplicateColumn: " + on_top[0],
+                *on_top[1:],
+            )
+            if _any_revision(lab, r"add_column\('user_settings', sa\.Column\('timezone'.*length=64")
+            else apply,
+        ),
         checks.column_exists(lab, "user_settings", "timezone", apply),
+        checks.models_match_database(
+            lab,
+            (
+                "user_settings.timezone is not what main.py says (String(64), NOT NULL, default 'UTC').",
+                *on_top[1:],
+            ),
+        ),
+        round_trip(
+            lab,
+            (
+                "Your revision's downgrade() must undo its upgrade(): give Carol's column back as she made it.",
+                f'downgrade() with op.alter_column(...): """{teams.ON_TOP_DOWNGRADE}"""',
+            ),
+        ),
     ]
 
 
@@ -506,19 +546,29 @@ def _enum_values(lab: Lab) -> tuple[str, ...]:
         )
 
 
-ADD_PAUSED = "op.execute(\"ALTER TYPE job_state ADD VALUE IF NOT EXISTS 'paused'\")"
+ADD_PAUSED = "op.execute(\"ALTER TYPE job_state ADD VALUE IF NOT EXISTS 'paused' AFTER 'done'\")"
+
+
+def _model_enum_values(lab: Lab) -> tuple[str, ...]:
+    """JobEntry.state's Enum(...) values in main.py, in their order (loaded afresh); () if main.py does not load."""
+    try:
+        column = load_models(lab.project).Base.metadata.tables["job_entries"].columns["state"]
+    except Exception:  # a half-edited main.py fails in any way: the first check says so
+        return ()
+    return tuple(getattr(column.type, "enums", ()))
 
 
 def _enums(lab: Lab, answer: object) -> list[Check]:
-    model = (lab.project.service_dir / "main.py").read_text()
+    model = _model_enum_values(lab)
+    database = _enum_values(lab)
     apply = ("The revision is written but not applied.", "Upgrade to head.", 'ch.alembic("upgrade head")')
     return [
         Check(
             "main.py's job_state has 'paused'",
-            '"paused"' in model,
+            "paused" in model,
             (
                 "The model first: JobEntry.state's Enum(...) lists the values job_state may take.",
-                "ch.edit_model(old, new) replaces text in main.py.",
+                "ch.edit_model(old, new) replaces text in main.py (or edit ai-service/main.py in the editor).",
                 'ch.edit_model(\'"done"\', \'"done", "paused"\')',
             ),
         ),
@@ -529,27 +579,83 @@ def _enums(lab: Lab, answer: object) -> list[Check]:
             (
                 "Plain autogenerate does not see a new enum value: the revision is yours to write (or let "
                 "alembic-postgresql-enum write it, as in the steps above).",
-                "An empty revision whose upgrade() runs ALTER TYPE ... ADD VALUE, inside "
+                "An empty revision whose upgrade() runs ALTER TYPE ... ADD VALUE ... AFTER ..., inside "
                 "`with op.get_context().autocommit_block():`.",
                 'ch.alembic(\'revision -m "add paused job state"\'); ch.rewrite_revision(upgrade="""with '
                 f'op.get_context().autocommit_block():\n    {ADD_PAUSED}""")',
             ),
         ),
-        Check("the database's job_state has 'paused'", "paused" in _enum_values(lab), apply),
+        Check("the database's job_state has 'paused'", "paused" in database, apply),
         checks.database_at_head(lab, apply),
+        Check(
+            "job_state's values are in the same order in main.py and the database",
+            bool(model) and model == database,
+            (
+                f"main.py says {', '.join(model)}; the database says {', '.join(database)}. An enum's order is "
+                "part of the type (ORDER BY state and state > 'done' follow it), and ADD VALUE appends at the "
+                "end unless told where.",
+                "ALTER TYPE job_state ADD VALUE 'paused' AFTER 'done' puts it where the model has it (squawk's "
+                "require-enum-value-ordering asks for AFTER or BEFORE). Already applied at the end? PostgreSQL "
+                "cannot move a value: the downgrade must rebuild the type without it (as in step 1) before you fix "
+                "the upgrade and apply it again.",
+                "ch.solution() starts the exercise again and adds it in its place: "
+                f'ch.edit_model(\'"done"\', \'"done", "paused"\'), a revision whose upgrade() runs {ADD_PAUSED} '
+                "in an autocommit_block, and a downgrade() that rebuilds the type.",
+            ),
+        ),
+        checks.models_match_database(
+            lab,
+            (
+                "main.py and the database differ in something else as well.",
+                'ch.alembic("check") says what differs.',
+            ),
+        ),
+        round_trip(
+            lab,
+            (
+                "Your downgrade() must undo the upgrade. PostgreSQL cannot drop one value from an enum: the "
+                "downgrade moves the paused rows to another value and rebuilds the type without 'paused'.",
+                "As step 1's downgrade does: UPDATE the rows, RENAME the type, CREATE it again without the value, "
+                "ALTER the column TYPE ... USING state::text::job_state, DROP the old type.",
+                "ch.solution() shows the whole revision, downgrade() included.",
+            ),
+        ),
     ]
 
 
 def _troubleshooting(lab: Lab, answer: object) -> list[Check]:
     current = lab.runner.current()
+    number, text = _env_import_line(lab)
+    given = answer.strip() if isinstance(answer, str) else ""
+    read = "Read the traceback from the bottom up: the error's last line says what failed (an ImportError)"
     return [
+        Check(
+            "your answer names the line of your project that fails",
+            names_the_line(answer, ENV_PY, number, text),
+            (
+                (
+                    f"{given!r} is a frame of alembic or of Python's import machinery: code you did not write. "
+                    + read
+                    + "; the frame just above it is the last one in a file of your project."
+                )
+                if "site-packages" in given or "frozen" in given or re.search(r"(pyfiles|command|config)\.py", given)
+                else (
+                    f"{read}; the frame just above it is the last one in a file of your project. Which file, "
+                    "which line?"
+                ),
+                'The frame reads File "ai-service/migrations/...", line N. Give it as a string: '
+                'answer = "<file>:<line>" (or the line\'s text).',
+                f'answer = "{ENV_PY}:{number}"',
+            ),
+        ),
         checks.Check(
             "alembic can load env.py and the models",
             current.ok,
             (
                 f"`alembic current` fails: {current.error}. env.py imports something main.py does not have.",
                 'Fix the import line in migrations/env.py with ch.edit_file("migrations/env.py", old, new): '
-                "env.py needs only Base, which knows every model.",
+                "env.py needs only Base: its metadata knows every model main.py defines (and every model module "
+                "main.py imports).",
                 'ch.edit_file("migrations/env.py", "from main import Base, JobQueue", "from main import Base")',
             ),
         ),
@@ -569,10 +675,23 @@ def _troubleshooting(lab: Lab, answer: object) -> list[Check]:
                 'ch.alembic("check") says how.',
             ),
         ),
+        round_trip(
+            lab,
+            (
+                "The history must still build the schema from nothing: `downgrade base` then `upgrade head`.",
+                "`alembic history` shows the chain; each downgrade() undoes its upgrade().",
+            ),
+        ),
     ]
 
 
 TABLES = ("user_profiles", "user_settings", "job_entries")
+# The initial revision's downgrade(), reviewed: autogenerate's, plus the ENUM type its create_table made.
+INITIAL_DOWNGRADE = """op.drop_table('user_settings')
+op.drop_index(op.f('ix_job_entries_user_id'), table_name='job_entries')
+op.drop_table('job_entries')
+op.drop_table('user_profiles')
+sa.Enum(name='job_state').drop(op.get_bind())"""
 
 
 def _nuke(lab: Lab, answer: object) -> list[Check]:
@@ -613,16 +732,30 @@ def _nuke(lab: Lab, answer: object) -> list[Check]:
             lab,
             ("Autogenerate against an empty database, then upgrade.", 'ch.alembic("check") says what differs.'),
         ),
+        round_trip(
+            lab,
+            (
+                "Review what autogenerate wrote: its downgrade() drops the tables but not the ENUM type job_state "
+                "that create_table made, so after `downgrade base` the next `upgrade head` fails on CREATE TYPE "
+                "(DuplicateObject).",
+                "End downgrade() with sa.Enum(name='job_state').drop(op.get_bind()) (or op.execute(\"DROP TYPE "
+                'job_state")), after the drop_table calls; ch.rewrite_revision(downgrade=...) or the editor.',
+                f'ch.rewrite_revision(downgrade="""{INITIAL_DOWNGRADE}""")',
+            ),
+        ),
     ]
 
 
 COUNTRY = 'country = Column(String(2), nullable=False, server_default="GB")'
+# The other right answer, the one that works on any table: add it nullable, backfill, then NOT NULL.
+COUNTRY_IN_STEPS = """op.add_column('user_profiles', sa.Column('country', sa.String(length=2), nullable=True))
+op.execute("UPDATE user_profiles SET country = 'GB' WHERE country IS NULL")
+op.alter_column('user_profiles', 'country', existing_type=sa.String(length=2), nullable=False)"""
 
 
 def _review(lab: Lab, answer: object) -> list[Check]:
     columns: dict[str, Any] = {c["name"]: c for c in sa.inspect(lab.db.engine).get_columns("user_profiles")}
     country = columns.get("country")
-    line = _model_line(lab, "UserProfile", "country") or ""
     revisions = [
         t
         for t in _revision_texts(lab).values()
@@ -630,24 +763,27 @@ def _review(lab: Lab, answer: object) -> list[Check]:
     ]
     not_null_no_default = [t for t in revisions if "nullable=False" in t and "server_default" not in t]
     at_head = lab.runner.database_heads() and set(lab.runner.database_heads()) == set(lab.runner.script().get_heads())
-    server_default = (
-        "NOT NULL on a table with rows: the database needs a value for the rows already there, and only a "
-        "server_default gives one (the review said not-null-without-default).",
-        "server_default=\"GB\" in the model; the revision's add_column needs it too (server_default='GB'). Fix "
-        "main.py and the revision (ch.rewrite_revision), or ch.reset() and start again.",
-        f"ch.edit_model(\"{line}\", '{COUNTRY}')" if line else f"ch.add_column(\"UserProfile\", '{COUNTRY}')",
+    # Both answers a careful team gives: a value for the rows already there, from a server_default or a backfill.
+    two_ways = (
+        "NOT NULL on a table with rows: the rows already there need a value. Two ways: a server_default (the "
+        "database fills the old rows, and new ones too), or add the column nullable, backfill it with an UPDATE, "
+        "then make it NOT NULL.",
+        "Either server_default='GB' in the model and in the revision's add_column, or rewrite upgrade(): "
+        'op.add_column(... nullable=True), op.execute("UPDATE ..."), op.alter_column(..., nullable=False). '
+        "Fix the revision (ch.rewrite_revision or the editor), or ch.reset() and start again.",
+        f'ch.rewrite_revision(upgrade="""{COUNTRY_IN_STEPS}""")',
     )
     if not_null_no_default and not at_head:
         # The upgrade failed (NOT NULL without a value for the rows): that is what the learner needs now.
         exists_hints: checks.Hints = (
-            "The revision adds country NOT NULL without a server default, so its upgrade fails on the rows "
-            "user_profiles already has (and was rolled back). " + server_default[0],
-            *server_default[1:],
+            "The revision adds country NOT NULL in one step, without a server default, so its upgrade fails on "
+            "the rows user_profiles already has (and was rolled back). " + two_ways[0],
+            *two_ways[1:],
         )
     elif revisions:
         exists_hints = (
             "The revision is written but not applied.",
-            "Review it (ch.review()), then upgrade to head.",
+            "Review it (ch.review(), or `alembic upgrade <parent>:head --sql` and squawk), then upgrade to head.",
             'ch.review(); ch.alembic("upgrade head")',
         )
     else:
@@ -663,26 +799,33 @@ def _review(lab: Lab, answer: object) -> list[Check]:
             "country",
             (
                 "The model first: every profile gets a two-letter country, never empty.",
-                'ch.add_column("UserProfile", "country = Column(...)"): String(2), nullable=False, and a '
-                "server_default for the rows that are already there.",
+                'ch.add_column("UserProfile", "country = Column(...)") or the editor: String(2), nullable=False '
+                "(and, if you like, a server_default for the rows that are already there).",
                 f"ch.add_column(\"UserProfile\", '{COUNTRY}')",
             ),
         ),
         checks.column_exists(lab, "user_profiles", "country", exists_hints),
         checks.Check(
-            "user_profiles.country is NOT NULL",
+            "user_profiles.country is NOT NULL, so every profile has one",
             country is not None and not country["nullable"],
             (
                 "Every profile needs a country: the column must be NOT NULL.",
-                "nullable=False in the model, then a revision that alters the column, and upgrade.",
+                "nullable=False in the model, then a revision that fills the empty rows and alters the column "
+                "(op.alter_column(..., nullable=False)), and upgrade.",
             ),
         ),
-        checks.column_has_server_default(lab, "user_profiles", "country", server_default),
         checks.models_match_database(
             lab,
             (
-                "main.py and the database still differ.",
+                "main.py and the database still differ (a server_default in one and not the other counts too).",
                 "Generate a revision for the difference, review it, upgrade.",
+            ),
+        ),
+        round_trip(
+            lab,
+            (
+                "The revision's downgrade() does not undo its upgrade().",
+                "downgrade() drops the column: op.drop_column('user_profiles', 'country').",
             ),
         ),
     ]

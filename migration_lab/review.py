@@ -202,6 +202,19 @@ def _database_enums(lab: Lab) -> dict[str, tuple[str, ...]]:
     return {name: tuple(labels) for name, labels in found.items()}
 
 
+def _where(value: str, values: tuple[str, ...], existing: tuple[str, ...]) -> str:
+    """AFTER (or BEFORE) which existing value ADD VALUE must put `value` so the database keeps the model's order.
+
+    Said even at the end: a bare ADD VALUE appends, right only by luck (squawk: require-enum-value-ordering).
+    """
+    index = values.index(value)
+    before = next((v for v in reversed(values[:index]) if v in existing), None)
+    if before is not None:
+        return f" AFTER '{before}'"
+    after = next((v for v in values[index + 1 :] if v in existing), None)
+    return f" BEFORE '{after}'" if after is not None else ""
+
+
 def _enum_findings(lab: Lab, scripts: list[Path]) -> list[Finding]:
     text = "\n".join(p.read_text() for p in scripts)
     findings = []
@@ -217,9 +230,14 @@ def _enum_findings(lab: Lab, scripts: list[Path]) -> list[Finding]:
                         "enum-change-unseen",
                         f"the models give ENUM {name} the value {value!r}, the database does not have it, and "
                         "autogenerate cannot see enum changes.",
-                        f"op.execute(\"ALTER TYPE {name} ADD VALUE '{value}'\") (in "
-                        "`with op.get_context().autocommit_block():` if the same migration uses it), "
-                        "or let alembic-postgresql-enum write it.",
+                        f"op.execute(\"ALTER TYPE {name} ADD VALUE '{value}'{_where(value, values, database[name])}\")"
+                        " (ADD VALUE appends unless told AFTER or BEFORE: keep the model's order, or `alembic check` "
+                        "with alembic-postgresql-enum reports the difference). A new value cannot be used before the "
+                        "transaction that adds it commits: with alembic's default env.py that is the whole "
+                        "`alembic upgrade` run, later revisions included (UnsafeNewEnumValueUsage); with "
+                        "transaction_per_migration=True, as here, the revision itself. So run it in "
+                        "`with op.get_context().autocommit_block():` (alembic-postgresql-enum's op.add_enum_value "
+                        "too), or let alembic-postgresql-enum write it.",
                     )
                 )
     return findings
@@ -239,6 +257,12 @@ EXPLAINED = {
         "warning",
         "Expected on every revision until chapter 10, with require-lock-timeout: a statement with no time limit "
         "can hold its locks for as long as it runs. Same fix: a SET statement_timeout at the start of upgrade().",
+    ),
+    "adding-not-nullable-field": (
+        "warning",
+        "Fine on a small table (the last step of add nullable, backfill, NOT NULL). On a big one the scan holds "
+        "an ACCESS EXCLUSIVE lock: first op.create_check_constraint(..., 'col IS NOT NULL', postgresql_not_valid="
+        "True), then VALIDATE CONSTRAINT (it lets writes go on); SET NOT NULL then skips the scan.",
     ),
     "renaming-column": (
         "info",
@@ -301,7 +325,7 @@ def squawk(sql: str) -> list[Finding]:
     if not done.stdout.strip():
         raise LabError(f"squawk gave no report: {done.stderr.strip()}", "Check that squawk-cli is installed.")
     in_transaction = _in_transaction(sql)
-    return [
+    found = [
         _explained(
             Finding(
                 "error" if item["level"] == "Error" else "warning",
@@ -312,6 +336,20 @@ def squawk(sql: str) -> list[Finding]:
             0 <= item.get("line", -1) < len(in_transaction) and in_transaction[item["line"]],
         )
         for item in json.loads(done.stdout)
+    ]
+    return _once(found)
+
+
+def _once(findings: list[Finding]) -> list[Finding]:
+    """squawk reports a rule once per statement; say each finding once, with how many statements it concerns."""
+    counts: dict[Finding, int] = {}
+    for finding in findings:
+        counts[finding] = counts.get(finding, 0) + 1
+    return [
+        finding
+        if n == 1
+        else Finding(finding.severity, finding.rule, f"{finding.message} ({n} statements)", finding.fix)
+        for finding, n in counts.items()
     ]
 
 

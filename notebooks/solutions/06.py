@@ -1,3 +1,18 @@
-# Carol's revision starts from a1c4e7f20b13 too: a second head. Join them, then apply.
-ch.alembic('merge heads -m "merge carol" --rev-id 0e0000000002')
+# Carol's revision (on main first) adds user_settings.timezone; yours adds it too. A merge of the two heads
+# would run both ADD COLUMNs, and the second fails. So yours goes after hers (a rebase: its down_revision is
+# her revision) and changes her column into what main.py says, instead of adding it again.
+ch.edit_file(
+    "migrations/versions/0d0000000006_timezone_for_reminders.py",
+    "down_revision: Union[str, Sequence[str], None] = 'a1c4e7f20b13'",
+    "down_revision: Union[str, Sequence[str], None] = 'c3e8a6d2f4b5'",
+)
+ch.rewrite_revision(
+    revision="0d0000000006",
+    upgrade="""op.execute("UPDATE user_settings SET timezone = 'UTC' WHERE timezone IS NULL")
+op.alter_column('user_settings', 'timezone', existing_type=sa.String(length=40), type_=sa.String(length=64),
+                server_default='UTC', nullable=False)""",
+    downgrade="""op.alter_column('user_settings', 'timezone', existing_type=sa.String(length=64),
+                type_=sa.String(length=40), server_default=None, nullable=True)""",
+)
+ch.alembic("heads")
 ch.alembic("upgrade head")

@@ -42,7 +42,8 @@ def database_url() -> str:
 def configure(**kwargs) -> None:
     context.configure(
         target_metadata=target_metadata,
-        # Compare column types (alembic's default since 1.12) and server defaults (opt-in) too.
+        # Compare column types (compare_type=True has been alembic's default since 1.12; said here so it is seen)
+        # and server defaults (compare_server_default: the one that is opt-in).
         compare_type=True,
         compare_server_default=True,
         # Each revision commits with its alembic_version entry: see run_migrations_online().
