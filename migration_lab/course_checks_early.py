@@ -354,8 +354,8 @@ def back_from_holiday(lab: Lab) -> str:
 
 def pending(lab: Lab, start: str = PENDING_FROM) -> list[str]:
     """The revisions `alembic upgrade head` applies from `start`, oldest first, from alembic's Script objects."""
-    scripts = lab.runner.script().iterate_revisions("heads", start)
-    return [s.revision for s in reversed(list(scripts)) if s.revision != start]
+    scripts = lab.runner.script().iterate_revisions("heads", start)  # newest first, `start` itself excluded
+    return [s.revision for s in reversed(list(scripts))]
 
 
 def _ids(answer: object) -> list[str] | None:
