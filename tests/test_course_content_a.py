@@ -4,6 +4,7 @@ PostgreSQL (the wrong answers a learner would write fail the check, the solution
 import json
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -319,3 +320,16 @@ def test_05_the_backfill_and_the_server_default_agree() -> None:
     )
     assert "status = 'active' WHERE status IS NULL" in sources
     assert 'server_default="system"' in sources and 'values(theme="system")' in sources
+
+
+# --- every solution of 00-05 -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("number", ["00", "01", "02", "03", "04", "05"])
+def test_solution_leaves_alembic_check_clean_and_survives_base_and_back(number: str, lab: Lab, capsys) -> None:
+    chapter = start(lab, number)
+    chapter.solution({})
+    assert lab.runner.check().ok
+    assert lab.runner.downgrade("base").ok and lab.runner.upgrade("head").ok
+    assert lab.runner.check().ok
+    capsys.readouterr()
