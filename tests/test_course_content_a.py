@@ -333,3 +333,14 @@ def test_solution_leaves_alembic_check_clean_and_survives_base_and_back(number: 
     assert lab.runner.downgrade("base").ok and lab.runner.upgrade("head").ok
     assert lab.runner.check().ok
     capsys.readouterr()
+
+
+def test_05_shows_a_batch_failing_half_way_and_the_rerun_finishing() -> None:
+    """The committed notebook shows what a failed autocommit_block leaves (its outputs are nbval-checked)."""
+    cells = json.loads((REPO / "notebooks" / "05-data-migrations.ipynb").read_text())["cells"]
+    outputs = "\n".join(
+        "".join(o.get("text", "")) for c in cells if c["cell_type"] == "code" for o in c.get("outputs", [])
+    )
+    partly = outputs.index("PARTLY APPLIED")
+    assert "light  | 20000\nsystem | 30000" in outputs[partly:]
+    assert "system | 50000" in outputs[outputs.index("light  | 20000") :]
