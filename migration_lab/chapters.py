@@ -7,7 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from . import chapter_locks, checks, teams
+from . import chapter_locks, checks, course_checks_early, teams
 from .chapter_expand import alan_gives_his_phone, expand_phone
 from .checks import Check
 from .errors import LabError
@@ -23,8 +23,6 @@ from .workspace import (
     restore_checkpoint,
 )
 
-SEED_NAMES = ["Ada Lovelace", "Grace Hopper", "Alan Turing"]
-
 
 @dataclass(frozen=True)
 class ChapterSpec:
@@ -34,17 +32,6 @@ class ChapterSpec:
     exercise: Callable[[Lab, object], list[Check]]
     # Puts the lab where the exercise starts (a teammate's branch, a broken env.py); says what it did.
     exercise_setup: Callable[[Lab], str] | None = None
-
-
-def _mixed_case_sign_up(lab: Lab) -> str:
-    with lab.db.engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                "INSERT INTO user_profiles (name, email) VALUES ('Edsger Dijkstra', 'Edsger.Dijkstra@Example.ORG') "
-                "ON CONFLICT (email) DO NOTHING"
-            )
-        )
-    return "A new sign-up, typed with capitals: Edsger.Dijkstra@Example.ORG. Logins compare lowercase emails."
 
 
 def _carol_arrives(lab: Lab) -> str:
@@ -245,223 +232,20 @@ def _standard_workflow(lab: Lab, answer: object) -> list[Check]:
     ]
 
 
-RENAME_UP = "op.alter_column('user_profiles', 'name', new_column_name='full_name')"
-RENAME_DOWN = "op.alter_column('user_profiles', 'full_name', new_column_name='name')"
-
-
 def _never_trust_autogenerate(lab: Lab, answer: object) -> list[Check]:
-    full_name = checks.column_values(lab, "user_profiles", "full_name")
-    name = checks.column_values(lab, "user_profiles", "name")
-    drop_add = _any_revision(lab, r"drop_column\(\s*'user_profiles',\s*'name'")
-    kept = full_name is not None and sorted(v for v in full_name if v) == sorted(SEED_NAMES)
-    if kept:
-        survived = Check("the names are in user_profiles.full_name", True)
-    elif full_name is not None and name is None:
-        survived = Check(
-            "the names are in user_profiles.full_name",
-            False,
-            (
-                "The names are gone: user_profiles.name was dropped and full_name added empty (or filled with "
-                "something else). That is what applying autogenerate's drop + add does.",
-                "The values cannot come back from this database. Start again with ch.reset() (your files are backed "
-                "up), and fix the revision before you upgrade.",
-                f'ch.reset(); then rename, autogenerate, ch.rewrite_revision(upgrade="{RENAME_UP}", '
-                f'downgrade="{RENAME_DOWN}"), upgrade head',
-            ),
-        )
-    elif name is not None:
-        survived = Check(
-            "the names are in user_profiles.full_name",
-            False,
-            (
-                "The names are still in user_profiles.name, safe: no revision has moved them yet"
-                + (" (an upgrade that failed was rolled back)." if drop_add else ".")
-                + " The rename has to happen in the database too.",
-                "A rename in a revision: op.alter_column(table, old, new_column_name=new), then upgrade.",
-                f'ch.rewrite_revision(upgrade="{RENAME_UP}", downgrade="{RENAME_DOWN}"); ch.alembic("upgrade head")',
-            ),
-        )
-    else:
-        survived = Check(
-            "the names are in user_profiles.full_name",
-            False,
-            "user_profiles has neither name nor full_name: ch.reset() and start again.",
-        )
-    rename = checks.a_revision_file_matches(
-        lab,
-        r"alter_column\(\s*'user_profiles',\s*'name',[^)]*new_column_name='full_name'",
-        "renames user_profiles.name with op.alter_column",
-        (
-            "Autogenerate wrote drop_column + add_column: it cannot tell a rename from a new column. Applied, "
-            "that empties every name."
-            if drop_add
-            else "The model changed: generate a revision, and read it before you apply it.",
-            "In upgrade(), one op.alter_column(table, old, new_column_name=new) instead of the drop and the add; "
-            "in downgrade() the reverse. ch.rewrite_revision(upgrade=..., downgrade=...) rewrites them."
-            if drop_add
-            else "ch.alembic('revision --autogenerate -m \"...\"'), then ch.show_revision()",
-            f'ch.rewrite_revision(upgrade="{RENAME_UP}", downgrade="{RENAME_DOWN}")',
-        ),
-    )
-    apply = (
-        "The fixed revision is not applied yet.",
-        "Upgrade the database to head.",
-        'ch.alembic("upgrade head")',
-    )
-    found = [
-        checks.model_has(
-            lab,
-            "UserProfile",
-            "full_name",
-            (
-                "The exercise renames UserProfile.name to full_name: the model first.",
-                "ch.rename_column(model, old, new) renames an attribute in main.py.",
-                'ch.rename_column("UserProfile", "name", "full_name")',
-            ),
-        ),
-        checks.model_lacks(
-            lab,
-            "UserProfile",
-            "name",
-            ("Rename `name`, don't add a second column.", 'ch.rename_column("UserProfile", "name", "full_name")'),
-        ),
-        rename,
-        checks.column_exists(lab, "user_profiles", "full_name", apply),
-        checks.column_absent(lab, "user_profiles", "name", apply),
-        survived,
-    ]
-    if full_name is not None and name is None and not kept:
-        found.remove(survived)  # data lost: that is what the learner needs to hear first
-        found.insert(0, survived)
-    return found
+    return course_checks_early.rename_email(lab)
 
 
 def _rollback(lab: Lab, answer: object) -> list[Check]:
-    return [
-        checks.a_revision_file_matches(
-            lab,
-            r"revision: str = 'a1c4e7f20b13'",
-            "for a1c4e7f20b13 (add phone number) still exists",
-            (
-                "A downgrade changes the database; the revision file stays, ready for the next upgrade. "
-                "Deleted it? ch.reset() brings it back.",
-            ),
-        ),
-        checks.database_at(
-            lab,
-            "8b7e5d2c6a41",
-            {
-                "a1c4e7f20b13": (
-                    "The database is still at head: the exercise wants it one revision below.",
-                    "A relative downgrade goes one step down. It drops phone_number, which holds data, so the lab "
-                    "asks you to confirm.",
-                    'ch.alembic("downgrade -1", confirm=True)',
-                ),
-                "3f1c2a9d4b10": (
-                    "One step too far down.",
-                    "A relative upgrade goes one step up.",
-                    'ch.alembic("upgrade +1")',
-                ),
-                "base": (
-                    "Much too far (base): the database has no tables at all.",
-                    "Upgrade to an absolute revision: the one just below head.",
-                    'ch.alembic("upgrade 8b7e5d2c6a41")',
-                ),
-            },
-            (
-                "Go to exactly one revision below head.",
-                "Upgrade to head first, then one relative downgrade.",
-                'ch.alembic("upgrade head"), then ch.alembic("downgrade -1", confirm=True)',
-            ),
-        ),
-    ]
+    return course_checks_early.write_the_downgrade(lab)
 
 
 def _where_am_i(lab: Lab, answer: object) -> list[Check]:
-    wanted = _revision_with_message(lab, "create user profiles and settings")
-    return [
-        checks.answer_is(
-            answer,
-            wanted,
-            "your answer is the id of 'create user profiles and settings'",
-            _answer_hints(
-                answer,
-                wanted,
-                "Every revision has an id and a message; `alembic history` lists them all, newest first, "
-                "each after its parent.",
-                'ch.alembic("history") (each line: `parent -> revision, message`)',
-                "the revision of 'create user profiles and settings'",
-                f'answer = "{wanted}"',
-            ),
-        ),
-        checks.database_at(
-            lab,
-            wanted or "",
-            {
-                "base": (
-                    "Too far down: at base the database has no tables. It should be at the revision of your answer.",
-                    'Upgrade to an absolute revision: ch.alembic("upgrade <id>").',
-                    'ch.alembic(f"upgrade {answer}")',
-                ),
-            },
-            (
-                "The database should be at the revision of your answer, the first one.",
-                'Downgrade to an absolute revision: ch.alembic("downgrade <id>"). It drops tables and columns '
-                "that hold data, so confirm=True.",
-                'ch.alembic(f"downgrade {answer}", confirm=True)',
-            ),
-            name="the database is at the revision of your answer",
-        ),
-    ]
-
-
-LOWERCASE = 'op.execute("UPDATE user_profiles SET email = lower(email)")'
+    return course_checks_early.next_upgrade(lab, answer)
 
 
 def _data_migrations(lab: Lab, answer: object) -> list[Check]:
-    with lab.db.engine.connect() as conn:
-        mixed = conn.scalar(sa.text("SELECT count(*) FROM user_profiles WHERE email <> lower(email)"))
-    written = _any_revision(lab, r"(?i)lower\(")
-    at_head = checks.database_at_head(
-        lab, ("The data migration is written but not applied.", "Upgrade to head.", 'ch.alembic("upgrade head")')
-    )
-    return [
-        checks.a_revision_file_matches(
-            lab,
-            r"(?i)lower\(",
-            "lowercases the emails",
-            (
-                "The capitals are in the rows, not in the schema: this needs a data migration, which autogenerate "
-                "never writes (it compares schemas only).",
-                "An empty revision (ch.alembic('revision -m \"...\"')), then SQL in its upgrade() with "
-                "op.execute(...), written with ch.rewrite_revision(upgrade=...). SQL's lower() lowercases.",
-                "ch.alembic('revision -m \"lowercase emails\"'); "
-                f"ch.rewrite_revision(upgrade='{LOWERCASE}', downgrade='pass')",
-            ),
-        ),
-        checks.no_revision_file_matches(
-            lab,
-            r"(?m)^\s*(from main import|import main)",
-            "imports today's models from main.py",
-            (
-                "A migration must not import the models of main.py: they describe today's schema, not the one "
-                "at that revision.",
-                'Use op.execute("...") or a snapshot of the columns you need: sa.table(name, sa.column(...)).',
-            ),
-        ),
-        at_head,
-        Check(
-            "every email is lowercase in the database",
-            mixed == 0,
-            (
-                f"{mixed} email(s) still have capitals, although the revision ran: does its UPDATE reach every "
-                "row (no WHERE that skips them)?"
-                if written and at_head.passed
-                else f"{mixed} email(s) still have capitals: write and apply the data migration.",
-                f"upgrade() needs: {LOWERCASE}",
-            ),
-        ),
-    ]
+    return course_checks_early.lowercase_emails(lab)
 
 
 def _teams(lab: Lab, answer: object) -> list[Check]:
@@ -837,9 +621,11 @@ CHAPTERS: dict[str, ChapterSpec] = {
         ChapterSpec("00", "Start here", BASELINE_CHECKPOINT, _start_here),
         ChapterSpec("01", "The standard workflow", BASELINE_CHECKPOINT, _standard_workflow),
         ChapterSpec("02", "Never trust autogenerate", WITH_PHONE_NUMBER, _never_trust_autogenerate),
-        ChapterSpec("03", "Rollback", WITH_PHONE_NUMBER, _rollback),
-        ChapterSpec("04", "Where am I", WITH_PHONE_NUMBER, _where_am_i),
-        ChapterSpec("05", "Data migrations", WITH_PHONE_NUMBER, _data_migrations, _mixed_case_sign_up),
+        ChapterSpec("03", "Rollback", WITH_PHONE_NUMBER, _rollback, course_checks_early.language_without_downgrade),
+        ChapterSpec("04", "Where am I", WITH_PHONE_NUMBER, _where_am_i, course_checks_early.back_from_holiday),
+        ChapterSpec(
+            "05", "Data migrations", WITH_PHONE_NUMBER, _data_migrations, course_checks_early.mixed_case_sign_ups
+        ),
         ChapterSpec("06", "Teams and two heads", WITH_PHONE_NUMBER, _teams, _carol_arrives),
         ChapterSpec("07", "Enums and special types", WITH_PHONE_NUMBER, _enums),
         ChapterSpec("08", "Troubleshooting", WITH_PHONE_NUMBER, _troubleshooting, _break_the_lab),

@@ -71,8 +71,9 @@ class Command:
     def needs_database(self) -> bool:
         if self.offline or self.name in FILES_ONLY:
             return False
-        if self.name == "history":
-            return bool(getattr(self.options, "indicate_current", False))
+        if self.name == "history":  # `-i`, or a range from `current` (`history -r current:head`), reads the database
+            rev_range = getattr(self.options, "rev_range", None) or ""
+            return bool(getattr(self.options, "indicate_current", False)) or "current" in rev_range
         if self.name == "revision":
             return bool(getattr(self.options, "autogenerate", False))
         return True

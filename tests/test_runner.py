@@ -315,3 +315,12 @@ def test_a_failure_carries_postgresqls_error_code(lab: Lab) -> None:
     failed = lab.runner.run(["upgrade", "head"])
     assert not failed.ok and failed.sqlstate == "22012"  # division_by_zero
     assert lab.runner.run(["current"]).sqlstate is None
+
+
+def test_history_from_current_reads_the_database(lab: Lab) -> None:
+    """`history -r current:head`: what the next upgrade applies (chapter 04), which needs the database."""
+    runner = lab.runner
+    assert runner.run(["upgrade", "3f1c2a9d4b10"]).ok
+    pending = runner.run(["history", "-r", "current:head"])
+    assert pending.ok, pending.error
+    assert "3f1c2a9d4b10 -> 8b7e5d2c6a41 (head)" in pending.output  # the range includes current itself

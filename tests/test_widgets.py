@@ -5,6 +5,7 @@ import sqlalchemy as sa
 from conftest import EMAIL_LINE, add_phone_number, columns, edit_model
 from migration_lab import Lab
 from migration_lab.chapters import spec
+from migration_lab.course_checks_early import LANGUAGE_DOWN
 from migration_lab.notebook import Chapter
 from migration_lab.widgets import CheckButton, MigrationConsole
 from migration_lab.workspace import restore_checkpoint
@@ -127,11 +128,12 @@ def test_a_failed_migration_says_it_was_rolled_back(lab: Lab, engine: sa.Engine)
 def test_check_my_work_button(lab: Lab, capsys) -> None:
     chapter = Chapter(spec("03"), lab)
     chapter.reset()
+    chapter.start_exercise()
     button = CheckButton(chapter)
     button.button.click()
     text = button.output.outputs[0]["text"]
-    assert "✘ the database is at 8b7e5d2c6a41" in text and "Hint: The database is still at head" in text
-    lab.runner.downgrade("-1")
+    assert "✘ the downgrade() of d4f0c3b2a1e9" in text and "Hint: A downgrade() that is `pass` still succeeds" in text
+    chapter.rewrite_revision(revision="add_language", downgrade=LANGUAGE_DOWN)
     button.button.click()
     assert "All checks pass" in button.output.outputs[0]["text"]
     capsys.readouterr()
@@ -218,12 +220,13 @@ def test_a_broken_revision_file_does_not_hide_what_the_cell_did(lab: Lab, capsys
 def test_next_hint_button_gives_the_next_level(lab: Lab, capsys) -> None:
     chapter = Chapter(spec("03"), lab)
     chapter.reset()
+    chapter.start_exercise()
     button = CheckButton(chapter)
     button.button.click()
-    assert "Hint: The database is still at head" in button.output.outputs[0]["text"]
+    assert "Hint: A downgrade() that is `pass` still succeeds" in button.output.outputs[0]["text"]
     button.hint_button.click()
-    assert "Hint 2 of 3: A relative downgrade goes one step down" in button.output.outputs[0]["text"]
+    assert "Hint 2 of 3: Open ai-service/migrations/versions/d4f0c3b2a1e9" in button.output.outputs[0]["text"]
     button.hint_button.click()
     text = button.output.outputs[0]["text"]
-    assert 'Hint 3 of 3: ch.alembic("downgrade -1", confirm=True)' in text and "That was the last hint" in text
+    assert 'Hint 3 of 3: ch.rewrite_revision(revision="add_language"' in text and "That was the last hint" in text
     capsys.readouterr()

@@ -1,9 +1,19 @@
-# Rename in the model: autogenerate will see a dropped and an added column.
-ch.rename_column("UserProfile", "name", "full_name")
-ch.alembic('revision --autogenerate -m "rename name to full_name"')
-# Never apply that: replace drop + add with one rename, both ways.
+# Rename in the model: autogenerate sees a dropped and an added column, and a
+# unique constraint dropped (uq_user_profiles_email) and added (..._address).
+ch.rename_column("UserProfile", "email", "email_address")
+ch.alembic('revision --autogenerate -m "rename email to email_address"')
+# Never apply that. One rename for the column, one for the constraint (its
+# index follows): alembic has no op for a constraint's name, so plain SQL.
 ch.rewrite_revision(
-    upgrade="op.alter_column('user_profiles', 'name', new_column_name='full_name')",
-    downgrade="op.alter_column('user_profiles', 'full_name', new_column_name='name')",
+    upgrade="""
+op.alter_column('user_profiles', 'email', new_column_name='email_address')
+op.execute('ALTER TABLE user_profiles RENAME CONSTRAINT uq_user_profiles_email TO uq_user_profiles_email_address')
+""",
+    downgrade="""
+op.execute('ALTER TABLE user_profiles RENAME CONSTRAINT uq_user_profiles_email_address TO uq_user_profiles_email')
+op.alter_column('user_profiles', 'email_address', new_column_name='email')
+""",
 )
+ch.rehearse("upgrade head", show_table="user_profiles")
 ch.alembic("upgrade head")
+ch.alembic("check")  # nothing left for autogenerate: no stale name
