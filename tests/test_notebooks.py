@@ -51,6 +51,25 @@ def test_notebooks_exist_for_every_chapter() -> None:
     assert [p.name[:2] for p in NOTEBOOKS] == list(CHAPTERS)
 
 
+def test_chapter_00s_map_links_every_chapter() -> None:
+    """The map a learner starts from lists the whole course, each chapter a link to its notebook."""
+    import re
+
+    markdown = "\n".join("".join(c["source"]) for c in _cells(NOTEBOOKS[0]) if c["cell_type"] == "markdown")
+    linked = re.findall(r"^\| (\d\d) \| \[[^]]+\]\(([^)]+\.ipynb)\) \|", markdown, re.M)
+    assert [(number, name) for number, name in linked] == [(p.name[:2], p.name) for p in NOTEBOOKS]
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_whats_next_links_the_next_chapter(notebook: Path) -> None:
+    """A learner at the end of a chapter clicks on: the next chapter's notebook (the last chapter: the map)."""
+    markdown = "\n".join("".join(c["source"]) for c in _cells(notebook) if c["cell_type"] == "markdown")
+    whats_next = markdown[markdown.index("## What's next") :]
+    following = NOTEBOOKS[NOTEBOOKS.index(notebook) + 1 :]
+    target = following[0].name if following else NOTEBOOKS[0].name
+    assert f"]({target})" in whats_next, f"What's next does not link {target}"
+
+
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_follows_the_template(notebook: Path) -> None:
     markdown = "\n".join("".join(c["source"]) for c in _cells(notebook) if c["cell_type"] == "markdown")
