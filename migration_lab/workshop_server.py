@@ -95,6 +95,6 @@ def local_server(max_connections: int = 100) -> Iterator[str]:
         url = sa.URL.create("postgresql+psycopg2", username="postgres", password=password, host="127.0.0.1", port=port)
         yield url.set(database="postgres").render_as_string(hide_password=False)
     finally:
-        if started:
-            _run([bindir / "pg_ctl", "stop", "-w", "-t", "60", "-m", "fast", "-D", data], account, folder)
+        if started:  # immediate: no shutdown checkpoint for data about to be deleted
+            _run([bindir / "pg_ctl", "stop", "-w", "-t", "60", "-m", "immediate", "-D", data], account, folder)
         shutil.rmtree(folder, ignore_errors=True)

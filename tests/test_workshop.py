@@ -2,9 +2,11 @@
 templates, learners who reach only their own database, resets, the room view fed by ch.check(), and
 nothing left behind by remove and drop."""
 
+import io
 import logging
 import stat
 from collections.abc import Iterator
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
@@ -41,6 +43,16 @@ def shop(server_url: str, roster: Path) -> Workshop:
     workshop = Workshop(server_url, roster=roster, project=Project(REPO))
     workshop.init()
     return workshop
+
+
+@pytest.fixture(scope="module")
+def added(shop: Workshop, server_url: str, roster: Path) -> tuple[str, str]:
+    """`workshop add --learners N` through the CLI, once for the module: (its stdout, its stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    args = ["workshop", "--server", server_url, "--roster", str(roster)]
+    with redirect_stdout(out), redirect_stderr(err):
+        assert main([*args, "add", "--learners", str(LEARNERS), "--connection-limit", "9"]) == 0
+    return out.getvalue(), err.getvalue()
 
 
 def admin(url: str, database: str = "postgres") -> sa.Engine:
@@ -90,10 +102,10 @@ def test_init_makes_one_sealed_template_per_checkpoint(shop: Workshop, server_ur
     assert len(said) == len(wanted) and all("is there already" in line for line in said)
 
 
-def test_learners_reach_only_their_own_database(shop: Workshop, server_url: str, roster: Path, capsys) -> None:
-    args = ["workshop", "--server", server_url, "--roster", str(roster)]
-    assert main([*args, "add", "--learners", str(LEARNERS), "--connection-limit", "9"]) == 0
-    out, err = capsys.readouterr()
+def test_learners_reach_only_their_own_database(
+    shop: Workshop, added: tuple[str, str], server_url: str, roster: Path
+) -> None:
+    out, err = added
     lines = out.splitlines()
     assert len(lines) == LEARNERS and lines[0].startswith(
         "learner01\tLAB_DATABASE_URL=postgresql+psycopg2://learner01:"
@@ -126,7 +138,7 @@ def test_learners_reach_only_their_own_database(shop: Workshop, server_url: str,
     assert scalar(server_url, "SELECT rolconnlimit FROM pg_roles WHERE rolname = 'learner03'") == 9
 
 
-def test_add_refuses_an_existing_learner_and_ensure_returns_it(shop: Workshop) -> None:
+def test_add_refuses_an_existing_learner_and_ensure_returns_it(shop: Workshop, added: tuple[str, str]) -> None:
     existing = shop.learners()["learner01"]
     with pytest.raises(Exception, match="exists already"):
         shop.add("learner01")
@@ -139,7 +151,7 @@ def test_add_refuses_an_existing_learner_and_ensure_returns_it(shop: Workshop) -
     engine.dispose()
 
 
-def test_reset_restores_a_chapter(shop: Workshop, server_url: str) -> None:
+def test_reset_restores_a_chapter(shop: Workshop, added: tuple[str, str], server_url: str) -> None:
     url = shop.learners()["learner04"]
     engine = learner_engine(url)
     with engine.connect() as conn:
@@ -165,7 +177,7 @@ def test_reset_restores_a_chapter(shop: Workshop, server_url: str) -> None:
         shop.reset("nobody", "02")
 
 
-def test_status_shows_progress_written_by_check(shop: Workshop, tmp_path: Path, capsys) -> None:
+def test_status_shows_progress_written_by_check(shop: Workshop, added: tuple[str, str], tmp_path: Path, capsys) -> None:
     lab = learner_lab(tmp_path, shop.learners()["learner05"])
     chapter = Chapter(spec("01"), lab)
     chapter.reset()
@@ -197,7 +209,7 @@ def test_status_shows_progress_written_by_check(shop: Workshop, tmp_path: Path, 
         view.stop()
 
 
-def test_a_stuck_learner_comes_first(shop: Workshop, server_url: str, tmp_path: Path) -> None:
+def test_a_stuck_learner_comes_first(shop: Workshop, added: tuple[str, str], server_url: str, tmp_path: Path) -> None:
     lab = learner_lab(tmp_path, shop.learners()["learner06"])
     Chapter(spec("02"), lab).check()
     lab.db.dispose()
@@ -211,7 +223,9 @@ def test_a_stuck_learner_comes_first(shop: Workshop, server_url: str, tmp_path: 
     assert lines[1].startswith("STUCK learner06")
 
 
-def test_recording_never_breaks_a_check(shop: Workshop, server_url: str, tmp_path: Path, capsys, caplog) -> None:
+def test_recording_never_breaks_a_check(
+    shop: Workshop, added: tuple[str, str], server_url: str, tmp_path: Path, capsys, caplog
+) -> None:
     """A progress table the learner cannot write (here: the instructor's): the check still answers."""
     engine = admin(server_url, "lab_learner07")
     with engine.connect() as conn:
@@ -227,7 +241,9 @@ def test_recording_never_breaks_a_check(shop: Workshop, server_url: str, tmp_pat
     lab.db.dispose()
 
 
-def test_a_learners_own_reset_reclones_from_the_template(shop: Workshop, server_url: str, tmp_path: Path) -> None:
+def test_a_learners_own_reset_reclones_from_the_template(
+    shop: Workshop, added: tuple[str, str], server_url: str, tmp_path: Path
+) -> None:
     """ml.chapter("02") on the url backend: the database is cloned again (a new oid), progress kept."""
     lab = learner_lab(tmp_path, shop.learners()["learner08"])
     Chapter(spec("01"), lab).check()
@@ -247,7 +263,7 @@ def test_a_learners_own_reset_reclones_from_the_template(shop: Workshop, server_
 
 
 def test_without_a_matching_template_the_reset_takes_the_ordinary_path(
-    shop: Workshop, server_url: str, tmp_path: Path
+    shop: Workshop, added: tuple[str, str], server_url: str, tmp_path: Path
 ) -> None:
     """Templates of another course version (another fingerprint) are never used."""
     lab = learner_lab(tmp_path, shop.learners()["learner09"])
@@ -265,7 +281,9 @@ def test_without_a_matching_template_the_reset_takes_the_ordinary_path(
     lab.db.dispose()
 
 
-def test_remove_and_drop_leave_nothing(shop: Workshop, server_url: str, roster: Path, capsys) -> None:
+def test_remove_and_drop_leave_nothing(
+    shop: Workshop, added: tuple[str, str], server_url: str, roster: Path, capsys
+) -> None:
     url = shop.learners()["learner10"]
     engine = learner_engine(url, "postgres")
     with engine.connect() as conn:
