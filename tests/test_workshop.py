@@ -28,7 +28,7 @@ LEARNERS = 12  # the bench provisions 30 and 100; here enough to see isolation a
 
 @pytest.fixture(scope="module")
 def server_url() -> Iterator[str]:
-    with local_server() as url:
+    with local_server(durable=False) as url:
         yield url
 
 
