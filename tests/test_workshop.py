@@ -311,3 +311,21 @@ def test_remove_and_drop_leave_nothing(
         == "{postgres,template0,template1}"
     )
     assert not roster.exists()
+
+
+def test_the_instructor_notebook_shows_the_room(
+    shop: Workshop, added: tuple[str, str], server_url: str, tmp_path: Path, monkeypatch
+) -> None:
+    """notebooks/instructor-room.ipynb, run as the instructor runs it (LAB_WORKSHOP_URL set): no cell fails,
+    and the room's table lists the learners."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = nbformat.read(REPO / "notebooks" / "instructor-room.ipynb", as_version=4)
+    notebook.cells.insert(-1, nbformat.v4.new_code_cell("print(room.table.value)"))  # what the widget shows
+    monkeypatch.setenv("LAB_WORKSHOP_URL", server_url)
+    NotebookClient(notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": tmp_path}}).execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"]
+    shown = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "learner01" in shown and f"{len(shop.learners())} learners" in shown
