@@ -3,8 +3,8 @@
 In one run, on a throw-away PostgreSQL (TCP on 127.0.0.1, scram-sha-256, as a
 workshop server is reached): `workshop init`, then `add` of one learner, then
 of N learners for each N given (30 and 100 by default; the learners of one
-round are removed before the next), and an instructor's `reset` of a learner
-to chapter 02 (drop + clone). Prints ms per learner and the ratio to the
+round are removed before the next), an instructor's `reset` of a learner
+to chapter 02 (drop + clone), and one `status` of the room. Prints ms per learner and the ratio to the
 single learner: near 1.0 means provisioning scales linearly, as a room needs.
 
     python bench/workshop_provisioning.py [N ...]
@@ -55,11 +55,14 @@ def main(sizes: list[int]) -> int:
         print(f"reset of one learner to chapter 02 (drop + clone): {statistics.median(resets):.0f} ms (median of 5)")
         for name in [f"solo{n}" for n in range(5)]:
             shop.remove(name)
-        print(f"{'learners':>9}{'total s':>10}{'ms/learner':>12}{'vs one':>8}")
+        print(f"{'learners':>9}{'total s':>10}{'ms/learner':>12}{'vs one':>8}{'status s':>10}")
         for size in sizes:
             seconds = provision(shop, learner_names(size))
             per = seconds * 1000 / size
-            print(f"{size:>9}{seconds:>10.1f}{per:>12.0f}{per / single:>7.2f}x", flush=True)
+            started = time.perf_counter()
+            shop.status()  # the room view reads every learner's database
+            room = time.perf_counter() - started
+            print(f"{size:>9}{seconds:>10.1f}{per:>12.0f}{per / single:>7.2f}x{room:>10.2f}", flush=True)
             for name in learner_names(size):
                 shop.remove(name)
         shop.drop()
