@@ -8,14 +8,21 @@ the kit's runner: `revision --autogenerate`, `upgrade head`, `downgrade -1`,
 `current`. Prints p50 and p95 of the command latency (target: p95 within 1 s
 at N = 30), and the server's memory (USS of all its processes, sampled while
 the room runs) per learner, against one embedded PostgreSQL per learner (an
-idle cluster, plus what its busiest moment adds).
+idle cluster, plus what its busiest moment adds), and who used the CPU: the
+server's processes or the learners' kits (alembic, autogenerate, in Python).
 
-    python bench/workshop_room.py [ROUNDS] [N ...]
+By default learners fire their commands back to back, the worst case; with
+`--think S` each waits a random 0-2S seconds before each command, as a
+learner reading and typing does.
+
+    python bench/workshop_room.py [--rounds R] [--think S] [N ...]
 """
 
+import argparse
 import contextlib
 import multiprocessing as mp
 import os
+import random
 import statistics
 import sys
 import tempfile
@@ -36,8 +43,11 @@ TARGET_P95_MS = 1000.0
 SEQUENCE = ('revision --autogenerate -m "Add last login"', "upgrade head", "downgrade -1", "current")
 
 
-def learner(url: str, rounds: int, ready: "mp.Queue", start: "mp.synchronize.Event", results: "mp.Queue") -> None:
-    """One learner's process: chapter 01's start, a warm-up round, then `rounds` timed rounds to `results`."""
+def learner(
+    url: str, rounds: int, think: float, ready: "mp.Queue", start: "mp.synchronize.Event", results: "mp.Queue"
+) -> None:
+    """One learner's process: chapter 01's start, a warm-up round, then `rounds` timed rounds to `results`
+    (with this process's CPU seconds meanwhile)."""
     from migration_lab.chapters import spec
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -45,18 +55,21 @@ def learner(url: str, rounds: int, ready: "mp.Queue", start: "mp.synchronize.Eve
         restore_checkpoint(lab, spec("01").checkpoint)
         edit = add_column("UserProfile", "last_login = Column(String, nullable=True)")
         apply_edit(lab.project.service_dir / "main.py", edit, lab.project.root)
-        round_of(lab)  # warm, as a kernel that ran the chapter's earlier cells: imports and templates loaded
+        round_of(lab, 0.0, random.Random())  # warm, as a kernel that ran the chapter's earlier cells
         ready.put(True)
         start.wait()
-        samples = [sample for _ in range(rounds) for sample in round_of(lab)]
+        pace, cpu = random.Random(url), time.process_time()
+        samples = [sample for _ in range(rounds) for sample in round_of(lab, think, pace)]
+        cpu = time.process_time() - cpu
         lab.db.dispose()
-    results.put(samples)
+    results.put((samples, cpu))
 
 
-def round_of(lab: Lab) -> list[tuple[str, float]]:
+def round_of(lab: Lab, think: float, pace: random.Random) -> list[tuple[str, float]]:
     """Chapter 01's sequence once: (command, ms) each; the generated revision file is deleted after."""
     samples = []
     for line in SEQUENCE:
+        time.sleep(pace.uniform(0, 2 * think))
         started = time.perf_counter()
         result = lab.runner.run_line(line)
         samples.append((line, (time.perf_counter() - started) * 1000))
@@ -110,26 +123,41 @@ def percentile(samples: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
 
 
-def room(shop: Workshop, server: psutil.Process, size: int, rounds: int) -> tuple[list[tuple[str, float]], int]:
-    """Latencies of every command of `size` learners at once, and the server's peak USS meanwhile."""
+def server_cpu(server: psutil.Process) -> float:
+    """CPU seconds the server used so far: the postmaster, the backends it reaped, the ones alive."""
+    total = sum(server.cpu_times())  # user, system, and its waited-for children's
+    for child in server.children():
+        with contextlib.suppress(psutil.Error):
+            times = child.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def room(
+    shop: Workshop, server: psutil.Process, size: int, rounds: int, think: float
+) -> tuple[list[tuple[str, float]], int, float, float]:
+    """Latencies of every command of `size` learners at once, the server's peak USS meanwhile, and the CPU
+    seconds of the server and of the learners' kits."""
     context = mp.get_context("spawn")  # each learner a fresh interpreter, as a kernel of its own
     ready, start, results = context.Queue(), context.Event(), context.Queue()
     urls = shop.learners()
     processes = [
-        context.Process(target=learner, args=(urls[name], rounds, ready, start, results))
+        context.Process(target=learner, args=(urls[name], rounds, think, ready, start, results))
         for name in learner_names(size)
     ]
     for process in processes:
         process.start()
     for _ in processes:
         ready.get(timeout=600)  # every kit imported and at chapter 01's start before the room begins
+    before = server_cpu(server)
     with Sampler(lambda: server_uss(server)) as sampler:
         start.set()
-        samples = [sample for _ in processes for sample in results.get(timeout=900)]
+        done = [results.get(timeout=1800) for _ in processes]
+    used = server_cpu(server) - before
     for process in processes:
         process.join()
         assert process.exitcode == 0, f"a learner's process failed (exit {process.exitcode})"
-    return samples, sampler.peak
+    return [sample for samples, _ in done for sample in samples], sampler.peak, used, sum(cpu for _, cpu in done)
 
 
 def embedded_per_user() -> tuple[int, int]:
@@ -153,7 +181,7 @@ def load() -> str:
     return f"load average {one:.1f} {five:.1f} {fifteen:.1f} on {os.cpu_count()} cores"
 
 
-def main(rounds: int, sizes: list[int]) -> int:
+def main(rounds: int, think: float, sizes: list[int]) -> int:
     mib = 1024 * 1024
     worst_p95 = 0.0
     print(f"before: {load()} (other work on the machine slows every figure below)")
@@ -165,13 +193,22 @@ def main(rounds: int, sizes: list[int]) -> int:
         server = postmaster(url)
         idle = server_uss(server)
         print(f"shared server, idle with {max(sizes)} learners provisioned: {idle / mib:.0f} MiB USS")
-        print(f"{'learners':>9}{'commands':>10}{'p50 ms':>8}{'p95 ms':>8}{'peak MiB':>10}{'MiB/learner':>13}")
+        pacing = f"each waits 0-{2 * think:g} s before a command" if think else "commands back to back"
+        print(f"{rounds} round(s) of {len(SEQUENCE)} commands per learner, {pacing}")
+        print(
+            f"{'learners':>9}{'commands':>10}{'p50 ms':>8}{'p95 ms':>8}{'peak MiB':>10}{'MiB/learner':>13}"
+            f"{'server CPU s':>14}{'kits CPU s':>12}"
+        )
         for size in sizes:
-            samples, peak = room(shop, server, size, rounds)
+            samples, peak, server_seconds, kit_seconds = room(shop, server, size, rounds, think)
             latencies = [ms for _, ms in samples]
             p50, p95 = statistics.median(latencies), percentile(latencies, 0.95)
             per = (peak - idle) / size / mib
-            print(f"{size:>9}{len(samples):>10}{p50:>8.0f}{p95:>8.0f}{peak / mib:>10.0f}{per:>13.1f}", flush=True)
+            print(
+                f"{size:>9}{len(samples):>10}{p50:>8.0f}{p95:>8.0f}{peak / mib:>10.0f}{per:>13.1f}"
+                f"{server_seconds:>14.1f}{kit_seconds:>12.1f}",
+                flush=True,
+            )
             by_command = {
                 line.split()[0]: f"{percentile([ms for what, ms in samples if what == line], 0.95):.0f}"
                 for line in SEQUENCE
@@ -192,5 +229,9 @@ def main(rounds: int, sizes: list[int]) -> int:
 
 
 if __name__ == "__main__":
-    arguments = [int(a) for a in sys.argv[1:]]
-    sys.exit(main(arguments[0] if arguments else 2, arguments[1:] or [1, 10, 30]))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--think", type=float, default=0.0, help="mean seconds before each command (default 0)")
+    parser.add_argument("sizes", type=int, nargs="*", default=[1, 10, 30])
+    options = parser.parse_args()
+    sys.exit(main(options.rounds, options.think, options.sizes))

@@ -296,28 +296,31 @@ class Workshop:
         Raises LabError if the role exists already (`ensure` takes it as it is).
         """
         _check_name(name)
-        with self._admin() as conn:
+        with self._roster_locked() as roster, self._admin() as conn:
             if conn.scalar(sa.text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": name}):
                 raise LabError(
                     f"The role {name} exists already on {self.where}.",
                     f"Pick another name, or `workshop remove {name}` first (that drops its database).",
                 )
-            template = self._template(conn, "00")
-            self._refuse_foreign_database(conn, name)
-            password = secrets.token_urlsafe(18)
-            conn.execute(
-                sa.text(
-                    f"CREATE ROLE {quote(name)} LOGIN CREATEDB NOSUPERUSER NOCREATEROLE "
-                    f"CONNECTION LIMIT {int(self.connection_limit)} PASSWORD :password"
-                ),
-                {"password": password},
-            )
-            conn.execute(sa.text(f"COMMENT ON ROLE {quote(name)} IS '{LEARNER_ROLE}'"))
-            templates.clone(conn, database_name(name), template, owner=name)
-        learner = Learner(name, self._learner_url(name, password))
-        with self._roster_locked() as roster:
+            learner = self._provision(conn, name)
             roster[name] = learner.database_url
         return learner
+
+    def _provision(self, conn: sa.Connection, name: str) -> Learner:
+        """The role (a generated password, CREATEDB, the connection limit) and its database."""
+        template = self._template(conn, "00")
+        self._refuse_foreign_database(conn, name)
+        password = secrets.token_urlsafe(18)
+        conn.execute(
+            sa.text(
+                f"CREATE ROLE {quote(name)} LOGIN CREATEDB NOSUPERUSER NOCREATEROLE "
+                f"CONNECTION LIMIT {int(self.connection_limit)} PASSWORD :password"
+            ),
+            {"password": password},
+        )
+        conn.execute(sa.text(f"COMMENT ON ROLE {quote(name)} IS '{LEARNER_ROLE}'"))
+        templates.clone(conn, database_name(name), template, owner=name)
+        return Learner(name, self._learner_url(name, password))
 
     def _refuse_foreign_database(self, conn: sa.Connection, name: str) -> None:
         """A database `lab_<name>` the workshop did not make is never dropped to make room for a learner."""
@@ -335,32 +338,32 @@ class Workshop:
         """The learner, added if missing: what a hub's spawn hook calls at every login.
 
         A learner whose role exists but whose URL the roster lacks (a lost
-        roster) gets a new password; a missing database is cloned again.
+        roster) gets a new password; a missing database is cloned again. All of
+        it under the roster's lock: two logins at once provision once.
         """
         _check_name(name)
-        with self._admin() as conn:
-            role = conn.scalar(
+        with self._roster_locked() as roster, self._admin() as conn:
+            found = conn.execute(
                 sa.text("SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = :r"), {"r": name}
-            )
-            exists = conn.scalar(sa.text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": name})
-        if not exists:
-            return self.add(name)
-        if role != LEARNER_ROLE:
-            raise LabError(
-                f"The role {name} on {self.where} is not a workshop learner's.",
-                "Pick another name: the workshop never takes over a role it did not make.",
-            )
-        with self._roster_locked() as roster:
+            ).first()
+            if found is None:
+                learner = self._provision(conn, name)
+                roster[name] = learner.database_url
+                return learner
+            if found[0] != LEARNER_ROLE:
+                raise LabError(
+                    f"The role {name} on {self.where} is not a workshop learner's.",
+                    "Pick another name: the workshop never takes over a role it did not make.",
+                )
             url = roster.get(name)
-            with self._admin() as conn:
-                if url is None:
-                    password = secrets.token_urlsafe(18)
-                    conn.execute(sa.text(f"ALTER ROLE {quote(name)} PASSWORD :password"), {"password": password})
-                    url = roster[name] = self._learner_url(name, password)
-                    self.say(f"{name} had no URL in {self.roster}: set a new password.")
-                if not conn.scalar(sa.text("SELECT 1 FROM pg_database WHERE datname = :d"), {"d": database_name(name)}):
-                    templates.clone(conn, database_name(name), self._template(conn, "00"), owner=name)
-                    self.say(f"{name} had no database: cloned it from chapter 00's template.")
+            if url is None:
+                password = secrets.token_urlsafe(18)
+                conn.execute(sa.text(f"ALTER ROLE {quote(name)} PASSWORD :password"), {"password": password})
+                url = roster[name] = self._learner_url(name, password)
+                self.say(f"{name} had no URL in {self.roster}: set a new password.")
+            if not conn.scalar(sa.text("SELECT 1 FROM pg_database WHERE datname = :d"), {"d": database_name(name)}):
+                templates.clone(conn, database_name(name), self._template(conn, "00"), owner=name)
+                self.say(f"{name} had no database: cloned it from chapter 00's template.")
         return Learner(name, url)
 
     def reset(self, name: str, chapter: str) -> None:
