@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 TEMPLATE_PREFIX = "mlab_tpl_"
 # On a learner's database: the kit may drop it and clone it again from a template (see reclone).
 LEARNER_DATABASE = "migration-lab learner database"
+CLONE_SUFFIX = "_mlab_clone"  # a clone's name until it replaces the database
 
 _GIVE_TO_DATABASE_OWNER = """
 DO $$
@@ -106,26 +107,33 @@ def give_to_database_owner(conn: sa.Connection) -> None:
 
 
 def clone(admin: sa.Connection, database: str, template: str, owner: str | None = None) -> int:
-    """Drop `database` (closing its sessions) and clone it from `template`; returns how many sessions were closed.
+    """Replace `database` (closing its sessions) by a clone of `template`; returns how many sessions were closed.
 
-    The clone is private to its owner (no CONNECT for PUBLIC) and marked as a
-    learner's database, so the learner's own kit may re-clone it later.
+    The clone is made under a name of its own first and renamed once the old
+    database is gone: when the clone fails (no such template, a full disk),
+    the learner's database is still there. It is private to its owner (no
+    CONNECT for PUBLIC) and marked as a learner's, so the learner's own kit
+    may re-clone it later.
     """
+    fresh = f"{database}{CLONE_SUFFIX}"
+    owned_by = f" OWNER {quote(owner)}" if owner else ""
+    admin.execute(sa.text(f"DROP DATABASE IF EXISTS {quote(fresh)} WITH (FORCE)"))  # an interrupted clone's
+    try:
+        admin.execute(sa.text(f"CREATE DATABASE {quote(fresh)} TEMPLATE {quote(template)}{owned_by}"))
+    except sa.exc.DBAPIError as error:
+        raise LabError(
+            f"Could not clone {template} for {database} (which is unchanged): {str(error.orig).strip()}",
+            "Ask the instructor to run `python -m migration_lab workshop init` (templates of this course "
+            "version), then reset again.",
+        ) from error
+    admin.execute(sa.text(f"REVOKE CONNECT, TEMPORARY ON DATABASE {quote(fresh)} FROM PUBLIC"))
+    admin.execute(sa.text(f"COMMENT ON DATABASE {quote(fresh)} IS '{LEARNER_DATABASE}'"))
     closed = admin.scalar(
         sa.text("SELECT count(*) FROM pg_stat_activity WHERE datname = :db AND pid <> pg_backend_pid()"),
         {"db": database},
     )
     admin.execute(sa.text(f"DROP DATABASE IF EXISTS {quote(database)} WITH (FORCE)"))
-    owned_by = f" OWNER {quote(owner)}" if owner else ""
-    try:
-        admin.execute(sa.text(f"CREATE DATABASE {quote(database)} TEMPLATE {quote(template)}{owned_by}"))
-    except sa.exc.DBAPIError as error:
-        raise LabError(
-            f"Could not clone {database} from the template {template}: {str(error.orig).strip()}",
-            "Ask the instructor to run `python -m migration_lab workshop reset <you> <chapter>`.",
-        ) from error
-    admin.execute(sa.text(f"REVOKE CONNECT, TEMPORARY ON DATABASE {quote(database)} FROM PUBLIC"))
-    admin.execute(sa.text(f"COMMENT ON DATABASE {quote(database)} IS '{LEARNER_DATABASE}'"))
+    admin.execute(sa.text(f"ALTER DATABASE {quote(fresh)} RENAME TO {quote(database)}"))
     return int(closed or 0)
 
 

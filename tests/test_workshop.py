@@ -14,14 +14,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from conftest import REPO, copy_project
-from migration_lab import Lab, Project, UrlBackend
+from migration_lab import Lab, LabError, Project, UrlBackend, templates
 from migration_lab.chapters import CHAPTERS, spec
 from migration_lab.cli import main
 from migration_lab.notebook import Chapter
 from migration_lab.templates import TEMPLATE_PREFIX, template_name
 from migration_lab.workshop import LEARNER_ROLE, TEMPLATE_OWNER, Workshop
 from migration_lab.workshop_server import local_server
-from migration_lab.workshop_status import RoomView, table
+from migration_lab.workshop_status import RoomView, table, watch
 
 LEARNERS = 12  # the bench provisions 30 and 100; here enough to see isolation across many, on a shared CPU
 
@@ -228,6 +228,18 @@ def test_status_shows_progress_written_by_check(shop: Workshop, added: tuple[str
     # the room view: the same in a terminal and in the instructor's notebook, refreshed on demand
     text = table(shop.status())
     assert "learner05  01" in text and f"{passed}/{total}" in text
+    args = ["workshop", "--server", shop.url.render_as_string(hide_password=False), "--roster", str(shop.roster)]
+    assert main([*args, "status"]) == 0
+    assert "learner05  01" in capsys.readouterr().out
+    frames: list[str] = []
+
+    def show(frame: str) -> None:  # the terminal; Ctrl-C after the second frame
+        frames.append(frame)
+        if len(frames) == 2:
+            raise KeyboardInterrupt
+
+    watch(shop, 0.01, show)
+    assert len(frames) == 3 and all("learner05  01" in f for f in frames[:2]) and frames[2] == ""
     view = RoomView(shop, every=3600)
     try:
         view.button.click()
@@ -324,6 +336,20 @@ def test_the_instructor_notebook_shows_the_room(
     assert not [o for o in outputs if o.output_type == "error"]
     shown = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "learner01" in shown and f"{len(shop.learners())} learners" in shown
+
+
+def test_a_clone_that_fails_leaves_the_database_as_it_was(
+    shop: Workshop, added: tuple[str, str], server_url: str
+) -> None:
+    """The clone is made first, under another name: no template (a full disk...) and nothing is lost."""
+    oid = "SELECT oid FROM pg_database WHERE datname = 'lab_learner12'"
+    before = scalar(server_url, oid)
+    engine = admin(server_url)
+    with engine.connect() as conn, pytest.raises(LabError, match=r"lab_learner12 \(which is unchanged\)"):
+        templates.clone(conn, "lab_learner12", "mlab_tpl_gone", owner="learner12")
+    engine.dispose()
+    assert scalar(server_url, oid) == before
+    assert scalar(server_url, "SELECT count(*) FROM user_profiles", database="lab_learner12") == 3
 
 
 # Last: it drops the workshop the tests above share.
