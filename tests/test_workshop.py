@@ -352,6 +352,13 @@ def test_a_clone_that_fails_leaves_the_database_as_it_was(
     assert scalar(server_url, "SELECT count(*) FROM user_profiles", database="lab_learner12") == 3
 
 
+def test_without_a_server_the_cli_says_how_to_give_one(monkeypatch, capsys) -> None:
+    monkeypatch.delenv("LAB_WORKSHOP_URL", raising=False)
+    assert main(["workshop", "status"]) == 1
+    err = capsys.readouterr().err
+    assert "No workshop server given." in err and "LAB_WORKSHOP_URL" in err and "Traceback" not in err
+
+
 # Last: it drops the workshop the tests above share.
 def test_remove_and_drop_leave_nothing(
     shop: Workshop, added: tuple[str, str], server_url: str, roster: Path, capsys
