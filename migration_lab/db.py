@@ -239,6 +239,8 @@ class LabDatabase:
         while True:
             try:
                 conn.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE {_quote(self.name)}'))
+                # A copy holds the learner's rows: on a shared server no other role may connect to it.
+                conn.execute(sa.text(f'REVOKE CONNECT, TEMPORARY ON DATABASE "{name}" FROM PUBLIC'))
                 return
             except sa.exc.DBAPIError as error:
                 code = getattr(error.orig, "pgcode", None)

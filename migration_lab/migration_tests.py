@@ -49,6 +49,8 @@ def run(lab: Lab, tests: tuple[str, ...] = BUILT_IN) -> tuple[bool, str]:
     try:
         with admin.connect() as conn:
             conn.execute(sa.text(f'CREATE DATABASE "{scratch}"'))
+            # On a shared server, the scratch database is the learner's alone while it exists.
+            conn.execute(sa.text(f'REVOKE CONNECT, TEMPORARY ON DATABASE "{scratch}" FROM PUBLIC'))
     except sa.exc.DBAPIError as error:
         raise LabError(
             f"Cannot create a scratch database for the migration tests: {error.orig}",
