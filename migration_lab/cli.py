@@ -48,10 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("backups", help="list the backups resets took, oldest first")
     nuke = sub.add_parser("nuke", help="drop ALL data and start a fresh, empty database")
     nuke.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    _workshop_parser(sub)
     args = parser.parse_args(argv)
 
     progress = default_progress()
     try:
+        if args.command == "workshop":
+            return _workshop(args)
         if args.command == "lab":
             from .lab_server import run
 
@@ -95,4 +98,88 @@ def main(argv: list[str] | None = None) -> int:
     except LabError as error:
         print(error, file=sys.stderr)
         return 1
+    return 0
+
+
+def _workshop_parser(sub: argparse._SubParsersAction) -> None:
+    """`workshop ...`: the instructor's commands for a shared server (migration_lab.workshop)."""
+    from .workshop import CONNECTION_LIMIT
+
+    parser = sub.add_parser(
+        "workshop",
+        help="instructor: learners' databases on one shared PostgreSQL (init, add, reset, status, remove, drop)",
+    )
+    parser.add_argument("--server", help="the instructor's URL of the shared server (default: LAB_WORKSHOP_URL)")
+    parser.add_argument("--roster", help="the learners' URLs, a 0600 file (default: .lab/workshop/roster.json)")
+    commands = parser.add_subparsers(dest="workshop_command", required=True)
+    commands.add_parser("init", help="one template database per chapter checkpoint (again after a course update)")
+    add = commands.add_parser("add", help="learners: a role, a database cloned from chapter 00, their URL")
+    add.add_argument("names", nargs="*", help="learners' names (lowercase letters, digits, _)")
+    add.add_argument("--learners", type=int, metavar="N", help="add learner01 ... learnerN (those missing)")
+    add.add_argument(
+        "--connection-limit",
+        type=int,
+        default=CONNECTION_LIMIT,
+        help=f"connections each learner may hold (default {CONNECTION_LIMIT})",
+    )
+    reset = commands.add_parser("reset", help="drop a learner's database and clone it from a chapter's template")
+    reset.add_argument("name")
+    reset.add_argument("chapter", help="chapter number, e.g. 02")
+    status = commands.add_parser("status", help="the room: chapter, checks passed, last error, minutes since progress")
+    status.add_argument(
+        "--watch", nargs="?", type=float, const=10.0, metavar="SECONDS", help="redraw every SECONDS (default 10)"
+    )
+    remove = commands.add_parser("remove", help="learners' roles and databases, gone")
+    remove.add_argument("names", nargs="+")
+    drop = commands.add_parser("drop", help="everything the workshop made on the server (asks first)")
+    drop.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+
+
+def _workshop(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from . import workshop_status
+    from .workshop import Workshop, learner_names, server_url
+
+    limit = getattr(args, "connection_limit", None)
+    shop = Workshop(
+        server_url(args.server),
+        Path(args.roster) if args.roster else None,
+        **({"connection_limit": limit} if limit else {}),
+        say=lambda message: print(message, file=sys.stderr, flush=True),
+    )
+    command = args.workshop_command
+    if command == "init":
+        shop.init()
+    elif command == "add":
+        names = list(args.names)
+        if args.learners:
+            have = shop.learners()
+            names += [n for n in learner_names(args.learners) if n not in have and n not in names]
+        if not names:
+            print("Nobody to add: name learners, or --learners N.", file=sys.stderr)
+            return 1
+        for name in names:
+            learner = shop.add(name)
+            print(f"{learner.name}\tLAB_DATABASE_URL={learner.database_url}")
+        print(f"Their URLs are in {shop.roster} (readable by you only).", file=sys.stderr)
+        warning = shop.connection_warning(len(shop.learners()))
+        if warning:
+            print(warning, file=sys.stderr)
+    elif command == "reset":
+        shop.reset(args.name, args.chapter)
+    elif command == "status":
+        if args.watch:
+            workshop_status.watch(shop, args.watch)
+        else:
+            print(workshop_status.table(shop.status()))
+    elif command == "remove":
+        for name in args.names:
+            shop.remove(name)
+    elif command == "drop":
+        question = f"This drops every learner's role and database and the templates on {shop.where}."
+        if not (args.yes or _confirm(question)):
+            print("Nothing changed.", file=sys.stderr)
+            return 1
+        shop.drop()
     return 0

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from alembic.script import Script
 from IPython.display import Markdown, display
 
-from . import api, graph, migration_tests, policy, schema
+from . import api, graph, migration_tests, policy, progress, schema
 from .chapters import ChapterSpec, spec
 from .checks import Report
 from .errors import LabError
@@ -99,6 +99,7 @@ class Chapter:
     def checked(self, answer: object = None) -> Report:
         """The report "Check my work" shows; its first failing check's first hint counts as shown."""
         report = self.report(answer)
+        progress.record_check(self.lab, self.spec.number, report)  # for a workshop's room view; never raises
         first = report.first_failing
         if first is not None:
             self._hints_shown[first.name] = max(self._hints_shown.get(first.name, 0), 1)
@@ -199,6 +200,8 @@ class Chapter:
         print(f"Nothing was done. If you mean it: ch.alembic({line!r}, confirm=True)")
 
     def _show(self, result: RunResult) -> None:
+        if not result.ok and result.error:
+            progress.record_error(self.lab, self.spec.number, result.error)  # for a workshop's room view
         if result.new_revisions:
             self.generated = result.new_revisions[-1]
         print(result)

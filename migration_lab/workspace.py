@@ -295,33 +295,38 @@ def restore_checkpoint(lab: Lab, checkpoint: Checkpoint) -> ResetReport:
 
     The database is reached (and the migration lock taken) before any file is
     touched: with the database down, nothing changes and a LabError says what to do.
+    A workshop learner's database is cloned again from the checkpoint's template
+    when the server has it (tens of ms, see `templates`); otherwise it is wiped,
+    upgraded and seeded.
     """
+    from .templates import reclone, reclone_source
+
     started = time.perf_counter()
     backups = Backups(lab.project, lab.db.url)
     with lab.runner.exclusive() as conn:
         backup = backups.save(pristine_files())
         restore_files(lab.project, checkpoint)
-        lab.db.wipe(conn)
-        result = lab.runner.run_locked(conn, parse(["upgrade", checkpoint.target]))
-        if not result.ok:
-            raise LabError(
-                f"Reset could not upgrade the database: {result.error}",
-                "Run `python -m migration_lab nuke`, then reset again.",
-            )
-        with conn.begin():
-            for sql in checkpoint.seed:
-                conn.execute(sa.text(sql))
-        tables = sa.inspect(conn).get_table_names()
-        rows = sum(
-            conn.scalar(sa.select(sa.func.count()).select_from(sa.table(t))) or 0
-            for t in tables
-            if t != "alembic_version"
-        )
-        conn.commit()
-        backups.remember_reset()
-    return ResetReport(
-        result.after or (), len(tables) - ("alembic_version" in tables), rows, time.perf_counter() - started, backup
-    )
+        template = reclone_source(conn, checkpoint) if lab.backend.name == "url" else None
+        if template is not None:
+            reclone(lab, conn, template)  # ends `conn`, and with it the lock, once the old database is gone
+        else:
+            lab.db.wipe(conn)
+            result = lab.runner.run_locked(conn, parse(["upgrade", checkpoint.target]))
+            if not result.ok:
+                raise LabError(
+                    f"Reset could not upgrade the database: {result.error}",
+                    "Run `python -m migration_lab nuke`, then reset again.",
+                )
+            with conn.begin():
+                for sql in checkpoint.seed:
+                    conn.execute(sa.text(sql))
+            conn.commit()
+    with lab.db.connect() as conn:
+        heads = lab.db.heads(conn)
+        tables = [t for t in sa.inspect(conn).get_table_names() if t != "alembic_version"]
+        rows = sum(conn.scalar(sa.select(sa.func.count()).select_from(sa.table(t))) or 0 for t in tables)
+    backups.remember_reset()
+    return ResetReport(heads, len(tables), rows, time.perf_counter() - started, backup)
 
 
 def restore_backup(lab: Lab, name: str | None = None) -> str:
