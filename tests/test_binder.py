@@ -96,7 +96,8 @@ def python_for(account: pwd.struct_passwd | None, where: Path) -> Path:
 
     This venv's interpreter may live where only root can enter (~root/.pyenv). Then a venv from
     the system's Python of the same version, whose only content is a .pth that adds this venv's
-    site-packages (and so its .pth files, the kit's editable install among them).
+    site-packages (and so its .pth files, the kit's editable install among them), and links to its
+    Jupyter configuration and data (which enable JupyterLab and name the kernels).
     """
     if account is None or _runs_as(account, Path(sys.executable)):
         return Path(sys.executable).parent
@@ -108,6 +109,10 @@ def python_for(account: pwd.struct_passwd | None, where: Path) -> Path:
     site_packages = Path(sysconfig.get_paths()["purelib"])
     shim = where / "lib" / f"python{version}" / "site-packages" / "_migration_lab_venv.pth"
     shim.write_text(f"import site; site.addsitedir({str(site_packages)!r})\n")
+    for jupyter in ("etc/jupyter", "share/jupyter"):  # Jupyter's extensions and kernels are found by sys.prefix
+        if (Path(sys.prefix) / jupyter).is_dir():
+            (where / jupyter).parent.mkdir(parents=True, exist_ok=True)
+            (where / jupyter).symlink_to(Path(sys.prefix) / jupyter)
     return where / "bin"
 
 

@@ -1,0 +1,332 @@
+"""JupyterHub for a workshop (jupyterhub/): three learners log in, each gets a database of their own.
+
+The test starts what an instructor runs on one server: a shared PostgreSQL
+(TCP on 127.0.0.1, scram), `workshop init`, and JupyterHub on 127.0.0.1 with
+the repository's jupyterhub_config.py, with two changes for a test: a
+DummyAuthenticator (one password for all) and three throw-away OS users, made
+here (so it needs root; CI runs as root). The servers are the config's
+own: LocalProcessSpawner, each learner's server a process of its own user,
+started by jupyterhub/start-learner.
+
+Each learner logs in over HTTP the way a browser does (the login form, the
+OAuth redirects, cookies and the XSRF token; Chromium is not installed
+here), lands on chapter 00, then runs chapter 01's commands in a kernel of
+their own server, against their own database. Isolation is checked from
+both sides: what each server sees, and that a learner's credentials open no
+other learner's database.
+
+Needs `pip install -r jupyterhub/requirements.txt` and configurable-http-proxy
+(npm; on PATH or in .hub-node/), and skips, saying which, without them.
+"""
+
+import asyncio
+import contextlib
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+from test_binder import python_for
+
+from conftest import REPO, copy_project
+from migration_lab import workshop
+from migration_lab.lab_server import landing_path
+from migration_lab.project import Project
+from migration_lab.workshop_server import local_server
+
+HUB_TOOLS = "the hub's tools are not installed: pip install -r jupyterhub/requirements.txt"
+pytest.importorskip("jupyterhub", reason=HUB_TOOLS)
+pytest.importorskip("jupyterhub_idle_culler", reason=HUB_TOOLS)
+
+LEARNERS = ["mlabhub_ada", "mlabhub_grace", "mlabhub_linus"]
+PASSWORD = "a-workshop-password"
+CHAPTER_01 = """
+import json, os
+import sqlalchemy as sa
+import migration_lab as ml
+
+ch = ml.chapter("01")
+ch.add_column("UserProfile", "phone_number = Column(String, nullable=True)")
+ch.alembic('revision --autogenerate -m "Add phone number to profile"')
+ch.alembic("upgrade head")
+lab = ml.Lab()
+with lab.db.connect() as conn:
+    where = conn.execute(sa.text("SELECT current_user, current_database()")).one()
+print("RESULT", json.dumps({
+    "url": os.environ.get("LAB_DATABASE_URL"),
+    "workshop_url_leaked": "LAB_WORKSHOP_URL" in os.environ,
+    "uid": os.geteuid(),
+    "cwd": os.getcwd(),
+    "backend": lab.backend.name,
+    "user": where[0],
+    "database": where[1],
+    "columns": [c["name"] for c in sa.inspect(lab.db.engine).get_columns("user_profiles")],
+}))
+"""
+
+
+def proxy_command() -> str:
+    found = shutil.which("configurable-http-proxy")
+    local = REPO / ".hub-node" / "node_modules" / ".bin" / "configurable-http-proxy"
+    if found:
+        return found
+    if local.exists():
+        return str(local)
+    pytest.skip("configurable-http-proxy is not installed: npm install --prefix .hub-node configurable-http-proxy")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def base() -> Iterator[Path]:
+    """A folder the learners' users can enter (pytest's own are 0700 as root)."""
+    folder = Path(tempfile.mkdtemp(prefix="mlab-hub-", dir="/tmp"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def learners(base: Path) -> Iterator[list[pwd.struct_passwd]]:
+    """Three OS users with homes of their own (0700), deleted afterwards with their homes."""
+    if os.geteuid() != 0:
+        pytest.skip("making the learners' OS users needs root; CI runs as root")
+    made = []
+    try:
+        for name in LEARNERS:
+            with contextlib.suppress(KeyError):
+                pwd.getpwnam(name)
+                pytest.fail(f"the OS user {name} exists already: left by an earlier run? `userdel -r {name}`")
+            home = base / "home" / name
+            home.parent.mkdir(exist_ok=True, mode=0o755)
+            subprocess.run(
+                ["useradd", "--user-group", "--create-home", "--home-dir", home, "--shell", "/bin/bash", name],
+                check=True,
+            )
+            home.chmod(0o700)
+            made.append(pwd.getpwnam(name))
+        yield made
+    finally:
+        for account in made:
+            for process in psutil.process_iter(["uids"]):
+                if process.info["uids"] and process.info["uids"].real == account.pw_uid:
+                    with contextlib.suppress(psutil.Error):
+                        process.kill()
+            subprocess.run(["userdel", "--remove", account.pw_name], check=False, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def course(base: Path) -> Path:
+    """The instructor's checkout the hub serves from: readable by the learners, never written by them."""
+    checkout = base / "course"
+    copy_project(checkout)
+    ignore = shutil.ignore_patterns("__pycache__")
+    for folder in ("jupyter", "jupyterhub"):
+        shutil.copytree(REPO / folder, checkout / folder, ignore=ignore)
+    return checkout
+
+
+@pytest.fixture(scope="module")
+def server_url(course: Path) -> Iterator[str]:
+    """The shared server, with the workshop's templates (the instructor's `workshop init`)."""
+    with local_server() as url:
+        workshop.Workshop(url, roster=course / ".lab" / "workshop" / "roster.json", project=Project(course)).init()
+        yield url
+
+
+@pytest.fixture(scope="module")
+def hub(base: Path, course: Path, server_url: str, learners: list[pwd.struct_passwd]) -> Iterator[str]:
+    """JupyterHub on 127.0.0.1 with the repository's config; stopped at the end, its servers with it."""
+    python_bin = python_for(learners[0], base / "learner-python")  # a `python` the learners can run
+    folder = base / "hub"
+    folder.mkdir()
+    port = free_port()
+    config = folder / "jupyterhub_config.py"
+    config.write_text(
+        "c = get_config()  # noqa\n"
+        "c.JupyterHub.authenticator_class = 'dummy'\n"
+        f"c.DummyAuthenticator.password = {PASSWORD!r}\n"
+        f"c.Authenticator.allowed_users = {set(LEARNERS)!r}\n"
+        f"load_subconfig({str(course / 'jupyterhub' / 'jupyterhub_config.py')!r})  # noqa\n"
+        f"c.JupyterHub.bind_url = 'http://127.0.0.1:{port}'\n"
+        f"c.JupyterHub.hub_bind_url = 'http://127.0.0.1:{free_port()}'\n"
+        f"c.ConfigurableHTTPProxy.api_url = 'http://127.0.0.1:{free_port()}'\n"
+        f"c.ConfigurableHTTPProxy.command = [{proxy_command()!r}]\n"
+        "c.Spawner.start_timeout = 120\n"
+        "c.Spawner.http_timeout = 120\n"
+    )
+    env = {
+        "PATH": f"{python_bin}:{Path(sys.executable).parent}:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "LAB_WORKSHOP_URL": server_url,
+        **{key: os.environ[key] for key in ("PYTHONPATH",) if key in os.environ},  # the kit this test imports
+    }
+    log = (folder / "hub.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "jupyterhub", "-f", str(config)],
+        cwd=folder,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert process.poll() is None, f"JupyterHub stopped:\n{(folder / 'hub.log').read_text()[-3000:]}"
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/hub/health", timeout=5).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, (
+                f"JupyterHub did not answer:\n{(folder / 'hub.log').read_text()[-3000:]}"
+            )
+            time.sleep(0.3)
+        yield url
+    finally:
+        process.send_signal(signal.SIGTERM)  # the hub stops the learners' servers and its proxy
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+def log_in(hub: str, name: str) -> httpx.Client:
+    """Log in with the form and follow the hub to the learner's server, as a browser does."""
+    client = httpx.Client(base_url=hub, follow_redirects=True, timeout=120)
+    client.get("/hub/login")
+    response = client.post(
+        "/hub/login", data={"username": name, "password": PASSWORD, "_xsrf": client.cookies.get("_xsrf", "")}
+    )
+    assert response.status_code == 200, response.text[-2000:]
+    deadline = time.monotonic() + 120
+    while f"/user/{name}/" not in str(response.url):  # the spawn-pending page, until the server is up
+        assert time.monotonic() < deadline, f"{name}'s server did not start: {response.url}"
+        time.sleep(1)
+        response = client.get(f"/user/{name}/")
+    return client
+
+
+async def run_in_kernel(hub: str, client: httpx.Client, name: str, code: str) -> str:
+    """Start a kernel on the learner's server, run the code, return its output (stdout and errors)."""
+    from tornado.httpclient import HTTPRequest
+    from tornado.websocket import websocket_connect
+
+    xsrf = client.cookies.get("_xsrf", path=f"/user/{name}/") or ""
+    created = client.post(f"/user/{name}/api/kernels", json={"name": "python3"}, headers={"X-XSRFToken": xsrf})
+    assert created.status_code == 201, created.text
+    kernel = created.json()["id"]
+    cookies = "; ".join(f"{cookie.name}={cookie.value}" for cookie in client.cookies.jar)
+    request = HTTPRequest(
+        f"{hub.replace('http', 'ws', 1)}/user/{name}/api/kernels/{kernel}/channels",
+        headers={"Cookie": cookies, "Origin": hub, "X-XSRFToken": xsrf},
+    )
+    socket_ = await websocket_connect(request)
+    msg_id = uuid.uuid4().hex
+    socket_.write_message(
+        json.dumps(
+            {
+                "header": {
+                    "msg_id": msg_id,
+                    "msg_type": "execute_request",
+                    "session": uuid.uuid4().hex,
+                    "username": name,
+                    "version": "5.3",
+                },
+                "parent_header": {},
+                "metadata": {},
+                "content": {"code": code, "silent": False, "store_history": False, "allow_stdin": False},
+                "channel": "shell",
+            }
+        )
+    )
+    output = []
+    while True:
+        message = await asyncio.wait_for(socket_.read_message(), timeout=180)
+        assert message is not None, "the kernel's websocket closed"
+        reply = json.loads(message)
+        if reply.get("parent_header", {}).get("msg_id") != msg_id:
+            continue
+        kind, content = reply["msg_type"], reply["content"]
+        if kind == "stream":
+            output.append(content["text"])
+        elif kind == "error":
+            output.append("\n".join(content["traceback"]))
+        elif kind == "status" and content["execution_state"] == "idle":
+            break
+    socket_.close()
+    client.delete(f"/user/{name}/api/kernels/{kernel}", headers={"X-XSRFToken": xsrf})
+    return "".join(output)
+
+
+def result(output: str) -> dict[str, Any]:
+    lines = [line for line in output.splitlines() if line.startswith("RESULT ")]
+    assert lines, output[-3000:]
+    return dict(json.loads(lines[-1].removeprefix("RESULT ")))
+
+
+def test_three_learners_each_run_chapter_01_on_their_own_database(
+    hub: str, server_url: str, learners: list[pwd.struct_passwd]
+) -> None:
+    seen: dict[str, dict[str, Any]] = {}
+    for account in learners:
+        name = account.pw_name
+        client = log_in(hub, name)
+        landing = client.get(f"/user/{name}/")
+        assert landing.url.path == f"/user/{name}/{landing_path()}", "the learner lands on chapter 00"
+        seen[name] = result(asyncio.run(run_in_kernel(hub, client, name, CHAPTER_01)))
+        client.close()
+
+    urls = {name: make_url(s["url"]) for name, s in seen.items()}
+    assert len(set(map(str, urls.values()))) == len(learners)
+    for account in learners:
+        name, server = account.pw_name, seen[account.pw_name]
+        assert server["uid"] == account.pw_uid, "each learner's server runs as their own OS user"
+        assert server["cwd"] == f"{account.pw_dir}/migration-lab", "in their own copy of the course"
+        assert not server["workshop_url_leaked"], "the instructor's URL stays in the hub"
+        assert server["backend"] == "url"
+        assert (server["user"], server["database"]) == (name, workshop.database_name(name))
+        assert "phone_number" in server["columns"], "chapter 01's upgrade reached their database"
+        copy = Path(account.pw_dir) / "migration-lab"
+        assert copy.stat().st_uid == account.pw_uid and (copy / "my-notebooks" / "00-start-here.ipynb").is_file()
+        assert "phone_number" in (copy / "ai-service" / "main.py").read_text()
+
+    # A learner's credentials open their database and no one else's.
+    for name, url in urls.items():
+        for other in LEARNERS:
+            engine = sa.create_engine(url.set(database=workshop.database_name(other)), poolclass=sa.pool.NullPool)
+            try:
+                if other == name:
+                    with engine.connect() as conn:
+                        assert conn.scalar(sa.text("SELECT current_user")) == name
+                else:
+                    with pytest.raises(sa.exc.OperationalError, match="permission denied"), engine.connect():
+                        pass
+            finally:
+                engine.dispose()
+
+
+def test_the_idle_culler_runs_as_a_hub_service(hub: str) -> None:
+    hubs = [p for p in psutil.process_iter(["cmdline"]) if "jupyterhub_idle_culler" in (p.info["cmdline"] or [])]
+    assert hubs, "no jupyterhub-idle-culler process: the config's service is missing"
+    assert any(arg.startswith("--timeout=") for arg in hubs[0].info["cmdline"])
