@@ -21,6 +21,7 @@ Needs `pip install -r jupyterhub/requirements.txt` and configurable-http-proxy
 
 import asyncio
 import contextlib
+import copy
 import json
 import os
 import pwd
@@ -34,6 +35,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -42,6 +44,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from test_binder import python_for
+from traitlets.config import Config
+from traitlets.config.loader import PyFileConfigLoader
 
 from conftest import REPO, copy_project
 from migration_lab import workshop
@@ -50,10 +54,9 @@ from migration_lab.project import Project
 from migration_lab.workshop_server import local_server
 
 HUB_TOOLS = "the hub's tools are not installed: pip install -r jupyterhub/requirements.txt"
-pytest.importorskip("jupyterhub", reason=HUB_TOOLS)
-pytest.importorskip("jupyterhub_idle_culler", reason=HUB_TOOLS)
 
 LEARNERS = ["mlabhub_ada", "mlabhub_grace", "mlabhub_linus"]
+LEARNERS_TOO = ["mlabcfg_a", "mlabcfg_b"]  # provisioned by the spawn hook alone, no OS user
 PASSWORD = "a-workshop-password"
 CHAPTER_01 = """
 import json, os
@@ -156,6 +159,8 @@ def server_url(course: Path) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def hub(base: Path, course: Path, server_url: str, learners: list[pwd.struct_passwd]) -> Iterator[str]:
     """JupyterHub on 127.0.0.1 with the repository's config; stopped at the end, its servers with it."""
+    for package in ("jupyterhub", "jupyterhub_idle_culler"):
+        pytest.importorskip(package, reason=HUB_TOOLS)
     python_bin = python_for(learners[0], base / "learner-python")  # a `python` the learners can run
     folder = base / "hub"
     folder.mkdir()
@@ -330,3 +335,86 @@ def test_the_idle_culler_runs_as_a_hub_service(hub: str) -> None:
     hubs = [p for p in psutil.process_iter(["cmdline"]) if "jupyterhub_idle_culler" in (p.info["cmdline"] or [])]
     assert hubs, "no jupyterhub-idle-culler process: the config's service is missing"
     assert any(arg.startswith("--timeout=") for arg in hubs[0].info["cmdline"])
+
+
+def load_config(tmp_path: Path, preset: str = "", name: str = "jupyterhub_config.py") -> Config:
+    """A config file of jupyterhub/ as JupyterHub loads it: `load_subconfig` after a deployment's own settings."""
+    wrapper = tmp_path / "wrapper_config.py"
+    config = REPO / "jupyterhub" / name
+    wrapper.write_text(f"c = get_config()  # noqa\n{preset}\nload_subconfig({str(config)!r})  # noqa\n")
+    return PyFileConfigLoader(wrapper.name, path=str(tmp_path)).load_config()
+
+
+def test_config_on_its_own_listens_on_localhost_and_culls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LAB_WORKSHOP_URL", "postgresql://instructor:secret@127.0.0.1:5432/postgres")
+    c = load_config(tmp_path)
+    assert c.JupyterHub.bind_url == "http://127.0.0.1:8000"
+    assert c.JupyterHub.spawner_class == "localprocess"
+    assert c.LocalAuthenticator.allowed_groups == {"mlab-learners"}
+    assert c.Spawner.default_url == f"/{landing_path()}"
+    assert Path(c.Spawner.cmd[0]) == REPO / "jupyterhub" / "start-learner"
+    assert c.Spawner.pre_spawn_hook is not None
+    [culler] = c.JupyterHub.services
+    assert "jupyterhub_idle_culler" in culler["command"] and "--timeout=3600" in culler["command"]
+    assert [role["services"] for role in c.JupyterHub.load_roles] == [["idle-culler"]]
+
+
+def test_course_config_keeps_what_the_littlest_jupyterhub_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loaded from TLJH's jupyterhub_config.d/ (merged over TLJH's settings), it leaves the hub's own alone."""
+    monkeypatch.setenv("LAB_WORKSHOP_URL", "postgresql://instructor:secret@127.0.0.1:5432/postgres")
+    tljh = (
+        "c.JupyterHub.spawner_class = 'systemdspawner.SystemdSpawner'\n"
+        "c.JupyterHub.authenticator_class = 'firstuseauthenticator.FirstUseAuthenticator'\n"
+        "c.JupyterHub.port = 15001\n"
+        "c.JupyterHub.services = [{'name': 'cull-idle', 'command': ['cull']}]\n"
+    )
+    c = load_config(tmp_path, tljh, name="course_config.py")
+    assert c.JupyterHub.spawner_class == "systemdspawner.SystemdSpawner"
+    assert c.JupyterHub.authenticator_class == "firstuseauthenticator.FirstUseAuthenticator"
+    assert "bind_url" not in c.JupyterHub and c.JupyterHub.port == 15001
+    assert [service["name"] for service in c.JupyterHub.services] == ["cull-idle"]
+    assert c.Spawner.pre_spawn_hook is not None and c.Spawner.default_url == f"/{landing_path()}"
+
+
+def test_config_needs_the_workshop_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without LAB_WORKSHOP_URL the hub does not start, and the error says how to give it."""
+    monkeypatch.delenv("LAB_WORKSHOP_URL", raising=False)
+    with pytest.raises(Exception, match="LAB_WORKSHOP_URL"):
+        load_config(tmp_path)
+
+
+def test_spawn_hook_gives_each_learner_their_own_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server_url: str
+) -> None:
+    """Two spawners sharing one configured environment dict: each gets its own URL, the shared dict none."""
+    monkeypatch.setenv("LAB_WORKSHOP_URL", server_url)
+    monkeypatch.setenv("LAB_WORKSHOP_ROSTER", str(tmp_path / "roster.json"))  # not the checkout's .lab/
+    provision = load_config(tmp_path).Spawner.pre_spawn_hook
+    shared = {"LANG": "C.UTF-8"}
+    first, second = (
+        SimpleNamespace(user=SimpleNamespace(name=n), environment=shared) for n in ("mlabcfg_a", "mlabcfg_b")
+    )
+    asyncio.run(provision(first))
+    asyncio.run(provision(second))
+    assert shared == {"LANG": "C.UTF-8"}
+    for spawner in (first, second):
+        url = make_url(spawner.environment["LAB_DATABASE_URL"])
+        assert (url.username, url.database) == (spawner.user.name, workshop.database_name(spawner.user.name))
+        assert spawner.environment["LANG"] == "C.UTF-8"
+    again = SimpleNamespace(user=SimpleNamespace(name="mlabcfg_a"), environment=copy.copy(shared))
+    asyncio.run(provision(again))  # a second login: the same learner, the same URL
+    assert again.environment["LAB_DATABASE_URL"] == first.environment["LAB_DATABASE_URL"]
+
+
+def test_kubernetes_values_match_the_one_server_config() -> None:
+    """The Zero to JupyterHub values (not deployed here) land where the hub does and run the same hook."""
+    yaml = pytest.importorskip("yaml")
+    values = yaml.safe_load((REPO / "jupyterhub" / "z2jh-values.yaml").read_text())
+    singleuser = values["singleuser"]
+    assert singleuser["defaultUrl"] == f"/{landing_path()}"
+    assert singleuser["cmd"][0].endswith("/jupyterhub/start-learner")
+    hook = values["hub"]["extraConfig"]["migration-lab"]
+    compile(hook, "extraConfig", "exec")
+    assert "workshop.ensure" in hook and '"LAB_DATABASE_URL"' in hook
+    assert values["hub"]["extraEnv"]["LAB_WORKSHOP_URL"]["valueFrom"]["secretKeyRef"]
+    assert values["cull"]["enabled"] is True
