@@ -16,12 +16,14 @@ both sides: what each server sees, and that a learner's credentials open no
 other learner's database.
 
 Needs `pip install -r jupyterhub/requirements.txt` and configurable-http-proxy
-(npm; on PATH or in .hub-node/), and skips, saying which, without them.
+(npm; on PATH or in .hub-node/), and skips, saying which, without them;
+mandatory where LAB_REQUIRE_HUB=1 (CI).
 """
 
 import asyncio
 import contextlib
 import copy
+import importlib.util
 import json
 import os
 import pwd
@@ -36,7 +38,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import psutil
@@ -83,6 +85,13 @@ print("RESULT", json.dumps({
 """
 
 
+def missing(reason: str) -> NoReturn:
+    """Skip, saying what is missing; fail instead where CI installed the hub's tools (LAB_REQUIRE_HUB=1)."""
+    if os.environ.get("LAB_REQUIRE_HUB"):
+        pytest.fail(f"LAB_REQUIRE_HUB is set but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
 def proxy_command() -> str:
     found = shutil.which("configurable-http-proxy")
     local = REPO / ".hub-node" / "node_modules" / ".bin" / "configurable-http-proxy"
@@ -90,7 +99,7 @@ def proxy_command() -> str:
         return found
     if local.exists():
         return str(local)
-    pytest.skip("configurable-http-proxy is not installed: npm install --prefix .hub-node configurable-http-proxy")
+    missing("configurable-http-proxy is not installed: npm install --prefix .hub-node configurable-http-proxy@5.3.0")
 
 
 def free_port() -> int:
@@ -112,7 +121,7 @@ def base() -> Iterator[Path]:
 def learners(base: Path) -> Iterator[list[pwd.struct_passwd]]:
     """Three OS users with homes of their own (0700), deleted afterwards with their homes."""
     if os.geteuid() != 0:
-        pytest.skip("making the learners' OS users needs root; CI runs as root")
+        missing("making the learners' OS users needs root; CI runs as root")
     made = []
     try:
         for name in LEARNERS:
@@ -157,10 +166,17 @@ def server_url(course: Path) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def hub(base: Path, course: Path, server_url: str, learners: list[pwd.struct_passwd]) -> Iterator[str]:
-    """JupyterHub on 127.0.0.1 with the repository's config; stopped at the end, its servers with it."""
+def proxy() -> str:
+    """The hub's tools, checked before anything is started: configurable-http-proxy's path."""
     for package in ("jupyterhub", "jupyterhub_idle_culler"):
-        pytest.importorskip(package, reason=HUB_TOOLS)
+        if importlib.util.find_spec(package) is None:
+            missing(HUB_TOOLS)
+    return proxy_command()
+
+
+@pytest.fixture(scope="module")
+def hub(proxy: str, base: Path, course: Path, server_url: str, learners: list[pwd.struct_passwd]) -> Iterator[str]:
+    """JupyterHub on 127.0.0.1 with the repository's config; stopped at the end, its servers with it."""
     python_bin = python_for(learners[0], base / "learner-python")  # a `python` the learners can run
     folder = base / "hub"
     folder.mkdir()
@@ -175,7 +191,7 @@ def hub(base: Path, course: Path, server_url: str, learners: list[pwd.struct_pas
         f"c.JupyterHub.bind_url = 'http://127.0.0.1:{port}'\n"
         f"c.JupyterHub.hub_bind_url = 'http://127.0.0.1:{free_port()}'\n"
         f"c.ConfigurableHTTPProxy.api_url = 'http://127.0.0.1:{free_port()}'\n"
-        f"c.ConfigurableHTTPProxy.command = [{proxy_command()!r}]\n"
+        f"c.ConfigurableHTTPProxy.command = [{proxy!r}]\n"
         "c.Spawner.start_timeout = 120\n"
         "c.Spawner.http_timeout = 120\n"
     )
