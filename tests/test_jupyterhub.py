@@ -347,6 +347,44 @@ def test_three_learners_each_run_chapter_01_on_their_own_database(
                 engine.dispose()
 
 
+LEARNER_WORK = """
+import json, os
+import sqlalchemy as sa
+import migration_lab as ml
+if WRITE:
+    with open("my-notebooks/notes.md", "w") as notes:
+        notes.write("my notes")
+    with ml.Lab().db.connect() as conn:
+        conn.execute(sa.text("CREATE TABLE my_work (id int)"))
+        conn.commit()
+with ml.Lab().db.connect() as conn:
+    tables = sa.inspect(conn).get_table_names()
+notes = open("my-notebooks/notes.md").read() if os.path.exists("my-notebooks/notes.md") else None
+print("RESULT", json.dumps({"url": os.environ["LAB_DATABASE_URL"], "my_work": "my_work" in tables, "notes": notes}))
+"""
+
+
+def test_a_learner_logging_in_again_finds_their_work(hub: str, learners: list[pwd.struct_passwd]) -> None:
+    """After their server stopped (culled, or the hub restarted it), the same database and files, not new ones."""
+    name = learners[0].pw_name
+    client = log_in(hub, name)
+    before = result(asyncio.run(run_in_kernel(hub, client, name, "WRITE = True\n" + LEARNER_WORK)))
+    assert before["my_work"] and before["notes"] == "my notes"
+    as_hub_page = {"X-XSRFToken": client.cookies.get("_xsrf", path="/hub/") or ""}  # the hub's API, by cookie
+    stopped = client.delete(f"/hub/api/users/{name}/server", headers=as_hub_page)
+    assert stopped.status_code in (202, 204), stopped.text
+    deadline = time.monotonic() + 60
+    while client.get(f"/hub/api/users/{name}", headers=as_hub_page).json()["servers"]:
+        assert time.monotonic() < deadline, f"{name}'s server did not stop"
+        time.sleep(0.5)
+    client.close()
+
+    client = log_in(hub, name)  # spawns again: the hook runs again, start-learner runs again
+    after = result(asyncio.run(run_in_kernel(hub, client, name, "WRITE = False\n" + LEARNER_WORK)))
+    client.close()
+    assert after == before
+
+
 def test_the_idle_culler_runs_as_a_hub_service(hub: str) -> None:
     hubs = [p for p in psutil.process_iter(["cmdline"]) if "jupyterhub_idle_culler" in (p.info["cmdline"] or [])]
     assert hubs, "no jupyterhub-idle-culler process: the config's service is missing"
