@@ -125,6 +125,12 @@ def _workshop_parser(sub: argparse._SubParsersAction) -> None:
     reset = commands.add_parser("reset", help="drop a learner's database and clone it from a chapter's template")
     reset.add_argument("name")
     reset.add_argument("chapter", help="chapter number, e.g. 02")
+    reset.add_argument(
+        "--files",
+        metavar="CHECKOUT",
+        help="the learner's checkout too (ai-service/, their work backed up first), through the kit's own reset; "
+        "run it as the learner's OS user (sudo -u ...), so the files stay theirs",
+    )
     status = commands.add_parser("status", help="the room: chapter, checks passed, last error, minutes since progress")
     status.add_argument(
         "--watch", nargs="?", type=float, const=10.0, metavar="SECONDS", help="redraw every SECONDS (default 10)"
@@ -166,6 +172,17 @@ def _workshop(args: argparse.Namespace) -> int:
         warning = shop.connection_warning(len(shop.learners()))
         if warning:
             print(warning, file=sys.stderr)
+    elif command == "reset" and args.files:
+        from .chapters import reset as reset_chapter
+        from .database import UrlBackend
+        from .lab import Lab
+        from .project import Project
+
+        url = shop.learners().get(args.name)
+        if url is None:
+            print(f"{args.name} has no URL in {shop.roster}: `workshop add` or `ensure` first.", file=sys.stderr)
+            return 1
+        print(f"{args.name}: {reset_chapter(args.chapter, Lab(Project(Path(args.files)), UrlBackend(url)))}")
     elif command == "reset":
         shop.reset(args.name, args.chapter)
     elif command == "status":

@@ -303,6 +303,7 @@ class Workshop:
                     f"Pick another name, or `workshop remove {name}` first (that drops its database).",
                 )
             template = self._template(conn, "00")
+            self._refuse_foreign_database(conn, name)
             password = secrets.token_urlsafe(18)
             conn.execute(
                 sa.text(
@@ -317,6 +318,18 @@ class Workshop:
         with self._roster_locked() as roster:
             roster[name] = learner.database_url
         return learner
+
+    def _refuse_foreign_database(self, conn: sa.Connection, name: str) -> None:
+        """A database `lab_<name>` the workshop did not make is never dropped to make room for a learner."""
+        mark = conn.execute(
+            sa.text("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = :d"),
+            {"d": database_name(name)},
+        ).first()
+        if mark is not None and mark[0] != templates.LEARNER_DATABASE:
+            raise LabError(
+                f"A database {database_name(name)} exists on {self.where}, and the workshop did not make it.",
+                "Pick another name for this learner: the workshop never drops a database it did not make.",
+            )
 
     def ensure(self, name: str) -> Learner:
         """The learner, added if missing: what a hub's spawn hook calls at every login.

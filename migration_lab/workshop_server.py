@@ -56,8 +56,12 @@ def _run(command: Sequence[object], account: pwd.struct_passwd | None, folder: P
 
 
 @contextmanager
-def local_server(max_connections: int = 100) -> Iterator[str]:
-    """A fresh PostgreSQL on 127.0.0.1 (TCP, scram-sha-256); yields its superuser's URL, then stops and deletes it."""
+def local_server(max_connections: int = 100, durable: bool = True) -> Iterator[str]:
+    """A fresh PostgreSQL on 127.0.0.1 (TCP, scram-sha-256); yields its superuser's URL, then stops and deletes it.
+
+    durable=False turns fsync off: for tests, whose data is deleted anyway, on a disk other
+    processes share (a clone waits for its fsyncs otherwise). Benchmarks keep it on, as a real server.
+    """
     account, _ = _server_account()
     bindir = (WHEEL if account is None or _usable_by(account, WHEEL) else _copy_of_wheel(lambda _: None)) / "bin"
     folder = Path(tempfile.mkdtemp(prefix="mlab-workshop-server-"))
@@ -89,6 +93,8 @@ def local_server(max_connections: int = 100) -> Iterator[str]:
         pwfile.unlink()
         port = _free_port()
         options = f"-h 127.0.0.1 -p {port} -k {folder} -c max_connections={max_connections}"
+        if not durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         start = [bindir / "pg_ctl", "start", "-w", "-t", "60", "-D", data, "-l", folder / "server.log", "-o", options]
         _run(start, account, folder)
         started = True

@@ -28,7 +28,7 @@ LEARNERS = 12  # the bench provisions 30 and 100; here enough to see isolation a
 
 @pytest.fixture(scope="module")
 def server_url() -> Iterator[str]:
-    with local_server() as url:
+    with local_server(durable=False) as url:
         yield url
 
 
@@ -62,10 +62,12 @@ def admin(url: str, database: str = "postgres") -> sa.Engine:
 
 
 def scalar(url: str, sql: str, database: str = "postgres", **values: object) -> object:
+    """One statement as the superuser; its single value (None for a statement that returns no rows)."""
     engine = admin(url, database)
     try:
         with engine.connect() as conn:
-            return conn.scalar(sa.text(sql), values)
+            result = conn.execute(sa.text(sql), values)
+            return result.scalar() if result.returns_rows else None
     finally:
         engine.dispose()
 
@@ -138,11 +140,21 @@ def test_learners_reach_only_their_own_database(
     assert scalar(server_url, "SELECT rolconnlimit FROM pg_roles WHERE rolname = 'learner03'") == 9
 
 
-def test_add_refuses_an_existing_learner_and_ensure_returns_it(shop: Workshop, added: tuple[str, str]) -> None:
+def test_add_refuses_an_existing_learner_and_ensure_returns_it(
+    shop: Workshop, added: tuple[str, str], server_url: str
+) -> None:
     existing = shop.learners()["learner01"]
     with pytest.raises(Exception, match="exists already"):
         shop.add("learner01")
     assert shop.ensure("learner01").database_url == existing
+    scalar(server_url, "CREATE DATABASE lab_someone")  # not the workshop's: never dropped to make room
+    try:
+        with pytest.raises(Exception, match="the workshop did not make it"):
+            shop.add("someone")
+        assert scalar(server_url, "SELECT count(*) FROM pg_database WHERE datname = 'lab_someone'") == 1
+    finally:
+        scalar(server_url, "DROP DATABASE lab_someone")
+    assert scalar(server_url, "SELECT count(*) FROM pg_roles WHERE rolname = 'someone'") == 0
     fresh = shop.ensure("latecomer")  # first login through a hub: provisioned
     assert shop.ensure("latecomer") == fresh
     engine = learner_engine(fresh.database_url)
@@ -175,6 +187,21 @@ def test_reset_restores_a_chapter(shop: Workshop, added: tuple[str, str], server
     engine.dispose()
     with pytest.raises(Exception, match="not a learner"):
         shop.reset("nobody", "02")
+
+
+def test_reset_with_the_learners_files(
+    shop: Workshop, added: tuple[str, str], server_url: str, roster: Path, tmp_path: Path, capsys
+) -> None:
+    """`workshop reset NAME CHAPTER --files CHECKOUT`: the kit's own reset as the learner, files and database."""
+    project = copy_project(tmp_path / "checkout")
+    (project.service_dir / "main.py").write_text("# the learner's half-done work\n")
+    args = ["workshop", "--server", server_url, "--roster", str(roster)]
+    assert main([*args, "reset", "learner11", "02", "--files", str(project.root)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("learner11: ai-service/ files and the database are reset: database at a1c4e7f20b13")
+    assert "Your earlier work" in out  # backed up first
+    assert (project.versions_dir / "a1c4e7f20b13_add_phone_number_to_profile.py").exists()
+    assert "phone_number" in (project.service_dir / "main.py").read_text()
 
 
 def test_status_shows_progress_written_by_check(shop: Workshop, added: tuple[str, str], tmp_path: Path, capsys) -> None:
@@ -281,6 +308,25 @@ def test_without_a_matching_template_the_reset_takes_the_ordinary_path(
     lab.db.dispose()
 
 
+def test_the_instructor_notebook_shows_the_room(
+    shop: Workshop, added: tuple[str, str], server_url: str, tmp_path: Path, monkeypatch
+) -> None:
+    """notebooks/instructor-room.ipynb, run as the instructor runs it (LAB_WORKSHOP_URL set): no cell fails,
+    and the room's table lists the learners."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = nbformat.read(REPO / "notebooks" / "instructor-room.ipynb", as_version=4)
+    notebook.cells.insert(-1, nbformat.v4.new_code_cell("print(room.table.value)"))  # what the widget shows
+    monkeypatch.setenv("LAB_WORKSHOP_URL", server_url)
+    NotebookClient(notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": tmp_path}}).execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"]
+    shown = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "learner01" in shown and f"{len(shop.learners())} learners" in shown
+
+
+# Last: it drops the workshop the tests above share.
 def test_remove_and_drop_leave_nothing(
     shop: Workshop, added: tuple[str, str], server_url: str, roster: Path, capsys
 ) -> None:
