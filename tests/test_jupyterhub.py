@@ -30,6 +30,7 @@ import pwd
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -331,6 +332,10 @@ def test_three_learners_each_run_chapter_01_on_their_own_database(
         copy = Path(account.pw_dir) / "migration-lab"
         assert copy.stat().st_uid == account.pw_uid and (copy / "my-notebooks" / "00-start-here.ipynb").is_file()
         assert "phone_number" in (copy / "ai-service" / "main.py").read_text()
+        assert stat.S_IMODE(copy.stat().st_mode) == 0o700, "nobody else reads a learner's copy"
+        env_file = copy / "ai-service" / ".env"  # a plain `alembic` in the learner's terminal finds their database
+        assert f"DATABASE_URL={server['url']}\n" in env_file.read_text()
+        assert stat.S_IMODE(env_file.stat().st_mode) == 0o600 and env_file.stat().st_uid == account.pw_uid
 
     # A learner's credentials open their database and no one else's.
     for name, url in urls.items():
