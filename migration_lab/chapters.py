@@ -7,7 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from . import checks
+from . import checks, deploy
 from .checks import Check
 from .errors import LabError
 from .lab import Lab
@@ -701,6 +701,7 @@ CHAPTERS: dict[str, ChapterSpec] = {
         ChapterSpec("08", "Troubleshooting", WITH_PHONE_NUMBER, _troubleshooting, _break_the_lab),
         ChapterSpec("09", "The nuke option", WITH_PHONE_NUMBER, _nuke),
         ChapterSpec("10", "Review before you apply", WITH_PHONE_NUMBER, _review),
+        ChapterSpec("13", "Migrations in production", WITH_PHONE_NUMBER, deploy.exercise, deploy.prepare_release),
     )
 }
 

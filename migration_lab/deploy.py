@@ -1,0 +1,521 @@
+"""Migrations in production (chapter 13): who runs `upgrade head`, and what CI checks before it does.
+
+Two replicas of a service that both run `alembic upgrade head` as they start
+are raced for real: two processes, held behind a barrier (an advisory lock the
+race holds) and released at the same moment, on a throw-away copy of the lab
+database one release behind head. Without a guard both start the same
+revision and one fails; with a session advisory lock around
+`alembic.command.upgrade`, one migrates and the other waits and finds head.
+
+    python -m migration_lab.deploy            # the guarded entrypoint: lock, upgrade head, unlock
+    python -m migration_lab.deploy --no-lock  # the same without the lock (what a naive entrypoint does)
+
+Also here: the release the chapter deploys (a model change and its revision, a
+slow backfill included), what `alembic check` cannot see (a schema compared
+with one built by the migrations alone), and the exercise's checks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import runpy
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from IPython.display import Markdown, display
+
+from .checks import Check
+from .db import LabDatabase
+from .lab import Lab
+from .runner import Runner
+from .workspace import add_column, apply_edit
+
+# The key the kit's guarded entrypoint locks: any bigint every replica agrees on.
+DEPLOY_LOCK_KEY = 13_2026
+# The race's starting barrier: each replica waits for this lock, which the race holds until both wait.
+BARRIER_KEY = 13_0001
+REPLICA_TIMEOUT = 60.0  # seconds a replica may take before the race gives up on it (a guard that never lets go)
+
+RELEASE_REVISION = "e5a9c2d7b3f1"
+RELEASE_FILE = f"{RELEASE_REVISION}_add_plan_to_profile.py"
+PLAN_COLUMN = 'plan = Column(String(20), nullable=False, server_default="free")'
+RELEASE = '''"""Add plan to profile
+
+Revision ID: e5a9c2d7b3f1
+Revises: a1c4e7f20b13
+Create Date: 2026-12-01 12:00:00.000000+00:00
+
+"""
+from typing import Sequence, Union
+
+from alembic import op
+import sqlalchemy as sa
+
+
+# revision identifiers, used by Alembic.
+revision: str = "e5a9c2d7b3f1"
+down_revision: Union[str, Sequence[str], None] = "a1c4e7f20b13"
+branch_labels: Union[str, Sequence[str], None] = None
+depends_on: Union[str, Sequence[str], None] = None
+
+
+def upgrade() -> None:
+    """Upgrade schema."""
+    op.add_column("user_profiles", sa.Column("plan", sa.String(length=20), server_default="free", nullable=False))
+    # The first profile ever created is grandfathered into the team plan.
+    oldest = op.get_bind().execute(sa.text("SELECT min(id) FROM user_profiles")).scalar()
+    op.execute(sa.text("UPDATE user_profiles SET plan = 'team' WHERE id = :id").bindparams(id=oldest))
+    # A real release's backfill takes a while; this half second stands in for it.
+    op.execute("SELECT pg_sleep(0.5)")
+
+
+def downgrade() -> None:
+    """Downgrade schema."""
+    op.drop_column("user_profiles", "plan")
+'''
+
+# What a service's container runs before the app starts, as teams first write it: no guard.
+ENTRYPOINT = "migrate.py"
+UNGUARDED_ENTRYPOINT = '''"""Bring the database to head before the app starts (`python migrate.py && uvicorn ...`)."""
+
+import os
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, pool, text
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> None:
+    config = Config(HERE / "alembic.ini")
+    engine = create_engine(os.environ["DATABASE_URL"], poolclass=pool.NullPool)
+    with engine.connect() as connection:
+        config.attributes["connection"] = connection  # env.py runs the migrations on this connection
+        command.upgrade(config, "head")
+
+
+if __name__ == "__main__":
+    main()
+'''
+GUARD_LOCK = '        connection.execute(text("SELECT pg_advisory_lock(13)"))\n        connection.commit()\n'
+GUARD_UNLOCK = '        connection.execute(text("SELECT pg_advisory_unlock(13)"))\n        connection.commit()\n'
+
+
+# --- the release and the entrypoint --------------------------------------------------------
+
+
+def prepare_release(lab: Lab) -> str:
+    """The chapter's exercise start: a release to deploy (model + revision) and the service's naive entrypoint.
+
+    A migrate.py the learner changed is kept as migrate.py.bak (resets save main.py and revisions only).
+    """
+    service = lab.project.service_dir
+    apply_edit(service / "main.py", add_column("UserProfile", PLAN_COLUMN), lab.project.root)
+    (lab.project.versions_dir / RELEASE_FILE).write_text(RELEASE)
+    entrypoint = service / ENTRYPOINT
+    kept = ""
+    if entrypoint.is_file() and entrypoint.read_text() != UNGUARDED_ENTRYPOINT:
+        entrypoint.with_name(ENTRYPOINT + ".bak").write_text(entrypoint.read_text())
+        kept = " Your earlier migrate.py is kept as ai-service/migrate.py.bak."
+    entrypoint.write_text(UNGUARDED_ENTRYPOINT)
+    return (
+        "The release to deploy: UserProfile.plan in main.py and its revision "
+        f"ai-service/migrations/versions/{RELEASE_FILE} (not applied yet). The service's entrypoint, "
+        f"ai-service/{ENTRYPOINT}, runs `upgrade head` before the app starts.{kept}"
+    )
+
+
+def upgrade_head(service_dir: Path, url: str, lock: bool = True) -> None:
+    """`alembic upgrade head` for a service, guarded by a session advisory lock unless lock=False.
+
+    The lock is taken on the very connection alembic migrates on: a session
+    lock survives the transactions alembic commits (one per revision) and goes
+    with the session if the process dies, so a crashed replica never leaves
+    the others waiting. The replica that gets it second finds head: nothing to do.
+    """
+    config = Config(service_dir / "alembic.ini")
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            if lock:
+                connection.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": DEPLOY_LOCK_KEY})
+                connection.commit()
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+            if lock:
+                connection.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": DEPLOY_LOCK_KEY})
+                connection.commit()
+    finally:
+        engine.dispose()
+
+
+def show_file(lab: Lab, path: str) -> None:
+    """A file of ai-service/, highlighted, as the editor shows it."""
+    text = (lab.project.service_dir / path).read_text().rstrip()
+    display(Markdown(f"`ai-service/{path}`:\n\n```python\n{text}\n```"))
+
+
+def show_guarded_entrypoint() -> None:
+    """The kit's guarded `upgrade head`, as its source says (`python -m migration_lab.deploy` runs it)."""
+    source = inspect.getsource(upgrade_head)
+    display(Markdown(f"`migration_lab/deploy.py` (`DEPLOY_LOCK_KEY = {DEPLOY_LOCK_KEY}`):\n\n```python\n{source}```"))
+
+
+# What alembic.ini needs to format every revision it writes with ruff (`python -m ruff`, alembic's own Python).
+POST_WRITE_HOOKS = """[post_write_hooks]
+hooks = ruff_format
+ruff_format.type = module
+ruff_format.module = ruff
+ruff_format.options = format REVISION_SCRIPT_FILENAME
+"""
+
+
+def show_post_write_hooks() -> None:
+    """The [post_write_hooks] section, for a project whose venv has ruff (the course's venv does not)."""
+    display(Markdown(f"`alembic.ini`:\n\n```ini\n{POST_WRITE_HOOKS}```"))
+
+
+# --- the race ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Replica:
+    """What one replica did: the revisions it applied, its error, and where the database was as it exited."""
+
+    applied: tuple[tuple[str, str], ...]  # (from, to) of each upgrade step it ran
+    error: str | None
+    at_exit: tuple[str, ...]
+
+    def describe(self, head: tuple[str, ...]) -> str:
+        if self.error:
+            return f"✘ FAILED: {self.error}"
+        if self.applied:
+            steps = ", ".join(f"{down or 'base'} → {up}" for down, up in self.applied)
+            return f"✔ upgraded {steps}"
+        if self.at_exit == head:
+            return "✔ found the database at head: nothing to do"
+        return f"✘ exited without upgrading, the database still at {', '.join(self.at_exit) or 'base'}"
+
+
+@dataclass(frozen=True)
+class Race:
+    what: str
+    start: tuple[str, ...]
+    head: tuple[str, ...]
+    replicas: tuple[Replica, ...]
+    end: tuple[str, ...]
+
+    @property
+    def failures(self) -> list[Replica]:
+        return [r for r in self.replicas if r.error]
+
+    @property
+    def one_migrated_one_waited(self) -> bool:
+        """Exactly one replica upgraded; the other did nothing, and only once the database was at head."""
+        upgraded = [r for r in self.replicas if r.applied and not r.error]
+        waited = [r for r in self.replicas if not r.applied and not r.error and r.at_exit == self.head]
+        return len(upgraded) == 1 and len(waited) == 1 and self.end == self.head
+
+    def __str__(self) -> str:
+        # Replicas in a stable order (successes first): which of the two wins the race is chance.
+        ordered = sorted(self.replicas, key=lambda r: (r.error is not None, not r.applied))
+        lines = [r.describe(self.head) for r in ordered]
+        at = ", ".join(self.start) or "base"
+        return "\n".join(
+            [
+                f"Two replicas run {self.what} at the same moment, on a copy of your database at {at}:",
+                *(f"  replica: {line}" for line in lines),
+                f"Afterwards the database is at {', '.join(self.end) or 'base'}.",
+            ]
+        )
+
+
+def race(lab: Lab, script: str | Path | None = None, lock: bool = True) -> Race:
+    """Start two replicas of an entrypoint at once on a copy of the lab database, one release behind head.
+
+    `script` is an entrypoint file, relative to ai-service/ (the service's
+    migrate.py); without one, the kit's own `python -m migration_lab.deploy`
+    (with or without its lock).
+    """
+    script = lab.project.service_dir / script if script is not None else None
+    head = tuple(lab.runner.script().get_heads())
+    what = f"`python {script.name}`" if script else f"`python -m migration_lab.deploy{'' if lock else ' --no-lock'}`"
+    with lab.db.copy() as copy:
+        _one_release_behind(lab, copy, head)
+        start = copy.heads()
+        replicas = _run_replicas(copy, lab.project.service_dir, script, lock)
+        return Race(what, start, head, replicas, copy.heads())
+
+
+def _one_release_behind(lab: Lab, copy: LabDatabase, head: tuple[str, ...]) -> None:
+    """A copy already at head is taken one revision down: a race with nothing to do shows nothing."""
+    if copy.heads() != head or len(head) != 1:
+        return
+    down = lab.runner.script().get_revision(head[0])
+    if down is None or not isinstance(down.down_revision, str):
+        return
+    result = Runner(lab.project, copy).downgrade(down.down_revision)
+    if not result.ok:
+        raise RuntimeError(f"could not take the race's copy one release down: {result.error}")
+
+
+def _run_replicas(copy: LabDatabase, service_dir: Path, script: Path | None, lock: bool) -> tuple[Replica, ...]:
+    with tempfile.TemporaryDirectory() as tmp, copy.connect() as barrier:
+        barrier.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": BARRIER_KEY})
+        barrier.commit()
+        results = [Path(tmp) / f"replica{n}.json" for n in range(2)]
+        target = [str(script)] if script else ["-m", "migration_lab.deploy"] + ([] if lock else ["--no-lock"])
+        env = {**os.environ, "DATABASE_URL": copy.url, "PYTHONDONTWRITEBYTECODE": "1"}
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-m", "migration_lab.deploy", "--replica", str(result), "--", *target],
+                cwd=service_dir,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for result in results
+        ]
+        try:
+            _wait_at_barrier(barrier, processes)
+            barrier.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": BARRIER_KEY})
+            barrier.commit()
+            return tuple(_outcome(p, r) for p, r in zip(processes, results, strict=True))
+        finally:
+            for process in processes:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+
+
+def _wait_at_barrier(barrier: sa.Connection, processes: Sequence[subprocess.Popen[str]]) -> None:
+    """Until both replicas wait for the barrier (started, imports done), or one of them has exited."""
+    deadline = time.monotonic() + REPLICA_TIMEOUT
+    waiting = sa.text(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND objid = :key "
+        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    )
+    while barrier.scalar(waiting, {"key": BARRIER_KEY}) < len(processes):
+        barrier.rollback()
+        if any(p.poll() is not None for p in processes) or time.monotonic() > deadline:
+            return
+        time.sleep(0.01)
+    barrier.rollback()
+
+
+def _outcome(process: subprocess.Popen[str], result: Path) -> Replica:
+    try:
+        _, stderr = process.communicate(timeout=REPLICA_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        return Replica((), f"still running after {REPLICA_TIMEOUT:.0f} s: does a lock never get released?", ())
+    if not result.is_file():  # it died before reporting: its last line says why
+        last = stderr.strip().splitlines()[-1:] or [f"exit status {process.returncode}"]
+        return Replica((), last[0], ())
+    data = json.loads(result.read_text())
+    return Replica(tuple((d, u) for d, u in data["applied"]), data["error"], tuple(data["at_exit"]))
+
+
+# --- inside a replica process -------------------------------------------------------------------
+
+
+def _describe(error: BaseException) -> str:
+    """The database's own error class and message when there is one (DuplicateColumn: ...)."""
+    if isinstance(error, sa.exc.DBAPIError) and error.orig is not None:
+        return f"{type(error.orig).__name__}: {str(error.orig).strip().splitlines()[0]}"
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+def _replica(result: Path, target: list[str]) -> int:
+    """Run an entrypoint as one replica: wait at the race's barrier, run it, report what alembic did."""
+    from alembic.runtime.environment import EnvironmentContext
+
+    url = os.environ["DATABASE_URL"]
+    sys.path.insert(0, os.getcwd())
+    import main  # noqa: F401  (imported before the barrier: both replicas then start from the same line)
+
+    applied: list[tuple[str, str]] = []
+
+    def record(ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
+        if step.is_upgrade and not step.is_stamp:
+            applied.append((",".join(step.down_revision_ids), step.up_revision_id))
+
+    # Alembic tells every applied step to `on_version_apply` callbacks: add ours to whatever env.py configures.
+    configure = EnvironmentContext.configure
+
+    def configure_and_record(self: EnvironmentContext, *args: Any, **kwargs: Any) -> None:
+        callbacks = kwargs.get("on_version_apply") or ()
+        kwargs["on_version_apply"] = [*(callbacks if isinstance(callbacks, Sequence) else [callbacks]), record]
+        configure(self, *args, **kwargs)
+
+    EnvironmentContext.configure = configure_and_record  # type: ignore[method-assign]
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT pg_advisory_lock_shared(:key)"), {"key": BARRIER_KEY})
+    error: str | None = None
+    try:
+        if target[0] == "-m":
+            sys.argv = [target[1], *target[2:]]
+            runpy.run_module(target[1], run_name="__main__", alter_sys=True)
+        else:
+            sys.argv = list(target)
+            runpy.run_path(target[0], run_name="__main__")
+    except SystemExit as exit_:
+        if exit_.code not in (None, 0):
+            error = f"exited with {exit_.code}"
+    except Exception as exception:  # the replica's crash is the result being measured
+        error = _describe(exception)
+    with engine.connect() as conn:
+        at_exit = LabDatabase(url).heads(conn)
+    engine.dispose()
+    result.write_text(json.dumps({"applied": applied, "error": error, "at_exit": list(at_exit)}))
+    return 1 if error else 0
+
+
+# --- what `alembic check` cannot see ------------------------------------------------------------
+
+CATALOG = {
+    "CHECK constraint": "SELECT conrelid::regclass::text || '.' || conname || ' ' || pg_get_constraintdef(oid) "
+    "FROM pg_constraint WHERE contype = 'c' AND connamespace = 'public'::regnamespace",
+    "enum value": "SELECT t.typname || '.' || e.enumlabel FROM pg_enum e JOIN pg_type t ON t.oid = e.enumtypid "
+    "WHERE t.typnamespace = 'public'::regnamespace",
+    "trigger": "SELECT tgrelid::regclass::text || '.' || tgname FROM pg_trigger t JOIN pg_class c ON c.oid = tgrelid "
+    "WHERE NOT tgisinternal AND c.relnamespace = 'public'::regnamespace",
+    "view": "SELECT viewname || ' AS ' || definition FROM pg_views WHERE schemaname = 'public'",
+}
+
+
+def _catalog(conn: sa.Connection) -> set[tuple[str, str]]:
+    return {(kind, row) for kind, query in CATALOG.items() for row in conn.scalars(sa.text(query))}
+
+
+@dataclass(frozen=True)
+class Drift:
+    only_here: tuple[tuple[str, str], ...]  # in the lab database, not made by the migrations
+    only_migrations: tuple[tuple[str, str], ...]  # made by the migrations, missing here
+
+    def __str__(self) -> str:
+        if not (self.only_here or self.only_migrations):
+            return "No drift: CHECK constraints, enum values, triggers and views are what the migrations make."
+        lines = ["Drift that `alembic check` does not see:"]
+        lines += [f"  + {kind} {what}: in your database, no migration makes it" for kind, what in self.only_here]
+        lines += [
+            f"  - {kind} {what}: the migrations make it, your database lacks it" for kind, what in self.only_migrations
+        ]
+        return "\n".join(lines)
+
+
+def drift(lab: Lab) -> Drift:
+    """Compare the lab database with one the migrations alone build (a copy, wiped, upgraded to head)."""
+    with lab.db.connect() as conn:
+        here = _catalog(conn)
+    with lab.db.copy() as fresh:
+        with fresh.connect() as conn:
+            fresh.wipe(conn)
+            conn.commit()
+        result = Runner(lab.project, fresh).upgrade("head")
+        if not result.ok:
+            raise RuntimeError(f"the migrations alone do not reach head: {result.error}")
+        with fresh.connect() as conn:
+            built = _catalog(conn)
+    return Drift(tuple(sorted(here - built)), tuple(sorted(built - here)))
+
+
+# --- the exercise ---------------------------------------------------------------------------------
+
+
+def exercise(lab: Lab, answer: object = None) -> list[Check]:
+    """Make the service's migrate.py safe for two replicas, then deploy the release."""
+    entrypoint = lab.project.service_dir / ENTRYPOINT
+    if not entrypoint.is_file():
+        return [
+            Check(
+                f"ai-service/{ENTRYPOINT} exists",
+                False,
+                (
+                    "The service's entrypoint is gone: the exercise needs it to race two replicas.",
+                    "Reset the chapter's exercise: ch.start_exercise() writes it again (your files are kept).",
+                ),
+            )
+        ]
+    raced = race(lab, entrypoint)
+    failed = raced.failures
+    return [
+        Check(
+            f"two replicas of {ENTRYPOINT} started at once: neither fails",
+            not failed,
+            (
+                "Both replicas read the database one release behind and start the same revision; the second "
+                f"collides with the first ({failed[0].error if failed else ''}). Make them take turns: the "
+                "second must wait until the first has finished, then find nothing to do.",
+                "PostgreSQL's advisory locks: `SELECT pg_advisory_lock(<key>)` waits until no other session holds "
+                "that key. Take it on the connection alembic migrates on, before command.upgrade(), and release it "
+                "with pg_advisory_unlock(<key>) after; commit after taking it (env.py starts its own transactions).",
+                "In main() of ai-service/migrate.py, inside `with engine.connect() as connection:` and before "
+                f'`command.upgrade`:\n{GUARD_LOCK}and after `command.upgrade(config, "head")`:\n{GUARD_UNLOCK}',
+            ),
+        ),
+        Check(
+            "exactly one replica upgrades; the other waits and finds the database at head",
+            raced.one_migrated_one_waited,
+            (
+                f"What the race saw:\n{raced}\nThe second replica must wait (not skip, not fail) until the "
+                "database is at head: an app that starts before then serves the old schema.",
+                "pg_advisory_lock waits; pg_try_advisory_lock returns false at once. Wait, then run the upgrade: "
+                "alembic finds head and does nothing.",
+                f"Take the lock with\n{GUARD_LOCK}before command.upgrade, and release it after.",
+            ),
+        ),
+        Check(
+            "the release is deployed: your database is at head",
+            lab.db.heads() == tuple(lab.runner.script().get_heads()),
+            (
+                "Your migrate.py is safe now: deploy the release to your own database.",
+                "The team's command for it is `alembic upgrade head` (the console's button, or the terminal).",
+                'ch.alembic("upgrade head")',
+            ),
+        ),
+    ]
+
+
+# --- command line --------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m migration_lab.deploy",
+        description="Bring the database in $DATABASE_URL to head, for the service in the current folder.",
+    )
+    parser.add_argument("--no-lock", action="store_true", help="skip the advisory lock (two replicas then collide)")
+    parser.add_argument("--replica", type=Path, help=argparse.SUPPRESS)  # the race's harness around an entrypoint
+    parser.add_argument("target", nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.replica:
+        return _replica(args.replica, args.target)
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        print("DATABASE_URL is not set: run `python -m migration_lab up`, then `python -m migration_lab url`.")
+        return 2
+    upgrade_head(Path.cwd(), url, lock=not args.no_lock)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
