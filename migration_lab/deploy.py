@@ -21,12 +21,12 @@ import argparse
 import inspect
 import json
 import os
-import runpy
+import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,7 @@ from .workspace import add_column, apply_edit
 DEPLOY_LOCK_KEY = 13_2026
 # The race's starting barrier: each replica waits for this lock, which the race holds until both wait.
 BARRIER_KEY = 13_0001
+REPLICA = Path(__file__).with_name("replica.py")  # run by path: the harness around an entrypoint, two processes
 REPLICA_TIMEOUT = 60.0  # seconds a replica may take before the race gives up on it (a guard that never lets go)
 
 RELEASE_REVISION = "e5a9c2d7b3f1"
@@ -273,120 +274,99 @@ def _one_release_behind(lab: Lab, copy: LabDatabase, head: tuple[str, ...]) -> N
         raise RuntimeError(f"could not take the race's copy one release down: {result.error}")
 
 
+class _Harness:
+    """The warm process that forks replicas (replica.py), and the file its stderr goes to."""
+
+    def __init__(self) -> None:
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115  (lives as long as the process it logs)
+        self.process = subprocess.Popen(
+            [sys.executable, str(REPLICA)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=self.log,
+            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+            start_new_session=True,  # its own process group: a race that times out ends it and its replicas
+        )
+
+    @property
+    def dead(self) -> bool:
+        return self.process.poll() is not None
+
+    def start(self, race: dict[str, Any]) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(race).encode() + b"\n")
+        self.process.stdin.flush()
+
+    def kill(self) -> None:
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def last_words(self) -> str:
+        self.log.seek(0)
+        return (self.log.read().decode(errors="replace").strip().splitlines() or ["no reason given"])[-1]
+
+
+_harness: _Harness | None = None  # started by the first race of this process, again if it died
+
+
 def _run_replicas(copy: LabDatabase, service_dir: Path, script: Path | None, lock: bool) -> tuple[Replica, ...]:
+    """Both replicas, held at the barrier until both wait, then let go at once."""
+    global _harness
     with tempfile.TemporaryDirectory() as tmp, copy.connect() as barrier:
         barrier.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": BARRIER_KEY})
         barrier.commit()
         results = [Path(tmp) / f"replica{n}.json" for n in range(2)]
-        target = [str(script)] if script else ["-m", "migration_lab.deploy"] + ([] if lock else ["--no-lock"])
-        env = {**os.environ, "DATABASE_URL": copy.url, "PYTHONDONTWRITEBYTECODE": "1"}
-        processes = [
-            subprocess.Popen(
-                [sys.executable, "-m", "migration_lab.deploy", "--replica", str(result), "--", *target],
-                cwd=service_dir,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            for result in results
-        ]
-        try:
-            _wait_at_barrier(barrier, processes)
-            barrier.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": BARRIER_KEY})
-            barrier.commit()
-            return tuple(_outcome(p, r) for p, r in zip(processes, results, strict=True))
-        finally:
-            for process in processes:
-                if process.poll() is None:
-                    process.kill()
-                    process.wait()
+        if _harness is None or _harness.dead:
+            _harness = _Harness()
+        harness = _harness
+        harness.start(
+            {
+                "service_dir": str(service_dir),
+                "database_url": copy.url,
+                "results": tmp,
+                "barrier_key": BARRIER_KEY,
+                "target": [str(script)] if script else ["-m", "migration_lab.deploy"] + ([] if lock else ["--no-lock"]),
+            }
+        )
+        deadline = time.monotonic() + REPLICA_TIMEOUT
+
+        def finished() -> bool:
+            return harness.dead or all(r.exists() for r in results)
+
+        _wait_at_barrier(barrier, finished, deadline)
+        barrier.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": BARRIER_KEY})
+        barrier.commit()
+        while not finished() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if harness.dead:
+            why = "the replica process died: " + harness.last_words()
+        else:
+            why = f"still running after {REPLICA_TIMEOUT:.0f} s: does a lock never get released?"
+            if not finished():
+                harness.kill()  # a replica that never finishes: both go, with the harness
+                _harness = None
+        return tuple(_outcome(r, why) for r in results)
 
 
-def _wait_at_barrier(barrier: sa.Connection, processes: Sequence[subprocess.Popen[str]]) -> None:
-    """Until both replicas wait for the barrier (started, imports done), or one of them has exited."""
-    deadline = time.monotonic() + REPLICA_TIMEOUT
+def _wait_at_barrier(barrier: sa.Connection, done: Callable[[], bool], deadline: float) -> None:
+    """Until both replicas wait for the barrier, or they have finished (a crash) or the harness died."""
     waiting = sa.text(
         "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND objid = :key "
         "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
     )
-    while barrier.scalar(waiting, {"key": BARRIER_KEY}) < len(processes):
+    while barrier.scalar(waiting, {"key": BARRIER_KEY}) < 2:
         barrier.rollback()
-        if any(p.poll() is not None for p in processes) or time.monotonic() > deadline:
+        if done() or time.monotonic() > deadline:
             return
         time.sleep(0.01)
     barrier.rollback()
 
 
-def _outcome(process: subprocess.Popen[str], result: Path) -> Replica:
-    try:
-        _, stderr = process.communicate(timeout=REPLICA_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.communicate()
-        return Replica((), f"still running after {REPLICA_TIMEOUT:.0f} s: does a lock never get released?", ())
-    if not result.is_file():  # it died before reporting: its last line says why
-        last = stderr.strip().splitlines()[-1:] or [f"exit status {process.returncode}"]
-        return Replica((), last[0], ())
+def _outcome(result: Path, why: str) -> Replica:
+    if not result.is_file():
+        return Replica((), why, ())
     data = json.loads(result.read_text())
     return Replica(tuple((d, u) for d, u in data["applied"]), data["error"], tuple(data["at_exit"]))
-
-
-# --- inside a replica process -------------------------------------------------------------------
-
-
-def _describe(error: BaseException) -> str:
-    """The database's own error class and message when there is one (DuplicateColumn: ...)."""
-    if isinstance(error, sa.exc.DBAPIError) and error.orig is not None:
-        return f"{type(error.orig).__name__}: {str(error.orig).strip().splitlines()[0]}"
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
-
-
-def _replica(result: Path, target: list[str]) -> int:
-    """Run an entrypoint as one replica: wait at the race's barrier, run it, report what alembic did."""
-    from alembic.runtime.environment import EnvironmentContext
-
-    url = os.environ["DATABASE_URL"]
-    sys.path.insert(0, os.getcwd())
-    import main  # noqa: F401  (imported before the barrier: both replicas then start from the same line)
-
-    applied: list[tuple[str, str]] = []
-
-    def record(ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
-        if step.is_upgrade and not step.is_stamp:
-            applied.append((",".join(step.down_revision_ids), step.up_revision_id))
-
-    # Alembic tells every applied step to `on_version_apply` callbacks: add ours to whatever env.py configures.
-    configure = EnvironmentContext.configure
-
-    def configure_and_record(self: EnvironmentContext, *args: Any, **kwargs: Any) -> None:
-        callbacks = kwargs.get("on_version_apply") or ()
-        kwargs["on_version_apply"] = [*(callbacks if isinstance(callbacks, Sequence) else [callbacks]), record]
-        configure(self, *args, **kwargs)
-
-    EnvironmentContext.configure = configure_and_record  # type: ignore[method-assign]
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    with engine.connect() as conn:
-        conn.execute(sa.text("SELECT pg_advisory_lock_shared(:key)"), {"key": BARRIER_KEY})
-    error: str | None = None
-    try:
-        if target[0] == "-m":
-            sys.argv = [target[1], *target[2:]]
-            runpy.run_module(target[1], run_name="__main__", alter_sys=True)
-        else:
-            sys.argv = list(target)
-            runpy.run_path(target[0], run_name="__main__")
-    except SystemExit as exit_:
-        if exit_.code not in (None, 0):
-            error = f"exited with {exit_.code}"
-    except Exception as exception:  # the replica's crash is the result being measured
-        error = _describe(exception)
-    with engine.connect() as conn:
-        at_exit = LabDatabase(url).heads(conn)
-    engine.dispose()
-    result.write_text(json.dumps({"applied": applied, "error": error, "at_exit": list(at_exit)}))
-    return 1 if error else 0
 
 
 # --- what `alembic check` cannot see ------------------------------------------------------------
@@ -504,11 +484,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Bring the database in $DATABASE_URL to head, for the service in the current folder.",
     )
     parser.add_argument("--no-lock", action="store_true", help="skip the advisory lock (two replicas then collide)")
-    parser.add_argument("--replica", type=Path, help=argparse.SUPPRESS)  # the race's harness around an entrypoint
-    parser.add_argument("target", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.replica:
-        return _replica(args.replica, args.target)
     url = os.environ.get("DATABASE_URL")
     if not url:
         print("DATABASE_URL is not set: run `python -m migration_lab up`, then `python -m migration_lab url`.")
