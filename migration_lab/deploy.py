@@ -201,9 +201,19 @@ class Replica:
     error: str | None
     at_exit: tuple[str, ...]
 
-    def describe(self, head: tuple[str, ...]) -> str:
+    @property
+    def problem(self) -> str | None:
+        """Its error, or an upgrade it ran that did not stay (rolled back with a transaction never committed)."""
         if self.error:
-            return f"✘ FAILED: {self.error}"
+            return self.error
+        if self.applied and self.applied[-1][1] not in self.at_exit:
+            at = ", ".join(self.at_exit) or "base"
+            return f"its upgrade was rolled back, the database at {at} as it exited: was its transaction committed?"
+        return None
+
+    def describe(self, head: tuple[str, ...]) -> str:
+        if self.problem:
+            return f"✘ FAILED: {self.problem}"
         if self.applied:
             steps = ", ".join(f"{down or 'base'} → {up}" for down, up in self.applied)
             return f"✔ upgraded {steps}"
@@ -222,18 +232,18 @@ class Race:
 
     @property
     def failures(self) -> list[Replica]:
-        return [r for r in self.replicas if r.error]
+        return [r for r in self.replicas if r.problem]
 
     @property
     def one_migrated_one_waited(self) -> bool:
         """Exactly one replica upgraded; the other did nothing, and only once the database was at head."""
-        upgraded = [r for r in self.replicas if r.applied and not r.error]
-        waited = [r for r in self.replicas if not r.applied and not r.error and r.at_exit == self.head]
+        upgraded = [r for r in self.replicas if r.applied and not r.problem]
+        waited = [r for r in self.replicas if not r.applied and not r.problem and r.at_exit == self.head]
         return len(upgraded) == 1 and len(waited) == 1 and self.end == self.head
 
     def __str__(self) -> str:
         # Replicas in a stable order (successes first): which of the two wins the race is chance.
-        ordered = sorted(self.replicas, key=lambda r: (r.error is not None, not r.applied))
+        ordered = sorted(self.replicas, key=lambda r: (r.problem is not None, not r.applied))
         lines = [r.describe(self.head) for r in ordered]
         at = ", ".join(self.start) or "base"
         return "\n".join(
@@ -442,9 +452,9 @@ def exercise(lab: Lab, answer: object = None) -> list[Check]:
             f"two replicas of {ENTRYPOINT} started at once: neither fails",
             not failed,
             (
-                "Both replicas read the database one release behind and start the same revision; the second "
-                f"collides with the first ({failed[0].error if failed else ''}). Make them take turns: the "
-                "second must wait until the first has finished, then find nothing to do.",
+                "Both replicas read the database one release behind and start the same revision; one of them ends "
+                f"badly ({failed[0].problem if failed else ''}). Make them take turns: the second must wait until "
+                "the first has finished, then find nothing to do.",
                 "PostgreSQL's advisory locks: `SELECT pg_advisory_lock(<key>)` waits until no other session holds "
                 "that key. Take it on the connection alembic migrates on, before command.upgrade(), and release it "
                 "with pg_advisory_unlock(<key>) after; commit after taking it (env.py starts its own transactions).",

@@ -53,7 +53,11 @@ def test_guarded_replicas_take_turns_and_the_exercise_passes(released: Lab) -> N
 
 def test_a_replica_that_skips_instead_of_waiting_fails_the_exercise(released: Lab) -> None:
     """pg_try_advisory_lock: the second replica exits at once, and its app would start on the old schema."""
-    skip = '        if not connection.execute(text("SELECT pg_try_advisory_lock(13)")).scalar():\n            return\n'
+    skip = (
+        '        if not connection.execute(text("SELECT pg_try_advisory_lock(13)")).scalar():\n'
+        "            return\n"
+        "        connection.commit()\n"
+    )
     rewrite_entrypoint(released, skip)
     raced = deploy.race(released, deploy.ENTRYPOINT)
     assert not raced.failures and not raced.one_migrated_one_waited, str(raced)
@@ -61,6 +65,16 @@ def test_a_replica_that_skips_instead_of_waiting_fails_the_exercise(released: La
     passed = checks(released)
     assert passed["two replicas of migrate.py started at once: neither fails"]
     assert not passed["exactly one replica upgrades; the other waits and finds the database at head"]
+
+
+def test_a_lock_taken_without_commit_rolls_the_upgrade_back_and_is_told_so(released: Lab) -> None:
+    """The lock's SELECT opens a transaction; alembic then runs inside it, and nothing commits it."""
+    rewrite_entrypoint(released, '        connection.execute(text("SELECT pg_advisory_lock(13)"))\n')
+    raced = deploy.race(released, deploy.ENTRYPOINT)
+    assert raced.end == ("a1c4e7f20b13",) and raced.failures, str(raced)
+    assert "rolled back" in str(raced) and "committed?" in str(raced)
+    hint = next(c for c in deploy.exercise(released) if not c.passed).hints[0]
+    assert "rolled back" in hint
 
 
 def test_a_database_already_at_head_is_raced_one_release_behind(released: Lab) -> None:
