@@ -1,8 +1,8 @@
 """Migrations in production (chapter 13): who runs `upgrade head`, and what CI checks before it does.
 
 Two replicas of a service that both run `alembic upgrade head` as they start
-are raced for real: two processes, held behind a barrier (an advisory lock the
-race holds) and released at the same moment, on a throw-away copy of the lab
+are raced for real: two processes (forked by one warm process, replica.py),
+held behind a barrier (an advisory lock the race holds) and released at the same moment, on a throw-away copy of the lab
 database one release behind head. Without a guard both start the same
 revision and one fails; with a session advisory lock around
 `alembic.command.upgrade`, one migrates and the other waits and finds head.
@@ -40,7 +40,7 @@ from .checks import Check
 from .db import LabDatabase
 from .lab import Lab
 from .runner import Runner
-from .workspace import add_column, apply_edit
+from .workspace import add_column, apply_edit, model_attributes
 
 # The key the kit's guarded entrypoint locks: any bigint every replica agrees on.
 DEPLOY_LOCK_KEY = 13_2026
@@ -125,7 +125,8 @@ def prepare_release(lab: Lab) -> str:
     A migrate.py the learner changed is kept as migrate.py.bak (resets save main.py and revisions only).
     """
     service = lab.project.service_dir
-    apply_edit(service / "main.py", add_column("UserProfile", PLAN_COLUMN), lab.project.root)
+    if "plan" not in model_attributes((service / "main.py").read_text(), "UserProfile"):  # run again: once
+        apply_edit(service / "main.py", add_column("UserProfile", PLAN_COLUMN), lab.project.root)
     (lab.project.versions_dir / RELEASE_FILE).write_text(RELEASE)
     entrypoint = service / ENTRYPOINT
     kept = ""

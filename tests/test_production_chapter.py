@@ -146,3 +146,12 @@ def test_post_write_hook_formats_a_generated_revision_with_ruff(lab: Lab) -> Non
     ini = lab.project.service_dir / "alembic.ini"
     ini.write_text(ini.read_text() + "\n" + deploy.POST_WRITE_HOOKS)
     assert formatted(generate("region"))
+
+
+def test_the_exercise_start_twice_adds_plan_once_and_keeps_the_learners_migrate_py(released: Lab) -> None:
+    rewrite_entrypoint(released, deploy.GUARD_LOCK, deploy.GUARD_UNLOCK)
+    said = deploy.prepare_release(released)
+    service = released.project.service_dir
+    assert (service / "main.py").read_text().count("plan = Column(") == 1
+    assert (service / deploy.ENTRYPOINT).read_text() == deploy.UNGUARDED_ENTRYPOINT
+    assert "pg_advisory_lock(13)" in (service / "migrate.py.bak").read_text() and "migrate.py.bak" in said
