@@ -5,6 +5,8 @@ Every race here is two real processes on a real PostgreSQL, released from one ba
 
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -155,3 +157,26 @@ def test_the_exercise_start_twice_adds_plan_once_and_keeps_the_learners_migrate_
     assert (service / "main.py").read_text().count("plan = Column(") == 1
     assert (service / deploy.ENTRYPOINT).read_text() == deploy.UNGUARDED_ENTRYPOINT
     assert "pg_advisory_lock(13)" in (service / "migrate.py.bak").read_text() and "migrate.py.bak" in said
+
+
+def test_the_warm_replica_process_ends_with_the_process_that_started_it(released: Lab) -> None:
+    """replica.py reads races from stdin: when its kernel exits, stdin closes and it goes too, no process left."""
+    code = (
+        "import sys\n"
+        "from migration_lab import Lab, Project, UrlBackend, deploy\n"
+        "lab = Lab(Project(sys.argv[1]), UrlBackend(sys.argv[2]))\n"
+        "deploy.race(lab)\n"
+        "print(deploy._harness.process.pid)\n"
+    )
+    started = subprocess.run(
+        [sys.executable, "-c", code, str(released.project.root), released.db.url],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert started.returncode == 0, started.stderr
+    pid = int(started.stdout.split()[-1])
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]:
+        assert time.monotonic() < deadline, f"replica.py (pid {pid}) outlived the process that started it"
+        time.sleep(0.05)
