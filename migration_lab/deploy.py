@@ -96,12 +96,14 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from dotenv import load_dotenv
 from sqlalchemy import create_engine, pool, text
 
 HERE = Path(__file__).resolve().parent
 
 
 def main() -> None:
+    load_dotenv(HERE / ".env")  # as env.py does: DATABASE_URL from the container, else from ai-service/.env
     config = Config(HERE / "alembic.ini")
     engine = create_engine(os.environ["DATABASE_URL"], poolclass=pool.NullPool)
     with engine.connect() as connection:
@@ -478,8 +480,9 @@ def exercise(lab: Lab, answer: object = None) -> list[Check]:
             "the release is deployed: your database is at head",
             lab.db.heads() == tuple(lab.runner.script().get_heads()),
             (
-                "Your migrate.py is safe now: deploy the release to your own database.",
-                "The team's command for it is `alembic upgrade head` (the console's button, or the terminal).",
+                "Your migrate.py is safe now: deploy the release to your own database with it.",
+                "In a terminal, `cd ai-service` and `python migrate.py` (it runs upgrade head); or the "
+                "console's upgrade head button.",
                 'ch.alembic("upgrade head")',
             ),
         ),

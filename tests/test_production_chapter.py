@@ -3,6 +3,7 @@
 Every race here is two real processes on a real PostgreSQL, released from one barrier at once.
 """
 
+import os
 import subprocess
 import sys
 import time
@@ -180,3 +181,17 @@ def test_the_warm_replica_process_ends_with_the_process_that_started_it(released
     while Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]:
         assert time.monotonic() < deadline, f"replica.py (pid {pid}) outlived the process that started it"
         time.sleep(0.05)
+
+
+def test_migrate_py_deploys_from_a_terminal_with_the_url_in_dot_env(released: Lab) -> None:
+    """What the exercise asks the learner to type: `python migrate.py`, DATABASE_URL only in ai-service/.env."""
+    rewrite_entrypoint(released, deploy.GUARD_LOCK, deploy.GUARD_UNLOCK)
+    service = released.project.service_dir
+    (service / ".env").write_text(f"DATABASE_URL={released.db.url}\n")
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    done = subprocess.run(
+        [sys.executable, "migrate.py"], cwd=service, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Running upgrade a1c4e7f20b13 -> e5a9c2d7b3f1" in done.stderr  # alembic.ini's logging, as in a terminal
+    assert all(check.passed for check in deploy.exercise(released))
