@@ -7,7 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from . import chapter_locks, checks, course_checks_early, teams
+from . import chapter_locks, checks, course_checks_early, deploy, teams
 from .chapter_expand import alan_gives_his_phone, expand_phone
 from .checks import Check
 from .errors import LabError
@@ -635,6 +635,7 @@ CHAPTERS: dict[str, ChapterSpec] = {
             "11", "Locks and downtime", WITH_PHONE_NUMBER, chapter_locks.exercise, chapter_locks.exercise_start
         ),
         ChapterSpec("12", "Expand and contract", WITH_PHONE_NUMBER, expand_phone, alan_gives_his_phone),
+        ChapterSpec("13", "Migrations in production", WITH_PHONE_NUMBER, deploy.exercise, deploy.prepare_release),
     )
 }
 
