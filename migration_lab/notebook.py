@@ -354,7 +354,8 @@ class Chapter:
             if result.returns_rows:
                 print(_table(result.fetchall(), list(result.keys())))
             else:
-                print(f"{result.rowcount} row(s) changed")
+                # psql's way: rows for INSERT/UPDATE/DELETE; DDL has no row count (the driver says -1).
+                print(f"{result.rowcount} row(s) changed" if result.rowcount >= 0 else "Done.")
 
     def rows(self, table: str, columns: str = "*") -> None:
         """The rows of a table, as a learner would SELECT them."""

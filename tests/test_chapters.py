@@ -80,3 +80,15 @@ def test_baseline_checkpoint_matches_the_committed_ai_service() -> None:
             ["git", "show", f":{tracked}"], cwd=REPO, capture_output=True, text=True, check=True
         ).stdout
         assert (BASELINE / kit).read_text() == committed, f"{kit} differs from the committed {tracked}"
+
+
+def test_ch_sql_says_rows_for_dml_and_done_for_ddl(lab: Lab, capsys) -> None:
+    """As psql does: a row count where there is one, never the driver's -1 for a DDL statement."""
+    chapter = Chapter(spec("02"), lab)
+    chapter.reset()
+    capsys.readouterr()
+    chapter.sql("UPDATE user_profiles SET name = name")
+    assert capsys.readouterr().out.splitlines()[-1] == "3 row(s) changed"
+    chapter.sql("ALTER TABLE user_profiles ADD COLUMN nickname text")
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1] == "Done." and "-1" not in out

@@ -360,6 +360,18 @@ def test_without_a_server_the_cli_says_how_to_give_one(monkeypatch, capsys) -> N
 
 
 # Last: it drops the workshop the tests above share.
+def test_a_learners_rehearsal_copy_is_theirs_alone(shop: Workshop, added: tuple[str, str], tmp_path: Path) -> None:
+    """Every command is rehearsed on a clone of the learner's database: another learner may not connect to it."""
+    urls = shop.learners()
+    lab = learner_lab(tmp_path, urls["learner05"])
+    with lab.db.copy() as copy:
+        with pytest.raises(sa.exc.OperationalError, match=f'permission denied for database "{copy.name}"'):
+            learner_engine(urls["learner06"], copy.name).connect()
+        with learner_engine(urls["learner05"], copy.name).connect() as conn:  # its owner may
+            assert conn.scalar(sa.text("SELECT count(*) FROM user_profiles")) == 3
+    lab.db.dispose()
+
+
 def test_remove_and_drop_leave_nothing(
     shop: Workshop, added: tuple[str, str], server_url: str, roster: Path, capsys
 ) -> None:
@@ -390,15 +402,3 @@ def test_remove_and_drop_leave_nothing(
         == "{postgres,template0,template1}"
     )
     assert not roster.exists()
-
-
-def test_a_learners_rehearsal_copy_is_theirs_alone(shop: Workshop, added: tuple[str, str], tmp_path: Path) -> None:
-    """Every command is rehearsed on a clone of the learner's database: another learner may not connect to it."""
-    urls = shop.learners()
-    lab = learner_lab(tmp_path, urls["learner05"])
-    with lab.db.copy() as copy:
-        with pytest.raises(sa.exc.OperationalError, match=f'permission denied for database "{copy.name}"'):
-            learner_engine(urls["learner06"], copy.name).connect()
-        with learner_engine(urls["learner05"], copy.name).connect() as conn:  # its owner may
-            assert conn.scalar(sa.text("SELECT count(*) FROM user_profiles")) == 3
-    lab.db.dispose()
