@@ -171,6 +171,13 @@ class LockTrace:
         return next((step for step in self.steps if step.error is not None), None)
 
 
+def _ran_from(pending: _Pending, ended: float) -> float:
+    """When the statement really started: when the hold let it go, if it queued for the hold; a statement that
+    takes no lock never waits (the hold lets go after it ended), so it ran from when it was sent."""
+    waited = bool(pending.released) and pending.released[0] <= ended
+    return pending.released[0] if waited else pending.started
+
+
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms"
 
@@ -198,6 +205,7 @@ class _Source:
             and isinstance(node.func, ast.Attribute)
             and isinstance(node.func.value, ast.Name)
             and node.func.value.id == "op"
+            and node.func.attr != "f"  # op.f() only marks a name as final; the operation is the call around it
         ]
         return cls(path, text, calls)
 
@@ -375,7 +383,7 @@ class _Tracer:
             return
         ended = time.perf_counter()
         pending.hold.close()
-        started = pending.released[0] if pending.released else pending.started
+        started = _ran_from(pending, ended)
         if pending.autocommit:
             new = pending.queued
         else:
@@ -400,7 +408,7 @@ class _Tracer:
             return
         ended = time.perf_counter()
         pending.hold.close()
-        started = pending.released[0] if pending.released else pending.started
+        started = _ran_from(pending, ended)
         new = pending.queued
         if not pending.autocommit:
             # The aborted transaction still holds what it took, until alembic rolls it back.

@@ -108,6 +108,29 @@ def test_concurrent_index_in_autocommit_block(lab: Lab, engine: sa.Engine) -> No
     )
 
 
+def test_chapter_10s_concurrent_index_reads_right(lab: Lab, engine: sa.Engine) -> None:
+    """Settings first in the autocommit block (no lock: they never wait, so no negative time), and the index
+    named with op.f(): the line is the op.create_index call, not the op.f inside it."""
+    head = at_head(lab, engine)
+    write_revision(
+        lab.project,
+        "a1",
+        head,
+        """
+        with op.get_context().autocommit_block():
+            op.execute("SET lock_timeout = '1s'")
+            op.create_index(op.f('ix_profiles_name'), 'user_profiles', ['name'],
+                            postgresql_concurrently=True, if_not_exists=True)
+        """,
+    )
+    found = trace("a1", lab)
+    setting, index = found.steps
+    assert setting.duration >= 0 and index.duration >= 0
+    assert "(-" not in str(found)
+    text = str(found)
+    assert "op.create_index(op.f('ix_profiles_name')" in text and ": op.f(" not in text, text
+
+
 def test_not_valid_then_validate(lab: Lab, engine: sa.Engine) -> None:
     head = at_head(lab, engine)
     write_revision(
