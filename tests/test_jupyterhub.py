@@ -9,9 +9,9 @@ own: LocalProcessSpawner, each learner's server a process of its own user,
 started by jupyterhub/start-learner.
 
 Each learner logs in over HTTP the way a browser does (the login form, the
-OAuth redirects, cookies and the XSRF token; Chromium is not installed
-here), lands on chapter 00, then runs chapter 01's commands in a kernel of
-their own server, against their own database. Isolation is checked from
+OAuth redirects, cookies and the XSRF token), lands on chapter 00, then runs
+chapter 01's commands in a kernel of their own server, against their own
+database; one of them logs in again through Debian's Chromium. Isolation is checked from
 both sides: what each server sees, and that a learner's credentials open no
 other learner's database.
 
@@ -388,6 +388,39 @@ def test_a_learner_logging_in_again_finds_their_work(hub: str, learners: list[pw
     after = result(asyncio.run(run_in_kernel(hub, client, name, "WRITE = False\n" + LEARNER_WORK)))
     client.close()
     assert after == before
+
+
+def test_a_learner_logs_in_with_chromium_and_lands_on_chapter_00(hub: str, learners: list[pwd.struct_passwd]) -> None:
+    """The room's way in: the hub's login page in a real browser, then JupyterLab open on the learner's chapter 00
+    (their copy, without outputs). Debian's Chromium (CI installs it); skipped, saying so, where it is missing."""
+    chromium = Path(os.environ.get("LAB_CHROMIUM", "/usr/bin/chromium"))
+    if not chromium.exists():
+        if os.environ.get("LAB_REQUIRE_BROWSER"):
+            pytest.fail(f"LAB_REQUIRE_BROWSER is set but there is no Chromium at {chromium}", pytrace=False)
+        pytest.skip(f"no Chromium at {chromium} (apt-get install chromium, or set LAB_CHROMIUM)")
+    from playwright.sync_api import expect, sync_playwright
+
+    name = learners[-1].pw_name
+    artifacts = REPO / ".lab" / "test-artifacts"  # git-ignored
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(chromium), args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        try:
+            page.goto(f"{hub}/hub/login")
+            page.fill("#username_input", name)
+            page.fill("#password_input", PASSWORD)
+            page.click("#login_submit")
+            page.wait_for_url(f"**/user/{name}/{landing_path()}", timeout=180_000)
+            notebook = page.locator(".jp-NotebookPanel:visible")
+            expect(notebook).to_be_visible(timeout=120_000)
+            expect(notebook.get_by_role("heading", name="00 · Start here").first).to_be_visible(timeout=60_000)
+            assert notebook.locator(".jp-OutputArea-output").count() == 0, "answers on screen before anything ran"
+        finally:
+            artifacts.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(artifacts / "hub-chromium-login.png"))
+            browser.close()
 
 
 def test_the_idle_culler_runs_as_a_hub_service(hub: str) -> None:
