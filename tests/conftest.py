@@ -12,6 +12,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from migration_lab import EmbeddedBackend, Lab, Project, UrlBackend
+from migration_lab.chapters import spec
+from migration_lab.notebook import Chapter
 from migration_lab.workspace import BASELINE_CHECKPOINT, restore_files
 
 REPO = Path(__file__).resolve().parent.parent
@@ -130,3 +132,16 @@ def columns(engine: sa.Engine, table: str) -> list[str]:
 
 def tables(engine: sa.Engine) -> set[str]:
     return set(sa.inspect(engine).get_table_names())
+
+
+def start(lab: Lab, number: str) -> Chapter:
+    """Chapter `number` at its exercise's start, as a learner gets there."""
+    chapter = Chapter(spec(number), lab)
+    chapter.reset()
+    chapter.start_exercise()
+    return chapter
+
+
+def failing(chapter: Chapter, answer: object = None) -> dict[str, list[str]]:
+    """{check name: its hint levels} of the checks that fail."""
+    return {c.name: list(c.hints) for c in chapter.report(answer).checks if not c.passed}

@@ -9,26 +9,13 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from conftest import REPO, edit_model, write_revision
+from conftest import REPO, edit_model, failing, start, write_revision
 from migration_lab import Lab
-from migration_lab.chapters import spec
 from migration_lab.course_checks_early import EMAIL_DOWN, EMAIL_UP, LANGUAGE_DOWN, LANGUAGE_FILE, pending
 from migration_lab.graph import mermaid
 from migration_lab.notebook import Chapter
 from migration_lab.runner import parse
 from migration_lab.workspace import load_models
-
-
-def start(lab: Lab, number: str) -> Chapter:
-    chapter = Chapter(spec(number), lab)
-    chapter.reset()
-    chapter.start_exercise()
-    return chapter
-
-
-def failing(chapter: Chapter, answer: object = None) -> dict[str, list[str]]:
-    """{check name: its hint levels} of the checks that fail."""
-    return {c.name: list(c.hints) for c in chapter.report(answer).checks if not c.passed}
 
 
 def markdown(notebook: str) -> str:

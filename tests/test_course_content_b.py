@@ -4,7 +4,7 @@
 import pytest
 import sqlalchemy as sa
 
-from conftest import write_revision
+from conftest import failing, start, write_revision
 from migration_lab import Lab
 from migration_lab.chapters import spec
 from migration_lab.notebook import Chapter
@@ -13,17 +13,6 @@ ENUM_ORDER = sa.text(
     "SELECT e.enumlabel FROM pg_enum e JOIN pg_type t ON t.oid = e.enumtypid "
     "WHERE t.typname = 'job_state' ORDER BY e.enumsortorder"
 )
-
-
-def start(lab: Lab, number: str) -> Chapter:
-    chapter = Chapter(spec(number), lab)
-    chapter.reset()
-    chapter.start_exercise()
-    return chapter
-
-
-def failing(chapter: Chapter, answer: object = None) -> dict[str, tuple[str, ...]]:
-    return {c.name: c.hints for c in chapter.report(answer).checks if not c.passed}
 
 
 @pytest.mark.parametrize("number", ["06", "07", "08", "09", "10"])

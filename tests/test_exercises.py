@@ -6,22 +6,11 @@ import re
 import pytest
 import sqlalchemy as sa
 
+from conftest import failing, start
 from migration_lab import Lab
-from migration_lab.chapters import CHAPTERS, spec
+from migration_lab.chapters import CHAPTERS
 from migration_lab.checks import Report
 from migration_lab.notebook import Chapter
-
-
-def start(lab: Lab, number: str) -> Chapter:
-    chapter = Chapter(spec(number), lab)
-    chapter.reset()
-    chapter.start_exercise()
-    return chapter
-
-
-def failing(chapter: Chapter, answer: object = None) -> dict[str, list[str]]:
-    """{check name: its hint levels} of the checks that fail."""
-    return {c.name: list(c.hints) for c in chapter.report(answer).checks if not c.passed}
 
 
 def first_failing(chapter: Chapter, answer: object = None):
