@@ -9,9 +9,9 @@ UV     ?= $(shell command -v uv 2>/dev/null)
 # Reinstall whenever the pinned requirements or the kit's metadata change.
 INSTALLED := $(VENV)/.installed
 DEV_INSTALLED := $(VENV)/.installed-dev
-# The install itself is migration_lab/install.py (standard library only), which `python3 -m
+# The install itself is migration_lab/launch/install.py (standard library only), which `python3 -m
 # migration_lab lab` also runs by itself where make is missing: one way to make the venv.
-INSTALL := $(PYTHON) -m migration_lab.install --venv $(VENV) --uv "$(UV)"
+INSTALL := $(PYTHON) -m migration_lab.launch.install --venv $(VENV) --uv "$(UV)"
 # Arguments for JupyterLab's launcher, e.g. `make lab ARGS="--port 9999 --no-browser"`.
 ARGS ?=
 

@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO / "tests"))
 import nbformat  # noqa: E402
 from nbclient import NotebookClient  # noqa: E402
 
-from conftest import copy_project  # noqa: E402
+from helpers import copy_project  # noqa: E402
 from migration_lab import EmbeddedBackend  # noqa: E402
 from notebook_runs import NOTEBOOKS, fresh_database  # noqa: E402
 

@@ -31,12 +31,12 @@ def main(times: int) -> int:
         def must(result) -> None:
             assert result.ok, result.error
 
-        must(runner.upgrade("head"))
+        must(runner.run("upgrade head"))
         rows = [
-            ("current", lambda: must(runner.current()), lambda: cli("current")),
+            ("current", lambda: must(runner.run("current")), lambda: cli("current")),
             (
                 "downgrade -1 + upgrade head",
-                lambda: (must(runner.downgrade("-1")), must(runner.upgrade("head"))),
+                lambda: (must(runner.run("downgrade -1")), must(runner.run("upgrade head"))),
                 lambda: (cli("downgrade", "-1"), cli("upgrade", "head")),
             ),
         ]

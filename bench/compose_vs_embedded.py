@@ -65,7 +65,7 @@ def main(times: int) -> int:
             embedded.start()
             labs = {"compose": Lab(compose_project, compose), "embedded": Lab(embedded_project, embedded)}
             for lab in labs.values():
-                must(lab.runner.upgrade("head"))
+                must(lab.runner.run("upgrade head"))
 
             rows: list[tuple[str, float, float]] = []
             for name, action in (

@@ -19,10 +19,8 @@ import sqlalchemy as sa
 from throwaway import median_ms, throwaway_lab
 
 from migration_lab import Lab
-from migration_lab.chapters import spec
-from migration_lab.lock_trace import trace
-from migration_lab.runner import Runner
-from migration_lab.workspace import restore_checkpoint
+from migration_lab.course.registry import reset
+from migration_lab.tools.lock_trace import trace
 
 ROWS = 200_000
 SMALL = (
@@ -56,7 +54,7 @@ def compare(lab: Lab, revision: str, times: int) -> tuple[float, float]:
 
     def plain() -> None:
         with lab.db.copy() as copy:
-            result = Runner(lab.project, copy).run(["upgrade", revision])
+            result = lab.runner.on(copy).run(["upgrade", revision])
             assert result.ok, result.error
 
     return median_ms(plain, times), median_ms(lambda: trace(revision, lab), times)
@@ -64,8 +62,8 @@ def compare(lab: Lab, revision: str, times: int) -> tuple[float, float]:
 
 def main(times: int) -> int:
     with throwaway_lab() as lab:
-        restore_checkpoint(lab, spec("01").checkpoint)
-        [head] = lab.runner.database_heads()
+        reset("01", lab)
+        [head] = lab.db.heads()
         with lab.db.engine.begin() as conn:
             conn.execute(
                 sa.text(

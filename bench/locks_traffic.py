@@ -15,16 +15,16 @@ import time
 
 from throwaway import throwaway_lab
 
-from migration_lab.chapter_locks import run_while_busy
-from migration_lab.traffic import busy_app
-from migration_lab.workspace import WITH_PHONE_NUMBER, restore_checkpoint
+from migration_lab.course.ch11_locks import run_while_busy
+from migration_lab.course.ch11_traffic import busy_app
+from migration_lab.workspace import checkpoints
 
 ALTER = "ALTER TABLE user_profiles ADD COLUMN nickname text"
 
 
 def main() -> int:
     with throwaway_lab() as lab:
-        restore_checkpoint(lab, WITH_PHONE_NUMBER)
+        checkpoints.reset(lab, checkpoints.WITH_PHONE_NUMBER)
         with busy_app(lab, reader=False, show=False) as (traffic, _, _panel):
             started = time.monotonic()
             time.sleep(2.0)

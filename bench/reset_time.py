@@ -18,8 +18,8 @@ from pathlib import Path
 
 from throwaway import throwaway_lab
 
-from migration_lab.chapters import spec
-from migration_lab.workspace import restore_checkpoint
+from migration_lab.course.registry import spec
+from migration_lab.workspace import checkpoints
 
 TARGET_SECONDS = 1.0
 
@@ -36,7 +36,7 @@ def median_s(action, times: int) -> float:
 def main(times: int) -> int:
     with throwaway_lab() as lab:
         checkpoint = spec("02").checkpoint
-        fast = median_s(lambda: restore_checkpoint(lab, checkpoint), times)
+        fast = median_s(lambda: checkpoints.reset(lab, checkpoint), times)
         alembic = str(Path(sys.executable).with_name("alembic"))
 
         def by_hand() -> None:

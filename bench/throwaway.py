@@ -1,17 +1,17 @@
 """What the benchmarks share: a throw-away copy of the project, a throw-away lab, a median timing."""
 
-import shutil
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from migration_lab import EmbeddedBackend, Lab, Project
-from migration_lab.workspace import BASELINE_CHECKPOINT, restore_files
+from migration_lab import EmbeddedBackend, Lab
 
-REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from helpers import copy_project  # noqa: E402  (the tests' own copy of the project)
 
 
 def median_ms(action: Callable[[], object], times: int) -> float:
@@ -22,18 +22,6 @@ def median_ms(action: Callable[[], object], times: int) -> float:
         action()
         samples.append((time.perf_counter() - started) * 1000)
     return statistics.median(samples)
-
-
-def copy_project(root: Path) -> Project:
-    """ai-service/ (at its pristine baseline), the notebooks and the compose files, copied to `root`."""
-    ignore = shutil.ignore_patterns("__pycache__", ".env", ".ipynb_checkpoints")
-    shutil.copytree(REPO / "ai-service", root / "ai-service", ignore=ignore)
-    shutil.copytree(REPO / "notebooks", root / "notebooks", ignore=ignore)
-    for name in ("docker-compose.yml", ".env.example"):
-        shutil.copy(REPO / name, root / name)
-    project = Project(root)
-    restore_files(project, BASELINE_CHECKPOINT)
-    return project
 
 
 @contextmanager

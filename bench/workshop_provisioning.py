@@ -20,8 +20,8 @@ from pathlib import Path
 from throwaway import REPO
 
 from migration_lab import Project
-from migration_lab.workshop import Workshop, learner_names
-from migration_lab.workshop_server import local_server
+from migration_lab.database.shared_server import local_server
+from migration_lab.workshop.instructor import Workshop, learner_names
 
 
 def provision(shop: Workshop, names: list[str]) -> float:

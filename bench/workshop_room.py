@@ -35,9 +35,10 @@ import sqlalchemy as sa
 from throwaway import REPO, copy_project, throwaway_lab
 
 from migration_lab import Lab, Project, UrlBackend
-from migration_lab.workshop import Workshop, learner_names
-from migration_lab.workshop_server import local_server
-from migration_lab.workspace import add_column, apply_edit, restore_checkpoint
+from migration_lab.course.registry import reset
+from migration_lab.database.shared_server import local_server
+from migration_lab.workshop.instructor import Workshop, learner_names
+from migration_lab.workspace.edits import add_column, apply_edit
 
 TARGET_P95_MS = 1000.0
 SEQUENCE = ('revision --autogenerate -m "Add last login"', "upgrade head", "downgrade -1", "current")
@@ -48,11 +49,10 @@ def learner(
 ) -> None:
     """One learner's process: chapter 01's start, a warm-up round, then `rounds` timed rounds to `results`
     (with this process's CPU seconds meanwhile)."""
-    from migration_lab.chapters import spec
 
     with tempfile.TemporaryDirectory() as tmp:
         lab = Lab(copy_project(Path(tmp)), UrlBackend(url))
-        restore_checkpoint(lab, spec("01").checkpoint)
+        reset("01", lab)
         edit = add_column("UserProfile", "last_login = Column(String, nullable=True)")
         apply_edit(lab.project.service_dir / "main.py", edit, lab.project.root)
         round_of(lab, 0.0, random.Random())  # warm, as a kernel that ran the chapter's earlier cells
@@ -71,7 +71,7 @@ def round_of(lab: Lab, think: float, pace: random.Random) -> list[tuple[str, flo
     for line in SEQUENCE:
         time.sleep(pace.uniform(0, 2 * think))
         started = time.perf_counter()
-        result = lab.runner.run_line(line)
+        result = lab.runner.run(line)
         samples.append((line, (time.perf_counter() - started) * 1000))
         assert result.ok, f"{line}: {result.error}"
     for path in lab.project.versions_dir.glob("*add_last_login.py"):
@@ -171,7 +171,7 @@ def embedded_per_user() -> tuple[int, int]:
         idle = uss()
         with Sampler(uss) as sampler:
             for line in ("upgrade head", "downgrade -1", "upgrade head", "current"):
-                lab.runner.run_line(line)
+                lab.runner.run(line)
         return idle, max(idle, sampler.peak)
 
 

@@ -15,9 +15,9 @@ import asyncio
 import os
 from pathlib import Path
 
-from migration_lab.lab_server import landing_path
+from migration_lab.launch.jupyterlab import landing_path
 from migration_lab.project import Project
-from migration_lab.workshop import Workshop, server_url
+from migration_lab.workshop.instructor import Workshop, server_url
 
 COURSE = Path(os.path.realpath(__file__)).parent.parent  # the checkout this file is in (also when linked to)
 

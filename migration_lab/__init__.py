@@ -10,27 +10,31 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .database import Backend, ComposeBackend, EmbeddedBackend, UrlBackend, choose_backend
+    from .database.backend import Backend
+    from .database.choice import choose_backend
+    from .database.compose import ComposeBackend
+    from .database.embedded import EmbeddedBackend
+    from .database.url import UrlBackend
     from .errors import LabError
     from .lab import Lab
     from .project import Project
-    from .review import review
-    from .runner import Runner, RunResult
+    from .running.runner import Runner, RunResult
+    from .tools.review import review
 
 # Imported on first use, so that `python3 -m migration_lab` can start with a Python that has none of the
 # course's packages yet and make the venv itself (install.py).
 _WHERE = {
-    "Backend": "database",
-    "ComposeBackend": "database",
-    "EmbeddedBackend": "database",
-    "UrlBackend": "database",
-    "choose_backend": "database",
+    "Backend": "database.backend",
+    "ComposeBackend": "database.compose",
+    "EmbeddedBackend": "database.embedded",
+    "UrlBackend": "database.url",
+    "choose_backend": "database.choice",
     "LabError": "errors",
     "Lab": "lab",
     "Project": "project",
-    "review": "review",
-    "Runner": "runner",
-    "RunResult": "runner",
+    "review": "tools.review",
+    "Runner": "running.runner",
+    "RunResult": "running.runner",
 }
 
 
@@ -42,22 +46,22 @@ def __getattr__(name: str) -> Any:
 
 def reset(number: str, lab: Lab | None = None):
     """Restore ai-service/ files and the database to the start of chapter `number` (e.g. "02")."""
-    from .chapters import reset as reset_chapter
+    from .course import registry
 
-    return reset_chapter(number, lab)
+    return registry.reset(number, lab)
 
 
 def restore_backup(name: str | None = None, lab: Lab | None = None) -> None:
     """Bring back the work a reset replaced: the newest backup, or the one named (e.g. "20261125-101500")."""
     from .lab import Lab
-    from .workspace import restore_backup as restore
+    from .workspace import backups
 
-    print(restore(lab or Lab(), name))
+    print(backups.restore(lab or Lab(), name))
 
 
 def chapter(number: str, lab: Lab | None = None):
     """Start a chapter in a notebook: reset to its checkpoint, return its `Chapter`."""
-    from .notebook import chapter as start  # imports IPython: only notebooks need it
+    from .front.notebook import chapter as start  # imports IPython: only notebooks need it
 
     return start(number, lab)
 

@@ -15,3 +15,22 @@ class LabError(Exception):
 
     def __str__(self) -> str:
         return f"{self.what}\nWhat to do: {self.next_step}"
+
+
+class Busy(LabError):
+    """Another process holds the lab's migration lock for too long, or this process runs another command."""
+
+
+class Unreachable(LabError):
+    """The database does not answer."""
+
+
+class CopyUnavailable(LabError):
+    """The database cannot be copied right now (for a rehearsal, a check's replay); `what` says why in one line."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what, "Close what uses the database (another notebook, psql), then try again.")
+
+
+class CommandLineError(LabError):
+    """A command line alembic's parser (or the shell's quoting rules) refuses."""

@@ -7,11 +7,12 @@ decides which database to use.
 import sys
 from pathlib import Path
 
-from .database import Backend, Progress, choose_backend, write_private
-from .db import LabDatabase
+from .database.backend import Backend, Progress
+from .database.choice import choose_backend
+from .database.connection import LabDatabase
 from .errors import LabError
-from .project import Project
-from .runner import Runner
+from .project import Project, write_private
+from .running.runner import Runner
 
 
 def _print(message: str) -> None:

@@ -1,6 +1,8 @@
 """Where the lab's files are: the project folder, the ai-service, the lab's own state."""
 
 import os
+import stat
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,3 +50,24 @@ class Project:
             f"No Migration Lab project found in {here} or any folder above it.",
             "Run the command from inside your Migration Lab checkout, or set LAB_PROJECT_DIR to it.",
         )
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write `text` to `path` readable by its owner only (0600), atomically; nothing when unchanged.
+
+    The temporary file is 0600 from birth (mkstemp) and in the same folder, so
+    the secret is never readable by others and readers never see half a file.
+    """
+    try:
+        if stat.S_IMODE(path.lstat().st_mode) == 0o600 and path.read_text() == text:
+            return
+    except OSError:
+        pass
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "w") as file:
+            file.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

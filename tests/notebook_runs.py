@@ -1,6 +1,6 @@
 """Run the chapters' notebooks on a throw-away copy of the project and database.
 
-Used by tests/test_notebooks.py (nbval) and, as a script, by `make notebooks`,
+Used by tests/course/test_notebooks.py (nbval) and, as a script, by `make notebooks`,
 which re-executes every notebook and writes its outputs back into notebooks/:
 
     python tests/notebook_runs.py [notebooks/01-standard-workflow.ipynb ...]
@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]-*.ipynb"))
 sys.path.insert(0, str(REPO / "tests"))
 
-from conftest import copy_project  # noqa: E402
+from helpers import copy_project  # noqa: E402
 from migration_lab import EmbeddedBackend  # noqa: E402
 
 

@@ -1,4 +1,4 @@
-from migration_lab import chapter_locks as locks
+from migration_lab.course import ch11_locks as locks
 
 # 1. The migration, before the code that uses it: the running app never sees a model the database lacks.
 ch.alembic('revision -m "add plan"')

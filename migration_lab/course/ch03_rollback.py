@@ -1,0 +1,152 @@
+"""Chapter 03's exercise: write the missing downgrade() of a colleague's applied revision, proved by a round trip."""
+
+import ast
+import shutil
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic.script import Script
+
+from ..database.connection import LabDatabase
+from ..errors import CopyUnavailable
+from ..lab import Lab
+from ..workspace.baseline import REVISIONS
+from ..workspace.edits import add_column, apply_edit, model_attributes
+from . import checks
+from .checks import Check
+
+LANGUAGE_REVISION = "d4f0c3b2a1e9"
+LANGUAGE_FILE = f"{LANGUAGE_REVISION}_add_language_to_settings.py"
+LANGUAGE_LINE = "language = Column(String(8), nullable=True, index=True)"
+LANGUAGE_INDEX = "ix_user_settings_language"
+LANGUAGE_DOWN = (
+    "op.drop_index(op.f('ix_user_settings_language'), table_name='user_settings')\n"
+    "op.drop_column('user_settings', 'language')"
+)
+
+
+def has_language(lab: Lab) -> bool:
+    """main.py's UserSettings has a `language` attribute already."""
+    return "language" in model_attributes((lab.project.service_dir / "main.py").read_text(), "UserSettings")
+
+
+def exercise_start(lab: Lab) -> str:
+    """Chapter 03's exercise: a colleague's revision, applied, whose downgrade() is `pass`."""
+    lab.db.heads()  # the database first: if it is down, no file changes
+    shutil.copy(REVISIONS / LANGUAGE_FILE, lab.project.versions_dir / LANGUAGE_FILE)
+    if not has_language(lab):  # the cell run twice adds the line once
+        apply_edit(lab.project.service_dir / "main.py", add_column("UserSettings", LANGUAGE_LINE), lab.project.root)
+    result = lab.runner.run("upgrade head")
+    return (
+        f"A colleague's revision arrived and is applied: ai-service/migrations/versions/{LANGUAGE_FILE} "
+        f"(UserSettings.language, with an index). Its downgrade() is `pass`. Database: {', '.join(result.after or ())}."
+    )
+
+
+def _function_is_empty(path: Path, name: str) -> bool:
+    """The module's `name()` does nothing: only a docstring, `pass` or `...`."""
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.FunctionDef) and node.name == name:
+            return all(
+                isinstance(s, ast.Pass) or (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))
+                for s in node.body
+            )
+    return True
+
+
+def _language_state(db: LabDatabase) -> tuple[bool, bool]:
+    """(user_settings.language exists, its index exists)."""
+    with db.connect() as conn:
+        inspector = sa.inspect(conn)
+        if not inspector.has_table("user_settings"):
+            return False, False
+        column = any(c["name"] == "language" for c in inspector.get_columns("user_settings"))
+        index = any(i["name"] == LANGUAGE_INDEX for i in inspector.get_indexes("user_settings"))
+        return column, index
+
+
+def _language_round_trip(lab: Lab, parent: str) -> str | None:
+    """On a TEMPLATE copy: downgrade to `parent`, then upgrade head. None if exact both ways, else what went wrong."""
+    try:
+        with lab.db.copy() as copy:
+            runner = lab.runner.on(copy)
+            up = runner.run("upgrade head")
+            if not up.ok:
+                return f"`alembic upgrade head` fails: {up.error}"
+            down = runner.run(f"downgrade {parent}")
+            if not down.ok:
+                return f"`alembic downgrade {parent}` fails: {down.error}"
+            column, index = _language_state(copy)
+            left = [what for what, there in (("the column language", column), (LANGUAGE_INDEX, index)) if there]
+            if left:
+                return f"after the downgrade user_settings still has {' and '.join(left)}"
+            again = runner.run("upgrade head")
+            if not again.ok:
+                return f"`alembic upgrade head` after the downgrade fails: {again.error}"
+            if _language_state(copy) != (True, True):
+                return "after the downgrade and upgrade again, the column or its index is missing"
+    except CopyUnavailable as why:
+        return f"the round trip could not be rehearsed: {why.what}"
+    return None
+
+
+def exercise(lab: Lab, answer: object) -> list[Check]:
+    """Chapter 03: the revision's downgrade() undoes its upgrade(), proved by a round trip on a copy."""
+    path = lab.project.versions_dir / LANGUAGE_FILE
+    script = lab.runner.script().get_revision(LANGUAGE_REVISION) if path.exists() else None
+    parent = str(script.down_revision) if isinstance(script, Script) else "a1c4e7f20b13"
+    empty = script is None or _function_is_empty(Path(script.path), "downgrade")
+    problem = None if empty else _language_round_trip(lab, parent)
+    column, index = _language_state(lab.db)
+    at = checks.database_heads(lab)
+    code = f'ch.rewrite_revision(revision="add_language", downgrade="""{LANGUAGE_DOWN}""")'
+    at_head_hints: checks.Hints = (
+        "Prove it in your own database too: one revision down and back up.",
+        "In a terminal in ai-service/: `alembic downgrade -1`, then `alembic upgrade head`.",
+        'ch.alembic("downgrade -1", confirm=True); ch.alembic("upgrade head")',
+    )
+    if at == parent and column:
+        at_head_hints = (
+            f"alembic_version says {parent}, but user_settings still has language: the empty downgrade() ran, "
+            "so `upgrade head` now fails on a column that already exists. Alembic trusts alembic_version, "
+            "never the tables.",
+            "The tables do match head: record that without running anything (`alembic stamp head`), then do the "
+            "round trip again with your new downgrade().",
+            'ch.alembic("stamp head", confirm=True); ch.alembic("downgrade -1", confirm=True); '
+            'ch.alembic("upgrade head")',
+        )
+    return [
+        Check(
+            f"the downgrade() of {LANGUAGE_REVISION} (add language to settings) does something",
+            not empty,
+            (
+                "A downgrade() that is `pass` still succeeds: alembic moves alembic_version one step down and "
+                "the column and its index stay, so the next `upgrade head` fails on them.",
+                f"Open ai-service/migrations/versions/{LANGUAGE_FILE} in the editor: downgrade() undoes upgrade(), "
+                "step by step in reverse order (op.drop_index, then op.drop_column).",
+                code,
+            ),
+        ),
+        Check(
+            "downgrade -1 removes what the upgrade added, and upgrade head brings it back (rehearsed on a copy)",
+            not empty and problem is None,
+            (
+                f"The round trip on a copy of your database went wrong: {problem}."
+                if problem
+                else "Write the downgrade() first.",
+                "Each op in upgrade() needs its opposite in downgrade(): add_column / drop_column, "
+                "create_index / drop_index.",
+                code,
+            ),
+        ),
+        checks.database_at_head(lab, at_head_hints),
+        Check("user_settings.language and its index are in your database", column and index, at_head_hints),
+        checks.models_match_database(
+            lab,
+            (
+                "main.py and the database differ.",
+                "`alembic check` in a terminal says what autogenerate would still do.",
+                'ch.alembic("check")',
+            ),
+        ),
+    ]

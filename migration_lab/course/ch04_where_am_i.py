@@ -1,0 +1,89 @@
+"""Chapter 04's exercise: which revisions will the next `upgrade head` apply?"""
+
+import re
+
+from ..lab import Lab
+from . import checks
+from .ch03_rollback import has_language
+from .checks import Check
+from .teammates import TEAMMATES, teammate_arrives
+
+PENDING_FROM = "8b7e5d2c6a41"
+
+
+def exercise_start(lab: Lab) -> str:
+    """Chapter 04's exercise: Bob's revision arrives while the database is two revisions below the old head."""
+    lab.runner.run(["downgrade", PENDING_FROM])
+    if has_language(lab):  # the cell run twice: Bob's branch is here already
+        revision = TEAMMATES["bob"][0]
+    else:
+        revision, _ = teammate_arrives(lab.project, "bob")
+    return (
+        f"Back from a week away: `git pull` brought Bob's revision ai-service/migrations/versions/{revision} "
+        f"(UserSettings.language), and your database is where you left it, at {PENDING_FROM}."
+    )
+
+
+def pending(lab: Lab, start: str = PENDING_FROM) -> list[str]:
+    """The revisions `alembic upgrade head` applies from `start`, oldest first, from alembic's Script objects."""
+    scripts = lab.runner.script().iterate_revisions("heads", start)  # newest first, `start` itself excluded
+    return [s.revision for s in reversed(list(scripts))]
+
+
+def _ids(answer: object) -> list[str] | None:
+    if isinstance(answer, str):
+        return re.findall(r"[0-9a-f]{12}", answer)
+    if isinstance(answer, list | tuple | set) and all(isinstance(a, str) for a in answer):
+        return [a.strip() for a in answer]
+    return None
+
+
+def exercise(lab: Lab, answer: object) -> list[Check]:
+    """Chapter 04: the answer names exactly the revisions the next upgrade applies; then they are applied."""
+    expected = pending(lab)
+    ids = _ids(answer)
+    code = f"answer = {expected!r}"
+    if answer is None:
+        hints: checks.Hints = (
+            "`upgrade head` applies every revision after the one the database is at, up to the head, oldest first; "
+            "not the one it is at.",
+            "`alembic history -r current:head -i` in a terminal (or ch.alembic) lists that range, newest first, "
+            "with (current) on the revision already applied. Give the others as a list of id strings: "
+            'answer = ["...", "..."]',
+            code,
+        )
+    elif ids is None:
+        hints = (f'Give a list of id strings: answer = ["...", "..."] (you gave {type(answer).__name__}).', code)
+    elif PENDING_FROM in ids:
+        hints = (
+            f"Your answer includes {PENDING_FROM}, the revision the database is at: `history -r current:head` "
+            "lists it, marked (current), but it is applied already. The upgrade starts after it.",
+            code,
+        )
+    else:
+        missing, extra = len(set(expected) - set(ids)), sorted(set(ids) - set(expected))
+        hints = (
+            (f"{missing} revision(s) the upgrade applies are missing. " if missing else "")
+            + (f"{', '.join(extra)} is not applied by the next upgrade. " if extra else "")
+            + "Look at every line between (current) and (head), Bob's included.",
+            code,
+        )
+    return [
+        Check(
+            "your answer is exactly what the next `upgrade head` applies",
+            ids is not None and sorted(ids) == sorted(expected) and len(ids) == len(expected),
+            hints,
+        ),
+        checks.database_at_head(
+            lab,
+            (
+                "Now apply them, and compare alembic's `Running upgrade` lines with your answer.",
+                "`alembic upgrade head` in a terminal in ai-service/.",
+                'ch.alembic("upgrade head")',
+            ),
+        ),
+        checks.models_match_database(
+            lab,
+            ("main.py and the database differ.", "`alembic check` says how.", 'ch.alembic("check")'),
+        ),
+    ]

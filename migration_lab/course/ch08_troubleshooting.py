@@ -1,0 +1,120 @@
+"""Chapter 08's exercise: read a raw traceback to the line of your project that fails, then fix it."""
+
+import re
+from pathlib import Path
+
+from ..lab import Lab
+from ..running.tracebacks import cli_traceback
+from ..workspace.edits import load_models
+from . import checks
+from .checks import Check
+from .round_trip import round_trip
+
+BROKEN_ENV_IMPORT = "from main import Base, JobQueue  # noqa: E402  (needs the sys.path line above)"
+
+
+def exercise_start(lab: Lab) -> str:
+    """A colleague's "quick fix": env.py imports a model that does not exist, tables made by create_all."""
+    env = lab.project.service_dir / "migrations" / "env.py"
+    with lab.runner.exclusive() as conn:  # the database first: if it is down, no file changes
+        env.write_text(re.sub(r"(?m)^from main import .*$", BROKEN_ENV_IMPORT, env.read_text(), count=1))
+        lab.db.wipe(conn)
+        load_models(lab.project).Base.metadata.create_all(conn)
+        conn.commit()
+    return (
+        "A colleague's quick fix: migrations/env.py now imports a model `JobQueue`, and the database was "
+        "rebuilt with Base.metadata.create_all() (no alembic_version). In a terminal, in ai-service/, "
+        "`alembic current` now prints:\n\n"
+        f"{cli_traceback(lab.project, 'current') or '(nothing: it runs)'}\n"
+        'Which line of your project fails? Put it in `answer` as "file:line", then make '
+        "`alembic upgrade head` work."
+    )
+
+
+ENV_PY = "ai-service/migrations/env.py"
+
+
+def _env_import_line(lab: Lab) -> tuple[int, str]:
+    """The line of env.py that imports from main.py: where the exercise's traceback points."""
+    return failing_line(lab.project.service_dir / "migrations" / "env.py", r"^from main import") or (0, "")
+
+
+def exercise(lab: Lab, answer: object) -> list[Check]:
+    current = lab.runner.run("current")
+    number, text = _env_import_line(lab)
+    given = answer.strip() if isinstance(answer, str) else ""
+    read = "Read the traceback from the bottom up: the error's last line says what failed (an ImportError)"
+    return [
+        Check(
+            "your answer names the line of your project that fails",
+            names_the_line(answer, ENV_PY, number, text),
+            (
+                (
+                    f"{given!r} is a frame of alembic or of Python's import machinery: code you did not write. "
+                    + read
+                    + "; the frame just above it is the last one in a file of your project."
+                )
+                if "site-packages" in given or "frozen" in given or re.search(r"(pyfiles|command|config)\.py", given)
+                else (
+                    f"{read}; the frame just above it is the last one in a file of your project. Which file, "
+                    "which line?"
+                ),
+                'The frame reads File "ai-service/migrations/...", line N. Give it as a string: '
+                'answer = "<file>:<line>" (or the line\'s text).',
+                f'answer = "{ENV_PY}:{number}"',
+            ),
+        ),
+        checks.Check(
+            "alembic can load env.py and the models",
+            current.ok,
+            (
+                f"`alembic current` fails: {current.error}. env.py imports something main.py does not have.",
+                'Fix the import line in migrations/env.py with ch.edit_file("migrations/env.py", old, new): '
+                "env.py needs only Base: its metadata knows every model main.py defines (and every model module "
+                "main.py imports).",
+                'ch.edit_file("migrations/env.py", "from main import Base, JobQueue", "from main import Base")',
+            ),
+        ),
+        checks.database_at_head(
+            lab,
+            (
+                "The tables exist (create_all made them) but alembic_version is empty: alembic thinks the database "
+                "is at base, and an upgrade would create the tables again.",
+                "When the tables really match the models, record the revision without running it: `stamp`.",
+                'ch.alembic("stamp head")',
+            ),
+        ),
+        checks.models_match_database(
+            lab,
+            (
+                "Stamp only when the tables really match the models: they differ.",
+                'ch.alembic("check") says how.',
+            ),
+        ),
+        round_trip(
+            lab,
+            (
+                "The history must still build the schema from nothing: `downgrade base` then `upgrade head`.",
+                "`alembic history` shows the chain; each downgrade() undoes its upgrade().",
+            ),
+        ),
+    ]
+
+
+def failing_line(path: Path, pattern: str) -> tuple[int, str] | None:
+    """(line number, text) of the first line of `path` matching `pattern`: the line a traceback points at."""
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if re.search(pattern, line):
+            return number, line.strip()
+    return None
+
+
+def names_the_line(answer: object, file: str, number: int, text: str) -> bool:
+    """Does the answer name that line: "file:number" (any leading folders), or the line's own text?"""
+    if not isinstance(answer, str):
+        return False
+    given = answer.strip().strip("\"'")
+    found = re.fullmatch(r"(?:.*/)?([\w.]+)\s*[:, ]\s*(?:line\s+)?(\d+)", given)
+    if found:
+        return found.group(1) == Path(file).name and int(found.group(2)) == number
+    return given.split("#")[0].strip() == text.split("#")[0].strip()

@@ -1,0 +1,66 @@
+"""Chapter 09's exercise: start fresh with one initial revision, reviewed and round-tripped."""
+
+from ..lab import Lab
+from . import checks
+from .checks import Check, revision_texts
+from .round_trip import round_trip
+
+TABLES = ("user_profiles", "user_settings", "job_entries")
+# The initial revision's downgrade(), reviewed: autogenerate's, plus the ENUM type its create_table made.
+INITIAL_DOWNGRADE = """op.drop_table('user_settings')
+op.drop_index(op.f('ix_job_entries_user_id'), table_name='job_entries')
+op.drop_table('job_entries')
+op.drop_table('user_profiles')
+sa.Enum(name='job_state').drop(op.get_bind())"""
+
+
+def exercise(lab: Lab, answer: object) -> list[Check]:
+    texts = revision_texts(lab)
+    whole = [name for name, text in texts.items() if all(f"create_table('{t}'" in text for t in TABLES)]
+    empty_initial = len(texts) == 1 and not whole
+    return [
+        Check(
+            "versions/ holds exactly one revision",
+            len(texts) == 1,
+            (
+                f"It holds {len(texts)}. Starting fresh means one revision for the whole schema, none of the old "
+                "history.",
+                "ch.clean_versions() deletes every revision file; then autogenerate one against an empty database.",
+                "ch.nuke(confirm=True); ch.clean_versions(); "
+                "ch.alembic('revision --autogenerate -m \"initial schema\"')",
+            ),
+        ),
+        Check(
+            "that revision creates the whole schema (every table)",
+            len(texts) == 1 and bool(whole),
+            (
+                "The one revision does not create every table: autogenerate compared the models with a database "
+                "that still had them, so it found little or nothing to do."
+                if empty_initial
+                else "One revision file has to create every table: " + ", ".join(TABLES) + ".",
+                "Autogenerate writes the whole schema only when the database is empty: ch.nuke(confirm=True), "
+                "delete the revision, autogenerate again.",
+                "ch.nuke(confirm=True); ch.clean_versions(); "
+                "ch.alembic('revision --autogenerate -m \"initial schema\"')",
+            ),
+        ),
+        checks.database_at_head(
+            lab,
+            ("The new revision is not applied yet.", "Upgrade to head.", 'ch.alembic("upgrade head")'),
+        ),
+        checks.models_match_database(
+            lab,
+            ("Autogenerate against an empty database, then upgrade.", 'ch.alembic("check") says what differs.'),
+        ),
+        round_trip(
+            lab,
+            (
+                "Review what autogenerate wrote: its downgrade() drops the tables but not the ENUM type job_state "
+                "that create_table made, so after `downgrade base` the next `upgrade head` fails on CREATE TYPE "
+                "(DuplicateObject).",
+                "End downgrade() with sa.Enum(name='job_state').drop(op.get_bind()) (or op.execute(\"DROP TYPE "
+                'job_state")), after the drop_table calls; ch.rewrite_revision(downgrade=...) or the editor.',
+                f'ch.rewrite_revision(downgrade="""{INITIAL_DOWNGRADE}""")',
+            ),
+        ),
+    ]

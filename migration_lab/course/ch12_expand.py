@@ -1,0 +1,227 @@
+"""Chapter 12, expand and contract: traffic from two app versions, and the exercise's checks.
+
+The exercise ships the first half of `phone_number` -> `phone` the production
+way: add `phone` next to `phone_number`, keep the two in step (a trigger: the
+old code does not know the new column, so only the database can copy its
+writes), backfill the rows there are. It is graded the way production grades
+it: the old version (`phone_number`) must not fail at any step of the new
+revisions, replayed one by one on a copy of the database, and at the end both
+versions must work side by side.
+"""
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import sqlalchemy as sa
+from alembic.script import Script
+
+from ..errors import CopyUnavailable
+from ..lab import Lab
+from . import checks
+from .checks import Check
+
+if TYPE_CHECKING:  # the apps import FastAPI: loaded when traffic runs, not whenever the chapters are listed
+    from .ch12_app_versions import Burst
+
+OLD_PHONE, NEW_PHONE = "old-phone", "new-phone"
+ADDS_PHONE = re.compile(r"""add_column\(\s*["']user_profiles["']\s*,\s*sa\.Column\(\s*["']phone["']""")
+RENAMES_PHONE = re.compile(r"""alter_column\([^)]*["']phone_number["'][^)]*new_column_name\s*=\s*["']phone["']""")
+PHONE_LINE = "phone = Column(String, nullable=True)"
+
+
+class _HasLab(Protocol):
+    lab: Lab
+
+
+def traffic(chapter: _HasLab, *versions: str) -> None:
+    """A burst of requests from the versions that run now (reads and writes), and how many failed each."""
+    from .ch12_app_versions import burst
+
+    print(burst(chapter.lab.db.url, versions or ("old", "new")))
+
+
+def exercise_start(lab: Lab) -> str:
+    """The exercise's start: every profile has a phone, so a new column that is not filled shows."""
+    with lab.db.engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE user_profiles SET phone_number = '+44 161 496 0003' WHERE email = 'alan@example.org'")
+        )
+    return (
+        "Alan Turing added his phone number. The ai-api in production (the old version) reads and writes "
+        "user_profiles.phone_number; the next release reads and writes user_profiles.phone."
+    )
+
+
+def _expand_revision(lab: Lab) -> Script | None:
+    """The first revision, from base up, whose file adds user_profiles.phone (or renames phone_number to it)."""
+    scripts = lab.runner.script()
+    for script in reversed(list(scripts.walk_revisions())):
+        text = Path(script.path).read_text()
+        if ADDS_PHONE.search(text) or RENAMES_PHONE.search(text):
+            return script
+    return None
+
+
+@dataclass(frozen=True)
+class Replay:
+    """Revisions replayed one by one on a copy, with traffic: what the old version met, and both at the end."""
+
+    failed_at: str | None = None  # the revision after which the old version failed
+    seen: "Burst | None" = None  # that burst
+    problem: str = ""  # a revision that would not go down or up, or a database that could not be copied
+    both: "Burst | None" = None  # both versions side by side at head (when nothing failed before)
+
+
+def replay(lab: Lab, start: str | None) -> Replay:
+    """On one copy: down to `start`, up one revision at a time with the old version's traffic after each,
+    then both versions' traffic at head. `start` None: no revision to replay, both versions at head only.
+
+    A copy, so the learner's database never gets the traffic's rows, and a downgrade there costs nothing.
+    """
+    from .ch12_app_versions import burst
+
+    try:
+        with lab.db.copy() as copy:
+            if start is not None:
+                runner = lab.runner.on(copy)
+                down = runner.run(["downgrade", start])
+                if not down.ok:
+                    return Replay(problem=f"downgrade {start} fails: {down.error}")
+                steps = [s.revision for s in reversed(list(runner.script().iterate_revisions("heads", start)))]
+                for revision in steps:
+                    up = runner.run(["upgrade", revision])
+                    if not up.ok:
+                        return Replay(problem=f"upgrade {revision} fails: {up.error}")
+                    seen = burst(copy.url, [OLD_PHONE])
+                    if not seen.ok:
+                        return Replay(failed_at=revision, seen=seen)
+            return Replay(both=burst(copy.url, [OLD_PHONE, NEW_PHONE]))
+    except CopyUnavailable as why:
+        return Replay(problem=f"the database could not be copied ({why.what})")
+
+
+TRIGGER_HINT = (
+    "A trigger in the expand revision: BEFORE INSERT OR UPDATE ON user_profiles FOR EACH ROW, a plpgsql function "
+    "that copies phone_number to phone when phone_number changed, and phone to phone_number when phone changed. "
+    'op.execute("CREATE OR REPLACE FUNCTION ...") and op.execute("CREATE TRIGGER ..."); the downgrade drops both first.'
+)
+SOLUTION = "ch.solution() shows notebooks/solutions/12.py (an expand revision with the trigger, a backfill) and runs it"
+
+
+def exercise(lab: Lab, answer: object) -> list[Check]:
+    """The exercise: expand phone_number -> phone, with zero failed requests from either version."""
+    expand = _expand_revision(lab)
+    renamed = expand is not None and RENAMES_PHONE.search(Path(expand.path).read_text()) is not None
+    at_head = checks.database_at_head(
+        lab, ("Your revisions are written but not applied.", "Upgrade to head.", 'ch.alembic("upgrade head")')
+    )
+    replayed = replay(lab, (expand.down_revision or "base") if expand else None)  # type: ignore[arg-type]
+    if expand is None:
+        replay_hints: checks.Hints = "Write the expand revision first (it adds user_profiles.phone)."
+    elif replayed.problem:
+        replay_hints = (
+            f"Replayed on a copy of the database, {replayed.problem}. Every revision must go down and up again.",
+            "Fix the revision's upgrade() or downgrade() (ch.rewrite_revision(revision=..., ...)), "
+            "or ch.reset() and start again.",
+        )
+    elif renamed:
+        replay_hints = (
+            "A rename in one step: the moment it commits, the old version's requests fail (column "
+            "phone_number does not exist) until every instance runs the new code.",
+            "Expand instead: a new column next to the old one, both kept in step, the old one dropped in a "
+            "later release (contract).",
+            SOLUTION,
+        )
+    else:
+        failure = replayed.seen.of(OLD_PHONE).failures[0] if replayed.seen else ""
+        replay_hints = (
+            f"After revision {replayed.failed_at} the old version fails: {failure}. A change that the old code "
+            "cannot live with must wait for the contract step.",
+            "The expand step only adds: a nullable column, a trigger, a backfill. Nothing the old version "
+            "reads or writes may be renamed, dropped or made NOT NULL.",
+            SOLUTION,
+        )
+    replay_check = Check(
+        "the old version (phone_number) never fails while your revisions are applied",
+        expand is not None and not replayed.problem and replayed.failed_at is None,
+        replay_hints,
+    )
+    both = replayed.both
+    if both is None or not at_head.passed:
+        both_hints: checks.Hints = (
+            "Your revisions are not all applied: upgrade to head first."
+            if not at_head.passed
+            else "Make the check above pass first: the old version must never fail."
+        )
+        old_ok = new_ok = False
+    else:
+        old_ok, new_ok = both.of(OLD_PHONE).failed == 0, both.of(NEW_PHONE).failed == 0
+        found = str(next((r for r in both.results if r.failures), ""))
+        if "does not exist" in found:
+            concept = f"{found}. The new version needs its column: expand first."
+            api = "Add phone to the model, autogenerate the expand revision, add the trigger, upgrade."
+        elif "differ from" in found or "have no phone" in found:
+            concept = (
+                f"{found}. The rows there were before the expand have phone_number but no phone: they need a backfill."
+            )
+            api = (
+                "A data migration in batches: UPDATE user_profiles SET phone = phone_number WHERE id IN (SELECT id "
+                "FROM user_profiles WHERE phone IS NULL AND phone_number IS NOT NULL LIMIT 1000), again until no "
+                "row changes. The WHERE makes it safe to run twice."
+            )
+        else:
+            concept = (
+                f"{found}. The old code does not know phone exists, so what it writes lands in phone_number only "
+                "(and the new code's writes in phone only): only the database can keep the two in step."
+            )
+            api = TRIGGER_HINT
+        both_hints = (concept, api, SOLUTION)
+    return [
+        checks.model_has(
+            lab,
+            "UserProfile",
+            "phone",
+            (
+                "Expand first: the new column goes next to the old one, in the model and then in the database. "
+                "The old version still runs and still uses phone_number.",
+                'ch.add_column("UserProfile", "phone = Column(...)"), nullable (the old version inserts rows '
+                "without it), then autogenerate.",
+                f'ch.add_column("UserProfile", "{PHONE_LINE}")',
+            ),
+        ),
+        checks.model_has(
+            lab,
+            "UserProfile",
+            "phone_number",
+            (
+                "Keep phone_number in the model: the old version still reads and writes it. Dropping it is the "
+                "contract step, in a later release, once no old version runs.",
+                "Put the line back in class UserProfile (ch.add_column), or ch.reset() and start again.",
+                'ch.add_column("UserProfile", "phone_number = Column(String, nullable=True)")',
+            ),
+        ),
+        checks.column_exists(
+            lab,
+            "user_profiles",
+            "phone",
+            (
+                "The model has phone; the database does not yet.",
+                "Autogenerate the expand revision, add the trigger to it, and upgrade.",
+                "ch.alembic('revision --autogenerate -m \"expand phone\"'), ch.rewrite_revision(...), "
+                'ch.alembic("upgrade head")',
+            ),
+        ),
+        at_head,
+        replay_check,
+        Check("the old version (phone_number) works next to the new one: 0 failed requests", old_ok, both_hints),
+        Check("the new version (phone) works next to the old one: 0 failed requests", new_ok, both_hints),
+        checks.models_match_database(
+            lab,
+            (
+                "main.py and the database differ.",
+                'ch.alembic("check") says how; generate a revision for the difference, or fix the model.',
+            ),
+        ),
+    ]

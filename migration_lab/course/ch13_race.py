@@ -1,0 +1,219 @@
+"""Two replicas of a service's migration entrypoint, raced for real on a copy of the lab database.
+
+Two processes (forked by one warm process, ch13_replicas.py) are held behind
+a barrier (an advisory lock the race holds) and released at the same moment,
+on a throw-away copy of the lab database one release behind head. Without a
+guard both start the same revision and one fails; with a session advisory
+lock around `alembic.command.upgrade`, one migrates and the other waits and
+finds head.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..database.connection import LabDatabase
+from ..lab import Lab
+
+# The race's starting barrier: each replica waits for this lock, which the race holds until both wait.
+BARRIER_KEY = 13_0001
+REPLICA = Path(__file__).with_name("ch13_replicas.py")  # run by path: the harness around an entrypoint, two processes
+REPLICA_TIMEOUT = 60.0  # seconds a replica may take before the race gives up on it (a guard that never lets go)
+
+
+@dataclass(frozen=True)
+class Replica:
+    """What one replica did: the revisions it applied, its error, and where the database was as it exited."""
+
+    applied: tuple[tuple[str, str], ...]  # (from, to) of each upgrade step it ran
+    error: str | None
+    at_exit: tuple[str, ...]
+
+    @property
+    def problem(self) -> str | None:
+        """Its error, or an upgrade it ran that did not stay (rolled back with a transaction never committed)."""
+        if self.error:
+            return self.error
+        if self.applied and self.applied[-1][1] not in self.at_exit:
+            at = ", ".join(self.at_exit) or "base"
+            return f"its upgrade was rolled back, the database at {at} as it exited: was its transaction committed?"
+        return None
+
+    def describe(self, head: tuple[str, ...]) -> str:
+        if self.problem:
+            return f"✘ FAILED: {self.problem}"
+        if self.applied:
+            steps = ", ".join(f"{down or 'base'} → {up}" for down, up in self.applied)
+            return f"✔ upgraded {steps}"
+        if self.at_exit == head:
+            return "✔ found the database at head: nothing to do"
+        return f"✘ exited without upgrading, the database still at {', '.join(self.at_exit) or 'base'}"
+
+
+@dataclass(frozen=True)
+class Race:
+    what: str
+    start: tuple[str, ...]
+    head: tuple[str, ...]
+    replicas: tuple[Replica, ...]
+    end: tuple[str, ...]
+
+    @property
+    def failures(self) -> list[Replica]:
+        return [r for r in self.replicas if r.problem]
+
+    @property
+    def one_migrated_one_waited(self) -> bool:
+        """Exactly one replica upgraded; the other did nothing, and only once the database was at head."""
+        upgraded = [r for r in self.replicas if r.applied and not r.problem]
+        waited = [r for r in self.replicas if not r.applied and not r.problem and r.at_exit == self.head]
+        return len(upgraded) == 1 and len(waited) == 1 and self.end == self.head
+
+    def __str__(self) -> str:
+        # Replicas in a stable order (successes first): which of the two wins the race is chance.
+        ordered = sorted(self.replicas, key=lambda r: (r.problem is not None, not r.applied))
+        lines = [r.describe(self.head) for r in ordered]
+        at = ", ".join(self.start) or "base"
+        return "\n".join(
+            [
+                f"Two replicas run {self.what} at the same moment, on a copy of your database at {at}:",
+                *(f"  replica: {line}" for line in lines),
+                f"Afterwards the database is at {', '.join(self.end) or 'base'}.",
+            ]
+        )
+
+
+def race(lab: Lab, script: str | Path | None = None, lock: bool = True) -> Race:
+    """Start two replicas of an entrypoint at once on a copy of the lab database, one release behind head.
+
+    `script` is an entrypoint file, relative to ai-service/ (the service's
+    migrate.py); without one, the kit's own `python -m migration_lab.deploy`
+    (with or without its lock).
+    """
+    script = lab.project.service_dir / script if script is not None else None
+    head = tuple(lab.runner.script().get_heads())
+    what = f"`python {script.name}`" if script else f"`python -m migration_lab.deploy{'' if lock else ' --no-lock'}`"
+    with lab.db.copy() as copy:
+        _one_release_behind(lab, copy, head)
+        start = copy.heads()
+        replicas = _run_replicas(copy, lab.project.service_dir, script, lock)
+        return Race(what, start, head, replicas, copy.heads())
+
+
+def _one_release_behind(lab: Lab, copy: LabDatabase, head: tuple[str, ...]) -> None:
+    """A copy already at head is taken one revision down: a race with nothing to do shows nothing."""
+    if copy.heads() != head or len(head) != 1:
+        return
+    down = lab.runner.script().get_revision(head[0])
+    if down is None or not isinstance(down.down_revision, str):
+        return
+    result = lab.runner.on(copy).run(["downgrade", down.down_revision])
+    if not result.ok:
+        raise RuntimeError(f"could not take the race's copy one release down: {result.error}")
+
+
+class _Harness:
+    """The warm process that forks replicas (replica.py), and the file its stderr goes to."""
+
+    def __init__(self) -> None:
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115  (lives as long as the process it logs)
+        self.process = subprocess.Popen(
+            [sys.executable, str(REPLICA)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=self.log,
+            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+            start_new_session=True,  # its own process group: a race that times out ends it and its replicas
+        )
+
+    @property
+    def dead(self) -> bool:
+        return self.process.poll() is not None
+
+    def start(self, race: dict[str, Any]) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(race).encode() + b"\n")
+        self.process.stdin.flush()
+
+    def kill(self) -> None:
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def last_words(self) -> str:
+        self.log.seek(0)
+        return (self.log.read().decode(errors="replace").strip().splitlines() or ["no reason given"])[-1]
+
+
+_harness: _Harness | None = None  # started by the first race of this process, again if it died
+
+
+def _run_replicas(copy: LabDatabase, service_dir: Path, script: Path | None, lock: bool) -> tuple[Replica, ...]:
+    """Both replicas, held at the barrier until both wait, then let go at once."""
+    global _harness
+    with tempfile.TemporaryDirectory() as tmp, copy.connect() as barrier:
+        barrier.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": BARRIER_KEY})
+        barrier.commit()
+        results = [Path(tmp) / f"replica{n}.json" for n in range(2)]
+        if _harness is None or _harness.dead:
+            _harness = _Harness()
+        harness = _harness
+        harness.start(
+            {
+                "service_dir": str(service_dir),
+                "database_url": copy.url,
+                "results": tmp,
+                "barrier_key": BARRIER_KEY,
+                "target": [str(script)] if script else ["-m", "migration_lab.deploy"] + ([] if lock else ["--no-lock"]),
+            }
+        )
+        deadline = time.monotonic() + REPLICA_TIMEOUT
+
+        def finished() -> bool:
+            return harness.dead or all(r.exists() for r in results)
+
+        _wait_at_barrier(barrier, finished, deadline)
+        barrier.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": BARRIER_KEY})
+        barrier.commit()
+        while not finished() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if harness.dead:
+            why = "the replica process died: " + harness.last_words()
+        else:
+            why = f"still running after {REPLICA_TIMEOUT:.0f} s: does a lock never get released?"
+            if not finished():
+                harness.kill()  # a replica that never finishes: both go, with the harness
+                _harness = None
+        return tuple(_outcome(r, why) for r in results)
+
+
+def _wait_at_barrier(barrier: sa.Connection, done: Callable[[], bool], deadline: float) -> None:
+    """Until both replicas wait for the barrier, or they have finished (a crash) or the harness died."""
+    waiting = sa.text(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND objid = :key "
+        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    )
+    while barrier.scalar(waiting, {"key": BARRIER_KEY}) < 2:
+        barrier.rollback()
+        if done() or time.monotonic() > deadline:
+            return
+        time.sleep(0.01)
+    barrier.rollback()
+
+
+def _outcome(result: Path, why: str) -> Replica:
+    if not result.is_file():
+        return Replica((), why, ())
+    data = json.loads(result.read_text())
+    return Replica(tuple((d, u) for d, u in data["applied"]), data["error"], tuple(data["at_exit"]))

@@ -1,0 +1,179 @@
+"""Exercise checks: small named predicates on the real database and the revision files.
+
+Each returns a `Check`: what was checked, whether it holds, and, when it does
+not, hints that say what to do next - never a bare "wrong". Hints are
+graduated: the concept first, then the API to use, the code only at the last
+level. "Check my work" shows the first level; `ch.hint()` the next one.
+"""
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..errors import LabError
+from ..lab import Lab
+from ..workspace.edits import model_attributes
+
+Hints = str | Sequence[str]  # one hint, or its levels: concept, API, code
+
+
+def levels(hints: Hints) -> tuple[str, ...]:
+    return (hints,) if isinstance(hints, str) else tuple(hints)
+
+
+@dataclass(frozen=True, init=False)
+class Check:
+    name: str
+    passed: bool
+    hints: tuple[str, ...] = field(default=())
+
+    def __init__(self, name: str, passed: bool, hints: Hints = ()) -> None:
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "passed", bool(passed))
+        object.__setattr__(self, "hints", levels(hints))
+
+    @property
+    def hint(self) -> str:
+        """The first level: what "Check my work" shows."""
+        return self.hints[0] if self.hints else ""
+
+    def __str__(self) -> str:
+        return f"✔ {self.name}" if self.passed else f"✘ {self.name}\n    Hint: {self.hint}"
+
+
+@dataclass(frozen=True)
+class Report:
+    checks: tuple[Check, ...]
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    @property
+    def first_failing(self) -> Check | None:
+        return next((c for c in self.checks if not c.passed), None)
+
+    def __str__(self) -> str:
+        """Every check; the first hint of the first one that fails (the later ones may follow from it)."""
+        first = self.first_failing
+        lines = [str(c) if c is first else f"{'✔' if c.passed else '✘'} {c.name}" for c in self.checks]
+        if first is None:
+            return "\n".join([*lines, "All checks pass. Well done!"])
+        more = f" Stuck? ch.hint() gives the next hint (of {len(first.hints)})." if len(first.hints) > 1 else ""
+        return "\n".join([*lines, f"Not yet: fix the first ✘ and check again.{more}"])
+
+
+def _columns(lab: Lab, table: str) -> dict[str, Any]:
+    inspector = sa.inspect(lab.db.engine)
+    if not inspector.has_table(table):
+        return {}
+    return {c["name"]: c for c in inspector.get_columns(table)}
+
+
+def model_has(lab: Lab, model: str, attribute: str, hint: Hints) -> Check:
+    source = (lab.project.service_dir / "main.py").read_text()
+    try:
+        found = attribute in model_attributes(source, model)
+    except LabError as error:
+        return Check(f"{model}.{attribute} is in main.py", False, error.what)
+    return Check(f"{model}.{attribute} is in main.py", found, hint)
+
+
+def model_lacks(lab: Lab, model: str, attribute: str, hint: Hints) -> Check:
+    source = (lab.project.service_dir / "main.py").read_text()
+    try:
+        gone = attribute not in model_attributes(source, model)
+    except LabError as error:
+        return Check(f"{model}.{attribute} is gone from main.py", False, error.what)
+    return Check(f"{model}.{attribute} is gone from main.py", gone, hint)
+
+
+def column_exists(lab: Lab, table: str, column: str, hint: Hints) -> Check:
+    return Check(f"the database has column {table}.{column}", column in _columns(lab, table), hint)
+
+
+def column_absent(lab: Lab, table: str, column: str, hint: Hints) -> Check:
+    return Check(f"the database no longer has column {table}.{column}", column not in _columns(lab, table), hint)
+
+
+def column_has_server_default(lab: Lab, table: str, column: str, hint: Hints) -> Check:
+    info = _columns(lab, table).get(column)
+    return Check(f"{table}.{column} has a default in the database", bool(info and info.get("default")), hint)
+
+
+def a_revision_file_matches(lab: Lab, pattern: str, what: str, hint: Hints) -> Check:
+    """Some revision file's text matches the regular expression `pattern`."""
+    found = any(re.search(pattern, p.read_text()) for p in lab.project.versions_dir.glob("*.py"))
+    return Check(f"a revision file {what}", found, hint)
+
+
+def no_revision_file_matches(lab: Lab, pattern: str, what: str, hint: Hints) -> Check:
+    found = [p.name for p in lab.project.versions_dir.glob("*.py") if re.search(pattern, p.read_text())]
+    return Check(
+        f"no revision file {what}", not found, _with_detail(hint, f" (found in {', '.join(found)})" if found else "")
+    )
+
+
+def _with_detail(hint: Hints, detail: str) -> tuple[str, ...]:
+    """The hint's levels, the first one followed by what was found."""
+    first, *rest = levels(hint) or ("",)
+    return (first + detail, *rest)
+
+
+def database_heads(lab: Lab) -> str:
+    """Where the database is, as one word: a revision id, "base" or "several heads"."""
+    heads = lab.db.heads()
+    return heads[0] if len(heads) == 1 else ("base" if not heads else "several heads")
+
+
+def database_at(
+    lab: Lab, revision: str, hints: dict[str, Hints], default_hint: Hints, name: str | None = None
+) -> Check:
+    """The database is at `revision`; the hint depends on where it is instead."""
+    at = database_heads(lab)
+    return Check(name or f"the database is at {revision}", at == revision, hints.get(at, default_hint))
+
+
+def database_at_head(lab: Lab, hint: Hints) -> Check:
+    heads = lab.db.heads()
+    script_heads = lab.runner.script().get_heads()
+    return Check("the database is at head", bool(heads) and set(heads) == set(script_heads), hint)
+
+
+def models_match_database(lab: Lab, hint: Hints) -> Check:
+    """`alembic check`: no difference between main.py's models and the database."""
+    result = lab.runner.run("check")
+    detail = f" (alembic check says: {result.error})" if result.error else ""
+    return Check("main.py's models match the database (alembic check)", result.ok, _with_detail(hint, detail))
+
+
+def column_values(lab: Lab, table: str, column: str) -> list[Any] | None:
+    """The values of a column, or None if the database has no such column."""
+    if column not in _columns(lab, table):
+        return None
+    with lab.db.engine.connect() as conn:
+        return list(conn.scalars(sa.select(sa.column(column)).select_from(sa.table(table))))
+
+
+def answer_is(answer: object, expected: object, what: str, hint: Hints) -> Check:
+    return Check(what, answer == expected, hint)
+
+
+def revision_texts(lab: Lab) -> dict[str, str]:
+    """{file name: text} of every revision file."""
+    return {p.name: p.read_text() for p in sorted(lab.project.versions_dir.glob("*.py"))}
+
+
+def any_revision(lab: Lab, pattern: str) -> bool:
+    return any(re.search(pattern, text) for text in revision_texts(lab).values())
+
+
+def model_line(lab: Lab, model: str, attribute: str) -> str | None:
+    """The line of main.py that defines `model.attribute`, or None."""
+    source = (lab.project.service_dir / "main.py").read_text()
+    match = re.search(rf"(?ms)^class {model}\(.*?(?=^\S|\Z)", source)
+    found = re.search(rf"(?m)^\s+{attribute}\s*=.*$", match.group(0)) if match else None
+    return found.group(0).strip() if found else None

@@ -1,0 +1,298 @@
+"""One lab database as the kit uses it: connections, the migration lock, wipe, copies.
+
+Every part of the kit that touches the database goes through one
+`LabDatabase`, so the rules hold everywhere:
+
+- No idle connections are kept (`NullPool`). A pooled idle connection in a
+  notebook kernel would block `CREATE DATABASE ... TEMPLATE`, which is how
+  rehearsals copy the database; a fresh connection costs a few milliseconds.
+- One migration at a time: `lock()` holds a PostgreSQL advisory lock for as
+  long as a command, a reset or a wipe runs, across processes and kernels.
+- `copy()` makes a throw-away clone of the database for a rehearsal and drops
+  it afterwards: whatever a revision script does there (COMMIT, an
+  `autocommit_block`, `CREATE INDEX CONCURRENTLY`) cannot reach the original.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import sqlalchemy as sa
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy.engine import make_url
+
+from ..errors import Busy, CopyUnavailable, LabError, Unreachable
+from .sql import quote
+
+# Any constant works; every lab process on the same database shares this one.
+ADVISORY_LOCK_KEY = 0x4D4C_4142  # "MLAB"
+LOCK_WAIT_SECONDS = 60.0
+# How long a wipe or a copy waits for another session's table locks before saying so.
+LOCK_TIMEOUT = "5s"
+COPY_PREFIX = "mlab_copy_"
+
+
+class LabDatabase:
+    """One PostgreSQL database the lab's migrations run against."""
+
+    def __init__(self, url: str | Callable[[], str], where: str = "", start_hint: str = "") -> None:
+        # A callable URL is asked each time: an embedded server's socket may move when it restarts.
+        self._url = url
+        self._where = where
+        self.start_hint = start_hint or "Start it with `python -m migration_lab up` (or `make lab`)."
+        self._engine: sa.Engine | None = None
+        self._engine_url = ""
+
+    @property
+    def url(self) -> str:
+        return self._url() if callable(self._url) else self._url
+
+    @property
+    def where(self) -> str:
+        return self._where or make_url(self.url).render_as_string(hide_password=True)
+
+    @property
+    def name(self) -> str:
+        return make_url(self.url).database or ""
+
+    @property
+    def engine(self) -> sa.Engine:
+        url = self.url
+        if self._engine is None or self._engine_url != url:
+            self._engine = sa.create_engine(url, poolclass=sa.pool.NullPool, connect_args={"connect_timeout": 5})
+            self._engine_url = url
+        return self._engine
+
+    def dispose(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    def unreachable(self) -> Unreachable:
+        return Unreachable(f"Cannot reach the lab database ({self.where}).", self.start_hint)
+
+    def connect(self) -> sa.Connection:
+        """A new connection; `Unreachable` (a LabError) when the server does not answer."""
+        try:
+            return self.engine.connect()
+        except sa.exc.OperationalError as error:
+            raise self.unreachable() from error
+
+    def is_reachable(self) -> bool:
+        try:
+            with self.connect():
+                return True
+        except Unreachable:
+            return False
+
+    def heads(self, conn: sa.Connection | None = None) -> tuple[str, ...]:
+        """The revisions recorded in alembic_version (empty before the first upgrade)."""
+        if conn is not None:
+            return tuple(MigrationContext.configure(conn).get_current_heads())
+        with self.connect() as own:
+            return tuple(MigrationContext.configure(own).get_current_heads())
+
+    @contextmanager
+    def lock(self, wait: float = LOCK_WAIT_SECONDS) -> Iterator[sa.Connection]:
+        """A connection holding the lab's migration lock: one migration, reset or wipe at a time.
+
+        A session-level advisory lock: it survives the transactions alembic
+        commits, and goes with the session if the process dies.
+        """
+        conn = self.connect()
+        try:
+            deadline = time.monotonic() + wait
+            while not conn.scalar(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY}):
+                conn.rollback()
+                if time.monotonic() > deadline:
+                    raise Busy(
+                        f"Another process has held the lab's migration lock for {wait:.0f} s.",
+                        "Wait for the other command (another notebook or terminal) to finish, then try again.",
+                    )
+                time.sleep(0.05)
+            conn.commit()
+            yield conn
+        finally:
+            try:
+                if conn.in_transaction():
+                    conn.rollback()
+                conn.execute(sa.text("SELECT pg_advisory_unlock_all()"))
+                conn.commit()
+            except sa.exc.DBAPIError:
+                pass  # the connection is gone, and the lock went with its session
+            conn.close()
+
+    def wipe(self, conn: sa.Connection) -> None:
+        """Drop every table, type and row of schema public, alembic_version too.
+
+        `conn` holds the lock. When this role owns schema public it is dropped and
+        made again; otherwise (a shared server's learner role) the objects the role
+        owns are dropped one by one, so a role that owns its tables but not the
+        schema still gets a clean slate.
+        """
+        conn.execute(sa.text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+        owns_schema = conn.scalar(
+            sa.text("SELECT pg_has_role(current_user, nspowner, 'USAGE') FROM pg_namespace WHERE nspname = 'public'")
+        )
+        try:
+            if owns_schema or owns_schema is None:
+                conn.execute(sa.text("DROP SCHEMA IF EXISTS public CASCADE"))
+                conn.execute(sa.text("CREATE SCHEMA public"))
+            else:
+                others = _foreign_objects(conn)
+                if others:
+                    raise LabError(
+                        f"Schema public holds objects another role owns: {', '.join(others[:5])}.",
+                        "Ask the server's administrator to give them to your role (REASSIGN OWNED), "
+                        "or use a database of your own.",
+                    )
+                for kind, name in conn.execute(sa.text(_OWN_OBJECTS)).all():
+                    conn.execute(sa.text(f"DROP {kind} IF EXISTS {name} CASCADE"))
+            conn.commit()
+        except sa.exc.OperationalError as error:
+            conn.rollback()
+            if getattr(error.orig, "pgcode", None) == "55P03":  # lock_not_available
+                raise LabError(
+                    "Another session is using the lab's tables, so they cannot be dropped now.",
+                    "Finish or close it (an open transaction in psql, another notebook), then try again.",
+                ) from error
+            raise
+
+    def problems(self) -> list[str]:
+        """What stops the lab from working in this database (empty when nothing)."""
+        with self.connect() as conn:
+            can_create = conn.scalar(sa.text("SELECT has_schema_privilege('public', 'CREATE')"))
+            foreign = _foreign_objects(conn)
+        found = []
+        if not can_create:
+            found.append(
+                "your role may not create tables in schema public "
+                "(GRANT CREATE ON SCHEMA public TO <role>, or a database of your own)"
+            )
+        if foreign:
+            found.append(
+                f"schema public holds objects another role owns ({', '.join(foreign[:5])}): "
+                "the lab could not reset them (REASSIGN OWNED BY <owner> TO <role>)"
+            )
+        return found
+
+    # --- throw-away copies, for rehearsals ------------------------------------------
+
+    def _admin(self) -> sa.Engine:
+        """An autocommit engine on the server's maintenance database (CREATE/DROP DATABASE)."""
+        url = make_url(self.url).set(database="postgres")
+        return sa.create_engine(
+            url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool, connect_args={"connect_timeout": 5}
+        )
+
+    @contextmanager
+    def copy(self, wait: float = 2.0) -> Iterator[LabDatabase]:
+        """A throw-away clone of this database (`CREATE DATABASE ... TEMPLATE`), dropped afterwards.
+
+        PostgreSQL copies only a database nobody is connected to. Idle sessions
+        (an ai-api's pool, a forgotten psql) are closed; a session in the middle
+        of something is waited for, up to `wait` seconds, and then named in the
+        `CopyUnavailable` raised.
+        """
+        name = f"{COPY_PREFIX}{secrets.token_hex(6)}"
+        admin = self._admin()
+        try:
+            try:
+                conn = admin.connect()
+            except sa.exc.OperationalError as error:
+                raise CopyUnavailable(
+                    f"cannot reach the server's maintenance database ({str(error.orig).strip().splitlines()[0]})"
+                ) from error
+            with conn:
+                self._clone(conn, name, wait)
+            copy = LabDatabase(
+                make_url(self.url).set(database=name).render_as_string(hide_password=False),
+                where=f"a throw-away copy of {self.name}",
+            )
+            try:
+                yield copy
+            finally:
+                copy.dispose()
+                with admin.connect() as conn:
+                    conn.execute(sa.text(f"DROP DATABASE IF EXISTS {quote(name)} WITH (FORCE)"))
+        finally:
+            admin.dispose()
+
+    def _clone(self, conn: sa.Connection, name: str, wait: float) -> None:
+        deadline = time.monotonic() + wait
+        # First, or PostgreSQL waits 5 s for them before refusing (the ai-api's pool on the compose route).
+        self._close_idle_sessions(conn)
+        while True:
+            try:
+                conn.execute(sa.text(f"CREATE DATABASE {quote(name)} TEMPLATE {quote(self.name)}"))
+                # A copy holds the learner's rows: on a shared server no other role may connect to it.
+                conn.execute(sa.text(f"REVOKE CONNECT, TEMPORARY ON DATABASE {quote(name)} FROM PUBLIC"))
+                return
+            except sa.exc.DBAPIError as error:
+                code = getattr(error.orig, "pgcode", None)
+                if code == "42501":  # insufficient_privilege
+                    raise CopyUnavailable("this role may not create databases (it needs CREATEDB)") from error
+                if code != "55006":  # object_in_use: somebody is connected to the original
+                    raise CopyUnavailable(str(error.orig).strip().splitlines()[0]) from error
+            busy = self._close_idle_sessions(conn)
+            if busy and time.monotonic() > deadline:
+                raise CopyUnavailable("another session is using the database: " + "; ".join(busy))
+            time.sleep(0.02)
+
+    def _close_idle_sessions(self, conn: sa.Connection) -> list[str]:
+        """Close the idle sessions on the original; describe the ones doing something."""
+        rows = conn.execute(
+            sa.text(
+                "SELECT pid, state, coalesce(nullif(application_name, ''), usename) AS who "
+                "FROM pg_stat_activity WHERE datname = :db AND pid <> pg_backend_pid()"
+            ),
+            {"db": self.name},
+        ).all()
+        busy = []
+        for pid, state, who in rows:
+            if state == "idle":
+                conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            else:
+                busy.append(f"{who} (pid {pid}, {state})")
+        return busy
+
+
+# What this role owns in schema public, as (kind, qualified name) for DROP ... CASCADE: tables, views,
+# sequences, types, and functions (a chapter's trigger functions), leaving out what an extension owns.
+_OWN_OBJECTS = """
+SELECT CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'S' THEN 'SEQUENCE'
+                      ELSE 'TABLE' END, format('public.%I', c.relname)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'S') AND pg_has_role(c.relowner, 'USAGE')
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                  AND d.deptype = 'e')
+UNION ALL
+SELECT 'TYPE', format('public.%I', t.typname) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+WHERE n.nspname = 'public' AND t.typtype IN ('e', 'd', 'c') AND pg_has_role(t.typowner, 'USAGE')
+  AND NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.reltype = t.oid)
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_type'::regclass AND d.objid = t.oid
+                  AND d.deptype = 'e')
+UNION ALL
+SELECT CASE p.prokind WHEN 'p' THEN 'PROCEDURE' WHEN 'a' THEN 'AGGREGATE' ELSE 'FUNCTION' END,
+       format('public.%I(%s)', p.proname, pg_get_function_identity_arguments(p.oid))
+FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname = 'public' AND pg_has_role(p.proowner, 'USAGE')
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+                  AND d.deptype = 'e')
+"""
+
+
+def _foreign_objects(conn: sa.Connection) -> list[str]:
+    """Tables and types in schema public that this role does not own (and so cannot drop)."""
+    return list(
+        conn.scalars(
+            sa.text(
+                "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'S') "
+                "AND NOT pg_has_role(c.relowner, 'USAGE') ORDER BY 1"
+            )
+        )
+    )

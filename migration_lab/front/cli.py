@@ -1,0 +1,212 @@
+"""`python -m migration_lab`: start, inspect, stop and reset the lab database.
+
+A thin layer over `Lab`: each sub-command is one call.
+"""
+
+import argparse
+import sys
+
+from ..database.choice import BACKENDS
+from ..errors import LabError
+from ..lab import Lab, default_progress
+from ..launch.jupyterlab import WORKBOOK, refresh_chapter_notebook
+
+
+def _confirm(question: str) -> bool:
+    """True only for an explicit "yes"; no terminal (EOF) counts as no."""
+    try:
+        return input(f"{question} Type 'yes' to go on: ").strip().lower() == "yes"
+    except (EOFError, OSError, ValueError, RuntimeError):  # no terminal, closed or missing stdin
+        print("(no answer: standard input is closed)", file=sys.stderr)
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m migration_lab", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="force the database backend (default: LAB_DATABASE_URL > running compose stack > embedded)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="start the lab database (if needed) and say where it is")
+    lab_parser = sub.add_parser(
+        "lab",
+        help="what `make lab` does: the database, your notebooks in my-notebooks/, JupyterLab on chapter 00",
+        description="Arguments after `--` go to JupyterLab.",
+    )
+    lab_parser.add_argument("--port", type=int, help="JupyterLab's port (default: 8888 or the next free one)")
+    lab_parser.add_argument("--no-browser", action="store_true", help="print the URL only; do not open a browser")
+    lab_parser.add_argument("jupyter_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    sub.add_parser("status", help="which backend, where, running or not, current revision")
+    sub.add_parser("preflight", help="before a workshop: versions, backend, database reachable (exit 1 if not)")
+    sub.add_parser("url", help="print the database's SQLAlchemy URL (last line of output)")
+    sub.add_parser("down", help="stop the lab database, keeping its data")
+    reset = sub.add_parser("reset", help="restore ai-service/ and the database to the start of a chapter")
+    reset.add_argument("chapter", help="chapter number, e.g. 02 (your current work is backed up first)")
+    reset.add_argument(
+        "--keep-notebook",
+        action="store_true",
+        help=f"leave the chapter's notebook in {WORKBOOK}/ as it is (by default it starts over; yours is kept)",
+    )
+    restore = sub.add_parser("restore", help="bring back a backup a reset took (the newest, or the one named)")
+    restore.add_argument("backup", nargs="?", help="the backup's name, e.g. 20261125-101500 (see `backups`)")
+    sub.add_parser("backups", help="list the backups resets took, oldest first")
+    nuke = sub.add_parser("nuke", help="drop ALL data and start a fresh, empty database")
+    nuke.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    _workshop_parser(sub)
+    args = parser.parse_args(argv)
+
+    progress = default_progress()
+    try:
+        if args.command == "workshop":
+            return _workshop(args)
+        if args.command == "lab":
+            from ..launch.jupyterlab import run
+
+            extra = args.jupyter_args[1:] if args.jupyter_args[:1] == ["--"] else args.jupyter_args
+            return run(backend=args.backend, port=args.port, open_browser=not args.no_browser, extra=extra)
+        if args.command == "reset":
+            from ..course.registry import spec
+
+            spec(args.chapter)  # a chapter that is not one is refused before anything is touched
+        lab = Lab(backend=args.backend)
+        if args.command == "up":
+            print(lab.up(progress))
+        elif args.command == "status":
+            print(lab.status())
+        elif args.command == "preflight":
+            ready, lines = lab.preflight()
+            print("\n".join(lines))
+            return 0 if ready else 1
+        elif args.command == "url":
+            print(lab.backend.url())
+        elif args.command == "reset":
+            from ..course import registry
+
+            print(registry.reset(args.chapter, lab))
+            if not args.keep_notebook:
+                notebook = refresh_chapter_notebook(lab.project, spec(args.chapter).number)
+                if notebook:
+                    print(notebook)
+        elif args.command == "restore":
+            from ..workspace import backups
+
+            print(backups.restore(lab, args.backup))
+        elif args.command == "backups":
+            from ..workspace.backups import Backups
+
+            names = Backups(lab.project, lab.db.url).names()
+            print("\n".join(names) if names else "No backups yet: a reset takes one when it replaces your work.")
+        elif args.command == "down":
+            print(lab.down(progress))
+        elif args.command == "nuke":
+            if not (args.yes or _confirm(f"This deletes every table and row in {lab.backend.where()}.")):
+                print("Nothing changed.", file=sys.stderr)
+                return 1
+            print(lab.nuke(progress))
+    except LabError as error:
+        print(error, file=sys.stderr)
+        return 1
+    return 0
+
+
+def _workshop_parser(sub: argparse._SubParsersAction) -> None:
+    """`workshop ...`: the instructor's commands for a shared server (migration_lab.workshop)."""
+    from ..workshop.instructor import CONNECTION_LIMIT
+
+    parser = sub.add_parser(
+        "workshop",
+        help="instructor: learners' databases on one shared PostgreSQL (init, add, reset, status, remove, drop)",
+    )
+    parser.add_argument("--server", help="the instructor's URL of the shared server (default: LAB_WORKSHOP_URL)")
+    parser.add_argument("--roster", help="the learners' URLs, a 0600 file (default: .lab/workshop/roster.json)")
+    commands = parser.add_subparsers(dest="workshop_command", required=True)
+    commands.add_parser("init", help="one template database per chapter checkpoint (again after a course update)")
+    add = commands.add_parser("add", help="learners: a role, a database cloned from chapter 00, their URL")
+    add.add_argument("names", nargs="*", help="learners' names (lowercase letters, digits, _)")
+    add.add_argument("--learners", type=int, metavar="N", help="add learner01 ... learnerN (those missing)")
+    add.add_argument(
+        "--connection-limit",
+        type=int,
+        default=CONNECTION_LIMIT,
+        help=f"connections each learner may hold (default {CONNECTION_LIMIT})",
+    )
+    reset = commands.add_parser("reset", help="drop a learner's database and clone it from a chapter's template")
+    reset.add_argument("name")
+    reset.add_argument("chapter", help="chapter number, e.g. 02")
+    reset.add_argument(
+        "--files",
+        metavar="CHECKOUT",
+        help="the learner's checkout too (ai-service/, their work backed up first), through the kit's own reset; "
+        "run it as the learner's OS user (sudo -u ...), so the files stay theirs",
+    )
+    status = commands.add_parser("status", help="the room: chapter, checks passed, last error, minutes since progress")
+    status.add_argument(
+        "--watch", nargs="?", type=float, const=10.0, metavar="SECONDS", help="redraw every SECONDS (default 10)"
+    )
+    remove = commands.add_parser("remove", help="learners' roles and databases, gone")
+    remove.add_argument("names", nargs="+")
+    drop = commands.add_parser("drop", help="everything the workshop made on the server (asks first)")
+    drop.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+
+
+def _workshop(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..workshop import status as workshop_status
+    from ..workshop.instructor import Workshop, learner_names, server_url
+
+    limit = getattr(args, "connection_limit", None)
+    shop = Workshop(
+        server_url(args.server),
+        Path(args.roster) if args.roster else None,
+        **({"connection_limit": limit} if limit else {}),
+        say=lambda message: print(message, file=sys.stderr, flush=True),
+    )
+    command = args.workshop_command
+    if command == "init":
+        shop.init()
+    elif command == "add":
+        names = list(args.names)
+        if args.learners:
+            have = shop.learners()
+            names += [n for n in learner_names(args.learners) if n not in have and n not in names]
+        if not names:
+            print("Nobody to add: name learners, or --learners N.", file=sys.stderr)
+            return 1
+        for name in names:
+            learner = shop.add(name)
+            print(f"{learner.name}\tLAB_DATABASE_URL={learner.database_url}")
+        print(f"Their URLs are in {shop.roster} (readable by you only).", file=sys.stderr)
+        warning = shop.connection_warning(len(shop.learners()))
+        if warning:
+            print(warning, file=sys.stderr)
+    elif command == "reset" and args.files:
+        from ..course import registry
+        from ..database.url import UrlBackend
+        from ..lab import Lab
+        from ..project import Project
+
+        url = shop.learners().get(args.name)
+        if url is None:
+            print(f"{args.name} has no URL in {shop.roster}: `workshop add` or `ensure` first.", file=sys.stderr)
+            return 1
+        print(f"{args.name}: {registry.reset(args.chapter, Lab(Project(Path(args.files)), UrlBackend(url)))}")
+    elif command == "reset":
+        shop.reset(args.name, args.chapter)
+    elif command == "status":
+        if args.watch:
+            workshop_status.watch(shop, args.watch)
+        else:
+            print(workshop_status.table(shop.status()))
+    elif command == "remove":
+        for name in args.names:
+            shop.remove(name)
+    elif command == "drop":
+        question = f"This drops every learner's role and database and the templates on {shop.where}."
+        if not (args.yes or _confirm(question)):
+            print("Nothing changed.", file=sys.stderr)
+            return 1
+        shop.drop()
+    return 0

@@ -1,0 +1,459 @@
+"""What a notebook cell calls: one chapter, one object, one call per cell.
+
+    import migration_lab as ml
+    ch = ml.chapter("01")                 # reset to the chapter's start
+    ch.add_column("UserProfile", "phone_number = Column(String, nullable=True)")
+    ch.alembic('revision --autogenerate -m "Add phone number to profile"')
+
+Everything prints plain text or Markdown with no timings, absolute paths or
+object ids beyond what the nbval sanitize file replaces, so committed outputs
+stay comparable.
+"""
+
+import functools
+import json
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import sqlalchemy as sa
+from alembic.script import Script
+from IPython.display import Markdown, display
+
+from ..course import app_client, registry
+from ..course.checks import Report
+from ..course.registry import ChapterSpec, spec
+from ..course.teammates import teammate_arrives
+from ..database import schema
+from ..errors import CommandLineError, LabError
+from ..lab import Lab
+from ..running import policy
+from ..running.rehearsal import rehearse
+from ..running.runner import RunResult
+from ..tools import graph, migration_tests
+from ..tools.review import review, squawk
+from ..workspace import progress
+from ..workspace.edits import (
+    ModelEdit,
+    add_column,
+    apply_edit,
+    load_models,
+    rename_column,
+    replace_function_body,
+    replace_text,
+)
+from ..workspace.revisions import find_script, newest_script
+from .widgets import CheckButton, MigrationConsole, refresh_consoles, user_namespace
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _then_refresh(method: Callable[Concatenate["Chapter", P], R]) -> Callable[Concatenate["Chapter", P], R]:
+    """A call that may change files or the database: the consoles of this kernel show the result after it."""
+
+    @functools.wraps(method)
+    def call(self: "Chapter", *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            refresh_consoles(self.lab)
+
+    return call
+
+
+class Chapter:
+    """One chapter's lab: its checkpoint, exercise and solution, and the calls its cells make."""
+
+    def __init__(self, spec: ChapterSpec, lab: Lab) -> None:
+        self.spec = spec
+        self.lab = lab
+        self.generated: str | None = None  # the revision id the last command here generated
+        self.confirmation = policy.Confirmation(lab.runner)  # questions asked (STOP), by command line
+        self._hints_shown: dict[str, int] = {}  # how many levels of each check's hints were shown
+
+    # --- start, check, solve ---------------------------------------------------------
+
+    @_then_refresh
+    def reset(self) -> None:
+        """Restore ai-service/ and the database to the start of this chapter (your work is backed up first)."""
+        report = registry.reset(self.spec.number, self.lab)
+        self.generated = None
+        self.confirmation.forget()
+        print(f"Chapter {self.spec.number}: {self.spec.title}. {report}")
+        print(f"Lab database: {self.lab.backend.where()}")
+
+    @_then_refresh
+    def start_exercise(self) -> None:
+        """Put the lab where this chapter's exercise starts (for most chapters: where you are)."""
+        setup = self.spec.exercise_setup
+        print(setup(self.lab) if setup else "The exercise starts from where you are now.")
+
+    def report(self, answer: object = None) -> Report:
+        """The exercise's checks, run against the real database and the revision files."""
+        return Report(tuple(self.spec.exercise(self.lab, answer)))
+
+    def check(self, answer: object = None) -> None:
+        """Check my work: every check, and the first hint for the first thing missing."""
+        print(self.checked(answer))
+
+    def checked(self, answer: object = None) -> Report:
+        """The report "Check my work" shows; its first failing check's first hint counts as shown."""
+        report = self.report(answer)
+        first = report.first_failing
+        passed = sum(c.passed for c in report.checks)
+        # For a workshop's room view; never raises.
+        progress.record_check(self.lab, self.spec.number, passed, len(report.checks), first.name if first else None)
+        if first is not None:
+            self._hints_shown[first.name] = max(self._hints_shown.get(first.name, 0), 1)
+        return report
+
+    def hint(self, answer: object = None) -> None:
+        """The next hint for the first check that fails: the idea first, then the API, the code last."""
+        print(self.next_hint(user_namespace().get("answer") if answer is None else answer))
+
+    def next_hint(self, answer: object = None) -> str:
+        """The next level of hint for the first failing check, saying which level of how many."""
+        first = self.report(answer).first_failing
+        if first is None:
+            return "All checks pass: nothing to hint at. Well done!"
+        total = len(first.hints)
+        level = min(self._hints_shown.get(first.name, 0) + 1, total)
+        self._hints_shown[first.name] = level
+        lines = [f"✘ {first.name}", f"Hint {level} of {total}: {first.hints[level - 1]}"]
+        if level < total:
+            lines.append("Still stuck? ch.hint() (or the Next hint button) gives the next one.")
+        else:
+            lines.append("That was the last hint. ch.solution() shows the whole solution and runs it.")
+        return "\n".join(lines)
+
+    @property
+    def solution_file(self) -> Path:
+        return self.lab.project.root / "notebooks" / "solutions" / f"{self.spec.number}.py"
+
+    @_then_refresh
+    def solution(self, namespace: dict | None = None) -> None:
+        """Show the exercise's solution and run it (in the notebook's namespace), from the exercise's start.
+
+        The lab goes back to where the exercise starts first (the chapter's
+        checkpoint and its exercise setup; your work is backed up), so the
+        solution runs the same whether you tried something or not, once or again.
+        """
+        code = self.solution_file.read_text()
+        display(Markdown(f"**Solution** (`notebooks/solutions/{self.solution_file.name}`):\n\n```python\n{code}```"))
+        report = registry.reset(self.spec.number, self.lab)
+        self.generated = None
+        self.confirmation.forget()
+        print(f"Back to the start of the exercise: database at {', '.join(report.revision) or 'base'}.")
+        if report.backup:
+            print(report.backup)
+        if self.spec.exercise_setup:
+            print(self.spec.exercise_setup(self.lab))
+        if namespace is None:
+            namespace = user_namespace()
+        namespace.setdefault("ch", self)
+        exec(compile(code, str(self.solution_file), "exec"), namespace)
+
+    # --- running alembic ---------------------------------------------------------------
+
+    @_then_refresh
+    def alembic(self, line: str, confirm: bool = False, progress: bool = False) -> None:
+        """Run `alembic <line>`; a command that would destroy data asks for confirm=True first.
+
+        A command that changes the database is rehearsed on a copy first and then
+        run exactly as rehearsed; if it would destroy data (or cannot be
+        rehearsed), nothing runs until you say confirm=True.
+        progress=True shows a live bar for a migration that logs "<done>/<total> rows"
+        (as the batched backfill of chapter 05 does).
+        """
+        bar = _ProgressBar() if progress else None
+        stages = {
+            "planning": "rehearsing on a throw-away copy of the database first (yours is untouched) ...",
+            "stopped": "stopped: nothing was run",
+            "running": "running on your database ...",
+        }
+        try:
+            turn = self.confirmation.request(
+                line,
+                confirmed=confirm,
+                on_log=bar.on_log if bar else None,
+                say=(lambda stage: bar.say(stages[stage])) if bar else None,
+            )
+        except CommandLineError as error:
+            print(self.lab.runner.refuse(line, "input", error.what, error.next_step))
+            return
+        if bar and turn.result is not None:
+            bar.finish(turn.result.ok)
+        if turn.result is None:
+            self._stop(line, turn.plan)
+        elif policy.moved(turn.result):
+            print(turn.result)
+            if turn.question is not None:
+                self._stop(line, turn.question)
+        else:
+            self._show(turn.result)
+
+    def _stop(self, line: str, checked: policy.Plan) -> None:
+        """Say what the command would destroy; a confirm=True answers it."""
+        print(f"$ {checked.command.local}")
+        print(red(f"STOP: {checked.question()}"))
+        print(f"Nothing was done. If you mean it: ch.alembic({line!r}, confirm=True)")
+
+    def _show(self, result: RunResult) -> None:
+        if not result.ok and result.error:
+            progress.record_error(self.lab, self.spec.number, result.error)  # for a workshop's room view
+        if result.new_revisions:
+            self.generated = result.new_revisions[-1]
+        print(result)
+
+    def _script(self, revision: str | None = None) -> Script:
+        scripts = self.lab.runner.script()
+        return newest_script(scripts, self.generated) if revision is None else find_script(scripts, revision)
+
+    def rehearse(self, line: str, show_table: str | None = None) -> None:
+        """Run a command on a throw-away copy of the database: see what it would do, change nothing."""
+        rehearsal = rehearse(self.lab.runner, line, show_table=show_table)
+        print(red_losses(str(rehearsal)))
+        if rehearsal.preview is not None:
+            print(f"\n{show_table} as it would be afterwards:")
+            print(_table(rehearsal.preview, list(rehearsal.preview_columns)))
+
+    def squawk(self, line: str) -> None:
+        """The SQL of `alembic <line> --sql`, and what squawk says about it."""
+        result = self.lab.runner.run(f"{line} --sql")
+        if not result.ok:
+            print(result)
+            return
+        display(Markdown(f"`alembic {line} --sql`:\n\n```sql\n{result.stdout.strip()}\n```"))
+        findings = squawk(result.stdout)
+        print("\n".join(map(str, findings)) if findings else "squawk: nothing to point out.")
+
+    def run_migration_tests(self, *tests: str) -> None:
+        """pytest-alembic's built-in checks on these migrations (all four, or the ones named)."""
+        passed, report = migration_tests.run(self.lab, tests or migration_tests.BUILT_IN)
+        print(report)
+        print("All migration tests pass." if passed else "Some migration tests FAIL: CI would stop here.")
+
+    @_then_refresh
+    def create_all(self) -> None:
+        """What an old `init_db()` did: create every table straight from the models, without Alembic."""
+        models = load_models(self.lab.project)
+        with self.lab.runner.exclusive() as conn:
+            models.Base.metadata.create_all(conn)
+            conn.commit()
+        print(f"Base.metadata.create_all(): created {', '.join(sorted(models.Base.metadata.tables))}")
+
+    @_then_refresh
+    def nuke(self, confirm: bool = False) -> None:
+        """Drop all data: the lab's `docker compose down -v`. Asks for confirm=True first."""
+        if not confirm:
+            print(
+                f"This deletes every table and row in {self.lab.backend.where()}.\n"
+                "If you mean it: ch.nuke(confirm=True)"
+            )
+            return
+        print(self.lab.nuke(progress=lambda message: None))
+
+    @_then_refresh
+    def teammate_revision(self, name: str) -> None:
+        """A teammate's branch arrives (as `git pull` would bring it): their model change and revision."""
+        revision, diff = teammate_arrives(self.lab.project, name)
+        print(f"{name.capitalize()}'s revision arrived: ai-service/migrations/versions/{revision}")
+        display(Markdown(f"```diff\n{diff}```"))
+
+    # --- the learner's files -----------------------------------------------------------
+
+    def edit_file(self, path: str, old: str, new: str) -> None:
+        """Replace text in a file of ai-service/ (e.g. "migrations/env.py"), and show the diff."""
+        self._edit(self.lab.project.service_dir / path, replace_text(old, new))
+
+    @_then_refresh
+    def delete_file(self, path: str) -> None:
+        """Delete a file of ai-service/ (e.g. a revision), as `rm` would."""
+        (self.lab.project.service_dir / path).unlink()
+        print(f"Deleted ai-service/{path}")
+
+    @_then_refresh
+    def clean_versions(self) -> None:
+        """Delete every revision file: the nuke option's "start fresh" step."""
+        files = sorted(self.lab.project.versions_dir.glob("*.py"))
+        for path in files:
+            path.unlink()
+        print(f"Deleted {len(files)} revision file(s) from ai-service/migrations/versions/")
+
+    @_then_refresh
+    def _edit(self, path: Path, edit: ModelEdit) -> None:
+        diff = apply_edit(path, edit, self.lab.project.root)
+        display(Markdown(f"```diff\n{diff}```" if diff else "_No change._"))
+
+    def add_column(self, model: str, line: str) -> None:
+        """Add a column line to a model in ai-service/main.py, and show the diff."""
+        self._edit(self.lab.project.service_dir / "main.py", add_column(model, line))
+
+    def rename_column(self, model: str, old: str, new: str) -> None:
+        """Rename a model attribute in ai-service/main.py, and show the diff."""
+        self._edit(self.lab.project.service_dir / "main.py", rename_column(model, old, new))
+
+    def edit_model(self, old: str, new: str) -> None:
+        """Replace text in ai-service/main.py, and show the diff."""
+        self._edit(self.lab.project.service_dir / "main.py", replace_text(old, new))
+
+    def rewrite_revision(
+        self, upgrade: str | None = None, downgrade: str | None = None, revision: str | None = None
+    ) -> None:
+        """Replace the body of upgrade() and/or downgrade(), and show the diff.
+
+        In the newest revision file, or the one whose name contains `revision` (an id or a slug).
+        """
+        path = Path(self._script(revision).path)
+        edits = [
+            replace_function_body(name, body)
+            for name, body in (("upgrade", upgrade), ("downgrade", downgrade))
+            if body is not None
+        ]
+
+        def both(source: str) -> str:
+            for edit in edits:
+                source = edit(source)
+            return source
+
+        self._edit(path, both)
+
+    def review(self, revision: str | None = None, locks: bool = False) -> None:
+        """What a careful teammate would say about a revision (default: the newest file).
+
+        `locks=True` adds the lock trace: each statement's locks, rewrites and duration, measured on a copy.
+        """
+        print(review(self._script(revision).revision, self.lab, locks=locks))
+
+    def show_model(self, model: str) -> None:
+        """The model's class in ai-service/main.py, syntax-highlighted."""
+        source = (self.lab.project.service_dir / "main.py").read_text()
+        match = re.search(rf"^class {model}\(.*?(?=^\S|\Z)", source, re.S | re.M)
+        if match is None:
+            raise LabError(f"main.py has no class {model}.", "Check the spelling, or reset the chapter.")
+        display(Markdown(f"`ai-service/main.py`:\n\n```python\n{match.group(0).rstrip()}\n```"))
+
+    def show_revision(self, revision: str | None = None) -> None:
+        """The new revision file (or the one named), where it is and what it says."""
+        path = Path(self._script(revision).path)
+        name = path.relative_to(self.lab.project.root)
+        display(Markdown(f"`{name}`:\n\n```python\n{path.read_text().rstrip()}\n```"))
+
+    # --- looking at the database -------------------------------------------------------
+
+    def schema(self, table: str | None = None) -> None:
+        """The live tables and columns (or one table's)."""
+        print(schema.render_text(schema.snapshot(self.lab.db.engine), only=table))
+
+    @_then_refresh
+    def sql(self, statement: str) -> None:
+        """Run one SQL statement on the lab database, as psql would; say how many rows it touched."""
+        with self.lab.db.engine.begin() as conn:
+            result = conn.execute(sa.text(statement))
+            if result.returns_rows:
+                print(_table(result.fetchall(), list(result.keys())))
+            else:
+                # psql's way: rows for INSERT/UPDATE/DELETE; DDL has no row count (the driver says -1).
+                print(f"{result.rowcount} row(s) changed" if result.rowcount >= 0 else "Done.")
+
+    def rows(self, table: str, columns: str = "*") -> None:
+        """The rows of a table, as a learner would SELECT them."""
+        query = f"SELECT {columns} FROM {table} ORDER BY 1"
+        with self.lab.db.engine.connect() as conn:
+            result = conn.execute(sa.text(query))
+            print(f"{query};\n{_table(result.fetchall(), list(result.keys()))}")
+
+    def graph(self) -> None:
+        """The revision graph with the database's position (Mermaid)."""
+        display(Markdown(graph.markdown(self.lab.runner.script(), self.lab.db.heads())))
+
+    def api(self, method: str, path: str, body: Any = None) -> None:
+        """Call the ai-api, like a client (curl) would."""
+        status, payload = app_client.call(self.lab, method, path, body)
+        print(f"{method} {path} -> {status}\n{json.dumps(payload, indent=2, default=str)}")
+
+    def console(self):
+        """The migration console: buttons for the workflow's commands, schema view, graph."""
+        return MigrationConsole(self.lab)
+
+    def check_button(self, answer_name: str | None = None):
+        """A "Check my work" button for this chapter's exercise."""
+        return CheckButton(self, answer_name)
+
+
+class _ProgressBar:
+    """A live bar for a migration that logs "<done>/<total> rows", and a line that says what is happening."""
+
+    def __init__(self) -> None:
+        import ipywidgets as w
+
+        self.bar = w.IntProgress(value=0, min=0, max=1, description="migration")
+        self.label = w.Label("starting ...")
+        display(w.HBox([self.bar, self.label]))
+
+    def say(self, text: str) -> None:
+        self.label.value = text
+
+    def on_log(self, line: str) -> None:
+        match = re.search(r"(\d+)/(\d+) rows", line)
+        if match:
+            self.bar.max, self.bar.value = int(match[2]), int(match[1])
+            self.label.value = f"{match[1]} of {match[2]} rows"
+
+    def finish(self, ok: bool) -> None:
+        if ok:
+            self.bar.value = self.bar.max
+        self.bar.bar_style = "success" if ok else "danger"
+        self.label.value = "done" if ok else "failed: see below"
+
+
+RED = "\x1b[1;31m"
+PLAIN = "\x1b[0m"
+
+
+def red(text: str) -> str:
+    """Text the notebook shows in bold red (ANSI colours render in cell output): data loss, STOP."""
+    return f"{RED}{text}{PLAIN}"
+
+
+def red_losses(text: str) -> str:
+    """Every line that says data would be lost, in red."""
+    return "\n".join(red(line) if line.startswith(("DATA LOSS", "STOP")) else line for line in text.split("\n"))
+
+
+def _table(rows: Sequence[Sequence[Any]], header: list[str]) -> str:
+    """Rows as a small fixed-width text table."""
+    cells = [[("NULL" if v is None else str(v)) for v in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(header)]
+    fmt = " | ".join(f"{{:<{w}}}" for w in widths)
+    out = [fmt.format(*header), "-+-".join("-" * w for w in widths)] + [fmt.format(*r) for r in cells]
+    return "\n".join(line.rstrip() for line in out) + f"\n({len(cells)} {'row' if len(cells) == 1 else 'rows'})"
+
+
+def _show_lab_error(shell, etype, value, tb, tb_offset=None) -> list[str]:
+    """A LabError in a cell: what happened and what to do, without a traceback wall."""
+    text = [f"{value.what}\nWhat to do: {value.next_step}"]
+    shell._showtraceback(etype, value, text)  # the error, as the notebook shows errors, minus the wall
+    return text
+
+
+def show_lab_errors_plainly() -> None:
+    """In IPython, LabErrors (the database is down, a reset refused) read as two lines."""
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if shell is not None:
+        shell.set_custom_exc((LabError,), _show_lab_error)
+
+
+def chapter(number: str, lab: Lab | None = None) -> Chapter:
+    """Start a chapter: reset ai-service/ and the database to its checkpoint (your work is backed up)."""
+    show_lab_errors_plainly()
+    current = Chapter(spec(number), lab or Lab())
+    current.reset()
+    return current
+
+
+__all__ = ["Chapter", "chapter"]

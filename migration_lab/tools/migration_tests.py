@@ -1,0 +1,112 @@
+"""pytest-alembic's built-in checks on the lab's own migrations, as a team's CI runs them.
+
+They run in a scratch database next to the lab's (they upgrade and downgrade
+freely), through a throw-away conftest that points pytest-alembic at
+ai-service/alembic.ini.
+"""
+
+import os
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from ..database.sql import quote
+from ..errors import LabError
+from ..lab import Lab
+
+BUILT_IN = ("test_single_head_revision", "test_upgrade", "test_model_definitions_match_ddl", "test_up_down_consistency")
+
+CONFTEST = """
+import pytest
+import sqlalchemy as sa
+from alembic.config import Config
+
+
+@pytest.fixture
+def alembic_config():
+    config = Config({ini!r})
+    config.attributes["configure_logger"] = False
+    return config
+
+
+@pytest.fixture
+def alembic_engine():
+    engine = sa.create_engine({url!r})
+    yield engine
+    engine.dispose()
+"""
+
+
+def run(lab: Lab, tests: tuple[str, ...] = BUILT_IN) -> tuple[bool, str]:
+    """(all passed, pytest's report) for the chosen built-in checks."""
+    admin_url = make_url(lab.backend.url())
+    scratch = f"lab_migration_tests_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"CREATE DATABASE {quote(scratch)}"))
+            # On a shared server, the scratch database is the learner's alone while it exists.
+            conn.execute(sa.text(f"REVOKE CONNECT, TEMPORARY ON DATABASE {quote(scratch)} FROM PUBLIC"))
+    except sa.exc.DBAPIError as error:
+        raise LabError(
+            f"Cannot create a scratch database for the migration tests: {error.orig}",
+            "Use the embedded database, or a server where you may CREATE DATABASE.",
+        ) from error
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            url = admin_url.set(database=scratch).render_as_string(hide_password=False)
+            (folder / "conftest.py").write_text(
+                CONFTEST.format(ini=str(lab.project.service_dir / "alembic.ini"), url=url)
+            )
+            (folder / "test_migrations.py").write_text(
+                f"from pytest_alembic.tests import {', '.join(tests)}  # noqa: F401\n"
+            )
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pytest",
+                    "-v",
+                    "--tb=no",
+                    "-rf",
+                    "--color=no",
+                    "-p",
+                    "no:cacheprovider",
+                    "-p",
+                    "pytest_alembic.plugin",
+                    "--rootdir",
+                    tmp,
+                    "--no-header",
+                    str(folder),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=300,
+                cwd=tmp,
+                # Only pytest-alembic: the other plugins installed (nbval's Jupyter stack) take seconds to load.
+                env={**os.environ, "COLUMNS": "400", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},
+            )
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {quote(scratch)} WITH (FORCE)"))
+        admin.dispose()
+    return done.returncode == 0, _report(done.stdout)
+
+
+def _report(stdout: str) -> str:
+    """One line per check (PASSED/FAILED), then why each failure failed."""
+    lines = []
+    for line in stdout.splitlines():
+        if "::" in line and (" PASSED" in line or " FAILED" in line):
+            name, verdict = line.split("::", 1)[1].split()[:2]
+            lines.append(f"{verdict:<7}{name}")
+        elif line.startswith("FAILED ") and " - " in line:
+            name = line.split("::", 1)[1].split(" - ", 1)[0]
+            lines.append(f"  {name}: {line.split(' - ', 1)[1]}")
+    return "\n".join(lines)

@@ -1,0 +1,120 @@
+"""The room view: who works on which chapter, and who is stuck on which error.
+
+One table, three ways to see it: `table()` for `workshop status` in a
+terminal (`--watch` redraws it), `html()` and `RoomView` for the instructor's
+notebook, a widget that refreshes itself. Stuck learners (an error, and no
+check gained for 10 minutes) come first.
+"""
+
+from __future__ import annotations
+
+import html as html_escape
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from .instructor import LearnerStatus, Workshop
+
+HEADERS = ("learner", "chapter", "checks passed", "last error", "min since progress", "sessions")
+
+
+def ordered(rows: Sequence[LearnerStatus]) -> list[LearnerStatus]:
+    """Stuck first (longest first), then by name."""
+    return sorted(rows, key=lambda r: (not r.stuck, -(r.minutes_since_progress or 0) if r.stuck else 0, r.name))
+
+
+def _cells(row: LearnerStatus) -> tuple[str, ...]:
+    return (
+        row.name,
+        row.chapter or "-",
+        f"{row.passed}/{row.total}" if row.chapter else "-",
+        row.last_error or "",
+        "-" if row.minutes_since_progress is None else str(row.minutes_since_progress),
+        str(row.sessions),
+    )
+
+
+def summary(rows: Sequence[LearnerStatus]) -> str:
+    stuck = sum(r.stuck for r in rows)
+    started = sum(r.chapter is not None for r in rows)
+    return f"{len(rows)} learners, {started} with a check recorded, {stuck} stuck (an error and 10+ minutes)."
+
+
+def table(rows: Sequence[LearnerStatus]) -> str:
+    """A plain-text table for a terminal; "STUCK" marks who to visit."""
+    if not rows:
+        return "No learners yet: `python -m migration_lab workshop add --learners N`."
+    lines = [HEADERS, *(_cells(r) for r in ordered(rows))]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(HEADERS))]
+    widths[3] = min(widths[3], 60)
+    stuck = {r.name for r in rows if r.stuck}
+    out = []
+    for line in lines:
+        cells = [cell[:60] if i == 3 else cell for i, cell in enumerate(line)]
+        text = "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(cells)).rstrip()
+        out.append(f"{'STUCK ' if line[0] in stuck else '      '}{text}")
+    return "\n".join([*out, summary(rows)])
+
+
+def html(rows: Sequence[LearnerStatus]) -> str:
+    """The same table as HTML; stuck rows highlighted."""
+    head = "".join(f"<th style='text-align:left;padding:2px 8px'>{h}</th>" for h in HEADERS)
+    body = []
+    for row in ordered(rows):
+        style = " style='background:#fdd'" if row.stuck else ""
+        cells = "".join(f"<td style='padding:2px 8px'>{html_escape.escape(c)}</td>" for c in _cells(row))
+        body.append(f"<tr{style}>{cells}</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table><p>{html_escape.escape(summary(rows))}</p>"
+
+
+def watch(workshop: Workshop, every: float, show: Callable[[str], None] = print) -> None:
+    """`workshop status --watch`: redraw the table every `every` seconds until Ctrl-C."""
+    try:
+        while True:
+            text = table(workshop.status())
+            show(f"\x1b[2J\x1b[H{time.strftime('%H:%M:%S')}  every {every:g} s, Ctrl-C to stop\n\n{text}")
+            time.sleep(every)
+    except KeyboardInterrupt:
+        show("")
+
+
+class RoomView:
+    """A widget with the room's table, refreshed every `every` seconds in a background thread.
+
+    `refresh()` redraws it at once (the button does too); `stop()` ends the
+    refreshing (closing the notebook does as well: the thread is a daemon).
+    """
+
+    def __init__(self, workshop: Workshop, every: float = 15.0) -> None:
+        import ipywidgets as w
+
+        self.workshop = workshop
+        self.every = every
+        self.table = w.HTML()
+        self.updated = w.Label()
+        self.button = w.Button(description="Refresh now", layout=w.Layout(width="auto"))
+        self.button.on_click(lambda _: self.refresh())
+        self.widget = w.VBox([w.HBox([self.button, self.updated]), self.table])
+        self._stop = threading.Event()
+        self.refresh()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="migration-lab-room-view")
+        self._thread.start()
+
+    def refresh(self) -> None:
+        try:
+            self.table.value = html(self.workshop.status())
+            self.updated.value = f"updated {time.strftime('%H:%M:%S')}, every {self.every:g} s"
+        except Exception as error:  # noqa: BLE001 - the view keeps trying; it says why it could not update
+            self.updated.value = f"could not update: {str(error).splitlines()[0]}"
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every):
+            self.refresh()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)

@@ -1,0 +1,1 @@
+"""The learner's work: their files (edits, revisions), chapter checkpoints and the reset, backups, progress."""

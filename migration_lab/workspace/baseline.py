@@ -1,0 +1,21 @@
+"""The pristine files: ai-service/ as a fresh checkout has it, and the revision files chapters add.
+
+They live in the package (`migration_lab/checkpoints/`), so a reset never
+depends on what the learner did to their checkout.
+"""
+
+from pathlib import Path
+
+CHECKPOINTS_DIR = Path(__file__).parent.parent / "checkpoints"
+BASELINE = CHECKPOINTS_DIR / "baseline"
+REVISIONS = CHECKPOINTS_DIR / "revisions"
+
+
+def pristine_files() -> dict[Path, bytes]:
+    """ai-service's files as a fresh checkout has them ({path under ai-service/: content})."""
+    files = {
+        Path("main.py"): (BASELINE / "main.py").read_bytes(),
+        Path("migrations/env.py"): (BASELINE / "env.py").read_bytes(),
+    }
+    files.update({Path("migrations/versions") / p.name: p.read_bytes() for p in BASELINE.glob("versions/*.py")})
+    return files

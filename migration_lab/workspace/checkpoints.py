@@ -1,0 +1,143 @@
+"""Chapter checkpoints and the reset: where a chapter starts, and going back there.
+
+A checkpoint is the state a chapter starts from: ai-service's files (the
+pristine baseline in `checkpoints/baseline/`, plus model edits and revision
+files of earlier chapters) and the database (emptied, upgraded to a target,
+seeded with rows). `reset` restores both, in well under a second, so every
+chapter runs in any order, and again.
+"""
+
+import hashlib
+import shutil
+import time
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+
+from ..errors import LabError
+from ..lab import Lab
+from ..project import Project
+from . import templates
+from .backups import Backup, Backups
+from .baseline import BASELINE, REVISIONS, pristine_files
+from .edits import ModelEdit, add_column
+
+SEED_PROFILES = """
+INSERT INTO user_profiles (name, email) VALUES
+    ('Ada Lovelace', 'ada@example.org'),
+    ('Grace Hopper', 'grace@example.org'),
+    ('Alan Turing', 'alan@example.org');
+INSERT INTO user_settings (user_id, theme) SELECT id, 'dark' FROM user_profiles;
+INSERT INTO job_entries (user_id, prompt) SELECT id, 'summarise my inbox' FROM user_profiles;
+"""
+SEED_EMAILS = ("ada@example.org", "grace@example.org", "alan@example.org")
+SEED_PHONES = """
+UPDATE user_profiles SET phone_number = '+44 20 7946 0001' WHERE name = 'Ada Lovelace';
+UPDATE user_profiles SET phone_number = '+1 202 555 0102' WHERE name = 'Grace Hopper';
+"""
+PHONE_NUMBER = add_column("UserProfile", "phone_number = Column(String, nullable=True)")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where a chapter starts: files, database revision and rows."""
+
+    edits: tuple[ModelEdit, ...] = ()
+    revisions: tuple[str, ...] = ()  # file names in checkpoints/revisions/
+    target: str = "head"
+    seed: tuple[str, ...] = field(default=(SEED_PROFILES,))
+
+    def fingerprint(self) -> str:
+        """12 hex digits that change whenever what the checkpoint puts in the database changes."""
+        digest = hashlib.sha256()
+        main = (BASELINE / "main.py").read_text()
+        for edit in self.edits:
+            main = edit(main)
+        digest.update(main.encode())
+        files = sorted(BASELINE.glob("versions/*.py")) + [REVISIONS / name for name in sorted(self.revisions)]
+        for path in files:
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+        digest.update(self.target.encode())
+        for sql in self.seed:
+            digest.update(sql.encode())
+        return digest.hexdigest()[:12]
+
+
+BASELINE_CHECKPOINT = Checkpoint()
+WITH_PHONE_NUMBER = Checkpoint(
+    edits=(PHONE_NUMBER,),
+    revisions=("a1c4e7f20b13_add_phone_number_to_profile.py",),
+    seed=(SEED_PROFILES, SEED_PHONES),
+)
+
+
+@dataclass(frozen=True)
+class ResetReport:
+    revision: tuple[str, ...]
+    tables: int
+    rows: int
+    seconds: float
+    backup: Backup | None = None
+
+    def __str__(self) -> str:
+        at = ", ".join(self.revision) or "base (empty)"
+        text = (
+            f"ai-service/ files and the database are reset: database at {at}, {self.tables} tables, {self.rows} rows."
+        )
+        return f"{text}\n{self.backup}" if self.backup else text
+
+
+def restore_files(project: Project, checkpoint: Checkpoint) -> None:
+    """ai-service's models, env.py and versions/ exactly as the checkpoint has them."""
+    main = BASELINE.joinpath("main.py").read_text()
+    for edit in checkpoint.edits:
+        main = edit(main)
+    project.service_dir.joinpath("main.py").write_text(main)
+    shutil.copy(BASELINE / "env.py", project.service_dir / "migrations" / "env.py")
+    wanted = {p.name: p for p in BASELINE.joinpath("versions").glob("*.py")}
+    wanted.update({name: REVISIONS / name for name in checkpoint.revisions})
+    project.versions_dir.mkdir(parents=True, exist_ok=True)
+    for path in project.versions_dir.glob("*.py"):
+        if path.name not in wanted:
+            path.unlink()
+    shutil.rmtree(project.versions_dir / "__pycache__", ignore_errors=True)
+    for name, source in wanted.items():
+        shutil.copy(source, project.versions_dir / name)
+
+
+def reset(lab: Lab, checkpoint: Checkpoint) -> ResetReport:
+    """Restore files and database to the checkpoint, after backing up the learner's work.
+
+    The database is reached (and the migration lock taken) before any file is
+    touched: with the database down, nothing changes and a LabError says what to do.
+    A workshop learner's database is cloned again from the checkpoint's template
+    when the server has it (tens of ms, see `templates`); otherwise it is wiped,
+    upgraded and seeded.
+    """
+    started = time.perf_counter()
+    backups = Backups(lab.project, lab.db.url)
+    with lab.runner.exclusive() as conn:
+        backup = backups.save(pristine_files())
+        restore_files(lab.project, checkpoint)
+        template = templates.reclone_source(conn, checkpoint.fingerprint()) if lab.backend.name == "url" else None
+        if template is not None:
+            # Ends `conn`, and with it the lock, once the old database is gone.
+            templates.reclone(lab.db, conn, template)
+        else:
+            lab.db.wipe(conn)
+            result = lab.runner.run(["upgrade", checkpoint.target], conn=conn)
+            if not result.ok:
+                raise LabError(
+                    f"Reset could not upgrade the database: {result.error}",
+                    "Run `python -m migration_lab nuke`, then reset again.",
+                )
+            with conn.begin():
+                for sql in checkpoint.seed:
+                    conn.execute(sa.text(sql))
+            conn.commit()
+    with lab.db.connect() as conn:
+        heads = lab.db.heads(conn)
+        tables = [t for t in sa.inspect(conn).get_table_names() if t != "alembic_version"]
+        rows = sum(conn.scalar(sa.select(sa.func.count()).select_from(sa.table(t))) or 0 for t in tables)
+    backups.remember_reset()
+    return ResetReport(heads, len(tables), rows, time.perf_counter() - started, backup)

@@ -1,0 +1,139 @@
+"""Editing the learner's files as a learner would: main.py's models, a revision's functions, any text.
+
+An edit is a function from the file's text to its new text; `apply_edit`
+writes it and returns the diff the notebook shows.
+"""
+
+import ast
+import difflib
+import importlib.util
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+from ..errors import LabError
+from ..project import Project
+
+ModelEdit = Callable[[str], str]
+
+
+def _parse(source: str, path: str = "ai-service/main.py") -> ast.Module:
+    try:
+        return ast.parse(source)
+    except SyntaxError as error:
+        raise LabError(
+            f"{path} has a syntax error on line {error.lineno}: {error.msg}",
+            "Fix that line in the editor (or reset the chapter), then run the cell again.",
+        ) from error
+
+
+def _model_class(tree: ast.Module, model: str) -> ast.ClassDef:
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == model:
+            return node
+    names = [n.name for n in tree.body if isinstance(n, ast.ClassDef)]
+    raise LabError(f"main.py has no model class {model!r}.", f"The models are: {', '.join(names)}.")
+
+
+def _attribute(cls: ast.ClassDef, name: str) -> ast.Assign | None:
+    for node in cls.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            return node
+    return None
+
+
+def model_attributes(source: str, model: str) -> list[str]:
+    """The attribute names a model class assigns (its columns), in order."""
+    cls = _model_class(_parse(source), model)
+    return [t.id for n in cls.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)]
+
+
+def add_column(model: str, line: str) -> ModelEdit:
+    """An edit that appends `line` (e.g. "phone_number = Column(String, nullable=True)") to a model."""
+
+    def edit(source: str) -> str:
+        cls = _model_class(_parse(source), model)
+        lines = source.splitlines(keepends=True)
+        indent = " " * cls.body[-1].col_offset
+        end = cls.body[-1].end_lineno
+        return "".join(lines[:end] + [f"{indent}{line.strip()}\n"] + lines[end:])
+
+    return edit
+
+
+def rename_column(model: str, old: str, new: str) -> ModelEdit:
+    """An edit that renames a model attribute (what autogenerate will see as drop + add)."""
+
+    def edit(source: str) -> str:
+        node = _attribute(_model_class(_parse(source), model), old)
+        if node is None:
+            raise LabError(
+                f"{model} has no attribute {old!r}.", f"Its attributes: {', '.join(model_attributes(source, model))}."
+            )
+        lines = source.splitlines(keepends=True)
+        target = lines[node.lineno - 1]
+        lines[node.lineno - 1] = target[: node.col_offset] + target[node.col_offset :].replace(old, new, 1)
+        return "".join(lines)
+
+    return edit
+
+
+def replace_function_body(function: str, body: str) -> ModelEdit:
+    """An edit that replaces the body of `def <function>():` (a revision's upgrade or downgrade).
+
+    The docstring, if any, stays; the body is re-indented to fit.
+    """
+
+    def edit(source: str) -> str:
+        tree = _parse(source, "the revision file")
+        node = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == function), None)
+        if node is None:
+            raise LabError(
+                f"The revision file has no function {function}().", "Reset the chapter and generate it again."
+            )
+        first = node.body[0]
+        keep_docstring = isinstance(first, ast.Expr) and isinstance(getattr(first, "value", None), ast.Constant)
+        start = (first.end_lineno or first.lineno) if keep_docstring else first.lineno - 1
+        indent = " " * first.col_offset
+        lines = source.splitlines(keepends=True)
+        end = node.body[-1].end_lineno or len(lines)
+        while end < len(lines) and lines[end].startswith(indent + "#"):
+            end += 1  # comments after the last statement (autogenerate's "end" marker) go too
+        new_body = [f"{indent}{line}\n" if line.strip() else "\n" for line in body.strip().splitlines()]
+        return "".join(lines[:start] + new_body + lines[end:])
+
+    return edit
+
+
+def replace_text(old: str, new: str) -> ModelEdit:
+    """An edit that replaces one exact piece of text."""
+
+    def edit(source: str) -> str:
+        if old not in source:
+            raise LabError(f"The text {old!r} is not in the file.", "Reset the chapter, or edit the file by hand.")
+        return source.replace(old, new, 1)
+
+    return edit
+
+
+def apply_edit(path: Path, edit: ModelEdit, root: Path) -> str:
+    """Apply an edit to a file; return the unified diff (empty if nothing changed)."""
+    before = path.read_text()
+    after = edit(before)
+    path.write_text(after)
+    name = str(path.relative_to(root))
+    return "".join(
+        difflib.unified_diff(
+            before.splitlines(keepends=True), after.splitlines(keepends=True), f"a/{name}", f"b/{name}"
+        )
+    )
+
+
+def load_models(project: Project) -> ModuleType:
+    """ai-service/main.py imported afresh, under a name of its own (sys.modules is left alone)."""
+    spec = importlib.util.spec_from_file_location("_migration_lab_models", project.service_dir / "main.py")
+    if spec is None or spec.loader is None:
+        raise LabError("ai-service/main.py is missing.", "Reset the chapter to bring it back.")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

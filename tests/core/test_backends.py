@@ -1,0 +1,175 @@
+"""Which database the lab uses, how it is reached, and how alembic runs on each route."""
+
+import os
+import stat
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+import sqlalchemy as sa
+
+from helpers import add_phone_number
+from migration_lab import ComposeBackend, EmbeddedBackend, Lab, LabError, Project, UrlBackend, choose_backend
+
+FAKE_DOCKER = """#!{python}
+# Stands in for the docker CLI (no Docker engine on the test machines): answers
+# `compose version` and `compose ps`, and runs `compose exec -T ai-api alembic ...`
+# with the real alembic in ai-service/, logging each call to {log}.
+import os, subprocess, sys
+args = sys.argv[1:]
+if os.path.basename(sys.argv[0]) == "docker":
+    if args[:1] != ["compose"]:
+        sys.exit(1)
+    args = args[1:]
+with open({log!r}, "a") as log:
+    log.write(" ".join(args) + "\\n")
+if args[:1] == ["version"]:
+    print("Docker Compose version v2.40.0")
+elif args[:1] == ["ps"]:
+    print("db\\nai-api")
+elif args[:4] == ["exec", "-T", "ai-api", "alembic"]:
+    alembic = os.path.join(os.path.dirname({python!r}), "alembic")
+    sys.exit(subprocess.run([alembic, *args[4:]], cwd="ai-service").returncode)
+elif args[:1] in (["up"], ["down"], ["stop"]):
+    if os.environ.get("FAKE_DOCKER_ENGINE") == "down":
+        print("Cannot connect to the Docker daemon at unix:///var/run/docker.sock.", file=sys.stderr)
+        sys.exit(1)
+"""
+
+
+def install_fake(bin_dir: Path, name: str, log: Path) -> None:
+    bin_dir.mkdir(exist_ok=True)
+    path = bin_dir / name
+    path.write_text(FAKE_DOCKER.format(python=sys.executable, log=str(log)))
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+
+
+@pytest.fixture
+def no_docker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A PATH with neither docker nor docker-compose on it; returns that folder."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", str(bin_dir))
+    return bin_dir
+
+
+def test_url_wins_over_everything_unforced(project: Project) -> None:
+    backend = choose_backend(project, env={"LAB_DATABASE_URL": "postgresql+psycopg2://u:p@db.example/lab"})
+    assert isinstance(backend, UrlBackend)
+    assert backend.where() == "the server at postgresql+psycopg2://u:***@db.example/lab (LAB_DATABASE_URL)"
+
+
+def test_forced_backend_wins_over_url(project: Project) -> None:
+    backend = choose_backend(project, force="embedded", env={"LAB_DATABASE_URL": "postgresql://u@h/db"})
+    assert isinstance(backend, EmbeddedBackend)
+    assert backend.pgdata == project.root / ".lab" / "pgdata"
+    assert isinstance(choose_backend(project, env={"LAB_BACKEND": "compose"}), ComposeBackend)
+
+
+def test_unknown_or_incomplete_choice_is_a_clear_error(project: Project) -> None:
+    with pytest.raises(LabError, match="Unknown backend 'sqlite'") as error:
+        choose_backend(project, force="sqlite", env={})
+    assert "embedded, compose, url" in error.value.next_step
+    with pytest.raises(LabError, match="needs LAB_DATABASE_URL"):
+        choose_backend(project, force="url", env={})
+
+
+def test_embedded_without_docker(project: Project, no_docker: Path) -> None:
+    assert isinstance(choose_backend(project, env={}), EmbeddedBackend)
+    with pytest.raises(LabError, match="Neither `docker compose` nor `docker-compose`"):
+        ComposeBackend(project.root).command()
+
+
+def test_running_compose_stack_is_chosen(project: Project, no_docker: Path, tmp_path: Path) -> None:
+    install_fake(no_docker, "docker", tmp_path / "docker.log")
+    backend = choose_backend(project, env={})
+    assert isinstance(backend, ComposeBackend)
+    assert backend.command() == ["docker", "compose"]
+
+
+def test_compose_falls_back_to_docker_compose_v1(project: Project, no_docker: Path, tmp_path: Path) -> None:
+    install_fake(no_docker, "docker-compose", tmp_path / "docker.log")
+    assert ComposeBackend(project.root).command() == ["docker-compose"]
+
+
+def test_compose_url_comes_from_env_file(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [n for n in os.environ if n.startswith("POSTGRES_")]:
+        monkeypatch.delenv(name)
+    backend = ComposeBackend(project.root)
+    assert backend.url() == "postgresql+psycopg2://lab:change-me@127.0.0.1:5432/ai_service"
+    (project.root / ".env").write_text(
+        "POSTGRES_USER=me\nPOSTGRES_PASSWORD=p@ss:word\nPOSTGRES_DB=x\nPOSTGRES_PORT=6543\n"
+    )
+    assert backend.url() == "postgresql+psycopg2://me:p%40ss%3Aword@127.0.0.1:6543/x"
+
+
+def test_compose_route_runs_alembic_in_process_against_the_composed_database(
+    project: Project, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the compose route alembic runs here, on the host's files (the container's bind mount),
+    against the composed PostgreSQL: same output, rehearsals and speed as embedded; the
+    learner still sees the guide's `docker-compose exec ai-api alembic ...` form."""
+    monkeypatch.setattr(ComposeBackend, "url", lambda self: database_url)
+    runner = Lab(project, ComposeBackend(project.root)).runner
+    add_phone_number(project)
+    assert runner.run("upgrade head").ok
+    generated = runner.run(["revision", "--autogenerate", "-m", 'Add phone number to profile "now"'])
+    assert generated.ok, generated.error
+    assert generated.workflow_command == (
+        "docker-compose exec ai-api alembic revision --autogenerate -m 'Add phone number to profile \"now\"'"
+    )
+    [script] = generated.new_files
+    assert script.parent == project.versions_dir and "op.add_column" in script.read_text()
+    failed = runner.run("downgrade nonsense")
+    assert not failed.ok and "nonsense" in failed.error
+    assert failed.before == failed.after  # read back from the database, never invented
+
+
+def _postgres_processes(pgdata: Path) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        if proc.info["name"] == "postgres" and str(pgdata) in (proc.info["cmdline"] or []):
+            found.append(proc)
+    return found
+
+
+def test_embedded_lifecycle_keeps_data_until_nuked(tmp_path: Path) -> None:
+    backend = EmbeddedBackend(tmp_path / ".lab")
+    messages: list[str] = []
+    try:
+        backend.start(messages.append)
+        assert "Creating a new PostgreSQL cluster in" in messages[0]
+        assert backend.is_running()
+        assert "host=" in backend.url() and "@/ai_service?" in backend.url()  # Unix socket, no TCP
+        engine = sa.create_engine(backend.url(), poolclass=sa.pool.NullPool)
+        with engine.begin() as conn:
+            conn.execute(sa.text("CREATE TABLE kept (id int)"))
+        backend.stop()
+        assert not backend.is_running() and _postgres_processes(backend.pgdata) == []
+        backend.start()  # data survives a stop
+        assert sa.inspect(engine).has_table("kept")
+        backend.nuke()
+        assert backend.is_running() and not sa.inspect(engine).has_table("kept")
+        engine.dispose()
+    finally:
+        backend.stop()
+    assert _postgres_processes(backend.pgdata) == []
+
+
+def test_compose_nuke_is_the_workflow_guides_volume_reset(
+    project: Project, no_docker: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "docker.log"
+    install_fake(no_docker, "docker", log)
+    backend = ComposeBackend(project.root)
+    said: list[str] = []
+    backend.nuke(said.append)
+    assert log.read_text().splitlines()[-2:] == ["down -v", "up -d --build --wait"]
+    assert said == ["$ docker compose down -v\n", "$ docker compose up -d --build --wait\n"]
+    backend.stop()
+    assert log.read_text().splitlines()[-1] == "stop"
+    monkeypatch.setenv("FAKE_DOCKER_ENGINE", "down")
+    with pytest.raises(LabError, match="Cannot connect to the Docker daemon") as error:
+        backend.nuke()
+    assert "docker info" in error.value.next_step and "--backend embedded" in error.value.next_step

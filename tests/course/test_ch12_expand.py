@@ -1,0 +1,245 @@
+"""Chapter 12, expand and contract: two app versions against one real database, step by step.
+
+The steps are the chapter's own (the notebook writes the same revisions): a
+one-step rename breaks the old version; expand + dual-write, a batched
+backfill and a later contract keep every running version at 0 failed requests.
+"""
+
+import pytest
+import sqlalchemy as sa
+
+from migration_lab import Lab
+from migration_lab.course.ch12_app_versions import burst
+from migration_lab.course.ch12_expand import replay
+from migration_lab.course.registry import spec
+from migration_lab.front.notebook import Chapter
+
+SYNC_FUNCTION = '''op.execute("""
+CREATE OR REPLACE FUNCTION user_profiles_sync_full_name() RETURNS trigger AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        NEW.full_name := coalesce(NEW.full_name, NEW.name);
+        NEW.name := coalesce(NEW.name, NEW.full_name);
+    ELSIF NEW.name IS DISTINCT FROM OLD.name THEN
+        NEW.full_name := NEW.name;
+    ELSIF NEW.full_name IS DISTINCT FROM OLD.full_name THEN
+        NEW.name := NEW.full_name;
+    END IF;
+    RETURN NEW;
+END $$ LANGUAGE plpgsql""")
+op.execute("CREATE TRIGGER sync_full_name BEFORE INSERT OR UPDATE ON user_profiles "
+           "FOR EACH ROW EXECUTE FUNCTION user_profiles_sync_full_name()")'''
+DROP_SYNC = """op.execute("DROP TRIGGER sync_full_name ON user_profiles")
+op.execute("DROP FUNCTION user_profiles_sync_full_name()")"""
+EXPAND_UP = "op.add_column('user_profiles', sa.Column('full_name', sa.String(length=100), nullable=True))\n" + (
+    SYNC_FUNCTION
+)
+EXPAND_DOWN = DROP_SYNC + "\nop.drop_column('user_profiles', 'full_name')"
+BACKFILL_UP = """bind = op.get_bind()
+with op.get_context().autocommit_block():
+    while bind.execute(sa.text(
+        "UPDATE user_profiles SET full_name = name WHERE id IN "
+        "(SELECT id FROM user_profiles WHERE full_name IS NULL LIMIT 1000)"
+    )).rowcount:
+        pass"""
+CONTRACT_UP = (
+    DROP_SYNC
+    + """
+op.alter_column('user_profiles', 'full_name', existing_type=sa.String(length=100), nullable=False)
+op.drop_column('user_profiles', 'name')"""
+)
+CONTRACT_DOWN = (
+    """op.add_column('user_profiles', sa.Column('name', sa.String(length=100), nullable=True))
+op.execute("UPDATE user_profiles SET name = full_name")
+op.alter_column('user_profiles', 'name', nullable=False)
+op.alter_column('user_profiles', 'full_name', existing_type=sa.String(length=100), nullable=True)
+"""
+    + SYNC_FUNCTION
+)
+NAME_LINE = "    name = Column(String(100), nullable=False)\n"
+FULL_NAME = "full_name = Column(String(100), nullable=True)"
+
+
+def start(lab: Lab) -> Chapter:
+    chapter = Chapter(spec("12"), lab)
+    chapter.reset()
+    return chapter
+
+
+def expand(chapter: Chapter) -> None:
+    chapter.add_column("UserProfile", FULL_NAME)
+    chapter.alembic('revision --autogenerate -m "expand full_name"')
+    chapter.rewrite_revision(upgrade=EXPAND_UP, downgrade=EXPAND_DOWN)
+    chapter.alembic("upgrade head")
+
+
+def backfill(chapter: Chapter) -> None:
+    chapter.alembic('revision -m "backfill full_name"')
+    chapter.rewrite_revision(upgrade=BACKFILL_UP, downgrade="pass")
+    chapter.alembic("upgrade head")
+
+
+def contract(chapter: Chapter) -> None:
+    chapter.edit_model(NAME_LINE, "")
+    chapter.edit_model(FULL_NAME, "full_name = Column(String(100), nullable=False)")
+    chapter.alembic('revision --autogenerate -m "contract full_name"')
+    chapter.rewrite_revision(upgrade=CONTRACT_UP, downgrade=CONTRACT_DOWN)
+    chapter.alembic("upgrade head", confirm=True)
+
+
+def test_a_one_step_rename_breaks_the_old_version(lab: Lab, capsys) -> None:
+    chapter = start(lab)
+    assert burst(lab.db.url, ["old"]).ok
+    chapter.alembic('revision -m "rename in one step"')
+    chapter.rewrite_revision(
+        upgrade="op.alter_column('user_profiles', 'name', new_column_name='full_name')",
+        downgrade="op.alter_column('user_profiles', 'full_name', new_column_name='name')",
+    )
+    chapter.alembic("upgrade head")
+    seen = burst(lab.db.url, ["old", "new"])
+    assert seen.of("old").failed > 0 and seen.of("new").failed == 0
+    assert 'column "name"' in seen.of("old").failures[0]
+    assert str(seen.of("old")).startswith("old version (name): ")
+    capsys.readouterr()
+
+
+def test_each_step_keeps_the_running_versions_at_zero_failed(lab: Lab, capsys) -> None:
+    chapter = start(lab)
+    expand(chapter)
+    assert "FAILED" not in capsys.readouterr().out
+    assert burst(lab.db.url, ["old"]).ok  # expand: the old version runs on
+    early = burst(lab.db.url, ["old", "new"])  # the new version before the backfill: old rows have no full_name
+    assert early.of("old").failed == 0 and "have no full_name" in early.of("new").failures[0]
+    backfill(chapter)
+    both = burst(lab.db.url, ["old", "new"])  # the rolling deploy: both versions at once, writes seen by both
+    assert both.ok, str(both)
+    assert burst(lab.db.url, ["new", "old"]).ok
+    contract(chapter)
+    assert "FAILED" not in capsys.readouterr().out
+    assert burst(lab.db.url, ["new"]).ok  # after contract only the new version runs
+    assert burst(lab.db.url, ["old"]).of("old").failed > 0  # which is why contract waits for the old one to go
+    assert lab.runner.run("check").ok
+
+
+def test_without_the_trigger_the_new_version_misses_the_old_versions_writes(lab: Lab, capsys) -> None:
+    chapter = start(lab)
+    chapter.add_column("UserProfile", FULL_NAME)
+    chapter.alembic('revision --autogenerate -m "expand without dual-write"')
+    chapter.alembic("upgrade head")
+    backfill(chapter)
+    seen = burst(lab.db.url, ["old", "new"])
+    new = seen.of("new").failures
+    assert "violates not-null constraint" in new[0]  # the new version signs up without name: NOT NULL
+    assert "1 profile(s) have no full_name" in new[1]  # and the old version's sign-up has no full_name
+    capsys.readouterr()
+
+
+def test_the_backfill_is_idempotent_and_skips_filled_rows(lab: Lab, capsys) -> None:
+    """Run again (a deploy retried after a crash), the backfill changes no row: not even to the same value."""
+    chapter = start(lab)
+    expand(chapter)
+    backfill(chapter)
+    with lab.db.engine.begin() as conn:  # the new version writes after the backfill: not to be overwritten
+        conn.execute(sa.text("UPDATE user_profiles SET full_name = 'Augusta Ada King' WHERE email = 'ada@example.org'"))
+    before = _row_versions(lab)
+    expand_revision = lab.runner.script().get_revision("head").down_revision
+    assert lab.runner.run(["stamp", str(expand_revision)]).ok  # as if the backfill had not run yet
+    result = lab.runner.run("upgrade head")  # the backfill again, over filled rows
+    assert result.ok and "backfill full_name" in result.output, str(result)
+    assert _row_versions(lab) == before  # PostgreSQL gives every row an UPDATE touches a new xmin
+    assert all(name == full for name, full in _names(lab).values())
+    assert _names(lab)["ada@example.org"] == ("Augusta Ada King", "Augusta Ada King")
+    capsys.readouterr()
+
+
+def test_every_revision_goes_down_to_base_and_up_again(lab: Lab, capsys) -> None:
+    chapter = start(lab)
+    expand(chapter)
+    backfill(chapter)
+    contract(chapter)
+    with lab.db.engine.connect() as conn:
+        names = sorted(conn.scalars(sa.text("SELECT full_name FROM user_profiles")))
+    assert lab.runner.run("downgrade base").ok
+    assert lab.runner.run("upgrade head").ok
+    assert lab.runner.run("check").ok
+    with lab.db.engine.connect() as conn:
+        assert conn.scalar(sa.text("SELECT count(*) FROM user_profiles")) == 0
+    chapter.reset()  # with rows: down to before the expand (the names back in name), and up again
+    expand(chapter)
+    backfill(chapter)
+    contract(chapter)
+    assert lab.runner.run("downgrade a1c4e7f20b13").ok
+    with lab.db.engine.connect() as conn:
+        assert sorted(conn.scalars(sa.text("SELECT name FROM user_profiles"))) == names
+    assert lab.runner.run("upgrade head").ok and lab.runner.run("check").ok
+    assert burst(lab.db.url, ["new"]).ok
+    capsys.readouterr()
+
+
+def test_the_replay_names_the_revision_that_breaks_the_old_version(lab: Lab, capsys) -> None:
+    chapter = Chapter(spec("12"), lab)
+    chapter.reset()
+    chapter.start_exercise()
+    chapter.alembic('revision -m "rename phone in one step"')
+    chapter.rewrite_revision(
+        upgrade="op.alter_column('user_profiles', 'phone_number', new_column_name='phone')",
+        downgrade="op.alter_column('user_profiles', 'phone', new_column_name='phone_number')",
+    )
+    chapter.alembic("upgrade head")
+    replayed = replay(lab, "a1c4e7f20b13")
+    assert not replayed.problem and replayed.failed_at == chapter.generated and replayed.seen is not None
+    assert "phone_number does not exist" in replayed.seen.of("old-phone").failures[0]
+    check = next(c for c in chapter.report().checks if not c.passed and "never fails" in c.name)
+    assert "A rename in one step" in check.hint
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("missing", ["trigger", "backfill"])
+def test_the_exercise_says_what_is_missing(lab: Lab, missing: str, capsys) -> None:
+    chapter = Chapter(spec("12"), lab)
+    chapter.reset()
+    chapter.start_exercise()
+    chapter.add_column("UserProfile", "phone = Column(String, nullable=True)")
+    chapter.alembic('revision --autogenerate -m "expand phone"')
+    if missing == "backfill":
+        chapter.rewrite_revision(
+            upgrade="op.add_column('user_profiles', sa.Column('phone', sa.String(), nullable=True))\n"
+            + SYNC_FUNCTION.replace("full_name", "phone")
+            .replace("NEW.name", "NEW.phone_number")
+            .replace("OLD.name", "OLD.phone_number"),
+            downgrade=DROP_SYNC.replace("full_name", "phone") + "\nop.drop_column('user_profiles', 'phone')",
+        )
+    else:
+        chapter.alembic('revision -m "backfill phone"')
+        chapter.rewrite_revision(upgrade='op.execute("UPDATE user_profiles SET phone = phone_number")')
+    chapter.alembic("upgrade head")
+    check = chapter.report().first_failing
+    assert check is not None, "the exercise passed without its " + missing
+    assert check.name.startswith("the ")
+    assert ("backfill" if missing == "backfill" else "only the database can keep") in check.hint
+    capsys.readouterr()
+
+
+def _row_versions(lab: Lab) -> dict[str, str]:
+    """{email: xmin}: the transaction that wrote each row's current version."""
+    with lab.db.engine.connect() as conn:
+        return dict(conn.execute(sa.text("SELECT email, xmin::text FROM user_profiles")).all())
+
+
+def _names(lab: Lab) -> dict[str, tuple[str, str]]:
+    with lab.db.engine.connect() as conn:
+        return {e: (n, f) for e, n, f in conn.execute(sa.text("SELECT email, name, full_name FROM user_profiles"))}
+
+
+def test_the_exercise_passes_on_top_of_the_chapters_own_steps(lab: Lab, capsys) -> None:
+    """A learner who did the steps and then the exercise (no reset between): the replay starts at their contract."""
+    chapter = start(lab)
+    expand(chapter)
+    backfill(chapter)
+    contract(chapter)
+    chapter.start_exercise()
+    before = chapter.report().first_failing
+    assert before is not None and before.name == "UserProfile.phone is in main.py"
+    exec(chapter.solution_file.read_text(), {"ch": chapter})  # the solution's steps, without its reset
+    assert chapter.report().passed, str(chapter.report())
+    capsys.readouterr()

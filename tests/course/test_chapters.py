@@ -1,0 +1,93 @@
+"""Each chapter's reset and exercise check: a hint without the solution, a pass with it."""
+
+import pytest
+import sqlalchemy as sa
+
+from migration_lab import Lab
+from migration_lab.course.registry import CHAPTERS, reset, spec
+from migration_lab.front.notebook import Chapter
+
+
+@pytest.mark.parametrize("number", list(CHAPTERS))
+def test_exercise_hints_without_solution_and_passes_with_it(number: str, lab: Lab, capsys) -> None:
+    chapter = Chapter(spec(number), lab)
+    chapter.reset()
+    chapter.start_exercise()
+    before = chapter.spec.exercise(lab, None)
+    failing = [c for c in before if not c.passed]
+    assert failing, "the exercise is already solved at the chapter's start"
+    assert all(len(c.hint) > 20 for c in failing)
+    namespace = {}
+    chapter.solution(namespace)
+    after = chapter.spec.exercise(lab, namespace.get("answer"))
+    assert all(c.passed for c in after), [str(c) for c in after if not c.passed]
+    capsys.readouterr()
+
+
+def test_wrong_moves_get_their_own_hints(lab: Lab, capsys) -> None:
+    chapter = Chapter(spec("03"), lab)
+    chapter.reset()
+    chapter.start_exercise()
+    lab.runner.run("downgrade -1")  # the empty downgrade ran: alembic_version moved, the column stayed
+    at_head = next(c for c in chapter.spec.exercise(lab, None) if c.name == "the database is at head")
+    assert "still has language" in at_head.hint and "stamp head" in at_head.hints[1]
+    capsys.readouterr()
+
+
+def test_reset_restores_files_and_database(lab: Lab, engine: sa.Engine) -> None:
+    main = lab.project.service_dir / "main.py"
+    pristine = main.read_text()
+    report = reset("02", lab)
+    assert report.revision == ("a1c4e7f20b13",) and report.tables == 3 and report.rows == 9
+    main.write_text("garbage(")
+    (lab.project.versions_dir / "zzz_stray.py").write_text("revision = 'zzz'\n")
+    lab.runner.run("downgrade base")
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE made_by_hand (id int)"))
+    report = reset("01", lab)
+    assert main.read_text() == pristine
+    assert sorted(p.name for p in lab.project.versions_dir.glob("*.py")) == [
+        "3f1c2a9d4b10_create_user_profiles_and_settings.py",
+        "8b7e5d2c6a41_add_job_entries.py",
+    ]
+    assert set(sa.inspect(engine).get_table_names()) == {
+        "alembic_version",
+        "user_profiles",
+        "user_settings",
+        "job_entries",
+    }
+    assert report.revision == ("8b7e5d2c6a41",)
+
+
+def test_baseline_checkpoint_matches_the_committed_ai_service() -> None:
+    """The kit's pristine copy and ai-service/ as staged (the index, what the next commit holds) never drift apart."""
+    import subprocess
+
+    from helpers import REPO
+    from migration_lab.workspace.baseline import BASELINE
+
+    pairs = [("main.py", "ai-service/main.py"), ("env.py", "ai-service/migrations/env.py")]
+    pairs += [
+        (f"versions/{p.name}", f"ai-service/migrations/versions/{p.name}") for p in BASELINE.glob("versions/*.py")
+    ]
+    committed_versions = subprocess.run(
+        ["git", "ls-files", "ai-service/migrations/versions"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert sorted(committed_versions) == sorted(tracked for _, tracked in pairs[2:])
+    for kit, tracked in pairs:
+        committed = subprocess.run(
+            ["git", "show", f":{tracked}"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout
+        assert (BASELINE / kit).read_text() == committed, f"{kit} differs from the committed {tracked}"
+
+
+def test_ch_sql_says_rows_for_dml_and_done_for_ddl(lab: Lab, capsys) -> None:
+    """As psql does: a row count where there is one, never the driver's -1 for a DDL statement."""
+    chapter = Chapter(spec("02"), lab)
+    chapter.reset()
+    capsys.readouterr()
+    chapter.sql("UPDATE user_profiles SET name = name")
+    assert capsys.readouterr().out.splitlines()[-1] == "3 row(s) changed"
+    chapter.sql("ALTER TABLE user_profiles ADD COLUMN nickname text")
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1] == "Done." and "-1" not in out
