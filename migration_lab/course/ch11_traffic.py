@@ -23,7 +23,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from html import escape
 from types import TracebackType
@@ -96,8 +96,11 @@ class Traffic:
         self._threads: list[threading.Thread] = []
         self._saved_url: str | None = None
         self._pinned = False
+        self._loaded = ExitStack()
 
     def __enter__(self) -> Traffic:
+        # One load of main.py per saved content for all the clients, as uvicorn serves it.
+        self._loaded.enter_context(api.kept_loaded(self.lab))
         if not isinstance(self.lab.backend, ComposeBackend):
             # api.call sets DATABASE_URL around each in-process request and puts the old value back; with
             # several clients at once, one would put back "unset" while another runs. Pinned to the value
@@ -124,6 +127,7 @@ class Traffic:
         for thread in self._threads:
             thread.join(JOIN_WAIT)
         self._threads = [t for t in self._threads if t.is_alive()]
+        self._loaded.close()
         if self._pinned:
             if self._saved_url is None:
                 os.environ.pop("DATABASE_URL", None)

@@ -2,9 +2,12 @@
 
 import importlib.util
 import sys
+import threading
+import time
 from types import ModuleType
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from helpers import add_phone_number
@@ -45,3 +48,69 @@ def test_api_follows_the_schema(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> No
         [profile] = api.get("/profiles").json()
         assert profile["phone_number"] is None and profile["email"] == "ada@example.org"
     sys.modules.pop("ai_service_main", None)
+
+
+def ahead_of_the_schema(main_py: str) -> str:
+    """main.py with a column the table does not have: every query on user_profiles fails (503)."""
+    return main_py.replace("    phone_number = Column(", "    nickname = Column(String)\n    phone_number = Column(")
+
+
+def _sessions_opened(lab: Lab) -> int:
+    """Sessions ever opened on the lab database (pg_stat_database.sessions, PostgreSQL 14+)."""
+    with lab.db.connect() as conn:
+        conn.execute(sa.text("SELECT pg_stat_clear_snapshot()"))
+        return int(conn.scalar(sa.text("SELECT sessions FROM pg_stat_database WHERE datname = current_database()")))
+
+
+def test_a_kept_app_is_loaded_once_per_saved_main_py_and_serves_an_edit_at_once(lab: Lab) -> None:
+    """A busy app's clients share one load of main.py (one engine: a few sessions for many requests) until
+    main.py is saved again; then the next request runs the new code. Single calls still load afresh."""
+    from migration_lab.course import app_client
+    from migration_lab.workspace.checkpoints import WITH_PHONE_NUMBER, reset
+
+    reset(lab, WITH_PHONE_NUMBER)
+    threads = threading.active_count()
+    before = _sessions_opened(lab)
+    with app_client.kept_loaded(lab):
+        for _ in range(30):
+            assert app_client.call(lab, "GET", "/profiles")[0] == 200
+        assert _sessions_opened(lab) - before <= 3  # the stats' own session, the pool's one or two
+        main = lab.project.service_dir / "main.py"
+        saved = main.read_text()
+        main.write_text(ahead_of_the_schema(saved))
+        status, body = app_client.call(lab, "GET", "/profiles")
+        assert status == 503 and "nickname" in body["detail"]  # the edit is served from the next request on
+        main.write_text(saved)
+        assert app_client.call(lab, "GET", "/profiles")[0] == 200
+    assert threading.active_count() == threads  # the event loops' threads went with their loads
+    with lab.db.connect() as conn:
+        left = conn.scalar(sa.text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"))
+    assert left == 1, "the app's pool was disposed: only this session is left"
+    before = _sessions_opened(lab)
+    for _ in range(3):
+        assert app_client.call(lab, "GET", "/profiles")[0] == 200
+    assert _sessions_opened(lab) - before >= 3  # not kept: each call loads main.py (and an engine) afresh
+
+
+def test_concurrent_clients_of_a_kept_app_while_main_py_changes_under_them(lab: Lab) -> None:
+    """Four client threads on one kept load; main.py saved twice under them: every request is answered by the
+    code saved when it started (503 for the model ahead of the schema, then 200 again), none raises."""
+    from migration_lab.course.ch11_traffic import Traffic
+    from migration_lab.workspace.checkpoints import WITH_PHONE_NUMBER, reset
+
+    reset(lab, WITH_PHONE_NUMBER)
+    main = lab.project.service_dir / "main.py"
+    saved = main.read_text()
+    with Traffic(lab, clients=4) as traffic:
+        traffic.wait_for_first_requests(20)
+        main.write_text(ahead_of_the_schema(saved))
+        edited = time.monotonic()
+        time.sleep(0.5)
+        main.write_text(saved)
+        restored = time.monotonic()
+        time.sleep(0.5)
+    settled = [r for r in traffic.requests if edited + 0.2 < r.started and r.started + r.seconds < restored]
+    after = [r for r in traffic.requests if r.started > restored + 0.2]
+    assert settled and not any(r.answered for r in settled)  # 503: the model names a column the table lacks
+    assert after and all(r.answered for r in after)
+    assert max(r.seconds for r in traffic.requests) < 1.0
