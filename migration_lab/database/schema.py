@@ -8,6 +8,7 @@ rehearsal of a destructive command reports.
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -140,10 +141,13 @@ def counts(conn: sa.Connection, snap: Snapshot) -> Counts:
     return found
 
 
-def losses(changes: SchemaDiff, before: Counts, after: Counts, renames: list[Rename]) -> list[Loss]:
-    """Everything that held data before and holds less after, renamed columns excepted."""
+def losses(
+    changes: SchemaDiff, before: Counts, after: Counts, renames: list[Rename], moved: Sequence[TableRename] = ()
+) -> list[Loss]:
+    """Everything that held data before and holds less after, renamed columns and tables excepted."""
     renamed = {(r.table, r.old) for r in renames}
-    found = [Loss(t, None, before[t][None]) for t in changes.dropped_tables if before[t][None]]
+    gone = set(changes.dropped_tables) - {m.old for m in moved}
+    found = [Loss(t, None, before[t][None]) for t in sorted(gone) if before[t][None]]
     found += [Loss(t, c, before[t][c]) for t, c in changes.dropped_columns if before[t][c] and (t, c) not in renamed]
     for table, old in before.items():
         new = after.get(table)
@@ -199,6 +203,37 @@ def renames(
         if target is not None and target[0] == table:
             found.append(Rename(table, column, target[1]))
     return found
+
+
+@dataclass(frozen=True)
+class TableRename:
+    """A table that is gone under its old name and there under a new one: the same table (its OID), rows and all."""
+
+    old: str
+    new: str
+
+    def __str__(self) -> str:
+        return f"table {self.old} renamed to {self.new}: its rows are kept"
+
+
+TABLE_OIDS = (
+    "SELECT c.oid::int, c.relname FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace "
+    "AND c.relkind IN ('r', 'p')"
+)
+
+
+def table_oids(conn: sa.Connection) -> dict[int, str]:
+    """{OID: name} of the tables of schema public: an OID outlives a rename."""
+    return {oid: name for oid, name in conn.execute(sa.text(TABLE_OIDS))}
+
+
+def table_renames(changes: SchemaDiff, before: dict[int, str], after: dict[int, str]) -> list[TableRename]:
+    """Dropped tables whose OID is there after, under an added name."""
+    return [
+        TableRename(name, after[oid])
+        for oid, name in sorted(before.items(), key=lambda item: item[1])
+        if name in changes.dropped_tables and after.get(oid) in changes.added_tables
+    ]
 
 
 def render_text(snap: Snapshot, changes: SchemaDiff | None = None, only: str | None = None) -> str:

@@ -29,7 +29,7 @@ class Rehearsal:
     result: RunResult | None  # None when it could not be rehearsed
     changes: schema.SchemaDiff = schema.SchemaDiff()
     losses: tuple[schema.Loss, ...] = ()
-    renames: tuple[schema.Rename, ...] = ()
+    renames: tuple[schema.Rename | schema.TableRename, ...] = ()
     preview: tuple[tuple, ...] | None = None  # rows of `show_table` as they would be afterwards
     preview_columns: tuple[str, ...] = ()
     unavailable: str | None = None  # why there was no rehearsal
@@ -86,11 +86,13 @@ def _on_copy(runner: Runner, copy: LabDatabase, command: Command, show_table: st
     with copy.connect() as conn:
         snap_before = schema.snapshot(conn)
         counts_before = schema.counts(conn, snap_before)
+        oids_before = schema.table_oids(conn)
     result = runner.on(copy).run(command)
     with copy.connect() as conn:
         snap_after = schema.snapshot(conn)
         counts_after = schema.counts(conn, snap_after)
         changes = schema.diff(snap_before, snap_after)
+        moved = schema.table_renames(changes, oids_before, schema.table_oids(conn))
         added = schema.fingerprints(conn, changes.added_columns)
         preview = None
         if show_table and show_table in snap_after:
@@ -102,6 +104,6 @@ def _on_copy(runner: Runner, copy: LabDatabase, command: Command, show_table: st
         with runner.db.connect() as conn:
             dropped = {key: schema.fingerprint(conn, *key) for key in changes.dropped_columns}
     renames = schema.renames(changes, dropped, added)
-    losses = schema.losses(changes, counts_before, counts_after, renames)
+    losses = schema.losses(changes, counts_before, counts_after, renames, moved)
     columns, shown = preview or ((), None)
-    return Rehearsal(command, result, changes, tuple(losses), tuple(renames), shown, tuple(columns))
+    return Rehearsal(command, result, changes, tuple(losses), (*moved, *renames), shown, tuple(columns))

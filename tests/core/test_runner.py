@@ -278,6 +278,45 @@ def test_rehearsal_reports_data_loss_and_changes_nothing(lab: Lab, engine: sa.En
     assert lab.db.heads() == head
 
 
+def test_rehearsal_tells_a_table_rename_from_a_loss_and_still_sees_a_drop(lab: Lab, engine: sa.Engine) -> None:
+    """A renamed table keeps its OID and its rows: no data loss, said as a rename (both ways). A table dropped and
+    another made under the new name is a loss."""
+    lab.runner.run("upgrade head")
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO user_profiles (name, email) VALUES ('Ada', 'a@x.org')"))
+        conn.execute(sa.text("INSERT INTO job_entries (user_id, prompt) SELECT id, 'hi' FROM user_profiles"))
+    write_revision(
+        lab.project,
+        "dddd00000003",
+        BASELINE_HEAD,
+        "op.rename_table('job_entries', 'jobs')",
+        "op.rename_table('jobs', 'job_entries')",
+    )
+    renamed = rehearse(lab.runner, "upgrade head")
+    assert renamed.losses == ()
+    assert [str(r) for r in renamed.renames] == ["table job_entries renamed to jobs: its rows are kept"]
+    assert lab.runner.run("upgrade head").ok
+    back = rehearse(lab.runner, "downgrade -1")
+    assert back.losses == () and [str(r) for r in back.renames] == [
+        "table jobs renamed to job_entries: its rows are kept"
+    ]
+    (lab.project.versions_dir / "dddd00000003_hand_written.py").unlink()
+    assert lab.runner.run(["stamp", "--purge", BASELINE_HEAD]).ok
+    with engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE jobs RENAME TO job_entries"))
+    write_revision(
+        lab.project,
+        "dddd00000004",
+        BASELINE_HEAD,
+        """
+        op.drop_table('job_entries')
+        op.create_table('jobs', sa.Column('id', sa.Integer(), primary_key=True))
+        """,
+    )
+    replaced = rehearse(lab.runner, "upgrade head")
+    assert [str(loss) for loss in replaced.losses] == ["table job_entries and its 1 row(s)"] and not replaced.renames
+
+
 def test_rehearsal_tells_a_rename_from_a_loss(lab: Lab, engine: sa.Engine) -> None:
     lab.runner.run("upgrade head")
     with engine.begin() as conn:
