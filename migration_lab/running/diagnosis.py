@@ -78,8 +78,19 @@ def _first_line(text: object) -> str:
     return lines[0] if lines else ""
 
 
-def diagnose(error: BaseException, service_dir: Path) -> Diagnosis:
-    """One readable line and what to do, for an error an alembic command raised."""
+SESSION_ENDED = (
+    "The database kept running, so the server ended this session: a transaction_timeout (PostgreSQL 17+) or an "
+    "idle_in_transaction_session_timeout ran out, or someone ran pg_terminate_backend. Nothing of the revision's open "
+    "transaction was committed (what an autocommit_block committed stays). If a timeout ended it, the revision holds "
+    "its locks too long: commit the schema change first and backfill in batches outside it (chapter 12)."
+)
+
+
+def diagnose(error: BaseException, service_dir: Path, server_up: bool = False) -> Diagnosis:
+    """One readable line and what to do, for an error an alembic command raised.
+
+    `server_up`: the database still answered after the command lost its connection (the server ended the session).
+    """
     if isinstance(error, SyntaxError):
         where: Path | str = Path(error.filename or "?")
         with contextlib.suppress(ValueError):  # a file outside the project: keep its full path
@@ -99,6 +110,8 @@ def diagnose(error: BaseException, service_dir: Path) -> Diagnosis:
     if isinstance(error, sa.exc.DBAPIError):
         code = getattr(error.orig, "pgcode", None)
         text = f"{type(error.orig).__name__}: {_first_line(error.orig)}"
+        if code is None and isinstance(error, sa.exc.OperationalError) and server_up:
+            return Diagnosis(f"The server ended the migration's session: {_first_line(error.orig)}", SESSION_ENDED)
         if code is None and isinstance(error, sa.exc.OperationalError):
             return Diagnosis(
                 f"The connection to the lab database was lost: {_first_line(error.orig)}",

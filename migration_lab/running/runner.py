@@ -266,7 +266,9 @@ class Runner:
                 conn.commit()
             except sa.exc.DBAPIError:
                 after = None  # the database died under the command: say so, don't guess
-        diagnosis = diagnose(execution.error, self.project.service_dir) if execution.error else None
+        lost = isinstance(execution.error, sa.exc.DBAPIError) and execution.error.connection_invalidated
+        server_up = lost and self.db.is_reachable()  # the session ended, not the server: a timeout, a terminate
+        diagnosis = diagnose(execution.error, self.project.service_dir, server_up) if execution.error else None
         root = str(self.project.root) + "/"  # paths as a learner sees them: from the project folder
         returned = execution.returned
         scripts = returned if isinstance(returned, list) else [returned]
