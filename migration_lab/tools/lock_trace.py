@@ -15,7 +15,12 @@ included) and watches every statement the revision's own code sends:
   table and reads the lock the statement queues for: deterministic however
   fast the statement is;
 - whether it rewrote a table (its relfilenode changed), the statement's
-  duration and the table's row count on the copy.
+  duration and the table's row count on the copy;
+- which constraints of existing tables it validated (a foreign key, CHECK or
+  NOT NULL whose `pg_constraint.convalidated` it made true: the scan), and the
+  `lock_timeout` its session had when it was sent, both read on the
+  migration's own connection, so a timeout set in env.py, by a `SET LOCAL`
+  or by a helper counts alike.
 
 The learner's database is never touched. Durations print as "(N ms)", which
 the notebooks' sanitize file replaces.
@@ -71,6 +76,14 @@ _LOCKS = (
     "WHERE datname = current_database())"
 )
 _WAITS = "SELECT relation::oid, mode FROM pg_locks WHERE pid = :pid AND NOT granted"
+# On the migration's own connection: its session's lock_timeout; the validated constraints (foreign keys, CHECK,
+# NOT NULL) of the tables that existed before the revision, with their columns; each such table's last column.
+_LOCK_TIMEOUT = "SELECT current_setting('lock_timeout')"
+_VALID = (
+    "SELECT conname::text, conrelid::int, conkey::int[] FROM pg_constraint "
+    "WHERE convalidated AND contype IN ('f', 'c', 'n') AND conrelid::int = ANY(%s)"
+)
+_LAST_COLUMN = "SELECT attrelid::int, max(attnum)::int FROM pg_attribute WHERE attrelid::int = ANY(%s) GROUP BY 1"
 
 
 @dataclass(frozen=True)
@@ -99,6 +112,8 @@ class Step:
     autocommit: bool = False  # ran outside the migration's transaction (an autocommit_block)
     error: str | None = None  # PostgreSQL's message, when this statement failed
     already: tuple[Lock, ...] = ()  # what earlier statements locked in the same transaction, still held
+    validates: tuple[str, ...] = ()  # constraints of existing tables this statement made valid (it scanned)
+    lock_timeout: str = "0"  # the session's lock_timeout when the statement was sent ("0": waits forever)
 
     def lines(self) -> list[str]:
         """What the learner reads: the op. line, the SQL, each lock and what it blocks, rewrite or not, timings."""
@@ -122,6 +137,12 @@ class Step:
             )
         elif not self.locks and self.error is None:
             lines.append("    no lock on an existing table")
+        for name in self.validates:
+            held = [lock for lock in (*self.locks, *self.already) if STRENGTH[lock.mode] >= STRENGTH["ShareLock"]]
+            lines.append(
+                f"    validates {name}"
+                + (f", while holding {', '.join(lock.mode + ' on ' + lock.table for lock in held)}" if held else "")
+            )
         for table in self.rewrites:
             under = self.strongest(table)
             lines.append(
@@ -135,6 +156,12 @@ class Step:
         elif not self.rewrites:
             lines.append(f"    the statement took ({_ms(self.duration)})")
         return lines
+
+    def blocks_writes_while_validating(self) -> tuple[Lock, ...]:
+        """The locks that stop writes (ShareLock or stronger) held while this statement validated something."""
+        if not self.validates:
+            return ()
+        return tuple(lock for lock in (*self.locks, *self.already) if STRENGTH[lock.mode] >= STRENGTH["ShareLock"])
 
     def strongest(self, table: str) -> Lock | None:
         """The strongest lock on `table` while this statement ran: its own, or an earlier one still held."""
@@ -292,6 +319,9 @@ class _Pending:
     locks_before: dict[int, set[str]]
     files_before: dict[int, int]
     started: float
+    lock_timeout: str = "0"
+    valid_before: frozenset[str] = frozenset()
+    last_column: dict[int, int] = field(default_factory=dict)
     queued: dict[int, set[str]] = field(default_factory=dict)
     released: list[float] = field(default_factory=list)
     hold: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
@@ -332,6 +362,41 @@ class _Tracer:
         finally:
             cursor.close()
 
+    def _session(self, dbapi: Psycopg2Connection) -> tuple[str, frozenset[str], dict[int, int]]:
+        """As the migration's session sees it: its lock_timeout, the validated constraints of pre-existing tables,
+        and each such table's last column number."""
+        cursor = dbapi.cursor()
+        try:
+            cursor.execute(_LOCK_TIMEOUT)
+            (timeout,) = cursor.fetchone()
+            cursor.execute(_VALID, (list(self.observer.tables),))
+            valid = frozenset(name for name, _table, _columns in cursor.fetchall())
+            cursor.execute(_LAST_COLUMN, (list(self.observer.tables),))
+            return str(timeout), valid, dict(cursor.fetchall())
+        finally:
+            cursor.close()
+
+    def _validated(self, dbapi: Psycopg2Connection, pending: _Pending) -> tuple[str, ...]:
+        """Constraints the statement made valid on columns that were there before it: what it had to scan for.
+
+        A column added NOT NULL with its default, or with its REFERENCES, is
+        checked as it is written; it is not a scan of the table's rows.
+        """
+        cursor = dbapi.cursor()
+        try:
+            cursor.execute(_VALID, (list(self.observer.tables),))
+            found = cursor.fetchall()
+        finally:
+            cursor.close()
+        return tuple(
+            sorted(
+                name
+                for name, table, columns in found
+                if name not in pending.valid_before
+                and all(0 < column <= pending.last_column.get(table, 0) for column in columns or ())
+            )
+        )
+
     def _release(self) -> None:
         """The migration's transaction ended: its locks went with it."""
         now = time.perf_counter()
@@ -364,6 +429,7 @@ class _Tracer:
             self._files(dbapi),
             0.0,
         )
+        pending.lock_timeout, pending.valid_before, pending.last_column = self._session(dbapi)
         if autocommit:
             pending.hold.enter_context(self.observer.queued_lock(pid, pending.queued, pending.released))
         pending.started = time.perf_counter()
@@ -398,7 +464,7 @@ class _Tracer:
                 if node and files_after.get(oid) not in (None, node)
             )
         )
-        self._record(pending, new, rewrites, started, ended, None)
+        self._record(pending, new, rewrites, started, ended, None, self._validated(cursor.connection, pending))
         if not pending.autocommit and cursor.connection.info.transaction_status == TRANSACTION_STATUS_IDLE:
             self._release()  # a literal COMMIT (or END) in the revision ended the transaction
 
@@ -426,6 +492,7 @@ class _Tracer:
         started: float,
         ended: float,
         error: str | None,
+        validates: tuple[str, ...] = (),
     ) -> None:
         locks = self._strongest(new)
         touched = {lock.table for lock in locks} | set(rewrites)
@@ -441,6 +508,8 @@ class _Tracer:
             pending.autocommit,
             error,
             self._still_held(),
+            validates,
+            pending.lock_timeout,
         )
         self.steps.append(step)
         if not pending.autocommit:
@@ -498,26 +567,58 @@ def trace(revision: str = "head", lab: Lab | None = None) -> LockTrace:
     The database must be at the revision's parent, as for a rehearsal; otherwise the trace says why not.
     """
     lab = lab or Lab()
-    script = lab.runner.script().get_revision(revision)
-    if script is None:
-        raise LabError(f"There is no revision {revision!r}.", "`alembic history` lists the revisions.")
-    path = Path(script.path)
-    parent = script.down_revision
+    return trace_each([revision], lab)[0]
+
+
+def trace_each(revisions: list[str], lab: Lab, in_place: bool = False) -> list[LockTrace]:
+    """Several revisions, each the parent of the next, upgraded one by one on one copy, each traced.
+
+    The database must be at the first one's parent. A revision that fails ends
+    the run: the ones after it are not traced (they say so). `in_place`: the
+    lab's database is itself a throw-away copy (a grader's): trace on it, and
+    leave it where the revisions took it.
+    """
+    scripts = lab.runner.script()
+    found = []
+    for revision in revisions:
+        script = scripts.get_revision(revision)
+        if script is None:
+            raise LabError(f"There is no revision {revision!r}.", "`alembic history` lists the revisions.")
+        found.append(script)
+    traces: list[LockTrace] = []
+    for script, following in zip(found, found[1:], strict=False):
+        if following.down_revision != script.revision:
+            raise LabError(
+                f"{following.revision} does not follow {script.revision}.", "Trace revisions in the order they run."
+            )
+    if not found:
+        return traces
+    first = found[0]
+    parent = first.down_revision
     if not isinstance(parent, (str, type(None))):
-        return LockTrace(script.revision, path, unavailable="it is a merge point: trace each revision it merges")
+        return [
+            LockTrace(
+                first.revision, Path(first.path), unavailable="it is a merge point: trace each revision it merges"
+            )
+        ]
     heads = lab.db.heads()
     if heads != ((parent,) if parent else ()):
-        return LockTrace(
-            script.revision,
-            path,
-            unavailable=f"the database is at {', '.join(heads) or 'base'}, not at this revision's parent "
-            f"({parent or 'base'}); `alembic upgrade {parent or 'base'}` first",
+        unavailable = (
+            f"the database is at {', '.join(heads) or 'base'}, not at this revision's parent "
+            f"({parent or 'base'}); `alembic upgrade {parent or 'base'}` first"
         )
+        return [LockTrace(first.revision, Path(first.path), unavailable=unavailable)]
     try:
-        with lab.db.copy() as copy:
-            return _on_copy(lab, copy, script.revision, path)
+        with contextlib.nullcontext(lab.db) if in_place else lab.db.copy() as copy:
+            for script in found:
+                if traces and (traces[-1].error is not None or traces[-1].unavailable is not None):
+                    unavailable = f"{traces[-1].revision} before it did not run"
+                    traces.append(LockTrace(script.revision, Path(script.path), unavailable=unavailable))
+                    continue
+                traces.append(_on_copy(lab, copy, script.revision, Path(script.path)))
     except CopyUnavailable as why:
-        return LockTrace(script.revision, path, unavailable=why.what)
+        return [LockTrace(script.revision, Path(script.path), unavailable=why.what) for script in found]
+    return traces
 
 
 def _on_copy(lab: Lab, copy: LabDatabase, revision: str, path: Path) -> LockTrace:
