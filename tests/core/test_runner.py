@@ -363,3 +363,24 @@ def test_history_from_current_reads_the_database(lab: Lab) -> None:
     pending = runner.run(["history", "-r", "current:head"])
     assert pending.ok, pending.error
     assert "3f1c2a9d4b10 -> 8b7e5d2c6a41 (head)" in pending.output  # the range includes current itself
+
+
+def test_a_session_the_server_ended_is_told_from_a_database_that_stopped(lab: Lab) -> None:
+    """transaction_timeout ends the migration's session (PostgreSQL 17+); the driver only sees a closed connection.
+    The database still answers, so the kit says the server ended the session, and nothing was committed."""
+    assert lab.runner.run(["upgrade", "head"]).ok
+    head = lab.db.heads()[0]
+    write_revision(
+        lab.project,
+        "0000000000e1",
+        head,
+        """
+        op.execute("SET LOCAL transaction_timeout = '200ms'")
+        op.add_column('user_profiles', sa.Column('nickname', sa.Text()))
+        op.execute('SELECT pg_sleep(1)')
+        """,
+    )
+    ended = lab.runner.run(["upgrade", "head"])
+    assert not ended.ok and ended.error.startswith("The server ended the migration's session")
+    assert "transaction_timeout" in ended.hint and "Nothing of the revision's open transaction" in ended.hint
+    assert lab.db.heads() == (head,) and "nickname" not in columns(lab.db.engine, "user_profiles")

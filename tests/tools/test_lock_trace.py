@@ -6,7 +6,7 @@ from helpers import write_revision
 from migration_lab import Lab
 from migration_lab.course.registry import reset, spec
 from migration_lab.front.notebook import Chapter
-from migration_lab.tools.lock_trace import Lock, LockTrace, Step, trace
+from migration_lab.tools.lock_trace import Lock, LockTrace, Step, trace, trace_each
 from migration_lab.tools.review import review
 
 ROWS = 2_000  # profiles added to the chapter's three: enough for a rewrite to copy
@@ -267,3 +267,126 @@ def test_tables_the_revision_creates_are_not_reported(lab: Lab, engine: sa.Engin
     created, indexed = found.steps
     assert created.locks == () and indexed.locks == () and indexed.autocommit  # no table that existed before
     assert "no lock on an existing table" in "\n".join(indexed.lines())
+
+
+# --- what a statement validated, under which locks; the session's lock_timeout; several revisions --------------
+
+FK = "fk_job_entries_author"
+FK_ARGS = f"'{FK}', 'job_entries', 'user_profiles', ['user_id'], ['id']"
+
+
+def with_jobs(lab: Lab, engine: sa.Engine) -> str:
+    head = at_head(lab, engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO job_entries (user_id, prompt) SELECT id, 'hi' FROM user_profiles"))
+    return head
+
+
+def validating(found: LockTrace) -> Step:
+    assert found.error is None, str(found)
+    [step] = [s for s in found.steps if s.validates]
+    return step
+
+
+def test_a_foreign_key_added_at_once_validates_under_locks_that_stop_writes(lab: Lab, engine: sa.Engine) -> None:
+    write_revision(lab.project, "b1", with_jobs(lab, engine), f"op.create_foreign_key({FK_ARGS})")
+    step = validating(trace("b1", lab))
+    assert step.validates == (FK,)
+    assert {(lock.table, lock.mode) for lock in step.blocks_writes_while_validating()} == {
+        ("job_entries", "ShareRowExclusiveLock"),
+        ("user_profiles", "ShareRowExclusiveLock"),
+    }
+    assert f"validates {FK}, while holding ShareRowExclusiveLock on job_entries" in "\n".join(step.lines())
+
+
+def test_not_valid_then_validate_in_the_same_transaction_still_holds_the_add_lock(lab: Lab, engine: sa.Engine) -> None:
+    write_revision(
+        lab.project,
+        "b1",
+        with_jobs(lab, engine),
+        f"""
+        op.create_foreign_key({FK_ARGS}, postgresql_not_valid=True)
+        op.execute('ALTER TABLE job_entries VALIDATE CONSTRAINT {FK}')
+        """,
+    )
+    found = trace("b1", lab)
+    add, validate = found.steps
+    assert add.validates == () and validate.validates == (FK,)
+    assert ("job_entries", "ShareRowExclusiveLock") in {(k.table, k.mode) for k in validate.already}
+    assert validate.blocks_writes_while_validating()
+
+
+def test_validate_in_an_autocommit_block_holds_nothing_that_stops_writes(lab: Lab, engine: sa.Engine) -> None:
+    write_revision(
+        lab.project,
+        "b1",
+        with_jobs(lab, engine),
+        f"""
+        op.create_foreign_key({FK_ARGS}, postgresql_not_valid=True)
+        with op.get_context().autocommit_block():
+            op.execute('ALTER TABLE job_entries VALIDATE CONSTRAINT {FK}')
+        """,
+    )
+    step = validating(trace("b1", lab))
+    assert step.autocommit and step.validates == (FK,)
+    assert step.blocks_writes_while_validating() == ()
+    assert {(k.table, k.mode) for k in step.locks} >= {("job_entries", "ShareUpdateExclusiveLock")}
+
+
+def test_set_not_null_validates_and_a_new_not_null_column_does_not(lab: Lab, engine: sa.Engine) -> None:
+    """PostgreSQL 18 keeps NOT NULL as a constraint: SET NOT NULL scans the rows (validates it); a column added
+    NOT NULL with its default is checked as it is written, no scan of what was there."""
+    write_revision(
+        lab.project,
+        "b1",
+        with_jobs(lab, engine),
+        """
+        op.add_column('job_entries', sa.Column('score', sa.Integer(), nullable=False, server_default='0'))
+        op.alter_column('user_profiles', 'created_at', nullable=True)
+        op.alter_column('user_profiles', 'created_at', nullable=False)
+        """,
+    )
+    found = trace("b1", lab)
+    added, _dropped, set_not_null = found.steps
+    assert added.validates == ()
+    assert len(set_not_null.validates) == 1 and set_not_null.blocks_writes_while_validating()
+
+
+def test_the_session_lock_timeout_is_read_however_it_was_set(lab: Lab, engine: sa.Engine) -> None:
+    head = at_head(lab, engine)
+    write_revision(
+        lab.project,
+        "b1",
+        head,
+        """
+        op.add_column('user_profiles', sa.Column('a', sa.Text()))
+        op.execute("SET LOCAL lock_timeout = '200ms'")
+        op.add_column('user_profiles', sa.Column('b', sa.Text()))
+        bind = op.get_bind()
+        with bind.begin_nested():
+            bind.exec_driver_sql("SET LOCAL lock_timeout = '50ms'")
+            op.add_column('user_profiles', sa.Column('c', sa.Text()))
+        """,
+    )
+    found = trace("b1", lab)
+    assert found.error is None, str(found)
+    timeouts = {s.sql.split()[-2]: s.lock_timeout for s in found.steps if s.sql.startswith("ALTER TABLE")}
+    assert timeouts == {"a": "0", "b": "200ms", "c": "50ms"}
+
+
+def test_trace_each_runs_a_release_on_one_copy(lab: Lab, engine: sa.Engine) -> None:
+    head = with_jobs(lab, engine)
+    write_revision(lab.project, "b1", head, f"op.create_foreign_key({FK_ARGS}, postgresql_not_valid=True)")
+    write_revision(
+        lab.project,
+        "b2",
+        "b1",
+        f"""
+        with op.get_context().autocommit_block():
+            op.execute('ALTER TABLE job_entries VALIDATE CONSTRAINT {FK}')
+        """,
+    )
+    first, second = trace_each(["b1", "b2"], lab)
+    assert first.error is None and second.error is None, f"{first}\n{second}"
+    assert second.steps[0].validates == (FK,) and not second.steps[0].blocks_writes_while_validating()
+    assert lab.db.heads() == (head,)  # the learner's database is untouched
