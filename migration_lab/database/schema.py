@@ -8,7 +8,7 @@ rehearsal of a destructive command reports.
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -211,26 +211,48 @@ class TableRename:
 
     old: str
     new: str
+    view_left: bool = False  # a view now answers under the old name (old code keeps working through it)
 
     def __str__(self) -> str:
-        return f"table {self.old} renamed to {self.new}: its rows are kept"
+        said = f"table {self.old} renamed to {self.new}: its rows are kept"
+        return f"{said}; a view answers as {self.old}" if self.view_left else said
 
 
 TABLE_OIDS = (
-    "SELECT c.oid::int, c.relname FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace "
+    "SELECT c.oid::int, c.relname, c.relfilenode::int FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace "
     "AND c.relkind IN ('r', 'p')"
 )
 
 
 def table_oids(conn: sa.Connection) -> dict[int, str]:
     """{OID: name} of the tables of schema public: an OID outlives a rename."""
-    return {oid: name for oid, name in conn.execute(sa.text(TABLE_OIDS))}
+    return {oid: name for oid, name, _file in conn.execute(sa.text(TABLE_OIDS))}
 
 
-def table_renames(changes: SchemaDiff, before: dict[int, str], after: dict[int, str]) -> list[TableRename]:
-    """Dropped tables whose OID is there after, under an added name."""
+def table_files(conn: sa.Connection) -> dict[int, int]:
+    """{OID: relfilenode} of the tables of schema public: a new file number means every row was copied."""
+    return {oid: file for oid, _name, file in conn.execute(sa.text(TABLE_OIDS))}
+
+
+def rewritten(before: dict[int, int], after: dict[int, int], names: dict[int, str]) -> tuple[str, ...]:
+    """The tables (by their names `names`) whose file changed between two `table_files`."""
+    return tuple(sorted(names[oid] for oid, file in before.items() if after.get(oid) not in (None, file)))
+
+
+VIEWS = "SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace AND relkind IN ('v', 'm')"
+
+
+def views(conn: sa.Connection) -> set[str]:
+    """The views of schema public."""
+    return set(conn.scalars(sa.text(VIEWS)))
+
+
+def table_renames(
+    changes: SchemaDiff, before: dict[int, str], after: dict[int, str], views_after: Collection[str] = ()
+) -> list[TableRename]:
+    """Dropped tables whose OID is there after, under an added name (and whether a view took the old name)."""
     return [
-        TableRename(name, after[oid])
+        TableRename(name, after[oid], name in views_after)
         for oid, name in sorted(before.items(), key=lambda item: item[1])
         if name in changes.dropped_tables and after.get(oid) in changes.added_tables
     ]

@@ -33,6 +33,7 @@ class Rehearsal:
     preview: tuple[tuple, ...] | None = None  # rows of `show_table` as they would be afterwards
     preview_columns: tuple[str, ...] = ()
     unavailable: str | None = None  # why there was no rehearsal
+    rewritten: tuple[str, ...] = ()  # tables the command rewrote (a new relfilenode): every row copied
 
     @property
     def rehearsed(self) -> bool:
@@ -87,12 +88,15 @@ def _on_copy(runner: Runner, copy: LabDatabase, command: Command, show_table: st
         snap_before = schema.snapshot(conn)
         counts_before = schema.counts(conn, snap_before)
         oids_before = schema.table_oids(conn)
+        files_before = schema.table_files(conn)
     result = runner.on(copy).run(command)
     with copy.connect() as conn:
         snap_after = schema.snapshot(conn)
         counts_after = schema.counts(conn, snap_after)
         changes = schema.diff(snap_before, snap_after)
-        moved = schema.table_renames(changes, oids_before, schema.table_oids(conn))
+        oids_after = schema.table_oids(conn)
+        moved = schema.table_renames(changes, oids_before, oids_after, schema.views(conn))
+        rewritten = schema.rewritten(files_before, schema.table_files(conn), oids_after)
         added = schema.fingerprints(conn, changes.added_columns)
         preview = None
         if show_table and show_table in snap_after:
@@ -106,4 +110,6 @@ def _on_copy(runner: Runner, copy: LabDatabase, command: Command, show_table: st
     renames = schema.renames(changes, dropped, added)
     losses = schema.losses(changes, counts_before, counts_after, renames, moved)
     columns, shown = preview or ((), None)
-    return Rehearsal(command, result, changes, tuple(losses), (*moved, *renames), shown, tuple(columns))
+    return Rehearsal(
+        command, result, changes, tuple(losses), (*moved, *renames), shown, tuple(columns), rewritten=rewritten
+    )

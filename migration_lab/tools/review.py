@@ -1,6 +1,7 @@
 """Review a revision before it runs: what a careful teammate would point out.
 
-Four sources, each the right tool for its question:
+Four sources, each the right tool for its question (and the catalogue of unsafe operations of chapters 14-15,
+`unsafe_operations`, reads the same ones):
 
 - the script's own operations (read with `ast`, never run): a drop + add that
   looks like a rename, a NOT NULL column without a server default, an index
@@ -25,23 +26,13 @@ from ..errors import LabError
 from ..lab import Lab
 from ..running.rehearsal import rehearse
 from ..workspace.edits import load_models
+from . import unsafe_operations
+from .finding import Finding
 from .lock_trace import LockTrace, trace
 
 LARGE_TABLE_ROWS = 10_000  # above this, a blocking index build is worth a warning
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 SQUAWK = Path(sys.executable).with_name("squawk")
-
-
-@dataclass(frozen=True)
-class Finding:
-    severity: str  # "error": will fail or lose data; "warning": risky; "info": good to know
-    rule: str
-    message: str
-    fix: str = ""
-
-    def __str__(self) -> str:
-        mark = {"error": "✘", "warning": "⚠", "info": "ℹ"}[self.severity]
-        return f"{mark} {self.severity} [{self.rule}] {self.message}" + (f"\n    Fix: {self.fix}" if self.fix else "")
 
 
 @dataclass(frozen=True)
@@ -269,6 +260,12 @@ EXPLAINED = {
         "Expected when a rename is what you mean: the app must use the new name when the migration runs "
         "(deploy them together, or add the new column first and drop the old one later).",
     ),
+    "renaming-table": (
+        "info",
+        "Expected when a rename is what you mean: the running code must find the table under either name until "
+        "it is deployed: in the same transaction create a view under the old name, deploy, then drop the view "
+        "(chapter 15).",
+    ),
 }
 CONCURRENT_INDEX_HELP = "Use an explicit name for a concurrently created index"
 
@@ -307,8 +304,9 @@ def _explained(finding: Finding, in_transaction: bool = False) -> Finding:
             finding.severity,
             finding.rule,
             finding.message,
-            "op.create_index(..., if_not_exists=True): CREATE INDEX CONCURRENTLY IF NOT EXISTS, so a rerun after "
-            "a failure part-way skips the index it already built.",
+            "A concurrent build that fails leaves an INVALID index, which IF NOT EXISTS would skip: before the build, "
+            "check pg_index.indisvalid and drop an invalid one (DROP INDEX CONCURRENTLY), then "
+            "op.create_index(..., if_not_exists=True).",
         )
     return finding
 
@@ -366,7 +364,8 @@ def review(revision: str = "head", lab: Lab | None = None, locks: bool = False) 
     if not isinstance(parent, (str, type(None))):
         raise LabError(f"{script.revision} is a merge point.", "Review each of the revisions it merges.")
     path = Path(script.path)
-    findings = _script_findings(lab, operations(path))
+    findings = _script_findings(lab, operations(path)) + unsafe_operations.script_findings(lab, path)
+    rehearsal = None
 
     heads = lab.db.heads()
     if heads == ((parent,) if parent else ()):
@@ -392,6 +391,7 @@ def review(revision: str = "head", lab: Lab | None = None, locks: bool = False) 
             for loss in rehearsal.losses
         ]
         findings += [Finding("info", "rename-keeps-data", str(rename)) for rename in rehearsal.renames]
+        findings += unsafe_operations.rehearsal_findings(lab, path, rehearsal)
     else:
         findings.append(
             Finding(
@@ -402,11 +402,66 @@ def review(revision: str = "head", lab: Lab | None = None, locks: bool = False) 
             )
         )
     findings += _enum_findings(lab, [path])
+    findings += unsafe_operations.settings_findings(lab)
 
     sql = lab.runner.run(["upgrade", f"{parent}:{script.revision}" if parent else script.revision, "--sql"])
     if sql.ok:
         findings += squawk(sql.stdout)
     else:
         findings.append(Finding("warning", "no-offline-sql", f"alembic could not render the SQL: {sql.error}"))
+    traced = trace(script.revision, lab) if locks else None
+    if traced is not None and traced.unavailable is None:
+        findings += unsafe_operations.trace_findings(traced)
+    findings = _measured(findings, rehearsal.rewritten if rehearsal and rehearsal.result else None, traced)
     findings.sort(key=lambda f: SEVERITY_ORDER[f.severity])
-    return Review(script.revision, path, tuple(findings), trace(script.revision, lab) if locks else None)
+    return Review(script.revision, path, tuple(findings), traced)
+
+
+# squawk's rules that a finding of the catalogue says again, with what was measured and the recipe.
+SAID_AGAIN = {
+    "foreign-key-validates-under-lock": ("squawk:adding-foreign-key-constraint", "squawk:constraint-missing-not-valid"),
+    "unique-constraint-builds-under-lock": (
+        "squawk:disallowed-unique-constraint",
+        "squawk:constraint-missing-not-valid",
+    ),
+    "not-null-scans-under-lock": ("squawk:adding-not-nullable-field",),
+    "column-type-rewrites": ("squawk:changing-column-type",),
+    "column-type-keeps-rows": ("squawk:changing-column-type",),
+    "lock-without-timeout": ("squawk:require-lock-timeout",),
+}
+
+
+def _measured(findings: list[Finding], rewritten: tuple[str, ...] | None, traced: LockTrace | None) -> list[Finding]:
+    """squawk's guesses corrected by what was measured: each said once, by the finding that measured it.
+
+    A type change the rehearsal saw rewrite nothing is not a rewrite; a lock_timeout set in env.py or by a
+    helper, which squawk cannot see in the SQL, counts when the lock trace read it in the migration's session.
+    """
+    fired = {f.rule for f in findings}
+    repeated = {rule for mine, theirs in SAID_AGAIN.items() if mine in fired for rule in theirs}
+    kept = []
+    for finding in findings:
+        if finding.rule in repeated:
+            continue
+        if finding.rule == "squawk:changing-column-type" and rewritten == ():
+            finding = Finding(
+                "info",
+                finding.rule,
+                finding.message,
+                "Not here: rehearsed on a copy, it rewrote no table (the same relfilenode). It still takes "
+                "AccessExclusiveLock for a moment: a short lock_timeout and retries.",
+            )
+        if (
+            finding.rule == "squawk:require-lock-timeout"
+            and traced is not None
+            and unsafe_operations.timeouts_set_by_the_session(traced)
+        ):
+            finding = Finding(
+                "info",
+                finding.rule,
+                finding.message,
+                "Not here: the lock trace read a lock_timeout in the migration's session before each strong lock "
+                "(set in env.py, by SET LOCAL or by a helper, which squawk cannot see in the SQL).",
+            )
+        kept.append(finding)
+    return kept

@@ -14,6 +14,17 @@ CHAPTER_10_INDEX = """with op.get_context().autocommit_block():
     op.execute("SET statement_timeout = '10min'")
     op.create_index(op.f('ix_user_profiles_full_name'), 'user_profiles', ['full_name'],
                     unique=False, postgresql_concurrently=True, if_not_exists=True)"""
+# The same build, guarded: a rerun after a failed build finds the INVALID index, drops it and builds it again.
+GUARDED_INDEX = """with op.get_context().autocommit_block():
+    op.execute("SET lock_timeout = '1s'")
+    op.execute("SET statement_timeout = '10min'")
+    if not op.get_context().as_sql:  # offline (--sql) there is no index to look at
+        valid = op.get_bind().scalar(sa.text(
+            "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass('ix_user_profiles_full_name')"))
+        if valid is False:
+            op.execute("DROP INDEX CONCURRENTLY ix_user_profiles_full_name")
+    op.create_index(op.f('ix_user_profiles_full_name'), 'user_profiles', ['full_name'],
+                    unique=False, postgresql_concurrently=True, if_not_exists=True)"""
 CHAPTER_10_INDEX_DOWN = """with op.get_context().autocommit_block():
     op.drop_index(op.f('ix_user_profiles_full_name'), table_name='user_profiles',
                   postgresql_concurrently=True, if_exists=True)"""
@@ -32,7 +43,8 @@ def test_the_timeout_warnings_of_chapter_01_say_why_and_what_fixes_them(lab: Lab
 
 def test_chapter_10s_fix_reaches_a_clean_review(lab: Lab, capsys) -> None:
     """The prescribed fix, two revisions (the rename; the concurrent index on its own): nothing worse than "good to
-    know", every note one the chapter explains; then alembic check is clean and the history round-trips."""
+    know", every note one the chapter explains, once the index build guards against the INVALID index a failed
+    build leaves (IF NOT EXISTS alone would skip it); then alembic check is clean and the history round-trips."""
     chapter = Chapter(spec("10"), lab)
     chapter.reset()
     chapter.edit_model(
@@ -49,6 +61,9 @@ def test_chapter_10s_fix_reaches_a_clean_review(lab: Lab, capsys) -> None:
     chapter.alembic("upgrade head")
     chapter.alembic('revision --autogenerate -m "index full name"')
     chapter.rewrite_revision(upgrade=CHAPTER_10_INDEX, downgrade=CHAPTER_10_INDEX_DOWN)
+    unguarded = review(chapter._script().revision, lab)
+    assert unguarded.rules() == {"concurrent-index-rerun-invalid"}, str(unguarded)
+    chapter.rewrite_revision(upgrade=GUARDED_INDEX)
     index = review(chapter._script().revision, lab)
     assert not index.findings, str(index)
     chapter.alembic("upgrade head")
