@@ -19,10 +19,11 @@ cleans up after itself even when the cell fails or is interrupted:
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from html import escape
@@ -42,10 +43,24 @@ JOIN_WAIT = 30.0  # seconds to wait for a client thread whose request is still r
 
 
 @dataclass(frozen=True)
+class Call:
+    """What one client asks the ai-api for, again and again: a method, a path, and a body made per request."""
+
+    method: str
+    path: str
+    body: Callable[[int], Any] | None = None  # the request's number -> its JSON body (unique emails, say)
+
+    @property
+    def kind(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+@dataclass(frozen=True)
 class Request:
     started: float  # time.monotonic()
     seconds: float
     answered: bool  # a 2xx-4xx answer, in whatever time
+    kind: str = ""  # the Call's kind, e.g. "POST /profiles/1/jobs"
 
     def ok(self, timeout: float) -> bool:
         return self.answered and self.seconds <= timeout
@@ -84,12 +99,20 @@ class Traffic:
     """
 
     def __init__(
-        self, lab: Lab, clients: int = CLIENTS, timeout: float = CLIENT_TIMEOUT, path: str = "/profiles"
+        self,
+        lab: Lab,
+        clients: int = CLIENTS,
+        timeout: float = CLIENT_TIMEOUT,
+        path: str = "/profiles",
+        calls: Sequence[Call] = (),
     ) -> None:
+        """`clients` threads that GET `path`; or, given `calls`, one client per call."""
         self.lab = lab
-        self.clients = clients
+        self.calls = tuple(calls) or (Call("GET", path),) * clients
+        self.clients = len(self.calls)
         self.timeout = timeout
         self.path = path
+        self._numbers = itertools.count()
         self.requests: list[Request] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -109,8 +132,8 @@ class Traffic:
             os.environ["DATABASE_URL"] = self.lab.backend.url()
             self._pinned = True
         try:
-            for number in range(self.clients):
-                thread = threading.Thread(target=self._client, name=f"lab-client-{number}", daemon=True)
+            for number, call in enumerate(self.calls):
+                thread = threading.Thread(target=self._client, args=(call,), name=f"lab-client-{number}", daemon=True)
                 thread.start()
                 self._threads.append(thread)
         except BaseException:
@@ -140,16 +163,17 @@ class Traffic:
         """Client threads still alive (0 once the block has ended)."""
         return sum(t.is_alive() for t in self._threads)
 
-    def _client(self) -> None:
+    def _client(self, call: Call) -> None:
         while not self._stop.is_set():
+            body = call.body(next(self._numbers)) if call.body is not None else None
             started = time.monotonic()
             try:
-                status, _ = api.call(self.lab, "GET", self.path)
+                status, _ = api.call(self.lab, call.method, call.path, body)
                 answered = status < 500
             except Exception:  # refused, reset, timed out: the client sees a failure, whatever the cause
                 answered = False
             with self._lock:
-                self.requests.append(Request(started, time.monotonic() - started, answered))
+                self.requests.append(Request(started, time.monotonic() - started, answered, call.kind))
 
     def tally(self, since: float, until: float | None = None) -> Tally:
         """The requests in flight at some moment between `since` and `until` (monotonic times; until: now).
@@ -158,10 +182,18 @@ class Traffic:
         one a lock makes wait longest. One still running is not kept yet.
         """
         end = time.monotonic() if until is None else until
-        with self._lock:
-            window = [r for r in self.requests if r.started <= end and r.started + r.seconds >= since]
+        window = self.window(since, end)
         served = sum(r.ok(self.timeout) for r in window)
         return Tally(served, len(window) - served, sum(not r.answered for r in window), end - since)
+
+    def window(self, since: float, until: float) -> list[Request]:
+        """The requests in flight at some moment between `since` and `until`."""
+        with self._lock:
+            return [r for r in self.requests if r.started <= until and r.started + r.seconds >= since]
+
+    def failed_kinds(self, since: float, until: float) -> list[str]:
+        """The kinds of request (e.g. "POST /profiles") of which at least one failed in the window."""
+        return sorted({r.kind for r in self.window(since, until) if not r.ok(self.timeout)})
 
     def wait_for_first_requests(self, count: int = 3, wait: float = 10.0) -> None:
         """Until the app has answered `count` requests (the first in-process call loads the app)."""
@@ -176,6 +208,8 @@ class Traffic:
 class IdleReader:
     """A session that read `table` in a transaction and then sat idle: it holds ACCESS SHARE until released."""
 
+    NAME = READER_NAME  # its application_name, which the panel and pg_blocking_pids show
+
     def __init__(self, lab: Lab, table: str = "user_profiles", hold: float | None = None) -> None:
         self.lab = lab
         self.table = table
@@ -187,9 +221,9 @@ class IdleReader:
     def __enter__(self) -> IdleReader:
         conn = self.lab.db.connect()
         try:
-            conn.execute(sa.text("SELECT set_config('application_name', :name, false)"), {"name": READER_NAME})
+            conn.execute(sa.text("SELECT set_config('application_name', :name, false)"), {"name": self.NAME})
             conn.commit()
-            conn.execute(sa.text(f"SELECT count(*) FROM {self.table}"))  # ACCESS SHARE, held until the transaction ends
+            self.begin(conn)
         except BaseException:
             conn.close()
             raise
@@ -200,6 +234,10 @@ class IdleReader:
             self._timer.start()
         return self
 
+    def begin(self, conn: sa.Connection) -> None:
+        """What the session does in its transaction before it sits idle: here, read the table."""
+        conn.execute(sa.text(f"SELECT count(*) FROM {self.table}"))  # ACCESS SHARE, held until the transaction ends
+
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
         if self._timer is not None:
             self._timer.cancel()
@@ -208,6 +246,12 @@ class IdleReader:
     @property
     def holding(self) -> bool:
         return self._conn is not None
+
+    def configure(self, settings: tuple[tuple[str, str], ...]) -> None:
+        """Set the idle session's own settings (its transaction stays open; its idle time starts anew)."""
+        if self._conn is not None:
+            for name, value in settings:
+                self._conn.execute(sa.text("SELECT set_config(:n, :v, false)"), {"n": name, "v": value})
 
     def release(self) -> None:
         """End the transaction and close the session (idempotent: the timer and the exit may both call it)."""

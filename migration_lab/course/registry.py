@@ -28,7 +28,10 @@ from . import (
     ch11_locks,
     ch12_expand,
     ch13_deploy,
+    ch14_constraints,
+    ch15_drops_and_renames,
 )
+from .ch14_busy_jobs import JOBS
 from .checks import Check
 
 
@@ -72,6 +75,20 @@ CHAPTERS: dict[str, ChapterSpec] = {
         ChapterSpec("12", "Expand and contract", WITH_PHONE_NUMBER, ch12_expand.exercise, ch12_expand.exercise_start),
         ChapterSpec(
             "13", "Migrations in production", WITH_PHONE_NUMBER, ch13_deploy.exercise, ch13_deploy.exercise_start
+        ),
+        ChapterSpec(
+            "14",
+            "Constraints and types without downtime",
+            JOBS,
+            ch14_constraints.exercise,
+            ch14_constraints.exercise_start,
+        ),
+        ChapterSpec(
+            "15",
+            "Retries, drops and renames",
+            JOBS,
+            ch15_drops_and_renames.exercise,
+            ch15_drops_and_renames.exercise_start,
         ),
     )
 }

@@ -15,7 +15,7 @@ from migration_lab import Lab
 from migration_lab.course.ch02_autogenerate import EMAIL_DOWN, EMAIL_UP
 from migration_lab.course.ch03_rollback import LANGUAGE_DOWN, LANGUAGE_FILE
 from migration_lab.course.ch04_where_am_i import pending
-from migration_lab.course.registry import spec
+from migration_lab.course.registry import CHAPTERS, spec
 from migration_lab.front.notebook import Chapter
 from migration_lab.tools.graph import mermaid
 from migration_lab.workspace.edits import load_models
@@ -333,7 +333,7 @@ ENUM_ORDER = sa.text(
 )
 
 
-@pytest.mark.parametrize("number", ["00", "01", "02", "03", "04", "05", "06", "07", "08", "09", "10"])
+@pytest.mark.parametrize("number", list(CHAPTERS))
 def test_solution_leaves_alembic_check_clean_and_survives_a_round_trip(number: str, lab: Lab, capsys) -> None:
     chapter = start(lab, number)
     namespace: dict = {}

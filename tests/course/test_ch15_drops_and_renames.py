@@ -1,0 +1,138 @@
+"""Chapter 15's exercise graded by what the release does: the code stops mapping the column first (the replay's app
+runs main.py as saved), the DROP asks for its lock with a short lock_timeout however it was set (the lock trace
+reads the session), 0 failed requests behind a report on a copy, a downgrade that gives the column back. Other
+correct answers pass, plausible wrong ones fail, and the hints lead out from where they leave the learner."""
+
+import pytest
+
+from helpers import start, write_revision
+from migration_lab import Lab
+from migration_lab.course import ch14_busy_jobs as busy
+from migration_lab.course import ch15_drops_and_renames as retries
+from migration_lab.front.notebook import Chapter
+
+PHONE = "    phone_number = Column(String, nullable=True)\n"
+DOWN = "op.add_column('user_profiles', sa.Column('phone_number', sa.String(), nullable=True))"
+DROP = "op.drop_column('user_profiles', 'phone_number')"
+# Right: chapter 15's helper around the drop.
+WITH_RETRIES = f"with_lock_retries(lambda: {DROP})"
+# Right, another way: plain SQL; the lock_timeout for every revision, set in env.py for the migration's session.
+IN_SQL = 'op.execute("ALTER TABLE user_profiles DROP COLUMN phone_number")'
+ENV_TIMEOUT = (
+    "    configure(connection=connection)\n",
+    "    connection.exec_driver_sql(\"SET lock_timeout = '200ms'\")  # every revision asks briefly\n"
+    "    connection.commit()\n    configure(connection=connection)\n",
+)
+# Wrong, plausibly: a brief lock, but the code still maps the column.
+STILL_MAPPED = f"op.execute(\"SET LOCAL lock_timeout = '200ms'\")\n{DROP}"
+
+MODEL_CHECK = "UserProfile.phone_number is gone from main.py"
+TRACE = "the lock trace: the DROP asks for its lock with a lock_timeout shorter than a client waits"
+TRAFFIC = "replayed on a copy under the app's traffic and a report: 0 failed requests"
+
+
+def answer(chapter: Chapter, upgrade: str, helper: str = "", code_first: bool = True, apply: bool = True) -> None:
+    if code_first:
+        chapter.edit_model(PHONE, "")
+    path = write_revision(chapter.lab.project, "c15a00000001", busy.START, upgrade, DOWN)
+    if helper:
+        path.write_text(path.read_text().replace("\n\ndef upgrade():", "\n" + helper + "\ndef upgrade():"))
+    if apply:
+        result = chapter.lab.runner.run("upgrade head")
+        assert result.ok, result.error
+
+
+def failing(chapter: Chapter) -> list[str]:
+    return [c.name for c in chapter.report().checks if not c.passed]
+
+
+def follow_the_hints(chapter: Chapter) -> None:
+    """Run the last hint (the code) of the first failing check, as a stuck learner would, until all pass."""
+    for _ in range(4):
+        first = chapter.report().first_failing
+        if first is None:
+            return
+        exec(first.hints[-1], {"ch": chapter})
+    assert failing(chapter) == [], str(chapter.report())
+
+
+@pytest.fixture
+def chapter(lab: Lab, capsys) -> Chapter:
+    chapter = start(lab, "15")
+    capsys.readouterr()
+    return chapter
+
+
+def test_the_helper_around_the_drop_passes(chapter: Chapter) -> None:
+    answer(chapter, WITH_RETRIES, helper=retries.LOCK_RETRIES)
+    assert failing(chapter) == []
+
+
+def test_plain_sql_with_the_lock_timeout_in_env_py_passes(chapter: Chapter) -> None:
+    env = chapter.lab.project.service_dir / "migrations" / "env.py"
+    env.write_text(env.read_text().replace(*ENV_TIMEOUT))
+    answer(chapter, IN_SQL)
+    assert failing(chapter) == []
+
+
+def test_a_drop_while_the_code_still_maps_it_fails_with_errors_and_the_hints_lead_out(chapter: Chapter) -> None:
+    answer(chapter, STILL_MAPPED, code_first=False)
+    report = chapter.report()
+    assert report.first_failing is not None and report.first_failing.name == MODEL_CHECK, str(report)
+    [traffic] = [c for c in report.checks if c.name == TRAFFIC]
+    assert not traffic.passed and "errors at once" in traffic.hint  # the running code named the column
+    assert TRACE not in failing(chapter)  # its lock was asked for briefly: that part is right
+    follow_the_hints(chapter)
+
+
+def test_code_first_but_no_lock_timeout_fails_by_the_trace_and_the_traffic(chapter: Chapter) -> None:
+    answer(chapter, DROP)
+    report = chapter.report()
+    assert report.first_failing is not None and report.first_failing.name == TRACE, str(report)
+    assert "lock_timeout 0" in report.first_failing.hint
+    assert set(failing(chapter)) == {TRACE, TRAFFIC}
+    [traffic] = [c for c in report.checks if c.name == TRAFFIC]
+    assert "the DROP waited for it" in traffic.hint
+    follow_the_hints(chapter)
+
+
+def test_a_lock_timeout_as_long_as_a_client_waits_is_too_long(chapter: Chapter) -> None:
+    answer(chapter, f"op.execute(\"SET LOCAL lock_timeout = '1s'\")\n{DROP}")
+    assert TRACE in failing(chapter)
+
+
+def test_a_downgrade_that_forgets_the_column(chapter: Chapter) -> None:
+    chapter.edit_model(PHONE, "")
+    write_revision(chapter.lab.project, "c15a00000001", busy.START, STILL_MAPPED, "pass")
+    assert chapter.lab.runner.run("upgrade head").ok
+    report = chapter.report()  # the copy goes back through downgrade(), which leaves the column dropped
+    assert report.first_failing is not None and "taken back to the chapter's start by your downgrade()" in (
+        report.first_failing.hint
+    ), str(report)
+    assert "its downgrade() runs and gives the column back, nullable (replayed on the copy)" in failing(chapter)
+    chapter.rewrite_revision(downgrade=DOWN)  # the learner's fix, as the hint says; their database stays at head
+    assert failing(chapter) == []
+
+
+def test_an_answer_never_applied_is_told_to_apply_it(chapter: Chapter, capsys) -> None:
+    answer(chapter, STILL_MAPPED, apply=False)
+    report = chapter.report()
+    assert report.first_failing is not None and report.first_failing.name == "the database is at head"
+    chapter.alembic("upgrade head", confirm=True)
+    assert failing(chapter) == []
+    capsys.readouterr()
+
+
+def test_the_solution_passes_after_the_chapters_steps(lab: Lab, capsys) -> None:
+    """The steps leave a drop applied while the code mapped the column, then the code fixed; the solution starts
+    over, and its release round-trips."""
+    chapter = start(lab, "15")
+    chapter.reset()
+    write_revision(lab.project, "c15b00000001", busy.START, DROP, DOWN)
+    assert lab.runner.run("upgrade head").ok
+    chapter.edit_model(PHONE, "")
+    namespace: dict = {}
+    chapter.solution(namespace)
+    assert failing(chapter) == []
+    assert lab.runner.run(["downgrade", busy.START]).ok and lab.runner.run("upgrade head").ok
+    capsys.readouterr()
