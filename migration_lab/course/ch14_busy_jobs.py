@@ -289,29 +289,26 @@ class BusyRun:
             )
         idle = {"worker": WORKER_NAME, "report": IdleReader.NAME}
         named = [idle[b] for b in sorted(self.watch.blockers) if b in idle]
-        if self.watch.has("migration", "waits for") and self.watch.blockers:
+        if named and self.watch.has("migration", "waits for"):  # a wait behind a request is too short to say
             lines.append(
                 f"pg_locks: the migration waited for {', '.join(self.watch.locks('migration', 'waits for'))}; "
-                f"pg_blocking_pids named the {' and the '.join(named) or 'requests of the app itself'}."
-            )
-        if self.failed and self.watch.has("request", "waits for"):
-            lines.append(
-                f"Requests queued behind it, waiting for {', '.join(self.watch.locks('request', 'waits for'))}."
+                f"pg_blocking_pids named the {' and the '.join(named)}."
             )
         lines.append(self.requests_statement())
         return "\n".join(lines)
 
     def requests_statement(self) -> str:
+        """Errors (5xx) mean the code and the schema disagree; slow answers, that requests queued behind a lock."""
         if not self.failed:
             return "Requests during the migration: failed 0 - the app kept serving."
-        if self.requests.errors and not self.watch.has("request", "waits for"):
+        if self.requests.errors:
             return (
                 "Requests during the migration: some FAILED with errors, at once: the running code and the "
                 "schema disagree."
             )
         return (
-            f"Requests during the migration: some FAILED (errors, or slower than the {CLIENT_TIMEOUT:.0f} s a client "
-            "waits): the app stopped serving."
+            "Requests during the migration: some FAILED, queued behind the waiting migration longer than the "
+            f"{CLIENT_TIMEOUT:.0f} s a client waits: the app stopped serving."
         )
 
 
