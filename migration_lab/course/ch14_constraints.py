@@ -156,6 +156,8 @@ def foreign_key_state(lab: Lab) -> dict[str, Any]:
 
 def exercise_start(lab: Lab) -> str:
     """Back to the chapter's start: the steps' revisions and model edits undone."""
+    if checkpoints.at_checkpoint(lab, JOBS):
+        return "The lab is at the chapter's start already: nothing to undo."
     checkpoints.reset(lab, JOBS)
     return (
         "Back to the chapter's start (the steps' revisions are gone, your files backed up). job_entries.reviewer_id "

@@ -120,6 +120,14 @@ class Backups:
         self._marker.parent.mkdir(parents=True, exist_ok=True)
         self._marker.write_text(json.dumps({"digest": _digest(self.project, dump(self.url))}))
 
+    def unchanged_since_reset(self) -> bool:
+        """Files and database are as the last reset left them (the digest a reset remembered)."""
+        try:
+            last = json.loads(self._marker.read_text()).get("digest")
+            return last is not None and last == _digest(self.project, dump(self.url))
+        except (OSError, ValueError, LabError):
+            return False
+
     def save(self, pristine: dict[Path, bytes]) -> Backup | None:
         """Back up files and database if they hold work; None if they hold none.
 

@@ -105,6 +105,31 @@ def restore_files(project: Project, checkpoint: Checkpoint) -> None:
         shutil.copy(source, project.versions_dir / name)
 
 
+def checkpoint_files(checkpoint: Checkpoint) -> dict[str, bytes]:
+    """{path under ai-service/: content} of the files the checkpoint restores."""
+    main = BASELINE.joinpath("main.py").read_text()
+    for edit in checkpoint.edits:
+        main = edit(main)
+    files = {"main.py": main.encode(), "migrations/env.py": (BASELINE / "env.py").read_bytes()}
+    files.update({f"migrations/versions/{p.name}": p.read_bytes() for p in BASELINE.joinpath("versions").glob("*.py")})
+    files.update({f"migrations/versions/{name}": (REVISIONS / name).read_bytes() for name in checkpoint.revisions})
+    return files
+
+
+def at_checkpoint(lab: Lab, checkpoint: Checkpoint) -> bool:
+    """The lab is where `checkpoint` puts it: its files exactly, and nothing changed since the last reset."""
+    service = lab.project.service_dir
+    versions = {f"migrations/versions/{p.name}" for p in lab.project.versions_dir.glob("*.py")}
+    wanted = checkpoint_files(checkpoint)
+    if versions != {path for path in wanted if path.startswith("migrations/versions/")}:
+        return False
+    if any(
+        not (service / path).is_file() or (service / path).read_bytes() != content for path, content in wanted.items()
+    ):
+        return False
+    return Backups(lab.project, lab.db.url).unchanged_since_reset()
+
+
 def reset(lab: Lab, checkpoint: Checkpoint) -> ResetReport:
     """Restore files and database to the checkpoint, after backing up the learner's work.
 

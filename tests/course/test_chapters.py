@@ -91,3 +91,22 @@ def test_ch_sql_says_rows_for_dml_and_done_for_ddl(lab: Lab, capsys) -> None:
     chapter.sql("ALTER TABLE user_profiles ADD COLUMN nickname text")
     out = capsys.readouterr().out
     assert out.splitlines()[-1] == "Done." and "-1" not in out
+
+
+def test_at_checkpoint_is_true_only_for_the_checkpoint_untouched(lab: Lab, engine: sa.Engine) -> None:
+    """What lets an exercise's start skip a second reset right after one: the checkpoint's files exactly, and the
+    database as the reset left it. Any edit, stray revision, or changed row says no."""
+    from migration_lab.workspace.checkpoints import BASELINE_CHECKPOINT, WITH_PHONE_NUMBER, at_checkpoint
+
+    reset("02", lab)
+    assert at_checkpoint(lab, WITH_PHONE_NUMBER) and not at_checkpoint(lab, BASELINE_CHECKPOINT)
+    main = lab.project.service_dir / "main.py"
+    main.write_text(main.read_text() + "\n")
+    assert not at_checkpoint(lab, WITH_PHONE_NUMBER)
+    reset("02", lab)
+    (lab.project.versions_dir / "zzz_stray.py").write_text("revision = 'zzz'\n")
+    assert not at_checkpoint(lab, WITH_PHONE_NUMBER)
+    reset("02", lab)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE user_profiles SET name = 'Ada' WHERE name = 'Ada Lovelace'"))
+    assert not at_checkpoint(lab, WITH_PHONE_NUMBER)
