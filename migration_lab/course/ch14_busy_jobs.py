@@ -105,7 +105,7 @@ def forget_traffic(lab: Lab) -> None:
         conn.commit()
 
 
-def _lab(where: Any) -> Lab:
+def lab_of(where: Any) -> Lab:
     """A chapter (what the notebook holds) or a Lab."""
     return where if isinstance(where, Lab) else where.lab
 
@@ -360,7 +360,7 @@ def upgrade_while_busy(chapter: Any, pressure: Pressure | None = WORKER) -> None
 
     What the clients wrote is deleted afterwards, so the lab's rows stay the ones the chapter describes.
     """
-    lab = _lab(chapter)
+    lab = lab_of(chapter)
     print(
         f"The ai-api serves 4 clients (profiles and jobs, read and written; each gives up after "
         f"{CLIENT_TIMEOUT:.0f} s); {pressure or 'no session sits idle in a transaction'}."

@@ -26,7 +26,7 @@ from ..lab import Lab
 from ..tools.lock_trace import trace_each
 from ..workspace import checkpoints
 from . import checks
-from .ch14_busy_jobs import CLIENT_TIMEOUT, HOLDS, JOBS, START, WORKER, Replay, _lab, replay
+from .ch14_busy_jobs import CLIENT_TIMEOUT, HOLDS, JOBS, START, WORKER, Replay, lab_of, replay
 from .checks import Check
 
 FK = "fk_job_entries_reviewer_id_user_profiles"
@@ -77,7 +77,7 @@ def what_if(lab: Lab, upgrades: list[tuple[str, str, str]]) -> Iterator[list[str
 
 def compare(chapter: Any, *ways: Way) -> None:
     """Each way traced on one copy of the database, one after the other (each undone before the next); printed."""
-    lab = _lab(chapter)
+    lab = lab_of(chapter)
     chain: list[tuple[str, str, str]] = []
     for way in ways:
         chain.append((way.title, way.upgrade, way.downgrade))
@@ -105,7 +105,7 @@ WHERE x.indrelid = to_regclass(:table) ORDER BY 1
 
 def show_indexes(chapter: Any, table: str = "job_entries") -> None:
     """The table's indexes: valid, or INVALID and whether PostgreSQL still keeps it up to date (indisready)."""
-    with _lab(chapter).db.connect() as conn:
+    with lab_of(chapter).db.connect() as conn:
         rows = conn.execute(sa.text(INDEX_STATES), {"table": table}).all()
     for name, valid, ready in rows:
         if valid:

@@ -24,7 +24,7 @@ from ..lab import Lab
 from ..workspace import checkpoints
 from ..workspace.edits import apply_edit
 from . import checks
-from .ch14_busy_jobs import CLIENT_TIMEOUT, HOLDS, JOBS, REPORT_ON_PROFILES, START, Replay, _lab, replay
+from .ch14_busy_jobs import CLIENT_TIMEOUT, HOLDS, JOBS, REPORT_ON_PROFILES, START, Replay, lab_of, replay
 from .checks import Check
 
 # The helper a revision carries (ai-service never imports the kit): GitLab's with_lock_retries, in Python.
@@ -70,7 +70,7 @@ def add_lock_retries(chapter: Any) -> None:
     """Put the with_lock_retries helper in the newest revision file, above upgrade(); show the diff."""
     from IPython.display import Markdown, display
 
-    lab = _lab(chapter)
+    lab = lab_of(chapter)
     path = _newest_revision(lab)
 
     def edit(source: str) -> str:
