@@ -138,9 +138,10 @@ def reset(lab: Lab, checkpoint: Checkpoint) -> ResetReport:
                 for sql in checkpoint.seed:
                     conn.execute(sa.text(sql))
             conn.commit()
-    with lab.db.connect() as conn:
-        heads = lab.db.heads(conn)
-        tables = [t for t in sa.inspect(conn).get_table_names() if t != "alembic_version"]
-        rows = sum(conn.scalar(sa.select(sa.func.count()).select_from(sa.table(t))) or 0 for t in tables)
-    backups.remember_reset()
+        # Still under the lock's guard: a nuke waits until the reset has read back what it made.
+        with lab.db.connect() as after:
+            heads = lab.db.heads(after)
+            tables = [t for t in sa.inspect(after).get_table_names() if t != "alembic_version"]
+            rows = sum(after.scalar(sa.select(sa.func.count()).select_from(sa.table(t))) or 0 for t in tables)
+        backups.remember_reset()
     return ResetReport(heads, len(tables), rows, time.perf_counter() - started, backup)
