@@ -28,7 +28,7 @@ from ..course.teammates import teammate_arrives
 from ..database import schema
 from ..errors import CommandLineError, LabError
 from ..lab import Lab
-from ..running import policy
+from ..running import history, policy
 from ..running.rehearsal import rehearse
 from ..running.runner import RunResult
 from ..tools import graph, migration_tests
@@ -69,7 +69,8 @@ class Chapter:
     def __init__(self, spec: ChapterSpec, lab: Lab) -> None:
         self.spec = spec
         self.lab = lab
-        self.generated: str | None = None  # the revision id the last command here generated
+        # The revision id the last command here generated (or the exercise's start brought): "the new one".
+        self.generated: str | None = None
         self.confirmation = policy.Confirmation(lab.runner)  # questions asked (STOP), by command line
         self._hints_shown: dict[str, int] = {}  # how many levels of each check's hints were shown
 
@@ -87,8 +88,19 @@ class Chapter:
     @_then_refresh
     def start_exercise(self) -> None:
         """Put the lab where this chapter's exercise starts (for most chapters: where you are)."""
-        setup = self.spec.exercise_setup
-        print(setup(self.lab) if setup else "The exercise starts from where you are now.")
+        print(self._set_up_exercise() if self.spec.exercise_setup else "The exercise starts from where you are now.")
+
+    def _set_up_exercise(self) -> str:
+        """The exercise's set-up; a single revision file it brings is "the new one" of this kernel, as if generated."""
+        assert self.spec.exercise_setup is not None
+        before = set(self.lab.project.versions_dir.glob("*.py"))
+        said = self.spec.exercise_setup(self.lab)
+        brought = set(self.lab.project.versions_dir.glob("*.py")) - before
+        if len(brought) == 1:
+            path = brought.pop().resolve()
+            scripts = history.loaded(self.lab.runner.script(check_history=False))
+            self.generated = next((s.revision for s in scripts if Path(s.path).resolve() == path), self.generated)
+        return said
 
     def report(self, answer: object = None) -> Report:
         """The exercise's checks, run against the real database and the revision files.
@@ -156,7 +168,7 @@ class Chapter:
         if report.backup:
             print(report.backup)
         if self.spec.exercise_setup:
-            print(self.spec.exercise_setup(self.lab))
+            print(self._set_up_exercise())
         if namespace is None:
             namespace = user_namespace()
         namespace.setdefault("ch", self)
