@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -134,11 +135,11 @@ class LabDatabase:
 
     @contextmanager
     def _guarded(self, mode: int, wait: float) -> Iterator[None]:
-        if self.guard is None:
+        fd = self._open_guard()
+        if fd is None:  # no guard (a copy), or a read-only checkout: the advisory lock alone
             yield
             return
-        self.guard.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.guard, "a") as handle:  # flock goes with its holder, even a killed one: never stale
+        with os.fdopen(fd, "a") as handle:  # flock goes with its holder, even a killed one: never stale
             deadline = time.monotonic() + wait
             while True:
                 try:
@@ -157,6 +158,16 @@ class LabDatabase:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _open_guard(self) -> int | None:
+        if self.guard is None:
+            return None
+        try:
+            self.guard.parent.mkdir(parents=True, exist_ok=True)
+            # 0600: another OS user could flock a file they can open, and hold the lab up.
+            return os.open(self.guard, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        except OSError:
+            return None
 
     @contextmanager
     def _advisory_lock(self, wait: float) -> Iterator[sa.Connection]:

@@ -108,9 +108,9 @@ class Chapter:
         A revision whose parent is gone comes first and alone: alembic answers nothing
         then, and any other hint (autogenerate, upgrade) would send the learner the wrong way.
         """
-        history = one_history(self.lab)
-        if not history.passed:
-            return Report((history,))
+        whole = one_history(self.lab)
+        if not whole.passed:
+            return Report((whole,))
         return Report(tuple(self.spec.exercise(self.lab, answer)))
 
     def check(self, answer: object = None) -> None:
@@ -290,7 +290,8 @@ class Chapter:
         """
         target = self._existing(path)
         if target.parent == self.lab.project.versions_dir:
-            refuse_if_applied(self.lab.runner.script(check_history=False), self.lab.db.heads(), target, confirm, "edit")
+            scripts = self.lab.runner.script(check_history=False)
+            refuse_if_applied(scripts, self.lab.db.heads(), target, confirm, deleting=False)
         self._edit(target, replace_text(old, new))
 
     @_then_refresh
@@ -302,15 +303,16 @@ class Chapter:
         """
         target = self._existing(path)
         if target.parent == self.lab.project.versions_dir:
-            refuse_if_applied(
-                self.lab.runner.script(check_history=False), self.lab.db.heads(), target, confirm, "delete"
-            )
+            scripts = self.lab.runner.script(check_history=False)
+            refuse_if_applied(scripts, self.lab.db.heads(), target, confirm, deleting=True)
         deletions.delete(self.lab.project, [target], "ch.delete_file()")
         print(f"Deleted ai-service/{path}")
 
     def _existing(self, path: str) -> Path:
         """The file `path` of ai-service/ names; a LabError if there is none (ch.generated after a restart, say)."""
-        target = self.lab.project.service_dir / path
+        target = (self.lab.project.service_dir / path).resolve()
+        if not target.is_relative_to(self.lab.project.service_dir.resolve()):
+            raise LabError(f"{path} is not a file of ai-service/.", 'Name it from ai-service/: "migrations/env.py".')
         if target.is_file():
             return target
         forgot = self.generated is None and "None" in path

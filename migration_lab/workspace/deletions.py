@@ -37,7 +37,7 @@ def recorded(project: Project) -> dict[str, str]:
 
 def record(project: Project, deleted: Iterable[Path], why: str) -> None:
     """Add files the kit has just deleted (absolute paths inside the project), saying why."""
-    paths = [str(path.relative_to(project.root)) for path in deleted]
+    paths = [str(path.relative_to(project.root)) for path in deleted if path.is_relative_to(project.root)]
     before = recorded(project)
     known = {k: v for k, v in before.items() if not (project.root / k).exists() and k not in paths}
     known.update(dict.fromkeys(paths, why))

@@ -109,37 +109,43 @@ def editable_script(
 
 
 def refuse_if_applied(
-    scripts: ScriptDirectory, database_heads: tuple[str, ...], path: Path, confirm: bool, change: str
+    scripts: ScriptDirectory, database_heads: tuple[str, ...], path: Path, confirm: bool, deleting: bool
 ) -> None:
-    """Refuse to edit or delete (`change`) a revision file the database has applied, unless confirm=True.
+    """Refuse to delete (or edit) a revision file the database has applied, unless confirm=True.
 
-    Deleted, the database is at (or past) a revision no file holds: `Can't locate
-    revision`; edited, the file no longer says what the database ran. Chapter 09
-    deletes one on purpose, and says so with confirm=True. A revision whose parent
-    is gone (what `BrokenHistory` names) can always go: that is one way out.
-    `scripts` unchecked (`runner.script(check_history=False)`): the history may be broken.
+    Deleted, alembic can no longer walk to the revision the database is at
+    (`Can't locate revision`, or a child whose parent is gone); edited, the file
+    no longer says what the database ran. Chapter 09 deletes one on purpose, and
+    says so with confirm=True. A revision whose parent is gone (what
+    `BrokenHistory` names) can always go, unless the database is at it: that is
+    one way out. `scripts` unchecked (`runner.script(check_history=False)`).
     """
     script = next((s for s in history.loaded(scripts) if Path(s.path).resolve() == path.resolve()), None)
     if script is None or confirm:
         return
     try:
-        done = applied(history.checked(scripts, path.parent), database_heads)
+        done = applied(history.checked(scripts, Path(scripts.dir)), database_heads)
     except BrokenHistory:
         done = set(database_heads)
-    if script.revision in done:
-        deleting = change == "delete"
-        call = "delete_file" if deleting else "edit_file"
-        raise LabError(
-            f"{path.name} is applied to the database (it is at {', '.join(database_heads)}): "
-            + (
-                "without the file, alembic cannot find the revision the database is at."
-                if deleting
-                else "an edit changes nothing there, and the file would no longer say what the database ran."
-            )
-            + " Nothing was changed.",
-            'Downgrade below it first (ch.alembic("downgrade ...")), or write a new revision; if you mean it: '
-            f'ch.{call}("migrations/versions/{path.name}", ..., confirm=True).',
+    if script.revision not in done:
+        return
+    parent = ", ".join(to_tuple(script.down_revision, default=())) or "base"
+    file = f"migrations/versions/{path.name}"
+    raise LabError(
+        f"{path.name} is applied to the database (it is at {', '.join(database_heads)}): "
+        + (
+            "without the file, alembic can no longer walk to where the database is."
+            if deleting
+            else "an edit changes nothing there, and the file would no longer say what the database ran."
         )
+        + " Nothing was changed.",
+        f'Downgrade below it first (ch.alembic("downgrade {parent}")), or write a new revision; if you mean it: '
+        + (
+            f'ch.delete_file("{file}", confirm=True).'
+            if deleting
+            else f'ch.edit_file("{file}", old, new, confirm=True).'
+        ),
+    )
 
 
 def clean_slate(database_heads: tuple[str, ...]) -> None:

@@ -147,3 +147,21 @@ def test_pruning_never_removes_the_newest_backup_of_the_learners_own_work(lab: L
     assert (real / "ai-service" / "migrations" / "versions" / "f00d00000001_hand_written.py").is_file()
     print(restore(lab, real.name))
     assert (lab.project.versions_dir / "f00d00000001_hand_written.py").is_file()
+
+
+def test_a_backup_an_older_kit_took_is_still_listed_checked_and_restored(lab: Lab) -> None:
+    """Before manifests, a backup was its folder: still one when it holds ai-service/main.py, checked for what can
+    be (a dump cut short is refused), restored as before."""
+    backup = _backup_of_work(lab)
+    (backup / "manifest.json").unlink()
+    assert Backups(lab.project, lab.db.url).names() == [backup.name]
+    sql = backup / "database.sql"
+    whole = sql.read_text()
+    sql.write_text(whole[: len(whole) // 2])
+    before = state(lab)
+    with pytest.raises(LabError, match="database.sql is cut short. Nothing was changed"):
+        restore(lab)
+    assert state(lab) == before
+    sql.write_text(whole)
+    assert "Restored backup" in restore(lab, backup.name)
+    assert (lab.project.versions_dir / "f00d00000001_hand_written.py").is_file()

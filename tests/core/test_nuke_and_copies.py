@@ -72,6 +72,8 @@ def test_a_nuke_waits_for_a_running_command_of_the_checkout(embedded_lab: Lab) -
             pass
         assert time.monotonic() - started >= 1.0
     assert embedded_lab.db.heads() == ("a1c4e7f20b13",)  # nothing was destroyed
+    guard = embedded_lab.project.state_dir / "database.lock"
+    assert guard.stat().st_mode & 0o777 == 0o600  # no other OS user can open it, and flock it to hold the lab up
 
 
 HOLDS_A_COPY = """

@@ -87,6 +87,11 @@ def test_delete_and_edit_leave_an_applied_revision_alone_unless_confirmed(lab: L
         ch.edit_file(f"migrations/versions/{APPLIED}", "nullable=True", "nullable=False")
     with pytest.raises(LabError, match="ch.nuke"):
         ch.clean_versions()  # the database still records the revisions: nuke first
+    outside = lab.project.root / "notes.txt"
+    outside.write_text("mine")
+    with pytest.raises(LabError, match="is not a file of ai-service/"):
+        ch.delete_file("../notes.txt")
+    assert outside.read_text() == "mine"
     assert applied.read_bytes() == text
     # After a restart, `ch.generated` is None: the f-string names no file, and nothing is deleted.
     with pytest.raises(LabError, match="ch.generated is None"):
