@@ -160,10 +160,13 @@ class LabDatabase:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _open_guard(self) -> int | None:
+        """The guard, opened; None without one: no guard (a copy), no lab folder yet (nothing runs there), a folder
+        that is not this user's (root must not leave files in another user's lab: the backend refuses that)."""
         if self.guard is None:
             return None
         try:
-            self.guard.parent.mkdir(parents=True, exist_ok=True)
+            if self.guard.parent.stat().st_uid != os.geteuid():
+                return None
             # 0600: another OS user could flock a file they can open, and hold the lab up.
             return os.open(self.guard, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         except OSError:
