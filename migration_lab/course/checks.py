@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..errors import LabError
+from ..errors import BrokenHistory, LabError
 from ..lab import Lab
 from ..workspace.edits import model_attributes
 
@@ -141,6 +141,15 @@ def database_at_head(lab: Lab, hint: Hints) -> Check:
     heads = lab.db.heads()
     script_heads = lab.runner.script().get_heads()
     return Check("the database is at head", bool(heads) and set(heads) == set(script_heads), hint)
+
+
+def one_history(lab: Lab) -> Check:
+    """Every revision file's parent is a file too: without that alembic answers nothing, so no other check can."""
+    try:
+        lab.runner.script()
+    except BrokenHistory as error:
+        return Check("the revision files form one history", False, f"{error.what} {error.next_step}")
+    return Check("the revision files form one history", True)
 
 
 def models_match_database(lab: Lab, hint: Hints) -> Check:

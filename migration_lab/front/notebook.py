@@ -22,18 +22,18 @@ from alembic.script import Script
 from IPython.display import Markdown, display
 
 from ..course import app_client, registry
-from ..course.checks import Report
+from ..course.checks import Report, one_history
 from ..course.registry import ChapterSpec, spec
 from ..course.teammates import teammate_arrives
 from ..database import schema
 from ..errors import CommandLineError, LabError
 from ..lab import Lab
-from ..running import policy
+from ..running import history, policy
 from ..running.rehearsal import rehearse
 from ..running.runner import RunResult
 from ..tools import graph, migration_tests
 from ..tools.review import review, squawk
-from ..workspace import progress
+from ..workspace import deletions, progress
 from ..workspace.edits import (
     ModelEdit,
     add_column,
@@ -43,7 +43,7 @@ from ..workspace.edits import (
     replace_function_body,
     replace_text,
 )
-from ..workspace.revisions import find_script, newest_script
+from ..workspace.revisions import clean_slate, editable_script, find_script, newest_script, refuse_if_applied
 from .widgets import CheckButton, MigrationConsole, refresh_consoles, user_namespace
 
 P = ParamSpec("P")
@@ -69,7 +69,8 @@ class Chapter:
     def __init__(self, spec: ChapterSpec, lab: Lab) -> None:
         self.spec = spec
         self.lab = lab
-        self.generated: str | None = None  # the revision id the last command here generated
+        # The revision id the last command here generated (or the exercise's start brought): "the new one".
+        self.generated: str | None = None
         self.confirmation = policy.Confirmation(lab.runner)  # questions asked (STOP), by command line
         self._hints_shown: dict[str, int] = {}  # how many levels of each check's hints were shown
 
@@ -87,11 +88,29 @@ class Chapter:
     @_then_refresh
     def start_exercise(self) -> None:
         """Put the lab where this chapter's exercise starts (for most chapters: where you are)."""
-        setup = self.spec.exercise_setup
-        print(setup(self.lab) if setup else "The exercise starts from where you are now.")
+        print(self._set_up_exercise() if self.spec.exercise_setup else "The exercise starts from where you are now.")
+
+    def _set_up_exercise(self) -> str:
+        """The exercise's set-up; a single revision file it brings is "the new one" of this kernel, as if generated."""
+        assert self.spec.exercise_setup is not None
+        before = set(self.lab.project.versions_dir.glob("*.py"))
+        said = self.spec.exercise_setup(self.lab)
+        brought = set(self.lab.project.versions_dir.glob("*.py")) - before
+        if len(brought) == 1:
+            path = brought.pop().resolve()
+            scripts = history.loaded(self.lab.runner.script(check_history=False))
+            self.generated = next((s.revision for s in scripts if Path(s.path).resolve() == path), self.generated)
+        return said
 
     def report(self, answer: object = None) -> Report:
-        """The exercise's checks, run against the real database and the revision files."""
+        """The exercise's checks, run against the real database and the revision files.
+
+        A revision whose parent is gone comes first and alone: alembic answers nothing
+        then, and any other hint (autogenerate, upgrade) would send the learner the wrong way.
+        """
+        whole = one_history(self.lab)
+        if not whole.passed:
+            return Report((whole,))
         return Report(tuple(self.spec.exercise(self.lab, answer)))
 
     def check(self, answer: object = None) -> None:
@@ -149,7 +168,7 @@ class Chapter:
         if report.backup:
             print(report.backup)
         if self.spec.exercise_setup:
-            print(self.spec.exercise_setup(self.lab))
+            print(self._set_up_exercise())
         if namespace is None:
             namespace = user_namespace()
         namespace.setdefault("ch", self)
@@ -264,22 +283,58 @@ class Chapter:
 
     # --- the learner's files -----------------------------------------------------------
 
-    def edit_file(self, path: str, old: str, new: str) -> None:
-        """Replace text in a file of ai-service/ (e.g. "migrations/env.py"), and show the diff."""
-        self._edit(self.lab.project.service_dir / path, replace_text(old, new))
+    def edit_file(self, path: str, old: str, new: str, confirm: bool = False) -> None:
+        """Replace text in a file of ai-service/ (e.g. "migrations/env.py"), and show the diff.
+
+        A revision file the database has applied is left alone unless confirm=True.
+        """
+        target = self._existing(path)
+        if target.parent == self.lab.project.versions_dir:
+            scripts = self.lab.runner.script(check_history=False)
+            refuse_if_applied(scripts, self.lab.db.heads(), target, confirm, deleting=False)
+        self._edit(target, replace_text(old, new))
 
     @_then_refresh
-    def delete_file(self, path: str) -> None:
-        """Delete a file of ai-service/ (e.g. a revision), as `rm` would."""
-        (self.lab.project.service_dir / path).unlink()
+    def delete_file(self, path: str, confirm: bool = False) -> None:
+        """Delete a file of ai-service/ (e.g. a revision), as `rm` would.
+
+        A revision file the database has applied is left alone unless confirm=True:
+        the database would be at a revision no file holds.
+        """
+        target = self._existing(path)
+        if target.parent == self.lab.project.versions_dir:
+            scripts = self.lab.runner.script(check_history=False)
+            refuse_if_applied(scripts, self.lab.db.heads(), target, confirm, deleting=True)
+        deletions.delete(self.lab.project, [target], "ch.delete_file()")
         print(f"Deleted ai-service/{path}")
+
+    def _existing(self, path: str) -> Path:
+        """The file `path` of ai-service/ names; a LabError if there is none (ch.generated after a restart, say)."""
+        target = (self.lab.project.service_dir / path).resolve()
+        if not target.is_relative_to(self.lab.project.service_dir.resolve()):
+            raise LabError(f"{path} is not a file of ai-service/.", 'Name it from ai-service/: "migrations/env.py".')
+        if target.is_file():
+            return target
+        forgot = self.generated is None and "None" in path
+        raise LabError(
+            f"There is no file ai-service/{path}."
+            + (
+                " ch.generated is None: no revision was generated in this kernel since the chapter started."
+                if forgot
+                else ""
+            ),
+            "Run the cell that generates the revision first, or name the file (`ls ai-service/migrations/versions/`)."
+            if forgot
+            else "Check the name: `ls ai-service/` and `ls ai-service/migrations/versions/` list the files.",
+        )
 
     @_then_refresh
     def clean_versions(self) -> None:
-        """Delete every revision file: the nuke option's "start fresh" step."""
-        files = sorted(self.lab.project.versions_dir.glob("*.py"))
-        for path in files:
-            path.unlink()
+        """Delete every revision file: the nuke option's "start fresh" step, once the database is empty."""
+        clean_slate(self.lab.db.heads())
+        files = deletions.delete(
+            self.lab.project, sorted(self.lab.project.versions_dir.glob("*.py")), "ch.clean_versions()"
+        )
         print(f"Deleted {len(files)} revision file(s) from ai-service/migrations/versions/")
 
     @_then_refresh
@@ -300,13 +355,23 @@ class Chapter:
         self._edit(self.lab.project.service_dir / "main.py", replace_text(old, new))
 
     def rewrite_revision(
-        self, upgrade: str | None = None, downgrade: str | None = None, revision: str | None = None
+        self,
+        upgrade: str | None = None,
+        downgrade: str | None = None,
+        revision: str | None = None,
+        confirm: bool = False,
     ) -> None:
         """Replace the body of upgrade() and/or downgrade(), and show the diff.
 
-        In the newest revision file, or the one whose name contains `revision` (an id or a slug).
+        In the revision this kernel generated last, or the one whose name contains
+        `revision` (an id or a slug). The upgrade() of a revision the database has
+        applied is rewritten only when named and confirm=True; after a kernel restart
+        (which forgets what was generated) a revision must be named.
         """
-        path = Path(self._script(revision).path)
+        script = editable_script(
+            self.lab.runner.script(), self.lab.db.heads(), self.generated, revision, upgrade is not None, confirm
+        )
+        path = Path(script.path)
         edits = [
             replace_function_body(name, body)
             for name, body in (("upgrade", upgrade), ("downgrade", downgrade))

@@ -19,7 +19,7 @@ from IPython.display import Markdown
 
 from ..course.checks import Report
 from ..database import schema
-from ..errors import LabError
+from ..errors import BrokenHistory, LabError
 from ..lab import Lab
 from ..running import policy
 from ..running.runner import RunResult
@@ -87,7 +87,12 @@ class RevisionGraph(w.Output):
         except (LabError, sa.exc.OperationalError):
             self.append_stdout(UNREACHABLE + "\n")
             return
-        self.append_display_data(Markdown(graph.markdown(self.lab.runner.script(), heads)))
+        try:
+            scripts = self.lab.runner.script()
+        except BrokenHistory as error:  # a revision whose parent is gone: no graph, the way out instead
+            self.append_stdout(f"{error.what}\nWhat to do: {error.next_step}\n")
+            return
+        self.append_display_data(Markdown(graph.markdown(scripts, heads)))
 
     def __repr__(self) -> str:
         return "Revision graph (Mermaid)"

@@ -28,9 +28,9 @@ from alembic.config import Config
 from alembic.script import Script, ScriptDirectory
 
 from ..database.connection import LabDatabase
-from ..errors import Busy, CommandLineError, Unreachable
+from ..errors import BrokenHistory, Busy, CommandLineError, Unreachable
 from ..project import Project
-from . import alembic_process
+from . import alembic_process, history
 from .command import WORKFLOW_PREFIX, Command, parse
 from .diagnosis import diagnose
 
@@ -61,7 +61,7 @@ class RunResult:
     changes_database: bool = False
     # Statements the failing revision committed itself (autocommit_block, COMMIT): kept, unrecorded.
     stray_commits: int = 0
-    refused: str = ""  # why the kit did not start it: "input", "busy", "unreachable", "moved"
+    refused: str = ""  # why the kit did not start it: "input", "busy", "unreachable", "moved", "history"
 
     @property
     def started(self) -> bool:
@@ -132,9 +132,15 @@ class Runner:
         cfg.set_main_option("sqlalchemy.url", self.db.url.replace("%", "%%"))
         return cfg
 
-    def script(self) -> ScriptDirectory:
-        """The revision files, as alembic reads them (fresh each call: files change)."""
-        return ScriptDirectory.from_config(self.config(io.StringIO()))
+    def script(self, check_history: bool = True) -> ScriptDirectory:
+        """The revision files, as alembic reads them (fresh each call: files change).
+
+        Raises BrokenHistory (a LabError naming the file and the ways out) when a
+        revision's parent is in no file: alembic could not answer anything then.
+        `check_history=False` for what needs the files alone (`history.loaded`).
+        """
+        scripts = ScriptDirectory.from_config(self.config(io.StringIO()))
+        return history.checked(scripts, self.project.root) if check_history else scripts
 
     def refuse(self, command: Command | str, why: str, error: str, hint: str | None) -> RunResult:
         """A result for a command the kit did not start, and why not."""
@@ -233,6 +239,12 @@ class Runner:
         return self._execute(command, conn, on_log)
 
     def _execute(self, command: Command, conn: sa.Connection | None, on_log: Callable[[str], None] | None) -> RunResult:
+        try:
+            self.script()  # about 1 ms; every command would fail on a broken history, with a bare KeyError
+        except BrokenHistory as error:
+            return self.refuse(command, "history", error.what, error.next_step)
+        except Exception:  # noqa: BLE001 - a file alembic cannot read: the command meets it, and `diagnose` names it
+            pass
         started = time.perf_counter()
         before = after = None
         if conn is not None:
@@ -266,7 +278,10 @@ class Runner:
                 conn.commit()
             except sa.exc.DBAPIError:
                 after = None  # the database died under the command: say so, don't guess
-        diagnosis = diagnose(execution.error, self.project.service_dir) if execution.error else None
+        failure = execution.error
+        if failure is not None:  # a parent deleted while the command ran: the map's KeyError, recognised
+            failure = history.broken_history(self.script(check_history=False), self.project.root, failure) or failure
+        diagnosis = diagnose(failure, self.project.service_dir) if failure else None
         root = str(self.project.root) + "/"  # paths as a learner sees them: from the project folder
         returned = execution.returned
         scripts = returned if isinstance(returned, list) else [returned]
