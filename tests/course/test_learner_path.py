@@ -6,10 +6,15 @@ state the wrong answer leaves and lead to a pass. Revision files are edited as t
 """
 
 import re
+import shutil
 from pathlib import Path
+
+import sqlalchemy as sa
+from chapter_steps import run_steps
 
 from helpers import failing, start
 from migration_lab import Lab
+from migration_lab.course.registry import spec
 from migration_lab.front.notebook import Chapter
 
 LAST_LOGIN_LINE = "last_login = Column(DateTime(timezone=True), server_default=func.now())"
@@ -409,4 +414,133 @@ def test_04_the_answer_in_the_order_upgrade_applies_them(lab: Lab, capsys) -> No
     for wrong in (["a1c4e7f20b13"], ["8b7e5d2c6a41", "a1c4e7f20b13", "b7d1e5f3c9a2"], ["a1c4e7f20b13"] * 2):
         assert ORDER_04 in failing(chapter, wrong), wrong
     assert "named twice" in failing(chapter, ["a1c4e7f20b13", "a1c4e7f20b13", "b7d1e5f3c9a2"])[ORDER_04][0]
+    capsys.readouterr()
+
+
+# --- 05: lowercase emails, in the notebook's own order too -------------------------------------------------------
+
+REFERENCE_05 = (
+    'op.execute("DELETE FROM user_profiles p WHERE EXISTS (SELECT 1 FROM user_profiles q '
+    'WHERE lower(q.email) = lower(p.email) AND q.id < p.id)")\n'
+    'op.execute("UPDATE user_profiles SET email = lower(email) WHERE email <> lower(email)")'
+)
+MIGRATION_05 = (
+    "your migration, run on the exercise's rows, lowercases every email and keeps Ada's original profile "
+    "(tried on a copy)"
+)
+
+
+def test_05_a_delete_using_and_is_distinct_from_pass(lab: Lab, capsys) -> None:
+    chapter = start(lab, "05")
+    hand_written(
+        chapter,
+        "lowercase emails",
+        'op.execute("""\n'
+        "    DELETE FROM user_profiles AS later USING user_profiles AS earlier\n"
+        "    WHERE lower(later.email) = lower(earlier.email) AND later.id > earlier.id\n"
+        '""")\n'
+        'op.execute("UPDATE user_profiles SET email = LOWER(email) WHERE email IS DISTINCT FROM LOWER(email)")',
+        "pass",
+    )
+    assert chapter.report().passed, str(chapter.report())
+    capsys.readouterr()
+
+
+def test_05_two_revisions_keeping_the_first_of_each_group_pass(lab: Lab, capsys) -> None:
+    """Deduplicate in one revision (min(id) per lower(email)), lowercase in the next, with a regex WHERE."""
+    chapter = start(lab, "05")
+    hand_written(
+        chapter,
+        "remove duplicate sign-ups",
+        'op.execute("DELETE FROM user_profiles WHERE id NOT IN '
+        '(SELECT min(id) FROM user_profiles GROUP BY lower(email))")',
+        "pass",
+    )
+    hand_written(
+        chapter,
+        "lowercase emails",
+        "op.execute(\"UPDATE user_profiles SET email = lower(email) WHERE email ~ '[A-Z]'\")",
+        "pass",
+    )
+    assert chapter.report().passed, str(chapter.report())
+    capsys.readouterr()
+
+
+def test_05_fixing_the_rows_by_hand_with_an_empty_revision_fails(lab: Lab, capsys) -> None:
+    """The learner's database is right, but no migration does it: a fresh database (CI, production) keeps the
+    capitals."""
+    chapter = start(lab, "05")
+    chapter.sql("DELETE FROM user_profiles WHERE email = 'Ada@Example.org'")
+    chapter.sql("UPDATE user_profiles SET email = lower(email)")
+    hand_written(chapter, "lowercase emails", "pass", "pass")
+    hints = failing(chapter)
+    assert list(hints) == [MIGRATION_05, "running the migration again changes no row (tried on a copy)"], hints
+    assert "still have capitals" in hints[MIGRATION_05][0]
+    capsys.readouterr()
+
+
+def test_05_deleting_every_capitalised_sign_up_fails(lab: Lab, capsys) -> None:
+    """Removing the rows with capitals "solves" the collision and loses Edsger, a new user."""
+    chapter = start(lab, "05")
+    hand_written(
+        chapter, "lowercase emails", 'op.execute("DELETE FROM user_profiles WHERE email <> lower(email)")', "pass"
+    )
+    hints = failing(chapter)
+    assert MIGRATION_05 in hints and "edsger.dijkstra@example.org missing" in hints[MIGRATION_05][0]
+    capsys.readouterr()
+
+
+def test_05_after_the_chapters_steps_the_reference_answer_passes(lab: Lab, capsys) -> None:
+    """The notebook's own order: the steps (50,000 generated users, Ada gone), then the exercise, then the
+    solution's revision typed by the learner."""
+    chapter = Chapter(spec("05"), lab)
+    chapter.reset()
+    run_steps(chapter)
+    with lab.db.engine.connect() as conn:
+        assert conn.scalar(sa.text("SELECT count(*) FROM user_profiles")) > 50_000  # the steps' state
+        assert not conn.scalar(sa.text("SELECT count(*) FROM user_profiles WHERE email = 'ada@example.org'"))
+    chapter.start_exercise()
+    out = capsys.readouterr().out
+    assert "starts from the chapter's start" in out and "Your earlier work" in out  # the steps' work is backed up
+    hand_written(chapter, "lowercase emails", REFERENCE_05, "pass")
+    assert chapter.report().passed, str(chapter.report())
+    capsys.readouterr()
+
+
+def test_05_start_exercise_again_starts_over(lab: Lab, capsys) -> None:
+    """Run twice, before or after an answer: the same two sign-ups, never a second pair."""
+    rows = sa.text("SELECT id, email FROM user_profiles ORDER BY id")
+    chapter = start(lab, "05")
+    with lab.db.engine.connect() as conn:
+        first = list(conn.execute(rows))
+    chapter.start_exercise()
+    with lab.db.engine.connect() as conn:
+        assert list(conn.execute(rows)) == first
+    hand_written(chapter, "lowercase emails", REFERENCE_05, "pass")
+    assert chapter.report().passed
+    chapter.start_exercise()
+    with lab.db.engine.connect() as conn:
+        assert list(conn.execute(rows)) == first and len(first) == 5
+    capsys.readouterr()
+
+
+def test_05_rows_emptied_after_the_answer_get_a_hint_about_the_data_that_leads_to_a_pass(lab: Lab, capsys) -> None:
+    """The migration is right; the learner's own rows went (downgrade base + upgrade head): the hint is about the
+    data, not the code, and following it passes."""
+    chapter = start(lab, "05")
+    hand_written(chapter, "lowercase emails", REFERENCE_05, "pass")
+    chapter.alembic("downgrade base", confirm=True)
+    chapter.alembic("upgrade head")
+    check = chapter.report().first_failing
+    assert (
+        check is not None and check.name == "every person is there once in your database, Ada with her original profile"
+    )
+    assert "not the exercise's any more" in check.hints[0] and "DELETE" not in " ".join(check.hints)
+    mine = newest(lab).name
+    exec(check.hints[-1], {"ch": chapter})  # start over: the rows are back, the revision is in the backup
+    backup = re.search(r"saved in (\.lab/backups/[^/]+)/", capsys.readouterr().out)
+    assert backup is not None and not (lab.project.versions_dir / mine).exists()
+    shutil.copy(lab.project.root / backup[1] / "ai-service/migrations/versions" / mine, lab.project.versions_dir)
+    chapter.alembic("upgrade head", confirm=True)
+    assert chapter.report().passed, str(chapter.report())
     capsys.readouterr()
