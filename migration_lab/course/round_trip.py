@@ -59,8 +59,8 @@ Inspect = Callable[[LabDatabase], str | None]
 
 @dataclass(frozen=True)
 class Shape:
-    """What a round trip must give back: tables and columns (types, NULL, defaults), the names of indexes and
-    constraints, and the enum types with their values."""
+    """What a round trip must give back: tables and columns (types, NULL, defaults; in any order), the names of
+    indexes and constraints, and the enum types with their values."""
 
     columns: Snapshot
     names: frozenset[str]
@@ -90,7 +90,9 @@ def shape(conn: sa.Connection) -> Shape:
             names.update(f"{table}.{item['name']}" for item in found)
     enum_types = inspector.get_enums()  # type: ignore[attr-defined]  # PostgreSQL's inspector has it
     enums = frozenset((e["name"], tuple(e["labels"])) for e in enum_types)
-    return Shape(snapshot(conn), frozenset(names), enums)
+    # Columns by name: a branch replayed in another order adds its columns in another order, the same schema.
+    columns = {table: tuple(sorted(cols, key=lambda c: c.name)) for table, cols in snapshot(conn).items()}
+    return Shape(columns, frozenset(names), enums)
 
 
 def replay(

@@ -106,7 +106,8 @@ def diagnose(error: BaseException, service_dir: Path) -> Diagnosis:
                 + UP_HINT
                 + " Then check `alembic current`: a revision that was running was rolled back.",
             )
-        return Diagnosis(text, SQLSTATE_HINTS.get(code or ""), code)
+        hint = _not_null_hint(error) if code == "23502" else None
+        return Diagnosis(text, hint or SQLSTATE_HINTS.get(code or ""), code)
     if isinstance(error, CommandError):
         return Diagnosis(str(error), _command_hint(error))
     if isinstance(error, SystemExit):
@@ -118,6 +119,21 @@ def diagnose(error: BaseException, service_dir: Path) -> Diagnosis:
     ours = [f for f in frames if f.filename.startswith(str(service_dir))]
     where = f" ({Path(ours[-1].filename).name}, line {ours[-1].lineno})" if ours else ""
     return Diagnosis(f"{type(error).__name__}: {error}{where}", None)
+
+
+def _not_null_hint(error: sa.exc.DBAPIError) -> str | None:
+    """NotNullViolation from `ALTER ... SET NOT NULL`: the rows already there hold NULL, and a default will not
+    fill them (SET DEFAULT changes no existing row), so the general hint's "give it a server_default" misleads."""
+    if "SET NOT NULL" not in str(error.statement or "").upper():
+        return None
+    diag = getattr(error.orig, "diag", None)
+    table = getattr(diag, "table_name", None) or "<table>"
+    column = getattr(diag, "column_name", None) or "<column>"
+    return (
+        f"Rows already there hold NULL in {table}.{column}, which NOT NULL refuses; a server_default fills only "
+        "new rows (SET DEFAULT changes no existing row). Fill them first, in the same revision, before the column "
+        f'is made NOT NULL: op.execute("UPDATE {table} SET {column} = ... WHERE {column} IS NULL").'
+    )
 
 
 def _command_hint(error: CommandError) -> str | None:

@@ -544,3 +544,126 @@ def test_05_rows_emptied_after_the_answer_get_a_hint_about_the_data_that_leads_t
     chapter.alembic("upgrade head", confirm=True)
     assert chapter.report().passed, str(chapter.report())
     capsys.readouterr()
+
+
+# --- 06: Carol's branch -------------------------------------------------------------------------------------------
+
+YOURS_06 = "0d0000000006_timezone_for_reminders.py"
+CAROL_06 = "c3e8a6d2f4b5_add_timezone_to_user_settings.py"
+CAROL_CHECK = "Carol's revision (c3e8a6d2f4b5) is in versions/, as she merged it"
+TO_CAROL = "down_revision: Union[str, Sequence[str], None] = 'c3e8a6d2f4b5'"
+
+
+def _rebase_yours(lab: Lab, upgrade: str, downgrade: str) -> Path:
+    path = lab.project.versions_dir / YOURS_06
+    path.write_text(re.sub(r"(?m)^down_revision: .*$", TO_CAROL, path.read_text()))
+    write_bodies(path, upgrade, downgrade)
+    return path
+
+
+def test_06_a_new_revision_after_carols_in_double_quotes_passes(lab: Lab, capsys) -> None:
+    """Your branch's revision deleted (never pushed) and a new one written on top of Carol's."""
+    chapter = start(lab, "06")
+    (lab.project.versions_dir / YOURS_06).unlink()
+    hand_written(
+        chapter,
+        "timezone for reminders",
+        "op.execute(\"UPDATE user_settings SET timezone = 'UTC' WHERE timezone IS NULL\")\n"
+        'op.alter_column("user_settings", "timezone", existing_type=sa.String(length=40), '
+        'type_=sa.String(length=64), server_default="UTC", nullable=False)',
+        'op.alter_column("user_settings", "timezone", existing_type=sa.String(length=64), '
+        "type_=sa.String(length=40), server_default=None, nullable=True)",
+    )
+    assert chapter.report().passed, str(chapter.report())
+    capsys.readouterr()
+
+
+def test_06_plain_sql_after_a_rebase_passes(lab: Lab, capsys) -> None:
+    chapter = start(lab, "06")
+    _rebase_yours(
+        lab,
+        "op.execute(\"UPDATE user_settings SET timezone = 'UTC' WHERE timezone IS NULL\")\n"
+        'op.execute("ALTER TABLE user_settings ALTER COLUMN timezone TYPE varchar(64)")\n'
+        "op.execute(\"ALTER TABLE user_settings ALTER COLUMN timezone SET DEFAULT 'UTC'\")\n"
+        'op.execute("ALTER TABLE user_settings ALTER COLUMN timezone SET NOT NULL")',
+        'op.execute("ALTER TABLE user_settings ALTER COLUMN timezone DROP NOT NULL")\n'
+        'op.execute("ALTER TABLE user_settings ALTER COLUMN timezone DROP DEFAULT")\n'
+        'op.execute("ALTER TABLE user_settings ALTER COLUMN timezone TYPE varchar(40)")',
+    )
+    chapter.alembic("upgrade head")
+    assert chapter.report().passed, str(chapter.report())
+    capsys.readouterr()
+
+
+def test_06_editing_carols_merged_revision_fails(lab: Lab, capsys) -> None:
+    """Her revision made into yours, yours left empty: the learner's database looks right, and every database
+    that ran her revision already (main's CI, production) would never get the change."""
+    chapter = start(lab, "06")
+    carol = lab.project.versions_dir / CAROL_06
+    carol.write_text(
+        carol.read_text().replace(
+            "sa.String(length=40), nullable=True", "sa.String(length=64), server_default='UTC', nullable=False"
+        )
+    )
+    _rebase_yours(lab, "pass", "pass")
+    chapter.alembic("upgrade head")
+    hints = failing(chapter)
+    assert list(hints) == [CAROL_CHECK], hints
+    assert "CI and production ran it" in hints[CAROL_CHECK][0]
+    capsys.readouterr()
+
+
+def test_06_carols_revision_reformatted_is_still_hers(lab: Lab, capsys) -> None:
+    """Formatting (double quotes, as ruff writes them) changes nothing she merged."""
+    chapter = start(lab, "06")
+    carol = lab.project.versions_dir / CAROL_06
+    carol.write_text(carol.read_text().replace("'", '"'))
+    assert CAROL_CHECK not in failing(chapter)
+    capsys.readouterr()
+
+
+def test_06_not_null_without_filling_carols_nulls_fails_and_the_hint_leads_out(lab: Lab, capsys) -> None:
+    """The rebase done, but SET NOT NULL over the NULLs her column left: the upgrade fails; the first hint names
+    the NULLs (not "upgrade head" again, not a server_default), and following it passes."""
+    chapter = start(lab, "06")
+    _rebase_yours(
+        lab,
+        "op.alter_column('user_settings', 'timezone', existing_type=sa.String(length=40), "
+        "type_=sa.String(length=64), server_default='UTC', nullable=False)",
+        "op.alter_column('user_settings', 'timezone', existing_type=sa.String(length=64), "
+        "type_=sa.String(length=40), server_default=None, nullable=True)",
+    )
+    chapter.alembic("upgrade head")
+    out = capsys.readouterr().out
+    assert "NotNullViolation" in out and "a server_default fills only new rows" in out  # the runner's own hint
+    check = chapter.report().first_failing
+    assert check is not None and check.name == "the database is at head"
+    assert "NULL in every row that was already there" in check.hints[0] and "UPDATE user_settings" in check.hints[1]
+    exec(check.hints[-1], {"ch": chapter})
+    assert chapter.report().passed, str(chapter.report())
+    capsys.readouterr()
+
+
+def test_06_a_rebase_that_still_adds_the_column_fails_with_duplicatecolumn(lab: Lab, capsys) -> None:
+    chapter = start(lab, "06")
+    path = lab.project.versions_dir / YOURS_06
+    path.write_text(re.sub(r"(?m)^down_revision: .*$", TO_CAROL, path.read_text()))
+    chapter.alembic("upgrade head")
+    check = chapter.report().first_failing
+    assert check is not None and check.name == "the database is at head"
+    assert "DuplicateColumn" in check.hints[0] and "change her column" in check.hints[0]
+    capsys.readouterr()
+
+
+def test_06_the_start_names_your_revisions_parent_on_both_paths(lab: Lab, capsys) -> None:
+    chapter = start(lab, "06")
+    assert "its parent is a1c4e7f20b13, where Carol's branch starts too" in capsys.readouterr().out
+    chapter = Chapter(spec("06"), lab)
+    chapter.reset()
+    run_steps(chapter)
+    chapter.start_exercise()
+    assert "its parent is 0e0000000001, your branch's head" in capsys.readouterr().out
+    namespace: dict = {}
+    chapter.solution(namespace)  # from the exercise's start, after the steps too
+    assert chapter.report().passed
+    capsys.readouterr()
