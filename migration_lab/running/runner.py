@@ -32,7 +32,7 @@ from ..errors import Busy, CommandLineError, Unreachable
 from ..project import Project
 from . import alembic_process
 from .command import WORKFLOW_PREFIX, Command, parse
-from .diagnosis import diagnose
+from .diagnosis import behind_by_empty_revisions, diagnose, not_at_head
 
 
 def at(heads: tuple[str, ...] | None) -> str:
@@ -267,6 +267,9 @@ class Runner:
             except sa.exc.DBAPIError:
                 after = None  # the database died under the command: say so, don't guess
         diagnosis = diagnose(execution.error, self.project.service_dir) if execution.error else None
+        hint = diagnosis.hint if diagnosis else None
+        if execution.error is not None and not_at_head(execution.error) and after is not None:
+            hint = behind_by_empty_revisions(self.script(), after) or hint
         root = str(self.project.root) + "/"  # paths as a learner sees them: from the project folder
         returned = execution.returned
         scripts = returned if isinstance(returned, list) else [returned]
@@ -282,7 +285,7 @@ class Runner:
             before=before,
             after=after,
             error=diagnosis.message.replace(root, "") if diagnosis else None,
-            hint=diagnosis.hint if diagnosis else None,
+            hint=hint,
             sqlstate=diagnosis.sqlstate if diagnosis else None,
             new_files=new_files if execution.error is None else (),
             new_revisions=tuple(s.revision for s in made) if execution.error is None else (),

@@ -667,3 +667,38 @@ def test_06_the_start_names_your_revisions_parent_on_both_paths(lab: Lab, capsys
     chapter.solution(namespace)  # from the exercise's start, after the steps too
     assert chapter.report().passed
     capsys.readouterr()
+
+
+# --- "Target database is not up to date" with an empty revision pending -----------------------------------------
+
+
+def test_behind_by_an_empty_revision_the_hint_says_delete_it_and_following_it_works(lab: Lab, capsys) -> None:
+    """An autogenerate with nothing to detect wrote an empty revision, never applied; the next autogenerate is
+    refused. Chapter 02 says never to apply an empty revision: the hint says to delete it, and that works."""
+    chapter = start(lab, "02")
+    chapter.alembic('revision --autogenerate -m "nothing"')
+    empty = newest(lab)
+    chapter.add_column("UserProfile", "bio = Column(Text, nullable=True)")
+    capsys.readouterr()
+    chapter.alembic('revision --autogenerate -m "add bio"')
+    out = capsys.readouterr().out
+    assert "Target database is not up to date" in out
+    assert f"migrations/versions/{empty.name}, whose upgrade() does nothing" in out and "Delete it" in out
+    assert "Run `alembic upgrade head`" not in out
+    chapter.delete_file(f"migrations/versions/{empty.name}")  # as the hint says
+    chapter.alembic('revision --autogenerate -m "add bio"')
+    chapter.alembic("upgrade head")
+    out = capsys.readouterr().out
+    assert "Detected added column 'user_profiles.bio'" in out and "Database: a1c4e7f20b13 →" in out
+    assert all("def upgrade() -> None:\n    pass" not in p.read_text() for p in lab.project.versions_dir.glob("*.py"))
+
+
+def test_behind_by_a_revision_that_does_something_the_hint_still_says_upgrade(lab: Lab, capsys) -> None:
+    chapter = start(lab, "02")
+    chapter.add_column("UserProfile", "bio = Column(Text, nullable=True)")
+    chapter.alembic('revision --autogenerate -m "add bio"')
+    chapter.add_column("UserProfile", "nickname = Column(Text, nullable=True)")
+    capsys.readouterr()
+    chapter.alembic('revision --autogenerate -m "add nickname"')
+    out = capsys.readouterr().out
+    assert "Target database is not up to date" in out and "Run `alembic upgrade head`" in out
