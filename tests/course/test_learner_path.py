@@ -9,6 +9,7 @@ import re
 import shutil
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from chapter_steps import run_steps
 
@@ -702,3 +703,37 @@ def test_behind_by_a_revision_that_does_something_the_hint_still_says_upgrade(la
     chapter.alembic('revision --autogenerate -m "add nickname"')
     out = capsys.readouterr().out
     assert "Target database is not up to date" in out and "Run `alembic upgrade head`" in out
+
+
+# --- every solution, in the notebook's own order too -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("number", ["00", "01", "02", "03", "04", "05", "06"])
+def test_the_solution_passes_after_the_chapters_steps_twice(number: str, lab: Lab, capsys) -> None:
+    """The notebook's order: every step cell, the exercise's start, then ch.solution(), twice."""
+    chapter = Chapter(spec(number), lab)
+    chapter.reset()
+    run_steps(chapter)
+    chapter.start_exercise()
+    for _ in range(2):
+        namespace: dict = {}
+        chapter.solution(namespace)
+        report = chapter.report(namespace.get("answer"))
+        assert report.passed, str(report)
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("number", ["00", "01", "02", "03", "04", "05"])
+def test_the_solutions_steps_typed_after_the_chapters_steps_pass(number: str, lab: Lab, capsys) -> None:
+    """Stronger: no reset in between. The solution's code run as the learner would type it, right after the
+    chapter's steps and the exercise's start. (06's exercise differs after the steps, a merge revision with
+    content: test_06_after_the_steps_a_merge_revision_with_content_resolves_it follows its hint instead.)"""
+    chapter = Chapter(spec(number), lab)
+    chapter.reset()
+    run_steps(chapter)
+    chapter.start_exercise()
+    namespace: dict = {"ch": chapter}
+    exec(compile(chapter.solution_file.read_text(), str(chapter.solution_file), "exec"), namespace)
+    report = chapter.report(namespace.get("answer"))
+    assert report.passed, str(report)
+    capsys.readouterr()
