@@ -253,9 +253,9 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
             "there is a single head",
             len(heads) == 1,
             (
-                f"There are {len(heads)} heads ({', '.join(sorted(heads))}): your branch and Carol's both start "
-                f"from {START}, so `upgrade head` does not know which head you mean. Look at what each adds "
-                "before you join them.",
+                f"There are {len(heads)} heads ({', '.join(sorted(heads))}): Carol's branch starts from {START}, "
+                f"yours from {', '.join(your_parent(lab)) or START}, so `upgrade head` does not know which head you "
+                "mean. Look at what each adds before you join them.",
                 *on_top[1:],
             ),
         ),

@@ -5,6 +5,7 @@ the history) pass, and the wrong ones a learner would plausibly write fail; the 
 state the wrong answer leaves and lead to a pass. Revision files are edited as text, as in the editor.
 """
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -20,6 +21,13 @@ from migration_lab.front.notebook import Chapter
 
 LAST_LOGIN_LINE = "last_login = Column(DateTime(timezone=True), server_default=func.now())"
 REPLAYED_01 = "a revision adds user_profiles.last_login, and its downgrade removes it (replayed on a copy)"
+
+
+def markdown(notebook: str) -> str:
+    from helpers import REPO
+
+    cells = json.loads((REPO / "notebooks" / notebook).read_text())["cells"]
+    return "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
 
 
 def newest(lab: Lab) -> Path:
@@ -737,3 +745,40 @@ def test_the_solutions_steps_typed_after_the_chapters_steps_pass(number: str, la
     report = chapter.report(namespace.get("answer"))
     assert report.passed, str(report)
     capsys.readouterr()
+
+
+# --- claims the chapters' text makes ------------------------------------------------------------------------------
+
+
+def test_00_a_url_without_a_driver_means_psycopg3_on_sqlalchemy_2_1_which_the_course_does_not_install() -> None:
+    """Chapter 00's note on the driver: what a bare postgresql:// means here, and that the course's URLs name one."""
+    import importlib.util
+
+    from sqlalchemy.engine import make_url
+
+    from helpers import REPO
+
+    assert sa.__version__.startswith("2.1")
+    assert make_url("postgresql://lab@localhost/lab").get_dialect().driver == "psycopg"
+    assert make_url("postgresql+psycopg2://lab@localhost/lab").get_dialect().driver == "psycopg2"
+    assert importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None
+    requirements = (REPO / "requirements.txt").read_text()
+    assert "psycopg2-binary==" in requirements and "\npsycopg" not in requirements.replace("psycopg2", "")
+    text = markdown("00-start-here.ipynb")
+    assert "postgresql+psycopg2://" in text and "SQLAlchemy 2.1" in text and "No module named 'psycopg'" in text
+
+
+def test_02_renaming_the_attribute_in_step_1_changed_the_apis_field(lab: Lab, capsys) -> None:
+    """The exercise's text: after step 1 (phone_number -> phone, attribute and column), GET /profiles says "phone"."""
+    chapter = Chapter(spec("02"), lab)
+    chapter.reset()
+    capsys.readouterr()
+    chapter.api("GET", "/profiles")
+    assert '"phone_number"' in capsys.readouterr().out
+    run_steps(chapter)
+    chapter.api("GET", "/profiles")
+    out = capsys.readouterr().out
+    assert '"phone"' in out and '"phone_number"' not in out
+    assert 'GET /profiles` now says `"phone"` where it said `"phone_number"`' in markdown(
+        "02-never-trust-autogenerate.ipynb"
+    )
