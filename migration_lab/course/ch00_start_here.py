@@ -4,6 +4,8 @@ Graded by the revision the answer names, not by how it is written: the id alone,
 prints ("8b7e5d2c6a41 (head)"), or a prefix alembic itself accepts all name the same revision.
 """
 
+import re
+
 from ..lab import Lab
 from . import checks
 from .checks import Check
@@ -25,6 +27,13 @@ def _answer_hints(answer: object, named: list[str] | None, expected: str | None)
         )
     if named is None:
         return (f'Give the id as a string, in quotes: answer = "..." (you gave {type(answer).__name__}).', code)
+    if not named and re.search(r"(?<![0-9A-Za-z])[0-9a-fA-F]{12}(?![0-9A-Za-z])", str(answer)):
+        return (
+            f"{answer!r} looks like a revision id, but no revision of this project has it: `alembic history` lists "
+            "the ones there are.",
+            f"{COMMAND} prints the one the database is at; copy it.",
+            code,
+        )
     if not named:
         return (
             f"{answer!r} names no revision: a revision id is 12 characters, digits and a-f, like 0123456789ab "

@@ -79,7 +79,7 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
             'ch.alembic("upgrade head")',
         )
     return [
-        checks.model_has(
+        checks.model_maps(
             lab,
             "UserProfile",
             "last_login",

@@ -234,8 +234,9 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
             f"Carol's revision ({CAROL_ID}) is in versions/, as she merged it",
             carol is None,
             (
-                "Carol's branch has not arrived yet.",
-                "ch.start_exercise() brings it, as a git pull would.",
+                f"Carol's revision is not in migrations/versions/ ({CAROL}): her branch has not arrived yet, or "
+                "the file was deleted. It is on main: your history must keep it.",
+                "ch.start_exercise() brings it, as a git pull would (and leaves your revision as it is).",
                 "ch.start_exercise()",
             )
             if carol == "missing"

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from ..errors import LabError
 from ..lab import Lab
-from ..workspace.edits import model_attributes
+from ..workspace.edits import load_models, model_attributes
 
 Hints = str | Sequence[str]  # one hint, or its levels: concept, API, code
 
@@ -216,3 +216,14 @@ def revisions_named(lab: Lab, answer: object) -> list[str] | None:
             if len(matches) == 1:
                 named.append(matches[0])
     return named
+
+
+def model_maps(lab: Lab, model: str, column: str, hint: Hints) -> Check:
+    """main.py's `model` maps a column named `column` in the database, whatever the attribute's name or style
+    (`Column(...)`, `mapped_column(...)`, `Mapped[...]`): the models loaded as alembic loads them."""
+    name = f"{model} in main.py maps the column {column}"
+    try:
+        table = getattr(load_models(lab.project), model).__table__
+    except Exception as error:  # a learner's main.py mid-edit: SyntaxError, NameError, anything
+        return Check(name, False, _with_detail(hint, f" (main.py does not load: {type(error).__name__}: {error})"))
+    return Check(name, column in table.columns, hint)

@@ -782,3 +782,49 @@ def test_02_renaming_the_attribute_in_step_1_changed_the_apis_field(lab: Lab, ca
     assert 'GET /profiles` now says `"phone"` where it said `"phone_number"`' in markdown(
         "02-never-trust-autogenerate.ipynb"
     )
+
+
+def test_01_a_typed_mapping_in_sqlalchemy_2_style_passes(lab: Lab, capsys) -> None:
+    """The aside's style, `Mapped[...]` with mapped_column(): the model maps the same column."""
+    chapter = start(lab, "01")
+    main = lab.project.service_dir / "main.py"
+    main.write_text(
+        main.read_text().replace(
+            "from sqlalchemy.orm import Session, declarative_base",
+            "from datetime import datetime\n\n"
+            "from sqlalchemy.orm import Mapped, Session, declarative_base, mapped_column",
+        )
+    )
+    chapter.add_column(
+        "UserProfile",
+        "last_login: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), server_default=func.now())",
+    )
+    chapter.alembic('revision --autogenerate -m "add last login"')
+    chapter.alembic("upgrade head")
+    assert chapter.report().passed, str(chapter.report())
+    capsys.readouterr()
+
+
+def test_00_an_id_of_no_revision_here_is_told_so(lab: Lab, capsys) -> None:
+    chapter = start(lab, "00")
+    hint = failing(chapter, "a1c4e7f20b13")[CURRENT_00][0]  # chapter 02's revision: not in chapter 00's history
+    assert "no revision of this project has it" in hint
+    capsys.readouterr()
+
+
+def test_06_carols_revision_deleted_fails(lab: Lab, capsys) -> None:
+    chapter = start(lab, "06")
+    (lab.project.versions_dir / CAROL_06).unlink()
+    path = lab.project.versions_dir / YOURS_06
+    write_bodies(
+        path,
+        "op.add_column('user_settings', sa.Column('timezone', sa.String(length=64), server_default='UTC', "
+        "nullable=False))",
+    )
+    chapter.alembic("upgrade head")
+    hints = failing(chapter)
+    assert list(hints) == [CAROL_CHECK], hints
+    assert "the file was deleted" in hints[CAROL_CHECK][0]
+    exec(hints[CAROL_CHECK][-1], {"ch": chapter})  # brings her file back; yours stays
+    assert (lab.project.versions_dir / CAROL_06).exists() and path.exists()
+    capsys.readouterr()
