@@ -14,6 +14,7 @@ from typing import Any
 
 from ..database.compose import ComposeBackend
 from ..lab import Lab
+from ..project import Project
 from ..workspace.edits import load_models
 
 NUDGE_AFTER = 3.0  # seconds of an API serving other models before main.py's mtime is renewed
@@ -31,13 +32,20 @@ def call(lab: Lab, method: str, path: str, json: Any = None) -> tuple[int, Any]:
         reply = httpx.request(method, f"{base}{path}", json=json, timeout=10)
         return reply.status_code, reply.json()
 
+    return call_in_process(lab.project, lab.backend.url(), method, path, json)
+
+
+def call_in_process(project: Project, url: str, method: str, path: str, json: Any = None) -> tuple[int, Any]:
+    """(status code, decoded JSON body) of one request to the ai-api of `project`'s main.py, loaded afresh and run
+    in this process against the database at `url` (a throw-away copy, say). An exception the app raises is
+    raised here, as the server would log it."""
     from fastapi.testclient import TestClient
 
     saved = os.environ.get("DATABASE_URL")
-    os.environ["DATABASE_URL"] = lab.backend.url()  # main.py reads it per request, and its .env never wins
+    os.environ["DATABASE_URL"] = url  # main.py reads it per request, and its .env never wins
     models = None
     try:
-        models = load_models(lab.project)
+        models = load_models(project)
         with TestClient(models.app) as client:
             response = client.request(method, path, json=json)
         return response.status_code, response.json()

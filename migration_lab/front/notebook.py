@@ -10,6 +10,7 @@ object ids beyond what the nbval sanitize file replaces, so committed outputs
 stay comparable.
 """
 
+import dataclasses
 import functools
 import json
 import re
@@ -22,7 +23,7 @@ from alembic.script import Script
 from IPython.display import Markdown, display
 
 from ..course import app_client, registry
-from ..course.checks import Report, one_history
+from ..course.checks import Check, Report, one_history
 from ..course.registry import ChapterSpec, spec
 from ..course.teammates import teammate_arrives
 from ..database import schema
@@ -44,7 +45,8 @@ from ..workspace.edits import (
     replace_text,
 )
 from ..workspace.revisions import clean_slate, editable_script, find_script, newest_script, refuse_if_applied
-from .widgets import CheckButton, MigrationConsole, refresh_consoles, user_namespace
+from . import answers
+from .widgets import CheckButton, MigrationConsole, executed_cells, refresh_consoles, user_namespace
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -114,37 +116,73 @@ class Chapter:
         return Report(tuple(self.spec.exercise(self.lab, answer)))
 
     def check(self, answer: object = None) -> None:
-        """Check my work: every check, and the first hint for the first thing missing."""
+        """Check my work: every check, and the first hint for the first thing missing.
+
+        A chapter whose exercise is an `answer` reads it from the notebook when none is given.
+        """
         print(self.checked(answer))
+
+    def _graded(self, answer: object) -> Report:
+        """The report on the answer the notebook holds; an answer typed but never run is said to be that."""
+        if not self.spec.answer:
+            return self.report(answer)
+        namespace = user_namespace()
+        if namespace:  # in a notebook: is the answer the kernel has the one the learner typed?
+            cells = answers.notebook_cells(answers.notebook_of(namespace))
+            not_run = answers.typed_not_run(cells, executed_cells(), namespace)
+            if not_run is not None:
+                return Report((Check(answers.NOT_RUN_CHECK, False, not_run),))
+        return self.report(namespace.get("answer") if answer is None else answer)
 
     def checked(self, answer: object = None) -> Report:
         """The report "Check my work" shows; its first failing check's first hint counts as shown."""
-        report = self.report(answer)
+        report = self._graded(answer)
         first = report.first_failing
         passed = sum(c.passed for c in report.checks)
         # For a workshop's room view; never raises.
         progress.record_check(self.lab, self.spec.number, passed, len(report.checks), first.name if first else None)
-        if first is not None:
-            self._hints_shown[first.name] = max(self._hints_shown.get(first.name, 0), 1)
-        return report
+        if first is None:
+            return report
+        shown = self._hints_shown[first.name] = max(self._hints_shown.get(first.name, 0), 1)
+        return dataclasses.replace(report, hints_shown=shown)
 
     def hint(self, answer: object = None) -> None:
         """The next hint for the first check that fails: the idea first, then the API, the code last."""
-        print(self.next_hint(user_namespace().get("answer") if answer is None else answer))
+        print(self.next_hint(answer))
 
     def next_hint(self, answer: object = None) -> str:
         """The next level of hint for the first failing check, saying which level of how many."""
-        first = self.report(answer).first_failing
+        first = self._graded(answer).first_failing
         if first is None:
             return "All checks pass: nothing to hint at. Well done!"
         total = len(first.hints)
         level = min(self._hints_shown.get(first.name, 0) + 1, total)
         self._hints_shown[first.name] = level
-        lines = [f"✘ {first.name}", f"Hint {level} of {total}: {first.hints[level - 1]}"]
+        lines = [f"✘ {first.name}", f"{first.label(level)}: {first.hints[level - 1]}"]
         if level < total:
-            lines.append("Still stuck? ch.hint() (or the Next hint button) gives the next one.")
+            lines.append(f"Still stuck? ch.hint() (or the Next hint button) gives hint {level + 1} of {total}.")
         else:
             lines.append("That was the last hint. ch.solution() shows the whole solution and runs it.")
+        if level > 1:
+            lines.append("ch.hints() shows the earlier hints again.")
+        return "\n".join(lines)
+
+    def hints(self, answer: object = None) -> None:
+        """Every hint shown so far for the first check that fails, to read them again."""
+        print(self.shown_hints(answer))
+
+    def shown_hints(self, answer: object = None) -> str:
+        """The levels of hints already shown for the first failing check, in order (nothing new is shown)."""
+        first = self._graded(answer).first_failing
+        if first is None:
+            return "All checks pass: nothing to hint at. Well done!"
+        total = len(first.hints)
+        shown = min(self._hints_shown.get(first.name, 0), total)
+        if shown == 0:
+            return f"✘ {first.name}\nNo hint shown for it yet: ch.check() shows the first, ch.hint() the next."
+        lines = [f"✘ {first.name}", *(f"{first.label(n)}: {first.hints[n - 1]}" for n in range(1, shown + 1))]
+        if shown < total:
+            lines.append(f"ch.hint() gives hint {shown + 1} of {total}.")
         return "\n".join(lines)
 
     @property

@@ -312,6 +312,14 @@ def user_namespace() -> dict:
     return shell.user_ns if shell is not None else {}
 
 
+def executed_cells() -> list[str]:
+    """What this kernel has run, cell by cell (IPython's input history), or [] outside IPython."""
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    return list(shell.history_manager.input_hist_raw) if shell is not None else []
+
+
 class Exercise(Protocol):
     """What "Check my work" needs of a chapter: its number, its checks and its hints."""
 
@@ -353,7 +361,11 @@ class CheckButton(w.VBox):
         return report
 
     def hint(self) -> str:
+        """The next hint, below what is shown already: the report's first hint and earlier ones stay readable."""
         text = self.chapter.next_hint(self._answer())
-        self.output.outputs = ()
-        self.output.append_stdout(text + "\n")
+        self.output.append_stdout(("\n" if self.output.outputs else "") + text + "\n")
         return text
+
+    def text(self) -> str:
+        """What the output area shows (for tests and the curious)."""
+        return "".join(str(o.get("text", "")) for o in self.output.outputs)

@@ -32,7 +32,7 @@ from ..errors import BrokenHistory, Busy, CommandLineError, Unreachable
 from ..project import Project
 from . import alembic_process, history
 from .command import WORKFLOW_PREFIX, Command, parse
-from .diagnosis import diagnose
+from .diagnosis import behind_by_empty_revisions, diagnose, not_at_head
 
 
 def at(heads: tuple[str, ...] | None) -> str:
@@ -282,6 +282,9 @@ class Runner:
         if failure is not None:  # a parent deleted while the command ran: the map's KeyError, recognised
             failure = history.broken_history(self.script(check_history=False), self.project.root, failure) or failure
         diagnosis = diagnose(failure, self.project.service_dir) if failure else None
+        hint = diagnosis.hint if diagnosis else None
+        if failure is not None and not_at_head(failure) and after is not None:
+            hint = behind_by_empty_revisions(self.script(check_history=False), after) or hint
         root = str(self.project.root) + "/"  # paths as a learner sees them: from the project folder
         returned = execution.returned
         scripts = returned if isinstance(returned, list) else [returned]
@@ -297,7 +300,7 @@ class Runner:
             before=before,
             after=after,
             error=diagnosis.message.replace(root, "") if diagnosis else None,
-            hint=diagnosis.hint if diagnosis else None,
+            hint=hint,
             sqlstate=diagnosis.sqlstate if diagnosis else None,
             new_files=new_files if execution.error is None else (),
             new_revisions=tuple(s.revision for s in made) if execution.error is None else (),
