@@ -72,8 +72,8 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
     if failing == "23502":
         # The upgrade fails (NOT NULL without a value for the rows): that is what the learner needs now.
         exists_hints: checks.Hints = (
-            "The revision adds country NOT NULL with no value for the rows user_profiles already has, so its "
-            "upgrade fails on them (and is rolled back). " + two_ways[0],
+            "The revision adds country NOT NULL with no value for the rows already there, so its upgrade fails on "
+            "the rows user_profiles has (and is rolled back). " + two_ways[0],
             *two_ways[1:],
         )
     elif failing is not None:

@@ -77,6 +77,36 @@ def test_after_the_steps_step_1s_downgrade_copied_as_it_is_fails(lab: Lab, capsy
     capsys.readouterr()
 
 
+THROUGH_TEXT_DOWNGRADE = """# No 'paused' before this release: those jobs go back to running.
+op.execute("UPDATE job_entries SET state = 'running' WHERE state = 'paused'")
+op.execute("ALTER TABLE job_entries ALTER COLUMN state DROP DEFAULT")
+op.execute("ALTER TABLE job_entries ALTER COLUMN state TYPE text")
+op.execute("DROP TYPE job_state")
+op.execute("CREATE TYPE job_state AS ENUM ('queued', 'running', 'done', 'failed', 'cancelled')")
+op.execute("ALTER TABLE job_entries ALTER COLUMN state TYPE job_state USING state::job_state")
+op.execute("ALTER TABLE job_entries ALTER COLUMN state SET DEFAULT 'queued'")"""
+
+
+def test_after_the_steps_before_failed_and_a_rebuild_through_text_pass(lab: Lab, capsys) -> None:
+    """After the steps: 'paused' placed BEFORE 'failed' (the same place), and a downgrade that goes through text."""
+    chapter = start(lab, "07")
+    chapter.edit_model('"done"', '"done", "failed", "cancelled"')
+    chapter.alembic('revision -m "failed and cancelled"')
+    chapter.rewrite_revision(upgrade=FAILED_AND_CANCELLED)
+    chapter.alembic("upgrade head")
+    chapter.sql("UPDATE job_entries SET state = 'failed' WHERE id = 1")
+    chapter.edit_model('"done", "failed"', '"done", "paused", "failed"')
+    chapter.alembic('revision -m "add paused job state"')
+    chapter.rewrite_revision(
+        upgrade="""with op.get_context().autocommit_block():
+    op.execute("ALTER TYPE job_state ADD VALUE 'paused' BEFORE 'failed'")""",
+        downgrade=THROUGH_TEXT_DOWNGRADE,
+    )
+    chapter.alembic("upgrade head")
+    assert chapter.report().passed, str(chapter.report())
+    capsys.readouterr()
+
+
 # What `alembic revision --autogenerate` writes with alembic-postgresql-enum imported in env.py, after
 # `ruff format` (chapter 13's post-write hook): double quotes. Run in a process of its own: once imported, the
 # plugin changes autogenerate for the whole process.

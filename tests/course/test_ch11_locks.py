@@ -154,6 +154,13 @@ def failing_checks(chapter: Chapter) -> dict[str, list[str]]:
         ),
         # a plain SET, through sa.text: it outlives the revision, harmless in a release of one
         (f"op.execute(sa.text(\"SET lock_timeout = '500ms'\"))\n{ADD_PLAN}", None),
+        # milliseconds as a bare number, the default as a SQL expression
+        (
+            'op.execute("SET LOCAL lock_timeout = 400")\n'
+            "op.add_column('user_profiles', sa.Column('plan', sa.String(20), nullable=False, "
+            "server_default=sa.text(\"'free'\")))",
+            None,
+        ),
         # the timeout in env.py, where chapter 11 puts it; the revision has none
         (
             ADD_PLAN,
@@ -163,7 +170,7 @@ def failing_checks(chapter: Chapter) -> dict[str, list[str]]:
             ),
         ),
     ],
-    ids=["solution", "plain-sql-double-quotes", "plain-set", "env-py"],
+    ids=["solution", "plain-sql-double-quotes", "plain-set", "bare-milliseconds", "env-py"],
 )
 def test_the_exercise_passes_every_answer_that_keeps_the_app_serving(
     chapter: Chapter, upgrade: str, env_py: str | None, capsys
