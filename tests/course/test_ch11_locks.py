@@ -298,3 +298,48 @@ def test_a_failure_counts_against_the_migration_only_when_its_lock_or_its_column
         requests_waited=requests_waited,
     )
     assert upgrade.blamed is blamed
+
+
+def test_the_panel_rows_line_up_with_its_header_and_other_rows_are_explained(lab: Lab) -> None:
+    import re as regex
+
+    from migration_lab.course.ch11_traffic import LEGEND, LockPanel, Session
+
+    panel = LockPanel(lab, None, show=False)
+    found = [
+        Session(
+            "migration",
+            "active",
+            "Lock/relation",
+            "ALTER TABLE user_profiles ADD COLUMN x text",
+            "",
+            "AccessExclusiveLock",
+        ),
+        Session(
+            "report",
+            "idle in transaction",
+            "Client/ClientRead",
+            "SELECT count(*) FROM user_profiles",
+            "AccessShareLock",
+            "",
+        ),
+        Session("other", "idle in transaction", "", "UPDATE alembic_version SET ...", "AccessExclusiveLock", ""),
+        Session("other", "idle", "", "SELECT 1", "", ""),  # no lock on the table: not shown
+    ]
+    html = panel.render(found)
+    rows = regex.findall(r"<tr>(.*?)</tr>", html)
+    assert len(rows) == 4  # the header and the three sessions with a lock on the table
+    assert {len(regex.findall(r"<t[hd] ", row)) for row in rows} == {6}
+    assert all("text-align: left" in cell for row in rows for cell in regex.findall(r"<t[hd] [^>]*>", row))
+    assert LEGEND in html and "<b>other</b>" in LEGEND
+    panel.seen.add(found, at=0.0)
+    panel.seen.add(found, at=1.2)
+    summary = panel.render_summary()
+    assert "The run is over." in summary and "1.2 s" in summary  # the migration's longest wait
+    assert {len(regex.findall(r"<t[hd] ", row)) for row in regex.findall(r"<tr>(.*?)</tr>", summary)} == {4}
+
+
+def test_requests_queued_behind_it_only_when_the_alter_waited(chapter: Chapter) -> None:
+    quick = locks.run_while_busy(chapter.lab, ALTER, lock_timeout="1s", reader=False, show=False)
+    assert quick.done and quick.took == ("AccessExclusiveLock",)
+    assert "queued" not in str(quick) and "it took AccessExclusiveLock on user_profiles at once" in str(quick)
