@@ -330,6 +330,11 @@ class Exercise(Protocol):
     def next_hint(self, answer: object = None) -> str: ...
 
 
+# JupyterLab breaks text output anywhere, mid-word (`word-break: break-all` on output <pre>), so a long hint reads
+# "ALTER TA / BLE". Between words instead; a word longer than the line (a path, a hash) may still break.
+WRAP_BETWEEN_WORDS = "<style>.jp-OutputArea-output pre { word-break: normal; overflow-wrap: anywhere; }</style>"
+
+
 class CheckButton(w.VBox):
     """ "Check my work": runs the chapter's checks against the real database and files; "Next hint" helps more."""
 
@@ -346,7 +351,8 @@ class CheckButton(w.VBox):
         self.output = w.Output()
         self.button.on_click(lambda _: self.run())
         self.hint_button.on_click(lambda _: self.hint())
-        super().__init__([w.HBox([self.button, self.hint_button]), self.output])
+        style = w.HTML(WRAP_BETWEEN_WORDS, layout=w.Layout(height="0px", margin="0px"))
+        super().__init__([style, w.HBox([self.button, self.hint_button]), self.output])
 
     def __repr__(self) -> str:
         return f"Check my work (chapter {self.chapter.spec.number})"

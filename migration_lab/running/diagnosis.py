@@ -10,6 +10,7 @@ apart by their text.
 from __future__ import annotations
 
 import contextlib
+import re
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +71,39 @@ SQLSTATE_HINTS: dict[str, str] = {
 }
 
 
+# Where the statement that failed says more than its SQLSTATE: (SQLSTATE, what the statement does, hint).
+INDEX_BUILD = re.compile(r"(?is)^\s*CREATE\s+(UNIQUE\s+)?INDEX\b")
+INVALID_LEFT = (
+    "A build CONCURRENTLY that fails leaves an INVALID index behind (pg_index.indisvalid), which IF NOT EXISTS "
+    "would skip on the next run: drop it first, `DROP INDEX CONCURRENTLY IF EXISTS <name>`."
+)
+STATEMENT_HINTS: tuple[tuple[str, re.Pattern[str], str], ...] = (
+    (
+        "23505",
+        INDEX_BUILD,
+        "The rows already hold duplicates, so a UNIQUE index cannot be built on them. "
+        + INVALID_LEFT
+        + " Then remove the duplicates, or build the index without UNIQUE.",
+    ),
+    (
+        "55P03",
+        INDEX_BUILD,
+        "A build CONCURRENTLY waits for every transaction that has written the table or holds an older snapshot "
+        "(a report idle in transaction is enough), and a lock_timeout cancelled that wait. "
+        + INVALID_LEFT
+        + " Build it without a short lock_timeout (SET lock_timeout = 0 in its autocommit_block), once the "
+        "long transaction has ended.",
+    ),
+)
+
+
+def _statement_hint(code: str | None, statement: str | None) -> str | None:
+    for sqlstate, pattern, hint in STATEMENT_HINTS:
+        if code == sqlstate and statement and pattern.search(statement):
+            return hint
+    return None
+
+
 @dataclass(frozen=True)
 class Diagnosis:
     message: str  # one or two lines, no traceback
@@ -112,7 +146,7 @@ def diagnose(error: BaseException, service_dir: Path) -> Diagnosis:
                 + UP_HINT
                 + " Then check `alembic current`: a revision that was running was rolled back.",
             )
-        hint = _not_null_hint(error) if code == "23502" else None
+        hint = _not_null_hint(error) if code == "23502" else _statement_hint(code, error.statement)
         return Diagnosis(text, hint or SQLSTATE_HINTS.get(code or ""), code)
     if isinstance(error, CommandError):
         return Diagnosis(str(error), _command_hint(error))

@@ -32,7 +32,7 @@ from ..errors import BrokenHistory, Busy, CommandLineError, Unreachable
 from ..project import Project
 from . import alembic_process, history
 from .command import WORKFLOW_PREFIX, Command, parse
-from .diagnosis import behind_by_empty_revisions, diagnose, not_at_head
+from .diagnosis import Diagnosis, behind_by_empty_revisions, diagnose, not_at_head
 
 
 def at(heads: tuple[str, ...] | None) -> str:
@@ -62,6 +62,9 @@ class RunResult:
     # Statements the failing revision committed itself (autocommit_block, COMMIT): kept, unrecorded.
     stray_commits: int = 0
     refused: str = ""  # why the kit did not start it: "input", "busy", "unreachable", "moved", "history"
+    # alembic said it was done, but left its work in a transaction it never committed (env.py began one before
+    # configure()): rolled back, as a terminal's `alembic` does when it closes the connection.
+    uncommitted: bool = False
 
     @property
     def started(self) -> bool:
@@ -91,25 +94,29 @@ class RunResult:
                 "run `alembic current` once it is back."
             ]
         moved = self.before is not None and self.before != self.after
-        lines = [
-            f"Database: {at(self.before or ())} → {at(self.after)}"
-            if moved
-            else f"Database unchanged, at {at(self.after)}"
-        ]
+        partly = not self.ok and self.stray_commits > 0
+        if moved:
+            lines = [f"Database: {at(self.before or ())} → {at(self.after)}"]
+        elif partly:  # alembic_version did not move, but the database did: never "unchanged"
+            lines = [f"alembic_version unchanged, at {at(self.after)}; the database did change:"]
+        else:
+            lines = [f"Database unchanged, at {at(self.after)}"]
         if not self.ok:
             if moved:
                 lines.append(
                     "The revisions before the failing one were applied and recorded; "
                     "the failing revision was rolled back."
                 )
-            if self.stray_commits:
+            if partly:
                 lines.append(
                     f"PARTLY APPLIED: the failing revision committed {self.stray_commits} statement(s) itself "
                     "(an autocommit_block or a COMMIT). Those changes are kept, although alembic_version does "
-                    "not record the revision. Make them safe to run twice (IF NOT EXISTS, a WHERE that skips "
-                    "done rows), fix the error, and run the command again."
+                    "not record the revision. Make them safe to run twice (a WHERE that skips done rows; for an "
+                    "index built CONCURRENTLY, DROP INDEX CONCURRENTLY IF EXISTS before building it, since IF NOT "
+                    "EXISTS would keep the INVALID index a failed build leaves), fix the error, and run the "
+                    "command again."
                 )
-            elif not moved:
+            elif not moved and not self.uncommitted:
                 lines.append("The failing revision was rolled back: nothing this command did was kept.")
         return lines
 
@@ -267,14 +274,17 @@ class Runner:
             )
 
         execution = alembic_process.execute(call, conn, self.project.service_dir, on_log)
+        uncommitted = False
         if conn is not None:
             try:
+                # A transaction still open is not alembic's to keep: a terminal's `alembic` closes the connection
+                # and PostgreSQL rolls it back. Roll it back here too, and say so if it held recorded revisions.
+                inside = None
                 if conn.in_transaction():
-                    if execution.error is None:
-                        conn.commit()
-                    else:
-                        conn.rollback()
+                    inside = self.db.heads(conn) if execution.error is None else None
+                    conn.rollback()
                 after = self.db.heads(conn)
+                uncommitted = inside is not None and inside != after
                 conn.commit()
             except sa.exc.DBAPIError:
                 after = None  # the database died under the command: say so, don't guess
@@ -285,6 +295,16 @@ class Runner:
         hint = diagnosis.hint if diagnosis else None
         if failure is not None and not_at_head(failure) and after is not None:
             hint = behind_by_empty_revisions(self.script(check_history=False), after) or hint
+        if uncommitted:
+            diagnosis = Diagnosis(
+                "alembic printed its steps and ended without an error, but committed none of them: nothing was applied",
+                "migrations/env.py began a transaction before context.configure() (a connection.execute(...), "
+                "a SET, say), so alembic took it for the caller's, ran every revision in it and never committed "
+                "it; the connection closed with a ROLLBACK. A terminal's `alembic upgrade` does the same and "
+                "exits 0. Run that statement after configure(), inside `with context.begin_transaction():` "
+                "(context.execute(...)), or commit it (connection.commit()) before configure().",
+            )
+            hint = diagnosis.hint
         root = str(self.project.root) + "/"  # paths as a learner sees them: from the project folder
         returned = execution.returned
         scripts = returned if isinstance(returned, list) else [returned]
@@ -294,7 +314,7 @@ class Runner:
             command.args,
             command.workflow,
             command.local,
-            ok=execution.error is None,
+            ok=execution.error is None and not uncommitted,
             output=execution.output.replace(root, ""),
             duration=time.perf_counter() - started,
             before=before,
@@ -307,4 +327,5 @@ class Runner:
             stdout=execution.stdout,
             changes_database=command.changes_database,
             stray_commits=execution.stray_commits if execution.error else 0,
+            uncommitted=uncommitted,
         )

@@ -1,5 +1,6 @@
 """Widgets, clicked in plain Python: assert on the database and on the kernel-side output."""
 
+import ipywidgets as w
 import sqlalchemy as sa
 
 from helpers import EMAIL_LINE, add_phone_number, columns, edit_model
@@ -234,3 +235,14 @@ def test_next_hint_button_gives_the_next_level_below_the_earlier_ones(lab: Lab, 
     button.button.click()  # a new check starts a new page
     assert "Hint 2 of 3" not in button.text() and "ch.hints() shows the 3 hints again" in button.text()
     capsys.readouterr()
+
+
+def test_check_my_work_wraps_hints_between_words(lab: Lab) -> None:
+    """JupyterLab's output <pre> breaks anywhere (word-break: break-all): the button brings a rule that wraps long
+    hints between words (an ipywidgets HTML sets innerHTML, so its <style> applies to the page)."""
+    from migration_lab.front.widgets import WRAP_BETWEEN_WORDS
+
+    button = CheckButton(Chapter(spec("11"), lab))
+    styles = [c.value for c in button.children if isinstance(c, w.HTML)]
+    assert styles == [WRAP_BETWEEN_WORDS]
+    assert "word-break: normal" in WRAP_BETWEEN_WORDS and ".jp-OutputArea-output pre" in WRAP_BETWEEN_WORDS
