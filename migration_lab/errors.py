@@ -34,3 +34,7 @@ class CopyUnavailable(LabError):
 
 class CommandLineError(LabError):
     """A command line alembic's parser (or the shell's quoting rules) refuses."""
+
+
+class BrokenHistory(LabError):
+    """A revision file's parent (its down_revision) is in no file: alembic cannot read the history at all."""

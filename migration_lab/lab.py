@@ -27,7 +27,12 @@ class Lab:
         if backend is None or isinstance(backend, str):
             backend = choose_backend(self.project, force=backend)
         self.backend = backend
-        self.db = LabDatabase(backend.url, where=backend.where(), start_hint=backend.start_hint())
+        self.db = LabDatabase(
+            backend.url,
+            where=backend.where(),
+            start_hint=backend.start_hint(),
+            guard=self.project.state_dir / "database.lock",
+        )
         self.runner = Runner(self.project, self.db)
 
     @property
@@ -42,6 +47,7 @@ class Lab:
         only when its content changes.
         """
         self.backend.start(progress)
+        self.db.sweep_copies()  # throw-away copies a killed kernel left behind
         write_private(
             self.env_file,
             "# Written by `python -m migration_lab up`: the lab database, for a local `alembic ...`.\n"
@@ -55,10 +61,15 @@ class Lab:
         return f"Lab database is stopped ({self.backend.where()}); its data is kept."
 
     def nuke(self, progress: Progress = _print) -> str:
-        """Drop every table and row: the lab's "docker compose down -v"."""
-        self.db.dispose()
-        self.backend.nuke(progress)
-        self.up(progress)
+        """Drop every table and row: the lab's "docker compose down -v".
+
+        Under the migration lock's guard: it waits for the commands running in this
+        checkout, and those started meanwhile wait for the fresh database.
+        """
+        with self.db.destroying():
+            self.db.dispose()
+            self.backend.nuke(progress)
+            self.up(progress)
         return f"Fresh, empty lab database: {self.backend.where()}. Run `alembic upgrade head` to rebuild the schema."
 
     def preflight(self) -> tuple[bool, list[str]]:

@@ -147,3 +147,19 @@ def _runs_as(account: pwd.struct_passwd, program: Path) -> bool:
     except PermissionError:  # a folder on its path is closed to that user
         return False
     return done.returncode == 0
+
+
+def rewritten_bodies(notebook: str) -> list[dict[str, str]]:
+    """The bodies a chapter's `ch.rewrite_revision(upgrade=..., downgrade=...)` cells give, in the notebook's order:
+    tests run the very revisions the chapter writes."""
+    import ast
+    import json
+
+    found = []
+    for cell in json.loads((REPO / "notebooks" / notebook).read_text())["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        for node in ast.walk(ast.parse("".join(cell["source"]))):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "rewrite_revision":
+                found.append({k.arg: ast.literal_eval(k.value) for k in node.keywords if k.arg})
+    return found

@@ -21,6 +21,7 @@ from typing import Any
 
 from ..database.compose import ComposeBackend
 from ..lab import Lab
+from ..project import Project
 from ..workspace.edits import load_models
 
 NUDGE_AFTER = 3.0  # seconds of an API serving other models before main.py's mtime is renewed
@@ -38,10 +39,17 @@ def call(lab: Lab, method: str, path: str, json: Any = None) -> tuple[int, Any]:
         reply = httpx.request(method, f"{base}{path}", json=json, timeout=10)
         return reply.status_code, reply.json()
 
+    return call_in_process(lab.project, lab.backend.url(), method, path, json)
+
+
+def call_in_process(project: Project, url: str, method: str, path: str, json: Any = None) -> tuple[int, Any]:
+    """(status code, decoded JSON body) of one request to the ai-api of `project`'s main.py, run in this process
+    against the database at `url` (a throw-away copy, say): loaded afresh, or the load `kept_loaded` keeps. An
+    exception the app raises is raised here, as the server would log it."""
     saved = os.environ.get("DATABASE_URL")
-    os.environ["DATABASE_URL"] = lab.backend.url()  # main.py reads it per request, and its .env never wins
+    os.environ["DATABASE_URL"] = url  # main.py reads it per request, and its .env never wins
     try:
-        served = _acquire(lab)
+        served = _acquire(project, url)
         try:
             response = served.client.request(method, path, json=json)
         finally:
@@ -115,23 +123,22 @@ def kept_loaded(lab: Lab) -> Iterator[None]:
             idle.close()
 
 
-def _acquire(lab: Lab) -> _Served:
+def _acquire(project: Project, url: str) -> _Served:
     """The load serving main.py's saved content and this database, loaded if need be; counted as in use.
 
     A main.py that does not import raises, as the app's reload would fail.
     """
     from fastapi.testclient import TestClient
 
-    main_py = lab.project.service_dir / "main.py"
+    main_py = project.service_dir / "main.py"
     source = main_py.read_bytes()
-    url = lab.backend.url()
     stale = None
     with _LOCK:  # one load at a time: the clients wait for it, as they wait for uvicorn's reload
         current = _SERVED.get(main_py)
         if current is not None and current.source == source and current.url == url:
             current.users += 1
             return current
-        models = load_models(lab.project)
+        models = load_models(project)
         client = TestClient(models.app)
         client.__enter__()
         served = _Served(main_py, source, url, models, client, users=1)

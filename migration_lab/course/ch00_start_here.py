@@ -1,4 +1,8 @@
-"""Chapter 00's exercise: the database's current revision, typed as the answer."""
+"""Chapter 00's exercise: the database's current revision, typed as the answer.
+
+Graded by the revision the answer names, not by how it is written: the id alone, the line `alembic current`
+prints ("8b7e5d2c6a41 (head)"), or a prefix alembic itself accepts all name the same revision.
+"""
 
 import re
 
@@ -6,38 +10,46 @@ from ..lab import Lab
 from . import checks
 from .checks import Check
 
-REVISION_ID = re.compile(r"[0-9a-f]{12}")
+CONCEPT = (
+    "Alembic keeps the revision the database is at in its table alembic_version; `alembic current` reads it for you."
+)
+COMMAND = 'The console\'s `current` button (or ch.alembic("current"))'
 
 
-def _answer_hints(
-    answer: object, expected: str | None, concept: str, command: str, what: str, code: str
-) -> checks.Hints:
-    """Hints for a revision id typed as the answer: the specific mistake first."""
-    if isinstance(answer, str):
-        text = answer.strip()
-        if text != answer or " " in text or "(" in text or "," in text:
-            inner = REVISION_ID.search(text)
-            return (
-                f'Your answer {answer!r} is more than an id. Alembic adds notes such as "(head)", the arrow and the '
-                "message to what it prints; the answer is the 12-character revision id alone.",
-                f'answer = "{inner.group(0)}"' if inner else code,
-            )
-        if not REVISION_ID.fullmatch(text):
-            return (
-                f"{answer!r} is not a revision id: those are 12 characters, digits and a-f, like 0123456789ab.",
-                f"{command} prints them; copy {what}.",
-                code,
-            )
+def _answer_hints(answer: object, named: list[str] | None, expected: str | None) -> checks.Hints:
+    """Hints for the answer given: the specific mistake first, the code last."""
+    code = f'answer = "{expected}"'
+    if answer is None:
         return (
-            f"{answer!r} is a revision id, but not {what}.",
-            f"Look again at what {command} prints.",
+            CONCEPT,
+            f'{COMMAND} prints it. Give the revision the database is at as a string: answer = "..."',
             code,
         )
-    if answer is not None:
+    if named is None:
         return (f'Give the id as a string, in quotes: answer = "..." (you gave {type(answer).__name__}).', code)
+    if not named and re.search(r"(?<![0-9A-Za-z])[0-9a-fA-F]{12}(?![0-9A-Za-z])", str(answer)):
+        return (
+            f"{answer!r} looks like a revision id, but no revision of this project has it: `alembic history` lists "
+            "the ones there are.",
+            f"{COMMAND} prints the one the database is at; copy it.",
+            code,
+        )
+    if not named:
+        return (
+            f"{answer!r} names no revision: a revision id is 12 characters, digits and a-f, like 0123456789ab "
+            '("head" and "current" are words alembic understands, not the revision itself).',
+            f"{COMMAND} prints the id; copy it.",
+            code,
+        )
+    if len(set(named)) > 1:
+        return (
+            f"Your answer names {len(set(named))} revisions ({', '.join(dict.fromkeys(named))}); the database is at "
+            "one. A line of `history` reads `parent -> revision`: `current` prints the database's alone.",
+            code,
+        )
     return (
-        concept,
-        f'{command} prints it. Give {what} as a string, the 12-character id alone: answer = "..."',
+        f"{named[0]} is a revision, but not the one the database is at.",
+        f"Look again at what {COMMAND} prints.",
         code,
     )
 
@@ -45,19 +57,11 @@ def _answer_hints(
 def exercise(lab: Lab, answer: object) -> list[Check]:
     heads = lab.db.heads()
     expected = heads[0] if heads else None
+    named = checks.revisions_named(lab, answer)
     return [
-        checks.answer_is(
-            answer,
-            expected,
+        Check(
             "your answer is the database's current revision",
-            _answer_hints(
-                answer,
-                expected,
-                "Alembic keeps the revision the database is at in its table alembic_version; "
-                "`alembic current` reads it for you.",
-                'The console\'s `current` button (or ch.alembic("current"))',
-                "the revision the database is at",
-                f'answer = "{expected}"',
-            ),
+            expected is not None and named is not None and set(named) == {expected},
+            _answer_hints(answer, named, expected),
         )
     ]

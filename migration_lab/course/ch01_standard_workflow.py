@@ -1,10 +1,61 @@
-"""Chapter 01's exercise: a last_login column the database fills, for the rows it has too."""
+"""Chapter 01's exercise: a last_login column the database fills, for the rows it has too.
 
+Whether a revision adds the column is judged by replaying the revisions on a copy (down to the chapter's
+start and back), not by how the revision is written: autogenerate's op.add_column, a hand-written one with
+double quotes, or plain SQL in op.execute all pass; a downgrade() that does not remove the column fails.
+"""
+
+import sqlalchemy as sa
+
+from ..database.connection import LabDatabase
 from ..lab import Lab
 from . import checks
 from .checks import Check, model_line
+from .round_trip import Replayed, replay
 
 LAST_LOGIN = "last_login = Column(DateTime(timezone=True), server_default=func.now())"
+START = "8b7e5d2c6a41"  # where the chapter starts: the baseline's head
+FILL = 'op.execute("UPDATE user_profiles SET last_login = now() WHERE last_login IS NULL")'
+
+
+def _has_last_login(db: LabDatabase) -> bool:
+    with db.connect() as conn:
+        return any(c["name"] == "last_login" for c in sa.inspect(conn).get_columns("user_profiles"))
+
+
+def _replayed(lab: Lab) -> Replayed | None:
+    """The revisions since the chapter's start, down and up again on a copy: they must add last_login."""
+    return replay(
+        lab,
+        START,
+        at_head=lambda db: None if _has_last_login(db) else "no revision adds user_profiles.last_login yet",
+        downgraded=lambda db: (
+            "user_profiles still has last_login: no downgrade() removes it" if _has_last_login(db) else None
+        ),
+    )
+
+
+def _revision_hints(replayed: Replayed | None) -> checks.Hints:
+    if replayed is None or replayed.step == "at head":
+        return (
+            "The model changed, the database did not: Alembic needs a revision file that says how.",
+            "Autogenerate compares the models with the database and writes it: "
+            "ch.alembic('revision --autogenerate -m \"...\"'). Read it with ch.show_revision().",
+            "ch.alembic('revision --autogenerate -m \"add last login\"')",
+        )
+    if replayed.step == "upgrade":
+        return (
+            f"Replayed on a copy of your database, {replayed}. The revision's upgrade() must run.",
+            "Read the error, fix upgrade() in the revision file, and try `alembic upgrade head` again.",
+            "ch.reset(), then the solution's three steps: ch.solution() shows them",
+        )
+    return (
+        f"Replayed on a copy of your database (down to {START} and back), {replayed}. A downgrade() undoes its "
+        "upgrade(), so the history can go back and forth.",
+        "Open the revision file: downgrade() drops exactly what upgrade() added: "
+        "op.drop_column('user_profiles', 'last_login').",
+        "ch.rewrite_revision(downgrade=\"op.drop_column('user_profiles', 'last_login')\")",
+    )
 
 
 def exercise(lab: Lab, answer: object) -> list[Check]:
@@ -12,6 +63,7 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
     values = checks.column_values(lab, "user_profiles", "last_login")
     empty = sum(v is None for v in values) if values is not None else None
     python_default = "default=" in line and "server_default=" not in line
+    replayed = _replayed(lab)
     if empty is None:
         filled_hints: checks.Hints = "The column is not in the database yet: generate the revision and upgrade first."
     else:
@@ -22,11 +74,12 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
             "Either add the column with its server_default in one step (the database fills every existing row "
             "then: ch.reset() and start again), or fill the old rows in a data migration: an empty revision whose "
             'upgrade() runs op.execute("UPDATE ...").',
-            f'ch.reset(), then ch.add_column("UserProfile", "{LAST_LOGIN}"), '
-            'ch.alembic(\'revision --autogenerate -m "add last login"\'), ch.alembic("upgrade head")',
+            "ch.alembic('revision -m \"fill last login\"'); "
+            f"ch.rewrite_revision(upgrade='{FILL}'); "
+            'ch.alembic("upgrade head")',
         )
     return [
-        checks.model_has(
+        checks.model_maps(
             lab,
             "UserProfile",
             "last_login",
@@ -38,16 +91,10 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
                 f'ch.add_column("UserProfile", "{LAST_LOGIN}")',
             ),
         ),
-        checks.a_revision_file_matches(
-            lab,
-            r"add_column\(\s*'user_profiles',\s*sa\.Column\('last_login'",
-            "adds user_profiles.last_login",
-            (
-                "The model changed, the database did not: Alembic needs a revision file that says how.",
-                "Autogenerate compares the models with the database and writes it: "
-                "ch.alembic('revision --autogenerate -m \"...\"'). Read it with ch.show_revision().",
-                "ch.alembic('revision --autogenerate -m \"add last login\"')",
-            ),
+        Check(
+            "a revision adds user_profiles.last_login, and its downgrade removes it (replayed on a copy)",
+            replayed is None,
+            _revision_hints(replayed),
         ),
         checks.column_exists(
             lab,
@@ -68,8 +115,10 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
                 "never sees it, so existing rows (and rows inserted by psql) get NULL."
                 if python_default
                 else "The database has no default for last_login, so the rows it has (and new ones) get NULL.",
-                "server_default=func.now() in the model is a default the database keeps (DEFAULT now()). "
-                "Fix main.py, then generate a new revision and upgrade - or ch.reset() and start again.",
+                "server_default=func.now() in the model is a default the database keeps (DEFAULT now()). Fix "
+                "main.py and generate a new revision: it only sets the default, which fills new rows, not the "
+                f"ones already there; add {FILL} to that revision's upgrade(), then upgrade. Or ch.reset() and "
+                "add the column with its server_default in one step: the database then fills every row.",
                 f'ch.edit_model("{line}", "{LAST_LOGIN}"), then autogenerate and upgrade head'
                 if line
                 else f'ch.add_column("UserProfile", "{LAST_LOGIN}")',

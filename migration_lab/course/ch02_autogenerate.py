@@ -1,14 +1,29 @@
-"""Chapter 02's exercise: rename user_profiles.email, keep every value, and no stale constraint name."""
+"""Chapter 02's exercise: rename the column user_profiles.email, keep every value, no stale constraint name, and
+the ai-api's contract unchanged.
+
+A column's name is the database's; the model's attribute is the application's, and through the ai-api its
+clients' (`{"name": ..., "email": ...}`). Renaming the column is not a reason to break them: the model keeps
+`email` and maps it to the new column, `email = Column("email_address", ...)`. Everything is judged by what
+the answer does: the database's state, the revisions replayed down and up on a copy (whatever their
+spelling: op.alter_column or plain SQL, single or double quotes), and the ai-api called, on a copy.
+"""
 
 import re
+from typing import Any
 
 import sqlalchemy as sa
 
+from ..database.connection import LabDatabase
 from ..lab import Lab
 from ..workspace.checkpoints import SEED_EMAILS
-from . import checks
+from ..workspace.edits import load_models
+from . import app_client, checks
 from .checks import Check, any_revision
+from .round_trip import Replayed, replay
 
+START = "a1c4e7f20b13"  # where the chapter starts
+OLD_LINE = "email = Column(String(255), nullable=False, unique=True)"
+NEW_LINE = 'email = Column("email_address", String(255), nullable=False, unique=True)'
 EMAIL_UP = (
     "op.alter_column('user_profiles', 'email', new_column_name='email_address')\n"
     "op.execute('ALTER TABLE user_profiles RENAME CONSTRAINT uq_user_profiles_email TO uq_user_profiles_email_address')"
@@ -20,6 +35,8 @@ EMAIL_DOWN = (
 )
 EMAIL_FIX = f'ch.rewrite_revision(upgrade="""{EMAIL_UP}""", downgrade="""{EMAIL_DOWN}""")'
 NEW_UNIQUE = "uq_user_profiles_email_address"
+OLD_UNIQUE = "uq_user_profiles_email"
+SIGN_UP = {"name": "Edsger Dijkstra", "email": "edsger@example.org"}  # the body the ai-api documents (ProfileIn)
 
 
 def _user_profile_names(lab: Lab) -> tuple[set[str], set[str]]:
@@ -33,12 +50,103 @@ def _user_profile_names(lab: Lab) -> tuple[set[str], set[str]]:
     return on_new, everything
 
 
+def _emails(db: LabDatabase, column: str) -> list[str] | None:
+    """The non-empty values of user_profiles.<column>; None if the column is not there."""
+    with db.connect() as conn:
+        if column not in {c["name"] for c in sa.inspect(conn).get_columns("user_profiles")}:
+            return None
+        return [v for v in conn.scalars(sa.text(f"SELECT {column} FROM user_profiles")) if v]
+
+
+def _renamed(db: LabDatabase) -> str | None:
+    """At head: email_address holds every email, email is gone, the constraint has the new name."""
+    address = _emails(db, "email_address")
+    if address is None:
+        return "user_profiles has no column email_address"
+    if _emails(db, "email") is not None:
+        return "user_profiles still has its column email"
+    if not set(SEED_EMAILS) <= set(address):
+        return "the emails did not survive: user_profiles.email_address does not hold them"
+    return None
+
+
+def _back(db: LabDatabase) -> str | None:
+    """After the downgrade: email holds every email again, under its old constraint name."""
+    emails = _emails(db, "email")
+    if emails is None:
+        return "user_profiles has no column email again"
+    if not set(SEED_EMAILS) <= set(emails):
+        return "the emails are not back in user_profiles.email"
+    with db.connect() as conn:
+        names = {u["name"] for u in sa.inspect(conn).get_unique_constraints("user_profiles")}
+    return None if OLD_UNIQUE in names else f"the unique constraint is not named {OLD_UNIQUE} again"
+
+
+def _replay_hints(replayed: Replayed | None, drop_add: bool) -> checks.Hints:
+    if replayed is None or (replayed.step in ("upgrade", "at head") and drop_add):
+        return (
+            "Autogenerate wrote drop_column + add_column (and a unique constraint dropped and added): it cannot tell "
+            "a rename from a new column. Applied, that loses every email."
+            if drop_add
+            else "The model changed: generate a revision, and read it before you apply it.",
+            "In upgrade(), one op.alter_column(table, old, new_column_name=new) instead of the drop and the add, "
+            "plus the constraint's rename; in downgrade() the reverse, in reverse order."
+            if drop_add
+            else '`alembic revision --autogenerate -m "..."` in a terminal in ai-service/, then open the new file.',
+            EMAIL_FIX,
+        )
+    if replayed.step in ("upgrade", "at head"):
+        return (
+            f"Replayed on a copy of your database, {replayed}.",
+            "In upgrade(), rename the column (op.alter_column(table, old, new_column_name=new), or ALTER TABLE "
+            "... RENAME COLUMN) and its unique constraint (ALTER TABLE ... RENAME CONSTRAINT).",
+            EMAIL_FIX,
+        )
+    return (
+        f"Replayed on a copy of your database (down to {START} and back up), {replayed}. downgrade() must undo "
+        "upgrade(): the same renames, reversed, in reverse order.",
+        "downgrade(): first the constraint back (RENAME CONSTRAINT uq_user_profiles_email_address TO "
+        "uq_user_profiles_email), then the column (new_column_name='email').",
+        EMAIL_FIX,
+    )
+
+
+def _model_columns(lab: Lab) -> tuple[set[str] | None, str]:
+    """The columns main.py's UserProfile maps (as the database will name them), or None and why not."""
+    try:
+        models = load_models(lab.project)
+        return {c.name for c in models.UserProfile.__table__.columns}, ""
+    except Exception as error:  # a learner's main.py mid-edit: SyntaxError, NameError, anything
+        return None, f"main.py does not load: {type(error).__name__}: {error}"
+
+
+def _app_problem(lab: Lab) -> str | None:
+    """Sign up and list profiles through the ai-api on a copy, as its clients do; None if both work."""
+    try:
+        with lab.db.copy() as copy:
+            status, created = app_client.call_in_process(lab.project, copy.url, "POST", "/profiles", SIGN_UP)
+            if status != 201 or not isinstance(created, dict) or created.get("email") != SIGN_UP["email"]:
+                return f"POST /profiles {SIGN_UP} answers {status} {_short(created)}"
+            status, listed = app_client.call_in_process(lab.project, copy.url, "GET", "/profiles")
+            if status != 200 or not isinstance(listed, list) or any("email" not in p for p in listed):
+                return f"GET /profiles answers {status} {_short(listed)}"
+    except Exception as error:  # the app's own exception, as its server would log it
+        return f"the ai-api fails: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+    return None
+
+
+def _short(payload: Any) -> str:
+    text = str(payload)
+    return text if len(text) < 160 else text[:157] + "..."
+
+
 def exercise(lab: Lab, answer: object) -> list[Check]:
-    """Chapter 02: user_profiles.email renamed to email_address, every value kept, no stale constraint name."""
+    """Chapter 02: the column renamed to email_address, every value kept, no stale constraint name, and the
+    ai-api's clients still sign up and read with `email`."""
     address = checks.column_values(lab, "user_profiles", "email_address")
     email = checks.column_values(lab, "user_profiles", "email")
-    drop_add = any_revision(lab, r"drop_column\(\s*'user_profiles',\s*'email'")
-    kept = address is not None and sorted(v for v in address if v) == sorted(SEED_EMAILS)
+    drop_add = any_revision(lab, r"drop_column\(\s*['\"]user_profiles['\"],\s*['\"]email['\"]")
+    kept = address is not None and set(SEED_EMAILS) <= set(address)
     apply = ("The fixed revision is not applied yet.", "Upgrade the database to head.", 'ch.alembic("upgrade head")')
     if kept:
         survived = Check("the emails are in user_profiles.email_address", True)
@@ -51,7 +159,7 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
                 "applying autogenerate's drop + add does.",
                 "They cannot come back from this database. Start again with ch.reset() (your files are backed up), "
                 "and fix the revision before you upgrade.",
-                f"ch.reset(); rename in the model, autogenerate, {EMAIL_FIX}; upgrade head",
+                f"ch.reset(); map the column in the model, autogenerate, {EMAIL_FIX}; upgrade head",
             ),
         )
     else:
@@ -80,43 +188,29 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
             EMAIL_FIX,
         ),
     )
-    rename = checks.a_revision_file_matches(
-        lab,
-        r"alter_column\(\s*'user_profiles',\s*'email',[^)]*new_column_name='email_address'",
-        "renames user_profiles.email with op.alter_column",
-        (
-            "Autogenerate wrote drop_column + add_column (and a unique constraint dropped and added): it cannot tell "
-            "a rename from a new column. Applied, that loses every email."
-            if drop_add
-            else "The model changed: generate a revision, and read it before you apply it.",
-            "In upgrade(), one op.alter_column(table, old, new_column_name=new) instead of the drop and the add, "
-            "plus the constraint's rename; in downgrade() the reverse, in reverse order."
-            if drop_add
-            else '`alembic revision --autogenerate -m "..."` in a terminal in ai-service/, then open the new file.',
-            EMAIL_FIX,
-        ),
-    )
+    mapped, why = _model_columns(lab)
+    renamed = checks.model_line(lab, "UserProfile", "email_address")  # the attribute renamed: the app's name
+    replayed = replay(lab, START, at_head=_renamed, downgraded=_back)
+    app = _app_problem(lab) if mapped is not None and "email_address" in mapped else "the model is not changed yet"
     found = [
-        checks.model_has(
-            lab,
-            "UserProfile",
-            "email_address",
+        Check(
+            "main.py's UserProfile maps the column email_address, and no column email",
+            mapped is not None and "email_address" in mapped and "email" not in mapped,
             (
-                "The exercise renames UserProfile.email to email_address: the model in ai-service/main.py first.",
-                "Rename the attribute in the editor, or ch.rename_column(model, old, new).",
-                'ch.rename_column("UserProfile", "email", "email_address")',
+                why
+                or "The exercise renames the column user_profiles.email to email_address: the model in "
+                "ai-service/main.py first. The attribute can stay `email`: the app and its clients use that name.",
+                "Give the column its new name and keep the attribute: Column's first argument is the column's name "
+                "in the database.",
+                f"ch.edit_model('{OLD_LINE}', '{NEW_LINE}')",
             ),
         ),
-        checks.model_lacks(
-            lab,
-            "UserProfile",
-            "email",
-            (
-                "Rename `email`, don't add a second column next to it.",
-                'ch.rename_column("UserProfile", "email", "email_address")',
-            ),
+        Check(
+            "a revision renames the column and its constraint, and its downgrade renames them back "
+            "(replayed on a copy)",
+            replayed is None,
+            _replay_hints(replayed, drop_add),
         ),
-        rename,
         checks.column_exists(lab, "user_profiles", "email_address", apply),
         checks.column_absent(lab, "user_profiles", "email", apply),
         survived,
@@ -127,6 +221,20 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
                 "main.py and the database still differ: `alembic check` lists what autogenerate would still do.",
                 'Run `alembic check` in a terminal (or ch.alembic("check")) and fix each line it prints.',
                 'ch.alembic("check")',
+            ),
+        ),
+        Check(
+            "the ai-api's clients still sign up and read profiles with `email` (POST and GET /profiles, on a copy)",
+            app is None,
+            (
+                f"{app}. A column's name is the database's; the model's attribute is what the app (and, through the "
+                "ai-api, its clients: ProfileIn.email, `UserProfile(**body.model_dump())`) uses. Renaming the "
+                "attribute breaks them.",
+                'Keep the attribute `email` and map it to the renamed column: email = Column("email_address", '
+                "String(255), ...). The database changes, the API does not.",
+                f"ch.edit_model('{renamed}', '{NEW_LINE}')"
+                if renamed
+                else f"ch.edit_model('{OLD_LINE}', '{NEW_LINE}')",
             ),
         ),
     ]

@@ -1,6 +1,5 @@
 """Chapter 03's exercise: write the missing downgrade() of a colleague's applied revision, proved by a round trip."""
 
-import ast
 import shutil
 from pathlib import Path
 
@@ -8,12 +7,13 @@ import sqlalchemy as sa
 from alembic.script import Script
 
 from ..database.connection import LabDatabase
-from ..errors import CopyUnavailable
 from ..lab import Lab
+from ..running.revision_bodies import does_nothing
 from ..workspace.baseline import REVISIONS
 from ..workspace.edits import add_column, apply_edit, model_attributes
 from . import checks
 from .checks import Check
+from .round_trip import replay
 
 LANGUAGE_REVISION = "d4f0c3b2a1e9"
 LANGUAGE_FILE = f"{LANGUAGE_REVISION}_add_language_to_settings.py"
@@ -43,17 +43,6 @@ def exercise_start(lab: Lab) -> str:
     )
 
 
-def _function_is_empty(path: Path, name: str) -> bool:
-    """The module's `name()` does nothing: only a docstring, `pass` or `...`."""
-    for node in ast.parse(path.read_text()).body:
-        if isinstance(node, ast.FunctionDef) and node.name == name:
-            return all(
-                isinstance(s, ast.Pass) or (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))
-                for s in node.body
-            )
-    return True
-
-
 def _language_state(db: LabDatabase) -> tuple[bool, bool]:
     """(user_settings.language exists, its index exists)."""
     with db.connect() as conn:
@@ -65,29 +54,14 @@ def _language_state(db: LabDatabase) -> tuple[bool, bool]:
         return column, index
 
 
-def _language_round_trip(lab: Lab, parent: str) -> str | None:
-    """On a TEMPLATE copy: downgrade to `parent`, then upgrade head. None if exact both ways, else what went wrong."""
-    try:
-        with lab.db.copy() as copy:
-            runner = lab.runner.on(copy)
-            up = runner.run("upgrade head")
-            if not up.ok:
-                return f"`alembic upgrade head` fails: {up.error}"
-            down = runner.run(f"downgrade {parent}")
-            if not down.ok:
-                return f"`alembic downgrade {parent}` fails: {down.error}"
-            column, index = _language_state(copy)
-            left = [what for what, there in (("the column language", column), (LANGUAGE_INDEX, index)) if there]
-            if left:
-                return f"after the downgrade user_settings still has {' and '.join(left)}"
-            again = runner.run("upgrade head")
-            if not again.ok:
-                return f"`alembic upgrade head` after the downgrade fails: {again.error}"
-            if _language_state(copy) != (True, True):
-                return "after the downgrade and upgrade again, the column or its index is missing"
-    except CopyUnavailable as why:
-        return f"the round trip could not be rehearsed: {why.what}"
-    return None
+def _both_there(db: LabDatabase) -> str | None:
+    return None if _language_state(db) == (True, True) else "user_settings lacks the column language or its index"
+
+
+def _both_gone(db: LabDatabase) -> str | None:
+    column, index = _language_state(db)
+    left = [what for what, there in (("the column language", column), (LANGUAGE_INDEX, index)) if there]
+    return f"user_settings still has {' and '.join(left)}" if left else None
 
 
 def exercise(lab: Lab, answer: object) -> list[Check]:
@@ -95,8 +69,8 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
     path = lab.project.versions_dir / LANGUAGE_FILE
     script = lab.runner.script().get_revision(LANGUAGE_REVISION) if path.exists() else None
     parent = str(script.down_revision) if isinstance(script, Script) else "a1c4e7f20b13"
-    empty = script is None or _function_is_empty(Path(script.path), "downgrade")
-    problem = None if empty else _language_round_trip(lab, parent)
+    empty = script is None or does_nothing(Path(script.path), "downgrade")
+    replayed = None if empty else replay(lab, parent, at_head=_both_there, downgraded=_both_gone)
     column, index = _language_state(lab.db)
     at = checks.database_heads(lab)
     code = f'ch.rewrite_revision(revision="add_language", downgrade="""{LANGUAGE_DOWN}""")'
@@ -105,7 +79,8 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
         "In a terminal in ai-service/: `alembic downgrade -1`, then `alembic upgrade head`.",
         'ch.alembic("downgrade -1", confirm=True); ch.alembic("upgrade head")',
     )
-    if at == parent and column:
+    trapped = at == parent and column  # the empty downgrade() ran: alembic_version moved, the column stayed
+    if trapped:
         at_head_hints = (
             f"alembic_version says {parent}, but user_settings still has language: the empty downgrade() ran, "
             "so `upgrade head` now fails on a column that already exists. Alembic trusts alembic_version, "
@@ -129,10 +104,12 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
         ),
         Check(
             "downgrade -1 removes what the upgrade added, and upgrade head brings it back (rehearsed on a copy)",
-            not empty and problem is None,
-            (
-                f"The round trip on a copy of your database went wrong: {problem}."
-                if problem
+            not empty and replayed is None,
+            at_head_hints
+            if trapped  # the copy fails the same way, because of the database's state, not the downgrade
+            else (
+                f"The round trip on a copy of your database went wrong: {replayed}."
+                if replayed
                 else "Write the downgrade() first.",
                 "Each op in upgrade() needs its opposite in downgrade(): add_column / drop_column, "
                 "create_index / drop_index.",

@@ -1,7 +1,5 @@
 """Chapter 04's exercise: which revisions will the next `upgrade head` apply?"""
 
-import re
-
 from ..lab import Lab
 from . import checks
 from .ch03_rollback import has_language
@@ -30,26 +28,19 @@ def pending(lab: Lab, start: str = PENDING_FROM) -> list[str]:
     return [s.revision for s in reversed(list(scripts))]
 
 
-def _ids(answer: object) -> list[str] | None:
-    if isinstance(answer, str):
-        return re.findall(r"[0-9a-f]{12}", answer)
-    if isinstance(answer, list | tuple | set) and all(isinstance(a, str) for a in answer):
-        return [a.strip() for a in answer]
-    return None
-
-
 def exercise(lab: Lab, answer: object) -> list[Check]:
-    """Chapter 04: the answer names exactly the revisions the next upgrade applies; then they are applied."""
+    """Chapter 04: the answer names exactly the revisions the next upgrade applies, in the order it applies them;
+    then they are applied."""
     expected = pending(lab)
-    ids = _ids(answer)
+    ids = checks.revisions_named(lab, answer)
     code = f"answer = {expected!r}"
     if answer is None:
         hints: checks.Hints = (
             "`upgrade head` applies every revision after the one the database is at, up to the head, oldest first; "
             "not the one it is at.",
             "`alembic history -r current:head -i` in a terminal (or ch.alembic) lists that range, newest first, "
-            "with (current) on the revision already applied. Give the others as a list of id strings: "
-            'answer = ["...", "..."]',
+            "with (current) on the revision already applied. Give the others as a list of id strings, in the order "
+            'the upgrade runs them: answer = ["...", "..."]',
             code,
         )
     elif ids is None:
@@ -60,18 +51,26 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
             "lists it, marked (current), but it is applied already. The upgrade starts after it.",
             code,
         )
+    elif sorted(ids) == sorted(expected):
+        hints = (
+            "Those are the right revisions, in the order `history` prints them: newest first. `upgrade head` runs "
+            "them oldest first, each after its parent, and the order matters (a revision needs what its parent made).",
+            "Reverse the list: the revision whose parent is the one the database is at comes first.",
+            code,
+        )
     else:
         missing, extra = len(set(expected) - set(ids)), sorted(set(ids) - set(expected))
         hints = (
             (f"{missing} revision(s) the upgrade applies are missing. " if missing else "")
             + (f"{', '.join(extra)} is not applied by the next upgrade. " if extra else "")
+            + ("A revision is named twice. " if len(ids) != len(set(ids)) else "")
             + "Look at every line between (current) and (head), Bob's included.",
             code,
         )
     return [
         Check(
-            "your answer is exactly what the next `upgrade head` applies",
-            ids is not None and sorted(ids) == sorted(expected) and len(ids) == len(expected),
+            "your answer is exactly what the next `upgrade head` applies, in the order it applies them",
+            ids == expected,
             hints,
         ),
         checks.database_at_head(

@@ -1,117 +1,155 @@
-"""Chapter 05's exercise: lowercase emails that collide under UNIQUE, in a migration safe to run twice."""
+"""Chapter 05's exercise: lowercase emails that collide under UNIQUE, in a migration safe to run twice.
 
-import re
-from pathlib import Path
+The exercise defines its own starting rows: `start_exercise()` takes the lab back to the chapter's start (the
+chapter's steps leave 50,000 generated users and no Ada) and adds the two sign-ups, so it starts over however
+often it runs. The migration is judged by what it does to those rows, replayed on a copy whatever the learner's
+database holds now, and by a second run that must rewrite no row; not by how it is written.
+"""
 
 import sqlalchemy as sa
-from alembic.script import Script
 
+from ..database.connection import LabDatabase
 from ..errors import CopyUnavailable
 from ..lab import Lab
-from ..workspace.checkpoints import SEED_EMAILS
+from ..workspace import checkpoints
+from ..workspace.checkpoints import SEED_EMAILS, SEED_PHONES, SEED_PROFILES, WITH_PHONE_NUMBER
 from . import checks
 from .checks import Check
 
+START = "a1c4e7f20b13"  # the chapter's checkpoint: the revision the exercise's migration goes after
 DEDUPLICATE = (
     "DELETE FROM user_profiles p WHERE EXISTS ("
     "SELECT 1 FROM user_profiles q WHERE lower(q.email) = lower(p.email) AND q.id < p.id)"
 )
 LOWERCASE = "UPDATE user_profiles SET email = lower(email) WHERE email <> lower(email)"
+SIGN_UPS = (
+    "INSERT INTO user_profiles (name, email) VALUES ('Edsger Dijkstra', 'Edsger.Dijkstra@Example.ORG'), "
+    "('Ada Lovelace', 'Ada@Example.org')"
+)
 PEOPLE = (*SEED_EMAILS, "edsger.dijkstra@example.org")
+ANSWER = f'op.execute("{DEDUPLICATE}")\\nop.execute("{LOWERCASE}")'
+START_OVER = "ch.start_exercise()"
 
 
 def exercise_start(lab: Lab) -> str:
-    """Chapter 05's exercise: a new sign-up typed with capitals, and Ada signing up again the same way."""
+    """Chapter 05's exercise: the chapter's start again (Ada, Grace and Alan, with settings and jobs), and two
+    sign-ups typed with capitals, one of them Ada's second."""
+    report = checkpoints.reset(lab, WITH_PHONE_NUMBER)
     with lab.db.engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                "INSERT INTO user_profiles (name, email) VALUES ('Edsger Dijkstra', 'Edsger.Dijkstra@Example.ORG'), "
-                "('Ada Lovelace', 'Ada@Example.org') ON CONFLICT (email) DO NOTHING"
-            )
-        )
+        conn.execute(sa.text(SIGN_UPS))
     return (
+        f"The exercise starts from the chapter's start, whatever the steps above left: {report}\n"
         "Two sign-ups typed with capitals: Edsger.Dijkstra@Example.ORG (new) and Ada@Example.org (Ada again, "
-        "who already has ada@example.org). Logins compare lowercase emails."
+        "who already has ada@example.org, her settings and her jobs). Logins compare lowercase emails."
     )
 
 
-def _lowercase_script(lab: Lab) -> Script | None:
-    """The newest revision whose file lowercases emails."""
-    for script in lab.runner.script().walk_revisions():
-        if re.search(r"(?i)lower\(", Path(script.path).read_text()):
-            return script
-    return None
+def _people(conn: sa.Connection) -> tuple[int, dict[str, int], bool, bool]:
+    """(emails with capitals, {person: profiles}, Ada's original profile (with her settings) is there, the other
+    seed people are there)."""
+    mixed = conn.scalar(sa.text("SELECT count(*) FROM user_profiles WHERE email <> lower(email)")) or 0
+    people: dict[str, int] = dict(
+        conn.execute(
+            sa.text(
+                "SELECT lower(email), count(*) FROM user_profiles WHERE lower(email) IN :people GROUP BY 1"
+            ).bindparams(sa.bindparam("people", expanding=True)),
+            {"people": list(PEOPLE)},
+        ).all()
+    )
+    ada = conn.scalar(
+        sa.text(
+            "SELECT count(*) FROM user_profiles p JOIN user_settings s ON s.user_id = p.id "
+            "WHERE lower(p.email) = 'ada@example.org'"
+        )
+    )
+    return mixed, people, bool(ada), all(people.get(p) for p in SEED_EMAILS[1:])
 
 
-def _rerun(lab: Lab, script: Script) -> str | None:
-    """Run `script`'s upgrade again on a TEMPLATE copy where it already ran, as after a failure before it was
-    recorded. None if that works and rewrites no row of user_profiles (same xmin everywhere); else what happened."""
-    parent = script.down_revision if isinstance(script.down_revision, str) else None
+def _verdict(mixed: int, people: dict[str, int], ada: bool) -> str | None:
+    """What is wrong with the rows after the migration, or None."""
+    if mixed:
+        return f"{mixed} email(s) still have capitals"
+    missing = [p for p in PEOPLE if not people.get(p)]
+    twice = [p for p in PEOPLE if people.get(p, 0) > 1]
+    if missing or twice:
+        return f"{', '.join(missing)} missing" if missing else f"{', '.join(twice)} there twice"
+    return None if ada else "Ada's original profile (with her settings and jobs) went, and her later sign-up stayed"
+
+
+def _starting_rows(copy: LabDatabase) -> None:
+    """The exercise's rows, as start_exercise() made them: the seed people (ids 1-3) and the two sign-ups."""
+    with copy.engine.begin() as conn:
+        conn.execute(sa.text("TRUNCATE user_profiles, user_settings, job_entries RESTART IDENTITY CASCADE"))
+        for sql in (SEED_PROFILES, SEED_PHONES, SIGN_UPS):
+            conn.execute(sa.text(sql))
+
+
+def _replay(lab: Lab) -> tuple[str | None, str | None]:
+    """The revisions after START, run on a copy holding the exercise's starting rows, then once more from START, as
+    after a failure before alembic recorded them: (what the first run got wrong, what the second one changed)."""
     rows = sa.text("SELECT id, xmin::text FROM user_profiles ORDER BY id")
     try:
         with lab.db.copy() as copy:
             runner = lab.runner.on(copy)
-            runner.run(f"stamp {parent or 'base'}")
+            stamped = runner.run(["stamp", START])
+            if not stamped.ok:
+                return f"it could not be tried: `alembic stamp {START}` fails: {stamped.error}", None
+            try:
+                _starting_rows(copy)
+            except sa.exc.DBAPIError as error:
+                return f"the exercise's rows do not fit your schema any more: {error.orig}", None
+            first = runner.run("upgrade head")
+            if not first.ok:
+                return f"the migration fails: {first.error}", None
             with copy.connect() as conn:
+                wrong = _verdict(*_people(conn)[:3])
                 before = list(conn.execute(rows))
-            again = runner.run(f"upgrade {script.revision}")
+            if wrong:
+                return f"after it, {wrong}", None
+            runner.run(["stamp", START])
+            again = runner.run("upgrade head")
             if not again.ok:
-                return f"the second run fails: {again.error}"
+                return None, f"the second run fails: {again.error}"
             with copy.connect() as conn:
                 after = list(conn.execute(rows))
     except CopyUnavailable as why:
-        return f"it could not be rehearsed: {why.what}"
-    if before != after:
-        touched = len(set(before) - set(after))
-        return f"the second run rewrote {touched} row(s) that needed nothing"
-    return None
+        return f"it could not be tried: {why.what}", None
+    touched = len(set(before) - set(after))
+    return None, f"the second run rewrote {touched} row(s) that needed nothing" if touched else None
 
 
 def exercise(lab: Lab, answer: object) -> list[Check]:
-    """Chapter 05: every email lowercase, each person once, and the migration safe to run again."""
+    """Chapter 05: the migration lowercases the exercise's rows keeping Ada's original, and is safe to run again;
+    the learner's database is at head with the same result."""
     with lab.db.engine.connect() as conn:
-        mixed = conn.scalar(sa.text("SELECT count(*) FROM user_profiles WHERE email <> lower(email)"))
-        people: dict[str, int] = dict(
-            conn.execute(
-                sa.text(
-                    "SELECT lower(email), count(*) FROM user_profiles WHERE lower(email) IN :people GROUP BY 1"
-                ).bindparams(sa.bindparam("people", expanding=True)),
-                {"people": list(PEOPLE)},
-            ).all()
-        )
-        ada = conn.scalar(sa.text("SELECT min(id) FROM user_profiles WHERE lower(email) = 'ada@example.org'"))
+        mixed, people, ada, seeded = _people(conn)
     duplicates = sum(n - 1 for n in people.values())
-    once = all(people.get(p) == 1 for p in PEOPLE)
-    script = _lowercase_script(lab)
+    written = bool(list(lab.runner.script().iterate_revisions("heads", START)))
+    first, second = _replay(lab)
+    start_over = (
+        "The rows in your database are not the exercise's any more: Ada, Grace or Alan are missing (the chapter's "
+        "steps, or a `downgrade base` + `upgrade head`, emptied the tables). Your migration is judged on a copy "
+        "holding the exercise's rows (the check above); your own database needs those rows back.",
+        f"{START_OVER} puts them back. It starts from the chapter's start and backs up your files first, so your "
+        "revision goes into the backup it names: copy it back into ai-service/migrations/versions/ (or write it "
+        "again), then `alembic upgrade head`.",
+        f"{START_OVER}  # then: cp .lab/backups/<the folder it names>/ai-service/migrations/versions/<your "
+        'revision>.py ai-service/migrations/versions/ ; ch.alembic("upgrade head", confirm=True)',
+    )
     at_head = checks.database_at_head(
         lab,
         (
             f"The UPDATE fails on the UNIQUE constraint: {duplicates + 1} profiles become the same email after "
             "lower(), and the revision was rolled back (nothing of it stays)."
-            if duplicates and script
+            if duplicates and written
             else "The data migration is written but not applied.",
             "Decide what happens to the duplicate first: the older profile (Ada's, with her settings and jobs) "
             "stays, the later sign-up goes. In upgrade(), op.execute() a DELETE of every row for which an older row "
             "has the same lower(email), then the UPDATE.",
-            f'ch.rewrite_revision(upgrade=\'op.execute("{DEDUPLICATE}")\\nop.execute("{LOWERCASE}")\'); '
-            'ch.alembic("upgrade head", confirm=True)',
+            f"ch.rewrite_revision(upgrade='{ANSWER}'); ch.alembic(\"upgrade head\", confirm=True)",
         ),
     )
-    rerun = _rerun(lab, script) if script and at_head.passed else "the migration is not applied yet"
     return [
-        checks.a_revision_file_matches(
-            lab,
-            r"(?i)lower\(",
-            "lowercases the emails",
-            (
-                "The capitals are in the rows, not in the schema: this needs a data migration, which autogenerate "
-                "never writes (it compares schemas only).",
-                'An empty revision (`alembic revision -m "..."` in a terminal in ai-service/), then SQL in its '
-                "upgrade() with op.execute(...). SQL's lower() lowercases. Mind the UNIQUE constraint on email.",
-                "ch.alembic('revision -m \"lowercase emails\"'); "
-                f'ch.rewrite_revision(upgrade=\'op.execute("{DEDUPLICATE}")\\nop.execute("{LOWERCASE}")\')',
-            ),
-        ),
         checks.no_revision_file_matches(
             lab,
             r"(?m)^\s*(from main import|import main)",
@@ -122,37 +160,57 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
                 'Use op.execute("...") or a snapshot of the columns you need: sa.table(name, sa.column(...)).',
             ),
         ),
+        Check(
+            "your migration, run on the exercise's rows, lowercases every email and keeps Ada's original "
+            "profile (tried on a copy)",
+            first is None,
+            (
+                "The capitals are in the rows, not in the schema: this needs a data migration, which autogenerate "
+                "never writes (it compares schemas only)."
+                if not written
+                else f"Run on a copy holding the exercise's rows, {first}.",
+                'An empty revision (`alembic revision -m "..."` in a terminal in ai-service/), then SQL in its '
+                "upgrade() with op.execute(...). SQL's lower() lowercases. Mind the UNIQUE constraint on email: "
+                "the older profile stays, the later duplicate goes."
+                if not written
+                else "Delete the row for which an OLDER row (smaller id) has the same lower(email), then lowercase "
+                "what still has capitals.",
+                f"ch.alembic('revision -m \"lowercase emails\"'); ch.rewrite_revision(upgrade='{ANSWER}')"
+                if not written
+                else f"ch.rewrite_revision(upgrade='{ANSWER}')",
+            ),
+        ),
         at_head,
         Check(
-            "every email is lowercase in the database",
+            "every email is lowercase in your database",
             mixed == 0,
-            (
-                f"{mixed} email(s) still have capitals, although the revision ran: does its UPDATE reach every "
-                "row (no WHERE that skips them)?"
-                if script and at_head.passed
-                else f"{mixed} email(s) still have capitals: write and apply the data migration.",
-                f'upgrade() needs: op.execute("{LOWERCASE}")',
+            start_over
+            if not seeded
+            else (
+                f"{mixed} email(s) still have capitals in your database, although the migration does it on the "
+                "exercise's rows: were they added after it ran? Start over to get the exercise's rows back.",
+                *start_over[1:],
             ),
         ),
         Check(
-            "every person is there once, Ada with her original profile",
-            once and ada == 1,
-            (
-                "A profile is missing, or one is there twice: only the later duplicate sign-up should go."
-                if not once
-                else "Ada's original profile (id 1, with her settings and jobs) went, and the later sign-up stayed.",
+            "every person is there once in your database, Ada with her original profile",
+            seeded and _verdict(0, people, ada) is None,
+            start_over
+            if not seeded or first is None
+            else (
+                "A profile is missing, or one is there twice: only the later duplicate sign-up should go.",
                 "Delete the row for which an OLDER row (smaller id) has the same lower(email); keep the others.",
                 f'op.execute("{DEDUPLICATE}")',
             ),
         ),
         Check(
-            "running the migration again changes no row (rehearsed on a copy)",
-            rerun is None,
+            "running the migration again changes no row (tried on a copy)",
+            first is None and second is None,
             (
-                f"Run again on a copy of your database, {rerun}. A migration can run twice: after a failure before "
-                "alembic recorded it, or when batches in an autocommit_block committed and a later one failed."
-                if rerun != "the migration is not applied yet"
-                else "Apply the migration first; then the check runs it a second time on a copy.",
+                f"Run again on a copy, {second}. A migration can run twice: after a failure before alembic recorded "
+                "it, or when batches in an autocommit_block committed and a later one failed."
+                if second
+                else "First make the migration right on the exercise's rows; then it is run a second time.",
                 "Touch only the rows that still need it: UPDATE ... WHERE email <> lower(email); a DELETE of "
                 "duplicates finds none the second time.",
                 f'op.execute("{LOWERCASE}")',

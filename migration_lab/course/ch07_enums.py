@@ -2,23 +2,23 @@
 
 import sqlalchemy as sa
 
+from ..database.connection import LabDatabase
 from ..lab import Lab
 from ..workspace.edits import load_models
 from . import checks
 from .checks import Check
-from .round_trip import round_trip
+from .round_trip import WITH_PHONE_NUMBER_HEAD, round_trip, undo_and_redo
+
+ENUM_VALUES = sa.text(
+    "SELECT e.enumlabel FROM pg_enum e JOIN pg_type t ON t.oid = e.enumtypid "
+    "WHERE t.typname = 'job_state' ORDER BY e.enumsortorder"
+)
 
 
-def _enum_values(lab: Lab) -> tuple[str, ...]:
-    with lab.db.engine.connect() as conn:
-        return tuple(
-            conn.scalars(
-                sa.text(
-                    "SELECT e.enumlabel FROM pg_enum e JOIN pg_type t ON t.oid = e.enumtypid "
-                    "WHERE t.typname = 'job_state' ORDER BY e.enumsortorder"
-                )
-            )
-        )
+def enum_values(db: LabDatabase) -> tuple[str, ...]:
+    """job_state's values in a database, in their order."""
+    with db.engine.connect() as conn:
+        return tuple(conn.scalars(ENUM_VALUES))
 
 
 ADD_PAUSED = "op.execute(\"ALTER TYPE job_state ADD VALUE IF NOT EXISTS 'paused' AFTER 'done'\")"
@@ -34,8 +34,10 @@ def _model_enum_values(lab: Lab) -> tuple[str, ...]:
 
 
 def exercise(lab: Lab, answer: object) -> list[Check]:
+    """Graded by what the revision does, however it is written (by hand, by alembic-postgresql-enum, reformatted):
+    the value in the model and the database, its place, and its downgrade replayed on a copy."""
     model = _model_enum_values(lab)
-    database = _enum_values(lab)
+    database = enum_values(lab.db)
     apply = ("The revision is written but not applied.", "Upgrade to head.", 'ch.alembic("upgrade head")')
     return [
         Check(
@@ -47,20 +49,20 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
                 'ch.edit_model(\'"done"\', \'"done", "paused"\')',
             ),
         ),
-        checks.a_revision_file_matches(
-            lab,
-            r"'paused'",
-            "adds 'paused' to job_state",
-            (
+        Check(
+            "the database's job_state has 'paused'",
+            "paused" in database,
+            apply
+            if database_has_a_pending_revision(lab)
+            else (
                 "Plain autogenerate does not see a new enum value: the revision is yours to write (or let "
                 "alembic-postgresql-enum write it, as in the steps above).",
-                "An empty revision whose upgrade() runs ALTER TYPE ... ADD VALUE ... AFTER ..., inside "
+                "An empty revision whose upgrade() runs ALTER TABLE ... ADD VALUE ... AFTER ..., inside "
                 "`with op.get_context().autocommit_block():`.",
                 'ch.alembic(\'revision -m "add paused job state"\'); ch.rewrite_revision(upgrade="""with '
                 f'op.get_context().autocommit_block():\n    {ADD_PAUSED}""")',
             ),
         ),
-        Check("the database's job_state has 'paused'", "paused" in database, apply),
         checks.database_at_head(lab, apply),
         Check(
             "job_state's values are in the same order in main.py and the database",
@@ -85,6 +87,7 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
                 'ch.alembic("check") says what differs.',
             ),
         ),
+        _undone(lab, model) if "paused" in database else Check(UNDONE, False, apply),
         round_trip(
             lab,
             (
@@ -96,3 +99,46 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
             ),
         ),
     ]
+
+
+UNDONE = "your downgrade() takes 'paused' out again, and the upgrade puts it back in place (replayed on a copy)"
+DOWNGRADE_HINTS = (
+    "PostgreSQL cannot drop one value from an enum: the downgrade moves the paused rows to another value and "
+    "rebuilds the type without 'paused'.",
+    "As step 1's downgrade does: UPDATE the rows, RENAME the type, CREATE it again without the value, ALTER the "
+    "column TYPE ... USING state::text::job_state (its default dropped and set again), DROP the old type.",
+    "ch.solution() shows the whole revision, downgrade() included.",
+)
+
+
+def database_has_a_pending_revision(lab: Lab) -> bool:
+    """Some revision file is not applied yet: the database is not at head."""
+    return set(lab.db.heads()) != set(lab.runner.script().get_heads())
+
+
+def _undone(lab: Lab, model: tuple[str, ...]) -> Check:
+    """Step down from where the database is, on a copy, until 'paused' is gone: that revision's downgrade must leave
+    the type as the model has it without 'paused', and its upgrade must put it back where it was."""
+    undo = undo_and_redo(lab, enum_values, lambda values: "paused" in values, WITH_PHONE_NUMBER_HEAD)
+    without = tuple(v for v in model if v != "paused")
+    if undo.problem:
+        first = f"Replayed on a copy of your database, {undo.problem}."
+    elif undo.revision is None:
+        first = (
+            "Replayed on a copy of your database, no downgrade() takes 'paused' out: job_state keeps it all the way "
+            "down to the chapter's start. A downgrade that runs (a `pass`) is not one that undoes."
+        )
+    elif undo.down != without:
+        first = (
+            f"Replayed on a copy, `downgrade -1` from {undo.revision} leaves job_state as "
+            f"({', '.join(undo.down)}): with 'paused' gone, it should be ({', '.join(without)}), as main.py has it."
+        )
+    elif not undo.restored:
+        first = (
+            f"Replayed on a copy, the downgrade of {undo.revision} takes 'paused' out, but its upgrade does not put "
+            f"job_state back as it was ({', '.join(undo.before or ())}): it gives ({', '.join(undo.up or ())}). Is "
+            "that revision yours, or did an earlier revision's downgrade take 'paused' with it?"
+        )
+    else:
+        return Check(UNDONE, True, DOWNGRADE_HINTS)
+    return Check(UNDONE, False, (f"{first} {DOWNGRADE_HINTS[0]}", *DOWNGRADE_HINTS[1:]))

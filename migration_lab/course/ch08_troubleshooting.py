@@ -1,5 +1,6 @@
 """Chapter 08's exercise: read a raw traceback to the line of your project that fails, then fix it."""
 
+import json
 import re
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from .checks import Check
 from .round_trip import round_trip
 
 BROKEN_ENV_IMPORT = "from main import Base, JobQueue  # noqa: E402  (needs the sys.path line above)"
+RECORD = Path(".lab") / "chapter-08-traceback.json"  # the frame the exercise's traceback showed: line and text
 
 
 def exercise_start(lab: Lab) -> str:
@@ -21,6 +23,10 @@ def exercise_start(lab: Lab) -> str:
         lab.db.wipe(conn)
         load_models(lab.project).Base.metadata.create_all(conn)
         conn.commit()
+    # The line as the traceback shows it, kept: the learner may answer with its text after fixing it.
+    record = lab.project.root / RECORD
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(dict(zip(("line", "text"), _env_import_line(lab), strict=True))))
     return (
         "A colleague's quick fix: migrations/env.py now imports a model `JobQueue`, and the database was "
         "rebuilt with Base.metadata.create_all() (no alembic_version). In a terminal, in ai-service/, "
@@ -39,15 +45,26 @@ def _env_import_line(lab: Lab) -> tuple[int, str]:
     return failing_line(lab.project.service_dir / "migrations" / "env.py", r"^from main import") or (0, "")
 
 
+def _failed_line(lab: Lab) -> tuple[int, tuple[str, ...]]:
+    """The line the exercise's traceback pointed at: its number, and its text then and now (fixed, perhaps)."""
+    number, now = _env_import_line(lab)
+    try:
+        kept = json.loads((lab.project.root / RECORD).read_text())
+        number, then = int(kept["line"]), str(kept["text"])
+    except (OSError, ValueError, KeyError, TypeError):
+        then = BROKEN_ENV_IMPORT
+    return number, (then, now)
+
+
 def exercise(lab: Lab, answer: object) -> list[Check]:
     current = lab.runner.run("current")
-    number, text = _env_import_line(lab)
+    number, texts = _failed_line(lab)
     given = answer.strip() if isinstance(answer, str) else ""
     read = "Read the traceback from the bottom up: the error's last line says what failed (an ImportError)"
     return [
         Check(
             "your answer names the line of your project that fails",
-            names_the_line(answer, ENV_PY, number, text),
+            names_the_line(answer, ENV_PY, number, texts),
             (
                 (
                     f"{given!r} is a frame of alembic or of Python's import machinery: code you did not write. "
@@ -109,12 +126,26 @@ def failing_line(path: Path, pattern: str) -> tuple[int, str] | None:
     return None
 
 
-def names_the_line(answer: object, file: str, number: int, text: str) -> bool:
-    """Does the answer name that line: "file:number" (any leading folders), or the line's own text?"""
+# A file and a line number, in every form a learner copies them: "env.py:18", "env.py, line 18",
+# 'File "ai-service/migrations/env.py", line 18, in <module>' (the traceback's own frame header).
+FRAME = re.compile(r"""(?P<file>[^\s"',:]+\.py)["']?\s*(?::|,?\s*line\b)\s*(?P<line>\d+)""")
+
+
+def _code(text: str) -> str:
+    """A line of code as written, whatever was pasted around it: no comment, no indent, single spaces."""
+    return " ".join(text.split("#")[0].split())
+
+
+def names_the_line(answer: object, file: str, number: int, texts: str | tuple[str, ...]) -> bool:
+    """Does the answer name that line? As "file:number" or the traceback's frame header (any leading folders),
+    or as the line's text: as the traceback showed it (`texts[0]`), or as it reads now. Every frame the answer
+    names must be that one: a whole traceback pasted names alembic's frames too."""
     if not isinstance(answer, str):
         return False
-    given = answer.strip().strip("\"'")
-    found = re.fullmatch(r"(?:.*/)?([\w.]+)\s*[:, ]\s*(?:line\s+)?(\d+)", given)
-    if found:
-        return found.group(1) == Path(file).name and int(found.group(2)) == number
-    return given.split("#")[0].strip() == text.split("#")[0].strip()
+    named = [(Path(m["file"]).name, int(m["line"])) for m in FRAME.finditer(answer)]
+    if named:
+        return all(frame == (Path(file).name, number) for frame in named)
+    lines = [_code(line.strip().strip("\"'")) for line in answer.splitlines()]
+    given = [line for line in lines if line and not set(line) <= set("^~ ")]  # a caret line marks, names nothing
+    wanted = {_code(t) for t in ((texts,) if isinstance(texts, str) else texts)} - {""}
+    return len(given) == 1 and given[0] in wanted

@@ -1,5 +1,8 @@
 """Chapter 09's exercise: start fresh with one initial revision, reviewed and round-tripped."""
 
+import sqlalchemy as sa
+
+from ..errors import CopyUnavailable
 from ..lab import Lab
 from . import checks
 from .checks import Check, revision_texts
@@ -14,10 +17,27 @@ op.drop_table('user_profiles')
 sa.Enum(name='job_state').drop(op.get_bind())"""
 
 
+def _builds_from_nothing(lab: Lab) -> tuple[set[str], str]:
+    """On a copy wiped empty, `upgrade head`: which of TABLES the revisions alone build (whatever their spelling:
+    op.create_table, plain SQL, double quotes), and the error of that upgrade, if it failed."""
+    try:
+        with lab.db.copy() as copy:
+            with copy.connect() as conn:
+                copy.wipe(conn)
+                conn.commit()
+            result = lab.runner.on(copy).run("upgrade head")
+            if not result.ok:
+                return set(), f"`alembic upgrade head` from an empty database fails: {result.error}"
+            return set(TABLES) & set(sa.inspect(copy.engine).get_table_names()), ""
+    except CopyUnavailable as why:
+        return set(), f"the lab could not copy the database ({why.what})"
+
+
 def exercise(lab: Lab, answer: object) -> list[Check]:
     texts = revision_texts(lab)
-    whole = [name for name, text in texts.items() if all(f"create_table('{t}'" in text for t in TABLES)]
-    empty_initial = len(texts) == 1 and not whole
+    built, failed = _builds_from_nothing(lab) if len(texts) == 1 else (set(), "")
+    whole = built == set(TABLES)
+    empty_initial = len(texts) == 1 and not failed and not whole
     return [
         Check(
             "versions/ holds exactly one revision",
@@ -32,11 +52,13 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
         ),
         Check(
             "that revision creates the whole schema (every table)",
-            len(texts) == 1 and bool(whole),
+            len(texts) == 1 and whole,
             (
                 "The one revision does not create every table: autogenerate compared the models with a database "
                 "that still had them, so it found little or nothing to do."
                 if empty_initial
+                else f"On a copy of your database, {failed}."
+                if failed
                 else "One revision file has to create every table: " + ", ".join(TABLES) + ".",
                 "Autogenerate writes the whole schema only when the database is empty: ch.nuke(confirm=True), "
                 "delete the revision, autogenerate again.",

@@ -1,32 +1,64 @@
 """Chapter 10's exercise: a NOT NULL country on a table with rows, in a revision that reviews clean."""
 
-import re
-from typing import Any
-
 import sqlalchemy as sa
 
+from ..database.connection import LabDatabase
+from ..errors import CopyUnavailable
 from ..lab import Lab
 from . import checks
-from .checks import Check, revision_texts
-from .round_trip import round_trip
+from .checks import Check
+from .round_trip import WITH_PHONE_NUMBER_HEAD, round_trip, undo_and_redo
 
 COUNTRY = 'country = Column(String(2), nullable=False, server_default="GB")'
 # The other right answer, the one that works on any table: add it nullable, backfill, then NOT NULL.
-COUNTRY_IN_STEPS = """op.add_column('user_profiles', sa.Column('country', sa.String(length=2), nullable=True))
+COUNTRY_IN_STEPS = """op.execute("SET LOCAL lock_timeout = '1s'")
+op.execute("SET LOCAL statement_timeout = '10s'")
+op.add_column('user_profiles', sa.Column('country', sa.String(length=2), nullable=True))
 op.execute("UPDATE user_profiles SET country = 'GB' WHERE country IS NULL")
 op.alter_column('user_profiles', 'country', existing_type=sa.String(length=2), nullable=False)"""
 
 
+def country_column(db: LabDatabase) -> tuple[bool, str, int] | None:
+    """user_profiles.country in a database: (NOT NULL, its type, how many profiles have none), or None."""
+    columns = {c["name"]: c for c in sa.inspect(db.engine).get_columns("user_profiles")}
+    if "country" not in columns:
+        return None
+    with db.engine.connect() as conn:
+        empty = conn.scalar(sa.text("SELECT count(*) FROM user_profiles WHERE country IS NULL"))
+    return not columns["country"]["nullable"], str(columns["country"]["type"]), int(empty or 0)
+
+
+def _pending_upgrade_fails(lab: Lab) -> str | None:
+    """The SQLSTATE (or "error") with which `upgrade head` fails on a copy, when there is something to apply."""
+    if set(lab.db.heads()) == set(lab.runner.script().get_heads()):
+        return None
+    try:
+        with lab.db.copy() as copy:
+            result = lab.runner.on(copy).run("upgrade head")
+    except CopyUnavailable:
+        return None
+    return None if result.ok else (result.sqlstate or "error")
+
+
+UNDONE = "your downgrade() takes country out again, and the upgrade puts it back as it was (replayed on a copy)"
+
+
+def _undone(lab: Lab) -> Check:
+    undo = undo_and_redo(lab, country_column, lambda country: country is not None, WITH_PHONE_NUMBER_HEAD)
+    hints = (
+        "The revision's downgrade() does not undo its upgrade().",
+        "downgrade() drops the column: op.drop_column('user_profiles', 'country').",
+    )
+    if undo.problem:
+        return Check(UNDONE, False, (f"Replayed on a copy of your database, {undo.problem}. {hints[0]}", hints[1]))
+    if undo.revision is None:
+        return Check(UNDONE, False, ("Replayed on a copy of your database, no downgrade() takes country out.", *hints))
+    return Check(UNDONE, undo.restored, hints)
+
+
 def exercise(lab: Lab, answer: object) -> list[Check]:
-    columns: dict[str, Any] = {c["name"]: c for c in sa.inspect(lab.db.engine).get_columns("user_profiles")}
-    country = columns.get("country")
-    revisions = [
-        t
-        for t in revision_texts(lab).values()
-        if re.search(r"add_column\(\s*'user_profiles',\s*sa\.Column\('country'", t)
-    ]
-    not_null_no_default = [t for t in revisions if "nullable=False" in t and "server_default" not in t]
-    at_head = lab.db.heads() and set(lab.db.heads()) == set(lab.runner.script().get_heads())
+    country = country_column(lab.db)
+    failing = _pending_upgrade_fails(lab)
     # Both answers a careful team gives: a value for the rows already there, from a server_default or a backfill.
     two_ways = (
         "NOT NULL on a table with rows: the rows already there need a value. Two ways: a server_default (the "
@@ -37,14 +69,20 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
         "Fix the revision (ch.rewrite_revision or the editor), or ch.reset() and start again.",
         f'ch.rewrite_revision(upgrade="""{COUNTRY_IN_STEPS}""")',
     )
-    if not_null_no_default and not at_head:
-        # The upgrade failed (NOT NULL without a value for the rows): that is what the learner needs now.
+    if failing == "23502":
+        # The upgrade fails (NOT NULL without a value for the rows): that is what the learner needs now.
         exists_hints: checks.Hints = (
-            "The revision adds country NOT NULL in one step, without a server default, so its upgrade fails on "
-            "the rows user_profiles already has (and was rolled back). " + two_ways[0],
+            "The revision adds country NOT NULL with no value for the rows already there, so its upgrade fails on "
+            "the rows user_profiles has (and is rolled back). " + two_ways[0],
             *two_ways[1:],
         )
-    elif revisions:
+    elif failing is not None:
+        exists_hints = (
+            "The revision is written but its upgrade fails (tried on a copy): see what `alembic upgrade head` says.",
+            "Review it (ch.review(): it rehearses the upgrade and says why it fails), fix it, then upgrade to head.",
+            'ch.review(); ch.alembic("upgrade head")',
+        )
+    elif set(lab.db.heads()) != set(lab.runner.script().get_heads()):
         exists_hints = (
             "The revision is written but not applied.",
             "Review it (ch.review(), or `alembic upgrade <parent>:head --sql` and squawk), then upgrade to head.",
@@ -71,7 +109,7 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
         checks.column_exists(lab, "user_profiles", "country", exists_hints),
         checks.Check(
             "user_profiles.country is NOT NULL, so every profile has one",
-            country is not None and not country["nullable"],
+            country is not None and country[0],
             (
                 "Every profile needs a country: the column must be NOT NULL.",
                 "nullable=False in the model, then a revision that fills the empty rows and alters the column "
@@ -85,6 +123,7 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
                 "Generate a revision for the difference, review it, upgrade.",
             ),
         ),
+        _undone(lab) if country is not None else Check(UNDONE, False, exists_hints),
         round_trip(
             lab,
             (

@@ -61,6 +61,7 @@ class Request:
     started: float  # time.monotonic()
     seconds: float
     answered: bool  # a 2xx-4xx answer, in whatever time
+    error: str = ""  # what failed, when it was not answered: a 5xx, an exception
     kind: str = ""  # the Call's kind, e.g. "POST /profiles/1/jobs"
 
     def ok(self, timeout: float) -> bool:
@@ -75,19 +76,24 @@ class Tally:
     failed: int  # errors, and answers slower than a client waits
     errors: int  # of those: an error (a 5xx, a refused connection), however fast
     seconds: float
+    first_error: str = ""  # the first of those errors, as the client saw it
 
     @property
     def per_second(self) -> float:
         return self.served / self.seconds if self.seconds > 0 else 0.0
 
     def statement(self) -> str:
-        """What happened to the app, in words that are the same every run with the same outcome."""
-        if self.failed:
-            return (
-                f"Requests during the migration: some FAILED (errors, or slower than the {CLIENT_TIMEOUT:.0f} s "
-                "a client waits): the app stopped serving."
-            )
-        return "Requests during the migration: failed 0 - the app kept serving."
+        """What happened to the app, in words that are the same every run with the same outcome: which failures
+        were errors (the app answered with one) and which were too slow (the client gave up)."""
+        if not self.failed:
+            return "Requests during the migration: failed 0 - the app kept serving."
+        slow = f"slower than the {CLIENT_TIMEOUT:.0f} s a client waits, so the client gave up"
+        if not self.errors:
+            return f"Requests during the migration: some FAILED, {slow}: the app stopped serving."
+        error = f"with an error ({self.first_error})" if self.first_error else "with an error"
+        if self.failed > self.errors:
+            return f"Requests during the migration: some FAILED {error}, and some were {slow}."
+        return f"Requests during the migration: some FAILED {error}: the app answered, but could not serve them."
 
 
 _FROZEN = threading.Lock()
@@ -196,13 +202,17 @@ class Traffic:
         while not self._stop.is_set():
             body = call.body(next(self._numbers)) if call.body is not None else None
             started = time.monotonic()
+            error = ""
             try:
-                status, _ = api.call(self.lab, call.method, call.path, body)
+                status, reply = api.call(self.lab, call.method, call.path, body)
                 answered = status < 500
-            except Exception:  # refused, reset, timed out: the client sees a failure, whatever the cause
+                if not answered:
+                    error = f"HTTP {status}: {reply.get('detail', '') if isinstance(reply, dict) else ''}".strip(": ")
+            except Exception as exception:  # refused, reset, an error the app raised: a failure, whatever the cause
                 answered = False
+                error = describe(exception)
             with self._lock:
-                self.requests.append(Request(started, time.monotonic() - started, answered, call.kind))
+                self.requests.append(Request(started, time.monotonic() - started, answered, error, call.kind))
 
     def tally(self, since: float, until: float | None = None) -> Tally:
         """The requests in flight at some moment between `since` and `until` (monotonic times; until: now).
@@ -213,7 +223,9 @@ class Traffic:
         end = time.monotonic() if until is None else until
         window = self.window(since, end)
         served = sum(r.ok(self.timeout) for r in window)
-        return Tally(served, len(window) - served, sum(not r.answered for r in window), end - since)
+        errors = [r.error for r in window if not r.answered]
+        first = next((e for e in errors if e), "")
+        return Tally(served, len(window) - served, len(errors), end - since, first)
 
     def window(self, since: float, until: float) -> list[Request]:
         """The requests in flight at some moment between `since` and `until`."""
@@ -232,6 +244,13 @@ class Traffic:
                 if sum(r.answered for r in self.requests) >= count:
                     return
             time.sleep(0.02)
+
+
+def describe(error: BaseException) -> str:
+    """What a client saw fail: the database's own error and its first line, when there is one."""
+    source = getattr(error, "orig", None) or error
+    lines = str(source).strip().splitlines()
+    return f"{type(source).__name__}: {lines[0]}" if lines else type(source).__name__
 
 
 class IdleReader:
@@ -359,17 +378,29 @@ def sessions(lab: Lab, table: str, conn: sa.Connection | None = None) -> list[Se
 
 @dataclass
 class Seen:
-    """Which lock modes each kind of session held or waited for on the table, over the whole run."""
+    """Which lock modes each kind of session held or waited for on the table, over the whole run, and how long
+    the longest wait of each kind lasted (as often as it was sampled)."""
 
     pairs: set[tuple[str, str, str]] = field(default_factory=set)  # (role, "holds" | "waits for", mode)
+    longest_wait: dict[str, float] = field(default_factory=dict)  # role -> seconds, its longest wait for a lock
+    _since: dict[str, float] = field(default_factory=dict, repr=False)  # role -> when its current wait began
 
-    def add(self, found: list[Session]) -> None:
+    def add(self, found: list[Session], at: float | None = None) -> None:
+        now = time.monotonic() if at is None else at
+        waiting = set()
         for session in found:
             if session.role == "other":
                 continue
             for verb, modes in (("holds", session.holds), ("waits for", session.waits_for)):
                 for mode in filter(None, (m.strip() for m in modes.split(","))):
                     self.pairs.add((session.role, verb, mode))
+            if session.waits_for:
+                waiting.add(session.role)
+        for role in waiting:
+            since = self._since.setdefault(role, now)
+            self.longest_wait[role] = max(self.longest_wait.get(role, 0.0), now - since)
+        for role in set(self._since) - waiting:
+            del self._since[role]
 
     def has(self, role: str, verb: str, mode: str | None = None) -> bool:
         return any(r == role and v == verb and (mode is None or m == mode) for r, v, m in self.pairs)
@@ -412,6 +443,8 @@ class LockPanel:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(JOIN_WAIT)
+        if self._widget is not None and not self._widget.value.startswith("<i>panel stopped"):
+            self._widget.value = self.render_summary()
 
     def _sample(self) -> None:
         try:
@@ -426,27 +459,68 @@ class LockPanel:
             if self._widget is not None:
                 self._widget.value = f"<i>panel stopped: {escape(str(error).splitlines()[0])}</i>"
 
-    def render(self, found: list[Session]) -> str:
-        """The panel's HTML: the last second's requests, then one row per session that touches the table."""
+    def _requests_line(self, found: list[Session] | None) -> str:
+        """The app's side: answered in the last second, waiting now, and since the start, answered and failed."""
+        if self.traffic is None:
+            return ""
         now = time.monotonic()
-        line = ""
-        if self.traffic is not None:
-            last = self.traffic.tally(now - 1.0, now)
-            total = self.traffic.tally(0.0, now)
-            line = (
-                f"<b>ai-api</b>: {last.served} requests/s served in time; "
-                f"{total.served} served, <b style='color:{'#c00' if total.failed else '#080'}'>"
-                f"{total.failed} failed</b> so far<br>"
-            )
+        last = self.traffic.tally(now - 1.0, now)
+        total = self.traffic.tally(0.0, now)
+        waiting = "" if found is None else f", {sum(s.role == 'request' and bool(s.waits_for) for s in found)} waiting"
+        color = "#c00" if total.failed else "#080"
+        return (
+            f"<b>ai-api</b> ({self.traffic.clients} clients): last second {last.served} answered in time{waiting}. "
+            f"Since the start: {total.served} answered in time, <b style='color:{color}'>{total.failed} failed</b> "
+            f"(an error, or slower than the {self.traffic.timeout:.0f} s a client waits).<br>"
+        )
+
+    def render(self, found: list[Session]) -> str:
+        """The panel's HTML: the requests, then one row per session that holds or waits for a lock on the table."""
         rows = "".join(
-            f"<tr><td>{escape(s.role)}</td><td>{escape(s.state)}</td><td>{escape(s.wait)}</td>"
-            f"<td>{escape(s.holds)}</td><td style='color:#c00'>{escape(s.waits_for)}</td>"
-            f"<td><code>{escape(s.query)}</code></td></tr>"
+            _row(s.role, s.state, s.wait, s.holds, s.waits_for, f"<code>{escape(s.query)}</code>", red=4)
             for s in found
             if s.role != "other" or s.holds or s.waits_for
         )
-        head = "<tr><th>who</th><th>state</th><th>wait event</th><th>holds</th><th>waits for</th><th>query</th></tr>"
-        return f"{line}<table>{head}{rows}</table>"
+        head = _row("who", "state", "wait event", "holds", "waits for", "query", cell="th")
+        return f"{self._requests_line(found)}<table style='{TABLE_STYLE}'>{head}{rows}</table>{LEGEND}"
+
+    def render_summary(self) -> str:
+        """What the panel shows once the run is over: the requests, and each kind of session's locks and waits."""
+        rows = "".join(
+            _row(
+                role,
+                ", ".join(self.seen.modes(role, "holds")),
+                ", ".join(self.seen.modes(role, "waits for")),
+                f"{self.seen.longest_wait[role]:.1f} s" if role in self.seen.longest_wait else "",
+                red=2,
+            )
+            for role in ("migration", "report", "request")
+            if self.seen.has(role, "holds") or self.seen.has(role, "waits for")
+        )
+        head = _row("who", "held", "waited for", "longest wait", cell="th")
+        return f"<i>The run is over.</i> {self._requests_line(None)}<table style='{TABLE_STYLE}'>{head}{rows}</table>"
+
+
+TABLE_STYLE = "border-collapse: collapse"
+# Who is who in the panel's rows: "other" are the sessions the panel cannot name by what they run now.
+LEGEND = (
+    "<small>who: <b>migration</b>, a DDL statement running or waiting for its lock; <b>report</b>, the lab's report, "
+    "idle in transaction; <b>request</b>, an ai-api query; <b>other</b>, any other session with a lock on the table, "
+    "e.g. the migration or a request between two of its statements (idle in transaction: its transaction is still "
+    "open, and so are its locks).</small>"
+)
+
+
+def _row(*values: str, cell: str = "td", red: int | None = None) -> str:
+    """One table row, every cell left-aligned at the top, so the columns line up with their headers; the `red`
+    column (a lock waited for) in red."""
+    style = "text-align: left; vertical-align: top; padding: 0 0.6em 0 0"
+    cells = "".join(
+        f"<{cell} style='{style}{'; color: #c00' if n == red else ''}'>"
+        f"{value if value.startswith('<code>') else escape(value)}</{cell}>"
+        for n, value in enumerate(values)
+    )
+    return f"<tr>{cells}</tr>"
 
 
 @contextmanager

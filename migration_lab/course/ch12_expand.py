@@ -9,25 +9,23 @@ revisions, replayed one by one on a copy of the database, and at the end both
 versions must work side by side.
 """
 
-import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import sqlalchemy as sa
-from alembic.script import Script
 
+from ..database.connection import LabDatabase
 from ..errors import CopyUnavailable
 from ..lab import Lab
+from ..running.runner import Runner
 from . import checks
 from .checks import Check
+from .round_trip import WITH_PHONE_NUMBER_HEAD
 
 if TYPE_CHECKING:  # the apps import FastAPI: loaded when traffic runs, not whenever the chapters are listed
     from .ch12_app_versions import Burst
 
 OLD_PHONE, NEW_PHONE = "old-phone", "new-phone"
-ADDS_PHONE = re.compile(r"""add_column\(\s*["']user_profiles["']\s*,\s*sa\.Column\(\s*["']phone["']""")
-RENAMES_PHONE = re.compile(r"""alter_column\([^)]*["']phone_number["'][^)]*new_column_name\s*=\s*["']phone["']""")
 PHONE_LINE = "phone = Column(String, nullable=True)"
 
 
@@ -54,29 +52,42 @@ def exercise_start(lab: Lab) -> str:
     )
 
 
-def _expand_revision(lab: Lab) -> Script | None:
-    """The first revision, from base up, whose file adds user_profiles.phone (or renames phone_number to it)."""
-    scripts = lab.runner.script()
-    for script in reversed(list(scripts.walk_revisions())):
-        text = Path(script.path).read_text()
-        if ADDS_PHONE.search(text) or RENAMES_PHONE.search(text):
-            return script
-    return None
+def _columns(db: LabDatabase) -> set[str]:
+    return {c["name"] for c in sa.inspect(db.engine).get_columns("user_profiles")}
 
 
 @dataclass(frozen=True)
 class Replay:
     """Revisions replayed one by one on a copy, with traffic: what the old version met, and both at the end."""
 
+    expand: str | None = None  # the revision that added user_profiles.phone (None: no revision does)
+    renamed: bool = False  # ... and took phone_number away with it: a rename in one step
     failed_at: str | None = None  # the revision after which the old version failed
     seen: "Burst | None" = None  # that burst
     problem: str = ""  # a revision that would not go down or up, or a database that could not be copied
     both: "Burst | None" = None  # both versions side by side at head (when nothing failed before)
 
 
-def replay(lab: Lab, start: str | None) -> Replay:
-    """On one copy: down to `start`, up one revision at a time with the old version's traffic after each,
-    then both versions' traffic at head. `start` None: no revision to replay, both versions at head only.
+def _down_to_before_the_expand(runner: Runner, copy: LabDatabase) -> tuple[bool, str]:
+    """Step down from head, one revision at a time, until user_profiles has no phone: the copy is then where the
+    expand starts, however the revisions are written. (found an expand, a step that failed)."""
+    if "phone" not in _columns(copy):
+        return False, ""
+    while True:
+        heads = copy.heads()
+        if len(heads) != 1 or heads[0] == WITH_PHONE_NUMBER_HEAD:
+            return False, ""
+        down = runner.run(["downgrade", "-1"])
+        if not down.ok:
+            return False, f"`alembic downgrade -1` from {heads[0]} fails: {down.error}"
+        if "phone" not in _columns(copy):
+            return True, ""
+
+
+def replay(lab: Lab, start: str | None = None) -> Replay:
+    """On one copy, at head: down to where the expand starts (the last revision without user_profiles.phone, found
+    by stepping down; or `start`), then up one revision at a time with the old version's traffic after each, then
+    both versions' traffic at head.
 
     A copy, so the learner's database never gets the traffic's rows, and a downgrade there costs nothing.
     """
@@ -84,20 +95,33 @@ def replay(lab: Lab, start: str | None) -> Replay:
 
     try:
         with lab.db.copy() as copy:
-            if start is not None:
-                runner = lab.runner.on(copy)
+            runner = lab.runner.on(copy)
+            up = runner.run("upgrade head")
+            if not up.ok:
+                return Replay(problem=f"upgrade head fails: {up.error}")
+            if start is None:
+                found, problem = _down_to_before_the_expand(runner, copy)
+                if problem or not found:
+                    return Replay(problem=problem)
+            else:
                 down = runner.run(["downgrade", start])
                 if not down.ok:
                     return Replay(problem=f"downgrade {start} fails: {down.error}")
-                steps = [s.revision for s in reversed(list(runner.script().iterate_revisions("heads", start)))]
-                for revision in steps:
-                    up = runner.run(["upgrade", revision])
-                    if not up.ok:
-                        return Replay(problem=f"upgrade {revision} fails: {up.error}")
-                    seen = burst(copy.url, [OLD_PHONE])
-                    if not seen.ok:
-                        return Replay(failed_at=revision, seen=seen)
-            return Replay(both=burst(copy.url, [OLD_PHONE, NEW_PHONE]))
+            at = copy.heads()
+            steps = [
+                s.revision for s in reversed(list(runner.script().iterate_revisions("heads", at[0] if at else "base")))
+            ]
+            expand, renamed = None, False
+            for revision in steps:
+                up = runner.run(["upgrade", revision])
+                if not up.ok:
+                    return Replay(expand, renamed, problem=f"upgrade {revision} fails: {up.error}")
+                if expand is None and "phone" in (columns := _columns(copy)):
+                    expand, renamed = revision, "phone_number" not in columns
+                seen = burst(copy.url, [OLD_PHONE])
+                if not seen.ok:
+                    return Replay(expand, renamed, failed_at=revision, seen=seen)
+            return Replay(expand, renamed, both=burst(copy.url, [OLD_PHONE, NEW_PHONE]))
     except CopyUnavailable as why:
         return Replay(problem=f"the database could not be copied ({why.what})")
 
@@ -112,19 +136,23 @@ SOLUTION = "ch.solution() shows notebooks/solutions/12.py (an expand revision wi
 
 def exercise(lab: Lab, answer: object) -> list[Check]:
     """The exercise: expand phone_number -> phone, with zero failed requests from either version."""
-    expand = _expand_revision(lab)
-    renamed = expand is not None and RENAMES_PHONE.search(Path(expand.path).read_text()) is not None
     at_head = checks.database_at_head(
         lab, ("Your revisions are written but not applied.", "Upgrade to head.", 'ch.alembic("upgrade head")')
     )
-    replayed = replay(lab, (expand.down_revision or "base") if expand else None)  # type: ignore[arg-type]
-    if expand is None:
-        replay_hints: checks.Hints = "Write the expand revision first (it adds user_profiles.phone)."
-    elif replayed.problem:
+    replayed = replay(lab)
+    renamed = replayed.renamed
+    replay_hints: checks.Hints
+    if replayed.problem:
         replay_hints = (
             f"Replayed on a copy of the database, {replayed.problem}. Every revision must go down and up again.",
             "Fix the revision's upgrade() or downgrade() (ch.rewrite_revision(revision=..., ...)), "
             "or ch.reset() and start again.",
+        )
+    elif replayed.expand is None:
+        replay_hints = (
+            "Write the expand revision first: no revision adds user_profiles.phone (replayed on a copy).",
+            "Add phone to the model, autogenerate the expand revision, add the trigger, upgrade.",
+            SOLUTION,
         )
     elif renamed:
         replay_hints = (
@@ -145,7 +173,7 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
         )
     replay_check = Check(
         "the old version (phone_number) never fails while your revisions are applied",
-        expand is not None and not replayed.problem and replayed.failed_at is None,
+        replayed.expand is not None and not replayed.problem and replayed.failed_at is None,
         replay_hints,
     )
     both = replayed.both
@@ -167,9 +195,9 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
                 f"{found}. The rows there were before the expand have phone_number but no phone: they need a backfill."
             )
             api = (
-                "A data migration in batches: UPDATE user_profiles SET phone = phone_number WHERE id IN (SELECT id "
-                "FROM user_profiles WHERE phone IS NULL AND phone_number IS NOT NULL LIMIT 1000), again until no "
-                "row changes. The WHERE makes it safe to run twice."
+                "A data migration in batches by primary key, each in its own transaction (autocommit_block): "
+                "UPDATE user_profiles SET phone = phone_number WHERE id > :start AND id <= :start + 1000 AND phone "
+                "IS NULL, for start in range(0, max(id), 1000). The WHERE makes it safe to run twice."
             )
         else:
             concept = (

@@ -16,10 +16,11 @@ from ..lab import Lab
 from ..workspace.baseline import REVISIONS
 from ..workspace.edits import add_column, apply_edit, model_attributes
 from .ch13_drift import drift
-from .ch13_race import race
+from .ch13_race import CLI, race
 from .checks import Check
 
 __all__ = [
+    "CLI",
     "drift",
     "exercise",
     "exercise_start",
@@ -29,9 +30,12 @@ __all__ = [
     "show_post_write_hooks",
 ]
 
+# The release: two revisions, each with a slow backfill, and the model lines they go with.
 RELEASE_REVISION = "e5a9c2d7b3f1"
 RELEASE_FILE = f"{RELEASE_REVISION}_add_plan_to_profile.py"
+RELEASE_FILES = (RELEASE_FILE, "f6b8d4a2c9e7_add_plan_changed_at_to_profile.py")
 PLAN_COLUMN = 'plan = Column(String(20), nullable=False, server_default="free")'
+PLAN_CHANGED_AT = "plan_changed_at = Column(DateTime(timezone=True), nullable=False, server_default=func.now())"
 
 # What a service's container runs before the app starts, as teams first write it: no guard.
 ENTRYPOINT = "migrate.py"
@@ -60,8 +64,6 @@ def main() -> None:
 if __name__ == "__main__":
     main()
 '''
-GUARD_LOCK = '        connection.execute(text("SELECT pg_advisory_lock(13)"))\n        connection.commit()\n'
-GUARD_UNLOCK = '        connection.execute(text("SELECT pg_advisory_unlock(13)"))\n        connection.commit()\n'
 
 
 # --- the release and the entrypoint --------------------------------------------------------
@@ -73,9 +75,11 @@ def exercise_start(lab: Lab) -> str:
     A migrate.py the learner changed is kept as migrate.py.bak (resets save main.py and revisions only).
     """
     service = lab.project.service_dir
-    if "plan" not in model_attributes((service / "main.py").read_text(), "UserProfile"):  # run again: once
-        apply_edit(service / "main.py", add_column("UserProfile", PLAN_COLUMN), lab.project.root)
-    shutil.copy(REVISIONS / RELEASE_FILE, lab.project.versions_dir / RELEASE_FILE)
+    for name, line in (("plan", PLAN_COLUMN), ("plan_changed_at", PLAN_CHANGED_AT)):
+        if name not in model_attributes((service / "main.py").read_text(), "UserProfile"):  # run again: once
+            apply_edit(service / "main.py", add_column("UserProfile", line), lab.project.root)
+    for release_file in RELEASE_FILES:
+        shutil.copy(REVISIONS / release_file, lab.project.versions_dir / release_file)
     entrypoint = service / ENTRYPOINT
     kept = ""
     if entrypoint.is_file() and entrypoint.read_text() != UNGUARDED_ENTRYPOINT:
@@ -83,9 +87,9 @@ def exercise_start(lab: Lab) -> str:
         kept = " Your earlier migrate.py is kept as ai-service/migrate.py.bak."
     entrypoint.write_text(UNGUARDED_ENTRYPOINT)
     return (
-        "The release to deploy: UserProfile.plan in main.py and its revision "
-        f"ai-service/migrations/versions/{RELEASE_FILE} (not applied yet). The service's entrypoint, "
-        f"ai-service/{ENTRYPOINT}, runs `upgrade head` before the app starts.{kept}"
+        "The release to deploy: UserProfile.plan and .plan_changed_at in main.py, and their two revisions in "
+        f"ai-service/migrations/versions/, {' and '.join(RELEASE_FILES)} (not applied yet). The service's "
+        f"entrypoint, ai-service/{ENTRYPOINT}, runs `upgrade head` before the app starts.{kept}"
     )
 
 
@@ -123,36 +127,49 @@ def show_post_write_hooks() -> None:
 
 # --- the exercise ---------------------------------------------------------------------------------
 
+ENV_PY = "migrations/env.py"
+RACES = 2  # a guard that lets go too early does not fail every race: each check races twice
+# The answer the hints lead to: env.py's run_migrations() with a session lock, committed before configure().
+GUARDED_RUN_MIGRATIONS = """def run_migrations(connection: Connection) -> None:
+    connection.execute(text("SELECT pg_advisory_lock(13)"))  # a session lock: it outlives each revision's commit
+    connection.commit()  # ... and commit, so that alembic owns the transactions it runs the revisions in
+    configure(connection=connection)
+    with context.begin_transaction():
+        context.run_migrations()
+    connection.execute(text("SELECT pg_advisory_unlock(13)"))
+    connection.commit()
+"""
+
 
 def exercise(lab: Lab, answer: object = None) -> list[Check]:
-    """Make the service's migrate.py safe for two replicas, then deploy the release."""
-    entrypoint = lab.project.service_dir / ENTRYPOINT
-    if not entrypoint.is_file():
-        return [
-            Check(
-                f"ai-service/{ENTRYPOINT} exists",
-                False,
-                (
-                    "The service's entrypoint is gone: the exercise needs it to race two replicas.",
-                    "Reset the chapter's exercise: ch.start_exercise() writes it again (your files are kept).",
-                ),
-            )
-        ]
-    raced = race(lab, entrypoint)
+    """Make `alembic upgrade head` itself safe for two replicas (an init container runs it), then deploy.
+
+    Raced for real, twice, on a copy of the database one release behind: the release has two revisions, so a
+    guard that lets go after the first one (pg_advisory_xact_lock, with transaction_per_migration) fails too.
+    """
+    races = []
+    for _ in range(RACES):
+        races.append(race(lab, CLI))
+        if races[-1].failures or not races[-1].one_migrated_one_waited:
+            break
+    raced = races[-1]
     failed = raced.failures
     return [
         Check(
-            f"two replicas of {ENTRYPOINT} started at once: neither fails",
+            f"two replicas of `{CLI}` started at once: neither fails",
             not failed,
             (
-                "Both replicas read the database one release behind and start the same revision; one of them ends "
+                "Both replicas read the database one release behind and start the same revisions; one of them ends "
                 f"badly ({failed[0].problem if failed else ''}). Make them take turns: the second must wait until "
-                "the first has finished, then find nothing to do.",
-                "PostgreSQL's advisory locks: `SELECT pg_advisory_lock(<key>)` waits until no other session holds "
-                "that key. Take it on the connection alembic migrates on, before command.upgrade(), and release it "
-                "with pg_advisory_unlock(<key>) after; commit after taking it (env.py starts its own transactions).",
-                "In main() of ai-service/migrate.py, inside `with engine.connect() as connection:` and before "
-                f'`command.upgrade`:\n{GUARD_LOCK}and after `command.upgrade(config, "head")`:\n{GUARD_UNLOCK}',
+                "the first has finished the whole release, then find nothing to do. The init container runs "
+                f"`{CLI}`, not migrate.py: the one file of yours it runs is {ENV_PY}.",
+                "A PostgreSQL advisory lock in env.py's run_migrations(), on the connection alembic migrates on: "
+                "pg_advisory_lock(<key>), a session lock (a transaction lock, pg_advisory_xact_lock, goes with the "
+                "first revision's commit: this project's env.py commits each revision). Mind chapter 11's trap: a "
+                "statement before configure() opens a transaction alembic then takes for yours and never commits; "
+                "commit after taking the lock. Release it after context.run_migrations().",
+                f"In ai-service/{ENV_PY}, import text from sqlalchemy and make run_migrations():\n"
+                f"{GUARDED_RUN_MIGRATIONS}",
             ),
         ),
         Check(
@@ -163,15 +180,15 @@ def exercise(lab: Lab, answer: object = None) -> list[Check]:
                 "database is at head: an app that starts before then serves the old schema.",
                 "pg_advisory_lock waits; pg_try_advisory_lock returns false at once. Wait, then run the upgrade: "
                 "alembic finds head and does nothing.",
-                f"Take the lock with\n{GUARD_LOCK}before command.upgrade, and release it after.",
+                f"run_migrations() in ai-service/{ENV_PY}:\n{GUARDED_RUN_MIGRATIONS}",
             ),
         ),
         Check(
             "the release is deployed: your database is at head",
             lab.db.heads() == tuple(lab.runner.script().get_heads()),
             (
-                "Your migrate.py is safe now: deploy the release to your own database with it.",
-                "In a terminal, `cd ai-service` and `python migrate.py` (it runs upgrade head); or the "
+                f"`{CLI}` is safe now: deploy the release to your own database with it.",
+                f"In a terminal, `cd ai-service` and `{CLI}` (Docker: `docker compose exec ai-api {CLI}`); or the "
                 "console's upgrade head button.",
                 'ch.alembic("upgrade head")',
             ),

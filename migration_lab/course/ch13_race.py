@@ -31,6 +31,10 @@ from ..lab import Lab
 BARRIER_KEY = 13_0001
 REPLICA = Path(__file__).with_name("ch13_replicas.py")  # run by path: the harness around an entrypoint, two processes
 REPLICA_TIMEOUT = 60.0  # seconds a replica may take before the race gives up on it (a guard that never lets go)
+CLI = "alembic upgrade head"  # what an init container runs: alembic's own command line, with the service's env.py
+# Where the race starts: the release is every revision above the chapter's start, two of them, so that a guard that
+# lets go after the first revision (a transaction-level lock, with transaction_per_migration) shows.
+RELEASE_BASE = "a1c4e7f20b13"
 
 
 @dataclass(frozen=True)
@@ -99,27 +103,35 @@ def race(lab: Lab, script: str | Path | None = None, lock: bool = True) -> Race:
     """Start two replicas of an entrypoint at once on a copy of the lab database, one release behind head.
 
     `script` is an entrypoint file, relative to ai-service/ (the service's
-    migrate.py); without one, the kit's own `python -m migration_lab.deploy`
+    migrate.py), or CLI: `alembic upgrade head` itself, as an init container
+    runs it. Without one, the kit's own `python -m migration_lab.deploy`
     (with or without its lock).
     """
-    script = lab.project.service_dir / script if script is not None else None
     head = tuple(lab.runner.script().get_heads())
-    what = f"`python {script.name}`" if script else f"`python -m migration_lab.deploy{'' if lock else ' --no-lock'}`"
+    if script == CLI:
+        target, what = ["-m", "alembic", "upgrade", "head"], f"`{CLI}`"
+    elif script is not None:
+        path = lab.project.service_dir / script
+        target, what = [str(path)], f"`python {path.name}`"
+    else:
+        target = ["-m", "migration_lab.deploy"] + ([] if lock else ["--no-lock"])
+        what = f"`python -m migration_lab.deploy{'' if lock else ' --no-lock'}`"
     with lab.db.copy() as copy:
-        _one_release_behind(lab, copy, head)
+        _one_release_behind(lab, copy)
         start = copy.heads()
-        replicas = _run_replicas(copy, lab.project.service_dir, script, lock)
+        replicas = _run_replicas(copy, lab.project.service_dir, target)
         return Race(what, start, head, replicas, copy.heads())
 
 
-def _one_release_behind(lab: Lab, copy: LabDatabase, head: tuple[str, ...]) -> None:
-    """A copy already at head is taken one revision down: a race with nothing to do shows nothing."""
-    if copy.heads() != head or len(head) != 1:
+def _one_release_behind(lab: Lab, copy: LabDatabase) -> None:
+    """A copy above the release's base is taken down to it: a race with nothing to do shows nothing, and the whole
+    release (two revisions) is raced."""
+    heads = copy.heads()
+    if len(heads) != 1 or heads[0] == RELEASE_BASE:
         return
-    down = lab.runner.script().get_revision(head[0])
-    if down is None or not isinstance(down.down_revision, str):
-        return
-    result = lab.runner.on(copy).run(["downgrade", down.down_revision])
+    if RELEASE_BASE not in {s.revision for s in lab.runner.script().iterate_revisions(heads[0], "base")}:
+        return  # below it (or on another branch): raced from where it is
+    result = lab.runner.on(copy).run(["downgrade", RELEASE_BASE])
     if not result.ok:
         raise RuntimeError(f"could not take the race's copy one release down: {result.error}")
 
@@ -159,7 +171,7 @@ class _Harness:
 _harness: _Harness | None = None  # started by the first race of this process, again if it died
 
 
-def _run_replicas(copy: LabDatabase, service_dir: Path, script: Path | None, lock: bool) -> tuple[Replica, ...]:
+def _run_replicas(copy: LabDatabase, service_dir: Path, target: list[str]) -> tuple[Replica, ...]:
     """Both replicas, held at the barrier until both wait, then let go at once."""
     global _harness
     with tempfile.TemporaryDirectory() as tmp, copy.connect() as barrier:
@@ -175,7 +187,7 @@ def _run_replicas(copy: LabDatabase, service_dir: Path, script: Path | None, loc
                 "database_url": copy.url,
                 "results": tmp,
                 "barrier_key": BARRIER_KEY,
-                "target": [str(script)] if script else ["-m", "migration_lab.deploy"] + ([] if lock else ["--no-lock"]),
+                "target": target,
             }
         )
         deadline = time.monotonic() + REPLICA_TIMEOUT

@@ -3,7 +3,8 @@
     python migration_lab/replica.py     # reads one race per line on stdin, until stdin closes
 
 Each line is JSON: {"service_dir", "database_url", "results", "barrier_key",
-"target"}, where target is ["migrate.py"] or ["-m", "migration_lab.deploy", ...].
+"target"}, where target is ["migrate.py"], ["-m", "migration_lab.deploy", ...] or
+["-m", "alembic", "upgrade", "head"] (the command line itself).
 For each, it forks two processes, each with its own database session, that
 wait at the barrier (a shared advisory lock on barrier_key that the race
 holds) and run the entrypoint in the service's folder the moment the race lets

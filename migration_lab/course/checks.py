@@ -3,7 +3,8 @@
 Each returns a `Check`: what was checked, whether it holds, and, when it does
 not, hints that say what to do next - never a bare "wrong". Hints are
 graduated: the concept first, then the API to use, the code only at the last
-level. "Check my work" shows the first level; `ch.hint()` the next one.
+level. "Check my work" shows the first level, numbered ("Hint 1 of 3"); `ch.hint()` the next one
+("Hint 2 of 3"), and `ch.hints()` every level shown so far.
 """
 
 import re
@@ -13,9 +14,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..errors import LabError
+from ..errors import BrokenHistory, LabError
 from ..lab import Lab
-from ..workspace.edits import model_attributes
+from ..workspace.edits import load_models, model_attributes
 
 Hints = str | Sequence[str]  # one hint, or its levels: concept, API, code
 
@@ -40,13 +41,19 @@ class Check:
         """The first level: what "Check my work" shows."""
         return self.hints[0] if self.hints else ""
 
+    def label(self, level: int) -> str:
+        """How hint `level` (from 1) is introduced: "Hint 2 of 3", or just "Hint" when there is one level."""
+        return f"Hint {level} of {len(self.hints)}" if len(self.hints) > 1 else "Hint"
+
     def __str__(self) -> str:
-        return f"✔ {self.name}" if self.passed else f"✘ {self.name}\n    Hint: {self.hint}"
+        return f"✔ {self.name}" if self.passed else f"✘ {self.name}\n    {self.label(1)}: {self.hint}"
 
 
 @dataclass(frozen=True)
 class Report:
     checks: tuple[Check, ...]
+    # How many levels of the first failing check's hints the learner has seen (its first level is shown here).
+    hints_shown: int = 1
 
     @property
     def passed(self) -> bool:
@@ -62,7 +69,13 @@ class Report:
         lines = [str(c) if c is first else f"{'✔' if c.passed else '✘'} {c.name}" for c in self.checks]
         if first is None:
             return "\n".join([*lines, "All checks pass. Well done!"])
-        more = f" Stuck? ch.hint() gives the next hint (of {len(first.hints)})." if len(first.hints) > 1 else ""
+        total = len(first.hints)
+        if total <= 1:
+            more = ""
+        elif self.hints_shown < total:
+            more = f" Stuck? ch.hint() gives hint {self.hints_shown + 1} of {total}."
+        else:
+            more = f" ch.hints() shows the {total} hints again; ch.solution() shows the solution."
         return "\n".join([*lines, f"Not yet: fix the first ✘ and check again.{more}"])
 
 
@@ -143,6 +156,15 @@ def database_at_head(lab: Lab, hint: Hints) -> Check:
     return Check("the database is at head", bool(heads) and set(heads) == set(script_heads), hint)
 
 
+def one_history(lab: Lab) -> Check:
+    """Every revision file's parent is a file too: without that alembic answers nothing, so no other check can."""
+    try:
+        lab.runner.script()
+    except BrokenHistory as error:
+        return Check("the revision files form one history", False, f"{error.what} {error.next_step}")
+    return Check("the revision files form one history", True)
+
+
 def models_match_database(lab: Lab, hint: Hints) -> Check:
     """`alembic check`: no difference between main.py's models and the database."""
     result = lab.runner.run("check")
@@ -177,3 +199,40 @@ def model_line(lab: Lab, model: str, attribute: str) -> str | None:
     match = re.search(rf"(?ms)^class {model}\(.*?(?=^\S|\Z)", source)
     found = re.search(rf"(?m)^\s+{attribute}\s*=.*$", match.group(0)) if match else None
     return found.group(0).strip() if found else None
+
+
+# A whole word of hex digits, as long as a revision id or a prefix alembic accepts for one (`alembic upgrade 8b7e`).
+_HEX_WORD = re.compile(r"(?<![0-9A-Za-z_])[0-9A-Fa-f]{4,12}(?![0-9A-Za-z_])")
+
+
+def revisions_named(lab: Lab, answer: object) -> list[str] | None:
+    """The revisions an answer names, in its order: ids (or prefixes alembic resolves to one revision) in a
+    string, a list or a tuple of strings, whatever else surrounds them ("(head)", an arrow, a message).
+
+    None when the answer is not text. What it names is what is graded, not how it is written.
+    """
+    if isinstance(answer, str):
+        parts = [answer]
+    elif isinstance(answer, list | tuple) and all(isinstance(a, str) for a in answer):
+        parts = list(answer)
+    else:
+        return None
+    known = [s.revision for s in lab.runner.script().walk_revisions()]
+    named = []
+    for part in parts:
+        for word in _HEX_WORD.findall(part):
+            matches = [r for r in known if r.startswith(word.lower())]
+            if len(matches) == 1:
+                named.append(matches[0])
+    return named
+
+
+def model_maps(lab: Lab, model: str, column: str, hint: Hints) -> Check:
+    """main.py's `model` maps a column named `column` in the database, whatever the attribute's name or style
+    (`Column(...)`, `mapped_column(...)`, `Mapped[...]`): the models loaded as alembic loads them."""
+    name = f"{model} in main.py maps the column {column}"
+    try:
+        table = getattr(load_models(lab.project), model).__table__
+    except Exception as error:  # a learner's main.py mid-edit: SyntaxError, NameError, anything
+        return Check(name, False, _with_detail(hint, f" (main.py does not load: {type(error).__name__}: {error})"))
+    return Check(name, column in table.columns, hint)

@@ -43,16 +43,20 @@ class ChapterSpec:
     exercise: Callable[[Lab, object], list[Check]]
     # Puts the lab where the exercise starts (a teammate's branch, a broken env.py); says what it did.
     exercise_setup: Callable[[Lab], str] | None = None
+    # The exercise grades a value the learner puts in `answer` (a notebook variable), not only the lab's state.
+    answer: bool = False
 
 
 CHAPTERS: dict[str, ChapterSpec] = {
     spec.number: spec
     for spec in (
-        ChapterSpec("00", "Start here", BASELINE_CHECKPOINT, ch00_start_here.exercise),
+        ChapterSpec("00", "Start here", BASELINE_CHECKPOINT, ch00_start_here.exercise, answer=True),
         ChapterSpec("01", "The standard workflow", BASELINE_CHECKPOINT, ch01_standard_workflow.exercise),
         ChapterSpec("02", "Never trust autogenerate", WITH_PHONE_NUMBER, ch02_autogenerate.exercise),
         ChapterSpec("03", "Rollback", WITH_PHONE_NUMBER, ch03_rollback.exercise, ch03_rollback.exercise_start),
-        ChapterSpec("04", "Where am I", WITH_PHONE_NUMBER, ch04_where_am_i.exercise, ch04_where_am_i.exercise_start),
+        ChapterSpec(
+            "04", "Where am I", WITH_PHONE_NUMBER, ch04_where_am_i.exercise, ch04_where_am_i.exercise_start, answer=True
+        ),
         ChapterSpec(
             "05",
             "Data migrations",
@@ -68,6 +72,7 @@ CHAPTERS: dict[str, ChapterSpec] = {
             WITH_PHONE_NUMBER,
             ch08_troubleshooting.exercise,
             ch08_troubleshooting.exercise_start,
+            answer=True,
         ),
         ChapterSpec("09", "The nuke option", WITH_PHONE_NUMBER, ch09_nuke.exercise),
         ChapterSpec("10", "Review before you apply", WITH_PHONE_NUMBER, ch10_review.exercise),

@@ -1,15 +1,32 @@
-"""Does the history survive `downgrade base` + `upgrade head`? Tried on a throw-away copy of the database.
+"""Do the downgrades undo? Tried on a throw-away copy of the database, never the learner's.
+
+`round_trip`: does the history survive `downgrade base` + `upgrade head`? `undo_and_redo`: which revision's
+downgrade takes a given thing away, and does its upgrade bring it back as it was?
 
 A downgrade that runs is not a downgrade that undoes: an initial revision whose
 downgrade() drops the tables but leaves an ENUM type behind runs fine, and the
 next `upgrade head` fails on CREATE TYPE (DuplicateObject). Only the round trip
 shows it, so the exercise checks of chapters 06-10 make it, on a copy: the
-learner's database is never touched.
+learner's database is never touched. `replay` is the one-step form: down to
+the exercise's start and back, on a copy that keeps the rows, with what the
+exercise wants inspected at each step (chapters 01-03, 06).
 """
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..database.connection import LabDatabase
+from ..database.schema import Snapshot, diff, snapshot
 from ..errors import CopyUnavailable
 from ..lab import Lab
 from .checks import Check, Hints, levels
+
+# The revision chapters 02-13 start from (checkpoints.WITH_PHONE_NUMBER): the floor of a replay, below which the
+# initial revisions drop whole tables and types.
+WITH_PHONE_NUMBER_HEAD = "a1c4e7f20b13"
 
 NAME = "the history survives `alembic downgrade base` then `upgrade head` (tried on a copy)"
 
@@ -27,3 +44,159 @@ def round_trip(lab: Lab, hints: Hints) -> Check:
     except CopyUnavailable as why:
         return Check(NAME, False, (f"The lab could not copy the database to try it: {why.what}.", *levels(hints)[1:]))
     return Check(NAME, True, hints)
+
+
+@dataclass(frozen=True)
+class Replayed:
+    """What went wrong when the learner's revisions were replayed on a copy: at which step, and what was found.
+
+    step: "copy" (no copy could be made), "upgrade" (`upgrade head` failed), "at head" (the state at head is not
+    what the exercise wants), "downgrade" (the downgrade failed), "downgraded" (it ran but left something),
+    "upgrade again" (the second upgrade failed) or "compare" (head after the round trip is not head before).
+    """
+
+    step: str
+    problem: str
+
+    def __str__(self) -> str:
+        return self.problem
+
+
+Inspect = Callable[[LabDatabase], str | None]
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What a round trip must give back: tables and columns (types, NULL, defaults; in any order), the names of
+    indexes and constraints, and the enum types with their values."""
+
+    columns: Snapshot
+    names: frozenset[str]
+    enums: frozenset[tuple[str, tuple[str, ...]]]
+
+    def difference(self, other: "Shape") -> str:
+        """What `other` has that this one has not, and the reverse, in a few words."""
+        changed = diff(self.columns, other.columns)
+        if changed:
+            return ", ".join(changed.lines())
+        gone, made = sorted(self.names - other.names), sorted(other.names - self.names)
+        if gone or made:
+            return "; ".join([f"gone: {', '.join(gone)}"] * bool(gone) + [f"new: {', '.join(made)}"] * bool(made))
+        return "the enum types' values differ"
+
+
+def shape(conn: sa.Connection) -> Shape:
+    inspector = sa.inspect(conn)
+    names: set[str] = set()
+    for table in inspector.get_table_names():
+        for found in (
+            inspector.get_indexes(table),
+            inspector.get_unique_constraints(table),
+            inspector.get_check_constraints(table),
+            inspector.get_foreign_keys(table),
+        ):
+            names.update(f"{table}.{item['name']}" for item in found)
+    enum_types = inspector.get_enums()  # type: ignore[attr-defined]  # PostgreSQL's inspector has it
+    enums = frozenset((e["name"], tuple(e["labels"])) for e in enum_types)
+    # Columns by name: a branch replayed in another order adds its columns in another order, the same schema.
+    columns = {table: tuple(sorted(cols, key=lambda c: c.name)) for table, cols in snapshot(conn).items()}
+    return Shape(columns, frozenset(names), enums)
+
+
+def replay(
+    lab: Lab,
+    down_to: str,
+    at_head: Inspect | None = None,
+    downgraded: Inspect | None = None,
+    prepare: Callable[[LabDatabase], None] | None = None,
+) -> Replayed | None:
+    """The learner's revisions, replayed on a copy of their database: `upgrade head`, `downgrade <down_to>`,
+    `upgrade head` again; None when every step runs and each inspection finds nothing wrong.
+
+    `at_head` inspects the copy at head (before the round trip), `downgraded` after the downgrade (say, the
+    column is gone); both return what is wrong, or None. `prepare` puts rows on the copy first (a round trip
+    over empty tables proves nothing about data: a NOT NULL with NULLs in it succeeds there). After the round
+    trip the schema must be what it was at head: a downgrade that leaves something behind, or an upgrade that
+    only works once, shows there. The learner's database is never touched.
+    """
+    try:
+        with lab.db.copy() as copy:
+            runner = lab.runner.on(copy)
+            if prepare is not None:
+                prepare(copy)
+            up = runner.run("upgrade head")
+            if not up.ok:
+                return Replayed("upgrade", f"`alembic upgrade head` fails: {up.error}")
+            found = at_head(copy) if at_head else None
+            if found:
+                return Replayed("at head", found)
+            with copy.connect() as conn:
+                before = shape(conn)
+            down = runner.run(["downgrade", down_to])
+            if not down.ok:
+                return Replayed("downgrade", f"`alembic downgrade {down_to}` fails: {down.error}")
+            found = downgraded(copy) if downgraded else None
+            if found:
+                return Replayed("downgraded", f"after `alembic downgrade {down_to}`, {found}")
+            again = runner.run("upgrade head")
+            if not again.ok:
+                return Replayed(
+                    "upgrade again", f"`alembic upgrade head` after `downgrade {down_to}` fails: {again.error}"
+                )
+            with copy.connect() as conn:
+                after = shape(conn)
+            if after != before:
+                return Replayed(
+                    "compare",
+                    f"after `alembic downgrade {down_to}` and `upgrade head` the schema is not what it was at "
+                    f"head: {before.difference(after)}",
+                )
+    except CopyUnavailable as why:
+        return Replayed("copy", f"the lab could not copy the database to try it: {why.what}")
+    return None
+
+
+@dataclass(frozen=True)
+class Undo:
+    """One revision's downgrade and upgrade, replayed on a copy: the one whose downgrade took something away."""
+
+    revision: str | None = None  # whose downgrade took it away; None: no downgrade did, down to the floor
+    before: Any = None  # what the probe saw at that revision, before its downgrade
+    down: Any = None  # after its downgrade
+    up: Any = None  # after `upgrade <revision>` again
+    problem: str = ""  # a step that failed, or a copy that could not be made
+
+    @property
+    def restored(self) -> bool:
+        """The upgrade brought back exactly what the downgrade took."""
+        return self.revision is not None and not self.problem and self.up == self.before
+
+
+def undo_and_redo(lab: Lab, probe: Callable[[LabDatabase], Any], present: Callable[[Any], bool], floor: str) -> Undo:
+    """On a copy of the database: `downgrade -1`, one revision at a time, until `present(probe(copy))` no longer
+    holds, then `upgrade` that revision again.
+
+    A downgrade that runs is not one that undoes: a `pass` runs fine and leaves everything. Stepping down from
+    where the learner is finds the revision whose downgrade really takes the thing away, however the revisions are
+    written, and the upgrade after it shows whether it comes back as it was. Never below `floor` (the chapter's
+    start), whose older revisions drop whole tables and types.
+    """
+    try:
+        with lab.db.copy() as copy:
+            runner = lab.runner.on(copy)
+            while True:
+                heads = copy.heads()
+                if len(heads) != 1 or heads[0] == floor:
+                    return Undo()
+                before = probe(copy)
+                down = runner.run(["downgrade", "-1"])
+                if not down.ok:
+                    return Undo(heads[0], before, problem=f"`alembic downgrade -1` from {heads[0]} fails: {down.error}")
+                after = probe(copy)
+                if not present(after):
+                    up = runner.run(["upgrade", heads[0]])
+                    if not up.ok:
+                        return Undo(heads[0], before, after, problem=f"`alembic upgrade {heads[0]}` fails: {up.error}")
+                    return Undo(heads[0], before, after, probe(copy))
+    except CopyUnavailable as why:
+        return Undo(problem=f"the lab could not copy the database to try it ({why.what})")

@@ -8,17 +8,28 @@ Every part of the kit that touches the database goes through one
   rehearsals copy the database; a fresh connection costs a few milliseconds.
 - One migration at a time: `lock()` holds a PostgreSQL advisory lock for as
   long as a command, a reset or a wipe runs, across processes and kernels.
+- A nuke destroys the server itself, advisory locks and all: `destroying()`
+  holds a file lock (`guard`, beside the lab's data) exclusively, which every
+  `lock()` of the checkout takes shared first. A nuke waits for the commands
+  running, and a command started during a nuke waits for the fresh database.
 - `copy()` makes a throw-away clone of the database for a rehearsal and drops
   it afterwards: whatever a revision script does there (COMMIT, an
   `autocommit_block`, `CREATE INDEX CONCURRENTLY`) cannot reach the original.
+  Its owner holds an advisory lock named after it for the copy's life; a copy
+  whose lock nobody holds was left by a killed process, and `sweep_copies()`
+  drops it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import sqlalchemy as sa
 from alembic.runtime.migration import MigrationContext
@@ -33,14 +44,20 @@ LOCK_WAIT_SECONDS = 60.0
 # How long a wipe or a copy waits for another session's table locks before saying so.
 LOCK_TIMEOUT = "5s"
 COPY_PREFIX = "mlab_copy_"
+# The first key of a copy's advisory lock (the second: from its name), on the maintenance database.
+COPY_LOCK_CLASS = 0x4D4C_4143  # "MLAC"
+_COPY_KEY = "('x' || substr(md5(:name), 1, 8))::bit(32)::int"
 
 
 class LabDatabase:
     """One PostgreSQL database the lab's migrations run against."""
 
-    def __init__(self, url: str | Callable[[], str], where: str = "", start_hint: str = "") -> None:
+    def __init__(
+        self, url: str | Callable[[], str], where: str = "", start_hint: str = "", guard: Path | None = None
+    ) -> None:
         # A callable URL is asked each time: an embedded server's socket may move when it restarts.
         self._url = url
+        self.guard = guard  # the file lock a nuke holds exclusively (None: a copy, a workshop's admin)
         self._where = where
         self.start_hint = start_hint or "Start it with `python -m migration_lab up` (or `make lab`)."
         self._engine: sa.Engine | None = None
@@ -100,8 +117,63 @@ class LabDatabase:
         """A connection holding the lab's migration lock: one migration, reset or wipe at a time.
 
         A session-level advisory lock: it survives the transactions alembic
-        commits, and goes with the session if the process dies.
+        commits, and goes with the session if the process dies. The guard file
+        is held shared first: a nuke of the server is never under way meanwhile.
         """
+        with self._guarded(fcntl.LOCK_SH, wait), self._advisory_lock(wait) as conn:
+            yield conn
+
+    @contextmanager
+    def destroying(self, wait: float = LOCK_WAIT_SECONDS) -> Iterator[None]:
+        """Hold the guard exclusively: for a nuke, which deletes the server with its advisory locks.
+
+        Waits for the commands and resets of this checkout that are running; those started
+        meanwhile wait until it is done, then find the fresh database.
+        """
+        with self._guarded(fcntl.LOCK_EX, wait):
+            yield
+
+    @contextmanager
+    def _guarded(self, mode: int, wait: float) -> Iterator[None]:
+        fd = self._open_guard()
+        if fd is None:  # no guard (a copy), or a read-only checkout: the advisory lock alone
+            yield
+            return
+        with os.fdopen(fd, "a") as handle:  # flock goes with its holder, even a killed one: never stale
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    fcntl.flock(handle, mode | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise Busy(
+                            f"A nuke of the lab database has been running for {wait:.0f} s."
+                            if mode == fcntl.LOCK_SH
+                            else f"Another command has used the lab database for {wait:.0f} s; the nuke did not start.",
+                            "Wait for it to finish (another notebook or terminal), then try again.",
+                        ) from None
+                    time.sleep(0.05)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _open_guard(self) -> int | None:
+        """The guard, opened; None without one: no guard (a copy), no lab folder yet (nothing runs there), a folder
+        that is not this user's (root must not leave files in another user's lab: the backend refuses that)."""
+        if self.guard is None:
+            return None
+        try:
+            if self.guard.parent.stat().st_uid != os.geteuid():
+                return None
+            # 0600: another OS user could flock a file they can open, and hold the lab up.
+            return os.open(self.guard, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        except OSError:
+            return None
+
+    @contextmanager
+    def _advisory_lock(self, wait: float) -> Iterator[sa.Connection]:
         conn = self.connect()
         try:
             deadline = time.monotonic() + wait
@@ -134,23 +206,9 @@ class LabDatabase:
         schema still gets a clean slate.
         """
         conn.execute(sa.text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
-        owns_schema = conn.scalar(
-            sa.text("SELECT pg_has_role(current_user, nspowner, 'USAGE') FROM pg_namespace WHERE nspname = 'public'")
-        )
         try:
-            if owns_schema or owns_schema is None:
-                conn.execute(sa.text("DROP SCHEMA IF EXISTS public CASCADE"))
-                conn.execute(sa.text("CREATE SCHEMA public"))
-            else:
-                others = _foreign_objects(conn)
-                if others:
-                    raise LabError(
-                        f"Schema public holds objects another role owns: {', '.join(others[:5])}.",
-                        "Ask the server's administrator to give them to your role (REASSIGN OWNED), "
-                        "or use a database of your own.",
-                    )
-                for kind, name in conn.execute(sa.text(_OWN_OBJECTS)).all():
-                    conn.execute(sa.text(f"DROP {kind} IF EXISTS {name} CASCADE"))
+            for statement in self.wipe_statements(conn):
+                conn.execute(sa.text(statement))
             conn.commit()
         except sa.exc.OperationalError as error:
             conn.rollback()
@@ -160,6 +218,22 @@ class LabDatabase:
                     "Finish or close it (an open transaction in psql, another notebook), then try again.",
                 ) from error
             raise
+
+    def wipe_statements(self, conn: sa.Connection) -> list[str]:
+        """The SQL `wipe` runs, for this role in this database (a restore runs it with the dump, in one transaction)."""
+        owns_schema = conn.scalar(
+            sa.text("SELECT pg_has_role(current_user, nspowner, 'USAGE') FROM pg_namespace WHERE nspname = 'public'")
+        )
+        if owns_schema or owns_schema is None:
+            return ["DROP SCHEMA IF EXISTS public CASCADE", "CREATE SCHEMA public"]
+        others = _foreign_objects(conn)
+        if others:
+            raise LabError(
+                f"Schema public holds objects another role owns: {', '.join(others[:5])}.",
+                "Ask the server's administrator to give them to your role (REASSIGN OWNED), "
+                "or use a database of your own.",
+            )
+        return [f"DROP {kind} IF EXISTS {name} CASCADE" for kind, name in conn.execute(sa.text(_OWN_OBJECTS)).all()]
 
     def problems(self) -> list[str]:
         """What stops the lab from working in this database (empty when nothing)."""
@@ -201,23 +275,36 @@ class LabDatabase:
         admin = self._admin()
         try:
             try:
-                conn = admin.connect()
+                owner = admin.connect()
             except sa.exc.OperationalError as error:
                 raise CopyUnavailable(
                     f"cannot reach the server's maintenance database ({str(error.orig).strip().splitlines()[0]})"
                 ) from error
-            with conn:
-                self._clone(conn, name, wait)
-            copy = LabDatabase(
-                make_url(self.url).set(database=name).render_as_string(hide_password=False),
-                where=f"a throw-away copy of {self.name}",
-            )
-            try:
-                yield copy
-            finally:
-                copy.dispose()
-                with admin.connect() as conn:
-                    conn.execute(sa.text(f"DROP DATABASE IF EXISTS {quote(name)} WITH (FORCE)"))
+            with owner:
+                # Named as ours before it exists, for as long as it exists: a sweep leaves it alone.
+                owner.execute(sa.text(f"SELECT pg_advisory_lock({COPY_LOCK_CLASS}, {_COPY_KEY})"), {"name": name})
+                _sweep(owner)
+                self._clone(owner, name, wait)
+                copy = LabDatabase(
+                    make_url(self.url).set(database=name).render_as_string(hide_password=False),
+                    where=f"a throw-away copy of {self.name}",
+                )
+                try:
+                    yield copy
+                finally:
+                    copy.dispose()
+                    owner.execute(sa.text(f"DROP DATABASE IF EXISTS {quote(name)} WITH (FORCE)"))
+        finally:
+            admin.dispose()
+
+    def sweep_copies(self) -> list[str]:
+        """Drop the throw-away copies a killed process left (best effort: never fails a command); their names."""
+        admin = self._admin()
+        try:
+            with admin.connect() as conn:
+                return _sweep(conn)
+        except sa.exc.DBAPIError:
+            return []
         finally:
             admin.dispose()
 
@@ -258,6 +345,27 @@ class LabDatabase:
             else:
                 busy.append(f"{who} (pid {pid}, {state})")
         return busy
+
+
+def _sweep(conn: sa.Connection) -> list[str]:
+    """On the maintenance database: drop each copy (of a database this role may use) whose owner's lock is free."""
+    names = conn.scalars(
+        sa.text(
+            "SELECT datname FROM pg_database WHERE datname LIKE :prefix AND pg_has_role(datdba, 'USAGE') ORDER BY 1"
+        ),
+        {"prefix": COPY_PREFIX.replace("_", r"\_") + "%"},
+    ).all()
+    swept = []
+    for name in names:
+        if not conn.scalar(sa.text(f"SELECT pg_try_advisory_lock({COPY_LOCK_CLASS}, {_COPY_KEY})"), {"name": name}):
+            continue  # its owner is alive, using it
+        try:
+            with contextlib.suppress(sa.exc.DBAPIError):
+                conn.execute(sa.text(f"DROP DATABASE IF EXISTS {quote(name)} WITH (FORCE)"))
+                swept.append(name)
+        finally:
+            conn.execute(sa.text(f"SELECT pg_advisory_unlock({COPY_LOCK_CLASS}, {_COPY_KEY})"), {"name": name})
+    return swept
 
 
 # What this role owns in schema public, as (kind, qualified name) for DROP ... CASCADE: tables, views,

@@ -10,6 +10,7 @@ object ids beyond what the nbval sanitize file replaces, so committed outputs
 stay comparable.
 """
 
+import dataclasses
 import functools
 import json
 import re
@@ -22,18 +23,18 @@ from alembic.script import Script
 from IPython.display import Markdown, display
 
 from ..course import app_client, registry
-from ..course.checks import Report
+from ..course.checks import Check, Report, one_history
 from ..course.registry import ChapterSpec, spec
 from ..course.teammates import teammate_arrives
 from ..database import schema
 from ..errors import CommandLineError, LabError
 from ..lab import Lab
-from ..running import policy
+from ..running import history, policy
 from ..running.rehearsal import rehearse
 from ..running.runner import RunResult
 from ..tools import graph, migration_tests
 from ..tools.review import review, squawk
-from ..workspace import progress
+from ..workspace import deletions, progress
 from ..workspace.edits import (
     ModelEdit,
     add_column,
@@ -43,8 +44,9 @@ from ..workspace.edits import (
     replace_function_body,
     replace_text,
 )
-from ..workspace.revisions import find_script, newest_script
-from .widgets import CheckButton, MigrationConsole, refresh_consoles, user_namespace
+from ..workspace.revisions import clean_slate, editable_script, find_script, newest_script, refuse_if_applied
+from . import answers
+from .widgets import CheckButton, MigrationConsole, executed_cells, refresh_consoles, user_namespace
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -69,7 +71,8 @@ class Chapter:
     def __init__(self, spec: ChapterSpec, lab: Lab) -> None:
         self.spec = spec
         self.lab = lab
-        self.generated: str | None = None  # the revision id the last command here generated
+        # The revision id the last command here generated (or the exercise's start brought): "the new one".
+        self.generated: str | None = None
         self.confirmation = policy.Confirmation(lab.runner)  # questions asked (STOP), by command line
         self._hints_shown: dict[str, int] = {}  # how many levels of each check's hints were shown
 
@@ -87,45 +90,99 @@ class Chapter:
     @_then_refresh
     def start_exercise(self) -> None:
         """Put the lab where this chapter's exercise starts (for most chapters: where you are)."""
-        setup = self.spec.exercise_setup
-        print(setup(self.lab) if setup else "The exercise starts from where you are now.")
+        print(self._set_up_exercise() if self.spec.exercise_setup else "The exercise starts from where you are now.")
+
+    def _set_up_exercise(self) -> str:
+        """The exercise's set-up; a single revision file it brings is "the new one" of this kernel, as if generated."""
+        assert self.spec.exercise_setup is not None
+        before = set(self.lab.project.versions_dir.glob("*.py"))
+        said = self.spec.exercise_setup(self.lab)
+        brought = set(self.lab.project.versions_dir.glob("*.py")) - before
+        if len(brought) == 1:
+            path = brought.pop().resolve()
+            scripts = history.loaded(self.lab.runner.script(check_history=False))
+            self.generated = next((s.revision for s in scripts if Path(s.path).resolve() == path), self.generated)
+        return said
 
     def report(self, answer: object = None) -> Report:
-        """The exercise's checks, run against the real database and the revision files."""
+        """The exercise's checks, run against the real database and the revision files.
+
+        A revision whose parent is gone comes first and alone: alembic answers nothing
+        then, and any other hint (autogenerate, upgrade) would send the learner the wrong way.
+        """
+        whole = one_history(self.lab)
+        if not whole.passed:
+            return Report((whole,))
         return Report(tuple(self.spec.exercise(self.lab, answer)))
 
     def check(self, answer: object = None) -> None:
-        """Check my work: every check, and the first hint for the first thing missing."""
+        """Check my work: every check, and the first hint for the first thing missing.
+
+        A chapter whose exercise is an `answer` reads it from the notebook when none is given.
+        """
         print(self.checked(answer))
+
+    def _graded(self, answer: object) -> Report:
+        """The report on the answer the notebook holds; an answer typed but never run is said to be that."""
+        if not self.spec.answer:
+            return self.report(answer)
+        namespace = user_namespace()
+        if namespace:  # in a notebook: is the answer the kernel has the one the learner typed?
+            cells = answers.notebook_cells(answers.notebook_of(namespace))
+            not_run = answers.typed_not_run(cells, executed_cells(), namespace)
+            if not_run is not None:
+                return Report((Check(answers.NOT_RUN_CHECK, False, not_run),))
+        return self.report(namespace.get("answer") if answer is None else answer)
 
     def checked(self, answer: object = None) -> Report:
         """The report "Check my work" shows; its first failing check's first hint counts as shown."""
-        report = self.report(answer)
+        report = self._graded(answer)
         first = report.first_failing
         passed = sum(c.passed for c in report.checks)
         # For a workshop's room view; never raises.
         progress.record_check(self.lab, self.spec.number, passed, len(report.checks), first.name if first else None)
-        if first is not None:
-            self._hints_shown[first.name] = max(self._hints_shown.get(first.name, 0), 1)
-        return report
+        if first is None:
+            return report
+        shown = self._hints_shown[first.name] = max(self._hints_shown.get(first.name, 0), 1)
+        return dataclasses.replace(report, hints_shown=shown)
 
     def hint(self, answer: object = None) -> None:
         """The next hint for the first check that fails: the idea first, then the API, the code last."""
-        print(self.next_hint(user_namespace().get("answer") if answer is None else answer))
+        print(self.next_hint(answer))
 
     def next_hint(self, answer: object = None) -> str:
         """The next level of hint for the first failing check, saying which level of how many."""
-        first = self.report(answer).first_failing
+        first = self._graded(answer).first_failing
         if first is None:
             return "All checks pass: nothing to hint at. Well done!"
         total = len(first.hints)
         level = min(self._hints_shown.get(first.name, 0) + 1, total)
         self._hints_shown[first.name] = level
-        lines = [f"✘ {first.name}", f"Hint {level} of {total}: {first.hints[level - 1]}"]
+        lines = [f"✘ {first.name}", f"{first.label(level)}: {first.hints[level - 1]}"]
         if level < total:
-            lines.append("Still stuck? ch.hint() (or the Next hint button) gives the next one.")
+            lines.append(f"Still stuck? ch.hint() (or the Next hint button) gives hint {level + 1} of {total}.")
         else:
             lines.append("That was the last hint. ch.solution() shows the whole solution and runs it.")
+        if level > 1:
+            lines.append("ch.hints() shows the earlier hints again.")
+        return "\n".join(lines)
+
+    def hints(self, answer: object = None) -> None:
+        """Every hint shown so far for the first check that fails, to read them again."""
+        print(self.shown_hints(answer))
+
+    def shown_hints(self, answer: object = None) -> str:
+        """The levels of hints already shown for the first failing check, in order (nothing new is shown)."""
+        first = self._graded(answer).first_failing
+        if first is None:
+            return "All checks pass: nothing to hint at. Well done!"
+        total = len(first.hints)
+        shown = min(self._hints_shown.get(first.name, 0), total)
+        if shown == 0:
+            return f"✘ {first.name}\nNo hint shown for it yet: ch.check() shows the first, ch.hint() the next."
+        lines = [f"✘ {first.name}", *(f"{first.label(n)}: {first.hints[n - 1]}" for n in range(1, shown + 1))]
+        if shown < total:
+            lines.append(f"ch.hint() gives hint {shown + 1} of {total}.")
         return "\n".join(lines)
 
     @property
@@ -149,7 +206,7 @@ class Chapter:
         if report.backup:
             print(report.backup)
         if self.spec.exercise_setup:
-            print(self.spec.exercise_setup(self.lab))
+            print(self._set_up_exercise())
         if namespace is None:
             namespace = user_namespace()
         namespace.setdefault("ch", self)
@@ -264,22 +321,58 @@ class Chapter:
 
     # --- the learner's files -----------------------------------------------------------
 
-    def edit_file(self, path: str, old: str, new: str) -> None:
-        """Replace text in a file of ai-service/ (e.g. "migrations/env.py"), and show the diff."""
-        self._edit(self.lab.project.service_dir / path, replace_text(old, new))
+    def edit_file(self, path: str, old: str, new: str, confirm: bool = False) -> None:
+        """Replace text in a file of ai-service/ (e.g. "migrations/env.py"), and show the diff.
+
+        A revision file the database has applied is left alone unless confirm=True.
+        """
+        target = self._existing(path)
+        if target.parent == self.lab.project.versions_dir:
+            scripts = self.lab.runner.script(check_history=False)
+            refuse_if_applied(scripts, self.lab.db.heads(), target, confirm, deleting=False)
+        self._edit(target, replace_text(old, new))
 
     @_then_refresh
-    def delete_file(self, path: str) -> None:
-        """Delete a file of ai-service/ (e.g. a revision), as `rm` would."""
-        (self.lab.project.service_dir / path).unlink()
+    def delete_file(self, path: str, confirm: bool = False) -> None:
+        """Delete a file of ai-service/ (e.g. a revision), as `rm` would.
+
+        A revision file the database has applied is left alone unless confirm=True:
+        the database would be at a revision no file holds.
+        """
+        target = self._existing(path)
+        if target.parent == self.lab.project.versions_dir:
+            scripts = self.lab.runner.script(check_history=False)
+            refuse_if_applied(scripts, self.lab.db.heads(), target, confirm, deleting=True)
+        deletions.delete(self.lab.project, [target], "ch.delete_file()")
         print(f"Deleted ai-service/{path}")
+
+    def _existing(self, path: str) -> Path:
+        """The file `path` of ai-service/ names; a LabError if there is none (ch.generated after a restart, say)."""
+        target = (self.lab.project.service_dir / path).resolve()
+        if not target.is_relative_to(self.lab.project.service_dir.resolve()):
+            raise LabError(f"{path} is not a file of ai-service/.", 'Name it from ai-service/: "migrations/env.py".')
+        if target.is_file():
+            return target
+        forgot = self.generated is None and "None" in path
+        raise LabError(
+            f"There is no file ai-service/{path}."
+            + (
+                " ch.generated is None: no revision was generated in this kernel since the chapter started."
+                if forgot
+                else ""
+            ),
+            "Run the cell that generates the revision first, or name the file (`ls ai-service/migrations/versions/`)."
+            if forgot
+            else "Check the name: `ls ai-service/` and `ls ai-service/migrations/versions/` list the files.",
+        )
 
     @_then_refresh
     def clean_versions(self) -> None:
-        """Delete every revision file: the nuke option's "start fresh" step."""
-        files = sorted(self.lab.project.versions_dir.glob("*.py"))
-        for path in files:
-            path.unlink()
+        """Delete every revision file: the nuke option's "start fresh" step, once the database is empty."""
+        clean_slate(self.lab.db.heads())
+        files = deletions.delete(
+            self.lab.project, sorted(self.lab.project.versions_dir.glob("*.py")), "ch.clean_versions()"
+        )
         print(f"Deleted {len(files)} revision file(s) from ai-service/migrations/versions/")
 
     @_then_refresh
@@ -300,13 +393,23 @@ class Chapter:
         self._edit(self.lab.project.service_dir / "main.py", replace_text(old, new))
 
     def rewrite_revision(
-        self, upgrade: str | None = None, downgrade: str | None = None, revision: str | None = None
+        self,
+        upgrade: str | None = None,
+        downgrade: str | None = None,
+        revision: str | None = None,
+        confirm: bool = False,
     ) -> None:
         """Replace the body of upgrade() and/or downgrade(), and show the diff.
 
-        In the newest revision file, or the one whose name contains `revision` (an id or a slug).
+        In the revision this kernel generated last, or the one whose name contains
+        `revision` (an id or a slug). The upgrade() of a revision the database has
+        applied is rewritten only when named and confirm=True; after a kernel restart
+        (which forgets what was generated) a revision must be named.
         """
-        path = Path(self._script(revision).path)
+        script = editable_script(
+            self.lab.runner.script(), self.lab.db.heads(), self.generated, revision, upgrade is not None, confirm
+        )
+        path = Path(script.path)
         edits = [
             replace_function_body(name, body)
             for name, body in (("upgrade", upgrade), ("downgrade", downgrade))

@@ -19,7 +19,7 @@ from IPython.display import Markdown
 
 from ..course.checks import Report
 from ..database import schema
-from ..errors import LabError
+from ..errors import BrokenHistory, LabError
 from ..lab import Lab
 from ..running import policy
 from ..running.runner import RunResult
@@ -87,7 +87,12 @@ class RevisionGraph(w.Output):
         except (LabError, sa.exc.OperationalError):
             self.append_stdout(UNREACHABLE + "\n")
             return
-        self.append_display_data(Markdown(graph.markdown(self.lab.runner.script(), heads)))
+        try:
+            scripts = self.lab.runner.script()
+        except BrokenHistory as error:  # a revision whose parent is gone: no graph, the way out instead
+            self.append_stdout(f"{error.what}\nWhat to do: {error.next_step}\n")
+            return
+        self.append_display_data(Markdown(graph.markdown(scripts, heads)))
 
     def __repr__(self) -> str:
         return "Revision graph (Mermaid)"
@@ -307,6 +312,14 @@ def user_namespace() -> dict:
     return shell.user_ns if shell is not None else {}
 
 
+def executed_cells() -> list[str]:
+    """What this kernel has run, cell by cell (IPython's input history), or [] outside IPython."""
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    return list(shell.history_manager.input_hist_raw) if shell is not None else []
+
+
 class Exercise(Protocol):
     """What "Check my work" needs of a chapter: its number, its checks and its hints."""
 
@@ -315,6 +328,11 @@ class Exercise(Protocol):
     def checked(self, answer: object = None) -> Report: ...
 
     def next_hint(self, answer: object = None) -> str: ...
+
+
+# JupyterLab breaks text output anywhere, mid-word (`word-break: break-all` on output <pre>), so a long hint reads
+# "ALTER TA / BLE". Between words instead; a word longer than the line (a path, a hash) may still break.
+WRAP_BETWEEN_WORDS = "<style>.jp-OutputArea-output pre { word-break: normal; overflow-wrap: anywhere; }</style>"
 
 
 class CheckButton(w.VBox):
@@ -333,7 +351,8 @@ class CheckButton(w.VBox):
         self.output = w.Output()
         self.button.on_click(lambda _: self.run())
         self.hint_button.on_click(lambda _: self.hint())
-        super().__init__([w.HBox([self.button, self.hint_button]), self.output])
+        style = w.HTML(WRAP_BETWEEN_WORDS, layout=w.Layout(height="0px", margin="0px"))
+        super().__init__([style, w.HBox([self.button, self.hint_button]), self.output])
 
     def __repr__(self) -> str:
         return f"Check my work (chapter {self.chapter.spec.number})"
@@ -348,7 +367,11 @@ class CheckButton(w.VBox):
         return report
 
     def hint(self) -> str:
+        """The next hint, below what is shown already: the report's first hint and earlier ones stay readable."""
         text = self.chapter.next_hint(self._answer())
-        self.output.outputs = ()
-        self.output.append_stdout(text + "\n")
+        self.output.append_stdout(("\n" if self.output.outputs else "") + text + "\n")
         return text
+
+    def text(self) -> str:
+        """What the output area shows (for tests and the curious)."""
+        return "".join(str(o.get("text", "")) for o in self.output.outputs)

@@ -28,6 +28,7 @@ from ..errors import LabError
 from ..project import Project
 
 WORKBOOK = "my-notebooks"
+NOTEBOOK_COPIES = "notebook-copies"  # in .lab/: the learner's notebooks a `reset NN` started over
 FIRST_CHAPTER = "00-start-here.ipynb"
 STATE_FILE = "jupyterlab.json"  # in .lab/: the running server's pid and URL
 LOCK_FILE = "jupyterlab.lock"
@@ -86,8 +87,9 @@ def refresh_chapter_notebook(project: Project, number: str) -> str | None:
     """Give the learner chapter `number`'s notebook as it first was, keeping their copy aside.
 
     `python -m migration_lab reset NN` starts a chapter over: the lab and the notebook. The learner's
-    copy (with their outputs and notes) goes to `.lab/backups/notebooks/`; nothing is lost. Returns
-    what was done, or None when there is no workbook (the learner never ran `make lab`).
+    copy (with their outputs and notes) goes to `.lab/notebook-copies/`; nothing is lost. Kept apart from
+    `.lab/backups/`, which holds the backups of the work a reset replaces, and which `restore` picks from.
+    Returns what was done, or None when there is no workbook (the learner never ran `make lab`).
     """
     target = workbook_dir(project)
     chapters = sorted((project.root / "notebooks").glob(f"{number}-*.ipynb"))
@@ -99,8 +101,13 @@ def refresh_chapter_notebook(project: Project, number: str) -> str | None:
     if mine.exists():
         if mine.read_text(encoding="utf-8").rstrip("\n") == _clean_text(chapter):
             return f"Your notebook {shown} is already as it first was."
-        kept = project.root / ".lab" / "backups" / "notebooks" / f"{mine.stem}-{time.strftime('%Y%m%d-%H%M%S')}.ipynb"
-        kept.parent.mkdir(parents=True, exist_ok=True)
+        copies = project.state_dir / NOTEBOOK_COPIES
+        copies.mkdir(parents=True, exist_ok=True)
+        stamp = f"{mine.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        kept, n = copies / f"{stamp}.ipynb", 1
+        while kept.exists():  # two in the same second: never one over the other
+            n += 1
+            kept = copies / f"{stamp}-{n}.ipynb"
         mine.replace(kept)
         _write_clean(chapter, mine)
         return f"Your notebook {shown} is fresh again; your copy is in {kept.relative_to(project.root)}."

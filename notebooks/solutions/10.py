@@ -4,8 +4,8 @@ ch.alembic('revision --autogenerate -m "add country"')
 # Autogenerate writes one add_column(nullable=False), which fails on the rows. In steps instead: add it nullable,
 # backfill, then NOT NULL; with timeouts first. (server_default="GB" in the model and the revision works too.)
 ch.rewrite_revision(
-    upgrade="""op.execute("SET lock_timeout = '1s'")
-op.execute("SET statement_timeout = '10s'")
+    upgrade="""op.execute("SET LOCAL lock_timeout = '1s'")
+op.execute("SET LOCAL statement_timeout = '10s'")
 op.add_column('user_profiles', sa.Column('country', sa.String(length=2), nullable=True))
 op.execute("UPDATE user_profiles SET country = 'GB' WHERE country IS NULL")
 op.alter_column('user_profiles', 'country', existing_type=sa.String(length=2), nullable=False)"""

@@ -25,16 +25,21 @@ op.execute("DROP FUNCTION user_profiles_sync_phone()")
 op.drop_column('user_profiles', 'phone')""",
 )
 ch.alembic("upgrade head")
-# Backfill the rows there were, in batches; the WHERE skips filled rows, so it is safe to run again.
+# Backfill the rows there were, in batches by primary key (each row read once), each batch committed on its own;
+# the WHERE skips filled rows, so it is safe to run again.
 ch.alembic('revision -m "backfill phone"')
 ch.rewrite_revision(
-    upgrade="""bind = op.get_bind()
+    upgrade="""import time
+
+bind = op.get_bind()
+last = bind.execute(sa.text("SELECT max(id) FROM user_profiles")).scalar() or 0
 with op.get_context().autocommit_block():
-    while bind.execute(sa.text(
-        "UPDATE user_profiles SET phone = phone_number WHERE id IN (SELECT id FROM user_profiles "
-        "WHERE phone IS NULL AND phone_number IS NOT NULL LIMIT 1000)"
-    )).rowcount:
-        pass""",
+    for start in range(0, last, 1000):
+        bind.execute(sa.text(
+            "UPDATE user_profiles SET phone = phone_number "
+            "WHERE id > :start AND id <= :start + 1000 AND phone IS NULL AND phone_number IS NOT NULL"
+        ), {"start": start})
+        time.sleep(0.01)  # a breath between batches""",
     downgrade="pass  # nothing to undo: phone holds copies, and the expand's downgrade drops it",
 )
 ch.alembic("upgrade head")

@@ -225,8 +225,35 @@ def test_statements_a_failing_revision_committed_itself_are_reported(lab: Lab, e
     assert not result.ok and result.after == (BASELINE_HEAD,) and result.stray_commits >= 1
     text = str(result)
     assert "PARTLY APPLIED" in text and "nothing this command did was kept" not in text
+    # alembic_version did not move, but the database did: never "Database unchanged" above it.
+    assert "Database unchanged" not in text and f"alembic_version unchanged, at {BASELINE_HEAD}" in text
     with engine.connect() as conn:
         assert conn.scalar(sa.text("SELECT count(*) FROM user_profiles WHERE name = 'Auto'")) == 1
+
+
+def test_a_failed_unique_concurrent_index_build_is_told_as_an_index_not_as_inserted_rows(
+    lab: Lab, engine: sa.Engine
+) -> None:
+    """23505 from CREATE UNIQUE INDEX CONCURRENTLY: duplicates in the rows and an INVALID index left behind, to drop
+    before building again (IF NOT EXISTS would keep it); not the INSERT advice (ON CONFLICT DO NOTHING)."""
+    lab.runner.run("upgrade head")
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO user_profiles (name, email) VALUES ('Ada', 'a@x.org'), ('Ada', 'b@x.org')"))
+    write_revision(
+        lab.project,
+        "abab00000002",
+        BASELINE_HEAD,
+        """
+        with op.get_context().autocommit_block():
+            op.create_index("ix_name", "user_profiles", ["name"], unique=True, postgresql_concurrently=True)
+    """,
+    )
+    result = lab.runner.run("upgrade head")
+    text = str(result)
+    assert not result.ok and result.sqlstate == "23505" and result.hint is not None
+    assert "ON CONFLICT" not in text and "DROP INDEX CONCURRENTLY IF EXISTS" in result.hint
+    assert "Database unchanged" not in text and "PARTLY APPLIED" in text
+    assert "IF NOT EXISTS would keep the INVALID index" in text
 
 
 def test_the_database_dying_mid_command_is_a_result_not_a_traceback(lab: Lab) -> None:

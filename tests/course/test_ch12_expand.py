@@ -8,54 +8,26 @@ backfill and a later contract keep every running version at 0 failed requests.
 import pytest
 import sqlalchemy as sa
 
+from helpers import failing, rewritten_bodies
 from migration_lab import Lab
 from migration_lab.course.ch12_app_versions import burst
 from migration_lab.course.ch12_expand import replay
 from migration_lab.course.registry import spec
 from migration_lab.front.notebook import Chapter
 
-SYNC_FUNCTION = '''op.execute("""
-CREATE OR REPLACE FUNCTION user_profiles_sync_full_name() RETURNS trigger AS $$
-BEGIN
-    IF TG_OP = 'INSERT' THEN
-        NEW.full_name := coalesce(NEW.full_name, NEW.name);
-        NEW.name := coalesce(NEW.name, NEW.full_name);
-    ELSIF NEW.name IS DISTINCT FROM OLD.name THEN
-        NEW.full_name := NEW.name;
-    ELSIF NEW.full_name IS DISTINCT FROM OLD.full_name THEN
-        NEW.name := NEW.full_name;
-    END IF;
-    RETURN NEW;
-END $$ LANGUAGE plpgsql""")
-op.execute("CREATE TRIGGER sync_full_name BEFORE INSERT OR UPDATE ON user_profiles "
-           "FOR EACH ROW EXECUTE FUNCTION user_profiles_sync_full_name()")'''
-DROP_SYNC = """op.execute("DROP TRIGGER sync_full_name ON user_profiles")
-op.execute("DROP FUNCTION user_profiles_sync_full_name()")"""
-EXPAND_UP = "op.add_column('user_profiles', sa.Column('full_name', sa.String(length=100), nullable=True))\n" + (
-    SYNC_FUNCTION
-)
-EXPAND_DOWN = DROP_SYNC + "\nop.drop_column('user_profiles', 'full_name')"
-BACKFILL_UP = """bind = op.get_bind()
-with op.get_context().autocommit_block():
-    while bind.execute(sa.text(
-        "UPDATE user_profiles SET full_name = name WHERE id IN "
-        "(SELECT id FROM user_profiles WHERE full_name IS NULL LIMIT 1000)"
-    )).rowcount:
-        pass"""
-CONTRACT_UP = (
-    DROP_SYNC
-    + """
-op.alter_column('user_profiles', 'full_name', existing_type=sa.String(length=100), nullable=False)
-op.drop_column('user_profiles', 'name')"""
-)
-CONTRACT_DOWN = (
-    """op.add_column('user_profiles', sa.Column('name', sa.String(length=100), nullable=True))
-op.execute("UPDATE user_profiles SET name = full_name")
-op.alter_column('user_profiles', 'name', nullable=False)
-op.alter_column('user_profiles', 'full_name', existing_type=sa.String(length=100), nullable=True)
-"""
-    + SYNC_FUNCTION
-)
+# The chapter's own revisions, as its notebook writes them: expand, backfill, contract.
+BODIES = rewritten_bodies("12-expand-and-contract.ipynb")
+
+
+def body(marker: str) -> dict[str, str]:
+    return next(b for b in BODIES if marker in b.get("upgrade", ""))
+
+
+EXPAND_UP, EXPAND_DOWN = body("CREATE TRIGGER")["upgrade"], body("CREATE TRIGGER")["downgrade"]
+BACKFILL_UP = body("SET full_name = name")["upgrade"]
+CONTRACT_UP, CONTRACT_DOWN = body("DROP TRIGGER")["upgrade"], body("DROP TRIGGER")["downgrade"]
+SYNC_FUNCTION = EXPAND_UP.split("\n", 1)[1]  # the expand without its add_column: the trigger and its function
+DROP_SYNC = "\n".join(EXPAND_DOWN.splitlines()[:2])
 NAME_LINE = "    name = Column(String(100), nullable=False)\n"
 FULL_NAME = "full_name = Column(String(100), nullable=True)"
 
@@ -242,4 +214,97 @@ def test_the_exercise_passes_on_top_of_the_chapters_own_steps(lab: Lab, capsys) 
     assert before is not None and before.name == "UserProfile.phone is in main.py"
     exec(chapter.solution_file.read_text(), {"ch": chapter})  # the solution's steps, without its reset
     assert chapter.report().passed, str(chapter.report())
+    capsys.readouterr()
+
+
+# --- the exercise, answered other ways: graded by the traffic, not by how the revisions are written ------------
+
+SYNC_PHONE = (
+    SYNC_FUNCTION.replace("full_name", "phone")
+    .replace("NEW.name", "NEW.phone_number")
+    .replace("OLD.name", "OLD.phone_number")
+)
+DROP_SYNC_PHONE = DROP_SYNC.replace("full_name", "phone")
+PHONE_MODEL = "phone = Column(String, nullable=True)"
+ONE_WAY_SYNC = '''op.execute("""
+CREATE OR REPLACE FUNCTION user_profiles_sync_phone() RETURNS trigger AS $$
+BEGIN
+    NEW.phone := NEW.phone_number;
+    RETURN NEW;
+END $$ LANGUAGE plpgsql""")
+op.execute("CREATE TRIGGER sync_phone BEFORE INSERT OR UPDATE ON user_profiles "
+           "FOR EACH ROW EXECUTE FUNCTION user_profiles_sync_phone()")'''
+
+
+def exercise_start(lab: Lab) -> Chapter:
+    chapter = Chapter(spec("12"), lab)
+    chapter.reset()
+    chapter.start_exercise()
+    chapter.add_column("UserProfile", PHONE_MODEL)
+    return chapter
+
+
+def test_an_expand_in_plain_sql_and_a_backfill_in_one_statement_pass(lab: Lab, capsys) -> None:
+    chapter = exercise_start(lab)
+    chapter.alembic('revision -m "expand phone"')
+    chapter.rewrite_revision(
+        upgrade='op.execute("ALTER TABLE user_profiles ADD COLUMN phone varchar")\n' + SYNC_PHONE,
+        downgrade=DROP_SYNC_PHONE + '\nop.execute("ALTER TABLE user_profiles DROP COLUMN phone")',
+    )
+    chapter.alembic('revision -m "backfill phone"')
+    chapter.rewrite_revision(upgrade='op.execute("UPDATE user_profiles SET phone = phone_number WHERE phone IS NULL")')
+    chapter.alembic("upgrade head")
+    assert chapter.report().passed, str(chapter.report())
+    capsys.readouterr()
+
+
+def test_expand_and_keyset_backfill_in_one_revision_with_double_quotes_pass(lab: Lab, capsys) -> None:
+    chapter = exercise_start(lab)
+    chapter.alembic('revision -m "expand phone"')
+    chapter.rewrite_revision(
+        upgrade='op.add_column("user_profiles", sa.Column("phone", sa.String(), nullable=True))\n'
+        + SYNC_PHONE
+        + """
+bind = op.get_bind()
+last = bind.execute(sa.text("SELECT max(id) FROM user_profiles")).scalar() or 0
+with op.get_context().autocommit_block():
+    for start in range(0, last, 500):
+        bind.execute(sa.text("UPDATE user_profiles SET phone = phone_number "
+                             "WHERE id > :s AND id <= :s + 500 AND phone IS NULL"), {"s": start})""",
+        downgrade=DROP_SYNC_PHONE + '\nop.drop_column("user_profiles", "phone")',
+    )
+    chapter.alembic("upgrade head")
+    assert chapter.report().passed, str(chapter.report())
+    capsys.readouterr()
+
+
+def test_a_trigger_that_copies_one_way_only_fails_side_by_side(lab: Lab, capsys) -> None:
+    """The new version's writes never reach phone_number: the old version reads stale numbers."""
+    chapter = exercise_start(lab)
+    chapter.alembic('revision --autogenerate -m "expand phone"')
+    chapter.rewrite_revision(
+        upgrade="op.add_column('user_profiles', sa.Column('phone', sa.String(), nullable=True))\n" + ONE_WAY_SYNC,
+        downgrade=DROP_SYNC_PHONE + "\nop.drop_column('user_profiles', 'phone')",
+    )
+    chapter.alembic('revision -m "backfill phone"')
+    chapter.rewrite_revision(upgrade='op.execute("UPDATE user_profiles SET phone = phone_number")')
+    chapter.alembic("upgrade head")
+    failed = failing(chapter)
+    assert "the old version (phone_number) works next to the new one: 0 failed requests" in failed, failed
+    capsys.readouterr()
+
+
+def test_dropping_phone_number_in_the_same_release_fails_the_replay(lab: Lab, capsys) -> None:
+    """The contract shipped with the expand: after that revision the old version fails, and the replay says which."""
+    chapter = exercise_start(lab)
+    exec(chapter.solution_file.read_text().split("ch.alembic('revision -m \"backfill phone\"')")[0], {"ch": chapter})
+    chapter.alembic('revision -m "drop phone_number"')
+    chapter.rewrite_revision(
+        upgrade="op.drop_column('user_profiles', 'phone_number')",
+        downgrade="op.add_column('user_profiles', sa.Column('phone_number', sa.String(), nullable=True))",
+    )
+    chapter.alembic("upgrade head", confirm=True)
+    failed = failing(chapter)
+    replay_check = "the old version (phone_number) never fails while your revisions are applied"
+    assert replay_check in failed and chapter.generated in failed[replay_check][0], failed
     capsys.readouterr()

@@ -19,6 +19,16 @@ from migration_lab.course.registry import reset
 from migration_lab.workspace.edits import add_column, apply_edit, replace_function_body
 
 UPGRADE = '        command.upgrade(config, "head")\n'
+# migrate.py's guard, as chapter 13's cell 10 shows it (the kit's guarded entrypoint, in the service's own file).
+GUARD_LOCK = '        connection.execute(text("SELECT pg_advisory_lock(13)"))\n        connection.commit()\n'
+GUARD_UNLOCK = '        connection.execute(text("SELECT pg_advisory_unlock(13)"))\n        connection.commit()\n'
+ENV_RUN_MIGRATIONS = """def run_migrations(connection: Connection) -> None:
+    configure(connection=connection)
+    with context.begin_transaction():
+        context.run_migrations()
+"""
+SERVED = "exactly one replica upgrades; the other waits and finds the database at head"
+NEITHER_FAILS = f"two replicas of `{deploy.CLI}` started at once: neither fails"
 
 
 @pytest.fixture
@@ -39,46 +49,108 @@ def checks(lab: Lab) -> dict[str, bool]:
     return {c.name: c.passed for c in Report(tuple(deploy.exercise(lab))).checks}
 
 
+def rewrite_env_py(lab: Lab, run_migrations: str) -> None:
+    """env.py's run_migrations() as the learner writes it (with `text` imported)."""
+    path = lab.project.service_dir / "migrations" / "env.py"
+    source = path.read_text()
+    assert ENV_RUN_MIGRATIONS in source
+    source = source.replace(ENV_RUN_MIGRATIONS, run_migrations)
+    path.write_text(source.replace("from sqlalchemy import Connection,", "from sqlalchemy import text, Connection,"))
+
+
 def test_unguarded_replicas_collide_and_one_fails(released: Lab) -> None:
     raced = deploy.race(released, deploy.ENTRYPOINT)
-    assert [r.error.split(":")[0] for r in raced.failures] == ["DuplicateColumn"], str(raced)
+    assert [r.error.split(":")[0] for r in raced.failures] == ["DuplicateColumn"], str(raced)  # type: ignore[union-attr]
     assert raced.end == raced.head and not raced.one_migrated_one_waited
     assert "FAILED: DuplicateColumn" in str(raced)
 
 
-def test_guarded_replicas_take_turns_and_the_exercise_passes(released: Lab) -> None:
-    rewrite_entrypoint(released, deploy.GUARD_LOCK, deploy.GUARD_UNLOCK)
+def test_guarded_migrate_py_takes_turns_but_the_exercise_races_the_command_line(released: Lab) -> None:
+    """Cell 10's guard copied into migrate.py: its own race is safe, and the release of two revisions runs once;
+    but the exercise races `alembic upgrade head` (an init container), which never runs migrate.py."""
+    rewrite_entrypoint(released, GUARD_LOCK, GUARD_UNLOCK)
     raced = deploy.race(released, deploy.ENTRYPOINT)
     assert raced.one_migrated_one_waited and not raced.failures, str(raced)
     assert "found the database at head: nothing to do" in str(raced)
+    assert "upgraded a1c4e7f20b13 → e5a9c2d7b3f1, e5a9c2d7b3f1 → f6b8d4a2c9e7" in str(raced)
     released.runner.run("upgrade head")
-    assert all(checks(released).values())
-
-
-def test_a_replica_that_skips_instead_of_waiting_fails_the_exercise(released: Lab) -> None:
-    """pg_try_advisory_lock: the second replica exits at once, and its app would start on the old schema."""
-    skip = (
-        '        if not connection.execute(text("SELECT pg_try_advisory_lock(13)")).scalar():\n'
-        "            return\n"
-        "        connection.commit()\n"
-    )
-    rewrite_entrypoint(released, skip)
-    raced = deploy.race(released, deploy.ENTRYPOINT)
-    assert not raced.failures and not raced.one_migrated_one_waited, str(raced)
-    assert "exited without upgrading, the database still at a1c4e7f20b13" in str(raced)
     passed = checks(released)
-    assert passed["two replicas of migrate.py started at once: neither fails"]
-    assert not passed["exactly one replica upgrades; the other waits and finds the database at head"]
+    assert not passed[NEITHER_FAILS] and passed["the release is deployed: your database is at head"]
 
 
-def test_a_lock_taken_without_commit_rolls_the_upgrade_back_and_is_told_so(released: Lab) -> None:
-    """The lock's SELECT opens a transaction; alembic then runs inside it, and nothing commits it."""
-    rewrite_entrypoint(released, '        connection.execute(text("SELECT pg_advisory_lock(13)"))\n')
-    raced = deploy.race(released, deploy.ENTRYPOINT)
-    assert raced.end == ("a1c4e7f20b13",) and raced.failures, str(raced)
-    assert "rolled back" in str(raced) and "committed?" in str(raced)
-    hint = next(c for c in deploy.exercise(released) if not c.passed).hints[0]
-    assert "rolled back" in hint
+GUARDED_AFTER_CONFIGURE = """def run_migrations(connection: Connection) -> None:
+    configure(connection=connection)
+    with context.begin_transaction():
+        context.execute("SELECT pg_advisory_lock(2026)")  # a session lock: released when the session ends
+        context.run_migrations()
+"""
+GUARDED_ONLINE = (
+    ENV_RUN_MIGRATIONS,
+    """def run_migrations(connection: Connection) -> None:
+    connection.exec_driver_sql("SELECT pg_advisory_lock(7)")
+    connection.commit()
+    try:
+        configure(connection=connection)
+        with context.begin_transaction():
+            context.run_migrations()
+    finally:
+        connection.exec_driver_sql("SELECT pg_advisory_unlock_all()")
+        connection.commit()
+""",
+)
+
+
+@pytest.mark.parametrize(
+    "run_migrations",
+    [deploy.GUARDED_RUN_MIGRATIONS, GUARDED_AFTER_CONFIGURE, GUARDED_ONLINE[1]],
+    ids=["the-hint's", "inside-begin_transaction", "exec_driver_sql-try-finally"],
+)
+def test_a_session_lock_in_env_py_makes_the_command_line_take_turns(released: Lab, run_migrations: str) -> None:
+    rewrite_env_py(released, run_migrations)
+    raced = deploy.race(released, deploy.CLI)
+    assert raced.one_migrated_one_waited and not raced.failures, str(raced)
+    assert released.runner.run("upgrade head").ok
+    assert all(checks(released).values()), checks(released)
+
+
+XACT_LOCK = """def run_migrations(connection: Connection) -> None:
+    configure(connection=connection)
+    with context.begin_transaction():
+        context.execute("SELECT pg_advisory_xact_lock(13)")
+        context.run_migrations()
+"""
+TRY_LOCK = """def run_migrations(connection: Connection) -> None:
+    if not connection.execute(text("SELECT pg_try_advisory_lock(13)")).scalar():
+        return
+    connection.commit()
+    configure(connection=connection)
+    with context.begin_transaction():
+        context.run_migrations()
+"""
+LOCK_WITHOUT_COMMIT = """def run_migrations(connection: Connection) -> None:
+    connection.execute(text("SELECT pg_advisory_lock(13)"))
+    configure(connection=connection)
+    with context.begin_transaction():
+        context.run_migrations()
+"""
+
+
+@pytest.mark.parametrize(
+    "run_migrations, failing, said",
+    [
+        (XACT_LOCK, NEITHER_FAILS, "DuplicateColumn"),  # released when the release's first revision commits
+        (TRY_LOCK, SERVED, "exited without upgrading, the database still at a1c4e7f20b13"),
+        (LOCK_WITHOUT_COMMIT, NEITHER_FAILS, "rolled back"),  # alembic runs in it and never commits
+    ],
+    ids=["xact-lock", "try-lock-skips", "lock-without-commit"],
+)
+def test_an_env_py_guard_that_lets_go_too_early_skips_or_commits_nothing_fails(
+    released: Lab, run_migrations: str, failing: str, said: str
+) -> None:
+    rewrite_env_py(released, run_migrations)
+    report = {c.name: c for c in deploy.exercise(released)}
+    assert not report[failing].passed
+    assert said in " ".join(report[failing].hints), report[failing].hints
 
 
 def test_a_database_already_at_head_is_raced_one_release_behind(released: Lab) -> None:
@@ -153,10 +225,11 @@ def test_post_write_hook_formats_a_generated_revision_with_ruff(lab: Lab) -> Non
 
 
 def test_the_exercise_start_twice_adds_plan_once_and_keeps_the_learners_migrate_py(released: Lab) -> None:
-    rewrite_entrypoint(released, deploy.GUARD_LOCK, deploy.GUARD_UNLOCK)
+    rewrite_entrypoint(released, GUARD_LOCK, GUARD_UNLOCK)
     said = deploy.exercise_start(released)
     service = released.project.service_dir
     assert (service / "main.py").read_text().count("plan = Column(") == 1
+    assert (service / "main.py").read_text().count("plan_changed_at = Column(") == 1
     assert (service / deploy.ENTRYPOINT).read_text() == deploy.UNGUARDED_ENTRYPOINT
     assert "pg_advisory_lock(13)" in (service / "migrate.py.bak").read_text() and "migrate.py.bak" in said
 
@@ -187,7 +260,7 @@ def test_the_warm_replica_process_ends_with_the_process_that_started_it(released
 
 def test_migrate_py_deploys_from_a_terminal_with_the_url_in_dot_env(released: Lab) -> None:
     """What the exercise asks the learner to type: `python migrate.py`, DATABASE_URL only in ai-service/.env."""
-    rewrite_entrypoint(released, deploy.GUARD_LOCK, deploy.GUARD_UNLOCK)
+    rewrite_entrypoint(released, GUARD_LOCK, GUARD_UNLOCK)
     service = released.project.service_dir
     (service / ".env").write_text(f"DATABASE_URL={released.db.url}\n")
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
@@ -196,4 +269,5 @@ def test_migrate_py_deploys_from_a_terminal_with_the_url_in_dot_env(released: La
     )
     assert done.returncode == 0, done.stderr
     assert "Running upgrade a1c4e7f20b13 -> e5a9c2d7b3f1" in done.stderr  # alembic.ini's logging, as in a terminal
-    assert all(check.passed for check in deploy.exercise(released))
+    assert "Running upgrade e5a9c2d7b3f1 -> f6b8d4a2c9e7" in done.stderr
+    assert released.db.heads() == ("f6b8d4a2c9e7",) and released.runner.run("check").ok

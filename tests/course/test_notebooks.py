@@ -10,6 +10,7 @@ import pytest
 
 from helpers import REPO, copy_project
 from migration_lab import Lab, UrlBackend
+from migration_lab.workspace.backups import Backups
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]-*.ipynb"))
 TEMPLATE = ("## Overview", "## Prerequisites", "## Exercise", "## Summary", "## What's next")
@@ -22,27 +23,51 @@ def _cells(notebook: Path) -> list[dict]:
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
 def test_outputs_match_under_strict_nbval(notebook: Path, database_url: str, tmp_path: Path) -> None:
     project = copy_project(tmp_path / "project")
-    done = subprocess.run(
+    done = _nbval(project.root, notebook.stem, {**os.environ, "LAB_DATABASE_URL": database_url})
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+
+
+def _nbval(project_root: Path, name: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [
             sys.executable,
             "-m",
             "pytest",
             "--nbval",
-            str(project.root / "notebooks" / notebook.name),
+            str(project_root / "notebooks" / f"{name}.ipynb"),
             "--nbval-sanitize-with",
             str(REPO / "tests" / "nbval_sanitize.cfg"),
             "--rootdir",
-            str(project.root),
+            str(project_root),
             "-p",
             "no:cacheprovider",
             "-q",
         ],
-        env={**os.environ, "LAB_DATABASE_URL": database_url},
+        env=env,
         capture_output=True,
         text=True,
         timeout=600,
     )
-    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+
+
+def test_chapters_validate_under_nbval_in_any_order_on_a_used_checkout(tmp_path: Path) -> None:
+    """What an instructor does to check a machine before the day (issue 17, item 12): the chapters in sequence,
+    backwards and after a nuke, on one checkout with its embedded database, as `make lab` gives it. From the
+    second chapter on, each reset backs up the earlier one's work and says so in the first cell; the committed
+    outputs come from a fresh lab, so that line is part of what the sanitize file replaces."""
+    project = copy_project(tmp_path / "project")
+    lab = Lab(project, "embedded")
+    lab.up(progress=lambda message: None)
+    env = {k: v for k, v in os.environ.items() if k not in ("LAB_DATABASE_URL", "DATABASE_URL")}
+    env["LAB_BACKEND"] = "embedded"
+    try:
+        for name in ("03-rollback", "02-never-trust-autogenerate", "09-the-nuke-option", "01-standard-workflow"):
+            done = _nbval(project.root, name, env)
+            assert done.returncode == 0, f"{name}:\n" + done.stdout[-6000:] + done.stderr[-2000:]
+        assert len(Backups(project, lab.db.url).names()) >= 3  # it was a used checkout: each start backed up
+    finally:
+        lab.db.dispose()
+        lab.backend.destroy()
 
 
 def test_notebooks_exist_for_every_chapter() -> None:

@@ -78,6 +78,7 @@ class LabServer:
         self.base = f"{parts.scheme}://{parts.netloc}"
         self.token = urllib.parse.parse_qs(parts.query)["token"][0]
         self.runtime = Path()  # Jupyter's runtime folder (connection files, kernels' sockets)
+        self.database_url = ""  # the lab database, for the kit run from a terminal
 
     def api(self, path: str, method: str = "GET") -> object:
         request = urllib.request.Request(f"{self.base}{path}?token={self.token}", method=method)
@@ -130,6 +131,7 @@ def lab_server(tmp_path_factory: pytest.TempPathFactory, server: EmbeddedBackend
             time.sleep(0.2)
         lab = LabServer(project, found.group(1), process, output_path)
         lab.runtime = Path(runtime)
+        lab.database_url = database_url
         yield lab
         # Ctrl-C without a terminal: JupyterLab stops, and the launcher says what happens to the database.
         os.killpg(process.pid, signal.SIGINT)
@@ -392,3 +394,44 @@ def test_chapter_01_runs_the_console_works_and_the_editor_follows_the_kit(lab_se
     time.sleep(2)
     expect(page.locator(".jp-Dialog")).to_have_count(0)
     assert "last_login" not in main_py.read_text()
+
+
+def test_an_editor_tab_of_a_revision_a_reset_deleted_is_told_and_cannot_save_it_back(
+    lab_server: LabServer, page: Page
+) -> None:
+    """Issue 17, item 2: a reset deleted a revision open in an editor tab; the tab stayed, with no sign, and
+    typing + Ctrl-S brought the file back, with a parent that no longer exists."""
+    from helpers import write_revision
+
+    project = lab_server.project
+    revision = write_revision(project, "77aa00000003", "a1c4e7f20b13", "pass")  # as the learner generated it
+    tracebacks_before = lab_server.output.read_text().count("Traceback")
+    page.goto(lab_server.open(f"lab/tree/ai-service/migrations/versions/{revision.name}"))
+    expect(page.locator(".jp-FileEditor:visible")).to_be_visible(timeout=60_000)
+    _expect_editor_shows_the_file(page, revision)
+
+    reset = subprocess.run(
+        [sys.executable, "-m", "migration_lab", "reset", "02", "--keep-notebook"],
+        cwd=project.root,
+        env={**os.environ, "LAB_DATABASE_URL": lab_server.database_url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert reset.returncode == 0, reset.stderr
+    assert not revision.exists()
+    # The tab is told at once, and says what to do.
+    dialog = page.locator(".jp-Dialog")
+    expect(dialog).to_contain_text("The lab deleted this file (a reset). Close this tab.", timeout=20_000)
+    dialog.locator("button").last.click()
+    # The learner types in it anyway, and saves: the file stays deleted, and the save says why.
+    page.locator(".jp-FileEditor:visible .cm-content").click()
+    page.keyboard.press("Control+End")
+    page.keyboard.type("\n# typed after the reset\n")
+    time.sleep(2)  # an autosave, if any, would have written it by now
+    page.keyboard.press("Control+s")
+    expect(page.locator(".jp-Dialog")).to_contain_text("was deleted by a reset of the lab", timeout=20_000)
+    time.sleep(2)
+    assert not revision.exists(), "a save brought back the revision the reset deleted"
+    assert lab_server.output.read_text().count("Traceback") == tracebacks_before
+    page.locator(".jp-Dialog button").last.click()

@@ -176,9 +176,10 @@ def test_reset_starts_the_chapters_notebook_over_and_keeps_the_learners_copy(
     done = lab_cli("reset", "3", project=project, env=env)
     assert done.returncode == 0, done.stderr
     assert mine.read_text() == fresh
-    backups = list((project.root / ".lab" / "backups" / "notebooks").glob("03-rollback-*.ipynb"))
+    backups = list((project.root / ".lab" / "notebook-copies").glob("03-rollback-*.ipynb"))
     assert [b.read_text() for b in backups] == [worked_on]
-    assert f"Your notebook {WORKBOOK}/03-rollback.ipynb is fresh again; your copy is in .lab/backups" in done.stdout
+    said = f"Your notebook {WORKBOOK}/03-rollback.ipynb is fresh again; your copy is in .lab/notebook-copies"
+    assert said in done.stdout
 
     again = lab_cli("reset", "03", project=project, env=env)
     assert "is already as it first was" in again.stdout

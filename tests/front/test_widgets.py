@@ -1,5 +1,6 @@
 """Widgets, clicked in plain Python: assert on the database and on the kernel-side output."""
 
+import ipywidgets as w
 import sqlalchemy as sa
 
 from helpers import EMAIL_LINE, add_phone_number, columns, edit_model
@@ -131,7 +132,7 @@ def test_check_my_work_button(lab: Lab, capsys) -> None:
     button = CheckButton(chapter)
     button.button.click()
     text = button.output.outputs[0]["text"]
-    assert "✘ the downgrade() of d4f0c3b2a1e9" in text and "Hint: A downgrade() that is `pass` still succeeds" in text
+    assert "✘ the downgrade() of d4f0c3b2a1e9" in text and "Hint 1 of 3: A downgrade() that is `pass` still" in text
     chapter.rewrite_revision(revision="add_language", downgrade=LANGUAGE_DOWN)
     button.button.click()
     assert "All checks pass" in button.output.outputs[0]["text"]
@@ -216,16 +217,32 @@ def test_a_broken_revision_file_does_not_hide_what_the_cell_did(lab: Lab, capsys
     assert "could not refresh its views" in shown(console)
 
 
-def test_next_hint_button_gives_the_next_level(lab: Lab, capsys) -> None:
+def test_next_hint_button_gives_the_next_level_below_the_earlier_ones(lab: Lab, capsys) -> None:
     chapter = Chapter(spec("03"), lab)
     chapter.reset()
     chapter.start_exercise()
     button = CheckButton(chapter)
     button.button.click()
-    assert "Hint: A downgrade() that is `pass` still succeeds" in button.output.outputs[0]["text"]
+    assert "Hint 1 of 3: A downgrade() that is `pass` still succeeds" in button.text()
+    assert "Stuck? ch.hint() gives hint 2 of 3." in button.text()
     button.hint_button.click()
-    assert "Hint 2 of 3: Open ai-service/migrations/versions/d4f0c3b2a1e9" in button.output.outputs[0]["text"]
+    assert "Hint 2 of 3: Open ai-service/migrations/versions/d4f0c3b2a1e9" in button.text()
     button.hint_button.click()
-    text = button.output.outputs[0]["text"]
+    text = button.text()
     assert 'Hint 3 of 3: ch.rewrite_revision(revision="add_language"' in text and "That was the last hint" in text
+    # Hint 1 (in the report) and hint 2 are still there to read, in order.
+    assert text.index("Hint 1 of 3") < text.index("Hint 2 of 3") < text.index("Hint 3 of 3")
+    button.button.click()  # a new check starts a new page
+    assert "Hint 2 of 3" not in button.text() and "ch.hints() shows the 3 hints again" in button.text()
     capsys.readouterr()
+
+
+def test_check_my_work_wraps_hints_between_words(lab: Lab) -> None:
+    """JupyterLab's output <pre> breaks anywhere (word-break: break-all): the button brings a rule that wraps long
+    hints between words (an ipywidgets HTML sets innerHTML, so its <style> applies to the page)."""
+    from migration_lab.front.widgets import WRAP_BETWEEN_WORDS
+
+    button = CheckButton(Chapter(spec("11"), lab))
+    styles = [c.value for c in button.children if isinstance(c, w.HTML)]
+    assert styles == [WRAP_BETWEEN_WORDS]
+    assert "word-break: normal" in WRAP_BETWEEN_WORDS and ".jp-OutputArea-output pre" in WRAP_BETWEEN_WORDS

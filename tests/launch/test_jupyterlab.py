@@ -1,6 +1,8 @@
 """`make lab` / `python -m migration_lab lab` without a browser: the learner's copy of the chapters,
 the terminals' shell, one server per checkout, and what stopping it does to the database."""
 
+import asyncio
+import contextlib
 import json
 import os
 import re
@@ -9,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +19,7 @@ from pathlib import Path
 import pytest
 from traitlets.config import Config
 
-from helpers import REPO, copy_project
+from helpers import REPO, copy_project, write_revision
 from migration_lab import Project
 from migration_lab.launch.jupyterlab import WORKBOOK, clean_notebook, config_file, jupyter_command, prepare_workbook
 
@@ -89,21 +92,64 @@ def test_clean_notebook_leaves_markdown_alone() -> None:
 
 def _terminal_command(project: Project) -> list[str]:
     """The shell JupyterLab's terminals run, read from the shipped server config."""
+    return list(_load_config(project).ServerApp.terminado_settings["shell_command"])
+
+
+@contextlib.contextmanager
+def _mends_undone_afterwards() -> Iterator[None]:
+    """The config mends jupyter-collaboration's classes in this process: put them back as they were."""
+    from jupyter_server_ydoc.loaders import FileLoader
+    from jupyter_server_ydoc.rooms import DocumentRoom
+    from jupyter_server_ydoc.websocketserver import JupyterWebsocketServer
+
+    patched = [
+        (DocumentRoom, "__init__"),
+        (DocumentRoom, "_on_outofband_change"),
+        (FileLoader, "maybe_notify"),
+        (JupyterWebsocketServer, "clean"),
+    ]
+    original = [(owner, name, owner.__dict__[name]) for owner, name in patched]
+    try:
+        yield
+    finally:
+        for owner, name, value in original:
+            setattr(owner, name, value)
+
+
+def _load_config(project: Project) -> Config:
+    """The shipped server config, run as the server runs it; its mends of jupyter-collaboration undone after."""
     saved = dict(os.environ)
     config = Config()
     try:
-        path = config_file(project)
-        exec(compile(path.read_text(), str(path), "exec"), {"c": config, "__file__": str(path)})
+        with _mends_undone_afterwards():
+            path = config_file(project)
+            exec(compile(path.read_text(), str(path), "exec"), {"c": config, "__file__": str(path)})
     finally:
         os.environ.clear()
         os.environ.update(saved)
-    return list(config.ServerApp.terminado_settings["shell_command"])
+    return config
+
+
+@pytest.fixture
+def mended(lab_project: Project) -> Iterator[Config]:
+    """jupyter-collaboration as the lab's server runs it (the config's mends applied), for one test."""
+    with _mends_undone_afterwards():
+        path = config_file(lab_project)
+        config = Config()
+        saved = dict(os.environ)
+        try:
+            exec(compile(path.read_text(), str(path), "exec"), {"c": config, "__file__": str(path)})
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        yield config
 
 
 def test_the_editor_sync_mend_still_fits_the_pinned_jupyter_collaboration(lab_project: Project) -> None:
-    """jupyter/jupyter_server_config.py wraps two internals of jupyter-collaboration (issue 340: the reload
-    keeps the old hash). A version whose internals moved must fail here, not silently bring back
-    JupyterLab's "File Changed: Overwrite or Revert?" dialog after every reset (the browser test sees that)."""
+    """jupyter/jupyter_server_config.py replaces two internals of jupyter-collaboration and reaches into others
+    (issue 340: the reload keeps the old hash; the watcher's race; deleted files). A version whose internals
+    moved must fail here, not silently bring back the "File Changed" dialog, a stale save over the kit's edit
+    or a deleted revision saved back."""
     import inspect
 
     from jupyter_server_ydoc.loaders import FileLoader
@@ -111,18 +157,161 @@ def test_the_editor_sync_mend_still_fits_the_pinned_jupyter_collaboration(lab_pr
     from jupyter_server_ydoc.websocketserver import JupyterWebsocketServer
     from jupyter_ydoc import YFile
 
-    original = DocumentRoom._on_outofband_change, JupyterWebsocketServer.clean
-    _terminal_command(lab_project)  # loads the config, which mends
-    try:
-        assert DocumentRoom._on_outofband_change.__name__ == "reload_and_rehash"
+    room_init = inspect.getsource(DocumentRoom.__init__)
+    for attribute in ("self._file", "self._update_lock", "self._saving_document", "self._file_format"):
+        assert attribute in room_init
+    loader_init = inspect.getsource(FileLoader.__init__)
+    for attribute in ("self._lock", "self._contents_manager", "self._subscriptions", "self._current_path"):
+        assert attribute in loader_init
+    assert "self._filepath_subscriptions" in loader_init
+    assert "self.last_modified" in inspect.getsource(FileLoader.maybe_save_content)  # what a save compares
+    assert "except asyncio.CancelledError" in inspect.getsource(DocumentRoom._maybe_save_document)
+    assert inspect.iscoroutinefunction(DocumentRoom._on_outofband_change)
+    assert inspect.iscoroutinefunction(FileLoader.maybe_notify)
+    assert inspect.getattr_static(YFile, "hash").fset is not None  # the document takes a new hash
+    with _mends_undone_afterwards():
+        config = Config()
+        path = config_file(lab_project)
+        exec(compile(path.read_text(), str(path), "exec"), {"c": config, "__file__": str(path)})
+        assert DocumentRoom._on_outofband_change.__name__ == "reload_under_the_files_lock"
+        assert FileLoader.maybe_notify.__name__ == "notify_when_the_room_has_read_it"
         assert JupyterWebsocketServer.clean.__name__ == "clean_quietly"
-        # What reload_and_rehash reaches for: the room's file, its contents manager, the document's hash.
-        assert "self._file" in inspect.getsource(DocumentRoom.__init__)
-        assert "self._contents_manager" in inspect.getsource(FileLoader.__init__)
-        assert inspect.getattr_static(YFile, "hash").fset is not None  # the document takes a new hash
-        assert inspect.iscoroutinefunction(original[0]) and inspect.iscoroutinefunction(original[1])
-    finally:
-        DocumentRoom._on_outofband_change, JupyterWebsocketServer.clean = original
+        assert config.ServerApp.contents_manager_class.__name__ == "LabContents"
+
+
+class _FileIds:
+    """The file id manager's one answer a loader asks for: the path of an id (None once the file is gone)."""
+
+    def __init__(self, paths: dict[str, str | None]) -> None:
+        self.paths = paths
+
+    def get_path(self, file_id: str) -> str | None:
+        return self.paths[file_id]
+
+
+class _Tab:
+    """A browser tab's collaborative session, as a room holds it: what the server closes it with."""
+
+    def __init__(self) -> None:
+        self.closed: list[tuple[int, str]] = []
+
+    def close(self, code: int, reason: str) -> None:
+        self.closed.append((code, reason))
+
+
+def _room(root: Path, path: str, delay: float = 0.0, ids: _FileIds | None = None):
+    """A real jupyter-collaboration room on a real contents manager whose answers take `delay` seconds
+    (a busy machine), for file `path` of `root`; no watcher task: the test calls maybe_notify itself."""
+    import logging
+
+    from jupyter_events import EventLogger
+    from jupyter_server.services.contents.largefilemanager import AsyncLargeFileManager
+    from jupyter_server_ydoc.loaders import FileLoader
+    from jupyter_server_ydoc.rooms import DocumentRoom
+    from jupyter_server_ydoc.utils import EVENTS_SCHEMA_PATH
+
+    class SlowContents(AsyncLargeFileManager):
+        async def get(self, *args, **kwargs):
+            await asyncio.sleep(delay)
+            return await super().get(*args, **kwargs)
+
+    events = EventLogger()
+    events.register_event_schema(EVENTS_SCHEMA_PATH)
+    contents = SlowContents(root_dir=str(root))
+    loader = FileLoader("f1", ids or _FileIds({"f1": path}), contents, poll_interval=None)
+    log = logging.getLogger("test-room")
+    room = DocumentRoom("text:file:f1", "text", "file", loader, events, None, log, save_delay=None)
+    return room, loader
+
+
+def _written_by_the_kit(file: Path, text: str) -> None:
+    file.write_text(text)
+    later = file.stat().st_mtime + 2  # a clearly newer file, however coarse the clock
+    os.utime(file, (later, later))
+
+
+@pytest.mark.parametrize("who_reloads", ["the watcher", "the room"])
+def test_a_save_waiting_with_older_text_never_overwrites_the_kits_edit(
+    mended: Config, lab_project: Project, who_reloads: str
+) -> None:
+    """Issue 17, item 8: the editor wrote its stale text back over the kit's edit of main.py. A save that holds
+    the document's text from before the kit's write waits for the file's lock while the watcher (or the room's
+    reload) holds it: upstream let it through and it wrote the old text over the new."""
+    main = lab_project.service_dir / "main.py"
+    before = main.read_text()
+
+    async def race() -> tuple[str, str]:
+        room, loader = _room(lab_project.root, "ai-service/main.py", delay=0.2)
+        await room.initialize()
+        _written_by_the_kit(main, before + "# the kit's edit\n")
+        if who_reloads == "the watcher":
+            reload = asyncio.create_task(loader.maybe_notify())
+        else:
+            reload = asyncio.create_task(room._on_outofband_change())
+        await asyncio.sleep(0.05)  # it holds the file's lock, asking the slow disk
+        room._saving_document = asyncio.create_task(room._maybe_save_document(None, save_now=True))
+        await asyncio.sleep(0.05)  # the save has taken the document's (old) text and waits for the lock
+        await asyncio.gather(reload, room._saving_document, return_exceptions=True)  # a save may be cancelled
+        await loader.maybe_notify()
+        return main.read_text(), await room._document.aget()
+
+    on_disk, in_the_editor = asyncio.run(race())
+    assert on_disk == in_the_editor == before + "# the kit's edit\n"
+
+
+def test_a_file_the_kit_deleted_cannot_be_saved_back_and_its_tabs_are_told_once(
+    mended: Config, lab_project: Project
+) -> None:
+    """Issue 17, item 2: a reset deleted a revision open in the editor; typing and Ctrl-S brought it back."""
+    from tornado.web import HTTPError
+
+    from migration_lab.workspace import deletions
+
+    revision = write_revision(lab_project, "77aa00000001", "a1c4e7f20b13", "pass")
+    path = str(revision.relative_to(lab_project.root))
+    contents = mended.ServerApp.contents_manager_class(root_dir=str(lab_project.root), config=mended)
+
+    async def scenario() -> tuple[list[tuple[int, str]], str]:
+        room, loader = _room(lab_project.root, path)
+        await room.initialize()
+        tab = _Tab()
+        room.clients.add(tab)
+        deletions.delete(lab_project, [revision], "a reset of the lab (your copy is in .lab/backups/X/)")
+        for _ in range(3):  # the watcher polls every half second: the tab is told once, nothing is raised
+            await loader.maybe_notify()
+        with pytest.raises(HTTPError) as refused:
+            await contents.save({"type": "file", "format": "text", "content": "revision = 'x'\n"}, path)
+        assert refused.value.status_code == 409
+        return tab.closed, refused.value.log_message
+
+    closed, message = asyncio.run(scenario())
+    assert len(closed) == 1 and closed[0][0] == 1003
+    assert json.loads(closed[0][1]) == {
+        "reason": "initialization_error",
+        "errorReason": "The lab deleted this file (a reset). Close this tab.",
+    }
+    assert len(closed[0][1].encode()) <= 123  # a close frame's reason
+    assert "was deleted by a reset of the lab (your copy is in .lab/backups/X/)" in message
+    assert not revision.exists()
+    # A file the learner writes back (git checkout) is theirs again: saved as usual.
+    revision.write_text("# back\n")
+    asyncio.run(contents.save({"type": "file", "format": "text", "content": "# mine\n"}, path))
+    assert revision.read_text() == "# mine\n"
+
+
+def test_a_file_whose_id_lost_its_path_stops_its_watcher_quietly(mended: Config, lab_project: Project) -> None:
+    """A file deleted through JupyterLab: its file id has no path any more. Upstream's watcher raised at every
+    poll, its error handler raised again, and the dead task printed "Task exception was never retrieved" at
+    shutdown."""
+    ids = _FileIds({"f1": "ai-service/main.py"})
+
+    async def scenario() -> None:
+        room, loader = _room(lab_project.root, "ai-service/main.py", ids=ids)
+        await room.initialize()
+        ids.paths["f1"] = None
+        await loader.maybe_notify()
+
+    asyncio.run(scenario())
 
 
 def test_a_terminal_has_the_venv_first_even_after_a_login_profile_that_resets_path(
@@ -159,14 +348,7 @@ def test_jupyterlab_starts_with_the_shipped_config_and_lands_on_chapter_00(lab_p
     assert f"--config={lab_project.root / 'jupyter' / 'jupyter_server_config.py'}" in command
     assert f"--LabApp.default_url=/lab/tree/{WORKBOOK}/00-start-here.ipynb" in command
     assert "--ServerApp.ip=127.0.0.1" in command and "--no-browser" in command and command[-1] == "--debug"
-    config = Config()
-    path = config_file(lab_project)
-    saved = dict(os.environ)
-    try:
-        exec(compile(path.read_text(), str(path), "exec"), {"c": config, "__file__": str(path)})
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    config = _load_config(lab_project)
     assert config.MappingKernelManager.cull_idle_timeout > 0  # kernels of closed tabs go
     assert config.MappingKernelManager.cull_connected is False  # an open notebook's kernel stays
 
@@ -177,14 +359,16 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _start(project: Project, tmp_path: Path, name: str, port: int) -> tuple[subprocess.Popen[bytes], Path]:
+def _start(
+    project: Project, tmp_path: Path, name: str, port: int, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], Path]:
     output = tmp_path / f"{name}.out"
     process = subprocess.Popen(
         [sys.executable, "-m", "migration_lab", "lab", "--no-browser", "--port", str(port)],
         cwd=project.root,
         env={
             **os.environ,
-            "LAB_BACKEND": "embedded",
+            **(env or {"LAB_BACKEND": "embedded"}),
             "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter"),
             "JUPYTER_DATA_DIR": str(tmp_path / "jupyter-data"),
             "JUPYTER_RUNTIME_DIR": str(tmp_path / "jupyter-runtime"),
@@ -275,3 +459,93 @@ def test_a_jupyter_server_started_by_hand_in_the_checkout_is_reused_not_doubled(
     assert f"http://127.0.0.1:{port}/lab/tree/{WORKBOOK}/00-start-here.ipynb?token=" in said
     assert "not started by `make lab`" in said and "Lab database is up" not in said
     assert (lab_project.root / WORKBOOK / "00-start-here.ipynb").is_file()  # the URL leads somewhere
+
+
+class _Room:
+    """A collaborative editor session on one file, as a browser tab holds it (its websocket), in a thread."""
+
+    def __init__(self, base: str, token: str, path: str) -> None:
+        import urllib.request
+
+        request = urllib.request.Request(
+            f"{base}/api/collaboration/session/{path}?token={token}",
+            data=json.dumps({"format": "text", "type": "file"}).encode(),
+            method="PUT",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            session = json.load(response)
+        self.url = (
+            f"{base.replace('http', 'ws', 1)}/api/collaboration/room/text:file:{session['fileId']}"
+            f"?sessionId={session['sessionId']}&token={token}"
+        )
+        self.done = threading.Event()
+        self.joined = threading.Event()
+        self.thread = threading.Thread(target=asyncio.run, args=(self._hold(),), daemon=True)
+        self.thread.start()
+        assert self.joined.wait(30), "the room did not open"
+
+    async def _hold(self) -> None:
+        from tornado.websocket import websocket_connect
+
+        socket_ = await websocket_connect(self.url)
+        await socket_.read_message()  # the room's first sync message: it has loaded the file
+        self.joined.set()
+        while not self.done.is_set():
+            await asyncio.sleep(0.1)
+        socket_.close()
+
+
+def test_a_day_in_the_lab_leaves_nothing_in_the_checkout_and_stops_without_a_traceback(
+    lab_project: Project, tmp_path: Path, database_url: str
+) -> None:
+    """Issue 17, item 13: `?? .jupyter/` (the collaboration's session record), .ipynb_checkpoints/ inside
+    migrations/versions/, and "Task exception was never retrieved ... No path found for file ID" at Ctrl-C
+    after a revision open in the editor was deleted through JupyterLab."""
+    import urllib.request
+
+    git = ["git", "-c", "user.email=lab@example.org", "-c", "user.name=lab", "-c", "commit.gpgsign=false"]
+    shutil.copy(REPO / ".gitignore", lab_project.root / ".gitignore")
+    subprocess.run(["git", "init", "-q"], cwd=lab_project.root, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=lab_project.root, check=True)
+    subprocess.run([*git, "commit", "-qm", "the course"], cwd=lab_project.root, check=True)
+    revision = write_revision(lab_project, "77aa00000002", "8b7e5d2c6a41", "pass")
+    process, output = _start(lab_project, tmp_path, "lab", _free_port(), {"LAB_DATABASE_URL": database_url})
+    rooms: list[_Room] = []
+    try:
+        url = _url(process, output)
+        parts = re.match(r"(http://[^/]+)/.*token=(\w+)", url)
+        assert parts is not None
+        base, token = parts.groups()
+
+        def api(path: str, method: str = "GET", body: object = None) -> None:
+            request = urllib.request.Request(
+                f"{base}/api/contents/{path}?token={token}",
+                data=json.dumps(body).encode() if body is not None else None,
+                method=method,
+                headers={"Content-Type": "application/json"},
+            )
+            urllib.request.urlopen(request, timeout=30).close()
+
+        versions = "ai-service/migrations/versions"
+        for path in ("ai-service/main.py", f"{versions}/{revision.name}"):
+            rooms.append(_Room(base, token, path))  # opened in the editor
+            api(f"{path}/checkpoints", "POST")  # what the editor's first save makes
+        api(f"{WORKBOOK}/01-standard-workflow.ipynb/checkpoints", "POST")
+        api(f"{versions}/{revision.name}", "DELETE")  # the learner deletes it in JupyterLab's file browser
+        time.sleep(2)  # the open file's watcher polls every half second
+    finally:
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C
+        process.wait(60)
+        for room in rooms:
+            room.done.set()
+    said = output.read_text()
+    assert "Traceback" not in said and "Task exception was never retrieved" not in said, said[-3000:]
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=lab_project.root, capture_output=True, text=True)
+    assert status.stdout == "", status.stdout
+    found = [str(p.relative_to(lab_project.root)) for p in lab_project.root.rglob(".ipynb_checkpoints")]
+    assert found == [] and not (lab_project.root / ".jupyter").exists()
+    kept = lab_project.state_dir / "checkpoints"
+    assert (kept / "ai-service" / "main-checkpoint.py").is_file()
+    assert (kept / WORKBOOK / "01-standard-workflow-checkpoint.ipynb").is_file()
+    assert (lab_project.state_dir / "collaboration_sessions.json").is_file()

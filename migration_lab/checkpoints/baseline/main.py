@@ -24,6 +24,7 @@ from sqlalchemy import (
     Text,
     create_engine,
     func,
+    inspect,
     select,
 )
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
@@ -97,8 +98,10 @@ def get_session():
 
 
 def _as_dict(profile: UserProfile) -> dict:
-    """Every column the model declares, so a new column shows up in the API at once."""
-    return {column.name: getattr(profile, column.name) for column in UserProfile.__table__.columns}
+    """Every column the model maps, by its Python name: a new column shows up in the API at once, and a column
+    renamed in the database under the same attribute (`email = Column("email_address", ...)`) keeps the API's
+    field as it was."""
+    return {attr.key: getattr(profile, attr.key) for attr in inspect(UserProfile).column_attrs}
 
 
 def _schema_error(error: Exception) -> HTTPException:

@@ -1,0 +1,107 @@
+"""The revision files as one history: a revision whose parent no file holds.
+
+When a revision's `down_revision` names a revision that no file in
+`versions/` holds (a reset or a restore deleted the parent while the child was
+open in an editor tab, which saved it back; a file from another branch),
+alembic cannot build its revision map, and every command fails with a bare
+`KeyError: '<parent id>'` raised in `RevisionMap._revision_map`. The kit
+recognises that by the exception's type and where it was raised, or finds it
+before a command runs, and says one thing wherever it runs alembic (console,
+`ch.alembic`, "Check my work"): which file, and the two ways out.
+
+`ai-service/migrations/env.py` says the same for the terminal's `alembic`.
+It runs alone in its container and may not import the kit: `message()` is
+the wording both use; keep them in step.
+"""
+
+from __future__ import annotations
+
+import traceback
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from alembic.script import Script, ScriptDirectory
+from alembic.util import to_tuple
+
+from ..errors import BrokenHistory
+
+
+def message(file: str, parent: str) -> tuple[str, str]:
+    """(what happened, what to do) for revision file `file` (as the reader sees its path) whose parent is gone."""
+    name = Path(file).name
+    return (
+        f"{file} revises {parent}, and no revision file is {parent}: alembic cannot read the history.",
+        f"Either delete {name} (its parent is gone for good: a reset removed it, say, while {name} was open in "
+        f"an editor), or bring {parent}'s file back (`git checkout -- ai-service/migrations/versions/`, "
+        "or `python -m migration_lab restore`).",
+    )
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """A revision file whose parent no file holds."""
+
+    path: Path
+    revision: str
+    parent: str
+
+
+def loaded(scripts: ScriptDirectory) -> list[Script]:
+    """Every revision file as alembic reads it, without building the revision map (which a missing parent breaks)."""
+    return sorted(scripts._load_revisions(), key=lambda s: s.path)  # what alembic builds its map from
+
+
+def orphans(scripts: ScriptDirectory) -> list[Orphan]:
+    """Each revision file whose down_revision is in no file."""
+    found = loaded(scripts)
+    present = {script.revision for script in found}
+    return [
+        Orphan(Path(script.path), script.revision, parent)
+        for script in found
+        for parent in to_tuple(script.down_revision, default=())
+        if parent not in present
+    ]
+
+
+def _raised_by_the_revision_map(error: BaseException) -> bool:
+    frames = traceback.extract_tb(error.__traceback__)
+    return isinstance(error, KeyError) and any(
+        frame.name == "_revision_map" and Path(frame.filename).match("alembic/script/revision.py") for frame in frames
+    )
+
+
+def broken_history(scripts: ScriptDirectory, root: Path, error: BaseException | None = None) -> BrokenHistory | None:
+    """The error to show when the history has a revision whose parent is missing; None when it has none.
+
+    With `error` (what an alembic command raised): only when it is the revision
+    map's KeyError. Paths are shown relative to `root` (the project folder).
+    """
+    if error is not None and not _raised_by_the_revision_map(error):
+        return None
+    found = orphans(scripts)
+    if not found:
+        return None
+    missing = error.args[0] if error is not None and error.args else None
+    orphan = next((o for o in found if o.parent == missing), found[0])
+    try:
+        shown = str(orphan.path.resolve().relative_to(root.resolve()))
+    except ValueError:
+        shown = str(orphan.path)
+    return BrokenHistory(*message(shown, orphan.parent))
+
+
+def checked(scripts: ScriptDirectory, root: Path) -> ScriptDirectory:
+    """`scripts` with its revision map built; BrokenHistory (a LabError) if a revision's parent is missing."""
+    with warnings.catch_warnings():
+        # alembic warns "Revision <parent> referenced from <child> is not present" and then raises the
+        # KeyError; the BrokenHistory raised below says it once, with the way out.
+        warnings.simplefilter("ignore", UserWarning)
+        try:
+            scripts.revision_map.heads  # noqa: B018 - builds the map
+        except KeyError as error:
+            broken = broken_history(scripts, root, error)
+            if broken is None:
+                raise
+            raise broken from None
+    return scripts

@@ -1,0 +1,167 @@
+"""Restore always restores (issue 17, items 3-5): only real backups are listed and picked, a backup is checked
+before anything is deleted, a failed restore leaves files and database as they were and names the automatic
+backup, and pruning never removes the newest backup of the learner's own work."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from helpers import write_revision
+from migration_lab import Lab, LabError, Project
+from migration_lab.course.registry import reset
+from migration_lab.launch.jupyterlab import WORKBOOK, prepare_workbook
+from migration_lab.workspace.backups import KEEP, Backups, restore
+
+PHONE_HEAD = "a1c4e7f20b13"
+
+
+def lab_cli(*args: str, project: Project, database_url: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("LAB_BACKEND", "DATABASE_URL")}
+    env.update(LAB_PROJECT_DIR=str(project.root), LAB_DATABASE_URL=database_url)
+    return subprocess.run(
+        [sys.executable, "-m", "migration_lab", *args], env=env, cwd=project.root, capture_output=True, text=True
+    )
+
+
+def state(lab: Lab) -> tuple:
+    """The learner's files and the database: what a failed restore must leave as it was."""
+    files = {p.name: p.read_bytes() for p in lab.project.versions_dir.glob("*.py")}
+    files["main.py"] = (lab.project.service_dir / "main.py").read_bytes()
+    with lab.db.engine.connect() as conn:
+        heads = lab.db.heads(conn)
+        tables = sorted(sa.inspect(conn).get_table_names())
+        rows = conn.execute(sa.text("SELECT name, email FROM user_profiles ORDER BY 1")).all()
+    return files, heads, tables, rows
+
+
+def work(lab: Lab, note: str) -> Path:
+    """The learner's own revision, applied, and a row of theirs."""
+    path = write_revision(lab.project, "f00d00000001", PHONE_HEAD, 'op.execute("UPDATE user_profiles SET name = name")')
+    main = lab.project.service_dir / "main.py"
+    main.write_text(main.read_text() + f"\n# {note}\n")
+    lab.runner.run("upgrade head")
+    with lab.db.engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO user_profiles (name, email) VALUES ('Mine', 'mine@example.org')"))
+    return path
+
+
+def test_a_notebook_kept_aside_is_never_a_backup_and_restore_brings_back_the_work(lab: Lab, database_url: str) -> None:
+    """Item 3: `reset 02` moved a changed notebook into .lab/backups/notebooks/, which sorted last, was picked by
+    `restore`, restored 0 files and deleted every revision file."""
+    project = lab.project
+    reset("03", lab)
+    prepare_workbook(project)
+    notebook = project.root / WORKBOOK / "02-never-trust-autogenerate.ipynb"
+    notebook.write_text(notebook.read_text().replace('"source": [', '"source": ["# my notes\\n", ', 1))
+    mine = work(lab, "my own work")
+    worked = state(lab)
+    # An older kit's notebook folder is still there: it is no backup either.
+    (project.state_dir / "backups" / "notebooks").mkdir(parents=True)
+    (project.state_dir / "backups" / "notebooks" / "02-never-trust-autogenerate-20260101-000000.ipynb").write_text("{}")
+
+    done = lab_cli("reset", "02", project=project, database_url=database_url)
+    assert done.returncode == 0, done.stderr
+    assert "your copy is in .lab/notebook-copies/" in done.stdout
+    assert list((project.state_dir / "notebook-copies").glob("02-never-trust-autogenerate-*.ipynb"))
+    listed = lab_cli("backups", project=project, database_url=database_url).stdout.split()
+    assert len(listed) == 1 and "notebooks" not in listed
+
+    done = lab_cli("restore", project=project, database_url=database_url)
+    assert done.returncode == 0, done.stderr
+    assert f"Restored backup {listed[0]}: 6 file(s) and the database." in done.stdout
+    assert mine.exists() and state(lab) == worked
+    assert lab.runner.run("current").ok
+
+
+def _backup_of_work(lab: Lab) -> Path:
+    """A backup a reset took of the learner's work, then the lab back at the chapter's start."""
+    reset("03", lab)
+    work(lab, "my own work")
+    report = reset("03", lab)
+    assert report.backup is not None
+    return report.backup.path
+
+
+def test_a_backup_without_its_files_is_refused_before_anything_is_touched(lab: Lab) -> None:
+    """Item 4: a backup folder without ai-service/ restored "0 file(s)" after deleting the revision files."""
+    backup = _backup_of_work(lab)
+    before = state(lab)
+    import shutil
+
+    shutil.rmtree(backup / "ai-service")
+    with pytest.raises(LabError, match="cannot be restored: ai-service/main.py is missing. Nothing was changed"):
+        restore(lab)
+    assert state(lab) == before
+    assert Backups(lab.project, lab.db.url).names() == [backup.name]  # no automatic backup: nothing was touched
+
+
+def test_a_cut_dump_is_refused_before_anything_is_touched(lab: Lab) -> None:
+    """Item 4: a database.sql cut in half left the database empty ("syntax error at or near DEFAUL")."""
+    backup = _backup_of_work(lab)
+    before = state(lab)
+    sql = backup / "database.sql"
+    sql.write_text(sql.read_text()[: len(sql.read_text()) // 2])
+    with pytest.raises(LabError, match="database.sql was changed or cut short. Nothing was changed"):
+        restore(lab, backup.name)
+    assert state(lab) == before
+
+
+def test_a_dump_that_fails_half_way_leaves_the_database_as_it_was_and_names_the_automatic_backup(lab: Lab) -> None:
+    """A dump that passes the checks and still fails in PostgreSQL (here: a statement that raises, in the
+    middle): the wipe and the dump are one transaction, so nothing of either stays; the files stay too."""
+    backup = _backup_of_work(lab)
+    main = lab.project.service_dir / "main.py"
+    main.write_text(main.read_text() + "\n# work since the reset\n")  # the automatic backup will hold this
+    before = state(lab)
+    sql = backup / "database.sql"
+    text = sql.read_text()
+    middle = text.index("COPY public.user_profiles")
+    sql.write_text(text[:middle] + "SELECT 1/0;\n" + text[middle:])
+    manifest = json.loads((backup / "manifest.json").read_text())
+    manifest["database"] = hashlib.sha256(sql.read_bytes()).hexdigest()
+    (backup / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(LabError) as failed:
+        restore(lab, backup.name)
+    assert "division by zero" in failed.value.what and "Nothing was changed" in failed.value.what
+    automatic = [n for n in Backups(lab.project, lab.db.url).names() if n != backup.name]
+    assert len(automatic) == 1 and f".lab/backups/{automatic[0]}/" in failed.value.next_step
+    assert state(lab) == before
+
+
+def test_pruning_never_removes_the_newest_backup_of_the_learners_own_work(lab: Lab) -> None:
+    """Item 5: ten chapter starts later, the backup holding the learner's revision was gone."""
+    backups = Backups(lab.project, lab.db.url)
+    real = _backup_of_work(lab)
+    main = lab.project.service_dir / "main.py"
+    for n in range(KEEP + 1):  # each start after a small edit: a backup each, none with a revision of the learner's
+        main.write_text(main.read_text() + f"\n# note {n}\n")
+        assert reset("03", lab).backup is not None
+    names = backups.names()
+    assert real.name in names and len(names) == KEEP + 1
+    assert (real / "ai-service" / "migrations" / "versions" / "f00d00000001_hand_written.py").is_file()
+    print(restore(lab, real.name))
+    assert (lab.project.versions_dir / "f00d00000001_hand_written.py").is_file()
+
+
+def test_a_backup_an_older_kit_took_is_still_listed_checked_and_restored(lab: Lab) -> None:
+    """Before manifests, a backup was its folder: still one when it holds ai-service/main.py, checked for what can
+    be (a dump cut short is refused), restored as before."""
+    backup = _backup_of_work(lab)
+    (backup / "manifest.json").unlink()
+    assert Backups(lab.project, lab.db.url).names() == [backup.name]
+    sql = backup / "database.sql"
+    whole = sql.read_text()
+    sql.write_text(whole[: len(whole) // 2])
+    before = state(lab)
+    with pytest.raises(LabError, match="database.sql is cut short. Nothing was changed"):
+        restore(lab)
+    assert state(lab) == before
+    sql.write_text(whole)
+    assert "Restored backup" in restore(lab, backup.name)
+    assert (lab.project.versions_dir / "f00d00000001_hand_written.py").is_file()

@@ -1,0 +1,101 @@
+"""A revision whose parent is gone, and the files the kit deletes (issue 17, item 2).
+
+A reset deleted a revision while its child was open in an editor, which saved the child back: its
+down_revision names no file. Alembic then fails every command with a bare `KeyError: '<parent>'`. The kit
+says one thing wherever it runs alembic (console, `ch.alembic`, "Check my work"): which file, and the two ways
+out. And it records what it deletes, for the JupyterLab it starts (`jupyter/jupyter_server_config.py`).
+"""
+
+import json
+
+import pytest
+
+from helpers import write_revision
+from migration_lab import Lab
+from migration_lab.course.registry import spec
+from migration_lab.errors import BrokenHistory
+from migration_lab.front.notebook import Chapter, chapter
+from migration_lab.running import history
+from migration_lab.workspace import deletions
+
+GONE = "5c04918f04d2"
+ORPHAN = "77aa00000001"
+
+
+def orphan(lab: Lab) -> str:
+    """A revision whose parent no file holds; its path as a learner sees it."""
+    path = write_revision(lab.project, ORPHAN, GONE, "pass")
+    return str(path.relative_to(lab.project.root))
+
+
+def says_the_way_out(text: str, file: str) -> bool:
+    return (
+        f"{file} revises {GONE}, and no revision file is {GONE}" in text
+        and f"delete {ORPHAN}_hand_written.py" in text
+        and f"bring {GONE}'s file back" in text
+        and "KeyError" not in text
+    )
+
+
+@pytest.mark.parametrize("line", ["heads", "history", "current", "upgrade head", "check", 'revision -m "x"'])
+def test_every_command_names_the_orphan_and_the_two_ways_out(lab: Lab, line: str) -> None:
+    lab.runner.run("upgrade head")
+    file = orphan(lab)
+    result = lab.runner.run(line)
+    assert not result.ok and result.refused == "history"
+    assert says_the_way_out(str(result), file), str(result)
+    assert lab.db.heads() == ("8b7e5d2c6a41",)  # nothing ran
+
+
+def test_alembics_key_error_is_recognised_by_its_type_and_where_it_was_raised(lab: Lab) -> None:
+    file = orphan(lab)
+    scripts = lab.runner.script(check_history=False)
+    with pytest.raises(KeyError) as raised, pytest.warns(UserWarning, match=f"Revision {GONE} referenced from"):
+        scripts.get_heads()  # what alembic raises: no message but the missing id
+    found = history.broken_history(scripts, lab.project.root, raised.value)
+    assert isinstance(found, BrokenHistory) and says_the_way_out(str(found), file)
+    assert history.broken_history(scripts, lab.project.root, KeyError(GONE)) is None  # not from the revision map
+    with pytest.raises(BrokenHistory):
+        lab.runner.script()
+
+
+def test_check_my_work_and_the_console_say_the_same_not_autogenerate(lab: Lab, capsys) -> None:
+    ch = chapter("02", lab)
+    console = ch.console()
+    file = orphan(lab)
+    report = ch.report()
+    assert [c.name for c in report.checks] == ["the revision files form one history"]
+    assert says_the_way_out(report.checks[0].hint, file) and "autogenerate" not in str(report)
+    ch.alembic("heads")
+    assert says_the_way_out(capsys.readouterr().out, file)
+    console.buttons["heads"].click()
+    text = "".join(o.get("text", "") for o in console.output.outputs)
+    assert says_the_way_out(text, file)
+    console.refresh()
+    graph = "".join(o.get("text", "") for o in console.graph.outputs)
+    assert says_the_way_out(graph, file)
+    ch.delete_file(f"migrations/versions/{ORPHAN}_hand_written.py")  # a way out: the orphan can always go
+    assert ch.report().checks[0].name != "the revision files form one history"
+    capsys.readouterr()
+
+
+def test_what_a_reset_deletes_is_recorded_and_forgotten_when_it_comes_back(lab: Lab, capsys) -> None:
+    ch = Chapter(spec("02"), lab)
+    ch.reset()
+    ch.rename_column("UserProfile", "phone_number", "phone")
+    ch.alembic('revision --autogenerate -m "rename phone number"')
+    generated = next(lab.project.versions_dir.glob(f"{ch.generated}_*.py"))
+    key = str(generated.relative_to(lab.project.root))
+    ch.reset()
+    record = json.loads((lab.project.state_dir / "deleted-files.json").read_text())
+    assert key in record and "a reset of the lab (your copy is in .lab/backups/" in record[key]
+    assert oct((lab.project.state_dir / "deleted-files.json").stat().st_mode & 0o777) == "0o600"
+    assert deletions.recorded(lab.project) == record
+    generated.write_text("# back, by git checkout say\n")
+    deletions.record(lab.project, [], "")
+    assert key not in deletions.recorded(lab.project)
+    generated.unlink()
+    kept = write_revision(lab.project, "eeee00000001", "a1c4e7f20b13", "pass")
+    ch.delete_file(f"migrations/versions/{kept.name}")
+    assert deletions.recorded(lab.project)[str(kept.relative_to(lab.project.root))] == "ch.delete_file()"
+    capsys.readouterr()

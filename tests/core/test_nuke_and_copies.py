@@ -1,0 +1,133 @@
+"""Every destructive command takes the migration lock, nuke included; copies a killed process left are swept
+(issue 17, items 6 and 7)."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from helpers import copy_project
+from migration_lab import Lab, Project
+from migration_lab.course.registry import reset
+from migration_lab.database.connection import COPY_PREFIX
+from migration_lab.errors import Busy
+
+
+@pytest.fixture
+def embedded_lab(tmp_path: Path) -> Iterator[Lab]:
+    """A project copy with its own embedded PostgreSQL, as `make lab` gives a learner; deleted afterwards."""
+    lab = Lab(copy_project(tmp_path / "project"), "embedded")
+    lab.up(progress=lambda message: None)
+    try:
+        yield lab
+    finally:
+        lab.db.dispose()
+        lab.backend.destroy()
+
+
+RESETS = """
+import sys
+from migration_lab import Lab, LabError, Project
+from migration_lab.course.registry import reset
+
+lab = Lab(Project(sys.argv[1]), "embedded")
+for _ in range(int(sys.argv[2])):
+    try:
+        print("OK", reset("02", lab).revision, flush=True)
+    except LabError as error:
+        print("FAILED", error.what, flush=True)
+"""
+
+
+def test_resets_during_a_nuke_wait_for_the_fresh_database(embedded_lab: Lab) -> None:
+    """Item 6: resets running while `nuke --yes` ran got "Cannot reach the lab database ... start it with up"."""
+    resets = subprocess.Popen(
+        [sys.executable, "-c", RESETS, str(embedded_lab.project.root), "6"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert resets.stdout is not None
+    first = resets.stdout.readline()  # one reset done: the others run while the nuke does
+    assert first.startswith("OK"), first + resets.stderr.read()
+    said = embedded_lab.nuke(progress=lambda message: None)
+    assert "Fresh, empty lab database" in said
+    out, err = resets.communicate(timeout=300)
+    lines = [first.strip(), *out.splitlines()]
+    assert len(lines) == 6 and all(line == "OK ('a1c4e7f20b13',)" for line in lines), lines + [err[-2000:]]
+
+
+def test_a_nuke_waits_for_a_running_command_of_the_checkout(embedded_lab: Lab) -> None:
+    reset("03", embedded_lab)
+    with embedded_lab.db.lock():  # a migration under way in this checkout
+        started = time.monotonic()
+        with pytest.raises(Busy, match="the nuke did not start"), embedded_lab.db.destroying(wait=1.0):
+            pass
+        assert time.monotonic() - started >= 1.0
+    assert embedded_lab.db.heads() == ("a1c4e7f20b13",)  # nothing was destroyed
+    guard = embedded_lab.project.state_dir / "database.lock"
+    assert guard.stat().st_mode & 0o777 == 0o600  # no other OS user can open it, and flock it to hold the lab up
+
+
+HOLDS_A_COPY = """
+import sys, time
+from migration_lab import Lab, Project, UrlBackend
+
+lab = Lab(Project(sys.argv[1]), UrlBackend(sys.argv[2]))
+with lab.db.copy() as copy:
+    print(copy.name, flush=True)
+    time.sleep(120)
+"""
+
+
+def _copies(lab: Lab) -> set[str]:
+    with lab.db.engine.connect() as conn:
+        return set(conn.scalars(sa.text("SELECT datname FROM pg_database WHERE datname LIKE 'mlab\\_copy\\_%'")))
+
+
+def _holder(lab: Lab) -> tuple[subprocess.Popen[str], str]:
+    process = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(HOLDS_A_COPY), str(lab.project.root), lab.db.url],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert process.stdout is not None
+    name = process.stdout.readline().strip()
+    assert name.startswith(COPY_PREFIX)
+    return process, name
+
+
+def test_a_copy_left_by_a_killed_kernel_is_swept_by_the_next_reset_and_a_live_one_is_not(lab: Lab) -> None:
+    """Item 7: a kernel killed in the middle of a rehearsal left its mlab_copy_* database behind for good."""
+    reset("03", lab)
+    live, alive = _holder(lab)  # first: a copy() sweeps too, and would take the killed one's before we look
+    killed, left = _holder(lab)
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait()
+    try:
+        assert {left, alive} <= _copies(lab)
+        reset("03", lab)  # the next command
+        assert left not in _copies(lab)
+        assert alive in _copies(lab)  # its owner still uses it
+    finally:
+        os.killpg(live.pid, signal.SIGKILL)
+        live.wait()
+    assert lab.db.sweep_copies() == [alive]
+    assert not _copies(lab)
+
+
+def test_a_rehearsal_sweeps_too(lab: Lab, project: Project) -> None:
+    reset("03", lab)
+    killed, left = _holder(lab)
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait()
+    with lab.db.copy():
+        assert left not in _copies(lab)

@@ -1,0 +1,182 @@
+"""Chapter 07's exercise, graded by what the revision does: other correct answers pass (written by hand in plain
+SQL, written by alembic-postgresql-enum and reformatted with double quotes), plausible wrong ones fail (a `pass`
+downgrade, a rebuild that forgets the column's default, step 1's downgrade copied after the steps)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from helpers import REPO, failing, start
+from migration_lab import Lab
+from migration_lab.course.ch07_enums import UNDONE, enum_values
+from migration_lab.front.notebook import Chapter
+
+ADD_PAUSED = """with op.get_context().autocommit_block():
+    op.execute("ALTER TYPE job_state ADD VALUE IF NOT EXISTS 'paused' AFTER 'done'")"""
+# By hand, double quotes, every statement in plain SQL, for the exercise's start (queued, running, done).
+HAND_WRITTEN_DOWNGRADE = """op.execute("UPDATE job_entries SET state = 'queued' WHERE state = 'paused'")
+op.execute("ALTER TYPE job_state RENAME TO job_state_old")
+op.execute("CREATE TYPE job_state AS ENUM ('queued', 'running', 'done')")
+op.execute("ALTER TABLE job_entries ALTER COLUMN state DROP DEFAULT")
+op.execute("ALTER TABLE job_entries ALTER COLUMN state TYPE job_state USING state::text::job_state")
+op.execute("ALTER TABLE job_entries ALTER COLUMN state SET DEFAULT 'queued'")
+op.execute("DROP TYPE job_state_old")"""
+FORGETS_THE_DEFAULT = "\n".join(line for line in HAND_WRITTEN_DOWNGRADE.splitlines() if "DEFAULT" not in line)
+
+
+def paused_answer(chapter: Chapter, downgrade: str) -> None:
+    chapter.edit_model('"done"', '"done", "paused"')
+    chapter.alembic('revision -m "add paused job state"')
+    chapter.rewrite_revision(upgrade=ADD_PAUSED, downgrade=downgrade)
+    chapter.alembic("upgrade head")
+
+
+def test_a_hand_written_revision_in_plain_sql_passes(lab: Lab, capsys) -> None:
+    chapter = start(lab, "07")
+    paused_answer(chapter, HAND_WRITTEN_DOWNGRADE)
+    assert chapter.report().passed, str(chapter.report())
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    "downgrade, why",
+    [
+        ("pass  # PostgreSQL cannot remove an enum value", "no downgrade() takes 'paused' out"),
+        (FORGETS_THE_DEFAULT, "cannot be cast automatically"),
+    ],
+    ids=["pass", "forgets-the-default"],
+)
+def test_a_downgrade_that_does_not_undo_fails_on_a_copy(lab: Lab, downgrade: str, why: str, capsys) -> None:
+    chapter = start(lab, "07")
+    paused_answer(chapter, downgrade)
+    hints = failing(chapter)
+    assert UNDONE in hints and why in hints[UNDONE][0], hints
+    assert "paused" in enum_values(lab.db)  # replayed on a copy: the learner's database is untouched
+    capsys.readouterr()
+
+
+FAILED_AND_CANCELLED = """with op.get_context().autocommit_block():
+    op.execute("ALTER TYPE job_state ADD VALUE 'failed' AFTER 'done'")
+    op.execute("ALTER TYPE job_state ADD VALUE 'cancelled' AFTER 'failed'")"""
+
+
+def test_after_the_steps_step_1s_downgrade_copied_as_it_is_fails(lab: Lab, capsys) -> None:
+    """After the steps the type also has failed and cancelled, and a job is failed: step 1's downgrade, copied with
+    'paused' for 'failed', rebuilds the type without them, and its cast fails on that job."""
+    chapter = start(lab, "07")
+    chapter.edit_model('"done"', '"done", "failed", "cancelled"')
+    chapter.alembic('revision -m "failed and cancelled"')
+    chapter.rewrite_revision(upgrade=FAILED_AND_CANCELLED)
+    chapter.alembic("upgrade head")
+    chapter.sql("UPDATE job_entries SET state = 'failed' WHERE id = 1")
+    paused_answer(chapter, HAND_WRITTEN_DOWNGRADE)
+    hints = failing(chapter)
+    assert UNDONE in hints and "InvalidTextRepresentation" in hints[UNDONE][0], hints
+    capsys.readouterr()
+
+
+THROUGH_TEXT_DOWNGRADE = """# No 'paused' before this release: those jobs go back to running.
+op.execute("UPDATE job_entries SET state = 'running' WHERE state = 'paused'")
+op.execute("ALTER TABLE job_entries ALTER COLUMN state DROP DEFAULT")
+op.execute("ALTER TABLE job_entries ALTER COLUMN state TYPE text")
+op.execute("DROP TYPE job_state")
+op.execute("CREATE TYPE job_state AS ENUM ('queued', 'running', 'done', 'failed', 'cancelled')")
+op.execute("ALTER TABLE job_entries ALTER COLUMN state TYPE job_state USING state::job_state")
+op.execute("ALTER TABLE job_entries ALTER COLUMN state SET DEFAULT 'queued'")"""
+
+
+def test_after_the_steps_before_failed_and_a_rebuild_through_text_pass(lab: Lab, capsys) -> None:
+    """After the steps: 'paused' placed BEFORE 'failed' (the same place), and a downgrade that goes through text."""
+    chapter = start(lab, "07")
+    chapter.edit_model('"done"', '"done", "failed", "cancelled"')
+    chapter.alembic('revision -m "failed and cancelled"')
+    chapter.rewrite_revision(upgrade=FAILED_AND_CANCELLED)
+    chapter.alembic("upgrade head")
+    chapter.sql("UPDATE job_entries SET state = 'failed' WHERE id = 1")
+    chapter.edit_model('"done", "failed"', '"done", "paused", "failed"')
+    chapter.alembic('revision -m "add paused job state"')
+    chapter.rewrite_revision(
+        upgrade="""with op.get_context().autocommit_block():
+    op.execute("ALTER TYPE job_state ADD VALUE 'paused' BEFORE 'failed'")""",
+        downgrade=THROUGH_TEXT_DOWNGRADE,
+    )
+    chapter.alembic("upgrade head")
+    assert chapter.report().passed, str(chapter.report())
+    capsys.readouterr()
+
+
+# What `alembic revision --autogenerate` writes with alembic-postgresql-enum imported in env.py, after
+# `ruff format` (chapter 13's post-write hook): double quotes. Run in a process of its own: once imported, the
+# plugin changes autogenerate for the whole process.
+PLUGIN_REVISION = '''"""add paused job state"""
+
+from typing import Sequence, Union
+
+from alembic import op
+import sqlalchemy as sa
+from alembic_postgresql_enum import TableReference
+
+revision: str = "bb52460cb671"
+down_revision: Union[str, Sequence[str], None] = "a1c4e7f20b13"
+branch_labels: Union[str, Sequence[str], None] = None
+depends_on: Union[str, Sequence[str], None] = None
+
+
+def upgrade() -> None:
+    op.add_enum_value(
+        enum_schema="public",
+        enum_name="job_state",
+        new_value="paused",
+    )
+
+
+def downgrade() -> None:
+    op.sync_enum_values(
+        enum_schema="public",
+        enum_name="job_state",
+        new_values=["queued", "running", "done"],
+        affected_columns=[
+            TableReference(
+                table_schema="public",
+                table_name="job_entries",
+                column_name="state",
+                existing_server_default="'queued'::job_state",
+            )
+        ],
+        enum_values_to_rename=[],
+    )
+'''
+ISOLATED = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from pathlib import Path
+from helpers import start
+from migration_lab import Lab, Project, UrlBackend
+lab = Lab(Project(Path(sys.argv[2])), UrlBackend(sys.argv[3]))
+chapter = start(lab, "07")
+chapter.edit_file(
+    "migrations/env.py",
+    "from main import Base  # noqa: E402  (needs the sys.path line above)",
+    "from main import Base  # noqa: E402  (needs the sys.path line above)\\n"
+    "import alembic_postgresql_enum  # noqa: E402,F401",
+)
+chapter.edit_model('"done"', '"done", "paused"')
+(lab.project.versions_dir / "bb52460cb671_add_paused_job_state.py").write_text(sys.stdin.read())
+chapter.alembic("upgrade head")
+print(json.dumps({c.name: c.passed for c in chapter.report().checks}))
+"""
+
+
+def test_alembic_postgresql_enums_revision_with_double_quotes_passes(lab: Lab) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", ISOLATED, str(REPO / "tests"), str(lab.project.root), lab.db.url],
+        input=PLUGIN_REVISION,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert all(report.values()), report

@@ -1,0 +1,186 @@
+"""Chapters 08, 09 and 10: each exercise graded by what the answer does, with other correct answers (they pass)
+and plausible wrong ones (they fail), beyond the chapters' own solutions."""
+
+import pytest
+
+from helpers import failing, start
+from migration_lab import Lab
+from migration_lab.course.ch08_troubleshooting import BROKEN_ENV_IMPORT
+from migration_lab.course.ch10_review import UNDONE as COUNTRY_UNDONE
+
+# --- 08: which line fails, in every form the text invites -------------------------------------------------------
+
+ANSWER_CHECK = "your answer names the line of your project that fails"
+FIX = ("from main import Base, JobQueue", "from main import Base")
+
+
+@pytest.fixture
+def fixed_08(lab: Lab, capsys):
+    """Chapter 08's exercise after the learner fixed env.py and stamped: only the answer is left to judge."""
+    chapter = start(lab, "08")
+    chapter.edit_file("migrations/env.py", *FIX)
+    chapter.alembic("stamp head")
+    capsys.readouterr()
+    return chapter
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "ai-service/migrations/env.py:18",
+        "env.py, line 18",
+        'File "ai-service/migrations/env.py", line 18, in <module>',  # the frame header, as the traceback shows it
+        '  File "/home/ada/migration-lab/ai-service/migrations/env.py", line 18, in <module>',  # a terminal's path
+        BROKEN_ENV_IMPORT,  # the line pasted as the traceback showed it, although env.py is fixed now
+        "    from main import Base, JobQueue  # noqa: E402  (needs the sys.path line above)\n    ^^^^^^^^^^^^^^^^^^^",
+        'File "ai-service/migrations/env.py", line 18, in <module>\n    from main import Base, JobQueue',
+    ],
+    ids=["file:line", "file, line", "frame-header", "absolute-frame", "line-as-it-failed", "with-carets", "frame+line"],
+)
+def test_08_accepts_every_form_the_text_invites(fixed_08, answer: str) -> None:
+    assert ANSWER_CHECK not in failing(fixed_08, answer)
+    assert fixed_08.report(answer).passed, str(fixed_08.report(answer))
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "ai-service/migrations/env.py:19",
+        "main.py:18",
+        "ImportError: cannot import name 'JobQueue' from 'main' (ai-service/main.py)",  # what failed, not where
+        'File ".../site-packages/alembic/util/pyfiles.py", line 132, in load_module_py',  # alembic's frame
+        "import sys",  # another line of env.py
+        'File "ai-service/migrations/env.py", line 18, in <module>\n'
+        'File ".../site-packages/alembic/config.py", line 636, in main',  # the whole traceback pasted
+    ],
+    ids=["wrong-line", "main.py", "the-error", "alembic-frame", "another-line", "whole-traceback"],
+)
+def test_08_rejects_what_does_not_name_that_line(fixed_08, answer: str) -> None:
+    assert ANSWER_CHECK in failing(fixed_08, answer)
+
+
+def test_08_the_line_is_the_one_that_failed_even_after_lines_above_it_move(fixed_08) -> None:
+    """The learner fixes env.py and adds a line above the import: the traceback's line 18 is still the answer."""
+    fixed_08.edit_file("migrations/env.py", "import os\n", "import os  # the lab's ai-service\nimport json  # noqa\n")
+    assert ANSWER_CHECK not in failing(fixed_08, "ai-service/migrations/env.py:18")
+
+
+def test_08_upgrading_instead_of_stamping_the_tables_create_all_made_fails(lab: Lab, capsys) -> None:
+    chapter = start(lab, "08")
+    chapter.edit_file("migrations/env.py", *FIX)
+    chapter.alembic("upgrade head")  # DuplicateTable: the tables are there, alembic_version is empty
+    assert "the database is at head" in failing(chapter, "env.py:18")
+    capsys.readouterr()
+
+
+def test_08_dropping_the_tables_and_upgrading_is_another_way_out(lab: Lab, capsys) -> None:
+    chapter = start(lab, "08")
+    chapter.edit_file("migrations/env.py", *FIX)
+    chapter.sql("DROP TABLE job_entries, user_settings, user_profiles; DROP TYPE job_state")
+    chapter.alembic("upgrade head")
+    assert chapter.report("env.py:18").passed, str(chapter.report("env.py:18"))
+    capsys.readouterr()
+
+
+# --- 09: one initial revision that builds the whole schema, however it is written ----------------------------
+
+
+def fresh_09(lab: Lab):
+    chapter = start(lab, "09")
+    chapter.nuke(confirm=True)
+    chapter.clean_versions()
+    chapter.alembic('revision --autogenerate -m "initial schema"')
+    return chapter
+
+
+def test_09_the_initial_revision_reformatted_with_double_quotes_passes(lab: Lab, capsys) -> None:
+    """ruff format's quotes (chapter 13's post-write hook), the ENUM type dropped with op.execute."""
+    chapter = fresh_09(lab)
+    path = chapter.lab.runner.script().get_revision("head").path  # type: ignore[union-attr]
+    with open(path) as file:
+        text = file.read().replace("'", '"')
+    with open(path, "w") as file:
+        file.write(text)
+    chapter.rewrite_revision(
+        downgrade='op.drop_table("user_settings")\n'
+        'op.drop_index(op.f("ix_job_entries_user_id"), table_name="job_entries")\n'
+        'op.drop_table("job_entries")\nop.drop_table("user_profiles")\nop.execute("DROP TYPE job_state")'
+    )
+    chapter.alembic("upgrade head")
+    assert chapter.report().passed, str(chapter.report())
+    capsys.readouterr()
+
+
+def test_09_an_initial_revision_that_forgets_a_table_fails(lab: Lab, capsys) -> None:
+    chapter = fresh_09(lab)
+    path = chapter.lab.runner.script().get_revision("head").path  # type: ignore[union-attr]
+    with open(path) as file:
+        text = file.read()
+    start_at = text.index("    op.create_table('user_settings'")
+    end_at = text.index("    )\n", start_at) + len("    )\n")
+    with open(path, "w") as file:
+        file.write(text[:start_at] + text[end_at:])
+    chapter.alembic("upgrade head")
+    assert "that revision creates the whole schema (every table)" in failing(chapter)
+    capsys.readouterr()
+
+
+# --- 10: a required country, the downgrade replayed one step ------------------------------------------------------
+
+
+def test_10_a_check_constraint_route_passes(lab: Lab, capsys) -> None:
+    """Nullable, backfill, then NOT NULL proved by a CHECK added NOT VALID and validated in its own transaction
+    (chapter 11's way), the helper constraint dropped after."""
+    chapter = start(lab, "10")
+    chapter.add_column("UserProfile", "country = Column(String(2), nullable=False)")
+    chapter.alembic('revision --autogenerate -m "add country"')
+    chapter.rewrite_revision(
+        upgrade="""op.add_column("user_profiles", sa.Column("country", sa.String(length=2), nullable=True))
+op.execute("UPDATE user_profiles SET country = 'GB' WHERE country IS NULL")
+op.create_check_constraint("country_set", "user_profiles", "country IS NOT NULL", postgresql_not_valid=True)
+with op.get_context().autocommit_block():
+    op.execute("ALTER TABLE user_profiles VALIDATE CONSTRAINT ck_user_profiles_country_set")
+op.alter_column("user_profiles", "country", existing_type=sa.String(length=2), nullable=False)
+op.drop_constraint(op.f("ck_user_profiles_country_set"), "user_profiles", type_="check")"""
+    )
+    chapter.alembic("upgrade head")
+    assert chapter.report().passed, str(chapter.report())
+    capsys.readouterr()
+
+
+def test_10_plain_sql_with_double_quotes_passes(lab: Lab, capsys) -> None:
+    """Every statement in plain SQL, double quotes, timeouts first."""
+    chapter = start(lab, "10")
+    chapter.add_column("UserProfile", "country = Column(String(2), nullable=False)")
+    chapter.alembic('revision -m "add country"')
+    chapter.rewrite_revision(
+        upgrade="op.execute(\"SET LOCAL lock_timeout = '1s'\")\n"
+        'op.execute("ALTER TABLE user_profiles ADD COLUMN country varchar(2)")\n'
+        "op.execute(\"UPDATE user_profiles SET country = 'GB' WHERE country IS NULL\")\n"
+        'op.execute("ALTER TABLE user_profiles ALTER COLUMN country SET NOT NULL")',
+        downgrade='op.execute("ALTER TABLE user_profiles DROP COLUMN country")',
+    )
+    chapter.alembic("upgrade head")
+    assert chapter.report().passed, str(chapter.report())
+    capsys.readouterr()
+
+
+def test_10_a_pass_downgrade_fails_the_one_step_replay(lab: Lab, capsys) -> None:
+    chapter = start(lab, "10")
+    chapter.add_column("UserProfile", 'country = Column(String(2), nullable=False, server_default="GB")')
+    chapter.alembic('revision --autogenerate -m "add country"')
+    chapter.rewrite_revision(downgrade="pass")
+    chapter.alembic("upgrade head")
+    hints = failing(chapter)
+    assert COUNTRY_UNDONE in hints and "no downgrade() takes country out" in hints[COUNTRY_UNDONE][0]
+    capsys.readouterr()
+
+
+def test_10_a_downgrade_that_drops_the_wrong_column_fails(lab: Lab, capsys) -> None:
+    chapter = start(lab, "10")
+    chapter.add_column("UserProfile", 'country = Column(String(2), nullable=False, server_default="GB")')
+    chapter.alembic('revision --autogenerate -m "add country"')
+    chapter.rewrite_revision(downgrade="op.drop_column('user_profiles', 'phone_number')")
+    chapter.alembic("upgrade head")
+    assert COUNTRY_UNDONE in failing(chapter)
+    capsys.readouterr()
