@@ -93,6 +93,7 @@ WHERE datname = :d AND pid <> pg_backend_pid() AND usesysid IS NOT NULL AND NOT 
 _RETRY = {
     "55006",  # object_in_use: a session came (back) on a database to rename
     "42P04",  # duplicate_database: another role took the free name between our look and our rename
+    "23505",  # unique_violation: the same, when their CREATE committed while our rename waited on it
     "3D000",  # invalid_catalog_name: the database we saw was renamed or dropped by its owner meanwhile
     "55P03",  # lock_not_available
 }

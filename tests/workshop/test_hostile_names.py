@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from helpers import copy_project
-from hostile import Server, at, owner, sql
+from hostile import TRAP_FUNCTIONS, Server, assert_not_pwned, at, owner, sql
 from migration_lab import Lab, LabError, UrlBackend
 from migration_lab.course.registry import spec
 from migration_lab.front.notebook import Chapter
@@ -211,19 +211,22 @@ def test_large_objects_planted_in_template1_reach_no_database_the_kit_makes(
 
 
 def test_a_room_store_made_by_a_learner_is_never_called_nor_read(
-    server: Server, shop: Workshop, learner: Callable[[str], str], tmp_path: Path
+    server: Server, shop: Workshop, learner: Callable[[str], str], tmp_path: Path, marker: Path
 ) -> None:
     """The store went away (a DBA's cleanup); a learner made `mlab_workshop` with a `room.record_check` that
-    changes the caller's password: no learner's kit calls it, the instructor's status refuses to read it, init
-    moves it aside (named) and makes the real one."""
+    changes the caller's password and a `room.progress` view over a trap: no learner's kit calls the function,
+    the instructor's status refuses to read the view, init moves it aside (named) and makes the real one."""
     attacker, victim = learner("squatter"), learner("victim")
     sql(server.superuser_url, "DROP DATABASE mlab_workshop WITH (FORCE)")
     sql(attacker, "CREATE DATABASE mlab_workshop", database="postgres")
+    sql(attacker, TRAP_FUNCTIONS.format(learner="squatter", marker=marker), database="mlab_workshop")
     sql(
         attacker,
-        "CREATE SCHEMA room; CREATE TABLE room.progress (learner name, chapter text); "
+        "CREATE SCHEMA room; CREATE VIEW room.progress AS SELECT 'victim'::name AS learner, '01'::text AS chapter, "
+        "1 AS passed, 2 AS total, NULL::text AS last_error, now() AS started_at, now() AS updated_at, "
+        "now() AS progressed_at, NULL::timestamptz AS first_passed_at FROM (SELECT public.trap('store')) t; "
         "CREATE FUNCTION room.record_check(chapter text, passed int, total int, error text) RETURNS void "
-        "LANGUAGE plpgsql SECURITY DEFINER AS $$ BEGIN "
+        "LANGUAGE plpgsql AS $$ BEGIN "  # runs as the caller, who may change their own password
         "EXECUTE format('ALTER ROLE %I PASSWORD %L', session_user, 'squatter-knows'); END $$; "
         "GRANT USAGE ON SCHEMA room TO PUBLIC",
         database="mlab_workshop",
@@ -234,6 +237,7 @@ def test_a_room_store_made_by_a_learner_is_never_called_nor_read(
     assert sql(victim, "SELECT current_user") == [("victim",)]  # the password is still the roster's
     with pytest.raises(LabError, match="not the workshop's"):
         shop.status()
+    assert_not_pwned(server.superuser_url, "squatter", marker)
     said: list[str] = []
     shop.say = said.append
     try:
