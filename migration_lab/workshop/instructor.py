@@ -46,10 +46,8 @@ import json
 import os
 import re
 import secrets
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,25 +55,20 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from ..database.sql import quote
-from ..database.url import UrlBackend
 from ..errors import LabError
 from ..project import Project, write_private
 from ..workspace import templates
-from ..workspace.progress import ROOM_DATABASE, ROOM_OWNER, ROOM_SCHEMA
-from ..workspace.templates import TEMPLATE_OWNER, acting_as, close_sessions, owner_of, random_name
-from . import dumps, room
+from ..workspace.progress import ROOM_DATABASE
+from ..workspace.templates import owner_of
+from . import dumps, removal, room, setup
+from .removal import LEFT
 from .room import LEARNER_ROLE, LEARNERS_GROUP, LearnerStatus, database_name
+from .server import Server, transaction
 
 CONNECTION_LIMIT = 8  # a notebook's command, its lock, a rehearsal's copy and the maintenance db, a second notebook
 BUSY = 3  # connections a learner holds while a command runs: the command, the migration lock, a rehearsal's copy
 NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
 RESERVED = re.compile(r"(pg_|mlab_|postgres$)")
-BUILD_PREFIX = "mlab_build_"  # a template or the room's store, until it is complete and swapped into place
-TEMPLATE_LABEL = "migration-lab chapter template"
-ROOM_LABEL = "migration-lab workshop progress"
-LEFT = "LEFT"  # in remove's and drop's lines: something that could not be removed, and why
-SERVER_MINIMUM = 140000  # SQL-standard function bodies (BEGIN ATOMIC)
-CREATEROLE_MINIMUM = 160000  # createrole_self_grant, and CREATEROLE that no longer makes its holder a member
 
 Say = Callable[[str], None]
 
@@ -113,22 +106,6 @@ def default_roster() -> Path:
     return state / "workshop" / "roster.json"
 
 
-def _first_line(error: sa.exc.DBAPIError) -> str:
-    return " ".join(str(error.orig).split())
-
-
-@contextmanager
-def _transaction(conn: sa.Connection) -> Iterator[None]:
-    """One transaction on an autocommit connection: all of the block, or none of it."""
-    conn.exec_driver_sql("BEGIN")
-    try:
-        yield
-    except BaseException:
-        conn.exec_driver_sql("ROLLBACK")
-        raise
-    conn.exec_driver_sql("COMMIT")
-
-
 class Workshop:
     """A workshop on one PostgreSQL server, driven with the instructor's URL."""
 
@@ -157,6 +134,7 @@ class Workshop:
                 f"Give --connection-limit 1 or more (default {CONNECTION_LIMIT}); the server's capacity is the most.",
             )
         self.url = url.set(drivername="postgresql+psycopg2")
+        self.server = Server(self.url)
         self.roster = Path(roster) if roster else default_roster()
         if self.roster.is_dir():
             raise LabError(
@@ -170,51 +148,7 @@ class Workshop:
 
     @property
     def where(self) -> str:
-        return f"{self.url.host or 'localhost'}:{self.url.port or 5432}"
-
-    # --- connections -----------------------------------------------------------------
-
-    @contextmanager
-    def _admin(self, database: str = "postgres") -> Iterator[sa.Connection]:
-        """An autocommit session of the instructor's, pinned (templates.PINNED), on `database`."""
-        engine = templates.admin_engine(self.url.render_as_string(hide_password=False), database)
-        try:
-            try:
-                conn = engine.connect()
-            except sa.exc.OperationalError as error:
-                if f'"{database}" does not exist' in str(error.orig) and database == ROOM_DATABASE:
-                    raise LabError(
-                        f"The workshop server {self.where} has no {ROOM_DATABASE} (the room's progress).",
-                        "Run `python -m migration_lab workshop init` first.",
-                    ) from error
-                raise LabError(
-                    f"Cannot reach the workshop server {self.where}: {str(error.orig).strip()}",
-                    "Check the server URL (--server or LAB_WORKSHOP_URL): a superuser's, or a role's with "
-                    "CREATEROLE and CREATEDB.",
-                ) from error
-            with conn:
-                if conn.scalar(sa.text("SELECT current_setting('server_version_num')::int")) >= CREATEROLE_MINIMUM:
-                    # The roles this session creates: it may SET ROLE to them (no INHERIT: not their privileges).
-                    conn.execute(sa.text("SET createrole_self_grant = 'set'"))
-                yield conn
-        finally:
-            engine.dispose()
-
-    @staticmethod
-    def _superuser(conn: sa.Connection) -> bool:
-        return bool(conn.scalar(sa.text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")))
-
-    @contextmanager
-    def _as_learner(self, conn: sa.Connection, name: str) -> Iterator[None]:
-        """Act with the learner's rights (SET ROLE) for DDL on what they own; a LabError if this role may not."""
-        with acting_as(conn, name) as became:
-            if not became:
-                raise LabError(
-                    f"The instructor's role may not act as {name} on {self.where} (SET ROLE {name}).",
-                    f"Run it with a superuser's URL, or with the role that added {name} (it may SET ROLE to the "
-                    "learners it made).",
-                )
-            yield
+        return self.server.where
 
     def _learner_url(self, name: str, password: str) -> str:
         return self.url.set(username=name, password=password, database=database_name(name)).render_as_string(
@@ -266,18 +200,10 @@ class Workshop:
 
     # --- the server ------------------------------------------------------------------
 
-    def capacity(self, conn: sa.Connection | None = None) -> int:
+    def capacity(self) -> int:
         """Connections the server gives ordinary roles: max_connections less those reserved."""
-        with nullcontext(conn) if conn is not None else self._admin() as c:
-            return int(
-                c.scalar(
-                    sa.text(
-                        "SELECT current_setting('max_connections')::int "
-                        "- current_setting('superuser_reserved_connections')::int "
-                        "- coalesce(current_setting('reserved_connections', true)::int, 0)"
-                    )
-                )
-            )
+        with self.server.connect() as conn:
+            return self.server.capacity(conn)
 
     def connection_warning(self, learners: int, capacity: int | None = None) -> str | None:
         """A warning when the learners' connection limits add up to more than the server gives."""
@@ -318,46 +244,21 @@ class Workshop:
             )
         return None
 
-    def _check_server(self, conn: sa.Connection) -> None:
-        version = int(conn.scalar(sa.text("SELECT current_setting('server_version_num')::int")))
-        role = conn.execute(
-            sa.text("SELECT rolsuper, rolcreaterole, rolcreatedb FROM pg_roles WHERE rolname = current_user")
-        ).one()
-        if version < SERVER_MINIMUM:
-            raise LabError(
-                f"The workshop server {self.where} runs PostgreSQL {version // 10000}: workshop mode needs 14 or "
-                "later (SQL-standard function bodies).",
-                "Use a newer server.",
-            )
-        if role.rolsuper:
-            return
-        if not (role.rolcreaterole and role.rolcreatedb):
-            raise LabError(
-                f"The role in the server URL is neither a superuser nor has CREATEROLE and CREATEDB on {self.where}.",
-                "Give the URL of a role with both (ALTER ROLE ... CREATEROLE CREATEDB), or a superuser's.",
-            )
-        if version < CREATEROLE_MINIMUM:
-            raise LabError(
-                f"A role with CREATEROLE and CREATEDB runs a workshop on PostgreSQL 16 or later; {self.where} "
-                f"runs {version // 10000}.",
-                "Give a superuser's URL, or use a newer server.",
-            )
-
     # --- init --------------------------------------------------------------------------
 
     def init(self) -> None:
-        """The roles, the room's store, one template per distinct chapter checkpoint; idempotent.
+        """The roles, the room's store, one template per distinct chapter checkpoint; idempotent (see `setup`).
 
-        Current templates are kept, stale ones dropped; a database of another
-        owner under a name the kit needs is moved aside and named.
+        Current templates are kept, stale ones dropped; a learner's database
+        under a name the kit needs is moved aside and named.
         """
         from ..course.registry import CHAPTERS
 
         wanted = {templates.template_name(c.checkpoint.fingerprint()): c for c in CHAPTERS.values()}
-        with self._admin() as conn:
-            self._check_server(conn)
-            self._roles(conn)
-            self._room(conn)
+        with self.server.connect() as conn:
+            self.server.check(conn)
+            setup.roles(self.server, conn)
+            setup.store(self.server, conn, self.say)
             present = {
                 row.datname: row
                 for row in conn.execute(
@@ -369,167 +270,26 @@ class Workshop:
                 ).all()
             }
             for name in sorted(set(present) - set(wanted)):
-                if present[name].owner == TEMPLATE_OWNER:
-                    self._drop_database(conn, name)
+                if present[name].owner == templates.TEMPLATE_OWNER:
+                    setup.drop_database(conn, name)
                     self.say(f"Dropped {name}: a template of another version of the course.")
                 else:
                     self.say(f"{name} is not the workshop's (owner {present[name].owner}): left alone, never used.")
             for name, chapter in wanted.items():
                 chapters = ", ".join(n for n, c in CHAPTERS.items() if c.checkpoint is chapter.checkpoint)
                 found = present.get(name)
-                if found is not None and found.owner == TEMPLATE_OWNER and found.datistemplate:
+                if found is not None and found.owner == templates.TEMPLATE_OWNER and found.datistemplate:
                     self.say(f"Template {name} (chapters {chapters}) is there already.")
                     continue
-                self._build_template(conn, name, chapter.checkpoint)
+                project = self._project or Project.find()
+                setup.build_template(self.server, conn, name, chapter.checkpoint, project, self.say)
                 self.say(f"Template {name} (chapters {chapters}) is ready.")
-        warning = self.connection_warning(len(self._learner_roles()))
+            learners = len(self.server.learner_roles(conn))
+            warning = self.connection_warning(learners, self.server.capacity(conn))
         if warning:
             self.say(warning)
 
-    def _roles(self, conn: sa.Connection) -> None:
-        """The kit's three NOLOGIN roles; a non-superuser instructor also gets the rights of the first two."""
-        for role in (TEMPLATE_OWNER, ROOM_OWNER, LEARNERS_GROUP):
-            if not conn.scalar(sa.text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role}):
-                conn.execute(sa.text(f"CREATE ROLE {quote(role)} NOLOGIN"))
-        if not self._superuser(conn):
-            # Own the templates and the store as if they were its own (rename, drop, read progress); its
-            # learners' rights it never inherits (createrole_self_grant = 'set', see _admin).
-            conn.execute(sa.text(f"GRANT {TEMPLATE_OWNER}, {ROOM_OWNER} TO CURRENT_USER WITH INHERIT TRUE, SET TRUE"))
-
-    def _room(self, conn: sa.Connection) -> None:
-        """`mlab_workshop`, the room's progress store (see `room`): made from template0, or brought up to date."""
-        found = owner_of(conn, ROOM_DATABASE)
-        if found == ROOM_OWNER:
-            self._store(ROOM_DATABASE)
-            return
-        build = random_name(BUILD_PREFIX)
-        conn.execute(sa.text(f"CREATE DATABASE {quote(build)} TEMPLATE template0 OWNER {ROOM_OWNER}"))
-        swapped = False
-        try:
-            conn.execute(sa.text(f"REVOKE ALL ON DATABASE {quote(build)} FROM PUBLIC"))
-            close_sessions(conn, build)  # anyone who came in before the REVOKE
-            conn.execute(sa.text(f"GRANT CONNECT ON DATABASE {quote(build)} TO {LEARNERS_GROUP}"))
-            conn.execute(sa.text(f"COMMENT ON DATABASE {quote(build)} IS '{ROOM_LABEL}'"))
-            self._store(build)
-            swap = templates.swap_into_place(conn, build, ROOM_DATABASE, ROOM_OWNER, self._is_learner(conn))
-            swapped = True
-        finally:
-            if not swapped:
-                self._drop_database(conn, build)
-        self._moved(ROOM_DATABASE, swap)
-        self.say(f"{ROOM_DATABASE}, the room's progress, is ready.")
-
-    def _store(self, database: str) -> None:
-        """The store's schema, table and functions, as their owner `mlab_room`."""
-        engine = sa.create_engine(
-            self.url.set(database=database),
-            isolation_level="AUTOCOMMIT",
-            poolclass=sa.pool.NullPool,
-            connect_args={"connect_timeout": 5, "options": f"{templates.PINNED} -c role={ROOM_OWNER}"},
-        )
-        try:
-            with engine.connect() as conn, _transaction(conn):
-                conn.exec_driver_sql(room.STORE)
-        finally:
-            engine.dispose()
-
-    def _project_for_templates(self) -> Project:
-        return self._project or Project.find()
-
-    def _build_template(self, conn: sa.Connection, name: str, checkpoint: object) -> None:
-        """Build through the kit's own reset, as `mlab_templates`, under a random name; seal it; swap it in."""
-        from ..lab import Lab
-        from ..workspace import checkpoints
-        from ..workspace.checkpoints import Checkpoint, restore_files
-
-        assert isinstance(checkpoint, Checkpoint)
-        build = random_name(BUILD_PREFIX)
-        conn.execute(sa.text(f"CREATE DATABASE {quote(build)} TEMPLATE template0 OWNER {TEMPLATE_OWNER}"))
-        swapped = False
-        try:
-            conn.execute(sa.text(f"REVOKE CONNECT, TEMPORARY ON DATABASE {quote(build)} FROM PUBLIC"))
-            close_sessions(conn, build)  # anyone who came in before the REVOKE
-            url = self.url.set(database=build).update_query_dict({"options": f"-c role={TEMPLATE_OWNER}"})
-            with tempfile.TemporaryDirectory(prefix="mlab-template-") as tmp:
-                project = Project(Path(tmp))
-                (project.service_dir / "migrations").mkdir(parents=True)
-                shutil.copy(self._project_for_templates().service_dir / "alembic.ini", project.service_dir)
-                restore_files(project, checkpoint)
-                lab = Lab(project, UrlBackend(url.render_as_string(hide_password=False)))
-                try:
-                    checkpoints.reset(lab, checkpoint)
-                    with lab.db.connect() as template, template.begin():
-                        templates.give_to_database_owner(template)
-                finally:
-                    lab.db.dispose()
-            intruders = conn.scalar(
-                sa.text(
-                    "SELECT string_agg(DISTINCT pg_get_userbyid(s.refobjid), ', ') FROM pg_shdepend s "
-                    "JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = :d "
-                    "AND s.refclassid = 'pg_authid'::regclass AND pg_get_userbyid(s.refobjid) <> :owner"
-                ),
-                {"d": build, "owner": TEMPLATE_OWNER},
-            )
-            if intruders:
-                raise LabError(
-                    f"While {name} was being built, {intruders} put something in it: it was not kept.",
-                    "Run `workshop init` again.",
-                )
-            conn.execute(sa.text(f"COMMENT ON DATABASE {quote(build)} IS '{TEMPLATE_LABEL}'"))
-            conn.execute(sa.text(f"ALTER DATABASE {quote(build)} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false"))
-            swap = templates.swap_into_place(conn, build, name, TEMPLATE_OWNER, self._is_learner(conn))
-            swapped = True
-        finally:
-            if not swapped:
-                self._drop_database(conn, build)
-        self._moved(name, swap)
-
-    def _drop_database(self, conn: sa.Connection, name: str) -> None:
-        """Drop a database of the kit's roles (templates, the store, half-built ones), templates too."""
-        conn.execute(sa.text(f"ALTER DATABASE {quote(name)} WITH IS_TEMPLATE false"))
-        close_sessions(conn, name)
-        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {quote(name)} WITH (FORCE)"))
-
-    def _moved(self, name: str, swap: templates.Swap) -> None:
-        if swap.moved_aside is not None:
-            owner, aside = swap.moved_aside
-            self.say(
-                f"{name} was {owner}'s, not the workshop's: moved it to {aside} (kept: not the workshop's to drop; "
-                f"`workshop remove {owner}` drops it with the rest of {owner}'s databases)."
-            )
-
-    def _template(self, conn: sa.Connection, chapter: str) -> str:
-        """The chapter's template, when the kit made it (owned by mlab_templates); a LabError otherwise."""
-        from ..course.registry import spec
-
-        number = spec(chapter).number
-        name = templates.template_name(spec(chapter).checkpoint.fingerprint())
-        row = conn.execute(
-            sa.text("SELECT pg_get_userbyid(datdba) AS owner, datistemplate FROM pg_database WHERE datname = :d"),
-            {"d": name},
-        ).first()
-        if row is None or (row.owner == TEMPLATE_OWNER and not row.datistemplate):
-            raise LabError(
-                f"The workshop server {self.where} has no template for chapter {number}.",
-                "Run `python -m migration_lab workshop init` first (again after a course update).",
-            )
-        if row.owner != TEMPLATE_OWNER:
-            raise LabError(
-                f"The template for chapter {number}, {name}, belongs to {row.owner}, not to {TEMPLATE_OWNER}: "
-                "the workshop never clones it.",
-                "Run `python -m migration_lab workshop init`: it moves that database aside and builds the real one.",
-            )
-        return name
-
     # --- learners ----------------------------------------------------------------------
-
-    def _learner_roles(self, conn: sa.Connection | None = None) -> list[str]:
-        with nullcontext(conn) if conn is not None else self._admin() as c:
-            names = c.scalars(
-                sa.text("SELECT rolname FROM pg_roles WHERE shobj_description(oid, 'pg_authid') = :mark"),
-                {"mark": LEARNER_ROLE},
-            ).all()
-        return sorted(names, key=room.natural)
 
     def add(self, name: str) -> Learner:
         """A new learner: role, database cloned from chapter 00's template, URL in the roster.
@@ -540,8 +300,8 @@ class Workshop:
         learner's.
         """
         _check_name(name)
-        with self._roster_locked() as roster, self._admin() as conn:
-            mark = self._role_mark(conn, name)
+        with self._roster_locked() as roster, self.server.connect() as conn:
+            mark = self.server.role_mark(conn, name)
             if mark is None:
                 learner = self._provision(conn, name)
             elif name in roster and owner_of(conn, database_name(name)) == name:
@@ -565,39 +325,12 @@ class Workshop:
         two logins at once provision once.
         """
         _check_name(name)
-        with self._roster_locked() as roster, self._admin() as conn:
-            learner = self._provision(conn, name) if self._role_mark(conn, name) is None else None
+        with self._roster_locked() as roster, self.server.connect() as conn:
+            learner = self._provision(conn, name) if self.server.role_mark(conn, name) is None else None
             if learner is None:
                 learner = self._complete(conn, roster, name)
             roster[name] = learner.database_url
         return learner
-
-    @staticmethod
-    def _is_learner(conn: sa.Connection) -> Callable[[str], bool]:
-        """Whether a role is one of the workshop's learners: the kit moves only their databases out of the way."""
-
-        def is_learner(role: str) -> bool:
-            mark = conn.scalar(
-                sa.text("SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = :r"), {"r": role}
-            )
-            return bool(mark == LEARNER_ROLE)
-
-        return is_learner
-
-    def _role_mark(self, conn: sa.Connection, name: str) -> str | None:
-        """None when there is no such role; the learner's mark when it is a learner's; LabError otherwise."""
-        row = conn.execute(
-            sa.text("SELECT coalesce(shobj_description(oid, 'pg_authid'), '') FROM pg_roles WHERE rolname = :r"),
-            {"r": name},
-        ).first()
-        if row is None:
-            return None
-        if row[0] != LEARNER_ROLE:
-            raise LabError(
-                f"The role {name} on {self.where} is not a workshop learner's.",
-                "Pick another name: the workshop never takes over a role it did not make.",
-            )
-        return str(row[0])
 
     def _provision(self, conn: sa.Connection, name: str) -> Learner:
         """The role (a generated password, CREATEDB, the connection limit, the learners' group) and its database.
@@ -605,13 +338,13 @@ class Workshop:
         Role, mark and membership in one transaction: an interrupted add never
         leaves a role that is not marked as the kit's (and so cannot be finished).
         """
-        template = self._template(conn, "00")
-        problem = self.room_problem(0, self.capacity(conn), force=True)
+        template = setup.template_for(self.server, conn, "00")
+        problem = self.room_problem(0, self.server.capacity(conn), force=True)
         if problem is not None:
             raise problem
-        templates.check_name_free(conn, database_name(name), name, self._is_learner(conn))  # before the role
+        templates.check_name_free(conn, database_name(name), name, self.server.is_learner(conn))  # before the role
         password = secrets.token_urlsafe(18)
-        with _transaction(conn):
+        with transaction(conn):
             conn.execute(
                 sa.text(
                     f"CREATE ROLE {quote(name)} LOGIN CREATEDB NOSUPERUSER NOCREATEROLE NOREPLICATION NOBYPASSRLS "
@@ -635,7 +368,7 @@ class Workshop:
         self._drop_leftovers(conn, name)
         owner = owner_of(conn, database_name(name))
         if owner != name:
-            self._give_database(conn, name, self._template(conn, "00"))
+            self._give_database(conn, name, setup.template_for(self.server, conn, "00"))
             if owner is None:
                 self.say(f"{name} had no database: cloned it from chapter 00's template.")
         return Learner(name, url)
@@ -647,9 +380,9 @@ class Workshop:
 
     def _give_database(self, conn: sa.Connection, name: str, template: str) -> templates.Swap:
         """`lab_<name>`, a clone of `template`, made and swapped in as the learner (their rights, their database)."""
-        with self._as_learner(conn, name):
-            swap = templates.clone(conn, database_name(name), template, self._is_learner(conn))
-        self._moved(database_name(name), swap)
+        with self.server.as_learner(conn, name):
+            swap = templates.clone(conn, database_name(name), template, self.server.is_learner(conn))
+        setup.say_moved(self.say, database_name(name), swap)
         return swap
 
     def _drop_leftovers(self, conn: sa.Connection, name: str) -> None:
@@ -663,14 +396,16 @@ class Workshop:
             {"r": name, "clone": templates.CLONE_PREFIX, "old": templates.OLD_PREFIX},
         ).all()
         if leftovers:
-            with self._as_learner(conn, name):
+            with self.server.as_learner(conn, name):
                 for database in leftovers:
                     conn.execute(sa.text(f"DROP DATABASE IF EXISTS {quote(database)} WITH (FORCE)"))
 
     def known(self, name: str) -> str:
         """`name`, when it is a learner of this workshop; a LabError otherwise."""
         _check_name(name)
-        if name not in self._learner_roles():
+        with self.server.connect() as conn:
+            learners = self.server.learner_roles(conn)
+        if name not in learners:
             raise LabError(
                 f"{name} is not a learner of the workshop on {self.where}.",
                 "`python -m migration_lab workshop status` lists them.",
@@ -691,8 +426,8 @@ class Workshop:
         number = spec(chapter).number
         self.known(name)
         database = database_name(name)
-        with self._admin() as conn:
-            template = self._template(conn, number)
+        with self.server.connect() as conn:
+            template = setup.template_for(self.server, conn, number)
             saved = self._backup(conn, name) if backup and owner_of(conn, database) == name else None
             swap = self._give_database(conn, name, template)
         done = [f"backed up {database} to {saved}"] if saved else []
@@ -728,22 +463,8 @@ class Workshop:
 
     def status(self) -> list[LearnerStatus]:
         """Per learner: every chapter recorded, sessions, databases, and a problem if there is one (see `room`)."""
-        with self._admin(ROOM_DATABASE) as conn:
-            ours = conn.scalar(
-                sa.text(
-                    "SELECT d.datdba = r.oid AND c.relkind = 'r' AND c.relowner = r.oid AND n.nspowner = r.oid "
-                    "FROM pg_roles r, pg_database d, pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                    "WHERE r.rolname = :owner AND d.datname = current_database() "
-                    "AND n.nspname = :schema AND c.relname = 'progress'"
-                ),
-                {"owner": ROOM_OWNER, "schema": ROOM_SCHEMA},
-            )
-            if not ours:
-                raise LabError(
-                    f"{ROOM_DATABASE} on {self.where} is not the workshop's (not {ROOM_OWNER}'s): it was not read.",
-                    "Run `python -m migration_lab workshop init`: it moves it aside and makes the real one.",
-                )
-            return room.read(conn)
+        with self.server.connect(ROOM_DATABASE) as conn:
+            return room.read(conn, self.where)
 
     # --- removing ----------------------------------------------------------------------
 
@@ -751,89 +472,17 @@ class Workshop:
         """The learner's role, every database they own, what they own elsewhere, their progress, their roster line.
 
         Never stops at the first error: says (and returns) what it removed, and
-        on lines with LEFT what it could not, and why. Run it again after
-        fixing that; a learner already gone is "removed already".
+        on lines with LEFT what it could not, and why (see `removal`). Run it
+        again after fixing that; a learner already gone is "removed already".
         """
         _check_name(name)
-        done: list[str] = []
-        left: list[str] = []
-        with self._admin() as conn:
-            oid = conn.scalar(sa.text("SELECT oid FROM pg_roles WHERE rolname = :r"), {"r": name})
-            if oid is None:
-                lines = [f"{name}: no such role (removed already)"]
-            else:
-                self._role_mark(conn, name)  # never a role the workshop did not make
-                superuser = self._superuser(conn)
-                conn.execute(sa.text(f"ALTER ROLE {quote(name)} NOLOGIN"))  # no new session while we drop
-                with nullcontext() if superuser else self._as_learner(conn, name):
-                    closed = conn.scalar(
-                        sa.text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = :r"),
-                        {"r": name},
-                    )
-                    done.append(f"closed {closed} session(s)")
-                    owned = conn.scalars(
-                        sa.text("SELECT datname FROM pg_database WHERE datdba = :o ORDER BY datname"), {"o": oid}
-                    ).all()
-                    for database in owned:
-                        try:
-                            self._drop_database(conn, database)
-                            done.append(f"dropped {database}")
-                        except sa.exc.DBAPIError as error:
-                            left.append(f"{database}: {_first_line(error)}")
-                for database in self._holding(conn, oid):
-                    try:
-                        self._drop_owned(database, name, superuser)
-                        done.append(f"dropped what it owned or was granted in {database}")
-                    except (sa.exc.DBAPIError, LabError) as error:
-                        reason = _first_line(error) if isinstance(error, sa.exc.DBAPIError) else error.what
-                        left.append(f"objects or privileges in {database}: {reason}")
-                done.append(self._forget_progress(name))
-                try:
-                    conn.execute(sa.text(f"DROP ROLE {quote(name)}"))
-                    done.append("dropped the role")
-                except sa.exc.DBAPIError as error:
-                    left.append(f"the role, kept without login: {_first_line(error)}")
-                lines = [f"{name}: {'; '.join(done)}"] + [f"{name}: {LEFT} {what}" for what in left]
-        if not left:
+        lines = removal.learner(self.server, name)
+        if not any(LEFT in line for line in lines):
             with self._roster_locked() as roster:
                 roster.pop(name, None)
         for line in lines:
             self.say(line)
         return lines
-
-    @staticmethod
-    def _holding(conn: sa.Connection, oid: int) -> list[str]:
-        """Databases where the role still owns something or holds a privilege (pg_shdepend says which)."""
-        return list(
-            conn.scalars(
-                sa.text(
-                    "SELECT DISTINCT d.datname FROM pg_shdepend s JOIN pg_database d ON d.oid = s.dbid "
-                    "WHERE s.refclassid = 'pg_authid'::regclass AND s.refobjid = :o ORDER BY 1"
-                ),
-                {"o": oid},
-            )
-        )
-
-    def _drop_owned(self, database: str, role: str, direct: bool) -> None:
-        """`DROP OWNED BY role` in `database` (large objects, grants, objects): no user code runs in it."""
-        engine = templates.admin_engine(self.url.render_as_string(hide_password=False), database)
-        try:
-            with engine.connect() as conn, nullcontext() if direct else self._as_learner(conn, role):
-                conn.execute(sa.text(f"DROP OWNED BY {quote(role)}"))
-        except sa.exc.OperationalError as error:  # cannot connect: not accepting connections, no CONNECT
-            raise LabError(" ".join(str(error.orig).split()).split("FATAL:")[-1].strip(), "") from error
-        finally:
-            engine.dispose()
-
-    def _forget_progress(self, name: str) -> str:
-        try:
-            with self._admin(ROOM_DATABASE) as conn:
-                count = conn.execute(
-                    sa.text(f"DELETE FROM {ROOM_SCHEMA}.progress WHERE learner = :r"), {"r": name}
-                ).rowcount
-            return f"deleted {count} progress row(s)"
-        except (LabError, sa.exc.DBAPIError):
-            return "no progress store to clean"
 
     def drop(self) -> list[str]:
         """Everything the workshop made on the server: learners, their databases, templates, the store, the roles.
@@ -841,59 +490,20 @@ class Workshop:
         Never stops at the first error; returns what it did, with LEFT lines
         for what it could not (and why). The roster goes when nothing is left.
         """
-        say, self.say = self.say, _quiet  # each learner's lines once, when final
-        try:
-            removed = {name: self.remove(name) for name in self._learner_roles()}
-            for name in self._learner_roles():  # a learner another learner's database held: that one is gone now
-                removed[name] = self.remove(name)
-        finally:
-            self.say = say
+        with self.server.connect() as conn:
+            names = self.server.learner_roles(conn)
+        removed = {name: removal.learner(self.server, name) for name in names}
+        for name in [n for n, said in removed.items() if any(LEFT in line for line in said)]:
+            removed[name] = removal.learner(self.server, name)  # another learner's database held them: gone now
         lines = [line for said in removed.values() for line in said]
-        for line in lines:
-            self.say(line)
-        mine: list[str] = []
-        with self._admin() as conn:
-            kit = conn.execute(
-                sa.text(
-                    "SELECT datname, pg_get_userbyid(datdba) AS owner FROM pg_database "
-                    "WHERE datdba IN (SELECT oid FROM pg_roles WHERE rolname IN (:templates, :room)) "
-                    "OR starts_with(datname, :tpl) OR datname = :store ORDER BY datname"
-                ),
-                {
-                    "templates": TEMPLATE_OWNER,
-                    "room": ROOM_OWNER,
-                    "tpl": templates.TEMPLATE_PREFIX,
-                    "store": ROOM_DATABASE,
-                },
-            ).all()
-            for database, owner in kit:
-                if owner not in (TEMPLATE_OWNER, ROOM_OWNER):
-                    mine.append(f"{database}: not the workshop's (owner {owner}): left alone")
-                    continue
-                try:
-                    self._drop_database(conn, database)
-                    mine.append(f"dropped {database}")
-                except sa.exc.DBAPIError as error:
-                    mine.append(f"{LEFT} {database}: {_first_line(error)}")
-            for role in (LEARNERS_GROUP, ROOM_OWNER, TEMPLATE_OWNER):
-                oid = conn.scalar(sa.text("SELECT oid FROM pg_roles WHERE rolname = :r"), {"r": role})
-                if oid is None:
-                    continue
-                for database in self._holding(conn, oid):
-                    with suppress(sa.exc.DBAPIError, LabError):  # DROP ROLE below says what still holds it
-                        self._drop_owned(database, role, direct=True)  # the instructor has these roles' rights
-                try:
-                    conn.execute(sa.text(f"DROP ROLE {quote(role)}"))
-                    mine.append(f"dropped the role {role}")
-                except sa.exc.DBAPIError as error:
-                    mine.append(f"{LEFT} the role {role}: {_first_line(error)}")
-        if not any(LEFT in line for line in lines + mine):
+        lines += removal.kit(self.server)
+        if not any(LEFT in line for line in lines):
             self.roster.unlink(missing_ok=True)
             self.roster.with_name(self.roster.name + ".lock").unlink(missing_ok=True)
-            mine.append(f"Dropped the workshop on {self.where}: every learner, the templates, the roles, the roster.")
-        for line in mine:
+            lines.append(f"Dropped the workshop on {self.where}: every learner, the templates, the roles, the roster.")
+        for line in lines:
             self.say(line)
-        return lines + mine
+        return lines
 
 
 def _login_works(url: str) -> bool:

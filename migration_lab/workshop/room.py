@@ -25,7 +25,8 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from ..workspace.progress import ROOM_SCHEMA
+from ..errors import LabError
+from ..workspace.progress import ROOM_DATABASE, ROOM_OWNER, ROOM_SCHEMA
 
 LEARNERS_GROUP = "mlab_learners"  # NOLOGIN; every learner is a member: CONNECT to the room and EXECUTE
 LEARNER_ROLE = "migration-lab workshop learner"  # the COMMENT on a learner's role (a learner cannot set it)
@@ -84,6 +85,11 @@ SELECT r.rolname AS name, pg_get_userbyid(d.datdba) AS database_owner,
        now() AS now
 FROM pg_roles r LEFT JOIN pg_database d ON d.datname = '{DATABASE_PREFIX}' || r.rolname
 WHERE shobj_description(r.oid, 'pg_authid') = :mark
+"""
+_OURS = """
+SELECT d.datdba = r.oid AND c.relkind = 'r' AND c.relowner = r.oid AND n.nspowner = r.oid
+FROM pg_roles r, pg_database d, pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE r.rolname = :owner AND d.datname = current_database() AND n.nspname = :schema AND c.relname = 'progress'
 """
 _PROGRESS = f"""
 SELECT learner, chapter, passed, total, last_error, started_at, updated_at, progressed_at, first_passed_at
@@ -169,8 +175,18 @@ def _problem(name: str, owner: str | None, databases: int) -> str | None:
     return None
 
 
-def read(conn: sa.Connection) -> list[LearnerStatus]:
-    """Every learner, from `conn` on mlab_workshop (a pinned instructor session): catalogs and the store only."""
+def read(conn: sa.Connection, where: str) -> list[LearnerStatus]:
+    """Every learner, from `conn` on mlab_workshop (a pinned instructor session): catalogs and the store only.
+
+    Only a store `mlab_room` owns (the database, schema room, the table
+    room.progress) is read: a learner who made a database of that name first
+    could have put a view over their own code there.
+    """
+    if not conn.scalar(sa.text(_OURS), {"owner": ROOM_OWNER, "schema": ROOM_SCHEMA}):
+        raise LabError(
+            f"{ROOM_DATABASE} on {where} is not the workshop's (not {ROOM_OWNER}'s): it was not read.",
+            "Run `python -m migration_lab workshop init`: it moves it aside and makes the real one.",
+        )
     chapters: dict[str, list[ChapterProgress]] = {}
     for learner, *row in conn.execute(sa.text(_PROGRESS)).all():
         chapters.setdefault(learner, []).append(ChapterProgress(*row))

@@ -118,13 +118,14 @@ def random_name(prefix: str) -> str:
     return f"{prefix}{secrets.token_hex(8)}"
 
 
-def admin_engine(url: str, database: str = "postgres") -> sa.Engine:
-    """Autocommit on the server's maintenance database (CREATE, ALTER and DROP DATABASE run there), pinned."""
+def admin_engine(url: str, database: str = "postgres", options: str = "") -> sa.Engine:
+    """Autocommit on the server's maintenance database (CREATE, ALTER and DROP DATABASE run there), pinned;
+    `options` adds startup options (`-c role=...`)."""
     return sa.create_engine(
         make_url(url).set(database=database),
         isolation_level="AUTOCOMMIT",
         poolclass=sa.pool.NullPool,
-        connect_args={"connect_timeout": 5, "options": PINNED},
+        connect_args={"connect_timeout": 5, "options": f"{PINNED} {options}".strip()},
     )
 
 

@@ -19,10 +19,11 @@ from migration_lab.course.registry import CHAPTERS, spec
 from migration_lab.database.shared_server import local_server
 from migration_lab.front.cli import main
 from migration_lab.front.notebook import Chapter
-from migration_lab.workshop.instructor import LEARNER_ROLE, TEMPLATE_OWNER, Workshop
+from migration_lab.workshop.instructor import Workshop
+from migration_lab.workshop.room import LEARNER_ROLE
 from migration_lab.workshop.status import RoomView, table, watch
 from migration_lab.workspace import templates
-from migration_lab.workspace.templates import TEMPLATE_PREFIX, template_name
+from migration_lab.workspace.templates import TEMPLATE_OWNER, TEMPLATE_PREFIX, template_name
 
 LEARNERS = 12  # the bench provisions 30 and 100; here enough to see isolation across many, on a shared CPU
 
