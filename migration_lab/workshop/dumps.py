@@ -24,7 +24,7 @@ from sqlalchemy.engine import make_url
 from ..database.programs import program
 from ..errors import LabError
 
-DUMP_TIMEOUT = 300
+DUMP_TIMEOUT = 120  # pg_dump sets its own statement_timeout to 0: this bounds a learner who slows it down
 LOCK_WAIT = "5s"  # a table the learner holds locked: pg_dump gives up instead of waiting forever
 _LOGIN_REFUSED = "password authentication failed"
 

@@ -295,7 +295,8 @@ class Workshop:
         """A new learner: role, database cloned from chapter 00's template, URL in the roster.
 
         A learner an interrupted `add` left half-made (a role without its
-        database or its URL) is finished. Raises LabError if the learner exists
+        database or its URL) is finished, and one whose roster password no
+        longer works gets a new one. Raises LabError if the learner exists
         already, whole (`ensure` returns it), or if a role of that name is not a
         learner's.
         """
@@ -304,7 +305,7 @@ class Workshop:
             mark = self.server.role_mark(conn, name)
             if mark is None:
                 learner = self._provision(conn, name)
-            elif name in roster and owner_of(conn, database_name(name)) == name:
+            elif name in roster and owner_of(conn, database_name(name)) == name and _login_works(roster[name]):
                 raise LabError(
                     f"The learner {name} exists already on {self.where}.",
                     f"Pick another name, or `workshop remove {name}` first (that drops its database).",

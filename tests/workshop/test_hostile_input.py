@@ -61,6 +61,12 @@ def test_reset_asks_and_backs_up_first(
     listed = subprocess.run([program("pg_restore"), "--list", str(dumps[0])], capture_output=True, text=True)
     assert "TABLE public my_notes bob" in listed.stdout and "TABLE DATA public my_notes" in listed.stdout
     assert sql(url, "SELECT to_regclass('public.my_notes')") == [(None,)]  # and then the reset happened
+    libpq = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    restored = subprocess.run(  # with the learner's login, as the README says
+        [program("pg_restore"), "--clean", "--if-exists", "-d", libpq, str(dumps[0])], capture_output=True, text=True
+    )
+    assert restored.returncode == 0, restored.stderr
+    assert sql(url, "SELECT x FROM my_notes") == [("two hours of work",)]
 
 
 def test_reset_backs_up_even_when_the_learner_changed_their_password(
