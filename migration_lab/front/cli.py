@@ -181,6 +181,15 @@ WATCH_SECONDS = (0.5, 3600.0)
 
 
 def _workshop(args: argparse.Namespace) -> int:
+    from ..workshop.room import printable
+
+    try:
+        return _workshop_command(args)
+    except LabError as error:  # it may quote names learners chose (their databases, their tables)
+        raise LabError(printable(error.what), printable(error.next_step)) from error
+
+
+def _workshop_command(args: argparse.Namespace) -> int:
     from ..workshop import status as workshop_status
     from ..workshop.instructor import LEFT, Workshop, server_url
 

@@ -62,7 +62,7 @@ from ..workspace.progress import ROOM_DATABASE
 from ..workspace.templates import owner_of
 from . import dumps, removal, room, setup
 from .removal import LEFT
-from .room import LEARNER_ROLE, LEARNERS_GROUP, LearnerStatus, database_name
+from .room import LEARNER_ROLE, LEARNERS_GROUP, LearnerStatus, database_name, printable
 from .server import Server, transaction
 
 CONNECTION_LIMIT = 8  # a notebook's command, its lock, a rehearsal's copy and the maintenance db, a second notebook
@@ -149,6 +149,10 @@ class Workshop:
     @property
     def where(self) -> str:
         return self.server.where
+
+    def _tell(self, message: str) -> None:
+        """Say `message`, escaped: it may hold names learners chose (their databases) and PostgreSQL's errors."""
+        self.say(printable(message))
 
     def _learner_url(self, name: str, password: str) -> str:
         return self.url.set(username=name, password=password, database=database_name(name)).render_as_string(
@@ -258,7 +262,7 @@ class Workshop:
         with self.server.connect() as conn:
             self.server.check(conn)
             setup.roles(self.server, conn)
-            setup.store(self.server, conn, self.say)
+            setup.store(self.server, conn, self._tell)
             present = {
                 row.datname: row
                 for row in conn.execute(
@@ -272,22 +276,22 @@ class Workshop:
             for name in sorted(set(present) - set(wanted)):
                 if present[name].owner == templates.TEMPLATE_OWNER:
                     setup.drop_database(conn, name)
-                    self.say(f"Dropped {name}: a template of another version of the course.")
+                    self._tell(f"Dropped {name}: a template of another version of the course.")
                 else:
-                    self.say(f"{name} is not the workshop's (owner {present[name].owner}): left alone, never used.")
+                    self._tell(f"{name} is not the workshop's (owner {present[name].owner}): left alone, never used.")
             for name, chapter in wanted.items():
                 chapters = ", ".join(n for n, c in CHAPTERS.items() if c.checkpoint is chapter.checkpoint)
                 found = present.get(name)
                 if found is not None and found.owner == templates.TEMPLATE_OWNER and found.datistemplate:
-                    self.say(f"Template {name} (chapters {chapters}) is there already.")
+                    self._tell(f"Template {name} (chapters {chapters}) is there already.")
                     continue
                 project = self._project or Project.find()
-                setup.build_template(self.server, conn, name, chapter.checkpoint, project, self.say)
-                self.say(f"Template {name} (chapters {chapters}) is ready.")
+                setup.build_template(self.server, conn, name, chapter.checkpoint, project, self._tell)
+                self._tell(f"Template {name} (chapters {chapters}) is ready.")
             learners = len(self.server.learner_roles(conn))
             warning = self.connection_warning(learners, self.server.capacity(conn))
         if warning:
-            self.say(warning)
+            self._tell(warning)
 
     # --- learners ----------------------------------------------------------------------
 
@@ -312,7 +316,7 @@ class Workshop:
                 )
             else:
                 learner = self._complete(conn, roster, name)
-                self.say(f"{name}: finished adding (an earlier add stopped half-way).")
+                self._tell(f"{name}: finished adding (an earlier add stopped half-way).")
             roster[name] = learner.database_url
         return learner
 
@@ -363,7 +367,7 @@ class Workshop:
         url = roster.get(name)
         if url is None or not _login_works(url):
             url = self._new_password(conn, name)
-            self.say(f"{name}: the roster had no working password for them: set a new one.")
+            self._tell(f"{name}: the roster had no working password for them: set a new one.")
         if not conn.scalar(sa.text("SELECT pg_has_role(:r, :g, 'MEMBER')"), {"r": name, "g": LEARNERS_GROUP}):
             conn.execute(sa.text(f"GRANT {LEARNERS_GROUP} TO {quote(name)}"))
         self._drop_leftovers(conn, name)
@@ -371,7 +375,7 @@ class Workshop:
         if owner != name:
             self._give_database(conn, name, setup.template_for(self.server, conn, "00"))
             if owner is None:
-                self.say(f"{name} had no database: cloned it from chapter 00's template.")
+                self._tell(f"{name} had no database: cloned it from chapter 00's template.")
         return Learner(name, url)
 
     def _new_password(self, conn: sa.Connection, name: str) -> str:
@@ -383,7 +387,7 @@ class Workshop:
         """`lab_<name>`, a clone of `template`, made and swapped in as the learner (their rights, their database)."""
         with self.server.as_learner(conn, name):
             swap = templates.clone(conn, database_name(name), template, self.server.is_learner(conn))
-        setup.say_moved(self.say, database_name(name), swap)
+        setup.say_moved(self._tell, database_name(name), swap)
         return swap
 
     def _drop_leftovers(self, conn: sa.Connection, name: str) -> None:
@@ -435,7 +439,7 @@ class Workshop:
         if swap.closed:
             done.append(f"closed {swap.closed} open session(s)")
         done.append(f"cloned {database} from chapter {number}'s template")
-        self.say(f"{name}: {', '.join(done)}.")
+        self._tell(f"{name}: {', '.join(done)}.")
         return saved
 
     def _backup(self, conn: sa.Connection, name: str) -> Path:
@@ -444,7 +448,7 @@ class Workshop:
             url = roster.get(name)
             if url is None:
                 url = roster[name] = self._new_password(conn, name)
-                self.say(f"{name} had no URL in {self.roster}: set a new password.")
+                self._tell(f"{name} had no URL in {self.roster}: set a new password.")
         try:
             try:
                 return dumps.dump(url, self.backup_dir)
@@ -453,7 +457,7 @@ class Workshop:
                     raise
             with self._roster_locked() as roster:
                 url = roster[name] = self._new_password(conn, name)
-            self.say(f"{name}'s password in the roster no longer worked (changed by them?): set a new one.")
+            self._tell(f"{name}'s password in the roster no longer worked (changed by them?): set a new one.")
             return dumps.dump(url, self.backup_dir)
         except LabError as error:
             raise LabError(
@@ -482,7 +486,7 @@ class Workshop:
             with self._roster_locked() as roster:
                 roster.pop(name, None)
         for line in lines:
-            self.say(line)
+            self._tell(line)
         return lines
 
     def drop(self) -> list[str]:
@@ -503,7 +507,7 @@ class Workshop:
             self.roster.with_name(self.roster.name + ".lock").unlink(missing_ok=True)
             lines.append(f"Dropped the workshop on {self.where}: every learner, the templates, the roles, the roster.")
         for line in lines:
-            self.say(line)
+            self._tell(line)
         return lines
 
 

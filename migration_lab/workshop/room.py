@@ -32,8 +32,10 @@ LEARNERS_GROUP = "mlab_learners"  # NOLOGIN; every learner is a member: CONNECT 
 LEARNER_ROLE = "migration-lab workshop learner"  # the COMMENT on a learner's role (a learner cannot set it)
 DATABASE_PREFIX = "lab_"
 MANY_DATABASES = 5  # a learner's own database and a rehearsal's copy or two; more is worth a look (disk)
-# Control characters (C0 with ESC, CR and LF, DEL, C1 with CSI) and bidirectional overrides: stored as '?'.
+# Control characters (C0 with ESC, CR and LF, DEL, C1 with CSI) and bidirectional overrides: stored as '?',
+# shown escaped.
 _CONTROL_CLASS = r"[\x01-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 # Run in mlab_workshop as mlab_room (the connection's `-c role=mlab_room`), at every `init`: idempotent.
 STORE = f"""
@@ -153,6 +155,12 @@ class LearnerStatus:
     def stuck(self) -> bool:
         """An error, and no check gained for 10 minutes or more: worth a visit."""
         return bool(self.last_error) and (self.minutes_since_progress or 0) >= 10
+
+
+def printable(text: str) -> str:
+    """`text` with control characters and bidirectional overrides as visible escapes (\\x1b, \\u202e): what a
+    learner wrote (an error, the name of a database they made) can neither drive a terminal nor forge a line."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}", text)
 
 
 def database_name(name: str) -> str:

@@ -14,22 +14,15 @@ the instructor's terminal nor forge a row.
 from __future__ import annotations
 
 import html as html_escape
-import re
 import threading
 import time
 from collections.abc import Callable, Sequence
 
 from .instructor import Workshop
-from .room import LearnerStatus, natural
+from .room import LearnerStatus, natural, printable
 
 HEADERS = ("learner", "chapter", "checks passed", "last error", "min since progress", "sessions", "problem")
 ERROR_WIDTH = 60
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-
-
-def printable(text: str) -> str:
-    """`text` with control characters and bidirectional overrides as visible escapes (\\x1b, \\u202e)."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}", text)
 
 
 def ordered(rows: Sequence[LearnerStatus]) -> list[LearnerStatus]:

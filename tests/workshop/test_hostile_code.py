@@ -154,3 +154,32 @@ def shown(rows: list) -> str:
     assert "\n" not in page
     assert len(text.splitlines()) == len(rows) + 2  # the header, a line per learner, the summary
     return text
+
+
+def test_names_learners_choose_cannot_drive_the_terminal(
+    server: Server, shop: Workshop, learner: Callable[[str], str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Database and table names are the learner's to choose, control characters included: what `init`,
+    `reset` (its failed backup quotes a table) and `remove` print shows them escaped, one line per message."""
+    from migration_lab.front.cli import main
+
+    url = learner("namer")
+    evil = "x\x1b[2J\x1b]0;owned\x07\r\nnamer: dropped the role\x9b31m\u202e"
+    quoted = '"' + evil.replace('"', '""') + '"'
+    sql(url, f"CREATE DATABASE {quoted}", database="postgres")
+    sql(url, f'CREATE DATABASE "mlab_tpl_{evil}"', database="postgres")
+    sql(url, f"CREATE TABLE {quoted} (x int)")
+    args = ["workshop", "--server", server.instructor_url, "--roster", str(shop.roster)]
+    assert main([*args, "init"]) == 0
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    with engine.connect() as held:  # the backup waits on this lock, then fails quoting the table's name
+        held.execute(sa.text(f"LOCK TABLE {quoted} IN ACCESS EXCLUSIVE MODE"))
+        assert main([*args, "reset", "namer", "02", "--yes"]) == 1
+        held.rollback()
+    engine.dispose()
+    assert main([*args, "remove", "namer"]) == 0
+    err = capsys.readouterr().err
+    for bad in CONTROL:
+        assert bad not in err, repr(bad)
+    assert "\\x1b[2J" in err  # shown, escaped
+    assert not [line for line in err.splitlines() if line.startswith("namer: dropped the role")]  # nothing forged
