@@ -200,15 +200,19 @@ def swap_into_place(
     database called `name` (if any) is renamed out of the way and `fresh` takes
     the name. That database, when `owner`'s, is replaced (dropped afterwards).
     When another role's for which `may_move(role)` (a learner squatting a name
-    the kit needs), it is renamed `mlab_squatted_*` and kept: not the kit's to
-    drop; this session renames it as its owner when it lacks the owner's
-    privileges (it may become its learners). Any other owner's database is
+    the kit needs), it is closed to new connections, renamed `mlab_squatted_*`
+    and kept: not the kit's to drop; this session acts as its owner when it
+    lacks the owner's privileges (it may become its learners). Any other owner's database is
     never touched: a LabError names the owner. Sessions are closed first (a
     rename needs the database idle), and again on every retry.
     """
     closed = 0
     for attempt in range(SWAP_TRIES):
         found = check_name_free(conn, name, owner, may_move)
+        if found is not None and found != owner:  # a squatter's: closed to new sessions first, so it empties
+            with acting_as(conn, found) as became:
+                if became:
+                    conn.execute(sa.text(f"ALTER DATABASE {quote(name)} WITH ALLOW_CONNECTIONS false"))
         if found is not None:
             closed += close_sessions(conn, name)
         old = aside = None

@@ -275,3 +275,36 @@ def test_a_missing_database_is_named_missing(
     assert "lab_gone does not exist" in capsys.readouterr().err
     rows = {r.name: r for r in shop.status()}
     assert rows["gone"].problem == "database lab_gone is missing"
+
+
+def test_a_squatter_who_keeps_reconnecting_cannot_keep_the_name(
+    server: Server, shop: Workshop, learner: Callable[[str], str]
+) -> None:
+    """A database can only be renamed while nobody is connected: the squatter sits in lab_amy from several
+    sessions, each reconnecting as soon as it is closed. amy is provisioned anyway (the squatter's database is
+    closed to new connections before it is moved aside)."""
+    attacker = learner("squatter")
+    sql(attacker, "CREATE DATABASE lab_amy", database="postgres")
+    stop = threading.Event()
+
+    def sit() -> None:
+        engine = sa.create_engine(at(attacker, "lab_amy"), poolclass=sa.pool.NullPool)
+        while not stop.is_set():
+            try:
+                with engine.connect() as conn:
+                    while not stop.is_set():
+                        conn.execute(sa.text("SELECT 1"))
+            except sa.exc.DBAPIError:
+                continue
+        engine.dispose()
+
+    threads = [threading.Thread(target=sit, daemon=True) for _ in range(8)]  # their connection limit
+    for thread in threads:
+        thread.start()
+    try:
+        learner("amy")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=10)
+    assert owner(server.superuser_url, "lab_amy") == "amy"
