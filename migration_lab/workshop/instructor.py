@@ -31,9 +31,9 @@ their database). So the instructor's commands follow four rules:
   sandbox for reading (learner code can `RESET ROLE`).
 - Trust a name only by its owner: `lab_<name>` is the learner's, `mlab_tpl_*`
   `mlab_templates'`, `mlab_workshop` `mlab_room's`. A comment is a label (a
-  learner may comment on their own databases). A database of another owner
-  under a name the kit needs is renamed `mlab_squatted_*`, kept, and named
-  in the message.
+  learner may comment on their own databases). A learner's database under a
+  name the kit needs is renamed `mlab_squatted_*`, kept, and named in the
+  message; another role's is never touched (the command refuses).
 - No name is ever free while the kit swaps: databases are made under random
   names and renamed into place in one transaction (`templates.swap_into_place`).
 - Build from `template0`: a learner may put large objects in `template1`.
@@ -331,8 +331,9 @@ class Workshop:
         """
         _check_name(name)
         with self._roster_locked() as roster, self.server.connect() as conn:
-            learner = self._provision(conn, name) if self.server.role_mark(conn, name) is None else None
-            if learner is None:
+            if self.server.role_mark(conn, name) is None:
+                learner = self._provision(conn, name)
+            else:
                 learner = self._complete(conn, roster, name)
             roster[name] = learner.database_url
         return learner
@@ -344,7 +345,7 @@ class Workshop:
         leaves a role that is not marked as the kit's (and so cannot be finished).
         """
         template = setup.template_for(self.server, conn, "00")
-        problem = self.room_problem(0, self.server.capacity(conn), force=True)
+        problem = self.room_problem(0, self.server.capacity(conn), force=True)  # a limit the server cannot give
         if problem is not None:
             raise problem
         templates.check_name_free(conn, database_name(name), name, self.server.is_learner(conn))  # before the role
