@@ -11,7 +11,7 @@ from pathlib import Path
 from migration_lab import EmbeddedBackend, Lab
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from helpers import copy_project  # noqa: E402  (the tests' own copy of the project)
+from helpers import REPO, copy_project  # noqa: E402, F401  (the tests' own copy of the project; the checkout)
 
 
 def median_ms(action: Callable[[], object], times: int) -> float:

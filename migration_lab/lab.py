@@ -90,6 +90,9 @@ class Lab:
                 server = conn.scalar(sa.text("SHOW server_version"))
             problems = self.db.problems()
         except LabError:
+            problem = self.backend.problem()
+            if problem is not None:
+                return False, [*lines, f"✘ {problem}"]
             return False, [*lines, f"✘ the lab database is not reachable. {self.backend.start_hint()}"]
         lines.append(f"✔ PostgreSQL {server} is reachable")
         return not problems, [*lines, *(f"✘ {problem}" for problem in problems)]
@@ -101,7 +104,10 @@ class Lab:
             f"where:    {self.backend.where()}",
             f"running:  {'yes' if running else 'no'}",
         ]
-        if running:
+        problem = self.backend.problem() if running else None
+        if problem is not None:
+            lines.append(f"database: {problem}")
+        elif running:
             heads = self.db.heads()
             lines.append(
                 f"revision: {', '.join(heads) if heads else '(none: empty database, run alembic upgrade head)'}"

@@ -43,6 +43,10 @@ class Backend(ABC):
     def nuke(self, progress: Progress = quiet) -> None:
         """Drop all data and start a fresh, empty database."""
 
+    def problem(self) -> str | None:
+        """What keeps the lab database from being used although its server runs; None when nothing."""
+        return None
+
     def start_hint(self) -> str:
         """What to type when the database is not reachable."""
         return "Start it with `python -m migration_lab up` (or `make lab`)."

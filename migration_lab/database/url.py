@@ -21,19 +21,51 @@ class UrlBackend(Backend):
     def where(self) -> str:
         return f"the server at {make_url(self._url).render_as_string(hide_password=True)} (LAB_DATABASE_URL)"
 
-    def is_running(self) -> bool:
-        engine = sa.create_engine(self._url, poolclass=sa.pool.NullPool, connect_args={"connect_timeout": 3})
+    def _answers(self, database: str | None = None) -> sa.Row | None:
+        """A row from the server when it lets us in (to `database` instead of the URL's, if given), else None."""
+        url = make_url(self._url) if database is None else make_url(self._url).set(database=database)
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool, connect_args={"connect_timeout": 3})
         try:
-            with engine.connect():
-                return True
+            with engine.connect() as conn:
+                return conn.execute(
+                    sa.text("SELECT NOT EXISTS (SELECT 1 FROM pg_catalog.pg_database WHERE datname = :d)"),
+                    {"d": make_url(self._url).database},
+                ).one()
         except sa.exc.OperationalError:
-            return False
+            return None
         finally:
             engine.dispose()
 
+    def problem(self) -> str | None:
+        """The server answers, but the URL's database is not there (a workshop learner's, dropped or renamed)."""
+        if self._answers() is not None:
+            return None
+        found = self._answers("postgres")
+        if found is None or not found[0]:
+            return None
+        database = make_url(self._url).database
+        return (
+            f"database {database} does not exist on the server: ask whoever gave you LAB_DATABASE_URL "
+            f"(a workshop's instructor: `workshop add NAME` makes a learner's database again)"
+        )
+
+    def is_running(self) -> bool:
+        """The server answers: with the URL's database, or, when that one is missing, with its maintenance one."""
+        return self._answers() is not None or self.problem() is not None
+
     def start(self, progress: Progress = quiet) -> None:
-        if not self.is_running():
-            raise LabError(f"Cannot connect to {self.where()}.", self.start_hint())
+        if self._answers() is not None:
+            return
+        problem = self.problem()
+        if problem is not None:
+            database = make_url(self._url).database
+            raise LabError(
+                f"The server at {make_url(self._url).render_as_string(hide_password=True)} runs, but the "
+                f"database {database} does not exist there.",
+                "Ask whoever gave you LAB_DATABASE_URL; in a workshop, your instructor (`workshop add NAME` "
+                "makes it again).",
+            )
+        raise LabError(f"Cannot connect to {self.where()}.", self.start_hint())
 
     def stop(self, progress: Progress = quiet) -> None:
         progress("The server at LAB_DATABASE_URL is not the lab's to stop; nothing done.\n")

@@ -3,13 +3,20 @@
 A thin layer over `Lab`: each sub-command is one call.
 """
 
+from __future__ import annotations
+
 import argparse
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..database.choice import BACKENDS
 from ..errors import LabError
 from ..lab import Lab, default_progress
 from ..launch.jupyterlab import WORKBOOK, refresh_chapter_notebook
+
+if TYPE_CHECKING:
+    from ..workshop.instructor import Workshop
 
 
 def _confirm(question: str) -> bool:
@@ -115,98 +122,171 @@ def _workshop_parser(sub: argparse._SubParsersAction) -> None:
     """`workshop ...`: the instructor's commands for a shared server (migration_lab.workshop)."""
     from ..workshop.instructor import CONNECTION_LIMIT
 
+    where = argparse.ArgumentParser(add_help=False)  # before or after the sub-command: `init --server URL` too
+    where.add_argument(
+        "--server",
+        default=argparse.SUPPRESS,
+        help="the instructor's URL of the shared server (default: LAB_WORKSHOP_URL)",
+    )
+    where.add_argument(
+        "--roster",
+        default=argparse.SUPPRESS,
+        help="the learners' URLs, a 0600 file (default: .lab/workshop/roster.json)",
+    )
     parser = sub.add_parser(
         "workshop",
+        parents=[where],
         help="instructor: learners' databases on one shared PostgreSQL (init, add, reset, status, remove, drop)",
     )
-    parser.add_argument("--server", help="the instructor's URL of the shared server (default: LAB_WORKSHOP_URL)")
-    parser.add_argument("--roster", help="the learners' URLs, a 0600 file (default: .lab/workshop/roster.json)")
     commands = parser.add_subparsers(dest="workshop_command", required=True)
-    commands.add_parser("init", help="one template database per chapter checkpoint (again after a course update)")
-    add = commands.add_parser("add", help="learners: a role, a database cloned from chapter 00, their URL")
+    commands.add_parser(
+        "init", parents=[where], help="roles, the room's store, one template database per chapter checkpoint"
+    )
+    add = commands.add_parser("add", parents=[where], help="learners: a role, a database cloned from chapter 00")
     add.add_argument("names", nargs="*", help="learners' names (lowercase letters, digits, _)")
     add.add_argument("--learners", type=int, metavar="N", help="add learner01 ... learnerN (those missing)")
     add.add_argument(
         "--connection-limit",
         type=int,
         default=CONNECTION_LIMIT,
-        help=f"connections each learner may hold (default {CONNECTION_LIMIT})",
+        help=f"connections each learner may hold, 1 to what the server gives (default {CONNECTION_LIMIT})",
     )
-    reset = commands.add_parser("reset", help="drop a learner's database and clone it from a chapter's template")
+    add.add_argument("--force", action="store_true", help="add them even when the server cannot hold the room")
+    reset = commands.add_parser(
+        "reset", parents=[where], help="a learner's database back to a chapter's start (backed up first; asks)"
+    )
     reset.add_argument("name")
     reset.add_argument("chapter", help="chapter number, e.g. 02")
+    reset.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    reset.add_argument("--no-backup", action="store_true", help="do not dump their database first")
     reset.add_argument(
         "--files",
         metavar="CHECKOUT",
-        help="the learner's checkout too (ai-service/, their work backed up first), through the kit's own reset; "
-        "run it as the learner's OS user (sudo -u ...), so the files stay theirs",
+        help="their checkout too (ai-service/ and the database, their work backed up there first), through the "
+        "kit's own reset run as the learner's OS account; only a checkout that account owns",
     )
-    status = commands.add_parser("status", help="the room: chapter, checks passed, last error, minutes since progress")
+    status = commands.add_parser(
+        "status", parents=[where], help="the room: chapter, checks passed, last error, minutes since progress"
+    )
     status.add_argument(
         "--watch", nargs="?", type=float, const=10.0, metavar="SECONDS", help="redraw every SECONDS (default 10)"
     )
-    remove = commands.add_parser("remove", help="learners' roles and databases, gone")
+    remove = commands.add_parser("remove", parents=[where], help="learners' roles and databases, gone")
     remove.add_argument("names", nargs="+")
-    drop = commands.add_parser("drop", help="everything the workshop made on the server (asks first)")
+    drop = commands.add_parser("drop", parents=[where], help="everything the workshop made on the server (asks)")
     drop.add_argument("--yes", action="store_true", help="do not ask for confirmation")
 
 
+WATCH_SECONDS = (0.5, 3600.0)
+
+
 def _workshop(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from ..workshop.room import printable
 
+    try:
+        return _workshop_command(args)
+    except LabError as error:  # it may quote names learners chose (their databases, their tables)
+        raise LabError(printable(error.what), printable(error.next_step)) from error
+
+
+def _workshop_command(args: argparse.Namespace) -> int:
     from ..workshop import status as workshop_status
-    from ..workshop.instructor import Workshop, learner_names, server_url
+    from ..workshop.instructor import LEFT, Workshop, server_url
 
-    limit = getattr(args, "connection_limit", None)
+    command = args.workshop_command
+    if command == "status" and args.watch is not None and not WATCH_SECONDS[0] <= args.watch <= WATCH_SECONDS[1]:
+        raise LabError(
+            f"--watch {args.watch:g}: the table can be redrawn every {WATCH_SECONDS[0]:g} to {WATCH_SECONDS[1]:g} s.",
+            "Give --watch SECONDS in that range (default 10).",
+        )
+    roster = getattr(args, "roster", None)
     shop = Workshop(
-        server_url(args.server),
-        Path(args.roster) if args.roster else None,
-        **({"connection_limit": limit} if limit else {}),
+        server_url(getattr(args, "server", None)),
+        Path(roster) if roster else None,
+        **({"connection_limit": args.connection_limit} if command == "add" else {}),
         say=lambda message: print(message, file=sys.stderr, flush=True),
     )
-    command = args.workshop_command
     if command == "init":
         shop.init()
     elif command == "add":
-        names = list(args.names)
-        if args.learners:
-            have = shop.learners()
-            names += [n for n in learner_names(args.learners) if n not in have and n not in names]
-        if not names:
-            print("Nobody to add: name learners, or --learners N.", file=sys.stderr)
-            return 1
-        for name in names:
-            learner = shop.add(name)
-            print(f"{learner.name}\tLAB_DATABASE_URL={learner.database_url}")
-        print(f"Their URLs are in {shop.roster} (readable by you only).", file=sys.stderr)
-        warning = shop.connection_warning(len(shop.learners()))
-        if warning:
-            print(warning, file=sys.stderr)
-    elif command == "reset" and args.files:
-        from ..course import registry
-        from ..database.url import UrlBackend
-        from ..lab import Lab
-        from ..project import Project
-
-        url = shop.learners().get(args.name)
-        if url is None:
-            print(f"{args.name} has no URL in {shop.roster}: `workshop add` or `ensure` first.", file=sys.stderr)
-            return 1
-        print(f"{args.name}: {registry.reset(args.chapter, Lab(Project(Path(args.files)), UrlBackend(url)))}")
+        return _workshop_add(shop, args)
     elif command == "reset":
-        shop.reset(args.name, args.chapter)
+        return _workshop_reset(shop, args)
     elif command == "status":
         if args.watch:
             workshop_status.watch(shop, args.watch)
         else:
             print(workshop_status.table(shop.status()))
     elif command == "remove":
-        for name in args.names:
-            shop.remove(name)
+        said = [line for name in args.names for line in shop.remove(name)]
+        return 1 if any(LEFT in line for line in said) else 0
     elif command == "drop":
-        question = f"This drops every learner's role and database and the templates on {shop.where}."
+        question = f"This drops every learner's role and database, the templates and the room's store on {shop.where}."
         if not (args.yes or _confirm(question)):
             print("Nothing changed.", file=sys.stderr)
             return 1
-        shop.drop()
+        return 1 if any(LEFT in line for line in shop.drop()) else 0
+    return 0
+
+
+def _workshop_add(shop: Workshop, args: argparse.Namespace) -> int:
+    from ..workshop.instructor import learner_names
+
+    names = list(dict.fromkeys(args.names))
+    if args.learners is not None:
+        if args.learners < 1:
+            print(f"--learners {args.learners}: nobody to add (give 1 or more).", file=sys.stderr)
+            return 1
+        have = shop.learners()
+        names += [n for n in learner_names(args.learners) if n not in have and n not in names]
+    if not names:
+        print("Nobody to add: name learners, or --learners N (those missing from the roster).", file=sys.stderr)
+        return 1
+    room = len(set(shop.learners()) | set(names))
+    capacity = shop.capacity()
+    problem = shop.room_problem(room, capacity, force=args.force)
+    if problem is not None:
+        raise problem
+    warning = shop.connection_warning(room, capacity)
+    if warning:  # before anything is made: Ctrl-C now changes nothing
+        print(warning, file=sys.stderr, flush=True)
+    for name in names:
+        learner = shop.add(name)
+        print(f"{learner.name}\tLAB_DATABASE_URL={learner.database_url}", flush=True)
+    print(f"Their URLs are in {shop.roster} (readable by you only).", file=sys.stderr)
+    return 0
+
+
+def _workshop_reset(shop: Workshop, args: argparse.Namespace) -> int:
+    from ..course.registry import spec
+    from ..workshop import checkouts
+    from ..workshop.room import database_name
+
+    number = spec(args.chapter).number  # a chapter that is not one is refused before anything is asked
+    shop.known(args.name)
+    database = database_name(args.name)
+    if args.files:
+        checkout = Path(args.files).absolute()
+        checkouts.account(args.name, checkout)  # refused before anything is asked or written
+        question = (
+            f"Reset {args.name}'s files in {checkout} and their database {database} to the start of chapter "
+            f"{number}? The kit backs both up in their checkout (.lab/backups/) first."
+        )
+    elif args.no_backup:
+        question = f"Reset {database} to the start of chapter {number}, with NO backup? Their work in it is lost."
+    else:
+        question = f"Reset {database} to the start of chapter {number}? It is backed up to {shop.backup_dir} first."
+    if not (args.yes or _confirm(question)):
+        print("Nothing changed.", file=sys.stderr)
+        return 1
+    if args.files:
+        url = shop.learners().get(args.name)
+        if url is None:
+            raise LabError(
+                f"{args.name} has no URL in {shop.roster}.",
+                f"`workshop add {args.name}` gives them a new password (and the roster their URL), then reset again.",
+            )
+        print(f"{args.name}: {checkouts.reset(args.name, args.chapter, checkout, url)}")
+    else:
+        shop.reset(args.name, args.chapter, backup=not args.no_backup)
     return 0

@@ -45,11 +45,13 @@ def alembic_engine():
 def run(lab: Lab, tests: tuple[str, ...] = BUILT_IN) -> tuple[bool, str]:
     """(all passed, pytest's report) for the chosen built-in checks."""
     admin_url = make_url(lab.backend.url())
-    scratch = f"lab_migration_tests_{uuid.uuid4().hex[:8]}"
+    # Not in the lab_ namespace a workshop gives its learners' databases, and from template0: on a shared server
+    # anyone may put large objects in template1.
+    scratch = f"mlab_scratch_{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
     try:
         with admin.connect() as conn:
-            conn.execute(sa.text(f"CREATE DATABASE {quote(scratch)}"))
+            conn.execute(sa.text(f"CREATE DATABASE {quote(scratch)} TEMPLATE template0"))
             # On a shared server, the scratch database is the learner's alone while it exists.
             conn.execute(sa.text(f"REVOKE CONNECT, TEMPORARY ON DATABASE {quote(scratch)} FROM PUBLIC"))
     except sa.exc.DBAPIError as error:

@@ -1,25 +1,42 @@
 """Workshop mode: one shared PostgreSQL for a room of learners, each in a database of their own.
 
-The instructor (a superuser, or a role with CREATEROLE and CREATEDB) runs:
+The instructor (a superuser, or a role with CREATEROLE and CREATEDB on
+PostgreSQL 16 or later) runs:
 
-- `init`: one template database per distinct chapter checkpoint (see
-  `templates`), owned by the NOLOGIN role `mlab_templates`, `IS_TEMPLATE`,
-  accepting no connections;
+- `init`: the roles `mlab_templates`, `mlab_room`, `mlab_learners`; the
+  room's progress store `mlab_workshop` (see `room`); one template database
+  per distinct chapter checkpoint (see `templates`), owned by
+  `mlab_templates`, `IS_TEMPLATE`, accepting no connections;
 - `add`/`ensure`: per learner a login role (generated password, a connection
-  limit, CREATEDB) and its database `lab_<name>`, cloned from chapter 00's
-  template, owned by the learner, closed to everyone else
-  (`REVOKE CONNECT ... FROM PUBLIC`); the learner's URL goes to the roster, a
-  0600 file only the instructor reads;
-- `reset`: drop and re-clone a learner's database from a chapter's template;
-- `status`: per learner, what `ch.check()` recorded (see `progress`);
-- `remove`/`drop`: nothing left behind, no role, no database.
+  limit, CREATEDB, member of `mlab_learners`) and its database `lab_<name>`,
+  cloned from chapter 00's template, owned by the learner, closed to everyone
+  else; the learner's URL goes to the roster, a 0600 file only the instructor
+  reads;
+- `reset`: the learner's database dumped with the learner's own login, then
+  replaced by a clone of a chapter's template;
+- `status`: per learner, every chapter `ch.check()` recorded (see `room`);
+- `remove`/`drop`: everything they made, whatever the learners made too.
 
-Why learners get CREATEDB: the kit rehearses every command on a clone of the
-learner's database (`CREATE DATABASE ... TEMPLATE`) and runs the migration
-tests in a scratch database, and a learner's own reset re-clones from the
-templates. CREATEDB lets a role clone only databases it owns or templates,
-never another learner's database; templates hold course data only, and only
-`mlab_templates` (NOLOGIN) may change them.
+A learner owns their database and may shape everything in it, and may
+create databases (CREATEDB: the kit rehearses every command on a clone of
+their database). So the instructor's commands follow four rules:
+
+- Never run a learner's code with the instructor's rights. No instructor
+  session reads a learner's database: progress lives in `mlab_workshop`, the
+  backup before a reset logs in as the learner. Every instructor session pins
+  `search_path` to pg_catalog and bounds its statements and lock waits, so
+  nothing a learner put in schema public or in `ALTER DATABASE ... SET`
+  reaches it. `SET ROLE <learner>` is used for DDL only (create, rename, drop
+  a database, end sessions, `DROP OWNED`), which runs no user code; it is no
+  sandbox for reading (learner code can `RESET ROLE`).
+- Trust a name only by its owner: `lab_<name>` is the learner's, `mlab_tpl_*`
+  `mlab_templates'`, `mlab_workshop` `mlab_room's`. A comment is a label (a
+  learner may comment on their own databases). A learner's database under a
+  name the kit needs is renamed `mlab_squatted_*`, kept, and named in the
+  message; another role's is never touched (the command refuses).
+- No name is ever free while the kit swaps: databases are made under random
+  names and renamed into place in one transaction (`templates.swap_into_place`).
+- Build from `template0`: a learner may put large objects in `template1`.
 """
 
 from __future__ import annotations
@@ -29,8 +46,6 @@ import json
 import os
 import re
 import secrets
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,17 +54,19 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from ..database.connection import LabDatabase
 from ..database.sql import quote
-from ..database.url import UrlBackend
 from ..errors import LabError
 from ..project import Project, write_private
-from ..workspace import progress, templates
+from ..workspace import templates
+from ..workspace.progress import ROOM_DATABASE
+from ..workspace.templates import owner_of
+from . import dumps, removal, room, setup
+from .removal import LEFT
+from .room import LEARNER_ROLE, LEARNERS_GROUP, LearnerStatus, database_name, printable
+from .server import Server, transaction
 
-TEMPLATE_OWNER = "mlab_templates"
-LEARNER_ROLE = "migration-lab workshop learner"  # the COMMENT that marks a learner's role
-DATABASE_PREFIX = "lab_"
 CONNECTION_LIMIT = 8  # a notebook's command, its lock, a rehearsal's copy and the maintenance db, a second notebook
+BUSY = 3  # connections a learner holds while a command runs: the command, the migration lock, a rehearsal's copy
 NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
 RESERVED = re.compile(r"(pg_|mlab_|postgres$)")
 
@@ -66,32 +83,9 @@ class Learner:
     database_url: str  # postgresql+psycopg2://learnerNN:PASSWORD@host:port/lab_learnerNN (what LAB_DATABASE_URL gets)
 
 
-@dataclass(frozen=True)
-class LearnerStatus:
-    """One line of the room view."""
-
-    name: str
-    chapter: str | None  # None: no check recorded yet
-    passed: int
-    total: int
-    last_error: str | None
-    minutes_since_progress: int | None
-    sessions: int  # connections open to the learner's database now
-
-    @property
-    def stuck(self) -> bool:
-        """An error, and no check gained for 10 minutes or more: worth a visit."""
-        return bool(self.last_error) and (self.minutes_since_progress or 0) >= 10
-
-
-def database_name(name: str) -> str:
-    return f"{DATABASE_PREFIX}{name}"
-
-
 def learner_names(count: int, start: int = 1) -> list[str]:
-    """learner01, learner02, ... (three digits from 100 learners on, so they sort)."""
-    width = max(2, len(str(start + count - 1)))
-    return [f"learner{n:0{width}d}" for n in range(start, start + count)]
+    """learner01, learner02, ... learner100: a name never depends on how many there are, so a room can grow."""
+    return [f"learner{n:02d}" for n in range(start, start + count)]
 
 
 def _check_name(name: str) -> str:
@@ -122,41 +116,43 @@ class Workshop:
         connection_limit: int = CONNECTION_LIMIT,
         say: Say = _quiet,
         project: Project | None = None,
+        backup_dir: Path | None = None,
     ) -> None:
-        url = make_url(server_url)
+        try:
+            url = make_url(server_url)
+        except sa.exc.ArgumentError as error:
+            raise LabError(
+                f"{server_url!r} is not a database URL.",
+                "Give postgresql://USER:PASSWORD@HOST:PORT/postgres (--server or LAB_WORKSHOP_URL).",
+            ) from error
         if not url.drivername.startswith("postgresql"):
             raise LabError(f"{url.drivername} is not PostgreSQL.", "Give a postgresql:// URL of the workshop server.")
+        if not isinstance(connection_limit, int) or connection_limit < 1:
+            raise LabError(
+                f"A connection limit of {connection_limit} would let a learner in with no connection (0) or "
+                "with no limit at all (-1).",
+                f"Give --connection-limit 1 or more (default {CONNECTION_LIMIT}); the server's capacity is the most.",
+            )
         self.url = url.set(drivername="postgresql+psycopg2")
+        self.server = Server(self.url)
         self.roster = Path(roster) if roster else default_roster()
+        if self.roster.is_dir():
+            raise LabError(
+                f"The roster {self.roster} is a directory.",
+                "Give --roster a file's path (default .lab/workshop/roster.json); it is made if missing.",
+            )
+        self.backup_dir = Path(backup_dir) if backup_dir else self.roster.parent / "backups"
         self.connection_limit = connection_limit
         self.say = say
         self._project = project
 
     @property
     def where(self) -> str:
-        return f"{self.url.host or 'localhost'}:{self.url.port or 5432}"
+        return self.server.where
 
-    # --- connections -----------------------------------------------------------------
-
-    @contextmanager
-    def _admin(self) -> Iterator[sa.Connection]:
-        engine = templates.admin_engine(self.url.render_as_string(hide_password=False))
-        try:
-            try:
-                conn = engine.connect()
-            except sa.exc.OperationalError as error:
-                raise LabError(
-                    f"Cannot reach the workshop server {self.where}: {str(error.orig).strip()}",
-                    "Check the server URL (--server or LAB_WORKSHOP_URL): a superuser's, or a role's with "
-                    "CREATEROLE and CREATEDB.",
-                ) from error
-            with conn:
-                yield conn
-        finally:
-            engine.dispose()
-
-    def _database(self, database: str) -> LabDatabase:
-        return LabDatabase(self.url.set(database=database).render_as_string(hide_password=False))
+    def _tell(self, message: str) -> None:
+        """Say `message`, escaped: it may hold names learners chose (their databases) and PostgreSQL's errors."""
+        self.say(printable(message))
 
     def _learner_url(self, name: str, password: str) -> str:
         return self.url.set(username=name, password=password, database=database_name(name)).render_as_string(
@@ -169,8 +165,14 @@ class Workshop:
     def _roster_locked(self) -> Iterator[dict[str, str]]:
         """The roster's learners, to change in place; written back 0600 after. One writer at a time (a hub's
         spawn hooks may provision several learners at once)."""
-        self.roster.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with open(self.roster.with_name(self.roster.name + ".lock"), "a") as lock:
+        try:
+            self.roster.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            lock = open(self.roster.with_name(self.roster.name + ".lock"), "a")  # noqa: SIM115 - held for the block
+        except OSError as error:
+            raise LabError(
+                f"Cannot use the roster {self.roster}: {error.strerror}.", "Give --roster a file you may write."
+            ) from error
+        with lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             learners = self.learners()
             yield learners
@@ -180,318 +182,349 @@ class Workshop:
     def learners(self) -> dict[str, str]:
         """{name: LAB_DATABASE_URL} from the roster (empty when there is none yet)."""
         try:
-            return dict(json.loads(self.roster.read_text())["learners"])
+            learners = dict(json.loads(self.roster.read_text())["learners"])
         except FileNotFoundError:
             return {}
+        except OSError as error:
+            raise LabError(
+                f"Cannot read the roster {self.roster}: {error.strerror}.", "Give --roster a file you may read."
+            ) from error
         except (ValueError, KeyError, TypeError) as error:
             raise LabError(
                 f"The roster {self.roster} is not a workshop roster ({error}).",
-                "Move it away; `workshop ensure NAME` sets a new password for a learner missing from it.",
+                "Move it away and run `workshop add NAME` again for each learner: it gives a learner whose role "
+                "exists a new password.",
             ) from error
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in learners.items()):
+            raise LabError(
+                f"The roster {self.roster} is not a workshop roster (names and URLs are not all text).",
+                "Move it away and run `workshop add NAME` again for each learner.",
+            )
+        return learners
+
+    # --- the server ------------------------------------------------------------------
+
+    def capacity(self) -> int:
+        """Connections the server gives ordinary roles: max_connections less those reserved."""
+        with self.server.connect() as conn:
+            return self.server.capacity(conn)
+
+    def connection_warning(self, learners: int, capacity: int | None = None) -> str | None:
+        """A warning when the learners' connection limits add up to more than the server gives."""
+        capacity = self.capacity() if capacity is None else capacity
+        need = learners * self.connection_limit
+        if need <= capacity:
+            return None
+        return (
+            f"Warning: {learners} learners × {self.connection_limit} connections each = {need}, but the server "
+            f"gives ordinary roles {capacity}. A notebook holds 2-3 connections while a command runs: with "
+            "everyone busy some would get 'too many connections'. Raise max_connections "
+            f"(ALTER SYSTEM SET max_connections = {need + 20}; then restart the server), or give fewer "
+            "connections per learner (--connection-limit)."
+        )
+
+    def room_problem(self, learners: int, capacity: int | None = None, force: bool = False) -> LabError | None:
+        """Why a room of `learners` cannot work on this server (asked before anything is made), or None.
+
+        A connection limit above what the server gives all ordinary roles is
+        always refused; a room where everyone running one command at once
+        (BUSY connections each) would not fit, only without `force`.
+        """
+        capacity = self.capacity() if capacity is None else capacity
+        if self.connection_limit > capacity:
+            return LabError(
+                f"--connection-limit {self.connection_limit} is more than the server gives all ordinary roles "
+                f"together ({capacity}). Nothing was added.",
+                f"Give --connection-limit 1 to {capacity} (default {CONNECTION_LIMIT}).",
+            )
+        need = learners * min(BUSY, self.connection_limit)
+        if need > capacity and not force:
+            return LabError(
+                f"A room of {learners} learners needs about {need} connections when each runs a command "
+                f"({min(BUSY, self.connection_limit)} each: the command, the migration lock, a rehearsal's copy), "
+                f"but the server gives ordinary roles {capacity}. Nothing was added.",
+                f"Raise max_connections (ALTER SYSTEM SET max_connections = {need + 20}; restart) or add fewer "
+                "learners; --force adds them anyway.",
+            )
+        return None
 
     # --- init --------------------------------------------------------------------------
 
     def init(self) -> None:
-        """One template per distinct chapter checkpoint; idempotent (current ones are kept, stale ones dropped)."""
+        """The roles, the room's store, one template per distinct chapter checkpoint; idempotent (see `setup`).
+
+        Current templates are kept, stale ones dropped; a learner's database
+        under a name the kit needs is moved aside and named.
+        """
         from ..course.registry import CHAPTERS
 
         wanted = {templates.template_name(c.checkpoint.fingerprint()): c for c in CHAPTERS.values()}
-        with self._admin() as conn:
-            if not conn.scalar(sa.text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": TEMPLATE_OWNER}):
-                conn.execute(sa.text(f"CREATE ROLE {TEMPLATE_OWNER} NOLOGIN"))
-            present: dict[str, bool] = dict(
-                conn.execute(
-                    sa.text("SELECT datname, datistemplate FROM pg_database WHERE datname LIKE :p"),
-                    {"p": templates.TEMPLATE_PREFIX + "%"},
+        with self.server.connect() as conn:
+            self.server.check(conn)
+            setup.roles(self.server, conn)
+            setup.store(self.server, conn, self._tell)
+            present = {
+                row.datname: row
+                for row in conn.execute(
+                    sa.text(
+                        "SELECT datname, pg_get_userbyid(datdba) AS owner, datistemplate FROM pg_database "
+                        "WHERE starts_with(datname, :p)"
+                    ),
+                    {"p": templates.TEMPLATE_PREFIX},
                 ).all()
-            )
+            }
             for name in sorted(set(present) - set(wanted)):
-                self._drop_template(conn, name)
-                self.say(f"Dropped {name}: a template of another version of the course.")
+                if present[name].owner == templates.TEMPLATE_OWNER:
+                    setup.drop_database(conn, name)
+                    self._tell(f"Dropped {name}: a template of another version of the course.")
+                else:
+                    self._tell(f"{name} is not the workshop's (owner {present[name].owner}): left alone, never used.")
             for name, chapter in wanted.items():
                 chapters = ", ".join(n for n, c in CHAPTERS.items() if c.checkpoint is chapter.checkpoint)
-                if present.get(name):
-                    self.say(f"Template {name} (chapters {chapters}) is there already.")
+                found = present.get(name)
+                if found is not None and found.owner == templates.TEMPLATE_OWNER and found.datistemplate:
+                    self._tell(f"Template {name} (chapters {chapters}) is there already.")
                     continue
-                self._build_template(conn, name, chapter.checkpoint)
-                self.say(f"Template {name} (chapters {chapters}) is ready.")
-        warning = self.connection_warning(len(self._learner_roles()))
+                project = self._project or Project.find()
+                setup.build_template(self.server, conn, name, chapter.checkpoint, project, self._tell)
+                self._tell(f"Template {name} (chapters {chapters}) is ready.")
+            learners = len(self.server.learner_roles(conn))
+            warning = self.connection_warning(learners, self.server.capacity(conn))
         if warning:
-            self.say(warning)
-
-    def _project_for_templates(self) -> Project:
-        return self._project or Project.find()
-
-    def _build_template(self, conn: sa.Connection, name: str, checkpoint: object) -> None:
-        """Build through the kit's own reset, in a throw-away copy of ai-service/, then seal it."""
-        from ..lab import Lab
-        from ..workspace import checkpoints
-        from ..workspace.checkpoints import Checkpoint, restore_files
-
-        assert isinstance(checkpoint, Checkpoint)
-        if conn.scalar(sa.text("SELECT 1 FROM pg_database WHERE datname = :d"), {"d": name}):
-            self._drop_template(conn, name)  # half-built by an interrupted init
-        conn.execute(sa.text(f"CREATE DATABASE {quote(name)} OWNER {TEMPLATE_OWNER}"))
-        with tempfile.TemporaryDirectory(prefix="mlab-template-") as tmp:
-            project = Project(Path(tmp))
-            (project.service_dir / "migrations").mkdir(parents=True)
-            shutil.copy(self._project_for_templates().service_dir / "alembic.ini", project.service_dir)
-            restore_files(project, checkpoint)
-            lab = Lab(project, UrlBackend(self.url.set(database=name).render_as_string(hide_password=False)))
-            try:
-                checkpoints.reset(lab, checkpoint)
-                with lab.db.connect() as template, template.begin():
-                    templates.give_to_database_owner(template)
-            finally:
-                lab.db.dispose()
-        conn.execute(sa.text(f"REVOKE CONNECT, TEMPORARY ON DATABASE {quote(name)} FROM PUBLIC"))
-        conn.execute(sa.text(f"ALTER DATABASE {quote(name)} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false"))
-
-    def _drop_template(self, conn: sa.Connection, name: str) -> None:
-        conn.execute(sa.text(f"ALTER DATABASE {quote(name)} WITH IS_TEMPLATE false"))
-        conn.execute(sa.text(f"DROP DATABASE {quote(name)} WITH (FORCE)"))
-
-    def _template(self, conn: sa.Connection, chapter: str) -> str:
-        from ..course.registry import spec
-
-        name = templates.template_name(spec(chapter).checkpoint.fingerprint())
-        if not conn.scalar(sa.text("SELECT datistemplate FROM pg_database WHERE datname = :d"), {"d": name}):
-            raise LabError(
-                f"The workshop server {self.where} has no template for chapter {spec(chapter).number}.",
-                "Run `python -m migration_lab workshop init` first (again after a course update).",
-            )
-        return name
-
-    def connection_warning(self, learners: int) -> str | None:
-        """A warning when the learners' connection limits add up to more than the server allows."""
-        with self._admin() as conn:
-            limit = int(conn.scalar(sa.text("SHOW max_connections")) or 0)
-            reserved = int(conn.scalar(sa.text("SHOW superuser_reserved_connections")) or 0)
-        need = learners * self.connection_limit
-        if need <= limit - reserved:
-            return None
-        return (
-            f"Warning: {learners} learners × {self.connection_limit} connections each = {need}, but the server "
-            f"allows {limit} ({reserved} of them reserved for superusers). A notebook holds 2-3 connections while "
-            f"a command runs: with everyone busy some would get 'too many connections'. Raise max_connections "
-            f"(ALTER SYSTEM SET max_connections = {need + reserved + 10}; then restart the server), or give "
-            "fewer connections per learner (--connection-limit)."
-        )
+            self._tell(warning)
 
     # --- learners ----------------------------------------------------------------------
-
-    def _learner_roles(self) -> list[str]:
-        with self._admin() as conn:
-            return list(
-                conn.scalars(
-                    sa.text(
-                        "SELECT rolname FROM pg_roles WHERE shobj_description(oid, 'pg_authid') = :mark ORDER BY 1"
-                    ),
-                    {"mark": LEARNER_ROLE},
-                )
-            )
 
     def add(self, name: str) -> Learner:
         """A new learner: role, database cloned from chapter 00's template, URL in the roster.
 
-        Raises LabError if the role exists already (`ensure` takes it as it is).
+        A learner an interrupted `add` left half-made (a role without its
+        database or its URL) is finished, and one whose roster password no
+        longer works gets a new one. Raises LabError if the learner exists
+        already, whole (`ensure` returns it), or if a role of that name is not a
+        learner's.
         """
         _check_name(name)
-        with self._roster_locked() as roster, self._admin() as conn:
-            if conn.scalar(sa.text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": name}):
+        with self._roster_locked() as roster, self.server.connect() as conn:
+            mark = self.server.role_mark(conn, name)
+            if mark is None:
+                learner = self._provision(conn, name)
+            elif name in roster and owner_of(conn, database_name(name)) == name and _login_works(roster[name]):
                 raise LabError(
-                    f"The role {name} exists already on {self.where}.",
+                    f"The learner {name} exists already on {self.where}.",
                     f"Pick another name, or `workshop remove {name}` first (that drops its database).",
                 )
-            learner = self._provision(conn, name)
+            else:
+                learner = self._complete(conn, roster, name)
+                self._tell(f"{name}: finished adding (an earlier add stopped half-way).")
+            roster[name] = learner.database_url
+        return learner
+
+    def ensure(self, name: str) -> Learner:
+        """The learner, added if missing, repaired if not whole: what a hub's spawn hook calls at every login.
+
+        A learner whose role exists but whose URL the roster lacks, or whose
+        password no longer works (a learner may change their own), gets a new
+        password; a missing database, or one another role took, is replaced by
+        a clone of chapter 00's template. All of it under the roster's lock:
+        two logins at once provision once.
+        """
+        _check_name(name)
+        with self._roster_locked() as roster, self.server.connect() as conn:
+            if self.server.role_mark(conn, name) is None:
+                learner = self._provision(conn, name)
+            else:
+                learner = self._complete(conn, roster, name)
             roster[name] = learner.database_url
         return learner
 
     def _provision(self, conn: sa.Connection, name: str) -> Learner:
-        """The role (a generated password, CREATEDB, the connection limit) and its database."""
-        template = self._template(conn, "00")
-        self._refuse_foreign_database(conn, name)
+        """The role (a generated password, CREATEDB, the connection limit, the learners' group) and its database.
+
+        Role, mark and membership in one transaction: an interrupted add never
+        leaves a role that is not marked as the kit's (and so cannot be finished).
+        """
+        template = setup.template_for(self.server, conn, "00")
+        problem = self.room_problem(0, self.server.capacity(conn), force=True)  # a limit the server cannot give
+        if problem is not None:
+            raise problem
+        templates.check_name_free(conn, database_name(name), name, self.server.is_learner(conn))  # before the role
         password = secrets.token_urlsafe(18)
-        conn.execute(
-            sa.text(
-                f"CREATE ROLE {quote(name)} LOGIN CREATEDB NOSUPERUSER NOCREATEROLE "
-                f"CONNECTION LIMIT {int(self.connection_limit)} PASSWORD :password"
-            ),
-            {"password": password},
-        )
-        conn.execute(sa.text(f"COMMENT ON ROLE {quote(name)} IS '{LEARNER_ROLE}'"))
-        templates.clone(conn, database_name(name), template, owner=name)
+        with transaction(conn):
+            conn.execute(
+                sa.text(
+                    f"CREATE ROLE {quote(name)} LOGIN CREATEDB NOSUPERUSER NOCREATEROLE NOREPLICATION NOBYPASSRLS "
+                    f"CONNECTION LIMIT {int(self.connection_limit)} PASSWORD :password"
+                ),
+                {"password": password},
+            )
+            conn.execute(sa.text(f"COMMENT ON ROLE {quote(name)} IS '{LEARNER_ROLE}'"))
+            conn.execute(sa.text(f"GRANT {LEARNERS_GROUP} TO {quote(name)}"))
+        self._give_database(conn, name, template)
         return Learner(name, self._learner_url(name, password))
 
-    def _refuse_foreign_database(self, conn: sa.Connection, name: str) -> None:
-        """A database `lab_<name>` the workshop did not make is never dropped to make room for a learner."""
-        mark = conn.execute(
-            sa.text("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = :d"),
-            {"d": database_name(name)},
-        ).first()
-        if mark is not None and mark[0] != templates.LEARNER_DATABASE:
-            raise LabError(
-                f"A database {database_name(name)} exists on {self.where}, and the workshop did not make it.",
-                "Pick another name for this learner: the workshop never drops a database it did not make.",
-            )
-
-    def ensure(self, name: str) -> Learner:
-        """The learner, added if missing: what a hub's spawn hook calls at every login.
-
-        A learner whose role exists but whose URL the roster lacks (a lost
-        roster) gets a new password; a missing database is cloned again. All of
-        it under the roster's lock: two logins at once provision once.
-        """
-        _check_name(name)
-        with self._roster_locked() as roster, self._admin() as conn:
-            found = conn.execute(
-                sa.text("SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = :r"), {"r": name}
-            ).first()
-            if found is None:
-                learner = self._provision(conn, name)
-                roster[name] = learner.database_url
-                return learner
-            if found[0] != LEARNER_ROLE:
-                raise LabError(
-                    f"The role {name} on {self.where} is not a workshop learner's.",
-                    "Pick another name: the workshop never takes over a role it did not make.",
-                )
-            url = roster.get(name)
-            if url is None:
-                password = secrets.token_urlsafe(18)
-                conn.execute(sa.text(f"ALTER ROLE {quote(name)} PASSWORD :password"), {"password": password})
-                url = roster[name] = self._learner_url(name, password)
-                self.say(f"{name} had no URL in {self.roster}: set a new password.")
-            if not conn.scalar(sa.text("SELECT 1 FROM pg_database WHERE datname = :d"), {"d": database_name(name)}):
-                templates.clone(conn, database_name(name), self._template(conn, "00"), owner=name)
-                self.say(f"{name} had no database: cloned it from chapter 00's template.")
+    def _complete(self, conn: sa.Connection, roster: dict[str, str], name: str) -> Learner:
+        """A learner's role exists: make the rest whole (password, membership, database), saying what it did."""
+        url = roster.get(name)
+        if url is None or not _login_works(url):
+            url = self._new_password(conn, name)
+            self._tell(f"{name}: the roster had no working password for them: set a new one.")
+        if not conn.scalar(sa.text("SELECT pg_has_role(:r, :g, 'MEMBER')"), {"r": name, "g": LEARNERS_GROUP}):
+            conn.execute(sa.text(f"GRANT {LEARNERS_GROUP} TO {quote(name)}"))
+        self._drop_leftovers(conn, name)
+        owner = owner_of(conn, database_name(name))
+        if owner != name:
+            self._give_database(conn, name, setup.template_for(self.server, conn, "00"))
+            if owner is None:
+                self._tell(f"{name} had no database: cloned it from chapter 00's template.")
         return Learner(name, url)
 
-    def reset(self, name: str, chapter: str) -> None:
-        """Drop the learner's database (closing their sessions) and clone it from the chapter's template.
+    def _new_password(self, conn: sa.Connection, name: str) -> str:
+        password = secrets.token_urlsafe(18)
+        conn.execute(sa.text(f"ALTER ROLE {quote(name)} PASSWORD :password"), {"password": password})
+        return self._learner_url(name, password)
 
-        The learner's progress records are kept. Their files (ai-service/ in
-        their own checkout) are theirs to reset: the chapter's first cell does.
-        """
-        from ..course.registry import spec
+    def _give_database(self, conn: sa.Connection, name: str, template: str) -> templates.Swap:
+        """`lab_<name>`, a clone of `template`, made and swapped in as the learner (their rights, their database)."""
+        with self.server.as_learner(conn, name):
+            swap = templates.clone(conn, database_name(name), template, self.server.is_learner(conn))
+        setup.say_moved(self._tell, database_name(name), swap)
+        return swap
 
-        number = spec(chapter).number
-        database = database_name(self._known(name))
-        saved = self._saved_progress(database)
-        with self._admin() as conn:
-            closed = templates.clone(conn, database, self._template(conn, number), owner=name)
-        learner_db = self._database(database)
-        try:
-            progress.restore(learner_db, saved, role=name)
-        finally:
-            learner_db.dispose()
-        sessions = f"closed {closed} open session(s), " if closed else ""
-        self.say(f"{name}: {sessions}dropped {database} and cloned it from chapter {number}'s template.")
+    def _drop_leftovers(self, conn: sa.Connection, name: str) -> None:
+        """The learner's clones and replaced databases an interrupted swap left (random names, their own)."""
+        leftovers = conn.scalars(
+            sa.text(
+                "SELECT datname FROM pg_database d WHERE datdba = (SELECT oid FROM pg_roles WHERE rolname = :r) "
+                "AND (starts_with(datname, :clone) OR starts_with(datname, :old)) "
+                "AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datid = d.oid)"
+            ),
+            {"r": name, "clone": templates.CLONE_PREFIX, "old": templates.OLD_PREFIX},
+        ).all()
+        if leftovers:
+            with self.server.as_learner(conn, name):
+                for database in leftovers:
+                    conn.execute(sa.text(f"DROP DATABASE IF EXISTS {quote(database)} WITH (FORCE)"))
 
-    def _known(self, name: str) -> str:
+    def known(self, name: str) -> str:
+        """`name`, when it is a learner of this workshop; a LabError otherwise."""
         _check_name(name)
-        if name not in self._learner_roles():
+        with self.server.connect() as conn:
+            learners = self.server.learner_roles(conn)
+        if name not in learners:
             raise LabError(
                 f"{name} is not a learner of the workshop on {self.where}.",
                 "`python -m migration_lab workshop status` lists them.",
             )
         return name
 
-    def _saved_progress(self, database: str) -> list[dict]:
-        db = self._database(database)
+    def reset(self, name: str, chapter: str, backup: bool = True) -> Path | None:
+        """Replace the learner's database by a clone of the chapter's template; returns the backup's path.
+
+        With `backup` (the default) the database is dumped first, with the
+        learner's own login, into `backup_dir` (see `dumps`); a failed backup
+        stops the reset, nothing changed. Their open sessions are closed. Their
+        files (ai-service/ in their own checkout) are theirs to reset: the
+        chapter's first cell does, or `workshop reset --files`.
+        """
+        from ..course.registry import spec
+
+        number = spec(chapter).number
+        self.known(name)
+        database = database_name(name)
+        with self.server.connect() as conn:
+            template = setup.template_for(self.server, conn, number)
+            saved = self._backup(conn, name) if backup and owner_of(conn, database) == name else None
+            swap = self._give_database(conn, name, template)
+        done = [f"backed up {database} to {saved}"] if saved else []
+        if swap.closed:
+            done.append(f"closed {swap.closed} open session(s)")
+        done.append(f"cloned {database} from chapter {number}'s template")
+        self._tell(f"{name}: {', '.join(done)}.")
+        return saved
+
+    def _backup(self, conn: sa.Connection, name: str) -> Path:
+        """The learner's database, dumped with their own login; a new password first when theirs fails."""
+        with self._roster_locked() as roster:
+            url = roster.get(name)
+            if url is None:
+                url = roster[name] = self._new_password(conn, name)
+                self._tell(f"{name} had no URL in {self.roster}: set a new password.")
         try:
-            with db.connect() as conn:
-                return progress.saved(conn)
-        except LabError:
-            return []  # no database to carry anything from
-        finally:
-            db.dispose()
+            try:
+                return dumps.dump(url, self.backup_dir)
+            except LabError as error:
+                if not dumps.login_refused(error):
+                    raise
+            with self._roster_locked() as roster:
+                url = roster[name] = self._new_password(conn, name)
+            self._tell(f"{name}'s password in the roster no longer worked (changed by them?): set a new one.")
+            return dumps.dump(url, self.backup_dir)
+        except LabError as error:
+            raise LabError(
+                f"{error.what} Nothing was changed.",
+                f"Fix what it says, or reset without a backup: `workshop reset {name} CHAPTER --no-backup` "
+                "(Python: reset(..., backup=False)).",
+            ) from error
 
     def status(self) -> list[LearnerStatus]:
-        """Per learner: the chapter last checked, checks passed, last error, minutes since they got further."""
-        names = self._learner_roles()
-        with self._admin() as conn:
-            sessions: dict[str, int] = dict(
-                conn.execute(
-                    sa.text("SELECT usename, count(*) FROM pg_stat_activity WHERE usename = ANY(:n) GROUP BY 1"),
-                    {"n": names},
-                ).all()
-            )
-        found = []
-        for name in names:
-            db = self._database(database_name(name))
-            try:
-                with db.connect() as conn:
-                    latest = progress.latest(conn)
-            except (LabError, sa.exc.DBAPIError):
-                latest = None
-            finally:
-                db.dispose()
-            if latest is None:
-                found.append(LearnerStatus(name, None, 0, 0, None, None, int(sessions.get(name, 0))))
-            else:
-                found.append(
-                    LearnerStatus(
-                        name,
-                        latest.chapter,
-                        latest.passed,
-                        latest.total,
-                        latest.last_error,
-                        latest.minutes_since_progress,
-                        int(sessions.get(name, 0)),
-                    )
-                )
-        return found
+        """Per learner: every chapter recorded, sessions, databases, and a problem if there is one (see `room`)."""
+        with self.server.connect(ROOM_DATABASE) as conn:
+            return room.read(conn, self.where)
 
-    def remove(self, name: str) -> None:
-        """The learner's role, its databases (its own, scratch and rehearsal copies) and its roster line."""
-        self._known(name)
-        with self._admin() as conn:
-            owned = list(
-                conn.scalars(
-                    sa.text(
-                        "SELECT datname FROM pg_database WHERE datdba = (SELECT oid FROM pg_roles WHERE rolname = :r)"
-                    ),
-                    {"r": name},
-                )
-            )
-            conn.execute(sa.text(f"ALTER ROLE {quote(name)} NOLOGIN"))  # no new session while we drop
-            for database in owned:
-                conn.execute(sa.text(f"DROP DATABASE IF EXISTS {quote(database)} WITH (FORCE)"))
-            conn.execute(
-                sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = :r"), {"r": name}
-            )
-            conn.execute(sa.text(f"DROP OWNED BY {quote(name)}"))  # grants and objects in the maintenance database
-            try:
-                conn.execute(sa.text(f"DROP ROLE {quote(name)}"))
-            except sa.exc.DBAPIError as error:
-                raise LabError(
-                    f"Could not drop the role {name}: {str(error.orig).strip()}",
-                    f"Drop what it still owns in the databases named above (DROP OWNED BY {name} there), then "
-                    f"`workshop remove {name}` again.",
-                ) from error
-        with self._roster_locked() as roster:
-            roster.pop(name, None)
-        self.say(f"Removed {name}: its role and {len(owned)} database(s) ({', '.join(owned) or 'none'}).")
+    # --- removing ----------------------------------------------------------------------
 
-    def drop(self) -> None:
-        """Everything the workshop made on the server: learners, their databases, the templates, the roster."""
-        for name in self._learner_roles():
-            self.remove(name)
-        with self._admin() as conn:
-            names = list(
-                conn.scalars(
-                    sa.text("SELECT datname FROM pg_database WHERE datname LIKE :p"),
-                    {"p": templates.TEMPLATE_PREFIX + "%"},
-                )
-            )
-            for name in names:
-                self._drop_template(conn, name)
-            if conn.scalar(sa.text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": TEMPLATE_OWNER}):
-                conn.execute(sa.text(f"DROP ROLE {TEMPLATE_OWNER}"))
-        self.roster.unlink(missing_ok=True)
-        self.roster.with_name(self.roster.name + ".lock").unlink(missing_ok=True)
-        self.say(f"Dropped the workshop on {self.where}: {len(names)} template(s), every learner, the roster.")
+    def remove(self, name: str) -> list[str]:
+        """The learner's role, every database they own, what they own elsewhere, their progress, their roster line.
+
+        Never stops at the first error: says (and returns) what it removed, and
+        on lines with LEFT what it could not, and why (see `removal`). Run it
+        again after fixing that; a learner already gone is "removed already".
+        """
+        _check_name(name)
+        lines = removal.learner(self.server, name)
+        if not any(LEFT in line for line in lines):
+            with self._roster_locked() as roster:
+                roster.pop(name, None)
+        for line in lines:
+            self._tell(line)
+        return lines
+
+    def drop(self) -> list[str]:
+        """Everything the workshop made on the server: learners, their databases, templates, the store, the roles.
+
+        Never stops at the first error; returns what it did, with LEFT lines
+        for what it could not (and why). The roster goes when nothing is left.
+        """
+        with self.server.connect() as conn:
+            names = self.server.learner_roles(conn)
+        removed = {name: removal.learner(self.server, name) for name in names}
+        for name in [n for n, said in removed.items() if any(LEFT in line for line in said)]:
+            removed[name] = removal.learner(self.server, name)  # another learner's database held them: gone now
+        lines = [line for said in removed.values() for line in said]
+        lines += removal.kit(self.server)
+        if not any(LEFT in line for line in lines):
+            self.roster.unlink(missing_ok=True)
+            self.roster.with_name(self.roster.name + ".lock").unlink(missing_ok=True)
+            lines.append(f"Dropped the workshop on {self.where}: every learner, the templates, the roles, the roster.")
+        for line in lines:
+            self._tell(line)
+        return lines
+
+
+def _login_works(url: str) -> bool:
+    """Whether the learner's URL still logs in (a learner may change their own password); only a refused
+    password counts as not working, not a full server or a missing database."""
+    engine = sa.create_engine(
+        make_url(url).set(database="postgres"), poolclass=sa.pool.NullPool, connect_args={"connect_timeout": 5}
+    )
+    try:
+        with engine.connect():
+            return True
+    except sa.exc.OperationalError as error:
+        return "password authentication failed" not in str(error.orig)
+    finally:
+        engine.dispose()
 
 
 def server_url(given: str | None) -> str:

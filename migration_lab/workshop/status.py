@@ -4,6 +4,11 @@ One table, three ways to see it: `table()` for `workshop status` in a
 terminal (`--watch` redraws it), `html()` and `RoomView` for the instructor's
 notebook, a widget that refreshes itself. Stuck learners (an error, and no
 check gained for 10 minutes) come first.
+
+Learners write the last error: every cell goes through `printable()`, so a
+control character (ESC, BEL, CR, a newline, a C1 code such as CSI, a
+bidirectional override) shows as an escape (`\\x1b`) and can neither drive
+the instructor's terminal nor forge a row.
 """
 
 from __future__ import annotations
@@ -13,25 +18,31 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from .instructor import LearnerStatus, Workshop
+from .instructor import Workshop
+from .room import LearnerStatus, natural, printable
 
-HEADERS = ("learner", "chapter", "checks passed", "last error", "min since progress", "sessions")
+HEADERS = ("learner", "chapter", "checks passed", "last error", "min since progress", "sessions", "problem")
+ERROR_WIDTH = 60
 
 
 def ordered(rows: Sequence[LearnerStatus]) -> list[LearnerStatus]:
-    """Stuck first (longest first), then by name."""
-    return sorted(rows, key=lambda r: (not r.stuck, -(r.minutes_since_progress or 0) if r.stuck else 0, r.name))
+    """Stuck first (longest first), then by name (learner9 before learner10)."""
+    return sorted(
+        rows, key=lambda r: (not r.stuck, -(r.minutes_since_progress or 0) if r.stuck else 0, natural(r.name))
+    )
 
 
 def _cells(row: LearnerStatus) -> tuple[str, ...]:
-    return (
+    cells = (
         row.name,
         row.chapter or "-",
         f"{row.passed}/{row.total}" if row.chapter else "-",
         row.last_error or "",
         "-" if row.minutes_since_progress is None else str(row.minutes_since_progress),
         str(row.sessions),
+        row.problem or "",
     )
+    return tuple(printable(cell) for cell in cells)
 
 
 def summary(rows: Sequence[LearnerStatus]) -> str:
@@ -46,11 +57,11 @@ def table(rows: Sequence[LearnerStatus]) -> str:
         return "No learners yet: `python -m migration_lab workshop add --learners N`."
     lines = [HEADERS, *(_cells(r) for r in ordered(rows))]
     widths = [max(len(line[i]) for line in lines) for i in range(len(HEADERS))]
-    widths[3] = min(widths[3], 60)
+    widths[3] = min(widths[3], ERROR_WIDTH)
     stuck = {r.name for r in rows if r.stuck}
     out = []
     for line in lines:
-        cells = [cell[:60] if i == 3 else cell for i, cell in enumerate(line)]
+        cells = [cell[:ERROR_WIDTH] if i == 3 else cell for i, cell in enumerate(line)]
         text = "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(cells)).rstrip()
         out.append(f"{'STUCK ' if line[0] in stuck else '      '}{text}")
     return "\n".join([*out, summary(rows)])

@@ -19,10 +19,11 @@ from migration_lab.course.registry import CHAPTERS, spec
 from migration_lab.database.shared_server import local_server
 from migration_lab.front.cli import main
 from migration_lab.front.notebook import Chapter
-from migration_lab.workshop.instructor import LEARNER_ROLE, TEMPLATE_OWNER, Workshop
+from migration_lab.workshop.instructor import Workshop
+from migration_lab.workshop.room import LEARNER_ROLE
 from migration_lab.workshop.status import RoomView, table, watch
 from migration_lab.workspace import templates
-from migration_lab.workspace.templates import TEMPLATE_PREFIX, template_name
+from migration_lab.workspace.templates import TEMPLATE_OWNER, TEMPLATE_PREFIX, template_name
 
 LEARNERS = 12  # the bench provisions 30 and 100; here enough to see isolation across many, on a shared CPU
 
@@ -172,9 +173,11 @@ def test_reset_restores_a_chapter(shop: Workshop, added: tuple[str, str], server
         conn.commit()
     idle = engine.connect()  # a notebook's open session: reset closes it
     said: list[str] = []
-    Workshop(server_url, roster=shop.roster, say=said.append).reset("learner04", "02")
+    backup = Workshop(server_url, roster=shop.roster, say=said.append).reset("learner04", "02")
+    assert backup is not None and backup.parent == shop.backup_dir and backup.name.startswith("lab_learner04-")
     assert said == [
-        "learner04: closed 1 open session(s), dropped lab_learner04 and cloned it from chapter 02's template."
+        f"learner04: backed up lab_learner04 to {backup}, closed 1 open session(s), "
+        "cloned lab_learner04 from chapter 02's template."
     ]
     with pytest.raises(sa.exc.OperationalError):
         idle.execute(sa.text("SELECT 1"))
@@ -190,19 +193,19 @@ def test_reset_restores_a_chapter(shop: Workshop, added: tuple[str, str], server
         shop.reset("nobody", "02")
 
 
-def test_reset_with_the_learners_files(
+def test_reset_with_files_needs_the_learners_own_account(
     shop: Workshop, added: tuple[str, str], server_url: str, roster: Path, tmp_path: Path, capsys
 ) -> None:
-    """`workshop reset NAME CHAPTER --files CHECKOUT`: the kit's own reset as the learner, files and database."""
+    """`workshop reset NAME CHAPTER --files CHECKOUT` resets only the checkout of the OS account called NAME (run as
+    that account: tests/workshop/test_hostile_input.py): with no such account, nothing is written."""
     project = copy_project(tmp_path / "checkout")
     (project.service_dir / "main.py").write_text("# the learner's half-done work\n")
     args = ["workshop", "--server", server_url, "--roster", str(roster)]
-    assert main([*args, "reset", "learner11", "02", "--files", str(project.root)]) == 0
-    out = capsys.readouterr().out
-    assert out.startswith("learner11: ai-service/ files and the database are reset: database at a1c4e7f20b13")
-    assert "Your earlier work" in out  # backed up first
-    assert (project.versions_dir / "a1c4e7f20b13_add_phone_number_to_profile.py").exists()
-    assert "phone_number" in (project.service_dir / "main.py").read_text()
+    assert main([*args, "reset", "learner11", "02", "--yes", "--files", str(project.root)]) == 1
+    err = capsys.readouterr().err
+    assert "There is no OS account learner11" in err and "Nothing was written" in err
+    assert (project.service_dir / "main.py").read_text() == "# the learner's half-done work\n"
+    assert not (project.root / ".lab").exists()
 
 
 def test_status_shows_progress_written_by_check(shop: Workshop, added: tuple[str, str], tmp_path: Path, capsys) -> None:
@@ -253,9 +256,13 @@ def test_a_stuck_learner_comes_first(shop: Workshop, added: tuple[str, str], ser
     lab = learner_lab(tmp_path, shop.learners()["learner06"])
     Chapter(spec("02"), lab).check()
     lab.db.dispose()
-    engine = admin(server_url, "lab_learner06")
+    engine = admin(server_url, "mlab_workshop")
     with engine.connect() as conn:
-        conn.execute(sa.text("UPDATE lab_progress.chapters SET progressed_at = now() - interval '25 minutes'"))
+        conn.execute(
+            sa.text(
+                "UPDATE room.progress SET progressed_at = now() - interval '25 minutes' WHERE learner = 'learner06'"
+            )
+        )
     engine.dispose()
     row = next(r for r in shop.status() if r.name == "learner06")
     assert row.stuck and row.minutes_since_progress == 25
@@ -266,25 +273,26 @@ def test_a_stuck_learner_comes_first(shop: Workshop, added: tuple[str, str], ser
 def test_recording_never_breaks_a_check(
     shop: Workshop, added: tuple[str, str], server_url: str, tmp_path: Path, capsys, caplog
 ) -> None:
-    """A progress table the learner cannot write (here: the instructor's): the check still answers."""
-    engine = admin(server_url, "lab_learner07")
-    with engine.connect() as conn:
-        conn.execute(sa.text("CREATE SCHEMA lab_progress AUTHORIZATION postgres"))
-    engine.dispose()
-    lab = learner_lab(tmp_path, shop.learners()["learner07"])
-    chapter = Chapter(spec("00"), lab)
-    with caplog.at_level(logging.WARNING, logger="migration_lab.progress"):
-        chapter.check()
-    out = capsys.readouterr().out
-    assert "All checks pass" in out or "Not yet" in out
-    assert "was not recorded" in caplog.text and "your work is unaffected" in caplog.text
-    lab.db.dispose()
+    """A progress store the learner cannot reach (here: no longer in mlab_learners): the check still answers."""
+    scalar(server_url, "REVOKE mlab_learners FROM learner07")
+    try:
+        lab = learner_lab(tmp_path, shop.learners()["learner07"])
+        chapter = Chapter(spec("00"), lab)
+        with caplog.at_level(logging.WARNING, logger="migration_lab.workspace.progress"):
+            chapter.check()
+        out = capsys.readouterr().out
+        assert "All checks pass" in out or "Not yet" in out
+        assert "was not recorded" in caplog.text and "your work is unaffected" in caplog.text
+        lab.db.dispose()
+    finally:
+        scalar(server_url, "GRANT mlab_learners TO learner07")
 
 
 def test_a_learners_own_reset_reclones_from_the_template(
     shop: Workshop, added: tuple[str, str], server_url: str, tmp_path: Path
 ) -> None:
-    """ml.chapter("02") on the url backend: the database is cloned again (a new oid), progress kept."""
+    """ml.chapter("02") on the url backend: the database is cloned again (a new oid), progress kept (it is not in
+    the learner's database)."""
     lab = learner_lab(tmp_path, shop.learners()["learner08"])
     Chapter(spec("01"), lab).check()
     oid = "SELECT oid FROM pg_database WHERE datname = 'lab_learner08'"
@@ -292,9 +300,8 @@ def test_a_learners_own_reset_reclones_from_the_template(
     chapter = Chapter(spec("02"), lab)
     chapter.reset()
     assert scalar(server_url, oid) != before
-    with lab.db.connect() as conn:
-        assert lab.db.heads(conn) == ("a1c4e7f20b13",)
-        assert conn.scalar(sa.text("SELECT count(*) FROM lab_progress.chapters")) == 1
+    assert lab.db.heads() == ("a1c4e7f20b13",)
+    assert scalar(server_url, "SELECT count(*) FROM room.progress WHERE learner = 'learner08'", "mlab_workshop") == 1
     assert (lab.project.versions_dir / "a1c4e7f20b13_add_phone_number_to_profile.py").exists()
     # the kit keeps working on the clone: a rehearsed downgrade, as the learner
     chapter.alembic("downgrade -1", confirm=True)
@@ -347,7 +354,7 @@ def test_a_clone_that_fails_leaves_the_database_as_it_was(
     before = scalar(server_url, oid)
     engine = admin(server_url)
     with engine.connect() as conn, pytest.raises(LabError, match=r"lab_learner12 \(which is unchanged\)"):
-        templates.clone(conn, "lab_learner12", "mlab_tpl_gone", owner="learner12")
+        templates.clone(conn, "lab_learner12", "mlab_tpl_gone")
     engine.dispose()
     assert scalar(server_url, oid) == before
     assert scalar(server_url, "SELECT count(*) FROM user_profiles", database="lab_learner12") == 3

@@ -1,0 +1,100 @@
+"""A learner's checkout, reset by the instructor (`workshop reset NAME CHAPTER --files CHECKOUT`).
+
+The kit's own reset of that checkout (ai-service/ and the database, the
+learner's work backed up in their `.lab/backups/` first), run only when the
+checkout belongs to the learner's OS account, the account with the learner's
+name (on a hub, the hub user is the learner). And never as root in someone
+else's folder: as root it runs as that account (its uid, its group, no other
+group, its HOME), with the learner's URL from the roster, so every file it
+writes is theirs and nothing it reads can be one only root may read. As
+anyone else, only one's own checkout.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import subprocess
+import sys
+from pathlib import Path
+
+from ..database.os_accounts import account_name, run_as
+from ..errors import LabError
+
+RESET_TIMEOUT = 600
+
+
+def account(name: str, checkout: Path) -> pwd.struct_passwd:
+    """The OS account of learner `name`, when `checkout` (and its ai-service/) is theirs; a LabError otherwise."""
+    try:
+        found = pwd.getpwnam(name)
+    except KeyError:
+        raise LabError(
+            f"There is no OS account {name}: --files resets the checkout of the learner's own account. "
+            "Nothing was written.",
+            f"Reset the database alone (without --files); {name} resets their files with the chapter's first cell.",
+        ) from None
+    for path in (checkout, checkout / "ai-service"):
+        try:
+            info = os.lstat(path)
+        except OSError as error:
+            raise LabError(f"{path}: {error.strerror}. Nothing was written.", "Give the learner's checkout.") from None
+        if info.st_uid != found.pw_uid or not Path(path).is_dir() or Path(path).is_symlink():
+            raise LabError(
+                f"{path} belongs to {account_name(info.st_uid)}, not to {name}"
+                f"{'' if Path(path).is_dir() and not Path(path).is_symlink() else ' (or is not a folder)'}: "
+                "nothing was written.",
+                f"Give {name}'s own checkout (e.g. ~{name}/migration-lab).",
+            )
+    if os.geteuid() not in (0, found.pw_uid):
+        raise LabError(
+            f"Only {name} (or root) may reset {name}'s checkout; you are {account_name(os.geteuid())}. "
+            "Nothing was written.",
+            f"Run it as them: sudo -u {name} env LAB_DATABASE_URL=... python -m migration_lab reset CHAPTER",
+        )
+    return found
+
+
+def reset(name: str, chapter: str, checkout: Path, database_url: str) -> str:
+    """The kit's own reset of `checkout` to `chapter`, as the learner's account; what it printed."""
+    learner = account(name, checkout)
+    if os.geteuid() != 0:
+        from ..course import registry
+        from ..database.url import UrlBackend
+        from ..lab import Lab
+        from ..project import Project
+
+        return str(registry.reset(chapter, Lab(Project(checkout), UrlBackend(database_url))))
+    venv = checkout / ".venv" / "bin" / "python"  # their own install: runs as them anyway
+    python = str(venv) if venv.exists() else sys.executable
+    environment = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": learner.pw_dir,
+        "USER": name,
+        "LOGNAME": name,
+        "LANG": os.environ.get("LANG", "C.UTF-8"),
+        "LAB_DATABASE_URL": database_url,
+    }
+    try:
+        done = subprocess.run(
+            [python, "-m", "migration_lab", "reset", chapter, "--keep-notebook"],
+            cwd=checkout,
+            env=environment,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=RESET_TIMEOUT,
+            **run_as(learner),
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise LabError(f"The reset as {name} did not run: {error}", _as_them(name)) from error
+    if done.returncode != 0:
+        raise LabError(f"The reset as {name} failed:\n{(done.stdout + done.stderr).strip()}", _as_them(name))
+    return done.stdout.strip()
+
+
+def _as_them(name: str) -> str:
+    return (
+        f"Run it as {name}, from their checkout: sudo -u {name} env LAB_DATABASE_URL=<their URL from the roster> "
+        f".venv/bin/python -m migration_lab reset CHAPTER"
+    )

@@ -1,0 +1,78 @@
+"""A learner's database, dumped before an instructor's reset replaces it, with the learner's own login.
+
+The dump logs in as the learner (their URL from the roster), never as the
+instructor: whatever reading the database could run (a view, a policy, a
+domain check of theirs) runs with the learner's rights only. It is
+PostgreSQL's custom format (`pg_dump -Fc`), written to a new 0600 file in a
+0700 folder of the instructor's, and named in the message.
+
+Restore it with the learner's login too (`pg_restore -d <their URL>`):
+restoring as a superuser would run their domain checks and defaults with a
+superuser's rights.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import time
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+from ..database.programs import program
+from ..errors import LabError
+
+DUMP_TIMEOUT = 120  # pg_dump sets its own statement_timeout to 0: this bounds a learner who slows it down
+LOCK_WAIT = "5s"  # a table the learner holds locked: pg_dump gives up instead of waiting forever
+_LOGIN_REFUSED = "password authentication failed"
+
+
+def _environment(url: str) -> dict[str, str]:
+    """Only what pg_dump needs: no PG* variable of the instructor's shell may redirect or reconfigure it."""
+    u = make_url(url)
+    env = {key: value for key, value in os.environ.items() if key in ("PATH", "LANG", "LC_ALL", "TZ")}
+    env.update(PGPASSWORD=u.password or "", PGCONNECT_TIMEOUT="5")
+    return env
+
+
+def dump(url: str, folder: Path) -> Path:
+    """The database of `url` (a learner's) as `<folder>/<database>-<time>-<random>.dump`; LabError if it fails."""
+    u = make_url(url)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = folder / f"{u.database}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}.dump"
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+    command = [
+        program("pg_dump"),
+        "--format=custom",
+        f"--file={path}",
+        "--enable-row-security",  # a table with forced row security: its policies run, as the learner
+        f"--lock-wait-timeout={LOCK_WAIT}",
+        "--no-password",
+        f"--host={u.host or 'localhost'}",
+        f"--port={u.port or 5432}",
+        f"--username={u.username}",
+        f"--dbname={u.database}",
+    ]
+    try:
+        done = subprocess.run(
+            command,
+            env=_environment(url),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=DUMP_TIMEOUT,
+        )
+        problem = done.stderr.strip().splitlines()[-1] if done.returncode else ""
+    except (OSError, subprocess.TimeoutExpired) as error:
+        problem = str(error)
+    if problem:
+        path.unlink(missing_ok=True)
+        raise LabError(f"The backup of {u.database} failed: {problem}", "")
+    return path
+
+
+def login_refused(error: LabError) -> bool:
+    """The dump failed because the learner's password did not work (a learner may change their own)."""
+    return _LOGIN_REFUSED in error.what

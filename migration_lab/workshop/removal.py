@@ -1,0 +1,143 @@
+"""`workshop remove` and `drop`: everything a learner (or the workshop) owns, whatever learners made of it.
+
+A learner may own templates of their own, databases closed to everyone,
+large objects in template1 or in another learner's database, privileges
+another learner granted them. So removing never stops at the first error: it
+closes their sessions, drops every database they own (as them, for a
+non-superuser instructor), runs `DROP OWNED BY` in every database
+`pg_shdepend` names (no user code runs in it), deletes their progress, drops
+the role, and says what it did; what it could not do is on a line with LEFT,
+and why. It can run again: a learner already gone is "removed already".
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext, suppress
+
+import sqlalchemy as sa
+
+from ..database.sql import quote
+from ..errors import LabError
+from ..workspace import templates
+from ..workspace.progress import ROOM_DATABASE, ROOM_OWNER, ROOM_SCHEMA
+from ..workspace.templates import TEMPLATE_OWNER
+from .room import LEARNERS_GROUP
+from .server import Server, first_line
+from .setup import drop_database
+
+LEFT = "LEFT"  # on a line of what remove or drop did: something that could not be removed, and why
+
+
+def learner(server: Server, name: str) -> list[str]:
+    """Remove the learner `name` (a role the kit marked: anything else is refused): the lines of what it did."""
+    done: list[str] = []
+    left: list[str] = []
+    with server.connect() as conn:
+        oid = conn.scalar(sa.text("SELECT oid FROM pg_roles WHERE rolname = :r"), {"r": name})
+        if oid is None:
+            return [f"{name}: no such role (removed already)"]
+        server.role_mark(conn, name)  # never a role the workshop did not make
+        direct = server.superuser(conn)
+        conn.execute(sa.text(f"ALTER ROLE {quote(name)} NOLOGIN"))  # no new session while we drop
+        with nullcontext() if direct else server.as_learner(conn, name):
+            closed = conn.scalar(
+                sa.text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = :r"),
+                {"r": name},
+            )
+            done.append(f"closed {closed} session(s)")
+            owned = conn.scalars(
+                sa.text("SELECT datname FROM pg_database WHERE datdba = :o ORDER BY datname"), {"o": oid}
+            ).all()
+            for database in owned:
+                try:
+                    drop_database(conn, database)
+                    done.append(f"dropped {database}")
+                except sa.exc.DBAPIError as error:
+                    left.append(f"{database}: {first_line(error)}")
+        for database in holding(conn, oid):
+            try:
+                drop_owned(server, database, name, direct)
+                done.append(f"dropped what it owned or was granted in {database}")
+            except LabError as error:
+                left.append(f"objects or privileges in {database}: {error.what}")
+        done.append(_forget_progress(server, name))
+        try:
+            conn.execute(sa.text(f"DROP ROLE {quote(name)}"))
+            done.append("dropped the role")
+        except sa.exc.DBAPIError as error:
+            left.append(f"the role, kept without login: {first_line(error)}")
+    return [f"{name}: {'; '.join(done)}"] + [f"{name}: {LEFT} {what}" for what in left]
+
+
+def holding(conn: sa.Connection, oid: int) -> list[str]:
+    """Databases where the role still owns something or holds a privilege (pg_shdepend says which)."""
+    return list(
+        conn.scalars(
+            sa.text(
+                "SELECT DISTINCT d.datname FROM pg_shdepend s JOIN pg_database d ON d.oid = s.dbid "
+                "WHERE s.refclassid = 'pg_authid'::regclass AND s.refobjid = :o ORDER BY 1"
+            ),
+            {"o": oid},
+        )
+    )
+
+
+def drop_owned(server: Server, database: str, role: str, direct: bool) -> None:
+    """`DROP OWNED BY role` in `database` (large objects, grants, objects): no user code runs in it.
+
+    `direct`: as the instructor (a superuser; or for the kit's own roles, whose rights it has), else as `role`.
+    """
+    try:
+        with server.connect(database) as conn, nullcontext() if direct else server.as_learner(conn, role):
+            conn.execute(sa.text(f"DROP OWNED BY {quote(role)}"))
+    except LabError as error:  # cannot connect: not accepting connections, no CONNECT
+        raise LabError(error.what.split("FATAL:")[-1].strip(), error.next_step) from error
+    except sa.exc.DBAPIError as error:
+        raise LabError(first_line(error), "") from error
+
+
+def _forget_progress(server: Server, name: str) -> str:
+    try:
+        with server.connect(ROOM_DATABASE) as conn:
+            count = conn.execute(
+                sa.text(f"DELETE FROM {ROOM_SCHEMA}.progress WHERE learner = :r"), {"r": name}
+            ).rowcount
+        return f"deleted {count} progress row(s)"
+    except (LabError, sa.exc.DBAPIError):
+        return "no progress store to clean"
+
+
+def kit(server: Server) -> list[str]:
+    """The templates, the store and the kit's roles, once the learners are gone: the lines of what it did."""
+    said: list[str] = []
+    with server.connect() as conn:
+        found = conn.execute(
+            sa.text(
+                "SELECT datname, pg_get_userbyid(datdba) AS owner FROM pg_database "
+                "WHERE datdba IN (SELECT oid FROM pg_roles WHERE rolname IN (:templates, :room)) "
+                "OR starts_with(datname, :tpl) OR datname = :store ORDER BY datname"
+            ),
+            {"templates": TEMPLATE_OWNER, "room": ROOM_OWNER, "tpl": templates.TEMPLATE_PREFIX, "store": ROOM_DATABASE},
+        ).all()
+        for database, owner in found:
+            if owner not in (TEMPLATE_OWNER, ROOM_OWNER):
+                said.append(f"{database}: not the workshop's (owner {owner}): left alone")
+                continue
+            try:
+                drop_database(conn, database)
+                said.append(f"dropped {database}")
+            except sa.exc.DBAPIError as error:
+                said.append(f"{LEFT} {database}: {first_line(error)}")
+        for role in (LEARNERS_GROUP, ROOM_OWNER, TEMPLATE_OWNER):
+            oid = conn.scalar(sa.text("SELECT oid FROM pg_roles WHERE rolname = :r"), {"r": role})
+            if oid is None:
+                continue
+            for database in holding(conn, oid):
+                with suppress(LabError):  # DROP ROLE below says what still holds it
+                    drop_owned(server, database, role, direct=True)  # the instructor has these roles' rights
+            try:
+                conn.execute(sa.text(f"DROP ROLE {quote(role)}"))
+                said.append(f"dropped the role {role}")
+            except sa.exc.DBAPIError as error:
+                said.append(f"{LEFT} the role {role}: {first_line(error)}")
+    return said

@@ -1,0 +1,100 @@
+"""`remove` and `drop` always finish, can be run again and say what they did, whatever learners made (issue 16,
+finding 8): their own templates, databases closed to everyone, large objects in template1 and elsewhere,
+sessions left open, privileges granted to one another. With a superuser and with a CREATEROLE instructor."""
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from helpers import copy_project
+from hostile import Server, at, learner_role_count, sql, start_server
+from migration_lab import Lab, UrlBackend
+from migration_lab.front.cli import main
+from migration_lab.workshop.instructor import LEFT, Workshop
+from migration_lab.workspace import progress
+
+LARGE_OBJECTS_IN = ("template1", "postgres", "mlab_workshop")
+
+
+@pytest.fixture(scope="module", params=["superuser", "createrole"])
+def server(request: pytest.FixtureRequest) -> Iterator[Server]:
+    yield from start_server(request.param)
+
+
+def databases(server: Server) -> set[str]:
+    rows = sql(server.superuser_url, "SELECT datname FROM pg_database")
+    return {row[0] for row in rows or []}
+
+
+def test_remove_finishes_whatever_the_learner_made(
+    server: Server, shop: Workshop, learner: Callable[[str], str], tmp_path: Path
+) -> None:
+    ada, ben = learner("ada"), learner("ben")
+    sql(ada, "CREATE DATABASE ada_tpl", database="postgres")
+    sql(ada, "ALTER DATABASE ada_tpl IS_TEMPLATE true", database="postgres")  # a template of her own
+    sql(ada, "CREATE DATABASE ada_closed", database="postgres")
+    sql(ada, "REVOKE ALL ON DATABASE ada_closed FROM PUBLIC", database="postgres")
+    sql(ada, "ALTER DATABASE ada_closed ALLOW_CONNECTIONS false", database="postgres")
+    sql(ada, "CREATE DATABASE ada_open", database="postgres")  # PUBLIC may connect: ben sits in it
+    for database in LARGE_OBJECTS_IN:
+        sql(ada, "SELECT lo_create(0)", database=database)
+    lab = Lab(copy_project(tmp_path / "project"), UrlBackend(ada))
+    progress.record_check(lab, "01", 1, 2, "a check")  # a progress row, through her own kit
+    lab.db.dispose()
+    sql(ada, "GRANT ALL ON SCHEMA public TO ben")  # a grant to ben inside ada's database
+    sql(ben, "CREATE DATABASE ben_scratch", database="postgres")  # from template1: holds ada's large object
+    held = [
+        sa.create_engine(ada, poolclass=sa.pool.NullPool).connect(),  # ada stays connected
+        sa.create_engine(at(ben, "ada_open"), poolclass=sa.pool.NullPool).connect(),  # and so does ben, in hers
+    ]
+    said = shop.remove("ada")
+    for conn in held:
+        conn.invalidate()
+    assert not [line for line in said if LEFT in line], said
+    for database in ("lab_ada", "ada_tpl", "ada_closed", "ada_open"):
+        assert f"dropped {database}" in said[0]
+    for database in (*LARGE_OBJECTS_IN, "ben_scratch"):
+        assert f"in {database}" in said[0]
+    assert "deleted 1 progress row(s)" in said[0] and said[0].endswith("dropped the role")
+    assert not databases(server) & {"lab_ada", "ada_tpl", "ada_closed", "ada_open"}
+    for database in (*LARGE_OBJECTS_IN, "ben_scratch"):
+        assert sql(server.superuser_url, "SELECT count(*) FROM pg_largeobject_metadata", database=database) == [(0,)]
+    assert sql(server.superuser_url, "SELECT count(*) FROM pg_roles WHERE rolname = 'ada'") == [(0,)]
+    assert "ada" not in shop.learners()
+    assert shop.remove("ada") == ["ada: no such role (removed already)"]  # again: finishes, says so
+
+
+def test_remove_refuses_a_role_the_workshop_did_not_make(server: Server, shop: Workshop) -> None:
+    sql(server.superuser_url, "CREATE ROLE carl LOGIN")
+    try:
+        with pytest.raises(Exception, match="not a workshop learner's"):
+            shop.remove("carl")
+        assert sql(server.superuser_url, "SELECT rolcanlogin FROM pg_roles WHERE rolname = 'carl'") == [(True,)]
+    finally:
+        sql(server.superuser_url, "DROP ROLE carl")
+
+
+# Last: it drops the workshop the tests above share.
+def test_drop_finishes_whatever_the_learners_made(
+    server: Server, shop: Workshop, learner: Callable[[str], str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Learners with templates of their own, large objects everywhere, a privilege one granted another in a
+    database closed to the instructor (removing the grantee waits for the grantor's database to go): one
+    `drop --yes` leaves the server as it was before the workshop."""
+    amy, zed = learner("amy"), learner("zed")
+    sql(zed, "CREATE TABLE notes (x int); GRANT SELECT ON notes TO amy")  # in lab_zed: amy holds a privilege there
+    for who in (amy, zed):
+        sql(who, "SELECT lo_create(0)", database="template1")
+    sql(zed, "CREATE DATABASE zed_tpl", database="postgres")
+    sql(zed, "ALTER DATABASE zed_tpl IS_TEMPLATE true", database="postgres")
+    sql(amy, "CREATE DATABASE amy_copy TEMPLATE zed_tpl", database="postgres")  # anyone may clone a template
+    args = ["workshop", "--server", server.instructor_url, "--roster", str(shop.roster), "drop", "--yes"]
+    assert main(args) == 0, capsys.readouterr().err
+    assert databases(server) == {"postgres", "template0", "template1"}
+    assert learner_role_count(server.superuser_url) == 0
+    assert sql(server.superuser_url, "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'mlab_%'") == [(0,)]
+    assert sql(server.superuser_url, "SELECT count(*) FROM pg_largeobject_metadata", database="template1") == [(0,)]
+    assert not shop.roster.exists()
+    assert main(args) == 0  # again: nothing left to drop, and it says so
