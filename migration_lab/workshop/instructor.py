@@ -41,7 +41,7 @@ from sqlalchemy.engine import make_url
 
 from ..database.connection import LabDatabase
 from ..database.sql import quote
-from ..database.url import UrlBackend
+from ..database.url import UrlBackend, normalise
 from ..errors import LabError
 from ..project import Project, write_private
 from ..workspace import progress, templates
@@ -123,10 +123,7 @@ class Workshop:
         say: Say = _quiet,
         project: Project | None = None,
     ) -> None:
-        url = make_url(server_url)
-        if not url.drivername.startswith("postgresql"):
-            raise LabError(f"{url.drivername} is not PostgreSQL.", "Give a postgresql:// URL of the workshop server.")
-        self.url = url.set(drivername="postgresql+psycopg2")
+        self.url = make_url(normalise(server_url, "The workshop server's URL (--server or LAB_WORKSHOP_URL)"))
         self.roster = Path(roster) if roster else default_roster()
         self.connection_limit = connection_limit
         self.say = say

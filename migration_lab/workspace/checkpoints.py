@@ -88,12 +88,13 @@ class ResetReport:
 
 
 def restore_files(project: Project, checkpoint: Checkpoint) -> None:
-    """ai-service's models, env.py and versions/ exactly as the checkpoint has them."""
+    """ai-service's models, env.py, database_url.py and versions/ exactly as the checkpoint has them."""
     main = BASELINE.joinpath("main.py").read_text()
     for edit in checkpoint.edits:
         main = edit(main)
     project.service_dir.joinpath("main.py").write_text(main)
     shutil.copy(BASELINE / "env.py", project.service_dir / "migrations" / "env.py")
+    shutil.copy(BASELINE / "database_url.py", project.service_dir / "database_url.py")
     wanted = {p.name: p for p in BASELINE.joinpath("versions").glob("*.py")}
     wanted.update({name: REVISIONS / name for name in checkpoint.revisions})
     project.versions_dir.mkdir(parents=True, exist_ok=True)
