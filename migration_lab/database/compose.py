@@ -23,6 +23,8 @@ SERVICE = "ai-api"  # the compose service alembic runs in
 Published = tuple[str, int, str, int]
 DATABASE_PORT: Published = ("db", 5432, "POSTGRES_PORT", 5432)
 API_PORT: Published = ("ai-api", 8000, "API_PORT", 8000)
+# `compose ps --format`: each container's service, and its project's folder (a label compose puts on it)
+PS_FORMAT = '{{.Service}}\t{{.Label "com.docker.compose.project.working_dir"}}'
 
 
 def compose_command() -> list[str] | None:
@@ -168,11 +170,13 @@ class ComposeBackend(Backend):
         """
         key = (service, port)
         if key not in self._published:
-            try:
-                done = self._compose("port", service, str(port), timeout=20)
-                answer = done.stdout.strip().rpartition(":")[2] if done.returncode == 0 else ""
-            except (LabError, subprocess.TimeoutExpired, OSError):
-                answer = ""
+            answer = ""
+            if self.is_running():  # else compose would answer for another checkout's project of the same name
+                try:
+                    done = self._compose("port", service, str(port), timeout=20)
+                    answer = done.stdout.strip().rpartition(":")[2] if done.returncode == 0 else ""
+                except (LabError, subprocess.TimeoutExpired, OSError):
+                    pass
             self._published[key] = int(answer) if answer.isdigit() else None
         return self._published[key]
 
@@ -213,11 +217,18 @@ class ComposeBackend(Backend):
         return bool(self._services("--all"))
 
     def _services(self, *which: str) -> list[str]:
+        """The services of this checkout's containers (`which`: ps's filters).
+
+        Compose finds a project by name only, and without COMPOSE_PROJECT_NAME the
+        name is the folder's: a checkout elsewhere in a folder of the same name
+        would otherwise pass for this one. Each container carries its folder.
+        """
         try:
-            ps = self._compose("ps", *which, "--services", timeout=20)
+            ps = self._compose("ps", *which, "--format", PS_FORMAT, timeout=20)
         except (LabError, subprocess.TimeoutExpired, OSError):
             return []
-        return ps.stdout.split() if ps.returncode == 0 else []
+        rows = [line.split("\t") for line in ps.stdout.splitlines()] if ps.returncode == 0 else []
+        return [row[0] for row in rows if len(row) == 2 and Path(row[1]).resolve() == self.root.resolve()]
 
     def _checked(self, *args: str, progress: Progress, env: dict[str, str] | None = None) -> None:
         said = " ".join([*(f"{k}={v}" for k, v in (env or {}).items()), *self.command(), *args])

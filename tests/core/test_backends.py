@@ -31,9 +31,10 @@ stack = os.environ.get("FAKE_STACK", "running")
 published = dict(pair.split("=") for pair in os.environ.get("FAKE_PUBLISHED", "").split())
 if args[:1] == ["version"]:
     print("Docker Compose version v2.40.0")
-elif args[:1] == ["ps"]:
+elif args[:1] == ["ps"]:  # the services of the project, each with its folder
     if stack == "running" or (stack == "stopped" and "--all" in args):
-        print("db\\nai-api")
+        folder = os.environ.get("FAKE_STACK_FOLDER", os.getcwd())
+        print(f"db\\t{{folder}}\\nai-api\\t{{folder}}")
 elif args[:1] == ["port"]:
     if stack != "running" or args[1] not in published:
         sys.exit(1)
@@ -233,3 +234,17 @@ def test_a_stopped_stack_starts_again_as_it_was(
     monkeypatch.setenv("FAKE_STACK", "none")  # no stack yet: this checkout's own name and ports first
     ComposeBackend(project.root).start()
     assert "COMPOSE_PROJECT_NAME=migration-lab-" in (project.root / ".env").read_text()
+
+
+def test_a_stack_of_another_folder_of_the_same_name_is_not_this_checkouts(
+    project: Project, guide_stack: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without COMPOSE_PROJECT_NAME compose names the project after the folder: a second clone in another
+    `migration-lab/` folder finds the first one's containers, which are not its own."""
+    monkeypatch.setenv("FAKE_STACK_FOLDER", f"/elsewhere/{project.root.name}")
+    assert isinstance(choose_backend(project, env={}), EmbeddedBackend)
+    backend = ComposeBackend(project.root)
+    assert backend.url().endswith("@127.0.0.1:5432/ai_service")  # what .env makes it, not the other's 15432
+    backend.start()
+    assert "COMPOSE_PROJECT_NAME=migration-lab-" in (project.root / ".env").read_text()
+    assert guide_stack.read_text().splitlines()[-1] == "up -d --build --wait"

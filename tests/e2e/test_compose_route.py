@@ -330,6 +330,12 @@ def test_every_chapter_in_sequence_on_a_stack_started_the_guides_way(guide_check
     assert "revision: " in status  # reached: the database answered
     sh(root, "python -m migration_lab up")
     assert (root / ".env").read_bytes() == env_file, "the kit rewrote .env under the running stack"
+    twin = ComposeBackend(copy_project(Path(tempfile.mkdtemp(prefix="mlab-twin-")) / root.name).root)
+    try:  # another clone in a folder of the same name: compose's project name, not its stack
+        shutil.copy(twin.root / ".env.example", twin.root / ".env")
+        assert not twin.is_running() and twin.published("db", 5432) is None, "a namesake took this stack for its own"
+    finally:
+        shutil.rmtree(twin.root.parent)
 
     failed = {}
     for notebook in NOTEBOOKS:  # whatever chapters there are, in their order
