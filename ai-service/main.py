@@ -78,8 +78,13 @@ class JobEntry(Base):
 # --- the ai-api -------------------------------------------------------------
 
 # A git-ignored .env beside this file may hold DATABASE_URL for a local run;
-# a real environment variable (as docker-compose sets it) always wins.
-load_dotenv(Path(__file__).with_name(".env"))
+# a real environment variable (as docker-compose sets it) always wins, and then
+# .env is not even read (in the container it may belong to another user).
+if "DATABASE_URL" not in os.environ:
+    load_dotenv(Path(__file__).with_name(".env"))
+
+# This service's own helper, beside this file: any PostgreSQL spelling of DATABASE_URL.
+from database_url import BadDatabaseURL, normalise  # noqa: E402
 
 app = FastAPI(title="ai-api")
 _engine = None
@@ -92,6 +97,10 @@ def get_session():
         url = os.environ.get("DATABASE_URL")
         if not url:
             raise HTTPException(503, "DATABASE_URL is not set")
+        try:
+            url = normalise(url)
+        except BadDatabaseURL as error:
+            raise HTTPException(503, str(error)) from None
         _engine = create_engine(url, pool_pre_ping=True)
     with Session(_engine) as session:
         yield session

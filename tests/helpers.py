@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from migration_lab import Lab, Project
 from migration_lab.course.registry import spec
+from migration_lab.database.os_accounts import can
 from migration_lab.front.notebook import Chapter
 from migration_lab.workspace.checkpoints import BASELINE_CHECKPOINT, restore_files
 
@@ -115,7 +116,9 @@ def python_for(account: pwd.struct_passwd | None, where: Path) -> Path:
     This venv's interpreter may live where only root can enter (~root/.pyenv). Then a venv from
     the system's Python of the same version, whose only content is a .pth that adds this venv's
     site-packages (and so its .pth files, the kit's editable install among them), and links to its
-    Jupyter configuration and data (which enable JupyterLab and name the kernels).
+    Jupyter configuration and data (which enable JupyterLab and name the kernels). When this venv
+    itself lies below a folder the user cannot enter (a checkout in root's home or in a `mktemp -d`),
+    those are hard-linked copies in `where` instead: nothing is downloaded, nothing's mode changes.
     """
     if account is None or _runs_as(account, Path(sys.executable)):
         return Path(sys.executable).parent
@@ -125,13 +128,27 @@ def python_for(account: pwd.struct_passwd | None, where: Path) -> Path:
         pytest.skip(f"the venv's Python is not reachable by {account.pw_name} and there is no {system_python}")
     subprocess.run([system_python, "-m", "venv", "--without-pip", where], check=True)
     site_packages = Path(sysconfig.get_paths()["purelib"])
+    if not can(account, "-x", site_packages):
+        site_packages = _linked_copy(site_packages, where / "venv-site-packages")
     shim = where / "lib" / f"python{version}" / "site-packages" / "_migration_lab_venv.pth"
     shim.write_text(f"import site; site.addsitedir({str(site_packages)!r})\n")
     for jupyter in ("etc/jupyter", "share/jupyter"):  # Jupyter's extensions and kernels are found by sys.prefix
-        if (Path(sys.prefix) / jupyter).is_dir():
+        source = Path(sys.prefix) / jupyter
+        if source.is_dir():
             (where / jupyter).parent.mkdir(parents=True, exist_ok=True)
-            (where / jupyter).symlink_to(Path(sys.prefix) / jupyter)
+            if can(account, "-x", source):
+                (where / jupyter).symlink_to(source)
+            else:
+                _linked_copy(source, where / jupyter)
     return where / "bin"
+
+
+def _linked_copy(folder: Path, copy: Path) -> Path:
+    """`folder` again at `copy`: hard links to its files (a full copy where they cannot be linked)."""
+    if subprocess.run(["cp", "-al", folder, copy], capture_output=True).returncode != 0:
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(folder, copy, symlinks=True)
+    return copy
 
 
 def _runs_as(account: pwd.struct_passwd, program: Path) -> bool:

@@ -26,7 +26,7 @@ def choose_backend(project: Project, force: str | None = None, env: Mapping[str,
         if not url:
             raise LabError(
                 "The url backend needs LAB_DATABASE_URL.",
-                "Set LAB_DATABASE_URL=postgresql+psycopg2://user:password@host/db",
+                "Set LAB_DATABASE_URL=postgresql://user:password@host:5432/database",
             )
         return UrlBackend(url)
     compose = ComposeBackend(project.root)

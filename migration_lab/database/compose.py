@@ -19,6 +19,12 @@ from ..project import write_private
 from .backend import Backend, Progress, quiet
 
 SERVICE = "ai-api"  # the compose service alembic runs in
+# What the stack publishes on 127.0.0.1: (service, its port inside, the .env setting naming the host port, default)
+Published = tuple[str, int, str, int]
+DATABASE_PORT: Published = ("db", 5432, "POSTGRES_PORT", 5432)
+API_PORT: Published = ("ai-api", 8000, "API_PORT", 8000)
+# `compose ps --format`: each container's service, and its project's folder (a label compose puts on it)
+PS_FORMAT = '{{.Service}}\t{{.Label "com.docker.compose.project.working_dir"}}'
 
 
 def compose_command() -> list[str] | None:
@@ -72,9 +78,12 @@ class ComposeBackend(Backend):
 
     Each checkout is its own stack: `start` writes a project name derived from
     the checkout's path, free ports and the learner's uid into `.env` (when they
-    are not there yet), and every compose command runs in the checkout, so
-    `docker compose ...` typed by hand there and the kit address the same stack,
-    and a second checkout's stack is never this one's.
+    are not there yet, and only while the checkout has no stack), and every
+    compose command runs in the checkout, so `docker compose ...` typed by hand
+    there and the kit address the same stack, and a second checkout's stack is
+    never this one's. A stack started by hand (the workflow guide's
+    `cp .env.example .env; docker-compose up -d --build`) is taken as it is: the
+    kit reaches it on the ports compose published, whatever `.env` says.
     """
 
     name = "compose"
@@ -83,6 +92,7 @@ class ComposeBackend(Backend):
     def __init__(self, root: Path) -> None:
         self.root = root
         self._command: list[str] | None = None
+        self._published: dict[tuple[str, int], int | None] = {}
 
     def command(self) -> list[str]:
         if self._command is None:
@@ -95,8 +105,17 @@ class ComposeBackend(Backend):
             self._command = found
         return self._command
 
-    def _compose(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-        return subprocess.run([*self.command(), *args], cwd=self.root, capture_output=True, text=True, timeout=timeout)
+    def _compose(
+        self, *args: str, timeout: float = 600, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [*self.command(), *args],
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, **env} if env else None,
+        )
 
     def settings(self) -> dict[str, str]:
         """The variables docker-compose substitutes: `.env` if present, else the example; the environment wins."""
@@ -143,9 +162,35 @@ class ComposeBackend(Backend):
         name = self.settings().get("COMPOSE_PROJECT_NAME")
         return name or re.sub(r"[^a-z0-9_-]", "", self.root.name.lower())
 
+    def published(self, service: str, port: int) -> int | None:
+        """The host port compose published for `service`'s `port` (`docker compose port`); None without one.
+
+        Asked once and kept until this backend starts, stops or nukes the stack:
+        the kit's URL is read at every connection.
+        """
+        key = (service, port)
+        if key not in self._published:
+            answer = ""
+            if self.is_running():  # else compose would answer for another checkout's project of the same name
+                try:
+                    done = self._compose("port", service, str(port), timeout=20)
+                    answer = done.stdout.strip().rpartition(":")[2] if done.returncode == 0 else ""
+                except (LabError, subprocess.TimeoutExpired, OSError):
+                    pass
+            self._published[key] = int(answer) if answer.isdigit() else None
+        return self._published[key]
+
+    def _port(self, which: Published) -> int:
+        """The port the stack publishes, as compose says; without a running stack, what `.env` would make it."""
+        return self.published(which[0], which[1]) or self._configured(which)
+
+    def _configured(self, which: Published) -> int:
+        """The host port `.env` (or the environment, or compose's default) asks for."""
+        return int(self.settings().get(which[2]) or which[3])
+
     def api_url(self) -> str:
         """Where the ai-api container answers on this machine."""
-        return f"http://127.0.0.1:{self.settings().get('API_PORT') or '8000'}"
+        return f"http://127.0.0.1:{self._port(API_PORT)}"
 
     def url(self) -> str:
         s = self.settings()
@@ -155,25 +200,40 @@ class ComposeBackend(Backend):
                 username=s.get("POSTGRES_USER", "postgres"),
                 password=s.get("POSTGRES_PASSWORD"),
                 host="127.0.0.1",
-                port=int(s.get("POSTGRES_PORT") or "5432"),
+                port=self._port(DATABASE_PORT),
                 database=s.get("POSTGRES_DB", "ai_service"),
             ).render_as_string(hide_password=False)
         )
 
     def where(self) -> str:
-        port = self.settings().get("POSTGRES_PORT") or "5432"
+        port = self._port(DATABASE_PORT)
         return f"docker-compose project {self.project_name()} in {self.root}: service db on 127.0.0.1:{port}"
 
     def is_running(self) -> bool:
-        try:
-            ps = self._compose("ps", "--status", "running", "--services", timeout=20)
-        except (LabError, subprocess.TimeoutExpired, OSError):
-            return False
-        return ps.returncode == 0 and SERVICE in ps.stdout.split()
+        return SERVICE in self._services("--status", "running")
 
-    def _checked(self, *args: str, progress: Progress) -> None:
-        progress(f"$ {' '.join([*self.command(), *args])}\n")
-        done = self._compose(*args)
+    def _exists(self) -> bool:
+        """Whether this checkout has a stack at all (its containers, running or stopped)."""
+        return bool(self._services("--all"))
+
+    def _services(self, *which: str) -> list[str]:
+        """The services of this checkout's containers (`which`: ps's filters).
+
+        Compose finds a project by name only, and without COMPOSE_PROJECT_NAME the
+        name is the folder's: a checkout elsewhere in a folder of the same name
+        would otherwise pass for this one. Each container carries its folder.
+        """
+        try:
+            ps = self._compose("ps", *which, "--format", PS_FORMAT, timeout=20)
+        except (LabError, subprocess.TimeoutExpired, OSError):
+            return []
+        rows = [line.split("\t") for line in ps.stdout.splitlines()] if ps.returncode == 0 else []
+        return [row[0] for row in rows if len(row) == 2 and Path(row[1]).resolve() == self.root.resolve()]
+
+    def _checked(self, *args: str, progress: Progress, env: dict[str, str] | None = None) -> None:
+        said = " ".join([*(f"{k}={v}" for k, v in (env or {}).items()), *self.command(), *args])
+        progress(f"$ {said}\n")
+        done = self._compose(*args, env=env)
         if done.returncode != 0 and "address already in use" in done.stderr:
             s = self.settings()
             raise LabError(
@@ -190,16 +250,32 @@ class ComposeBackend(Backend):
             )
 
     def start(self, progress: Progress = quiet) -> None:
-        self.prepare(progress)
-        if not self.is_running():
-            self._checked("up", "-d", "--build", "--wait", progress=progress)
+        """Up, as it is when this checkout has a stack (started by hand too); else with its own name and ports.
+
+        `.env` is never written under an existing stack: compose, and every
+        `docker compose ...` typed here, would then address another project.
+        """
+        self._published.clear()
+        if self.is_running():
+            return
+        if not self._exists():
+            self.prepare(progress)
+        self._checked("up", "-d", "--build", "--wait", progress=progress)
 
     def stop(self, progress: Progress = quiet) -> None:
+        self._published.clear()
         self._checked("stop", progress=progress)
 
     def nuke(self, progress: Progress = quiet) -> None:
+        """`down -v` and up again, on the ports the stack published (a stack started by hand may use others)."""
+        kept = {
+            which[2]: str(port)
+            for which in (DATABASE_PORT, API_PORT)
+            if (port := self.published(which[0], which[1])) and port != self._configured(which)
+        }
+        self._published.clear()
         self._checked("down", "-v", progress=progress)
-        self._checked("up", "-d", "--build", "--wait", progress=progress)
+        self._checked("up", "-d", "--build", "--wait", progress=progress, env=kept)
 
     def start_hint(self) -> str:
         return "Start the stack with `python -m migration_lab --backend compose up` in the project folder."

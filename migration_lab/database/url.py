@@ -1,10 +1,42 @@
 """The url backend: any PostgreSQL named by LAB_DATABASE_URL (a workshop's shared server, CI, your own)."""
 
+import functools
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from ..errors import LabError
 from .backend import Backend, Progress, quiet
+
+# ai-service's own helper (its pristine copy, which the kit ships): one function reads a URL for the
+# service's env.py and main.py and for the kit, and the service never imports the kit.
+SERVICE_HELPER = Path(__file__).parent.parent / "checkpoints" / "baseline" / "database_url.py"
+
+
+@functools.cache
+def _service_helper() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("_migration_lab_database_url", SERVICE_HELPER)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def normalise(url: str, name: str = "LAB_DATABASE_URL") -> str:
+    """Any PostgreSQL URL a host prints (postgresql://, postgres://, +psycopg2, +psycopg), on psycopg2.
+
+    SQLAlchemy 2.1 reads a plain postgresql:// as psycopg 3, which the course does
+    not install. What cannot work (another database, another driver, not a URL)
+    is one LabError that never shows the password.
+    """
+    helper = _service_helper()
+    try:
+        return str(helper.normalise(url, name))
+    except helper.BadDatabaseURL as error:
+        raise LabError(str(error), f"Correct {name}, or unset it: the lab then uses its own database.") from None
 
 
 class UrlBackend(Backend):
@@ -12,14 +44,15 @@ class UrlBackend(Backend):
 
     name = "url"
 
-    def __init__(self, url: str) -> None:
-        self._url = url
+    def __init__(self, url: str, name: str = "LAB_DATABASE_URL") -> None:
+        self._url = normalise(url, name)
 
     def url(self) -> str:
         return self._url
 
     def where(self) -> str:
-        return f"the server at {make_url(self._url).render_as_string(hide_password=True)} (LAB_DATABASE_URL)"
+        shown = make_url(self._url).difference_update_query(["password"])  # a ?password= without a user
+        return f"the server at {shown.render_as_string(hide_password=True)} (LAB_DATABASE_URL)"
 
     def _answers(self, database: str | None = None) -> sa.Row | None:
         """A row from the server when it lets us in (to `database` instead of the URL's, if given), else None."""

@@ -259,6 +259,8 @@ def run(
     """Start the lab database and JupyterLab, wait until JupyterLab stops, then stop the database."""
     from ..lab import Lab
 
+    if port is not None and not 1 <= port <= 65535:  # Jupyter would take it modulo 65536 and print it as given
+        raise LabError(f"--port {port} is not a TCP port.", "Give one from 1 to 65535, e.g. --port 8899.")
     project = project or Project.find()
     with _single_instance(project) as mine:
         if not mine:

@@ -27,6 +27,9 @@ from sqlalchemy import event
 
 # Process-wide state is swapped: one in-process alembic command at a time per process.
 PROCESS_LOCK = threading.Lock()
+# Held while ai-service's modules are taken out of sys.modules (here) or put in (load_models, in
+# another thread, while an alembic command runs): an import never finds one half gone.
+SERVICE_MODULES_LOCK = threading.Lock()
 
 # Alembic's set-up chatter, which says nothing about the learner's change.
 _CHATTER_LOGGERS = ("alembic.runtime.plugins", "alembic.ddl.postgresql")
@@ -125,9 +128,10 @@ def forget_service_modules(service_dir: Path) -> None:
     """
     service = str(service_dir.resolve()) + "/"
     top_level = {path.stem for path in service_dir.glob("*.py")}
-    for name, module in list(sys.modules.items()):
-        if name in top_level or (getattr(module, "__file__", None) or "").startswith(service):
-            del sys.modules[name]
+    with SERVICE_MODULES_LOCK:
+        for name, module in list(sys.modules.items()):
+            if name in top_level or (getattr(module, "__file__", None) or "").startswith(service):
+                del sys.modules[name]
 
 
 def execute(

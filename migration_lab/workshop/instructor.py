@@ -55,6 +55,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from ..database.sql import quote
+from ..database.url import normalise
 from ..errors import LabError
 from ..project import Project, write_private
 from ..workspace import templates
@@ -118,22 +119,13 @@ class Workshop:
         project: Project | None = None,
         backup_dir: Path | None = None,
     ) -> None:
-        try:
-            url = make_url(server_url)
-        except sa.exc.ArgumentError as error:
-            raise LabError(
-                f"{server_url!r} is not a database URL.",
-                "Give postgresql://USER:PASSWORD@HOST:PORT/postgres (--server or LAB_WORKSHOP_URL).",
-            ) from error
-        if not url.drivername.startswith("postgresql"):
-            raise LabError(f"{url.drivername} is not PostgreSQL.", "Give a postgresql:// URL of the workshop server.")
         if not isinstance(connection_limit, int) or connection_limit < 1:
             raise LabError(
                 f"A connection limit of {connection_limit} would let a learner in with no connection (0) or "
                 "with no limit at all (-1).",
                 f"Give --connection-limit 1 or more (default {CONNECTION_LIMIT}); the server's capacity is the most.",
             )
-        self.url = url.set(drivername="postgresql+psycopg2")
+        self.url = make_url(normalise(server_url, "The workshop server's URL (--server or LAB_WORKSHOP_URL)"))
         self.server = Server(self.url)
         self.roster = Path(roster) if roster else default_roster()
         if self.roster.is_dir():

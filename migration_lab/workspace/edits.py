@@ -7,12 +7,14 @@ writes it and returns the diff the notebook shows.
 import ast
 import difflib
 import importlib.util
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 from ..errors import LabError
 from ..project import Project
+from ..running.alembic_process import SERVICE_MODULES_LOCK
 
 ModelEdit = Callable[[str], str]
 
@@ -130,10 +132,28 @@ def apply_edit(path: Path, edit: ModelEdit, root: Path) -> str:
 
 
 def load_models(project: Project) -> ModuleType:
-    """ai-service/main.py imported afresh, under a name of its own (sys.modules is left alone)."""
+    """ai-service/main.py imported afresh, under a name of its own; sys.path is left alone.
+
+    main.py imports its helper database_url.py by name, as uvicorn (ai-service/
+    on sys.path) lets it: that one module is put into sys.modules from this
+    project's file, since sys.path must not change under an alembic command
+    another thread may be running.
+    """
     spec = importlib.util.spec_from_file_location("_migration_lab_models", project.service_dir / "main.py")
     if spec is None or spec.loader is None:
         raise LabError("ai-service/main.py is missing.", "Reset the chapter to bring it back.")
+    module = importlib.util.module_from_spec(spec)
+    with SERVICE_MODULES_LOCK:
+        helper = project.service_dir / "database_url.py"
+        if helper.is_file():
+            sys.modules["database_url"] = _module_from(helper, "database_url")
+        spec.loader.exec_module(module)
+    return module
+
+
+def _module_from(path: Path, name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -1,6 +1,7 @@
 """Which database the lab uses, how it is reached, and how alembic runs on each route."""
 
 import os
+import shutil
 import stat
 import sys
 from pathlib import Path
@@ -14,20 +15,30 @@ from migration_lab import ComposeBackend, EmbeddedBackend, Lab, LabError, Projec
 
 FAKE_DOCKER = """#!{python}
 # Stands in for the docker CLI (no Docker engine on the test machines): answers
-# `compose version` and `compose ps`, and runs `compose exec -T ai-api alembic ...`
-# with the real alembic in ai-service/, logging each call to {log}.
+# `compose version`, `compose ps` and `compose port` (FAKE_STACK: running, stopped or none;
+# FAKE_PUBLISHED: "db=PORT ai-api=PORT"), and runs `compose exec -T ai-api alembic ...`
+# with the real alembic in ai-service/, logging each call (and the ports it is given) to {log}.
 import os, subprocess, sys
 args = sys.argv[1:]
 if os.path.basename(sys.argv[0]) == "docker":
     if args[:1] != ["compose"]:
         sys.exit(1)
     args = args[1:]
+given = [f"{{k}}={{os.environ[k]}}" for k in ("POSTGRES_PORT", "API_PORT") if k in os.environ]
 with open({log!r}, "a") as log:
-    log.write(" ".join(args) + "\\n")
+    log.write(" ".join(given + args) + "\\n")
+stack = os.environ.get("FAKE_STACK", "running")
+published = dict(pair.split("=") for pair in os.environ.get("FAKE_PUBLISHED", "").split())
 if args[:1] == ["version"]:
     print("Docker Compose version v2.40.0")
-elif args[:1] == ["ps"]:
-    print("db\\nai-api")
+elif args[:1] == ["ps"]:  # the services of the project, each with its folder
+    if stack == "running" or (stack == "stopped" and "--all" in args):
+        folder = os.environ.get("FAKE_STACK_FOLDER", os.getcwd())
+        print(f"db\\t{{folder}}\\nai-api\\t{{folder}}")
+elif args[:1] == ["port"]:
+    if stack != "running" or args[1] not in published:
+        sys.exit(1)
+    print(f"127.0.0.1:{{published[args[1]]}}")
 elif args[:4] == ["exec", "-T", "ai-api", "alembic"]:
     alembic = os.path.join(os.path.dirname({python!r}), "alembic")
     sys.exit(subprocess.run([alembic, *args[4:]], cwd="ai-service").returncode)
@@ -173,3 +184,67 @@ def test_compose_nuke_is_the_workflow_guides_volume_reset(
     with pytest.raises(LabError, match="Cannot connect to the Docker daemon") as error:
         backend.nuke()
     assert "docker info" in error.value.next_step and "--backend embedded" in error.value.next_step
+
+
+@pytest.fixture
+def guide_stack(project: Project, no_docker: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A stack started by hand the workflow guide's way (`cp .env.example .env; docker-compose up -d --build`),
+    from a shell that published other ports than .env names; returns the fake docker's log."""
+    for name in [n for n in os.environ if n.startswith(("POSTGRES_", "COMPOSE_")) or n in ("API_PORT", "LAB_UID")]:
+        monkeypatch.delenv(name)
+    shutil.copy(project.root / ".env.example", project.root / ".env")
+    install_fake(no_docker, "docker", tmp_path / "docker.log")
+    monkeypatch.setenv("FAKE_PUBLISHED", "db=15432 ai-api=18000")
+    return tmp_path / "docker.log"
+
+
+def test_a_stack_started_by_hand_is_addressed_on_the_ports_it_published(project: Project, guide_stack: Path) -> None:
+    env_file = (project.root / ".env").read_bytes()
+    backend = choose_backend(project, env={})
+    assert isinstance(backend, ComposeBackend)
+    Lab(project, backend).up()  # what chapter 00 and `python -m migration_lab up` do
+    assert (project.root / ".env").read_bytes() == env_file, ".env was rewritten under a running stack"
+    assert not [line for line in guide_stack.read_text().splitlines() if line.startswith(("up", "down"))]
+    assert backend.url().endswith("@127.0.0.1:15432/ai_service") and ":15432" in backend.where()
+    assert backend.api_url() == "http://127.0.0.1:18000"
+    assert f"DATABASE_URL={backend.url()}" in (project.service_dir / ".env").read_text()
+
+
+def test_the_nuke_brings_a_hand_started_stack_back_on_its_ports(project: Project, guide_stack: Path) -> None:
+    env_file = (project.root / ".env").read_bytes()
+    said: list[str] = []
+    ComposeBackend(project.root).nuke(said.append)
+    assert guide_stack.read_text().splitlines()[-2:] == [
+        "down -v",
+        "POSTGRES_PORT=15432 API_PORT=18000 up -d --build --wait",
+    ]
+    assert said[-1] == "$ POSTGRES_PORT=15432 API_PORT=18000 docker compose up -d --build --wait\n"
+    assert (project.root / ".env").read_bytes() == env_file
+
+
+def test_a_stopped_stack_starts_again_as_it_was(
+    project: Project, guide_stack: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`docker compose stop` (or a reboot): up again with .env as it is, not as another project."""
+    env_file = (project.root / ".env").read_bytes()
+    monkeypatch.setenv("FAKE_STACK", "stopped")
+    ComposeBackend(project.root).start()
+    assert guide_stack.read_text().splitlines()[-1] == "up -d --build --wait"
+    assert (project.root / ".env").read_bytes() == env_file
+    monkeypatch.setenv("FAKE_STACK", "none")  # no stack yet: this checkout's own name and ports first
+    ComposeBackend(project.root).start()
+    assert "COMPOSE_PROJECT_NAME=migration-lab-" in (project.root / ".env").read_text()
+
+
+def test_a_stack_of_another_folder_of_the_same_name_is_not_this_checkouts(
+    project: Project, guide_stack: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without COMPOSE_PROJECT_NAME compose names the project after the folder: a second clone in another
+    `migration-lab/` folder finds the first one's containers, which are not its own."""
+    monkeypatch.setenv("FAKE_STACK_FOLDER", f"/elsewhere/{project.root.name}")
+    assert isinstance(choose_backend(project, env={}), EmbeddedBackend)
+    backend = ComposeBackend(project.root)
+    assert backend.url().endswith("@127.0.0.1:5432/ai_service")  # what .env makes it, not the other's 15432
+    backend.start()
+    assert "COMPOSE_PROJECT_NAME=migration-lab-" in (project.root / ".env").read_text()
+    assert guide_stack.read_text().splitlines()[-1] == "up -d --build --wait"

@@ -372,10 +372,11 @@ def test_an_older_kits_trusting_cluster_gets_a_password(open_base: Path, lab_dir
     if account:
         os.chown(backend.pgdata, account["user"], account["group"])
     old = {"cwd": "/", "capture_output": True, "check": True, **account}
-    subprocess.run([WHEEL / "bin" / "initdb", "-D", backend.pgdata, "--auth=trust", "-U", "postgres"], **old)
+    programs = backend._server_bin(os_accounts.server_account()[0])  # the wheel, or a copy the server's user reaches
+    subprocess.run([programs / "initdb", "-D", backend.pgdata, "--auth=trust", "-U", "postgres"], **old)
     subprocess.run(
         [
-            WHEEL / "bin" / "pg_ctl",
+            programs / "pg_ctl",
             "start",
             "-w",
             "-D",

@@ -1,6 +1,5 @@
 """The ai-api: fails visibly while code and schema disagree, works after `upgrade head`."""
 
-import importlib.util
 import sys
 import threading
 import time
@@ -12,14 +11,12 @@ from fastapi.testclient import TestClient
 
 from helpers import add_phone_number
 from migration_lab import Lab
+from migration_lab.workspace.edits import load_models
 
 
 def load_main(lab: Lab) -> ModuleType:
     """Import the copy's main.py afresh, as uvicorn --reload does after an edit."""
-    spec = importlib.util.spec_from_file_location("ai_service_main", lab.project.service_dir / "main.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_models(lab.project)
 
 
 def test_api_follows_the_schema(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:

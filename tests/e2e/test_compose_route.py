@@ -1,11 +1,14 @@
-"""The Docker route for real, on a temporary copy of the project with its own stack.
+"""The Docker route for real, on temporary copies of the project, each with its own stack.
 
 1. The README's Docker route, verbatim.
 2. The workflow guide's commands, verbatim, through `docker-compose exec ai-api alembic ...`:
    files on the host (and their owner), columns, rows and the API after each step, then the nuke.
 3. Every notebook under strict nbval with the stack up (the kit picks the compose backend on its
    own), against the same committed outputs as on the embedded route.
-The stack is always taken down (`down -v`) at the end, whatever happened.
+4. A stack started the workflow guide's way (`cp .env.example .env`, `docker-compose up -d --build`,
+   nothing of the kit's in `.env`), on other ports than `.env` names: every chapter in sequence on
+   it under strict nbval, chapter 09's nuke included; `.env` is never rewritten.
+The stacks are always taken down (`down -v`) at the end, whatever happened.
 
 It needs a Docker engine and the images docker-compose.yml names (real, pulled, or the test
 stand-ins of tests/docker/build_standins.sh). Mandatory in CI (`.ci/run` prepares the engine and
@@ -16,9 +19,12 @@ else on this machine — another checkout's stack, a server on 5432 — matters.
 
 import os
 import re
+import secrets
 import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,12 +73,12 @@ def _env() -> dict[str, str]:
     return env
 
 
-def sh(root: Path, line: str, ok: bool = True) -> subprocess.CompletedProcess:
-    """One command line, typed in the project's folder."""
+def sh(root: Path, line: str, ok: bool = True, exported: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """One command line, typed in the project's folder (in a shell that exported `exported`)."""
     done = subprocess.run(
         ["bash", "-c", line],
         cwd=root,
-        env=_env(),
+        env={**_env(), **(exported or {})},
         capture_output=True,
         text=True,
         timeout=900,
@@ -90,6 +96,17 @@ def readme_route() -> list[str]:
     return [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
 
 
+def _take_down(project: Project) -> None:
+    """Whatever the tests left running in `project` goes, volume and image too."""
+    subprocess.run(
+        ["docker", "compose", "down", "-v", "--remove-orphans", "--rmi", "local"],
+        cwd=project.root,
+        env=_env(),
+        capture_output=True,
+        timeout=300,
+    )
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     """A copy of the project; whatever the tests leave running there is taken down, volume and image too."""
@@ -97,13 +114,21 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     try:
         yield project
     finally:
-        subprocess.run(
-            ["docker", "compose", "down", "-v", "--remove-orphans", "--rmi", "local"],
-            cwd=project.root,
-            env=_env(),
-            capture_output=True,
-            timeout=300,
-        )
+        _take_down(project)
+
+
+@pytest.fixture(scope="module")
+def guide_checkout() -> Iterator[Project]:
+    """A copy of the project for the guide's way: its folder's name (compose's project name, as the guide
+    sets none) is unique on this engine, and the ai-api's uid 1000 (the guide sets no LAB_UID) can enter it."""
+    base = Path(tempfile.mkdtemp(prefix="mlab-guide-"))
+    base.chmod(0o755)
+    project = copy_project(base / f"guide-{secrets.token_hex(4)}")
+    try:
+        yield project
+    finally:
+        _take_down(project)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def _engine(project: Project) -> sa.Engine:
@@ -237,38 +262,91 @@ def test_readme_route_then_the_guides_commands_verbatim(stack: Project) -> None:
     print("\ncompose route timings (s):", {k: round(v, 1) for k, v in timings.items()})
 
 
-@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_on_the_compose_route_matches_its_committed_outputs(stack: Project, notebook: Path) -> None:
-    backend = ComposeBackend(stack.root)
-    if not backend.is_running():  # the first test failed half-way: bring the stack up as the README does
-        sh(stack.root, "python -m migration_lab --backend compose up")
-    # As on the embedded route (tests/test_notebooks.py), each chapter starts from a fresh copy and
-    # an empty database: the baseline files, no .lab/ (no earlier reset to back up), schema public wiped.
-    shutil.rmtree(stack.state_dir, ignore_errors=True)
-    restore_files(stack, BASELINE_CHECKPOINT)
-    lab = Lab(stack, backend)
+def nbval(project: Project, notebook: Path) -> subprocess.CompletedProcess:
+    """`notebook` under strict nbval in `project`, with whatever stack runs there.
+
+    As on the embedded route (tests/course/test_notebooks.py), the chapter starts from a fresh copy and an
+    empty database: the baseline files, no .lab/ (no earlier reset to back up), schema public wiped.
+    """
+    shutil.rmtree(project.state_dir, ignore_errors=True)
+    restore_files(project, BASELINE_CHECKPOINT)
+    lab = Lab(project, ComposeBackend(project.root))
     with lab.db.lock() as conn:
         lab.db.wipe(conn)
     lab.db.dispose()
-    done = subprocess.run(
+    return subprocess.run(
         [
             sys.executable,
             "-m",
             "pytest",
             "--nbval",
-            str(stack.root / "notebooks" / notebook.name),
+            str(project.root / "notebooks" / notebook.name),
             "--nbval-sanitize-with",
             str(REPO / "tests" / "nbval_sanitize.cfg"),
             "--rootdir",
-            str(stack.root),
+            str(project.root),
             "-p",
             "no:cacheprovider",
             "-q",
         ],
-        cwd=stack.root / "notebooks",
+        cwd=project.root / "notebooks",
         env=_env(),  # no LAB_DATABASE_URL: with the stack up, the kit picks the compose backend
         capture_output=True,
         text=True,
         timeout=900,
     )
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_on_the_compose_route_matches_its_committed_outputs(stack: Project, notebook: Path) -> None:
+    if not ComposeBackend(
+        stack.root
+    ).is_running():  # the first test failed half-way: bring the stack up as the README does
+        sh(stack.root, "python -m migration_lab --backend compose up")
+    done = nbval(stack, notebook)
     assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_every_chapter_in_sequence_on_a_stack_started_the_guides_way(guide_checkout: Project) -> None:
+    """The learner follows the workflow guide, not the README: `cp .env.example .env`, `docker-compose up -d
+    --build`, then opens the chapters one after the other. The shell that started the stack exported two free
+    ports (so nothing else on this machine matters), which `.env` does not name: the kit, run without them,
+    must find what compose published, never write `.env` under the running stack, and still reach the
+    database after chapter 09's nuke (`down -v`, then up)."""
+    root = guide_checkout.root
+    exported = {"POSTGRES_PORT": str(_free_port()), "API_PORT": str(_free_port())}
+    sh(root, "cp .env.example .env")
+    sh(root, "docker-compose up -d --build", exported=exported)
+    env_file = (root / ".env").read_bytes()
+
+    status = sh(root, "python -m migration_lab status").stdout
+    assert "backend:  compose" in status and f"service db on 127.0.0.1:{exported['POSTGRES_PORT']}" in status, status
+    assert "revision: " in status  # reached: the database answered
+    sh(root, "python -m migration_lab up")
+    assert (root / ".env").read_bytes() == env_file, "the kit rewrote .env under the running stack"
+    twin = ComposeBackend(copy_project(Path(tempfile.mkdtemp(prefix="mlab-twin-")) / root.name).root)
+    try:  # another clone in a folder of the same name: compose's project name, not its stack
+        shutil.copy(twin.root / ".env.example", twin.root / ".env")
+        assert not twin.is_running() and twin.published("db", 5432) is None, "a namesake took this stack for its own"
+    finally:
+        shutil.rmtree(twin.root.parent)
+
+    failed = {}
+    for notebook in NOTEBOOKS:  # whatever chapters there are, in their order
+        done = nbval(guide_checkout, notebook)
+        if done.returncode != 0:
+            failed[notebook.stem] = done.stdout[-3000:] + done.stderr[-1000:]
+    assert not failed, f"{len(failed)} of {len(NOTEBOOKS)} chapters differ: {list(failed)}\n" + "\n".join(
+        failed.values()
+    )
+    assert (root / ".env").read_bytes() == env_file == (root / ".env.example").read_bytes(), "a chapter wrote .env"
+    backend = ComposeBackend(root)
+    assert backend.project_name() == root.name and backend.is_running()
+    assert backend.published("db", 5432) == int(exported["POSTGRES_PORT"]), "chapter 09's nuke moved the stack"
+    assert Lab(guide_checkout, backend).db.is_reachable()

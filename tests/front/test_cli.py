@@ -7,7 +7,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from helpers import add_phone_number, tables
+from helpers import add_phone_number, tables, write_revision
 from migration_lab import Project
 
 ALEMBIC = str(Path(sys.executable).with_name("alembic"))
@@ -146,6 +146,29 @@ def test_workflow_typed_by_hand_after_up(project: Project) -> None:
     assert preflight.returncode == 1
     assert "✔ alembic 1." in preflight.stdout
     assert "✘ the lab database is not reachable. Start it with `python -m migration_lab up`" in preflight.stdout
+
+
+def test_a_revision_whose_parent_is_gone_is_one_message_in_a_terminal(project: Project, database_url: str) -> None:
+    """A revision file an editor saved back after a reset deleted its parent: every alembic command that
+    runs env.py names the file and the two ways out, instead of a bare KeyError."""
+    env = {"DATABASE_URL": database_url}
+    assert run([ALEMBIC, "upgrade", "head"], project, env, cwd=project.service_dir).returncode == 0
+    write_revision(project, "77aa00000001", "5c04918f04d2", "pass")
+    for command in (["current"], ["upgrade", "head"], ["check"], ["history", "-r", "current:"]):
+        done = run([ALEMBIC, *command], project, env, cwd=project.service_dir)
+        assert done.returncode == 1, (command, done.stderr)
+        what, next_step = done.stderr.splitlines()
+        assert what == (
+            "migrations/versions/77aa00000001_hand_written.py revises 5c04918f04d2, "
+            "and no revision file is 5c04918f04d2: alembic cannot read the history."
+        )
+        assert next_step.startswith("Either delete 77aa00000001_hand_written.py (") and (
+            "or bring 5c04918f04d2's file back (`git checkout -- migrations/versions/`, "
+            "or `python -m migration_lab restore`)." in next_step
+        )
+        assert "KeyError" not in done.stderr and "Traceback" not in done.stderr
+    (project.versions_dir / "77aa00000001_hand_written.py").unlink()  # the first way out
+    assert run([ALEMBIC, "current"], project, env, cwd=project.service_dir).stdout.strip() == "8b7e5d2c6a41 (head)"
 
 
 def test_preflight_passes_with_a_running_database(project: Project, database_url: str) -> None:

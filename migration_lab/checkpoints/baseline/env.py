@@ -19,6 +19,9 @@ from main import Base  # noqa: E402  (needs the sys.path line above)
 
 config = context.config
 
+# This service's own helper, beside main.py: DATABASE_URL on the driver it installs.
+from database_url import BadDatabaseURL, normalise  # noqa: E402
+
 # A program that runs Alembic in-process (pytest-alembic, the lab's runner)
 # sets configure_logger to False and routes Alembic's log lines itself.
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
@@ -28,15 +31,54 @@ target_metadata = Base.metadata
 
 
 def database_url() -> str:
-    """DATABASE_URL from the environment, else from a .env beside alembic.ini."""
-    load_dotenv(SERVICE_DIR / ".env")
+    """DATABASE_URL from the environment, else from a .env beside alembic.ini; any PostgreSQL spelling of it.
+
+    Set in the environment (as docker-compose does), it wins and .env is not even
+    read: in a container, .env may belong to another user.
+    """
+    if "DATABASE_URL" not in os.environ:
+        load_dotenv(SERVICE_DIR / ".env")
     url = os.environ.get("DATABASE_URL")
     if not url:
         raise SystemExit(
             "DATABASE_URL is not set. In Docker it comes from docker-compose.yml; "
             "locally, run `python -m migration_lab up`, which writes ai-service/.env."
         )
-    return url
+    try:
+        return normalise(url)
+    except BadDatabaseURL as error:
+        raise SystemExit(str(error)) from None
+
+
+def check_history() -> None:
+    """A revision file whose parent's file is gone: say which, and the two ways out, not a bare KeyError.
+
+    A file deleted while it is open in an editor comes back, alone, on the editor's next save.
+    """
+    import warnings
+
+    from alembic.util import load_python_file
+
+    script = context.script
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # alembic first warns "Revision ... is not present"
+        try:
+            script.revision_map.heads  # alembic reads every revision file into its map here
+            return
+        except KeyError as error:
+            missing, broken = error.args[0], error
+    versions = Path(script.versions)
+    for path in sorted(versions.glob("*.py")):
+        down = getattr(load_python_file(versions, path.name), "down_revision", None)
+        if missing in ((down,) if isinstance(down, str) else tuple(down or ())):
+            raise SystemExit(  # the words of the lab's kit too (migration_lab/running/history.py)
+                f"migrations/versions/{path.name} revises {missing}, and no revision file is {missing}: "
+                "alembic cannot read the history.\n"
+                f"Either delete {path.name} (its parent is gone for good: a reset removed it, say, while "
+                f"{path.name} was open in an editor), or bring {missing}'s file back "
+                "(`git checkout -- migrations/versions/`, or `python -m migration_lab restore`)."
+            )
+    raise broken  # not a missing parent: alembic's own error
 
 
 def configure(**kwargs) -> None:
@@ -92,6 +134,7 @@ def run_migrations(connection: Connection) -> None:
         context.run_migrations()
 
 
+check_history()
 if context.is_offline_mode():
     run_migrations_offline()
 else:

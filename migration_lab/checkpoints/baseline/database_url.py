@@ -1,0 +1,53 @@
+"""DATABASE_URL as this service uses it: any PostgreSQL URL a host prints, on the driver it installs.
+
+SQLAlchemy 2.1 reads a plain `postgresql://` as "PostgreSQL through psycopg 3"
+(2.0 read it as psycopg2). This service installs psycopg2 (`psycopg2-binary` in
+requirements.txt), so every spelling of a PostgreSQL URL that hosts and
+tutorials print (`postgresql://`, `postgres://`, `+psycopg2`, `+psycopg`: the
+same libpq settings either way) is pinned to `postgresql+psycopg2`. Anything
+else gets one line saying what is wrong, never the password.
+
+migrations/env.py and main.py use it; it needs only SQLAlchemy, as the service
+runs alone in its container.
+"""
+
+from urllib.parse import unquote
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+DRIVER = "psycopg2"
+EXAMPLE = "postgresql://user:password@host:5432/database"
+
+
+class BadDatabaseURL(ValueError):
+    """A URL this service cannot use: what is wrong and what one looks like, one line, never the password."""
+
+
+def normalise(url: str, name: str = "DATABASE_URL") -> str:
+    """`url` on the psycopg2 driver; BadDatabaseURL for what cannot be a PostgreSQL URL."""
+    try:
+        parsed = make_url(url.strip())
+    except (ArgumentError, ValueError):  # the value itself is never shown: it may be a password
+        raise BadDatabaseURL(f"{name} is not a database URL. One looks like {EXAMPLE}.") from None
+    backend, _, driver = parsed.drivername.partition("+")
+    if backend not in ("postgresql", "postgres"):
+        raise BadDatabaseURL(f"{name} names a {backend} database, not a PostgreSQL one. One looks like {EXAMPLE}.")
+    if driver not in ("", DRIVER, "psycopg"):
+        raise BadDatabaseURL(
+            f"{name} asks for the driver {driver}, which is not installed here ({DRIVER} is). "
+            f"Write it without +{driver}: {EXAMPLE}."
+        )
+    if "@" in (parsed.host or ""):
+        raise BadDatabaseURL(
+            f"{name} has an @ in its user name or password: write it as %40 there, "
+            "as in postgresql://user:p%40ssword@host:5432/database."
+        )
+    if parsed.host and unquote(parsed.host).startswith("/"):  # libpq's postgresql://%2Fvar%2Frun%2Fpostgresql/db
+        parsed = parsed.set(host=None).update_query_dict({"host": unquote(parsed.host)})
+    query = parsed.query  # libpq's ?user=...&password=...: into the URL, where a shown URL masks the password
+    if parsed.username is None and isinstance(query.get("user"), str):
+        parsed = parsed.set(username=query["user"]).difference_update_query(["user"])
+    if parsed.username and parsed.password is None and isinstance(query.get("password"), str):
+        parsed = parsed.set(password=query["password"]).difference_update_query(["password"])
+    return parsed.set(drivername=f"postgresql+{DRIVER}").render_as_string(hide_password=False)

@@ -1,0 +1,127 @@
+"""Any PostgreSQL URL a host prints reaches the lab database, in the kit and in the terminal's `alembic`;
+what cannot work is one clear message that never shows the password.
+
+SQLAlchemy 2.1 reads a plain postgresql:// as psycopg 3, which the course does not install: every
+spelling below failed with "No module named 'psycopg'" (or a NoSuchModuleError) before
+ai-service/database_url.py pinned them to psycopg2.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.engine import make_url
+
+from migration_lab import Lab, LabError, Project, choose_backend
+from migration_lab.workshop.instructor import Workshop
+from migration_lab.workspace.edits import load_models
+
+ALEMBIC = str(Path(sys.executable).with_name("alembic"))
+SECRET = "s3cret-pw"
+
+
+def spellings(url: str) -> dict[str, str]:
+    """The same database (the tests' server: a Unix socket, a password) as hosts and tutorials write it."""
+    u = make_url(url)
+    socket, password = str(u.query["host"]), str(u.password)
+    plain = u.set(drivername="postgresql").render_as_string(hide_password=False)
+    return {
+        "postgresql": plain,
+        "postgres": plain.replace("postgresql://", "postgres://", 1),
+        "psycopg2": u.render_as_string(hide_password=False),
+        "psycopg": plain.replace("postgresql://", "postgresql+psycopg://", 1),
+        "socket as host": f"postgresql://{u.username}:{quote(password, safe='')}@{quote(socket, safe='')}/{u.database}",
+        "password in query": f"postgresql:///{u.database}?host={socket}&user={u.username}&password={password}",
+        "spaces around": f"  {plain}\n",
+    }
+
+
+HOSTILE = {
+    "garbage": ("garbage", "is not a database URL"),
+    "half a URL": (f"postgresql//lab:{SECRET}@db.example/lab", "is not a database URL"),
+    "mysql": (f"mysql://lab:{SECRET}@db.example/lab", "names a mysql database"),
+    "sqlite": ("sqlite:///lab.db", "names a sqlite database"),
+    "asyncpg": (f"postgresql+asyncpg://lab:{SECRET}@db.example/lab", "Write it without +asyncpg"),
+    "unescaped @": (f"postgresql://lab:{SECRET}@x@db.example/lab", "write it as %40"),
+    "two hosts": (f"postgresql://lab:{SECRET}@h1:5432,h2:5432/lab", "is not a database URL"),
+}
+
+
+@pytest.mark.parametrize("spelling", list(spellings("postgresql://u:p@/d?host=/s")))
+def test_every_spelling_reaches_the_lab_database_through_the_kit(
+    spelling: str, project: Project, database_url: str
+) -> None:
+    url = spellings(database_url)[spelling]
+    lab = Lab(project, choose_backend(project, env={"LAB_DATABASE_URL": url}))
+    try:
+        assert lab.backend.url().startswith("postgresql+psycopg2://")
+        assert lab.runner.run("upgrade head").ok
+        assert lab.db.heads() == ("8b7e5d2c6a41",)
+        assert str(make_url(database_url).password) not in lab.backend.where() + lab.status()
+    finally:
+        lab.db.dispose()
+
+
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_a_url_that_cannot_work_is_one_clear_error(case: str, project: Project) -> None:
+    value, says = HOSTILE[case]
+    with pytest.raises(LabError) as raised:
+        choose_backend(project, env={"LAB_DATABASE_URL": value})
+    error = raised.value
+    assert says in error.what and error.what.startswith("LAB_DATABASE_URL ")
+    assert "postgresql://" in str(error) and "LAB_DATABASE_URL" in error.next_step
+    assert SECRET not in str(error) and "\n" not in error.what
+
+
+def service_env(url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAB_")}
+    return {**env, "DATABASE_URL": url}
+
+
+@pytest.mark.parametrize("spelling", ["postgresql", "postgres", "socket as host", "password in query"])
+def test_every_spelling_works_for_alembic_in_a_terminal(spelling: str, project: Project, database_url: str) -> None:
+    """ai-service's env.py reads DATABASE_URL through the same function, without the kit."""
+    url = spellings(database_url)[spelling]
+    for command in (["upgrade", "head"], ["current"]):
+        done = subprocess.run(
+            [ALEMBIC, *command], cwd=project.service_dir, env=service_env(url), capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+    assert "8b7e5d2c6a41 (head)" in done.stdout
+
+
+@pytest.mark.parametrize("case", ["garbage", "mysql", "asyncpg", "unescaped @"])
+def test_a_url_that_cannot_work_is_one_line_in_a_terminal(case: str, project: Project) -> None:
+    value, says = HOSTILE[case]
+    done = subprocess.run(
+        [ALEMBIC, "current"], cwd=project.service_dir, env=service_env(value), capture_output=True, text=True
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().startswith("DATABASE_URL ") and says in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and SECRET not in done.stderr
+
+
+def test_the_ai_api_takes_every_spelling(project: Project, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    for url in (spellings(database_url)["postgres"], spellings(database_url)["socket as host"]):
+        monkeypatch.setenv("DATABASE_URL", url)
+        app = load_models(project)
+        with TestClient(app.app) as api:
+            assert api.get("/health").json() == {"status": "ok"}
+        app._engine.dispose()
+    monkeypatch.setenv("DATABASE_URL", HOSTILE["mysql"][0])
+    with TestClient(load_models(project).app) as api:
+        reply = api.get("/health")
+    assert reply.status_code == 503 and "names a mysql database" in reply.json()["detail"]
+    assert SECRET not in reply.text
+
+
+def test_the_workshop_server_url_is_read_the_same_way() -> None:
+    shop = Workshop(f"postgres://admin:{SECRET}@db.example:6543/postgres")
+    assert shop.url.drivername == "postgresql+psycopg2" and shop.url.port == 6543
+    with pytest.raises(LabError, match="names a mysql database") as raised:
+        Workshop(f"mysql://admin:{SECRET}@db.example/postgres")
+    assert SECRET not in str(raised.value)
