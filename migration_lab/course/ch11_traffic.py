@@ -368,7 +368,8 @@ class LockPanel:
             for s in found
             if s.role != "other" or s.holds or s.waits_for
         )
-        head = "<tr><th>who</th><th>state</th><th>wait event</th><th>holds</th><th>waits for</th><th>query</th></tr>"
+        columns = ("who", "state", "wait event", "holds", "waits for", "query")
+        head = "<tr>" + "".join(f"<th scope='col'>{column}</th>" for column in columns) + "</tr>"
         return f"{line}<table>{head}{rows}</table>"
 
 
