@@ -32,7 +32,6 @@ import tarfile
 import tempfile
 import threading
 import time
-import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -139,9 +138,17 @@ def requirements(root: Path) -> list[str]:
     return found
 
 
+def _pyproject(root: Path) -> dict:
+    """pyproject.toml, read with tomllib (imported here: install.py imports this module on any Python, and one
+    older than 3.11 must reach pip's own "requires a different Python" rather than an ImportError)."""
+    import tomllib
+
+    return tomllib.loads((root / "pyproject.toml").read_text())
+
+
 def build_requires(root: Path) -> list[str]:
     """pyproject.toml's [build-system] requires: what building the editable `-e .` needs."""
-    return list(tomllib.loads((root / "pyproject.toml").read_text())["build-system"]["requires"])
+    return list(_pyproject(root)["build-system"]["requires"])
 
 
 def tracked_files(root: Path, say: Callable[[str], None]) -> list[str]:
@@ -164,12 +171,12 @@ def tracked_files(root: Path, say: Callable[[str], None]) -> list[str]:
 class _Tally:
     """What pip said so far: packages resolved and megabytes downloaded, for the progress line."""
 
+    UNITS = {"kB": 1e-3, "MB": 1.0, "GB": 1e3}
+
     def __init__(self) -> None:
         self.packages: set[str] = set()
         self.megabytes = 0.0
         self.tail: list[str] = []
-
-    UNITS = {"kB": 1e-3, "MB": 1.0, "GB": 1e3}
 
     def read(self, line: str) -> None:
         self.tail = [*self.tail[-40:], line]
@@ -222,9 +229,10 @@ def download(wheels: Path, specs: list[str], platform_name: str, python: str, st
                     errors.seek(0)
                     said = errors.read()
                     missing = re.findall(r"No matching distribution found for (\S+)", said)
+                    what = f"No wheel of {', '.join(missing)}" if missing else "pip download failed"
                     raise SystemExit(
-                        f"No wheel of {', '.join(missing) or 'a requirement'} for {platform_name}, Python {python}"
-                        f" (pip download exited {pip.returncode}):\n" + "\n".join(tally.tail[-10:]) + said[-2000:]
+                        f"{what} for {platform_name}, Python {python} (exit {pip.returncode}); pip said:\n"
+                        + "\n".join(tally.tail[-10:] + said.strip().splitlines()[-20:])
                     )
 
 
@@ -238,7 +246,7 @@ def bundle(root: Path, platforms: list[str], pythons: list[str], out: Path, stre
     def say(text: str) -> None:
         print(text, file=stream, flush=True)
 
-    version = tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"]
+    version = _pyproject(root)["project"]["version"]
     specs = requirements(root) + build_requires(root) + ["pip"]
     files = tracked_files(root, say)
     out.mkdir(parents=True, exist_ok=True)
