@@ -515,8 +515,9 @@ def _row(*values: str, cell: str = "td", red: int | None = None) -> str:
     """One table row, every cell left-aligned at the top, so the columns line up with their headers; the `red`
     column (a lock waited for) in red."""
     style = "text-align: left; vertical-align: top; padding: 0 0.6em 0 0"
+    scope = " scope='col'" if cell == "th" else ""  # a header cell names its column for a screen reader
     cells = "".join(
-        f"<{cell} style='{style}{'; color: #c00' if n == red else ''}'>"
+        f"<{cell}{scope} style='{style}{'; color: #c00' if n == red else ''}'>"
         f"{value if value.startswith('<code>') else escape(value)}</{cell}>"
         for n, value in enumerate(values)
     )

@@ -53,6 +53,10 @@ def snapshot(bind: sa.Connection | sa.Engine) -> Snapshot:
     }
 
 
+# What the marks of lines(), render_text() and render_html() mean.
+MEANING = {"+": "added", "-": "dropped", "~": "changed"}
+
+
 @dataclass(frozen=True)
 class SchemaDiff:
     """What changed between two snapshots; empty (falsy) when nothing did."""
@@ -76,6 +80,10 @@ class SchemaDiff:
             + [f"- column {t}.{c}" for t, c in self.dropped_columns]
             + [f"~ column {t}.{c}" for t, c in self.changed_columns]
         )
+
+    def said(self) -> list[str]:
+        """lines() with each mark said in a word, so that no colour is needed to tell them apart."""
+        return [f"{line} ({MEANING[line[0]]})" for line in self.lines()]
 
     def mark(self, table: str, column: str | None = None) -> str:
         """'+', '-', '~' or '' for a table (column None) or a column."""
@@ -282,26 +290,32 @@ _STYLE = {
 }
 
 
+def _said(mark: str) -> str:
+    """A mark for the HTML view, with its word: the colours alone do not say it (WCAG 1.4.1)."""
+    return f"{mark} {MEANING[mark]}" if mark else ""
+
+
 def render_html(snap: Snapshot, changes: SchemaDiff | None = None) -> str:
-    """The tables as HTML for the schema view: added green, dropped red, changed yellow."""
+    """The tables as HTML for the schema view: added green, dropped red, changed yellow, each said in a word too."""
     changes = changes or SchemaDiff()
     if not snap and not changes.dropped_tables:
         return "<p><i>No tables yet: the database is empty.</i></p>"
     blocks = []
     for table, cols in snap.items():
         rows = "".join(
-            f'<tr style="{_STYLE[changes.mark(table, c.name)]}"><td>{changes.mark(table, c.name)}</td>'
+            f'<tr style="{_STYLE[changes.mark(table, c.name)]}"><td>{_said(changes.mark(table, c.name))}</td>'
             f"<td><code>{html.escape(c.name)}</code></td><td>{html.escape(c.describe())}</td></tr>"
             for c in cols
         )
         rows += "".join(
-            f'<tr style="{_STYLE["-"]}"><td>-</td><td><code>{html.escape(c)}</code></td><td>dropped</td></tr>'
+            f'<tr style="{_STYLE["-"]}"><td>{_said("-")}</td><td><code>{html.escape(c)}</code></td><td></td></tr>'
             for t, c in changes.dropped_columns
             if t == table
         )
         blocks.append(
             f'<table style="{_STYLE[changes.mark(table)]}"><caption style="text-align:left">'
-            f"<b>{html.escape(table)}</b></caption>{rows}</table>"
+            f"<b>{html.escape(table)}</b>{f' ({MEANING[changes.mark(table)]})' if changes.mark(table) else ''}"
+            f"</caption>{rows}</table>"
         )
     blocks += [f'<p style="{_STYLE["-"]}"><b>{html.escape(t)}</b> (dropped)</p>' for t in changes.dropped_tables]
     return '<div style="display:flex;flex-wrap:wrap;gap:1.5em;align-items:flex-start">' + "".join(blocks) + "</div>"

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 from ..database.choice import BACKENDS
 from ..errors import LabError
 from ..lab import Lab, default_progress
+from ..launch import bundle
+from ..launch.install import ROOT
 from ..launch.jupyterlab import WORKBOOK, refresh_chapter_notebook
 
 if TYPE_CHECKING:
@@ -61,6 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("backups", help="list the backups resets took, oldest first")
     nuke = sub.add_parser("nuke", help="drop ALL data and start a fresh, empty database")
     nuke.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    bundle_parser = sub.add_parser(
+        "bundle",
+        help="instructor: one archive with the course and every wheel it needs, for a room without network",
+        description=bundle.__doc__.splitlines()[0] if bundle.__doc__ else None,
+    )
+    bundle.add_arguments(bundle_parser)
     _workshop_parser(sub)
     args = parser.parse_args(argv)
 
@@ -68,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "workshop":
             return _workshop(args)
+        if args.command == "bundle":
+            print(bundle.run(args, ROOT))  # the archive's path, the last line
+            return 0
         if args.command == "lab":
             from ..launch.jupyterlab import run
 

@@ -23,6 +23,7 @@ from ..errors import BrokenHistory, LabError
 from ..lab import Lab
 from ..running import policy
 from ..running.runner import RunResult
+from ..styles import FOCUS_RING, KIT_CLASS, WHITE_TEXT_ON
 from ..tools import graph
 from ..tools.review import review
 
@@ -40,6 +41,15 @@ UNREACHABLE = "The lab database does not answer: start it with `python -m migrat
 # A second click on the same button this soon after its command finished is the
 # tail of a double click (queued while the first ran), not a new request.
 DOUBLE_CLICK_SECONDS = 0.5
+
+
+def button(description: str, kind: str = "", **kwargs: Any) -> w.Button:
+    """An ipywidgets Button whose text keeps AA contrast whatever the theme makes of its kind.
+
+    `button_style` stays: its class still says what kind of button it is.
+    """
+    style = {"button_color": WHITE_TEXT_ON[kind], "text_color": "#ffffff"} if kind else {}
+    return w.Button(description=description, button_style=kind, style=style, **kwargs)
 
 
 class SchemaView(w.HTML):
@@ -61,11 +71,8 @@ class SchemaView(w.HTML):
             return
         self.changes = schema.diff(self._previous, current) if self._previous is not None else schema.SchemaDiff()
         self._previous = current
-        legend = (
-            ("<p><small>Changed by the last command: " + ", ".join(self.changes.lines()) + "</small></p>")
-            if self.changes
-            else ""
-        )
+        said = ", ".join(self.changes.said())
+        legend = f"<p><small>Changed by the last command: {html.escape(said)}</small></p>" if self.changes else ""
         self.value = "<b>Live schema</b>" + legend + schema.render_html(current, self.changes)
 
     def __repr__(self) -> str:
@@ -105,29 +112,33 @@ class MigrationConsole(w.VBox):
         self.lab = lab
         self.buttons: dict[str, w.Button] = {}
         for label, line, destructive in COMMANDS:
-            button = w.Button(
-                description=label,
+            self.buttons[label] = button(
+                label,
+                "warning" if destructive else "",
                 tooltip=f"alembic {line}",
-                button_style="warning" if destructive else "",
                 layout=w.Layout(width="auto", min_width="8em"),
             )
-            button.on_click(self._handler(line, destructive))
-            self.buttons[label] = button
+            self.buttons[label].on_click(self._handler(line, destructive))
         self.message = w.Text(placeholder="message, e.g. Add phone number to profile", layout=w.Layout(width="24em"))
-        self.buttons["autogenerate"] = w.Button(
-            description="autogenerate",
-            button_style="info",
+        self.buttons["autogenerate"] = button(
+            "autogenerate",
+            "info",
             icon="magic",
             tooltip='alembic revision --autogenerate -m "<message>"',
             layout=w.Layout(width="auto", min_width="10em"),
         )
         self.buttons["autogenerate"].on_click(lambda _: self._autogenerate())
-        self.question = w.HTML()
-        self.confirm = w.Button(description="Yes, run it", button_style="danger", layout=w.Layout(width="auto"))
-        self.cancel = w.Button(description="Cancel", layout=w.Layout(width="auto"))
+        # The question takes the row and its buttons wrap below it at full width, never cut to "Yes, ..." / "Ca...".
+        self.question = w.HTML(layout=w.Layout(flex="1 1 auto"))
+        self.confirm = button("Yes, run it", "danger", layout=w.Layout(width="auto", flex="0 0 auto"))
+        self.cancel = button("Cancel", layout=w.Layout(width="auto", flex="0 0 auto"))
         self.confirm.on_click(lambda _: self._answer(True))
         self.cancel.on_click(lambda _: self._answer(False))
-        self.confirm_row = w.HBox([self.question, self.confirm, self.cancel], layout=w.Layout(display="none"))
+        self.confirm_row = w.HBox(
+            [self.question, self.confirm, self.cancel],
+            layout=w.Layout(display="none", flex_flow="row wrap", align_items="center"),
+        )
+        self._asked_from: w.Button | None = None  # the button whose question is open: the focus goes back there
         self.output = w.Output(layout=w.Layout(border="1px solid #ddd", padding="4px"))
         self.schema_view = SchemaView(lab) if with_views else None
         self.graph = RevisionGraph(lab) if with_views else None
@@ -144,7 +155,9 @@ class MigrationConsole(w.VBox):
         ]
         if with_views:
             children += [w.HBox([self.schema_view, self.graph], layout=w.Layout(flex_flow="row wrap"))]
-        super().__init__([*children, self.note])
+        self.focus_ring = w.HTML(FOCUS_RING)  # a <style> of its own: it holds in any notebook
+        super().__init__([*children, self.note, self.focus_ring])
+        self.add_class(KIT_CLASS)
         for old in list(_CONSOLES):  # the cell ran again: this console replaces the one it showed before
             if old.lab.project.root == lab.project.root and old.lab.db.url == lab.db.url:
                 old.close_all()
@@ -158,7 +171,7 @@ class MigrationConsole(w.VBox):
         """Close the console and every widget in it (the cell ran again)."""
         for child in [*self.buttons.values(), self.message, self.question, self.confirm, self.cancel, self.output]:
             child.close()
-        for view in (self.schema_view, self.graph, self.note):
+        for view in (self.schema_view, self.graph, self.note, self.focus_ring):
             if view is not None:
                 view.close()
         self.close()
@@ -177,7 +190,8 @@ class MigrationConsole(w.VBox):
         self.output.append_stdout(text.rstrip() + "\n")
 
     def _handler(self, line: str, destructive: bool) -> Callable[[w.Button], None]:
-        def handle(_: w.Button) -> None:
+        def handle(pressed: w.Button) -> None:
+            self._asked_from = pressed
             self.run(line, ask=destructive)
 
         return handle
@@ -187,8 +201,12 @@ class MigrationConsole(w.VBox):
         self._pending = key
         loss = checked.rehearsal is not None and (checked.rehearsal.losses or not checked.rehearsal.rehearsed)
         style = ' style="color:#b00020;font-weight:bold"' if loss else ""
-        self.question.value = f"{note}<span{style}>{html.escape(checked.question())}</span> Run it?&nbsp;"
+        # role="alert": a screen reader says the question as it appears.
+        self.question.value = (
+            f'<div role="alert">{note}<span{style}>{html.escape(checked.question())}</span> Run it?</div>'
+        )
         self.confirm_row.layout.display = "flex"
+        self.cancel.focus()  # the keyboard lands on the safe answer; Shift+Tab reaches "Yes, run it"
         waiting = f"Waiting for your answer: {checked.question()}"
         if note:  # keep what was said before: why the learner is asked again
             self.output.append_stdout(waiting + "\n")
@@ -198,6 +216,8 @@ class MigrationConsole(w.VBox):
     def _answer(self, yes: bool) -> None:
         key, self._pending = self._pending, None
         self.confirm_row.layout.display = "none"
+        if self._asked_from is not None:  # the answered buttons are gone: focus back where the question came from
+            self._asked_from.focus()
         if key is None:
             return  # the second click of a double click on "Yes"
         if not yes:
@@ -341,9 +361,9 @@ class CheckButton(w.VBox):
     def __init__(self, chapter: Exercise, answer_name: str | None = None) -> None:
         self.chapter = chapter
         self.answer_name = answer_name
-        self.button = w.Button(description="Check my work", button_style="success", icon="check")
-        self.hint_button = w.Button(
-            description="Next hint",
+        self.button = button("Check my work", "success", icon="check")
+        self.hint_button = button(
+            "Next hint",
             icon="lightbulb-o",
             tooltip="ch.hint(): the idea first, then the API, the code last",
             layout=w.Layout(width="auto"),
@@ -352,7 +372,8 @@ class CheckButton(w.VBox):
         self.button.on_click(lambda _: self.run())
         self.hint_button.on_click(lambda _: self.hint())
         style = w.HTML(WRAP_BETWEEN_WORDS, layout=w.Layout(height="0px", margin="0px"))
-        super().__init__([style, w.HBox([self.button, self.hint_button]), self.output])
+        super().__init__([style, w.HBox([self.button, self.hint_button]), self.output, w.HTML(FOCUS_RING)])
+        self.add_class(KIT_CLASS)
 
     def __repr__(self) -> str:
         return f"Check my work (chapter {self.chapter.spec.number})"

@@ -6,6 +6,9 @@ Standard library only: it runs before anything is installed.
     python3 -m migration_lab.launch.install              # the learner's tools (requirements.txt) into .venv
     python3 -m migration_lab.launch.install --dev        # and the test tools (requirements-dev.txt)
     python3 -m migration_lab.launch.install --uv ''      # pip even when uv is on PATH
+
+In an unpacked bundle (`python -m migration_lab bundle`: a wheels/ folder with a MANIFEST.json) the
+learner's tools come from those wheels and no package index is contacted, with pip or uv.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from .bundle import offline_wheels
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV = ".venv"
@@ -34,6 +39,7 @@ NEVER_USED = (
 QUIET = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONWARNINGS": "ignore:Editable installation"}
 PIP_FLAGS = ("--quiet", "--progress-bar", "on", "--no-compile", "--disable-pip-version-check")
 REEXEC_MARK = "MIGRATION_LAB_INSTALLED_BY"  # set when re-run in the new venv: never loop
+FROM_BUNDLE = " from the bundle's wheels (no network)"
 
 
 def stamp(venv: Path, dev: bool) -> Path:
@@ -66,10 +72,25 @@ def install(root: Path = ROOT, venv_name: str = VENV, dev: bool = False, uv: str
     venv = root / venv_name
     python = venv / "bin" / "python"
     if not up_to_date(root, venv):
+        wheels = offline_wheels(root)  # an unpacked bundle: checked against this machine before pip runs
+        offline = ["--no-index", "--find-links", str(wheels)] if wheels else []
         if uv:
-            print(f"Installing the course's tools into {venv_name} with uv...", flush=True)
+            print(
+                f"Installing the course's tools into {venv_name} with uv{FROM_BUNDLE if wheels else ''}...", flush=True
+            )
             _run([uv, "venv", "--quiet", "--allow-existing", "--python", sys.executable, str(venv)], root)
-            _run([uv, "pip", "install", "--quiet", "--python", str(python), "-r", "requirements.txt"], root)
+            uv_offline = ["--offline", *offline] if wheels else []
+            _run(
+                [uv, "pip", "install", "--quiet", *uv_offline, "--python", str(python), "-r", "requirements.txt"], root
+            )
+        elif wheels:
+            print(f"Installing the course's tools into {venv_name} with pip{FROM_BUNDLE}...", flush=True)
+            if not python.exists():
+                # No ensurepip needed (Debian without python3-venv has none): pip runs from its own wheel.
+                _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], root)
+                pip_wheel = sorted(wheels.glob("pip-*.whl"))[-1]
+                _run([str(python), f"{pip_wheel}/pip", "install", *PIP_FLAGS, *offline, "pip"], root)
+            _run([str(python), "-m", "pip", "install", *PIP_FLAGS, *offline, "-r", "requirements.txt"], root)
         else:
             print(
                 f"Installing the course's tools into {venv_name} with pip "
@@ -93,7 +114,7 @@ def install(root: Path = ROOT, venv_name: str = VENV, dev: bool = False, uv: str
         stamp(venv, False).touch()
         print(f"Installed: {venv_name} ({_size(venv)}).", flush=True)
     if dev and not up_to_date(root, venv, dev=True):
-        print("Installing the test tools...", flush=True)
+        print("Installing the test tools...", flush=True)  # from the package index: a bundle holds none
         if uv:
             _run([uv, "pip", "install", "--quiet", "--python", str(python), "-r", "requirements-dev.txt"], root)
         else:

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+from ..styles import FOCUS_RING, KIT_CLASS
 from .instructor import Workshop
 from .room import LearnerStatus, natural, printable
 
@@ -68,12 +69,13 @@ def table(rows: Sequence[LearnerStatus]) -> str:
 
 
 def html(rows: Sequence[LearnerStatus]) -> str:
-    """The same table as HTML; stuck rows highlighted."""
-    head = "".join(f"<th style='text-align:left;padding:2px 8px'>{h}</th>" for h in HEADERS)
+    """The same table as HTML; stuck rows highlighted, and marked STUCK as in the terminal (not by colour alone)."""
+    head = "".join(f"<th scope='col' style='text-align:left;padding:2px 8px'>{h}</th>" for h in HEADERS)
     body = []
     for row in ordered(rows):
         style = " style='background:#fdd'" if row.stuck else ""
-        cells = "".join(f"<td style='padding:2px 8px'>{html_escape.escape(c)}</td>" for c in _cells(row))
+        texts = (f"STUCK {row.name}", *_cells(row)[1:]) if row.stuck else _cells(row)
+        cells = "".join(f"<td style='padding:2px 8px'>{html_escape.escape(c)}</td>" for c in texts)
         body.append(f"<tr{style}>{cells}</tr>")
     return f"<table><tr>{head}</tr>{''.join(body)}</table><p>{html_escape.escape(summary(rows))}</p>"
 
@@ -105,7 +107,9 @@ class RoomView:
         self.updated = w.Label()
         self.button = w.Button(description="Refresh now", layout=w.Layout(width="auto"))
         self.button.on_click(lambda _: self.refresh())
-        self.widget = w.VBox([w.HBox([self.button, self.updated]), self.table])
+        # The kit's focus ring (styles.py) on the button, as on the console's.
+        self.widget = w.VBox([w.HBox([self.button, self.updated]), self.table, w.HTML(FOCUS_RING)])
+        self.widget.add_class(KIT_CLASS)
         self._stop = threading.Event()
         self.refresh()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="migration-lab-room-view")

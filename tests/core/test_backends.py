@@ -68,7 +68,10 @@ def no_docker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_url_wins_over_everything_unforced(project: Project) -> None:
     backend = choose_backend(project, env={"LAB_DATABASE_URL": "postgresql+psycopg2://u:p@db.example/lab"})
     assert isinstance(backend, UrlBackend)
-    assert backend.where() == "the server at postgresql+psycopg2://u:***@db.example/lab (LAB_DATABASE_URL)"
+    # In words, not a URL JupyterLab would make a link of; never the password.
+    assert backend.where() == "the server at db.example, database lab, user u (LAB_DATABASE_URL)"
+    socket = UrlBackend("postgresql+psycopg2://u:secret@:5433/lab?host=/run/pg")
+    assert socket.where() == "the server at /run/pg:5433, database lab, user u (LAB_DATABASE_URL)"
 
 
 def test_forced_backend_wins_over_url(project: Project) -> None:
