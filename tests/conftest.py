@@ -17,6 +17,20 @@ from migration_lab import EmbeddedBackend, Lab, Project, UrlBackend
 _numbers = itertools.count()
 
 
+@pytest.fixture(autouse=True)
+def no_ipython_left_behind() -> Iterator[None]:
+    """Each test starts outside IPython, as a script does.
+
+    A widget's Output.append_display_data creates IPython's InteractiveShell singleton even in a plain process;
+    left behind, it makes every later test look like a notebook kernel (its namespace, its input history), and a
+    chapter graded on `answer` then says "`answer` is not defined yet" instead of judging the answer given.
+    """
+    yield
+    from IPython.core.interactiveshell import InteractiveShell
+
+    InteractiveShell.clear_instance()
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBackend]:
     """One embedded PostgreSQL for the session, stopped and deleted at the end whatever happens.
