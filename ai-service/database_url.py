@@ -30,7 +30,7 @@ def normalise(url: str, name: str = "DATABASE_URL") -> str:
         parsed = make_url(url.strip())
     except (ArgumentError, ValueError):  # the value itself is never shown: it may be a password
         raise BadDatabaseURL(f"{name} is not a database URL. One looks like {EXAMPLE}.") from None
-    backend, _, driver = parsed.drivername.partition("+")
+    backend, _, driver = parsed.drivername.lower().partition("+")  # a URL's scheme is case-insensitive
     if backend not in ("postgresql", "postgres"):
         raise BadDatabaseURL(f"{name} names a {backend} database, not a PostgreSQL one. One looks like {EXAMPLE}.")
     if driver not in ("", DRIVER, "psycopg"):

@@ -37,6 +37,7 @@ def spellings(url: str) -> dict[str, str]:
         "socket as host": f"postgresql://{u.username}:{quote(password, safe='')}@{quote(socket, safe='')}/{u.database}",
         "password in query": f"postgresql:///{u.database}?host={socket}&user={u.username}&password={password}",
         "spaces around": f"  {plain}\n",
+        "scheme in capitals": plain.replace("postgresql://", "PostgreSQL://", 1),
     }
 
 
