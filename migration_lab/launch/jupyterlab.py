@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -261,6 +262,8 @@ def run(
 
     if port is not None and not 1 <= port <= 65535:  # Jupyter would take it modulo 65536 and print it as given
         raise LabError(f"--port {port} is not a TCP port.", "Give one from 1 to 65535, e.g. --port 8899.")
+    if port is not None:
+        _refuse_unusable(port)
     project = project or Project.find()
     with _single_instance(project) as mine:
         if not mine:
@@ -289,6 +292,27 @@ def run(
         else:
             _say(f"Your notebooks: {WORKBOOK}/ (yours, as you left them)", out)
         return _serve(project, lab, port, open_browser, extra or [], out)
+
+
+def _refuse_unusable(port: int) -> None:
+    """A port JupyterLab could not listen on is said before the database starts, in one line of ours.
+
+    JupyterLab would start, log "port N is not available" among its own lines and exit. A port given
+    with --port is never exchanged for another (the learner may have opened it in a tunnel or a firewall).
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))  # where JupyterLab listens: localhost only
+        except PermissionError:
+            raise LabError(
+                f"--port {port} needs administrator rights here (ports below 1024 do).",
+                "Give one from 1024 to 65535, e.g. --port 8899, or leave --port out.",
+            ) from None
+        except OSError:
+            raise LabError(
+                f"--port {port} is taken: another program listens on it.",
+                "Give another, e.g. --port 8899, or leave --port out: JupyterLab then picks a free one.",
+            ) from None
 
 
 def _serve(project: Project, lab: Any, port: int | None, open_browser: bool, extra: list[str], out: IO[str]) -> int:

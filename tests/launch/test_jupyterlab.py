@@ -449,6 +449,25 @@ def test_a_port_that_is_not_one_is_refused_before_anything_starts(
     assert "http://" not in said and not (lab_project.state_dir / "pgdata").exists()  # nothing was started
 
 
+def test_a_port_another_program_listens_on_is_refused_before_anything_starts(
+    lab_project: Project, tmp_path: Path, stopped_afterwards: list[subprocess.Popen[bytes]]
+) -> None:
+    """JupyterLab started, logged "port N is not available" among its lines and exited; the database had started."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process, output = _start(lab_project, tmp_path, "taken", port)
+        stopped_afterwards.append(process)
+        try:
+            assert process.wait(60) == 1
+        except subprocess.TimeoutExpired:
+            raise AssertionError(output.read_text()[-3000:]) from None
+    said = output.read_text()
+    assert said.startswith(f"--port {port} is taken: another program listens on it.\nWhat to do: Give another"), said
+    assert "http://" not in said and not (lab_project.state_dir / "pgdata").exists()  # nothing was started
+
+
 def test_a_jupyter_server_started_by_hand_in_the_checkout_is_reused_not_doubled(
     lab_project: Project, tmp_path: Path, stopped_afterwards: list[subprocess.Popen[bytes]]
 ) -> None:
