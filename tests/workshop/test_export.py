@@ -135,9 +135,11 @@ def test_learner_text_is_inert_in_csv_and_as_recorded_in_json(room: Workshop, se
 
 
 def test_json_carries_the_columns_and_typed_values(room: Workshop, server: Server) -> None:
-    parsed = json.loads(export.render(room.status(), "json"))
+    document = export.render(room.status(), "json")
+    parsed = json.loads(document)
     assert parsed["format"] == "migration-lab-progress/1" and parsed["kit_version"]
     assert parsed["exported_at"].endswith("Z")
+    assert '"last_error": "✘ the downgrade drops it"' in document  # UTF-8 as it is, not \u2718
     assert [c["name"] for c in parsed["columns"]] == list(export.NAMES)
     assert all(c["type"] and c["meaning"] for c in parsed["columns"])
     csv_rows = read_csv(export.render(room.status(), "csv"))
