@@ -59,13 +59,13 @@ def write_private(path: Path, text: str) -> None:
     the secret is never readable by others and readers never see half a file.
     """
     try:
-        if stat.S_IMODE(path.lstat().st_mode) == 0o600 and path.read_text() == text:
+        if stat.S_IMODE(path.lstat().st_mode) == 0o600 and path.read_text(encoding="utf-8") == text:
             return
-    except OSError:
+    except (OSError, UnicodeDecodeError):  # not there, or not text: written anew
         pass
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with os.fdopen(handle, "w") as file:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as file:
             file.write(text)
         os.replace(temporary, path)
     except BaseException:

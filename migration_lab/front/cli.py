@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _workshop_parser(sub: argparse._SubParsersAction) -> None:
     """`workshop ...`: the instructor's commands for a shared server (migration_lab.workshop)."""
+    from ..workshop.export import FORMATS
     from ..workshop.instructor import CONNECTION_LIMIT
 
     where = argparse.ArgumentParser(add_help=False)  # before or after the sub-command: `init --server URL` too
@@ -182,6 +183,13 @@ def _workshop_parser(sub: argparse._SubParsersAction) -> None:
     status.add_argument(
         "--watch", nargs="?", type=float, const=10.0, metavar="SECONDS", help="redraw every SECONDS (default 10)"
     )
+    status.add_argument(
+        "--format",
+        default="table",
+        choices=("table", *FORMATS),
+        help="table (default), or csv / json: every learner's progress per chapter, for a spreadsheet or an LMS",
+    )
+    status.add_argument("--output", metavar="FILE", help="write it to FILE (0600) instead of printing it")
     remove = commands.add_parser("remove", parents=[where], help="learners' roles and databases, gone")
     remove.add_argument("names", nargs="+")
     drop = commands.add_parser("drop", parents=[where], help="everything the workshop made on the server (asks)")
@@ -201,15 +209,13 @@ def _workshop(args: argparse.Namespace) -> int:
 
 
 def _workshop_command(args: argparse.Namespace) -> int:
+    from ..workshop import export
     from ..workshop import status as workshop_status
     from ..workshop.instructor import LEFT, Workshop, server_url
 
     command = args.workshop_command
-    if command == "status" and args.watch is not None and not WATCH_SECONDS[0] <= args.watch <= WATCH_SECONDS[1]:
-        raise LabError(
-            f"--watch {args.watch:g}: the table can be redrawn every {WATCH_SECONDS[0]:g} to {WATCH_SECONDS[1]:g} s.",
-            "Give --watch SECONDS in that range (default 10).",
-        )
+    if command == "status":
+        _check_status_options(args)
     roster = getattr(args, "roster", None)
     shop = Workshop(
         server_url(getattr(args, "server", None)),
@@ -226,8 +232,13 @@ def _workshop_command(args: argparse.Namespace) -> int:
     elif command == "status":
         if args.watch:
             workshop_status.watch(shop, args.watch)
+            return 0
+        rows = shop.status()
+        text = workshop_status.table(rows) + "\n" if args.format == "table" else export.render(rows, args.format)
+        if args.output:
+            print(f"Wrote {export.save(text, Path(args.output))} (readable by you only).", file=sys.stderr)
         else:
-            print(workshop_status.table(shop.status()))
+            sys.stdout.write(text)
     elif command == "remove":
         said = [line for name in args.names for line in shop.remove(name)]
         return 1 if any(LEFT in line for line in said) else 0
@@ -238,6 +249,20 @@ def _workshop_command(args: argparse.Namespace) -> int:
             return 1
         return 1 if any(LEFT in line for line in shop.drop()) else 0
     return 0
+
+
+def _check_status_options(args: argparse.Namespace) -> None:
+    """Refused before the server is asked anything: --watch out of range, or with an export."""
+    if args.watch is not None and not WATCH_SECONDS[0] <= args.watch <= WATCH_SECONDS[1]:
+        raise LabError(
+            f"--watch {args.watch:g}: the table can be redrawn every {WATCH_SECONDS[0]:g} to {WATCH_SECONDS[1]:g} s.",
+            "Give --watch SECONDS in that range (default 10).",
+        )
+    if args.watch is not None and (args.format != "table" or args.output):
+        raise LabError(
+            "--watch redraws the table in this terminal: it writes no CSV, JSON or file.",
+            "Leave out --watch to export once (as often as you like), or --format/--output to watch.",
+        )
 
 
 def _workshop_add(shop: Workshop, args: argparse.Namespace) -> int:

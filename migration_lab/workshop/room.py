@@ -33,9 +33,9 @@ LEARNER_ROLE = "migration-lab workshop learner"  # the COMMENT on a learner's ro
 DATABASE_PREFIX = "lab_"
 MANY_DATABASES = 5  # a learner's own database and a rehearsal's copy or two; more is worth a look (disk)
 # Control characters (C0 with ESC, CR and LF, DEL, C1 with CSI) and bidirectional overrides: stored as '?',
-# shown escaped.
+# shown escaped (with the Unicode line and paragraph separators, which start a line in some viewers).
 _CONTROL_CLASS = r"[\x01-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
 
 # Run in mlab_workshop as mlab_room (the connection's `-c role=mlab_room`), at every `init`: idempotent.
 STORE = f"""
@@ -160,7 +160,7 @@ class LearnerStatus:
 def printable(text: str) -> str:
     """`text` with control characters and bidirectional overrides as visible escapes (\\x1b, \\u202e): what a
     learner wrote (an error, the name of a database they made) can neither drive a terminal nor forge a line."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}", text)
+    return CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}", text)
 
 
 def database_name(name: str) -> str:

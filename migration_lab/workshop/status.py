@@ -2,8 +2,9 @@
 
 One table, three ways to see it: `table()` for `workshop status` in a
 terminal (`--watch` redraws it), `html()` and `RoomView` for the instructor's
-notebook, a widget that refreshes itself. Stuck learners (an error, and no
-check gained for 10 minutes) come first.
+notebook, a widget that refreshes itself and saves the room's progress as
+CSV or JSON (`export`). Stuck learners (an error, and no check gained for 10
+minutes) come first.
 
 Learners write the last error: every cell goes through `printable()`, so a
 control character (ESC, BEL, CR, a newline, a C1 code such as CSI, a
@@ -17,8 +18,10 @@ import html as html_escape
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from ..styles import FOCUS_RING, KIT_CLASS
+from . import export
 from .instructor import Workshop
 from .room import LearnerStatus, natural, printable
 
@@ -96,19 +99,35 @@ class RoomView:
 
     `refresh()` redraws it at once (the button does too); `stop()` ends the
     refreshing (closing the notebook does as well: the thread is a daemon).
+    "Save CSV" and "Save JSON" write the room's progress (`export`) into
+    `save_to` (default: the notebook's folder), readable by you only, and
+    say where: the file browser shows it, to download or open.
     """
 
-    def __init__(self, workshop: Workshop, every: float = 15.0) -> None:
+    def __init__(self, workshop: Workshop, every: float = 15.0, save_to: Path | None = None) -> None:
         import ipywidgets as w
 
         self.workshop = workshop
         self.every = every
+        self.save_to = save_to or Path.cwd()
         self.table = w.HTML()
         self.updated = w.Label()
         self.button = w.Button(description="Refresh now", layout=w.Layout(width="auto"))
         self.button.on_click(lambda _: self.refresh())
-        # The kit's focus ring (styles.py) on the button, as on the console's.
-        self.widget = w.VBox([w.HBox([self.button, self.updated]), self.table, w.HTML(FOCUS_RING)])
+        self.save_csv = w.Button(description="Save CSV", layout=w.Layout(width="auto"))
+        self.save_csv.on_click(lambda _: self.save("csv"))
+        self.save_json = w.Button(description="Save JSON", layout=w.Layout(width="auto"))
+        self.save_json.on_click(lambda _: self.save("json"))
+        self.saved = w.Label()
+        # The kit's focus ring (styles.py) on the buttons, as on the console's.
+        self.widget = w.VBox(
+            [
+                w.HBox([self.button, self.updated]),
+                self.table,
+                w.HBox([self.save_csv, self.save_json, self.saved]),
+                w.HTML(FOCUS_RING),
+            ]
+        )
         self.widget.add_class(KIT_CLASS)
         self._stop = threading.Event()
         self.refresh()
@@ -121,6 +140,17 @@ class RoomView:
             self.updated.value = f"updated {time.strftime('%H:%M:%S')}, every {self.every:g} s"
         except Exception as error:  # noqa: BLE001 - the view keeps trying; it says why it could not update
             self.updated.value = f"could not update: {str(error).splitlines()[0]}"
+
+    def save(self, form: str) -> Path | None:
+        """The room's progress now, as `form` ("csv" or "json"), in a new file in `save_to`; None if it failed."""
+        try:
+            path = self.save_to / f"progress-{time.strftime('%Y%m%d-%H%M%S')}.{form}"
+            export.save(export.render(self.workshop.status(), form), path)
+        except Exception as error:  # noqa: BLE001 - the view stays; it says why nothing was saved
+            self.saved.value = f"not saved: {str(error).splitlines()[0]}"
+            return None
+        self.saved.value = f"saved {path} (readable by you only)"
+        return path
 
     def _loop(self) -> None:
         while not self._stop.wait(self.every):
