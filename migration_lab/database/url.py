@@ -25,18 +25,21 @@ def _service_helper() -> ModuleType:
     return module
 
 
-def normalise(url: str, name: str = "LAB_DATABASE_URL") -> str:
+def normalise(url: str, name: str = "LAB_DATABASE_URL", next_step: str = "") -> str:
     """Any PostgreSQL URL a host prints (postgresql://, postgres://, +psycopg2, +psycopg), on psycopg2.
 
     SQLAlchemy 2.1 reads a plain postgresql:// as psycopg 3, which the course does
     not install. What cannot work (another database, another driver, not a URL)
-    is one LabError that never shows the password.
+    is one LabError that never shows the password; `next_step` replaces the lab's own advice (unset it)
+    where that does not apply.
     """
     helper = _service_helper()
     try:
         return str(helper.normalise(url, name))
     except helper.BadDatabaseURL as error:
-        raise LabError(str(error), f"Correct {name}, or unset it: the lab then uses its own database.") from None
+        raise LabError(
+            str(error), next_step or f"Correct {name}, or unset it: the lab then uses its own database."
+        ) from None
 
 
 class UrlBackend(Backend):

@@ -125,7 +125,13 @@ class Workshop:
                 "with no limit at all (-1).",
                 f"Give --connection-limit 1 or more (default {CONNECTION_LIMIT}); the server's capacity is the most.",
             )
-        self.url = make_url(normalise(server_url, "The workshop server's URL (--server or LAB_WORKSHOP_URL)"))
+        self.url = make_url(
+            normalise(
+                server_url,
+                "The workshop server's URL (--server or LAB_WORKSHOP_URL)",
+                "Give --server (or LAB_WORKSHOP_URL) as postgresql://USER:PASSWORD@HOST:5432/postgres.",
+            )
+        )
         self.server = Server(self.url)
         self.roster = Path(roster) if roster else default_roster()
         if self.roster.is_dir():

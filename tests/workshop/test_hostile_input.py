@@ -253,8 +253,14 @@ def test_every_input_error_gets_one_message(
     roster = ["--roster", str(shop.roster)]
     cases = [
         (["workshop", "--server", url, "--roster", str(bad), "add", "x1"], "workshop add NAME"),
-        (["workshop", "--server", "not a url", *roster, "status"], "'not a url' is not a database URL"),
-        (["workshop", "--server", "sqlite:///x.db", *roster, "status"], "sqlite is not PostgreSQL"),
+        (
+            ["workshop", "--server", "not a url", *roster, "status"],
+            "URL (--server or LAB_WORKSHOP_URL) is not a database URL",
+        ),
+        (
+            ["workshop", "--server", "sqlite:///x.db", *roster, "status"],
+            "names a sqlite database, not a PostgreSQL one",
+        ),
         (["workshop", "--server", url, "--roster", str(tmp_path), "add", "x2"], "is a directory"),
         (["workshop", "--server", url, *roster, "status", "--watch", "-1"], "--watch -1"),
         (["workshop", "--server", url, *roster, "status", "--watch", "0"], "--watch 0"),
@@ -267,6 +273,7 @@ def test_every_input_error_gets_one_message(
         assert main(argv) == 1, argv
         err = capsys.readouterr().err
         assert needle in err and "Traceback" not in err and "ensure NAME" not in err, (argv, err)
+        assert "unset it" not in err, (argv, err)  # the lab's own advice for LAB_DATABASE_URL is not the room's
     # --server (and --roster) after the sub-command too
     assert main(["workshop", "status", "--server", url, "--roster", str(shop.roster)]) == 0
     assert main(["workshop", "--server", "not a url", "status", "--server", url]) == 0  # the last one counts
