@@ -129,11 +129,18 @@ with op.get_context().autocommit_block():  # each its own transaction: the NOT V
 SAFE_DOWNGRADE = f"""with op.get_context().autocommit_block():
     op.drop_index('ix_job_entries_reviewer_id', table_name='job_entries', postgresql_concurrently=True)
 op.drop_constraint('{FK}', 'job_entries', type_='foreignkey')"""
-WRITE_SAFE = (
-    f'ch.alembic("downgrade {START}", confirm=True); '
-    f'ch.rewrite_revision(upgrade="""{SAFE_UPGRADE}""", downgrade="""{SAFE_DOWNGRADE}"""); '
-    'ch.alembic("upgrade head")'
-)
+
+
+def write_safe(revisions: tuple[str, ...] = ()) -> str:
+    """The last hint's code: back to the start, the release rewritten, up again. The learner's revision is
+    named when there is one (a file written in the editor, or a restarted kernel, was not generated here)."""
+    named = f', revision="{revisions[0]}"' if len(revisions) == 1 else ""
+    return (
+        f'ch.alembic("downgrade {START}", confirm=True); '
+        f'ch.rewrite_revision(upgrade="""{SAFE_UPGRADE}""", downgrade="""{SAFE_DOWNGRADE}"""{named}); '
+        'ch.alembic("upgrade head")'
+    )
+
 
 END_STATE = """
 SELECT
@@ -194,7 +201,7 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
         "op.create_foreign_key(..., postgresql_not_valid=True), then, inside `with "
         "op.get_context().autocommit_block():`, runs ALTER TABLE job_entries VALIDATE CONSTRAINT ... and "
         "op.create_index(..., postgresql_concurrently=True) on reviewer_id.",
-        "ch.alembic('revision -m \"reviewer references a profile\"'); " + WRITE_SAFE.split("; ", 1)[1],
+        "ch.alembic('revision -m \"reviewer references a profile\"'); " + write_safe().split("; ", 1)[1],
     )
     end = found.end
     has_key = found.upgraded and end.get("validated") is not None
@@ -218,7 +225,7 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
                 "Add it with op.create_foreign_key(..., postgresql_not_valid=True), and run ALTER TABLE job_entries "
                 "VALIDATE CONSTRAINT ... in a transaction of its own: inside `with "
                 "op.get_context().autocommit_block():`, or in the next revision.",
-                WRITE_SAFE,
+                write_safe(found.revisions),
             ),
         )
     )
@@ -234,7 +241,7 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
                 "Ask for the lock briefly: op.execute(\"SET LOCAL lock_timeout = '200ms'\") first in upgrade() (the "
                 "deploy retries a migration that gave up), shorter than a client waits. A lock_timeout of 1 s or "
                 "more still makes the queued requests give up.",
-                WRITE_SAFE,
+                write_safe(found.revisions),
             ),
         )
     )
@@ -247,7 +254,7 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
                 "reviewer: without an index on reviewer_id, each one scans job_entries.",
                 "op.create_index(..., postgresql_concurrently=True) on ['reviewer_id'], inside the "
                 "autocommit_block (a plain CREATE INDEX blocks writes while it builds).",
-                WRITE_SAFE,
+                write_safe(found.revisions),
             ),
         )
     )
@@ -263,7 +270,7 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
                 + ": a rollback (or the next try of this release) would break.",
                 "downgrade() drops what upgrade() made, in reverse: the index (concurrently, in an "
                 "autocommit_block), then the constraint (op.drop_constraint(..., type_='foreignkey')).",
-                WRITE_SAFE,
+                write_safe(found.revisions),
             ),
         )
     )
