@@ -54,7 +54,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from ..database.sql import quote
+from ..database.sql import quote, run_quoted
 from ..database.url import normalise
 from ..errors import LabError
 from ..project import Project, write_private
@@ -350,8 +350,8 @@ class Workshop:
                 ),
                 {"password": password},
             )
-            conn.execute(sa.text(f"COMMENT ON ROLE {quote(name)} IS '{LEARNER_ROLE}'"))
-            conn.execute(sa.text(f"GRANT {LEARNERS_GROUP} TO {quote(name)}"))
+            run_quoted(conn, f"COMMENT ON ROLE {quote(name)} IS '{LEARNER_ROLE}'")
+            run_quoted(conn, f"GRANT {LEARNERS_GROUP} TO {quote(name)}")
         self._give_database(conn, name, template)
         return Learner(name, self._learner_url(name, password))
 
@@ -362,7 +362,7 @@ class Workshop:
             url = self._new_password(conn, name)
             self._tell(f"{name}: the roster had no working password for them: set a new one.")
         if not conn.scalar(sa.text("SELECT pg_has_role(:r, :g, 'MEMBER')"), {"r": name, "g": LEARNERS_GROUP}):
-            conn.execute(sa.text(f"GRANT {LEARNERS_GROUP} TO {quote(name)}"))
+            run_quoted(conn, f"GRANT {LEARNERS_GROUP} TO {quote(name)}")
         self._drop_leftovers(conn, name)
         owner = owner_of(conn, database_name(name))
         if owner != name:
@@ -396,7 +396,7 @@ class Workshop:
         if leftovers:
             with self.server.as_learner(conn, name):
                 for database in leftovers:
-                    conn.execute(sa.text(f"DROP DATABASE IF EXISTS {quote(database)} WITH (FORCE)"))
+                    run_quoted(conn, f"DROP DATABASE IF EXISTS {quote(database)} WITH (FORCE)")
 
     def known(self, name: str) -> str:
         """`name`, when it is a learner of this workshop; a LabError otherwise."""
