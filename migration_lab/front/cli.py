@@ -248,6 +248,9 @@ def _workshop_add(shop: Workshop, args: argparse.Namespace) -> int:
         if args.learners < 1:
             print(f"--learners {args.learners}: nobody to add (give 1 or more).", file=sys.stderr)
             return 1
+        problem = shop.room_problem(args.learners, force=args.force)  # before listing N names: N may be huge
+        if problem is not None:
+            raise problem
         have = shop.learners()
         names += [n for n in learner_names(args.learners) if n not in have and n not in names]
     if not names:

@@ -67,6 +67,7 @@ from .room import LEARNER_ROLE, LEARNERS_GROUP, LearnerStatus, database_name, pr
 from .server import Server, transaction
 
 CONNECTION_LIMIT = 8  # a notebook's command, its lock, a rehearsal's copy and the maintenance db, a second notebook
+MAX_ROOM = 10_000  # learners in one room, --force or not: `add --learners N` lists N names before it adds any
 BUSY = 3  # connections a learner holds while a command runs: the command, the migration lock, a rehearsal's copy
 NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
 RESERVED = re.compile(r"(pg_|mlab_|postgres$)")
@@ -222,6 +223,12 @@ class Workshop:
         always refused; a room where everyone running one command at once
         (BUSY connections each) would not fit, only without `force`.
         """
+        if learners > MAX_ROOM:
+            return LabError(
+                f"A room of {learners} learners is more than the workshop makes ({MAX_ROOM} at most, --force or "
+                "not). Nothing was added.",
+                f"Add at most {MAX_ROOM} learners (about {BUSY} connections each while they run a command).",
+            )
         capacity = self.capacity() if capacity is None else capacity
         if self.connection_limit > capacity:
             return LabError(

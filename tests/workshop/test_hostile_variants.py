@@ -2,11 +2,14 @@
 kit's SQL must carry as they are, output of a learner's own programs, inputs too large to list, folders another
 account prepared, and windows while a database is born."""
 
+import resource
+import subprocess
+import sys
 from collections.abc import Callable
 
 import sqlalchemy as sa
 
-from hostile import Server, sql
+from hostile import Server, learner_role_count, sql
 from migration_lab.workshop.instructor import LEFT, Workshop
 
 
@@ -37,3 +40,22 @@ def test_database_names_with_colons_and_percents_never_stop_remove(
     left = sql(server.superuser_url, "SELECT datname FROM pg_database WHERE datname = ANY(:n)", n=list(ODD_NAMES))
     assert left == [], left
     assert sql(server.superuser_url, "SELECT 1 FROM pg_roles WHERE rolname = 'percy'") == []
+
+
+def test_a_huge_room_is_refused_before_its_names_are_listed(server: Server, shop: Workshop) -> None:
+    """`add --learners 300000000` (with --force too) listed 300 million names first: gigabytes, minutes, then a
+    crash. Now one message, at once, and nothing made."""
+    before = learner_role_count(server.superuser_url)
+    for force in ([], ["--force"]):
+        args = ["workshop", "--server", server.instructor_url, "--roster", str(shop.roster)]
+        done = subprocess.run(
+            [sys.executable, "-m", "migration_lab", *args, "add", "--learners", "300000000", *force],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30)),  # fail, not swap
+        )
+        assert done.returncode == 1, done.stderr
+        assert "300000000 learners" in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert learner_role_count(server.superuser_url) == before
