@@ -126,7 +126,7 @@ class Workshop:
                 "with no limit at all (-1).",
                 f"Give --connection-limit 1 or more (default {CONNECTION_LIMIT}); the server's capacity is the most.",
             )
-        self.url = make_url(normalise(server_url, "The workshop server's URL (--server or LAB_WORKSHOP_URL)"))
+        self.url = _server(server_url)
         self.server = Server(self.url)
         self.roster = Path(roster) if roster else default_roster()
         if self.roster.is_dir():
@@ -524,6 +524,25 @@ def _login_works(url: str) -> bool:
         return "password authentication failed" not in str(error.orig)
     finally:
         engine.dispose()
+
+
+def _server(given: str) -> sa.URL:
+    """The instructor's URL, on psycopg2; one LabError, never showing a password, for anything else."""
+    try:
+        return make_url(normalise(given, "The workshop server's URL (--server or LAB_WORKSHOP_URL)"))
+    except LabError as error:
+        what = error.what  # the driver is not the one installed: it says which to write
+        try:
+            parsed = make_url(given)
+            if parsed.get_backend_name() != "postgresql":
+                what = f"{parsed.get_backend_name()} is not PostgreSQL ({parsed.render_as_string(hide_password=True)})."
+        except (sa.exc.ArgumentError, ValueError):
+            what = f"{given!r} is not a database URL." if "@" not in given else "The URL given is not a database URL."
+        raise LabError(
+            f"{what} The workshop needs the URL of a PostgreSQL server.",
+            "Give --server postgresql://USER:PASSWORD@HOST:PORT/postgres (a superuser's, or a role's with "
+            "CREATEROLE and CREATEDB), or set LAB_WORKSHOP_URL.",
+        ) from None
 
 
 def server_url(given: str | None) -> str:

@@ -6,10 +6,13 @@ import resource
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from hostile import Server, learner_role_count, sql
+from migration_lab.errors import LabError
 from migration_lab.workshop.instructor import LEFT, Workshop
 
 
@@ -59,3 +62,13 @@ def test_a_huge_room_is_refused_before_its_names_are_listed(server: Server, shop
         assert done.returncode == 1, done.stderr
         assert "300000000 learners" in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert learner_role_count(server.superuser_url) == before
+
+
+def test_a_bad_server_url_gets_the_workshops_message_without_its_password(tmp_path: Path) -> None:
+    """The instructor's URL: told what to give (not the learner's "unset it: the lab uses its own database"),
+    and a password in it never shown."""
+    for given in ("not a url", "sqlite:///x.db", "postgresql://u:s3cret@h:notaport/db", "mysql://u:s3cret@h/db"):
+        with pytest.raises(LabError) as caught:
+            Workshop(given, roster=tmp_path / "roster.json")
+        said = str(caught.value)
+        assert "s3cret" not in said and "unset it" not in said and "--server postgresql://" in said, said
