@@ -300,7 +300,8 @@ def _workshop_reset(shop: Workshop, args: argparse.Namespace) -> int:
                 f"{args.name} has no URL in {shop.roster}.",
                 f"`workshop add {args.name}` gives them a new password (and the roster their URL), then reset again.",
             )
-        print(f"{args.name}: {checkouts.reset(args.name, args.chapter, checkout, url)}")
+        for line in checkouts.reset(args.name, args.chapter, checkout, url):  # each line theirs, escaped
+            print(f"{args.name}: {line}")
     else:
         shop.reset(args.name, args.chapter, backup=not args.no_backup)
     return 0
