@@ -4,7 +4,7 @@ The dump logs in as the learner (their URL from the roster), never as the
 instructor: whatever reading the database could run (a view, a policy, a
 domain check of theirs) runs with the learner's rights only. It is
 PostgreSQL's custom format (`pg_dump -Fc`), written to a new 0600 file in a
-0700 folder of the instructor's, and named in the message.
+0700 folder of the instructor's (see `folders`), and named in the message.
 
 Restore it with the learner's login too (`pg_restore -d <their URL>`):
 restoring as a superuser would run their domain checks and defaults with a
@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 
 from ..database.programs import program
 from ..errors import LabError
+from . import folders
 
 DUMP_TIMEOUT = 120  # pg_dump sets its own statement_timeout to 0: this bounds a learner who slows it down
 LOCK_WAIT = "5s"  # a table the learner holds locked: pg_dump gives up instead of waiting forever
@@ -40,13 +41,15 @@ def _environment(url: str) -> dict[str, str]:
 def dump(url: str, folder: Path) -> Path:
     """The database of `url` (a learner's) as `<folder>/<database>-<time>-<random>.dump`; LabError if it fails."""
     u = make_url(url)
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = folder / f"{u.database}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}.dump"
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+    folders.private_folder(folder, "the backups' folder")
+    path = folder / f"{u.database}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}.dump"
+    try:
+        output = folders.open_new(path)
+    except OSError as error:
+        raise LabError(f"The backup of {u.database} could not be made: {path}: {error.strerror}", "") from error
     command = [
         program("pg_dump"),
-        "--format=custom",
-        f"--file={path}",
+        "--format=custom",  # to the file opened here: pg_dump never opens a path by name (a symlink put there)
         "--enable-row-security",  # a table with forced row security: its policies run, as the learner
         f"--lock-wait-timeout={LOCK_WAIT}",
         "--no-password",
@@ -60,13 +63,16 @@ def dump(url: str, folder: Path) -> Path:
             command,
             env=_environment(url),
             stdin=subprocess.DEVNULL,
-            capture_output=True,
+            stdout=output,
+            stderr=subprocess.PIPE,
             text=True,
             timeout=DUMP_TIMEOUT,
         )
         problem = done.stderr.strip().splitlines()[-1] if done.returncode else ""
     except (OSError, subprocess.TimeoutExpired) as error:
         problem = str(error)
+    finally:
+        os.close(output)
     if problem:
         path.unlink(missing_ok=True)
         raise LabError(f"The backup of {u.database} failed: {problem}", "")

@@ -54,6 +54,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from ..database.os_accounts import account_name
 from ..database.sql import quote, run_quoted
 from ..database.url import normalise
 from ..errors import LabError
@@ -61,7 +62,7 @@ from ..project import Project, write_private
 from ..workspace import templates
 from ..workspace.progress import ROOM_DATABASE
 from ..workspace.templates import owner_of
-from . import dumps, removal, room, setup
+from . import dumps, folders, removal, room, setup
 from .removal import LEFT
 from .room import LEARNER_ROLE, LEARNERS_GROUP, LearnerStatus, database_name, printable
 from .server import Server, transaction
@@ -158,9 +159,9 @@ class Workshop:
     def _roster_locked(self) -> Iterator[dict[str, str]]:
         """The roster's learners, to change in place; written back 0600 after. One writer at a time (a hub's
         spawn hooks may provision several learners at once)."""
+        folders.private_folder(self.roster.parent, "the roster's folder")
         try:
-            self.roster.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            lock = open(self.roster.with_name(self.roster.name + ".lock"), "a")  # noqa: SIM115 - held for the block
+            lock = os.fdopen(folders.open_own(self.roster.with_name(self.roster.name + ".lock")), "a")
         except OSError as error:
             raise LabError(
                 f"Cannot use the roster {self.roster}: {error.strerror}.", "Give --roster a file you may write."
@@ -175,7 +176,14 @@ class Workshop:
     def learners(self) -> dict[str, str]:
         """{name: LAB_DATABASE_URL} from the roster (empty when there is none yet)."""
         try:
-            learners = dict(json.loads(self.roster.read_text())["learners"])
+            with os.fdopen(os.open(self.roster, os.O_RDONLY | os.O_NOFOLLOW)) as file:
+                if os.fstat(file.fileno()).st_uid != os.geteuid():
+                    raise LabError(
+                        f"The roster {self.roster} belongs to {account_name(os.fstat(file.fileno()).st_uid)}, "
+                        "not to you: its URLs are not used.",
+                        "Give --roster a file of yours (the default, .lab/workshop/roster.json in your checkout).",
+                    )
+                learners = dict(json.loads(file.read())["learners"])
         except FileNotFoundError:
             return {}
         except OSError as error:

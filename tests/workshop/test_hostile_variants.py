@@ -2,9 +2,12 @@
 kit's SQL must carry as they are, output of a learner's own programs, inputs too large to list, folders another
 account prepared, and windows while a database is born."""
 
+import os
 import resource
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -72,3 +75,59 @@ def test_a_bad_server_url_gets_the_workshops_message_without_its_password(tmp_pa
             Workshop(given, roster=tmp_path / "roster.json")
         said = str(caught.value)
         assert "s3cret" not in said and "unset it" not in said and "--server postgresql://" in said, said
+
+
+def test_the_backups_folder_is_never_a_symlink_nor_anothers(
+    server: Server, shop: Workshop, learner: Callable[[str], str], tmp_path: Path
+) -> None:
+    """The dump before a reset goes only into a real folder of the instructor's that nobody else may write: a
+    symlink put at backups/ (or a folder others may write) is refused before anything is written or reset."""
+    url = learner("dumpy")
+    sql(url, "CREATE TABLE mine (x int)")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    room = tmp_path / "room"
+    room.mkdir(mode=0o700)
+    (room / "backups").symlink_to(elsewhere)
+    linked = Workshop(server.instructor_url, roster=shop.roster, backup_dir=room / "backups")
+    with pytest.raises(LabError, match="a symlink"):
+        linked.reset("dumpy", "02")
+    open_to_all = tmp_path / "open"
+    open_to_all.mkdir()
+    open_to_all.chmod(0o777)
+    with pytest.raises(LabError, match="others may write"):
+        Workshop(server.instructor_url, roster=shop.roster, backup_dir=open_to_all).reset("dumpy", "02")
+    assert list(elsewhere.iterdir()) == [] and list(open_to_all.iterdir()) == []
+    assert sql(url, "SELECT to_regclass('public.mine')::text") == [("mine",)]  # nothing was reset
+
+
+def test_a_roster_folder_another_account_prepared_is_refused(
+    server: Server, shop: Workshop, learner: Callable[[str], str], tmp_path: Path
+) -> None:
+    """As root, `--roster /tmp/room/roster.json` in a folder another account made: their symlink at the roster's
+    lock made root create any file they named (e.g. /etc/nologin), and their roster fed root URLs of theirs."""
+    if os.geteuid() != 0:
+        pytest.skip("plays another OS account: root only")
+    learner("rosy")
+    theirs = Path(tempfile.mkdtemp(prefix="mlab-room-", dir="/tmp"))
+    victim = tmp_path / "made-by-root"
+    try:
+        (theirs / "roster.json.lock").symlink_to(victim)
+        os.lchown(theirs / "roster.json.lock", 65534, 65534)
+        os.chown(theirs, 65534, 65534)
+        for argv in (["add", "rosy2"], ["reset", "rosy", "02", "--yes"], ["add", "--learners", "1"]):
+            args = ["workshop", "--server", server.instructor_url, "--roster", str(theirs / "roster.json")]
+            done = subprocess.run(
+                [sys.executable, "-m", "migration_lab", *args, *argv],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+            assert "owned by nobody" in done.stderr, done.stderr
+            assert not victim.exists()
+        assert sql(server.superuser_url, "SELECT 1 FROM pg_roles WHERE rolname IN ('rosy2', 'learner01')") == []
+        assert not list(theirs.glob("**/*.dump"))
+    finally:
+        shutil.rmtree(theirs, ignore_errors=True)
