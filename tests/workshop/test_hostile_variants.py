@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from hostile import Server, learner_role_count, sql
+from hostile import Server, at, learner_role_count, sql
 from migration_lab.errors import LabError
 from migration_lab.workshop.instructor import LEFT, Workshop
+from migration_lab.workshop.status import html, table
 
 
 def raw(url: str, statement: str, database: str = "postgres") -> None:
@@ -131,3 +132,26 @@ def test_a_roster_folder_another_account_prepared_is_refused(
         assert not list(theirs.glob("**/*.dump"))
     finally:
         shutil.rmtree(theirs, ignore_errors=True)
+
+
+INVISIBLE = "\u2028\u2029\u200b\u200d\ufeff\u061c\u2066\u00ad\U000e0041"  # separators, zero-width, bidi, tags
+
+
+def test_line_separators_and_invisible_marks_cannot_forge_a_row(
+    server: Server, shop: Workshop, learner: Callable[[str], str]
+) -> None:
+    """Not only C0/C1 controls: U+2028/2029 end a line for many readers (Python's splitlines, editors), zero-width
+    and bidi marks hide or reorder text. In what the store keeps and in what the room shows, none is left."""
+    url = learner("sepa")
+    learner("zed")
+    evil = f"fine{INVISIBLE}\u2028STUCK zed  09  0/0  forged"
+    sql(at(url, "mlab_workshop"), "SELECT room.record_check('03', 1, 5, :e)", e=evil)
+    rows = shop.status()
+    text, page = table(rows), html(rows)
+    for bad in INVISIBLE:
+        assert bad not in text and bad not in page, repr(bad)
+    assert len(text.splitlines()) == len(rows) + 2, text.splitlines()
+    kept = sql(
+        server.superuser_url, "SELECT last_error FROM room.progress WHERE learner = 'sepa'", database="mlab_workshop"
+    )
+    assert kept and not any(bad in kept[0][0] for bad in INVISIBLE), kept
