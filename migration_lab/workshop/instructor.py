@@ -72,6 +72,22 @@ MAX_ROOM = 10_000  # learners in one room, --force or not: `add --learners N` li
 BUSY = 3  # connections a learner holds while a command runs: the command, the migration lock, a rehearsal's copy
 NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
 RESERVED = re.compile(r"(pg_|mlab_|postgres$)")
+# Names PostgreSQL refuses for a role (public, none) or reads as another role wherever they are not quoted (SQL's
+# current_user and friends, pg_hba.conf's all, samerole, samegroup, replication): never a learner's.
+KEYWORDS = frozenset(
+    {
+        "public",
+        "none",
+        "current_user",
+        "session_user",
+        "current_role",
+        "user",
+        "all",
+        "samerole",
+        "samegroup",
+        "replication",
+    }
+)
 
 Say = Callable[[str], None]
 
@@ -92,10 +108,11 @@ def learner_names(count: int, start: int = 1) -> list[str]:
 
 
 def _check_name(name: str) -> str:
-    if not NAME.fullmatch(name) or RESERVED.match(name):
+    if not NAME.fullmatch(name) or RESERVED.match(name) or name in KEYWORDS:
         raise LabError(
             f"{name!r} cannot be a learner's name.",
-            "Use lowercase letters, digits and _ (a letter first, at most 40), not starting with pg_ or mlab_.",
+            "Use lowercase letters, digits and _ (a letter first, at most 40), not starting with pg_ or mlab_, "
+            f"and none of postgres, {', '.join(sorted(KEYWORDS))}.",
         )
     return name
 

@@ -125,6 +125,7 @@ def admin_engine(url: str, database: str = "postgres", options: str = "") -> sa.
         make_url(url).set(database=database),
         isolation_level="AUTOCOMMIT",
         poolclass=sa.pool.NullPool,
+        hide_parameters=True,  # a failed CREATE/ALTER ROLE ... PASSWORD never shows the password in its error
         connect_args={"connect_timeout": 5, "options": f"{PINNED} {options}".strip()},
     )
 

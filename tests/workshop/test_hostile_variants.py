@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from hostile import Server, at, learner_role_count, sql
 from migration_lab.errors import LabError
+from migration_lab.front.cli import main
 from migration_lab.workshop.instructor import LEFT, Workshop
 from migration_lab.workshop.status import html, table
 
@@ -155,3 +156,17 @@ def test_line_separators_and_invisible_marks_cannot_forge_a_row(
         server.superuser_url, "SELECT last_error FROM room.progress WHERE learner = 'sepa'", database="mlab_workshop"
     )
     assert kept and not any(bad in kept[0][0] for bad in INVISIBLE), kept
+
+
+def test_names_postgresql_reserves_or_reads_as_another_role_are_refused(
+    server: Server, shop: Workshop, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`add public` and `add none` failed with a traceback that showed the generated password; `current_user`,
+    `all` and the like were made, roles whose name reads as someone else unquoted (SQL, pg_hba.conf)."""
+    names = ["public", "none", "current_user", "session_user", "current_role", "user", "all"]
+    for name in names:
+        args = ["workshop", "--server", server.instructor_url, "--roster", str(shop.roster), "add", name]
+        assert main(args) == 1, name
+        err = capsys.readouterr().err
+        assert "cannot be a learner's name" in err and "password" not in err, err
+    assert sql(server.superuser_url, "SELECT rolname FROM pg_roles WHERE rolname = ANY(:n)", n=names) == []
