@@ -35,6 +35,12 @@ def account(name: str, checkout: Path) -> pwd.struct_passwd:
             "Nothing was written.",
             f"Reset the database alone (without --files); {name} resets their files with the chapter's first cell.",
         ) from None
+    if found.pw_uid == 0:
+        raise LabError(
+            f"The OS account {name} is root's (uid 0): --files never runs a learner's reset as root. "
+            "Nothing was written.",
+            f"Reset the database alone (without --files); {name} resets their files with the chapter's first cell.",
+        )
     for path in (checkout, checkout / "ai-service"):
         try:
             info = os.lstat(path)

@@ -3,6 +3,7 @@ kit's SQL must carry as they are, output of a learner's own programs, inputs too
 account prepared, and windows while a database is born."""
 
 import os
+import pwd
 import resource
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ import sqlalchemy as sa
 from hostile import Server, at, learner_role_count, sql
 from migration_lab.errors import LabError
 from migration_lab.front.cli import main
+from migration_lab.workshop import checkouts
 from migration_lab.workshop.instructor import LEFT, Workshop
 from migration_lab.workshop.status import html, table
 
@@ -170,3 +172,14 @@ def test_names_postgresql_reserves_or_reads_as_another_role_are_refused(
         err = capsys.readouterr().err
         assert "cannot be a learner's name" in err and "password" not in err, err
     assert sql(server.superuser_url, "SELECT rolname FROM pg_roles WHERE rolname = ANY(:n)", n=names) == []
+
+
+def test_files_never_runs_as_root_even_for_a_learner_named_like_root(tmp_path: Path) -> None:
+    """A learner may be called `root` (or `toor`, any name an account with uid 0 has): their `--files` reset ran
+    as root, in a checkout root owns."""
+    if os.geteuid() != 0:
+        pytest.skip("needs a checkout root owns")
+    (tmp_path / "ai-service").mkdir()
+    root = pwd.getpwuid(0).pw_name
+    with pytest.raises(LabError, match="never runs a learner's reset as root"):
+        checkouts.account(root, tmp_path)
