@@ -26,11 +26,12 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
+from ..database.url import WORKSHOP_LEARNER
 from ..errors import LabError
 from ..workspace.progress import ROOM_DATABASE, ROOM_OWNER, ROOM_SCHEMA
 
 LEARNERS_GROUP = "mlab_learners"  # NOLOGIN; every learner is a member: CONNECT to the room and EXECUTE
-LEARNER_ROLE = "migration-lab workshop learner"  # the COMMENT on a learner's role (a learner cannot set it)
+LEARNER_ROLE = WORKSHOP_LEARNER  # the COMMENT on a learner's role (a learner cannot set it)
 DATABASE_PREFIX = "lab_"
 MANY_DATABASES = 5  # a learner's own database and a rehearsal's copy or two; more is worth a look (disk)
 # Control characters (C0 with ESC, CR and LF, DEL, C1 with CSI), line and paragraph separators, invisible and

@@ -183,3 +183,38 @@ def test_files_never_runs_as_root_even_for_a_learner_named_like_root(tmp_path: P
     root = pwd.getpwuid(0).pw_name
     with pytest.raises(LabError, match="never runs a learner's reset as root"):
         checkouts.account(root, tmp_path)
+
+
+def test_a_learners_kit_never_works_in_a_database_another_learner_took(
+    server: Server,
+    shop: Workshop,
+    learner: Callable[[str], str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Bob's database gone (dropped by him, by an admin), mallory creates lab_bob, open to all, with a shadowed
+    current_schema() and a search_path to reach it: bob's kit said "running: yes" and its first query ran her
+    function as bob (who may change his own password). Now it names the owner, refuses `up`, runs nothing."""
+    from helpers import copy_project
+
+    bob, mallory = learner("bobby"), learner("mallo")
+    sql(server.superuser_url, "DROP DATABASE lab_bobby WITH (FORCE)")
+    sql(mallory, "CREATE DATABASE lab_bobby", database="postgres")
+    bait = at(mallory, "lab_bobby")
+    sql(
+        bait,
+        "CREATE TABLE public.caught (who text); GRANT INSERT ON public.caught TO PUBLIC; "
+        "CREATE FUNCTION public.current_schema() RETURNS name LANGUAGE sql AS "
+        "$$ INSERT INTO public.caught VALUES (session_user) RETURNING 'public'::name $$; "
+        "GRANT EXECUTE ON FUNCTION public.current_schema() TO PUBLIC",
+    )
+    sql(mallory, "ALTER DATABASE lab_bobby SET search_path = public, pg_catalog", database="postgres")
+    monkeypatch.setenv("LAB_DATABASE_URL", bob)
+    monkeypatch.chdir(copy_project(tmp_path / "checkout").root)
+    assert main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert "lab_bobby belongs to mallo" in out, out
+    assert main(["up"]) == 1
+    assert "lab_bobby belongs to mallo" in capsys.readouterr().err
+    assert sql(bait, "SELECT who FROM public.caught WHERE who = 'bobby'") == []  # (mallory's own: hers)
