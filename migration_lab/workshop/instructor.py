@@ -46,6 +46,7 @@ import json
 import os
 import re
 import secrets
+import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -193,11 +194,13 @@ class Workshop:
     def learners(self) -> dict[str, str]:
         """{name: LAB_DATABASE_URL} from the roster (empty when there is none yet)."""
         try:
-            with os.fdopen(os.open(self.roster, os.O_RDONLY | os.O_NOFOLLOW)) as file:
-                if os.fstat(file.fileno()).st_uid != os.geteuid():
+            with os.fdopen(os.open(self.roster, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)) as file:
+                info = os.fstat(file.fileno())
+                if info.st_uid != os.geteuid() or not stat.S_ISREG(info.st_mode):
                     raise LabError(
-                        f"The roster {self.roster} belongs to {account_name(os.fstat(file.fileno()).st_uid)}, "
-                        "not to you: its URLs are not used.",
+                        f"The roster {self.roster} is not a file of yours (owner {account_name(info.st_uid)}, "
+                        f"{'a file' if stat.S_ISREG(info.st_mode) else 'not a regular file'}): nothing read or "
+                        "written.",
                         "Give --roster a file of yours (the default, .lab/workshop/roster.json in your checkout).",
                     )
                 learners = dict(json.loads(file.read())["learners"])

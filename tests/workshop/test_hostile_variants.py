@@ -218,3 +218,19 @@ def test_a_learners_kit_never_works_in_a_database_another_learner_took(
     assert main(["up"]) == 1
     assert "lab_bobby belongs to mallo" in capsys.readouterr().err
     assert sql(bait, "SELECT who FROM public.caught WHERE who = 'bobby'") == []  # (mallory's own: hers)
+
+
+def test_a_roster_that_is_not_a_regular_file_is_refused_at_once(server: Server, shop: Workshop, tmp_path: Path) -> None:
+    """`--roster` naming a FIFO (or a device) in a folder of yours: it hung on open, waiting for a writer."""
+    fifo = tmp_path / "roster.json"
+    os.mkfifo(fifo)
+    args = ["workshop", "--server", server.instructor_url, "--roster", str(fifo), "add", "fifi"]
+    done = subprocess.run(
+        [sys.executable, "-m", "migration_lab", *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1 and "not a regular file" in done.stderr and "Traceback" not in done.stderr
+    assert sql(server.superuser_url, "SELECT 1 FROM pg_roles WHERE rolname = 'fifi'") == []
