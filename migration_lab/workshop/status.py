@@ -18,10 +18,12 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+from ..errors import LabError
 from ..styles import FOCUS_RING, KIT_CLASS
 from .instructor import Workshop
 from .room import LearnerStatus, natural, printable
 
+WATCH_SECONDS = (0.5, 3600.0)  # how often the room may be redrawn
 HEADERS = ("learner", "chapter", "checks passed", "last error", "min since progress", "sessions", "problem")
 ERROR_WIDTH = 60
 
@@ -80,8 +82,20 @@ def html(rows: Sequence[LearnerStatus]) -> str:
     return f"<table><tr>{head}</tr>{''.join(body)}</table><p>{html_escape.escape(summary(rows))}</p>"
 
 
+def interval(every: float) -> float:
+    """`every`, when the room may be redrawn that often; a LabError otherwise (0 or less, or NaN, redrew it as fast
+    as the server answers, holding it busy; a negative sleep crashed)."""
+    if not WATCH_SECONDS[0] <= every <= WATCH_SECONDS[1]:  # False for NaN too
+        raise LabError(
+            f"--watch {every:g}: the table can be redrawn every {WATCH_SECONDS[0]:g} to {WATCH_SECONDS[1]:g} s.",
+            "Give --watch SECONDS in that range (default 10); in Python, RoomView(shop, every=SECONDS).",
+        )
+    return float(every)
+
+
 def watch(workshop: Workshop, every: float, show: Callable[[str], None] = print) -> None:
     """`workshop status --watch`: redraw the table every `every` seconds until Ctrl-C."""
+    every = interval(every)
     try:
         while True:
             text = table(workshop.status())
@@ -102,7 +116,7 @@ class RoomView:
         import ipywidgets as w
 
         self.workshop = workshop
-        self.every = every
+        self.every = interval(every)
         self.table = w.HTML()
         self.updated = w.Label()
         self.button = w.Button(description="Refresh now", layout=w.Layout(width="auto"))

@@ -20,7 +20,7 @@ from migration_lab.errors import LabError
 from migration_lab.front.cli import main
 from migration_lab.workshop import checkouts
 from migration_lab.workshop.instructor import LEFT, Workshop
-from migration_lab.workshop.status import html, table
+from migration_lab.workshop.status import RoomView, html, table, watch
 
 
 def raw(url: str, statement: str, database: str = "postgres") -> None:
@@ -234,3 +234,13 @@ def test_a_roster_that_is_not_a_regular_file_is_refused_at_once(server: Server, 
     )
     assert done.returncode == 1 and "not a regular file" in done.stderr and "Traceback" not in done.stderr
     assert sql(server.superuser_url, "SELECT 1 FROM pg_roles WHERE rolname = 'fifi'") == []
+
+
+def test_the_room_view_and_watch_refuse_an_interval_that_would_hammer_the_server(shop: Workshop) -> None:
+    """--watch was checked in the CLI only: `RoomView(shop, every=0)` (or -1, NaN) refreshed as fast as the server
+    answered, and `watch(shop, -1)` crashed after the first table."""
+    for every in (0, -1, float("nan"), 0.01, 1e9):
+        with pytest.raises(LabError, match="--watch"):
+            RoomView(shop, every=every)
+        with pytest.raises(LabError, match="--watch"):
+            watch(shop, every, show=lambda text: None)
