@@ -462,6 +462,7 @@ class Workshop:
         with self.server.connect() as conn:
             template = setup.template_for(self.server, conn, number)
             saved = self._backup(conn, name) if backup and owner_of(conn, database) == name else None
+            self._drop_leftovers(conn, name)  # what a reset killed half-way left: undone by the next
             swap = self._give_database(conn, name, template)
         done = [f"backed up {database} to {saved}"] if saved else []
         if swap.closed:

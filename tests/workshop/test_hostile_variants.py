@@ -244,3 +244,14 @@ def test_the_room_view_and_watch_refuse_an_interval_that_would_hammer_the_server
             RoomView(shop, every=every)
         with pytest.raises(LabError, match="--watch"):
             watch(shop, every, show=lambda text: None)
+
+
+def test_a_reset_undoes_what_a_killed_reset_left(server: Server, shop: Workshop, learner: Callable[[str], str]) -> None:
+    """A reset killed between its clone and the swap (or the swap and the drop) leaves the learner a clone or the
+    replaced database under a random name: the next reset drops them (only `ensure`/`add` did)."""
+    url = learner("killed")
+    for leftover in ("mlab_clone_00112233aabbccdd", "mlab_old_00112233aabbccdd"):
+        sql(url, f"CREATE DATABASE {leftover}", database="postgres")
+    shop.reset("killed", "02", backup=False)
+    rows = sql(server.superuser_url, "SELECT datname FROM pg_database WHERE datname LIKE '%00112233aabbccdd'")
+    assert rows == [], rows
