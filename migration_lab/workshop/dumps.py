@@ -19,7 +19,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
+from psycopg2.extensions import make_dsn
+from sqlalchemy.engine import URL, make_url
 
 from ..database.programs import program
 from ..errors import LabError
@@ -38,6 +39,18 @@ def _environment(url: str) -> dict[str, str]:
     return env
 
 
+def _conninfo(u: URL) -> str:
+    """libpq's connection string for what the kit's own sessions reach with `u`: its host and port, also given
+    as `?host=...&port=...` (a socket's folder, several hosts), and its other parameters (sslmode, ...); the
+    password goes through PGPASSWORD. Taking only `u.host` sent a dump of `?host=` URLs, and the learner's
+    password, to localhost:5432, whatever server runs there."""
+    params = {key: value if isinstance(value, str) else ",".join(value) for key, value in u.query.items()}
+    params.pop("password", None)
+    given = {"host": u.host, "port": str(u.port) if u.port else None, "user": u.username, "dbname": u.database}
+    params.update({key: value for key, value in given.items() if value})
+    return str(make_dsn(**params))
+
+
 def dump(url: str, folder: Path) -> Path:
     """The database of `url` (a learner's) as `<folder>/<database>-<time>-<random>.dump`; LabError if it fails."""
     u = make_url(url)
@@ -53,10 +66,7 @@ def dump(url: str, folder: Path) -> Path:
         "--enable-row-security",  # a table with forced row security: its policies run, as the learner
         f"--lock-wait-timeout={LOCK_WAIT}",
         "--no-password",
-        f"--host={u.host or 'localhost'}",
-        f"--port={u.port or 5432}",
-        f"--username={u.username}",
-        f"--dbname={u.database}",
+        f"--dbname={_conninfo(u)}",
     ]
     try:
         done = subprocess.run(

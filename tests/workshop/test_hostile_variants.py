@@ -255,3 +255,21 @@ def test_a_reset_undoes_what_a_killed_reset_left(server: Server, shop: Workshop,
     shop.reset("killed", "02", backup=False)
     rows = sql(server.superuser_url, "SELECT datname FROM pg_database WHERE datname LIKE '%00112233aabbccdd'")
     assert rows == [], rows
+
+
+def test_a_server_url_in_libpqs_query_form_backs_up_from_that_server(
+    server: Server, shop: Workshop, tmp_path: Path
+) -> None:
+    """`postgresql://teacher:pw@/postgres?host=...&port=...` (libpq's form, and a socket's folder's): the backup
+    before a reset took the URL's host and port only, so pg_dump went to localhost:5432 (whatever server runs
+    there got the learner's password) and every `workshop reset` failed."""
+    u = sa.make_url(server.instructor_url)
+    odd = f"postgresql://{u.username}:{u.password}@/postgres?host={u.host}&port={u.port}"
+    odd_shop = Workshop(odd, roster=tmp_path / "room" / "roster.json")  # `shop` made the templates
+    assert odd_shop.where == f"{u.host}:{u.port}"
+    odd_shop.ensure("querious")
+    try:
+        saved = odd_shop.reset("querious", "02")
+        assert saved is not None and saved.stat().st_size > 0
+    finally:
+        odd_shop.remove("querious")
