@@ -41,7 +41,7 @@ def learner(server: Server, name: str) -> list[str]:
         run_quoted(conn, f"ALTER ROLE {quote(name)} NOLOGIN")  # no new session while we drop
         with nullcontext() if direct else server.as_learner(conn, name):
             closed = conn.scalar(
-                sa.text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = :r"),
+                sa.text("SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity WHERE usename = :r"),
                 {"r": name},
             )
             done.append(f"closed {closed} session(s)")

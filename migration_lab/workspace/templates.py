@@ -81,9 +81,11 @@ END $$
 """
 
 _OWNER = "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = :d"
-# Sessions this session's role may end: its own role's, or those of roles whose privileges it has.
+# Sessions this session's role may end: its own role's, or those of roles whose privileges it has; waiting (5 s at
+# most) until each is gone: a session still exiting made the next DROP ... WITH (FORCE), as a role that may not end
+# it, fail ("permission denied to terminate process").
 _TERMINATE = """
-SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity
 WHERE datname = :d AND pid <> pg_backend_pid() AND usesysid IS NOT NULL AND pg_has_role(usesysid, 'USAGE')
 """
 _OTHERS = """
