@@ -199,11 +199,12 @@ def _workshop(args: argparse.Namespace) -> int:
 
 def _workshop_command(args: argparse.Namespace) -> int:
     from ..workshop import status as workshop_status
-    from ..workshop.instructor import LEFT, Workshop, server_url
+    from ..workshop.instructor import LEFT, Workshop, check_name, server_url
+    from ..workshop.room import printable
 
     command = args.workshop_command
     if command == "status" and args.watch is not None:
-        workshop_status.interval(args.watch)  # before anything connects
+        workshop_status.interval(args.watch, workshop_status.WATCH_SECONDS[0])  # before anything connects
     roster = getattr(args, "roster", None)
     shop = Workshop(
         server_url(getattr(args, "server", None)),
@@ -223,7 +224,15 @@ def _workshop_command(args: argparse.Namespace) -> int:
         else:
             print(workshop_status.table(shop.status()))
     elif command == "remove":
-        said = [line for name in args.names for line in shop.remove(name)]
+        for name in args.names:  # every name checked before anyone is removed
+            check_name(name)
+        said: list[str] = []
+        for name in dict.fromkeys(args.names):  # a name that is no learner's stops no other
+            try:
+                said += shop.remove(name)
+            except LabError as error:
+                said.append(f"{name}: {LEFT} {error.what}")
+                print(printable(said[-1]), file=sys.stderr)
         return 1 if any(LEFT in line for line in said) else 0
     elif command == "drop":
         question = f"This drops every learner's role and database, the templates and the room's store on {shop.where}."

@@ -108,7 +108,8 @@ def learner_names(count: int, start: int = 1) -> list[str]:
     return [f"learner{n:02d}" for n in range(start, start + count)]
 
 
-def _check_name(name: str) -> str:
+def check_name(name: str) -> str:
+    """`name`, when it can be a learner's; a LabError saying what a name may be otherwise."""
     if not NAME.fullmatch(name) or RESERVED.match(name) or name in KEYWORDS:
         raise LabError(
             f"{name!r} cannot be a learner's name.",
@@ -331,7 +332,7 @@ class Workshop:
         already, whole (`ensure` returns it), or if a role of that name is not a
         learner's.
         """
-        _check_name(name)
+        check_name(name)
         with self._roster_locked() as roster, self.server.connect() as conn:
             mark = self.server.role_mark(conn, name)
             if mark is None:
@@ -356,7 +357,7 @@ class Workshop:
         a clone of chapter 00's template. All of it under the roster's lock:
         two logins at once provision once.
         """
-        _check_name(name)
+        check_name(name)
         with self._roster_locked() as roster, self.server.connect() as conn:
             if self.server.role_mark(conn, name) is None:
                 learner = self._provision(conn, name)
@@ -435,7 +436,7 @@ class Workshop:
 
     def known(self, name: str) -> str:
         """`name`, when it is a learner of this workshop; a LabError otherwise."""
-        _check_name(name)
+        check_name(name)
         with self.server.connect() as conn:
             learners = self.server.learner_roles(conn)
         if name not in learners:
@@ -509,7 +510,7 @@ class Workshop:
         on lines with LEFT what it could not, and why (see `removal`). Run it
         again after fixing that; a learner already gone is "removed already".
         """
-        _check_name(name)
+        check_name(name)
         lines = removal.learner(self.server, name)
         if not any(LEFT in line for line in lines):
             with self._roster_locked() as roster:

@@ -82,10 +82,10 @@ def html(rows: Sequence[LearnerStatus]) -> str:
     return f"<table><tr>{head}</tr>{''.join(body)}</table><p>{html_escape.escape(summary(rows))}</p>"
 
 
-def interval(every: float) -> float:
+def interval(every: float, shortest: float = 0.01) -> float:
     """`every`, when the room may be redrawn that often; a LabError otherwise (0 or less, or NaN, redrew it as fast
-    as the server answers, holding it busy; a negative sleep crashed)."""
-    if not WATCH_SECONDS[0] <= every <= WATCH_SECONDS[1]:  # False for NaN too
+    as the server answers, holding it busy; a negative sleep crashed). `--watch` asks at least WATCH_SECONDS[0]."""
+    if not shortest <= every <= WATCH_SECONDS[1]:  # False for NaN too
         raise LabError(
             f"--watch {every:g}: the table can be redrawn every {WATCH_SECONDS[0]:g} to {WATCH_SECONDS[1]:g} s.",
             "Give --watch SECONDS in that range (default 10); in Python, RoomView(shop, every=SECONDS).",

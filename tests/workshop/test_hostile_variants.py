@@ -239,7 +239,7 @@ def test_a_roster_that_is_not_a_regular_file_is_refused_at_once(server: Server, 
 def test_the_room_view_and_watch_refuse_an_interval_that_would_hammer_the_server(shop: Workshop) -> None:
     """--watch was checked in the CLI only: `RoomView(shop, every=0)` (or -1, NaN) refreshed as fast as the server
     answered, and `watch(shop, -1)` crashed after the first table."""
-    for every in (0, -1, float("nan"), 0.01, 1e9):
+    for every in (0, -1, float("nan"), 0.001, 1e9, float("inf")):
         with pytest.raises(LabError, match="--watch"):
             RoomView(shop, every=every)
         with pytest.raises(LabError, match="--watch"):
@@ -273,3 +273,26 @@ def test_a_server_url_in_libpqs_query_form_backs_up_from_that_server(
         assert saved is not None and saved.stat().st_size > 0
     finally:
         odd_shop.remove("querious")
+
+
+def test_remove_of_several_names_goes_on_past_one_that_is_no_learners(
+    server: Server, shop: Workshop, learner: Callable[[str], str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`workshop remove ann outsider cid`: the role that is not a learner's stopped the command, and cid stayed.
+    A name that cannot be a learner's at all is refused before anyone is removed."""
+    for name in ("ann", "cid", "dot"):
+        learner(name)
+    sql(server.superuser_url, "CREATE ROLE outsider NOLOGIN")
+    args = ["workshop", "--server", server.instructor_url, "--roster", str(shop.roster), "remove"]
+    try:
+        assert main([*args, "dot", "Not A Name"]) == 1
+        assert "cannot be a learner's name" in capsys.readouterr().err
+        assert main([*args, "ann", "outsider", "cid"]) == 1
+        err = capsys.readouterr().err
+        assert "outsider" in err and "not a workshop learner" in err and "Traceback" not in err, err
+        rows = sql(
+            server.superuser_url, "SELECT rolname FROM pg_roles WHERE rolname IN ('ann', 'cid', 'dot', 'outsider')"
+        )
+        assert sorted(r[0] for r in rows or []) == ["dot", "outsider"]
+    finally:
+        sql(server.superuser_url, "DROP ROLE outsider")
