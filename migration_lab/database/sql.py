@@ -1,10 +1,21 @@
-"""SQL identifiers, quoted: the one place the kit builds a name into a statement."""
+"""SQL identifiers, quoted: the one place the kit builds a name into a statement, and how such a statement runs."""
 
-from sqlalchemy.dialects import postgresql
-
-_PREPARER = postgresql.dialect().identifier_preparer
+import sqlalchemy as sa
 
 
 def quote(name: str) -> str:
-    """`name` as a PostgreSQL identifier, always in double quotes (a `"` inside is doubled)."""
-    return _PREPARER.quote_identifier(name)
+    """`name` as a PostgreSQL identifier, always in double quotes (a `"` inside is doubled), every other
+    character as it is: not SQLAlchemy's preparer, which also doubles `%` for psycopg2, so that `100%` named
+    `100%%`, another object or none."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def run_quoted(conn: sa.Connection, statement: str) -> None:
+    """Run `statement`, which holds names from `quote`, exactly as written.
+
+    Not through `sa.text`: there a name someone else chose (a learner's
+    database called `:x` or `100%`) reads as a bind parameter or has its `%`
+    doubled, and the statement fails or names another object. Sent with no
+    parameters at all, psycopg2 leaves every character alone.
+    """
+    conn.exec_driver_sql(statement, execution_options={"no_parameters": True})

@@ -14,6 +14,16 @@ from .backend import Backend, Progress, quiet
 # ai-service's own helper (its pristine copy, which the kit ships): one function reads a URL for the
 # service's env.py and main.py and for the kit, and the service never imports the kit.
 SERVICE_HELPER = Path(__file__).parent.parent / "checkpoints" / "baseline" / "database_url.py"
+WORKSHOP_LEARNER = "migration-lab workshop learner"  # the COMMENT on a workshop learner's role (only the kit sets it)
+# Names resolve in pg_catalog: the URL's database may be someone else's, with functions of theirs in public and
+# `ALTER DATABASE ... SET search_path` to reach them (SQLAlchemy's first `current_schema()` included).
+_PINNED = "-c search_path=pg_catalog,pg_temp -c statement_timeout=5s"
+_ANSWER = """
+SELECT NOT EXISTS (SELECT 1 FROM pg_catalog.pg_database WHERE datname = :d) AS missing,
+       (SELECT pg_catalog.pg_get_userbyid(d.datdba) FROM pg_catalog.pg_database d, pg_catalog.pg_roles r
+        WHERE d.datname = :d AND r.rolname = session_user AND d.datdba <> r.oid
+          AND pg_catalog.shobj_description(r.oid, 'pg_authid') = :mark) AS taken_by
+"""
 
 
 @functools.cache
@@ -25,21 +35,18 @@ def _service_helper() -> ModuleType:
     return module
 
 
-def normalise(url: str, name: str = "LAB_DATABASE_URL", next_step: str = "") -> str:
+def normalise(url: str, name: str = "LAB_DATABASE_URL") -> str:
     """Any PostgreSQL URL a host prints (postgresql://, postgres://, +psycopg2, +psycopg), on psycopg2.
 
     SQLAlchemy 2.1 reads a plain postgresql:// as psycopg 3, which the course does
     not install. What cannot work (another database, another driver, not a URL)
-    is one LabError that never shows the password; `next_step` replaces the lab's own advice (unset it)
-    where that does not apply.
+    is one LabError that never shows the password.
     """
     helper = _service_helper()
     try:
         return str(helper.normalise(url, name))
     except helper.BadDatabaseURL as error:
-        raise LabError(
-            str(error), next_step or f"Correct {name}, or unset it: the lab then uses its own database."
-        ) from None
+        raise LabError(str(error), f"Correct {name}, or unset it: the lab then uses its own database.") from None
 
 
 class UrlBackend(Backend):
@@ -66,12 +73,13 @@ class UrlBackend(Backend):
     def _answers(self, database: str | None = None) -> sa.Row | None:
         """A row from the server when it lets us in (to `database` instead of the URL's, if given), else None."""
         url = make_url(self._url) if database is None else make_url(self._url).set(database=database)
-        engine = sa.create_engine(url, poolclass=sa.pool.NullPool, connect_args={"connect_timeout": 3})
+        engine = sa.create_engine(
+            url, poolclass=sa.pool.NullPool, connect_args={"connect_timeout": 3, "options": _PINNED}
+        )
         try:
             with engine.connect() as conn:
                 return conn.execute(
-                    sa.text("SELECT NOT EXISTS (SELECT 1 FROM pg_catalog.pg_database WHERE datname = :d)"),
-                    {"d": make_url(self._url).database},
+                    sa.text(_ANSWER), {"d": make_url(self._url).database, "mark": WORKSHOP_LEARNER}
                 ).one()
         except sa.exc.OperationalError:
             return None
@@ -79,9 +87,17 @@ class UrlBackend(Backend):
             engine.dispose()
 
     def problem(self) -> str | None:
-        """The server answers, but the URL's database is not there (a workshop learner's, dropped or renamed)."""
-        if self._answers() is not None:
-            return None
+        """The server answers, but the URL's database is not there (a workshop learner's, dropped or renamed), or,
+        for a workshop learner, it is another role's (someone took the name while theirs was gone)."""
+        here = self._answers()
+        if here is not None:
+            if here.taken_by is None:
+                return None
+            database = make_url(self._url).database
+            return (
+                f"database {database} belongs to {here.taken_by}, not to you: nothing of yours runs there. Ask your "
+                "instructor (`workshop add NAME` gives you your own again)"
+            )
         found = self._answers("postgres")
         if found is None or not found[0]:
             return None
@@ -96,14 +112,12 @@ class UrlBackend(Backend):
         return self._answers() is not None or self.problem() is not None
 
     def start(self, progress: Progress = quiet) -> None:
-        if self._answers() is not None:
-            return
         problem = self.problem()
+        if problem is None and self._answers() is not None:
+            return
         if problem is not None:
-            database = make_url(self._url).database
             raise LabError(
-                f"The server at {make_url(self._url).render_as_string(hide_password=True)} runs, but the "
-                f"database {database} does not exist there.",
+                f"The server at {make_url(self._url).render_as_string(hide_password=True)} runs, but {problem}.",
                 "Ask whoever gave you LAB_DATABASE_URL; in a workshop, your instructor (`workshop add NAME` "
                 "makes it again).",
             )

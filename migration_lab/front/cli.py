@@ -196,9 +196,6 @@ def _workshop_parser(sub: argparse._SubParsersAction) -> None:
     drop.add_argument("--yes", action="store_true", help="do not ask for confirmation")
 
 
-WATCH_SECONDS = (0.5, 3600.0)
-
-
 def _workshop(args: argparse.Namespace) -> int:
     from ..workshop.room import printable
 
@@ -211,7 +208,8 @@ def _workshop(args: argparse.Namespace) -> int:
 def _workshop_command(args: argparse.Namespace) -> int:
     from ..workshop import export
     from ..workshop import status as workshop_status
-    from ..workshop.instructor import LEFT, Workshop, server_url
+    from ..workshop.instructor import LEFT, Workshop, check_name, server_url
+    from ..workshop.room import printable
 
     command = args.workshop_command
     if command == "status":
@@ -240,7 +238,15 @@ def _workshop_command(args: argparse.Namespace) -> int:
         else:
             sys.stdout.write(text)
     elif command == "remove":
-        said = [line for name in args.names for line in shop.remove(name)]
+        for name in args.names:  # every name checked before anyone is removed
+            check_name(name)
+        said: list[str] = []
+        for name in dict.fromkeys(args.names):  # a name that is no learner's stops no other
+            try:
+                said += shop.remove(name)
+            except LabError as error:
+                said.append(f"{name}: {LEFT} {error.what}")
+                print(printable(said[-1]), file=sys.stderr)
         return 1 if any(LEFT in line for line in said) else 0
     elif command == "drop":
         question = f"This drops every learner's role and database, the templates and the room's store on {shop.where}."
@@ -253,11 +259,10 @@ def _workshop_command(args: argparse.Namespace) -> int:
 
 def _check_status_options(args: argparse.Namespace) -> None:
     """Refused before the server is asked anything: --watch out of range, or with an export."""
-    if args.watch is not None and not WATCH_SECONDS[0] <= args.watch <= WATCH_SECONDS[1]:
-        raise LabError(
-            f"--watch {args.watch:g}: the table can be redrawn every {WATCH_SECONDS[0]:g} to {WATCH_SECONDS[1]:g} s.",
-            "Give --watch SECONDS in that range (default 10).",
-        )
+    from ..workshop import status as workshop_status
+
+    if args.watch is not None:
+        workshop_status.interval(args.watch, workshop_status.WATCH_SECONDS[0])
     if args.watch is not None and (args.format != "table" or args.output):
         raise LabError(
             "--watch redraws the table in this terminal: it writes no CSV, JSON or file.",
@@ -273,6 +278,9 @@ def _workshop_add(shop: Workshop, args: argparse.Namespace) -> int:
         if args.learners < 1:
             print(f"--learners {args.learners}: nobody to add (give 1 or more).", file=sys.stderr)
             return 1
+        problem = shop.room_problem(args.learners, force=args.force)  # before listing N names: N may be huge
+        if problem is not None:
+            raise problem
         have = shop.learners()
         names += [n for n in learner_names(args.learners) if n not in have and n not in names]
     if not names:
@@ -322,7 +330,8 @@ def _workshop_reset(shop: Workshop, args: argparse.Namespace) -> int:
                 f"{args.name} has no URL in {shop.roster}.",
                 f"`workshop add {args.name}` gives them a new password (and the roster their URL), then reset again.",
             )
-        print(f"{args.name}: {checkouts.reset(args.name, args.chapter, checkout, url)}")
+        for line in checkouts.reset(args.name, args.chapter, checkout, url):  # each line theirs, escaped
+            print(f"{args.name}: {line}")
     else:
         shop.reset(args.name, args.chapter, backup=not args.no_backup)
     return 0

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..database.os_accounts import account_name, run_as
 from ..errors import LabError
+from .room import printable
 
 RESET_TIMEOUT = 600
 
@@ -34,6 +35,12 @@ def account(name: str, checkout: Path) -> pwd.struct_passwd:
             "Nothing was written.",
             f"Reset the database alone (without --files); {name} resets their files with the chapter's first cell.",
         ) from None
+    if found.pw_uid == 0:
+        raise LabError(
+            f"The OS account {name} is root's (uid 0): --files never runs a learner's reset as root. "
+            "Nothing was written.",
+            f"Reset the database alone (without --files); {name} resets their files with the chapter's first cell.",
+        )
     for path in (checkout, checkout / "ai-service"):
         try:
             info = os.lstat(path)
@@ -55,8 +62,13 @@ def account(name: str, checkout: Path) -> pwd.struct_passwd:
     return found
 
 
-def reset(name: str, chapter: str, checkout: Path, database_url: str) -> str:
-    """The kit's own reset of `checkout` to `chapter`, as the learner's account; what it printed."""
+def reset(name: str, chapter: str, checkout: Path, database_url: str) -> list[str]:
+    """The kit's own reset of `checkout` to `chapter`, as the learner's account; the lines it printed, escaped.
+
+    What it prints is the learner's to shape (their own python in .venv/, their migrations' output, names they
+    chose): every control character comes back as an escape, so it can neither drive the instructor's terminal
+    nor forge a line.
+    """
     learner = account(name, checkout)
     if os.geteuid() != 0:
         from ..course import registry
@@ -64,7 +76,7 @@ def reset(name: str, chapter: str, checkout: Path, database_url: str) -> str:
         from ..lab import Lab
         from ..project import Project
 
-        return str(registry.reset(chapter, Lab(Project(checkout), UrlBackend(database_url))))
+        return _lines(str(registry.reset(chapter, Lab(Project(checkout), UrlBackend(database_url)))))
     venv = checkout / ".venv" / "bin" / "python"  # their own install: runs as them anyway
     python = str(venv) if venv.exists() else sys.executable
     environment = {
@@ -90,7 +102,11 @@ def reset(name: str, chapter: str, checkout: Path, database_url: str) -> str:
         raise LabError(f"The reset as {name} did not run: {error}", _as_them(name)) from error
     if done.returncode != 0:
         raise LabError(f"The reset as {name} failed:\n{(done.stdout + done.stderr).strip()}", _as_them(name))
-    return done.stdout.strip()
+    return _lines(done.stdout)
+
+
+def _lines(output: str) -> list[str]:
+    return [printable(line) for line in output.strip().splitlines()]
 
 
 def _as_them(name: str) -> str:

@@ -4,7 +4,7 @@ The dump logs in as the learner (their URL from the roster), never as the
 instructor: whatever reading the database could run (a view, a policy, a
 domain check of theirs) runs with the learner's rights only. It is
 PostgreSQL's custom format (`pg_dump -Fc`), written to a new 0600 file in a
-0700 folder of the instructor's, and named in the message.
+0700 folder of the instructor's (see `folders`), and named in the message.
 
 Restore it with the learner's login too (`pg_restore -d <their URL>`):
 restoring as a superuser would run their domain checks and defaults with a
@@ -19,10 +19,12 @@ import subprocess
 import time
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
+from psycopg2.extensions import make_dsn
+from sqlalchemy.engine import URL, make_url
 
 from ..database.programs import program
 from ..errors import LabError
+from . import folders
 
 DUMP_TIMEOUT = 120  # pg_dump sets its own statement_timeout to 0: this bounds a learner who slows it down
 LOCK_WAIT = "5s"  # a table the learner holds locked: pg_dump gives up instead of waiting forever
@@ -37,36 +39,50 @@ def _environment(url: str) -> dict[str, str]:
     return env
 
 
+def _conninfo(u: URL) -> str:
+    """libpq's connection string for what the kit's own sessions reach with `u`: its host and port, also given
+    as `?host=...&port=...` (a socket's folder, several hosts), and its other parameters (sslmode, ...); the
+    password goes through PGPASSWORD. Taking only `u.host` sent a dump of `?host=` URLs, and the learner's
+    password, to localhost:5432, whatever server runs there."""
+    params = {key: value if isinstance(value, str) else ",".join(value) for key, value in u.query.items()}
+    params.pop("password", None)
+    given = {"host": u.host, "port": str(u.port) if u.port else None, "user": u.username, "dbname": u.database}
+    params.update({key: value for key, value in given.items() if value})
+    return str(make_dsn(**params))
+
+
 def dump(url: str, folder: Path) -> Path:
     """The database of `url` (a learner's) as `<folder>/<database>-<time>-<random>.dump`; LabError if it fails."""
     u = make_url(url)
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = folder / f"{u.database}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}.dump"
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+    folders.private_folder(folder, "the backups' folder")
+    path = folder / f"{u.database}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}.dump"
+    try:
+        output = folders.open_new(path)
+    except OSError as error:
+        raise LabError(f"The backup of {u.database} could not be made: {path}: {error.strerror}", "") from error
     command = [
         program("pg_dump"),
-        "--format=custom",
-        f"--file={path}",
+        "--format=custom",  # to the file opened here: pg_dump never opens a path by name (a symlink put there)
         "--enable-row-security",  # a table with forced row security: its policies run, as the learner
         f"--lock-wait-timeout={LOCK_WAIT}",
         "--no-password",
-        f"--host={u.host or 'localhost'}",
-        f"--port={u.port or 5432}",
-        f"--username={u.username}",
-        f"--dbname={u.database}",
+        f"--dbname={_conninfo(u)}",
     ]
     try:
         done = subprocess.run(
             command,
             env=_environment(url),
             stdin=subprocess.DEVNULL,
-            capture_output=True,
+            stdout=output,
+            stderr=subprocess.PIPE,
             text=True,
             timeout=DUMP_TIMEOUT,
         )
         problem = done.stderr.strip().splitlines()[-1] if done.returncode else ""
     except (OSError, subprocess.TimeoutExpired) as error:
         problem = str(error)
+    finally:
+        os.close(output)
     if problem:
         path.unlink(missing_ok=True)
         raise LabError(f"The backup of {u.database} failed: {problem}", "")

@@ -46,6 +46,7 @@ import json
 import os
 import re
 import secrets
+import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -54,22 +55,40 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from ..database.sql import quote
+from ..database.os_accounts import account_name
+from ..database.sql import quote, run_quoted
 from ..database.url import normalise
 from ..errors import LabError
 from ..project import Project, write_private
 from ..workspace import templates
 from ..workspace.progress import ROOM_DATABASE
 from ..workspace.templates import owner_of
-from . import dumps, removal, room, setup
+from . import dumps, folders, removal, room, setup
 from .removal import LEFT
 from .room import LEARNER_ROLE, LEARNERS_GROUP, LearnerStatus, database_name, printable
 from .server import Server, transaction
 
 CONNECTION_LIMIT = 8  # a notebook's command, its lock, a rehearsal's copy and the maintenance db, a second notebook
+MAX_ROOM = 10_000  # learners in one room, --force or not: `add --learners N` lists N names before it adds any
 BUSY = 3  # connections a learner holds while a command runs: the command, the migration lock, a rehearsal's copy
 NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
 RESERVED = re.compile(r"(pg_|mlab_|postgres$)")
+# Names PostgreSQL refuses for a role (public, none) or reads as another role wherever they are not quoted (SQL's
+# current_user and friends, pg_hba.conf's all, samerole, samegroup, replication): never a learner's.
+KEYWORDS = frozenset(
+    {
+        "public",
+        "none",
+        "current_user",
+        "session_user",
+        "current_role",
+        "user",
+        "all",
+        "samerole",
+        "samegroup",
+        "replication",
+    }
+)
 
 Say = Callable[[str], None]
 
@@ -89,11 +108,13 @@ def learner_names(count: int, start: int = 1) -> list[str]:
     return [f"learner{n:02d}" for n in range(start, start + count)]
 
 
-def _check_name(name: str) -> str:
-    if not NAME.fullmatch(name) or RESERVED.match(name):
+def check_name(name: str) -> str:
+    """`name`, when it can be a learner's; a LabError saying what a name may be otherwise."""
+    if not NAME.fullmatch(name) or RESERVED.match(name) or name in KEYWORDS:
         raise LabError(
             f"{name!r} cannot be a learner's name.",
-            "Use lowercase letters, digits and _ (a letter first, at most 40), not starting with pg_ or mlab_.",
+            "Use lowercase letters, digits and _ (a letter first, at most 40), not starting with pg_ or mlab_, "
+            f"and none of postgres, {', '.join(sorted(KEYWORDS))}.",
         )
     return name
 
@@ -125,13 +146,7 @@ class Workshop:
                 "with no limit at all (-1).",
                 f"Give --connection-limit 1 or more (default {CONNECTION_LIMIT}); the server's capacity is the most.",
             )
-        self.url = make_url(
-            normalise(
-                server_url,
-                "The workshop server's URL (--server or LAB_WORKSHOP_URL)",
-                "Give --server (or LAB_WORKSHOP_URL) as postgresql://USER:PASSWORD@HOST:5432/postgres.",
-            )
-        )
+        self.url = _server(server_url)
         self.server = Server(self.url)
         self.roster = Path(roster) if roster else default_roster()
         if self.roster.is_dir():
@@ -163,9 +178,9 @@ class Workshop:
     def _roster_locked(self) -> Iterator[dict[str, str]]:
         """The roster's learners, to change in place; written back 0600 after. One writer at a time (a hub's
         spawn hooks may provision several learners at once)."""
+        folders.private_folder(self.roster.parent, "the roster's folder")
         try:
-            self.roster.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            lock = open(self.roster.with_name(self.roster.name + ".lock"), "a")  # noqa: SIM115 - held for the block
+            lock = os.fdopen(folders.open_own(self.roster.with_name(self.roster.name + ".lock")), "a")
         except OSError as error:
             raise LabError(
                 f"Cannot use the roster {self.roster}: {error.strerror}.", "Give --roster a file you may write."
@@ -180,7 +195,16 @@ class Workshop:
     def learners(self) -> dict[str, str]:
         """{name: LAB_DATABASE_URL} from the roster (empty when there is none yet)."""
         try:
-            learners = dict(json.loads(self.roster.read_text())["learners"])
+            with os.fdopen(os.open(self.roster, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)) as file:
+                info = os.fstat(file.fileno())
+                if info.st_uid != os.geteuid() or not stat.S_ISREG(info.st_mode):
+                    raise LabError(
+                        f"The roster {self.roster} is not a file of yours (owner {account_name(info.st_uid)}, "
+                        f"{'a file' if stat.S_ISREG(info.st_mode) else 'not a regular file'}): nothing read or "
+                        "written.",
+                        "Give --roster a file of yours (the default, .lab/workshop/roster.json in your checkout).",
+                    )
+                learners = dict(json.loads(file.read())["learners"])
         except FileNotFoundError:
             return {}
         except OSError as error:
@@ -228,6 +252,12 @@ class Workshop:
         always refused; a room where everyone running one command at once
         (BUSY connections each) would not fit, only without `force`.
         """
+        if learners > MAX_ROOM:
+            return LabError(
+                f"A room of {learners} learners is more than the workshop makes ({MAX_ROOM} at most, --force or "
+                "not). Nothing was added.",
+                f"Add at most {MAX_ROOM} learners (about {BUSY} connections each while they run a command).",
+            )
         capacity = self.capacity() if capacity is None else capacity
         if self.connection_limit > capacity:
             return LabError(
@@ -302,7 +332,7 @@ class Workshop:
         already, whole (`ensure` returns it), or if a role of that name is not a
         learner's.
         """
-        _check_name(name)
+        check_name(name)
         with self._roster_locked() as roster, self.server.connect() as conn:
             mark = self.server.role_mark(conn, name)
             if mark is None:
@@ -327,7 +357,7 @@ class Workshop:
         a clone of chapter 00's template. All of it under the roster's lock:
         two logins at once provision once.
         """
-        _check_name(name)
+        check_name(name)
         with self._roster_locked() as roster, self.server.connect() as conn:
             if self.server.role_mark(conn, name) is None:
                 learner = self._provision(conn, name)
@@ -356,8 +386,8 @@ class Workshop:
                 ),
                 {"password": password},
             )
-            conn.execute(sa.text(f"COMMENT ON ROLE {quote(name)} IS '{LEARNER_ROLE}'"))
-            conn.execute(sa.text(f"GRANT {LEARNERS_GROUP} TO {quote(name)}"))
+            run_quoted(conn, f"COMMENT ON ROLE {quote(name)} IS '{LEARNER_ROLE}'")
+            run_quoted(conn, f"GRANT {LEARNERS_GROUP} TO {quote(name)}")
         self._give_database(conn, name, template)
         return Learner(name, self._learner_url(name, password))
 
@@ -368,7 +398,7 @@ class Workshop:
             url = self._new_password(conn, name)
             self._tell(f"{name}: the roster had no working password for them: set a new one.")
         if not conn.scalar(sa.text("SELECT pg_has_role(:r, :g, 'MEMBER')"), {"r": name, "g": LEARNERS_GROUP}):
-            conn.execute(sa.text(f"GRANT {LEARNERS_GROUP} TO {quote(name)}"))
+            run_quoted(conn, f"GRANT {LEARNERS_GROUP} TO {quote(name)}")
         self._drop_leftovers(conn, name)
         owner = owner_of(conn, database_name(name))
         if owner != name:
@@ -402,11 +432,11 @@ class Workshop:
         if leftovers:
             with self.server.as_learner(conn, name):
                 for database in leftovers:
-                    conn.execute(sa.text(f"DROP DATABASE IF EXISTS {quote(database)} WITH (FORCE)"))
+                    run_quoted(conn, f"DROP DATABASE IF EXISTS {quote(database)} WITH (FORCE)")
 
     def known(self, name: str) -> str:
         """`name`, when it is a learner of this workshop; a LabError otherwise."""
-        _check_name(name)
+        check_name(name)
         with self.server.connect() as conn:
             learners = self.server.learner_roles(conn)
         if name not in learners:
@@ -433,6 +463,7 @@ class Workshop:
         with self.server.connect() as conn:
             template = setup.template_for(self.server, conn, number)
             saved = self._backup(conn, name) if backup and owner_of(conn, database) == name else None
+            self._drop_leftovers(conn, name)  # what a reset killed half-way left: undone by the next
             swap = self._give_database(conn, name, template)
         done = [f"backed up {database} to {saved}"] if saved else []
         if swap.closed:
@@ -479,7 +510,7 @@ class Workshop:
         on lines with LEFT what it could not, and why (see `removal`). Run it
         again after fixing that; a learner already gone is "removed already".
         """
-        _check_name(name)
+        check_name(name)
         lines = removal.learner(self.server, name)
         if not any(LEFT in line for line in lines):
             with self._roster_locked() as roster:
@@ -523,6 +554,25 @@ def _login_works(url: str) -> bool:
         return "password authentication failed" not in str(error.orig)
     finally:
         engine.dispose()
+
+
+def _server(given: str) -> sa.URL:
+    """The instructor's URL, on psycopg2; one LabError, never showing a password, for anything else."""
+    try:
+        return make_url(normalise(given, "The workshop server's URL (--server or LAB_WORKSHOP_URL)"))
+    except LabError as error:
+        what = error.what  # the driver is not the one installed: it says which to write
+        try:
+            parsed = make_url(given)
+            if parsed.get_backend_name() != "postgresql":
+                what = f"{parsed.get_backend_name()} is not PostgreSQL ({parsed.render_as_string(hide_password=True)})."
+        except (sa.exc.ArgumentError, ValueError):
+            what = f"{given!r} is not a database URL." if "@" not in given else "The URL given is not a database URL."
+        raise LabError(
+            f"{what} The workshop needs the URL of a PostgreSQL server.",
+            "Give --server postgresql://USER:PASSWORD@HOST:PORT/postgres (a superuser's, or a role's with "
+            "CREATEROLE and CREATEDB), or set LAB_WORKSHOP_URL.",
+        ) from None
 
 
 def server_url(given: str | None) -> str:

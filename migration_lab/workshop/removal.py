@@ -16,7 +16,7 @@ from contextlib import nullcontext, suppress
 
 import sqlalchemy as sa
 
-from ..database.sql import quote
+from ..database.sql import quote, run_quoted
 from ..errors import LabError
 from ..workspace import templates
 from ..workspace.progress import ROOM_DATABASE, ROOM_OWNER, ROOM_SCHEMA
@@ -38,10 +38,10 @@ def learner(server: Server, name: str) -> list[str]:
             return [f"{name}: no such role (removed already)"]
         server.role_mark(conn, name)  # never a role the workshop did not make
         direct = server.superuser(conn)
-        conn.execute(sa.text(f"ALTER ROLE {quote(name)} NOLOGIN"))  # no new session while we drop
+        run_quoted(conn, f"ALTER ROLE {quote(name)} NOLOGIN")  # no new session while we drop
         with nullcontext() if direct else server.as_learner(conn, name):
             closed = conn.scalar(
-                sa.text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = :r"),
+                sa.text("SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity WHERE usename = :r"),
                 {"r": name},
             )
             done.append(f"closed {closed} session(s)")
@@ -62,7 +62,7 @@ def learner(server: Server, name: str) -> list[str]:
                 left.append(f"objects or privileges in {database}: {error.what}")
         done.append(_forget_progress(server, name))
         try:
-            conn.execute(sa.text(f"DROP ROLE {quote(name)}"))
+            run_quoted(conn, f"DROP ROLE {quote(name)}")
             done.append("dropped the role")
         except sa.exc.DBAPIError as error:
             left.append(f"the role, kept without login: {first_line(error)}")
@@ -89,7 +89,7 @@ def drop_owned(server: Server, database: str, role: str, direct: bool) -> None:
     """
     try:
         with server.connect(database) as conn, nullcontext() if direct else server.as_learner(conn, role):
-            conn.execute(sa.text(f"DROP OWNED BY {quote(role)}"))
+            run_quoted(conn, f"DROP OWNED BY {quote(role)}")
     except LabError as error:  # cannot connect: not accepting connections, no CONNECT
         raise LabError(error.what.split("FATAL:")[-1].strip(), error.next_step) from error
     except sa.exc.DBAPIError as error:
@@ -136,7 +136,7 @@ def kit(server: Server) -> list[str]:
                 with suppress(LabError):  # DROP ROLE below says what still holds it
                     drop_owned(server, database, role, direct=True)  # the instructor has these roles' rights
             try:
-                conn.execute(sa.text(f"DROP ROLE {quote(role)}"))
+                run_quoted(conn, f"DROP ROLE {quote(role)}")
                 said.append(f"dropped the role {role}")
             except sa.exc.DBAPIError as error:
                 said.append(f"{LEFT} the role {role}: {first_line(error)}")

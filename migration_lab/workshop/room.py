@@ -20,22 +20,30 @@ recorded (`ChapterProgress`), for the room view and for exports.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
 
+from ..database.url import WORKSHOP_LEARNER
 from ..errors import LabError
 from ..workspace.progress import ROOM_DATABASE, ROOM_OWNER, ROOM_SCHEMA
 
 LEARNERS_GROUP = "mlab_learners"  # NOLOGIN; every learner is a member: CONNECT to the room and EXECUTE
-LEARNER_ROLE = "migration-lab workshop learner"  # the COMMENT on a learner's role (a learner cannot set it)
+LEARNER_ROLE = WORKSHOP_LEARNER  # the COMMENT on a learner's role (a learner cannot set it)
 DATABASE_PREFIX = "lab_"
 MANY_DATABASES = 5  # a learner's own database and a rehearsal's copy or two; more is worth a look (disk)
-# Control characters (C0 with ESC, CR and LF, DEL, C1 with CSI) and bidirectional overrides: stored as '?',
-# shown escaped (with the Unicode line and paragraph separators, which start a line in some viewers).
-_CONTROL_CLASS = r"[\x01-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]"
-CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
+# Control characters (C0 with ESC, CR and LF, DEL, C1 with CSI), line and paragraph separators, invisible and
+# bidirectional formatting marks: stored as '?' by the store's functions (this class), shown escaped by
+# `printable` (every character of Unicode's categories Cc, Cf, Zl, Zp, Cs, Co, which holds all of these).
+_CONTROL_CLASS = (
+    r"[\x01-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb"
+    r"\U000e0000-\U000e007f]"
+)
+_UNPRINTABLE = {"Cc", "Cf", "Zl", "Zp", "Cs", "Co"}
+# What an export drops from learner-written text: every character of _CONTROL_CLASS, and NUL.
+CONTROL = re.compile(_CONTROL_CLASS.replace("[\\x01", "[\\x00", 1))
 
 # Run in mlab_workshop as mlab_room (the connection's `-c role=mlab_room`), at every `init`: idempotent.
 STORE = f"""
@@ -160,7 +168,12 @@ class LearnerStatus:
 def printable(text: str) -> str:
     """`text` with control characters and bidirectional overrides as visible escapes (\\x1b, \\u202e): what a
     learner wrote (an error, the name of a database they made) can neither drive a terminal nor forge a line."""
-    return CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}", text)
+    return "".join(_escaped(c) if unicodedata.category(c) in _UNPRINTABLE else c for c in text)
+
+
+def _escaped(character: str) -> str:
+    code = ord(character)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def database_name(name: str) -> str:

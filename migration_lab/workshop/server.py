@@ -51,7 +51,11 @@ class Server:
 
     @property
     def where(self) -> str:
-        return f"{self.url.host or 'localhost'}:{self.url.port or 5432}"
+        """host:port, also from libpq's `?host=...&port=...` form (a socket's folder, say)."""
+        host = self.url.host or self.url.query.get("host") or "localhost"
+        port = self.url.port or self.url.query.get("port") or 5432
+        host = host if isinstance(host, str) else ",".join(host)
+        return f"{host}:{port if isinstance(port, (int, str)) else ','.join(port)}"
 
     @contextmanager
     def connect(self, database: str = "postgres", role: str | None = None) -> Iterator[sa.Connection]:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from ..database.sql import quote
+from ..database.sql import quote, run_quoted
 from ..database.url import UrlBackend
 from ..errors import LabError
 from ..project import Project
@@ -47,11 +47,11 @@ def roles(server: Server, conn: sa.Connection) -> None:
     """The kit's three NOLOGIN roles; a non-superuser instructor also gets the rights of the first two."""
     for role in (TEMPLATE_OWNER, ROOM_OWNER, LEARNERS_GROUP):
         if not conn.scalar(sa.text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role}):
-            conn.execute(sa.text(f"CREATE ROLE {quote(role)} NOLOGIN"))
+            run_quoted(conn, f"CREATE ROLE {quote(role)} NOLOGIN")
     if not server.superuser(conn):
         # Own the templates and the store as if they were its own (rename, drop, read progress); its
         # learners' rights it never inherits (createrole_self_grant = 'set', see Server.connect).
-        conn.execute(sa.text(f"GRANT {TEMPLATE_OWNER}, {ROOM_OWNER} TO CURRENT_USER WITH INHERIT TRUE, SET TRUE"))
+        run_quoted(conn, f"GRANT {TEMPLATE_OWNER}, {ROOM_OWNER} TO CURRENT_USER WITH INHERIT TRUE, SET TRUE")
 
 
 def store(server: Server, conn: sa.Connection, say: Say) -> None:
@@ -60,13 +60,13 @@ def store(server: Server, conn: sa.Connection, say: Say) -> None:
         _fill_store(server, ROOM_DATABASE)
         return
     build = random_name(BUILD_PREFIX)
-    conn.execute(sa.text(f"CREATE DATABASE {quote(build)} TEMPLATE template0 OWNER {ROOM_OWNER}"))
+    run_quoted(conn, f"CREATE DATABASE {quote(build)} TEMPLATE template0 OWNER {ROOM_OWNER}")
     swapped = False
     try:
-        conn.execute(sa.text(f"REVOKE ALL ON DATABASE {quote(build)} FROM PUBLIC"))
+        run_quoted(conn, f"REVOKE ALL ON DATABASE {quote(build)} FROM PUBLIC")
         close_sessions(conn, build)  # anyone who came in before the REVOKE
-        conn.execute(sa.text(f"GRANT CONNECT ON DATABASE {quote(build)} TO {LEARNERS_GROUP}"))
-        conn.execute(sa.text(f"COMMENT ON DATABASE {quote(build)} IS '{ROOM_LABEL}'"))
+        run_quoted(conn, f"GRANT CONNECT ON DATABASE {quote(build)} TO {LEARNERS_GROUP}")
+        run_quoted(conn, f"COMMENT ON DATABASE {quote(build)} IS '{ROOM_LABEL}'")
         _fill_store(server, build)
         swap = templates.swap_into_place(conn, build, ROOM_DATABASE, ROOM_OWNER, server.is_learner(conn))
         swapped = True
@@ -91,10 +91,10 @@ def build_template(
     from ..workspace import checkpoints
 
     build = random_name(BUILD_PREFIX)
-    conn.execute(sa.text(f"CREATE DATABASE {quote(build)} TEMPLATE template0 OWNER {TEMPLATE_OWNER}"))
+    run_quoted(conn, f"CREATE DATABASE {quote(build)} TEMPLATE template0 OWNER {TEMPLATE_OWNER}")
     swapped = False
     try:
-        conn.execute(sa.text(f"REVOKE CONNECT, TEMPORARY ON DATABASE {quote(build)} FROM PUBLIC"))
+        run_quoted(conn, f"REVOKE CONNECT, TEMPORARY ON DATABASE {quote(build)} FROM PUBLIC")
         close_sessions(conn, build)  # anyone who came in before the REVOKE
         url = server.url.set(database=build).update_query_dict({"options": f"-c role={TEMPLATE_OWNER}"})
         with tempfile.TemporaryDirectory(prefix="mlab-template-") as tmp:
@@ -122,8 +122,8 @@ def build_template(
                 f"While {name} was being built, {intruders} put something in it: it was not kept.",
                 "Run `workshop init` again.",
             )
-        conn.execute(sa.text(f"COMMENT ON DATABASE {quote(build)} IS '{TEMPLATE_LABEL}'"))
-        conn.execute(sa.text(f"ALTER DATABASE {quote(build)} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false"))
+        run_quoted(conn, f"COMMENT ON DATABASE {quote(build)} IS '{TEMPLATE_LABEL}'")
+        run_quoted(conn, f"ALTER DATABASE {quote(build)} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false")
         swap = templates.swap_into_place(conn, build, name, TEMPLATE_OWNER, server.is_learner(conn))
         swapped = True
     finally:
@@ -158,9 +158,9 @@ def template_for(server: Server, conn: sa.Connection, chapter: str) -> str:
 
 def drop_database(conn: sa.Connection, name: str) -> None:
     """Drop a database this session may drop (its own, the kit's, as a learner theirs), templates too."""
-    conn.execute(sa.text(f"ALTER DATABASE {quote(name)} WITH IS_TEMPLATE false"))
+    run_quoted(conn, f"ALTER DATABASE {quote(name)} WITH IS_TEMPLATE false")
     close_sessions(conn, name)
-    conn.execute(sa.text(f"DROP DATABASE IF EXISTS {quote(name)} WITH (FORCE)"))
+    run_quoted(conn, f"DROP DATABASE IF EXISTS {quote(name)} WITH (FORCE)")
 
 
 def say_moved(say: Say, name: str, swap: templates.Swap) -> None:

@@ -20,11 +20,13 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from ..errors import LabError
 from ..styles import FOCUS_RING, KIT_CLASS
 from . import export
 from .instructor import Workshop
 from .room import LearnerStatus, natural, printable
 
+WATCH_SECONDS = (0.5, 3600.0)  # how often the room may be redrawn
 HEADERS = ("learner", "chapter", "checks passed", "last error", "min since progress", "sessions", "problem")
 ERROR_WIDTH = 60
 
@@ -83,8 +85,20 @@ def html(rows: Sequence[LearnerStatus]) -> str:
     return f"<table><tr>{head}</tr>{''.join(body)}</table><p>{html_escape.escape(summary(rows))}</p>"
 
 
+def interval(every: float, shortest: float = 0.01) -> float:
+    """`every`, when the room may be redrawn that often; a LabError otherwise (0 or less, or NaN, redrew it as fast
+    as the server answers, holding it busy; a negative sleep crashed). `--watch` asks at least WATCH_SECONDS[0]."""
+    if not shortest <= every <= WATCH_SECONDS[1]:  # False for NaN too
+        raise LabError(
+            f"--watch {every:g}: the table can be redrawn every {WATCH_SECONDS[0]:g} to {WATCH_SECONDS[1]:g} s.",
+            "Give --watch SECONDS in that range (default 10); in Python, RoomView(shop, every=SECONDS).",
+        )
+    return float(every)
+
+
 def watch(workshop: Workshop, every: float, show: Callable[[str], None] = print) -> None:
     """`workshop status --watch`: redraw the table every `every` seconds until Ctrl-C."""
+    every = interval(every)
     try:
         while True:
             text = table(workshop.status())
@@ -108,7 +122,7 @@ class RoomView:
         import ipywidgets as w
 
         self.workshop = workshop
-        self.every = every
+        self.every = interval(every)
         self.save_to = save_to or Path.cwd()
         self.table = w.HTML()
         self.updated = w.Label()

@@ -39,7 +39,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from ..database.connection import LabDatabase
-from ..database.sql import quote
+from ..database.sql import quote, run_quoted
 from ..errors import LabError
 
 TEMPLATE_PREFIX = "mlab_tpl_"
@@ -81,9 +81,11 @@ END $$
 """
 
 _OWNER = "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = :d"
-# Sessions this session's role may end: its own role's, or those of roles whose privileges it has.
+# Sessions this session's role may end: its own role's, or those of roles whose privileges it has; waiting (5 s at
+# most) until each is gone: a session still exiting made the next DROP ... WITH (FORCE), as a role that may not end
+# it, fail ("permission denied to terminate process").
 _TERMINATE = """
-SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity
 WHERE datname = :d AND pid <> pg_backend_pid() AND usesysid IS NOT NULL AND pg_has_role(usesysid, 'USAGE')
 """
 _OTHERS = """
@@ -125,6 +127,7 @@ def admin_engine(url: str, database: str = "postgres", options: str = "") -> sa.
         make_url(url).set(database=database),
         isolation_level="AUTOCOMMIT",
         poolclass=sa.pool.NullPool,
+        hide_parameters=True,  # a failed CREATE/ALTER ROLE ... PASSWORD never shows the password in its error
         connect_args={"connect_timeout": 5, "options": f"{PINNED} {options}".strip()},
     )
 
@@ -163,7 +166,7 @@ def acting_as(conn: sa.Connection, role: str) -> Iterator[bool]:
         yield True
         return
     try:
-        conn.execute(sa.text(f"SET ROLE {quote(role)}"))
+        run_quoted(conn, f"SET ROLE {quote(role)}")
     except sa.exc.DBAPIError as error:
         if getattr(error.orig, "pgcode", None) != "42501":  # insufficient_privilege
             raise
@@ -172,7 +175,7 @@ def acting_as(conn: sa.Connection, role: str) -> Iterator[bool]:
     try:
         yield True
     finally:
-        conn.execute(sa.text(f"SET ROLE {quote(before)}"))
+        run_quoted(conn, f"SET ROLE {quote(before)}")
 
 
 def _never(owner: str) -> bool:
@@ -212,7 +215,7 @@ def swap_into_place(
         if found is not None and found != owner:  # a squatter's: closed to new sessions first, so it empties
             with acting_as(conn, found) as became:
                 if became:
-                    conn.execute(sa.text(f"ALTER DATABASE {quote(name)} WITH ALLOW_CONNECTIONS false"))
+                    run_quoted(conn, f"ALTER DATABASE {quote(name)} WITH ALLOW_CONNECTIONS false")
         if found is not None:
             closed += close_sessions(conn, name)
         old = aside = None
@@ -220,17 +223,17 @@ def swap_into_place(
         try:
             if found == owner:
                 old = random_name(OLD_PREFIX)
-                conn.execute(sa.text(f"ALTER DATABASE {quote(name)} RENAME TO {quote(old)}"))
+                run_quoted(conn, f"ALTER DATABASE {quote(name)} RENAME TO {quote(old)}")
             elif found is not None:
                 aside = random_name(SQUATTED_PREFIX)
                 me = conn.scalar(sa.text("SELECT current_user"))
                 become = not conn.scalar(sa.text("SELECT pg_has_role(:r, 'USAGE')"), {"r": found})
                 if become:
-                    conn.execute(sa.text(f"SET LOCAL ROLE {quote(found)}"))
-                conn.execute(sa.text(f"ALTER DATABASE {quote(name)} RENAME TO {quote(aside)}"))
+                    run_quoted(conn, f"SET LOCAL ROLE {quote(found)}")
+                run_quoted(conn, f"ALTER DATABASE {quote(name)} RENAME TO {quote(aside)}")
                 if become:
-                    conn.execute(sa.text(f"SET LOCAL ROLE {quote(str(me))}"))
-            conn.execute(sa.text(f"ALTER DATABASE {quote(fresh)} RENAME TO {quote(name)}"))
+                    run_quoted(conn, f"SET LOCAL ROLE {quote(str(me))}")
+            run_quoted(conn, f"ALTER DATABASE {quote(fresh)} RENAME TO {quote(name)}")
             conn.exec_driver_sql("COMMIT")
         except sa.exc.DBAPIError as error:
             conn.exec_driver_sql("ROLLBACK")
@@ -251,7 +254,7 @@ def swap_into_place(
             continue
         break
     if old is not None:
-        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {quote(old)} WITH (FORCE)"))
+        run_quoted(conn, f"DROP DATABASE IF EXISTS {quote(old)} WITH (FORCE)")
     if owner_of(conn, name) != owner:  # cannot happen while the rules above hold; a name is never handed over
         raise LabError(f"{name} does not belong to {owner} after the swap.", "Run the command again.")
     return Swap(closed, old is not None, None if aside is None else (str(found), aside))
@@ -268,7 +271,7 @@ def clone(conn: sa.Connection, database: str, template: str, may_move: Callable[
     """
     fresh = random_name(CLONE_PREFIX)
     try:
-        conn.execute(sa.text(f"CREATE DATABASE {quote(fresh)} TEMPLATE {quote(template)}"))
+        run_quoted(conn, f"CREATE DATABASE {quote(fresh)} TEMPLATE {quote(template)}")
     except sa.exc.DBAPIError as error:
         raise LabError(
             f"Could not clone {template} for {database} (which is unchanged): {str(error.orig).strip()}",
@@ -277,15 +280,15 @@ def clone(conn: sa.Connection, database: str, template: str, may_move: Callable[
         ) from error
     swapped = False
     try:
-        conn.execute(sa.text(f"REVOKE CONNECT, TEMPORARY ON DATABASE {quote(fresh)} FROM PUBLIC"))
-        conn.execute(sa.text(f"COMMENT ON DATABASE {quote(fresh)} IS '{LEARNER_DATABASE}'"))
+        run_quoted(conn, f"REVOKE CONNECT, TEMPORARY ON DATABASE {quote(fresh)} FROM PUBLIC")
+        run_quoted(conn, f"COMMENT ON DATABASE {quote(fresh)} IS '{LEARNER_DATABASE}'")
         me = str(conn.scalar(sa.text("SELECT current_user")))
         swap = swap_into_place(conn, fresh, database, me, may_move)
         swapped = True
         return swap
     finally:
         if not swapped:  # once swapped, the name is free again: anyone's, never ours to drop
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {quote(fresh)} WITH (FORCE)"))
+            run_quoted(conn, f"DROP DATABASE IF EXISTS {quote(fresh)} WITH (FORCE)")
 
 
 _CAN_RECLONE = """

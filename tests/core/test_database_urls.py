@@ -123,6 +123,6 @@ def test_the_ai_api_takes_every_spelling(project: Project, database_url: str, mo
 def test_the_workshop_server_url_is_read_the_same_way() -> None:
     shop = Workshop(f"postgres://admin:{SECRET}@db.example:6543/postgres")
     assert shop.url.drivername == "postgresql+psycopg2" and shop.url.port == 6543
-    with pytest.raises(LabError, match="names a mysql database") as raised:
+    with pytest.raises(LabError, match="mysql is not PostgreSQL") as raised:
         Workshop(f"mysql://admin:{SECRET}@db.example/postgres")
     assert SECRET not in str(raised.value)

@@ -156,6 +156,27 @@ def test_files_reset_runs_as_the_learners_account(
     assert files_owned_by(project.root, 0) == []  # nothing of root's in their checkout
 
 
+def test_what_the_learners_own_reset_prints_cannot_drive_the_terminal(
+    server: Server, shop: Workshop, os_learner: tuple[pwd.struct_passwd, str], base: Path
+) -> None:
+    """--files runs the learner's own .venv/bin/python, as them: whatever it prints (a program of theirs could
+    print anything) reaches the instructor escaped, every line under the learner's name, none forged."""
+    account, _ = os_learner
+    project = copy_project(base / "checkout")
+    fake = project.root / ".venv" / "bin" / "python"
+    fake.parent.mkdir(parents=True)
+    fake.write_text("#!/bin/sh\nprintf '\\033]0;owned\\007\\033[2Jdone\\r\\nroot: every learner removed\\n'\n")
+    fake.chmod(0o755)
+    subprocess.run(["chown", "-R", f"{account.pw_uid}:{account.pw_gid}", str(project.root)], check=True)
+    args = [*workshop_args(server, shop), "reset", "mlabfiles", "02", "--yes", "--files", str(project.root)]
+    done = run(args, cwd=base)
+    assert done.returncode == 0, done.stderr
+    for bad in ("\x1b", "\x07", "\r"):
+        assert bad not in done.stdout + done.stderr, repr(done.stdout)
+    assert "\\x1b[2J" in done.stdout  # shown, escaped
+    assert all(line.startswith("mlabfiles: ") for line in done.stdout.splitlines()), done.stdout
+
+
 def test_files_never_go_into_another_accounts_checkout(
     server: Server, shop: Workshop, os_learner: tuple[pwd.struct_passwd, str], base: Path
 ) -> None:
@@ -255,11 +276,11 @@ def test_every_input_error_gets_one_message(
         (["workshop", "--server", url, "--roster", str(bad), "add", "x1"], "workshop add NAME"),
         (
             ["workshop", "--server", "not a url", *roster, "status"],
-            "URL (--server or LAB_WORKSHOP_URL) is not a database URL",
+            "'not a url' is not a database URL",
         ),
         (
             ["workshop", "--server", "sqlite:///x.db", *roster, "status"],
-            "names a sqlite database, not a PostgreSQL one",
+            "sqlite is not PostgreSQL",
         ),
         (["workshop", "--server", url, "--roster", str(tmp_path), "add", "x2"], "is a directory"),
         (["workshop", "--server", url, *roster, "status", "--watch", "-1"], "--watch -1"),
