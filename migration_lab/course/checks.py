@@ -207,9 +207,11 @@ _HEX_WORD = re.compile(r"(?<![0-9A-Za-z_])[0-9A-Fa-f]{4,12}(?![0-9A-Za-z_])")
 
 def revisions_named(lab: Lab, answer: object) -> list[str] | None:
     """The revisions an answer names, in its order: ids (or prefixes alembic resolves to one revision) in a
-    string, a list or a tuple of strings, whatever else surrounds them ("(head)", an arrow, a message).
+    string, a list or a tuple of strings, whatever else surrounds them ("(head)", an arrow, a message), in any case.
 
-    None when the answer is not text. What it names is what is graded, not how it is written.
+    A whole 12-digit id that no revision here has is named too, as given: it names a revision, a wrong one (a typo,
+    another chapter's), and must not vanish from the answer. A shorter word that is no revision's prefix ("added",
+    "face") is just a word. None when the answer is not text. What it names is graded, not how it is written.
     """
     if isinstance(answer, str):
         parts = [answer]
@@ -224,6 +226,8 @@ def revisions_named(lab: Lab, answer: object) -> list[str] | None:
             matches = [r for r in known if r.startswith(word.lower())]
             if len(matches) == 1:
                 named.append(matches[0])
+            elif len(word) == 12:
+                named.append(word.lower())
     return named
 
 

@@ -828,3 +828,23 @@ def test_06_carols_revision_deleted_fails(lab: Lab, capsys) -> None:
     exec(hints[CAROL_CHECK][-1], {"ch": chapter})  # brings her file back; yours stays
     assert (lab.project.versions_dir / CAROL_06).exists() and path.exists()
     capsys.readouterr()
+
+
+def test_04_an_id_of_no_revision_here_among_the_right_ones_fails(lab: Lab, capsys) -> None:
+    """A third id (chapter 03's revision, not in this history; or a typo) is part of the answer, not noise."""
+    chapter = start(lab, "04")
+    for wrong in (["a1c4e7f20b13", "b7d1e5f3c9a2", "d4f0c3b2a1e9"], "a1c4e7f20b13 b7d1e5f3c9a3"):
+        assert ORDER_04 in failing(chapter, wrong), wrong
+    hint = failing(chapter, ["a1c4e7f20b13", "b7d1e5f3c9a2", "d4f0c3b2a1e9"])[ORDER_04][0]
+    assert "d4f0c3b2a1e9 is not applied by the next upgrade" in hint
+    for right in ("A1C4E7F20B13 B7D1E5F3C9A2", ["a1c4e7f2", "b7d1e5f3"], "a1c4e7f20b13\nb7d1e5f3c9a2\n"):
+        assert ORDER_04 not in failing(chapter, right), right
+    capsys.readouterr()
+
+
+def test_00_an_unknown_id_next_to_the_right_one_fails_and_is_named(lab: Lab, capsys) -> None:
+    chapter = start(lab, "00")
+    assert chapter.report("8B7E5D2C6A41").passed  # the case alembic ignores too
+    hint = failing(chapter, "8b7e5d2c6a41 or 8b7e5d2c6a14")[CURRENT_00][0]
+    assert "8b7e5d2c6a14 looks like a revision id" in hint
+    capsys.readouterr()
