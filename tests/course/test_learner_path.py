@@ -848,3 +848,39 @@ def test_00_an_unknown_id_next_to_the_right_one_fails_and_is_named(lab: Lab, cap
     hint = failing(chapter, "8b7e5d2c6a41 or 8b7e5d2c6a14")[CURRENT_00][0]
     assert "8b7e5d2c6a14 looks like a revision id" in hint
     capsys.readouterr()
+
+
+REPLAY_06 = "the history goes down to a1c4e7f20b13 and back up with the rows kept (tried on a copy)"
+
+
+def test_06_a_downgrade_that_does_nothing_fails_although_carols_drops_the_column(lab: Lab, capsys) -> None:
+    """Down to a1c4e7f20b13, her drop_column hides a `pass` in yours: at her revision her column must be back."""
+    chapter = start(lab, "06")
+    _rebase_yours(
+        lab,
+        "op.execute(\"UPDATE user_settings SET timezone = 'UTC' WHERE timezone IS NULL\")\n"
+        "op.alter_column('user_settings', 'timezone', existing_type=sa.String(length=40), "
+        "type_=sa.String(length=64), server_default='UTC', nullable=False)",
+        "pass",
+    )
+    chapter.alembic("upgrade head")
+    hints = failing(chapter)
+    assert list(hints) == [REPLAY_06], hints
+    assert "not her String(40), nullable, without a default" in hints[REPLAY_06][0]
+    capsys.readouterr()
+
+
+def test_06_bound_parameters_and_a_sql_default_pass(lab: Lab, capsys) -> None:
+    chapter = start(lab, "06")
+    _rebase_yours(
+        lab,
+        'op.get_bind().execute(sa.text("UPDATE user_settings SET timezone = :tz WHERE timezone IS NULL"), '
+        '{"tz": "UTC"})\n'
+        'op.alter_column("user_settings", "timezone", type_=sa.String(64), server_default=sa.text("\'UTC\'"), '
+        "nullable=False, existing_type=sa.String(40))",
+        'op.alter_column("user_settings", "timezone", type_=sa.String(40), server_default=None, nullable=True, '
+        "existing_type=sa.String(64))",
+    )
+    chapter.alembic("upgrade head")
+    assert chapter.report().passed, str(chapter.report())
+    capsys.readouterr()
