@@ -135,6 +135,16 @@ WRITE_SAFE = (
     'ch.alembic("upgrade head")'
 )
 
+
+def write_safe(found: Replay) -> str:
+    """The hint's code: back to the start, the newest revision of the release rewritten the safe way, upgrade."""
+    return (
+        f'ch.alembic("downgrade {START}", confirm=True); '
+        f"{found.rewrite_call(SAFE_UPGRADE, SAFE_DOWNGRADE)}; "
+        'ch.alembic("upgrade head")'
+    )
+
+
 END_STATE = """
 SELECT
   (SELECT bool_and(c.convalidated) FROM pg_constraint c JOIN pg_attribute a
@@ -183,6 +193,16 @@ def _validation_locks(found: Replay) -> tuple[bool, list[str]]:
     return validated, held
 
 
+def _index_builds_blocking_writes(found: Replay) -> list[str]:
+    """Each statement of the release that built an index with writes stopped ("line N of file: ShareLock on T")."""
+    return [
+        f"line {step.line} of {traced.path.name}: {', '.join(lock.mode + ' on ' + lock.table for lock in locks)}"
+        for traced in found.traces
+        for step in traced.steps
+        if (locks := step.builds_an_index_blocking_writes())
+    ]
+
+
 def exercise(lab: Lab, answer: object) -> list[Check]:
     """Chapter 14: job_entries.reviewer_id references user_profiles.id, added while the app is busy."""
     found = replay(lab, WORKER, foreign_key_state)
@@ -218,7 +238,7 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
                 "Add it with op.create_foreign_key(..., postgresql_not_valid=True), and run ALTER TABLE job_entries "
                 "VALIDATE CONSTRAINT ... in a transaction of its own: inside `with "
                 "op.get_context().autocommit_block():`, or in the next revision.",
-                WRITE_SAFE,
+                write_safe(found),
             ),
         )
     )
@@ -234,20 +254,28 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
                 "Ask for the lock briefly: op.execute(\"SET LOCAL lock_timeout = '200ms'\") first in upgrade() (the "
                 "deploy retries a migration that gave up), shorter than a client waits. A lock_timeout of 1 s or "
                 "more still makes the queued requests give up.",
-                WRITE_SAFE,
+                write_safe(found),
             ),
         )
     )
+    blocking_builds = _index_builds_blocking_writes(found)
     results.append(
         Check(
             "job_entries.reviewer_id has an index (deleting a profile must not scan job_entries)",
-            has_key and bool(end.get("indexed")),
+            has_key and bool(end.get("indexed")) and not blocking_builds,
             (
-                "Every DELETE of a profile (and every change of its id) now looks for jobs that name it as "
+                (
+                    "The lock trace shows an index built with writes stopped ("
+                    + "; ".join(blocking_builds)
+                    + "): a CREATE INDEX without CONCURRENTLY holds a ShareLock for its whole scan of the table, and "
+                    "every insert and update waits. At 20,000 rows that is milliseconds; at 100 million, minutes."
+                )
+                if blocking_builds
+                else "Every DELETE of a profile (and every change of its id) now looks for jobs that name it as "
                 "reviewer: without an index on reviewer_id, each one scans job_entries.",
                 "op.create_index(..., postgresql_concurrently=True) on ['reviewer_id'], inside the "
                 "autocommit_block (a plain CREATE INDEX blocks writes while it builds).",
-                WRITE_SAFE,
+                write_safe(found),
             ),
         )
     )
@@ -263,7 +291,7 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
                 + ": a rollback (or the next try of this release) would break.",
                 "downgrade() drops what upgrade() made, in reverse: the index (concurrently, in an "
                 "autocommit_block), then the constraint (op.drop_constraint(..., type_='foreignkey')).",
-                WRITE_SAFE,
+                write_safe(found),
             ),
         )
     )

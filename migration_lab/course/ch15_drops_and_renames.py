@@ -97,6 +97,15 @@ WRITE_SAFE = (
 )
 
 
+def write_safe(found: Replay) -> str:
+    """The hint's code: back to the start, the newest revision of the release rewritten the safe way, upgrade."""
+    return (
+        f'ch.alembic("downgrade {START}", confirm=True); '
+        f"{found.rewrite_call(SAFE_UPGRADE, SAFE_DOWNGRADE)}; "
+        'ch.alembic("upgrade head", confirm=True)'  # it drops the numbers: the kit asks first
+    )
+
+
 def phone_number_state(lab: Lab) -> dict[str, Any]:
     """{"column": user_profiles.phone_number exists, "nullable": it accepts NULL}."""
     with lab.db.connect() as conn:
@@ -186,7 +195,7 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
                 "op.execute(\"SET LOCAL lock_timeout = '200ms'\") before the drop (the deploy retries), or the "
                 "with_lock_retries helper around it; a timeout set in env.py counts too. Shorter than the "
                 f"{CLIENT_TIMEOUT:.0f} s a client waits.",
-                WRITE_SAFE,
+                write_safe(found),
             ),
         )
     )
@@ -205,7 +214,7 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
                 ),
                 "Code first (main.py without phone_number), and a DROP that asks for its lock briefly: SET LOCAL "
                 "lock_timeout = '200ms' (the deploy retries) or with_lock_retries.",
-                f"{CODE_FIRST}; {WRITE_SAFE}",
+                f"{CODE_FIRST}; {write_safe(found)}",
             ),
         )
     )
@@ -220,7 +229,7 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
                 + ". A downgrade cannot bring the numbers back, but it must bring the column back (nullable: the "
                 "old rows have no value any more), or the old code cannot run again.",
                 f"downgrade(): {SAFE_DOWNGRADE}",
-                WRITE_SAFE,
+                write_safe(found),
             ),
         )
     )
