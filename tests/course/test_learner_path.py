@@ -884,3 +884,42 @@ def test_06_bound_parameters_and_a_sql_default_pass(lab: Lab, capsys) -> None:
     chapter.alembic("upgrade head")
     assert chapter.report().passed, str(chapter.report())
     capsys.readouterr()
+
+
+def test_01_rows_filled_by_hand_after_a_late_server_default_fail_and_the_hint_leads_out(lab: Lab, capsys) -> None:
+    """The learner's own rows filled with psql (ch.sql): every database that only runs the revisions keeps NULLs,
+    as the replay on a copy shows. The last hint (a data migration) passes."""
+    chapter = start(lab, "01")
+    chapter.add_column("UserProfile", "last_login = Column(DateTime(timezone=True), nullable=True)")
+    chapter.alembic('revision --autogenerate -m "add last login"')
+    chapter.alembic("upgrade head")
+    chapter.edit_model("last_login = Column(DateTime(timezone=True), nullable=True)", LAST_LOGIN_LINE)
+    chapter.alembic('revision --autogenerate -m "default"')
+    chapter.alembic("upgrade head")
+    chapter.sql("UPDATE user_profiles SET last_login = now() WHERE last_login IS NULL")
+    hints = failing(chapter)
+    assert list(hints) == ["every existing profile has a last_login"], hints
+    assert "filled by hand, not by a revision" in hints["every existing profile has a last_login"][0]
+    exec(hints["every existing profile has a last_login"][-1], {"ch": chapter})
+    assert chapter.report().passed, str(chapter.report())
+    capsys.readouterr()
+
+
+def test_01_the_column_then_its_fill_and_default_in_plain_sql_pass(lab: Lab, capsys) -> None:
+    chapter = start(lab, "01")
+    chapter.add_column("UserProfile", LAST_LOGIN_LINE)
+    hand_written(
+        chapter,
+        "add last login",
+        'op.execute("ALTER TABLE user_profiles ADD COLUMN last_login timestamptz")',
+        'op.execute("ALTER TABLE user_profiles DROP COLUMN last_login")',
+    )
+    hand_written(
+        chapter,
+        "fill last login",
+        'op.execute("UPDATE user_profiles SET last_login = now() WHERE last_login IS NULL")\n'
+        'op.execute("ALTER TABLE user_profiles ALTER COLUMN last_login SET DEFAULT now()")',
+        'op.execute("ALTER TABLE user_profiles ALTER COLUMN last_login DROP DEFAULT")',
+    )
+    assert chapter.report().passed, str(chapter.report())
+    capsys.readouterr()
