@@ -923,3 +923,34 @@ def test_01_the_column_then_its_fill_and_default_in_plain_sql_pass(lab: Lab, cap
     )
     assert chapter.report().passed, str(chapter.report())
     capsys.readouterr()
+
+
+IMPORTS_05 = "no revision file imports today's models from main.py"
+
+
+def test_05_a_docstring_that_warns_against_importing_main_is_no_import(lab: Lab, capsys) -> None:
+    """The lesson written down in the revision's docstring, as a learner might: it imports nothing."""
+    chapter = start(lab, "05")
+    hand_written(chapter, "lowercase emails", REFERENCE_05, "pass")
+    path = newest(lab)
+    path.write_text(
+        path.read_text().replace(
+            '"""lowercase emails',
+            '"""lowercase emails\n\nSQL only; never\n    from main import UserProfile\nhere: that is today\'s model.',
+            1,
+        )
+    )
+    assert chapter.report().passed, str(chapter.report())
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    "imports",
+    ["import main as app", "from sqlalchemy.orm import Session; from main import UserProfile"],
+    ids=["alias", "after-a-semicolon"],
+)
+def test_05_importing_main_inside_upgrade_fails_however_written(lab: Lab, imports: str, capsys) -> None:
+    chapter = start(lab, "05")
+    hand_written(chapter, "lowercase emails", f"{imports}\n{REFERENCE_05}", "pass")
+    assert IMPORTS_05 in failing(chapter)
+    capsys.readouterr()
