@@ -4,8 +4,6 @@ Graded by the revision the answer names, not by how it is written: the id alone,
 prints ("8b7e5d2c6a41 (head)"), or a prefix alembic itself accepts all name the same revision.
 """
 
-import re
-
 from ..lab import Lab
 from . import checks
 from .checks import Check
@@ -16,7 +14,7 @@ CONCEPT = (
 COMMAND = 'The console\'s `current` button (or ch.alembic("current"))'
 
 
-def _answer_hints(answer: object, named: list[str] | None, expected: str | None) -> checks.Hints:
+def _answer_hints(answer: object, named: list[str] | None, expected: str | None, known: set[str]) -> checks.Hints:
     """Hints for the answer given: the specific mistake first, the code last."""
     code = f'answer = "{expected}"'
     if answer is None:
@@ -27,9 +25,10 @@ def _answer_hints(answer: object, named: list[str] | None, expected: str | None)
         )
     if named is None:
         return (f'Give the id as a string, in quotes: answer = "..." (you gave {type(answer).__name__}).', code)
-    if not named and re.search(r"(?<![0-9A-Za-z])[0-9a-fA-F]{12}(?![0-9A-Za-z])", str(answer)):
+    unknown = [name for name in named if name not in known]
+    if unknown:
         return (
-            f"{answer!r} looks like a revision id, but no revision of this project has it: `alembic history` lists "
+            f"{unknown[0]} looks like a revision id, but no revision of this project has it: `alembic history` lists "
             "the ones there are.",
             f"{COMMAND} prints the one the database is at; copy it.",
             code,
@@ -58,10 +57,11 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
     heads = lab.db.heads()
     expected = heads[0] if heads else None
     named = checks.revisions_named(lab, answer)
+    known = {s.revision for s in lab.runner.script().walk_revisions()}
     return [
         Check(
             "your answer is the database's current revision",
             expected is not None and named is not None and set(named) == {expected},
-            _answer_hints(answer, named, expected),
+            _answer_hints(answer, named, expected, known),
         )
     ]

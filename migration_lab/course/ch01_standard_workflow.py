@@ -2,7 +2,9 @@
 
 Whether a revision adds the column is judged by replaying the revisions on a copy (down to the chapter's
 start and back), not by how the revision is written: autogenerate's op.add_column, a hand-written one with
-double quotes, or plain SQL in op.execute all pass; a downgrade() that does not remove the column fails.
+double quotes, or plain SQL in op.execute all pass; a downgrade() that does not remove the column fails. The
+rows are judged there too: after the revisions ran again over the copy's profiles, each must have a last_login
+(rows filled by hand in the learner's database alone would stay empty in every other one).
 """
 
 import sqlalchemy as sa
@@ -23,8 +25,15 @@ def _has_last_login(db: LabDatabase) -> bool:
         return any(c["name"] == "last_login" for c in sa.inspect(conn).get_columns("user_profiles"))
 
 
+def _empty_last_logins(db: LabDatabase) -> str | None:
+    with db.connect() as conn:
+        empty = conn.scalar(sa.text("SELECT count(*) FROM user_profiles WHERE last_login IS NULL"))
+    return f"{empty} profile(s) have no last_login" if empty else None
+
+
 def _replayed(lab: Lab) -> Replayed | None:
-    """The revisions since the chapter's start, down and up again on a copy: they must add last_login."""
+    """The revisions since the chapter's start, down and up again on a copy: they must add last_login, and fill
+    it for the rows there are (a database that runs them, CI or production, gets only what they do)."""
     return replay(
         lab,
         START,
@@ -32,6 +41,7 @@ def _replayed(lab: Lab) -> Replayed | None:
         downgraded=lambda db: (
             "user_profiles still has last_login: no downgrade() removes it" if _has_last_login(db) else None
         ),
+        upgraded_again=_empty_last_logins,
     )
 
 
@@ -64,8 +74,19 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
     empty = sum(v is None for v in values) if values is not None else None
     python_default = "default=" in line and "server_default=" not in line
     replayed = _replayed(lab)
-    if empty is None:
-        filled_hints: checks.Hints = "The column is not in the database yet: generate the revision and upgrade first."
+    by_hand = replayed is not None and replayed.step == "upgraded again"  # filled in this database only
+    if empty == 0 and by_hand:
+        filled_hints: checks.Hints = (
+            f"Your database's profiles all have a last_login, but replayed on a copy, {replayed}: the rows were "
+            "filled by hand, not by a revision, and every other database (CI, production) runs only the revisions.",
+            "Fill the old rows in a data migration: a revision whose upgrade() runs "
+            'op.execute("UPDATE ..."), or add the column with its server_default in one step (ch.reset() first).',
+            "ch.alembic('revision -m \"fill last login\"'); "
+            f"ch.rewrite_revision(upgrade='{FILL}'); "
+            'ch.alembic("upgrade head")',
+        )
+    elif empty is None:
+        filled_hints = "The column is not in the database yet: generate the revision and upgrade first."
     else:
         filled_hints = (
             f"{empty} profile(s) have no last_login. A default only fills rows inserted after it exists: a "
@@ -93,7 +114,7 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
         ),
         Check(
             "a revision adds user_profiles.last_login, and its downgrade removes it (replayed on a copy)",
-            replayed is None,
+            replayed is None or by_hand,
             _revision_hints(replayed),
         ),
         checks.column_exists(
@@ -124,7 +145,7 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
                 else f'ch.add_column("UserProfile", "{LAST_LOGIN}")',
             ),
         ),
-        Check("every existing profile has a last_login", empty == 0, filled_hints),
+        Check("every existing profile has a last_login", empty == 0 and not by_hand, filled_hints),
         checks.models_match_database(
             lab,
             (

@@ -150,9 +150,9 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
         ),
     )
     return [
-        checks.no_revision_file_matches(
+        checks.no_revision_imports(
             lab,
-            r"(?m)^\s*(from main import|import main)",
+            "main",
             "imports today's models from main.py",
             (
                 "A migration must not import the models of main.py: they describe today's schema, not the one "

@@ -8,7 +8,8 @@ left NULL in every row already there, which NOT NULL refuses: a server_default f
 
 Her revision must stay as she merged it: main's databases (CI, production) ran it already, and an edited copy
 would never run there again. The history is judged by replaying it on a copy that keeps the rows (down to
-a1c4e7f20b13 and back up), where her NULLs are, not by how your revision is written.
+her revision, where her column must be back as she made it, then to a1c4e7f20b13, and back up), where her
+NULLs are, not by how your revision is written.
 """
 
 import ast
@@ -179,6 +180,23 @@ def _gone(db: LabDatabase) -> str | None:
     return "user_settings still has its column timezone" if _timezone(db)[0] else None
 
 
+def _as_carol_made_it(db: LabDatabase) -> str | None:
+    """At Carol's revision, her column as she made it: String(40), NULL allowed, no default. Down to START alone
+    cannot tell: her own downgrade drops the column, and hides a downgrade() of yours that does nothing."""
+    with db.connect() as conn:
+        found = {c["name"]: c for c in sa.inspect(conn).get_columns("user_settings")}.get("timezone")
+    if found is None:
+        return "user_settings has no column timezone, which her revision adds"
+    length = getattr(found["type"], "length", None)
+    if length == 40 and found["nullable"] and found.get("default") is None:
+        return None
+    return (
+        f"user_settings.timezone is still {found['type']}, {'NULL' if found['nullable'] else 'NOT NULL'}, "
+        f"default {found.get('default')}: not her String(40), nullable, without a default. Your downgrade() does "
+        "not undo your upgrade()"
+    )
+
+
 def exercise_start(lab: Lab) -> str:
     """Carol's branch, from a1c4e7f20b13, next to a revision of yours that adds the same column: see py."""
     return conflicting_branches(lab)
@@ -228,7 +246,8 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
             )
         )
         at_head = checks.database_at_head(lab, hints)
-    replayed = replay(lab, START, at_head=_filled, downgraded=_gone)
+    replayed = replay(lab, CAROL_ID, at_head=_filled, downgraded=_as_carol_made_it) if carol is None else None
+    replayed = replayed or replay(lab, START, at_head=_filled, downgraded=_gone)
     return [
         Check(
             f"Carol's revision ({CAROL_ID}) is in versions/, as she merged it",

@@ -127,8 +127,10 @@ def failing_line(path: Path, pattern: str) -> tuple[int, str] | None:
 
 
 # A file and a line number, in every form a learner copies them: "env.py:18", "env.py, line 18",
-# 'File "ai-service/migrations/env.py", line 18, in <module>' (the traceback's own frame header).
-FRAME = re.compile(r"""(?P<file>[^\s"',:]+\.py)["']?\s*(?::|,?\s*line\b)\s*(?P<line>\d+)""")
+# 'File "ai-service/migrations/env.py", line 18, in <module>' (the traceback's own frame header), or says them:
+# "line 18 of env.py".
+FRAME = re.compile(r"""(?P<file>[^\s"',:]+\.py)["']?\s*(?::|,?\s*line\b)\s*(?P<line>\d+)""", re.IGNORECASE)
+SAID = re.compile(r"""\bline\s+(?P<line>\d+)\s*,?\s+(?:of|in)\s+["']?(?P<file>[^\s"',:]+\.py)\b""", re.IGNORECASE)
 
 
 def _code(text: str) -> str:
@@ -137,14 +139,15 @@ def _code(text: str) -> str:
 
 
 def names_the_line(answer: object, file: str, number: int, texts: str | tuple[str, ...]) -> bool:
-    """Does the answer name that line? As "file:number" or the traceback's frame header (any leading folders),
-    or as the line's text: as the traceback showed it (`texts[0]`), or as it reads now. Every frame the answer
-    names must be that one: a whole traceback pasted names alembic's frames too."""
+    """Does the answer name that line? As "file:number", "line N of file" or the traceback's frame header (any
+    leading folders, any case), or as the line's text: as the traceback showed it (`texts[0]`), or as it reads
+    now. Every frame the answer names must be that one: a whole traceback pasted names alembic's frames too."""
     if not isinstance(answer, str):
         return False
-    named = [(Path(m["file"]).name, int(m["line"])) for m in FRAME.finditer(answer)]
+    frames = [*FRAME.finditer(answer), *SAID.finditer(answer)]
+    named = [(Path(m["file"]).name.lower(), int(m["line"])) for m in frames]
     if named:
-        return all(frame == (Path(file).name, number) for frame in named)
+        return all(frame == (Path(file).name.lower(), number) for frame in named)
     lines = [_code(line.strip().strip("\"'")) for line in answer.splitlines()]
     given = [line for line in lines if line and not set(line) <= set("^~ ")]  # a caret line marks, names nothing
     wanted = {_code(t) for t in ((texts,) if isinstance(texts, str) else texts)} - {""}

@@ -391,6 +391,12 @@ class Replay:
     def upgraded(self) -> bool:
         return self.run is not None and self.run.result.ok
 
+    def rewrite_call(self, upgrade: str, downgrade: str) -> str:
+        """The `ch.rewrite_revision(...)` a hint gives, naming the release's newest revision: a learner who wrote
+        it in the editor (or restarted the kernel) has no revision "generated in this kernel" to rewrite."""
+        named = f'revision="{self.revisions[-1]}", ' if self.revisions else ""
+        return f'ch.rewrite_revision({named}upgrade="""{upgrade}""", downgrade="""{downgrade}""")'
+
     def failure(self) -> tuple[str, ...] | None:
         """Hints when the release could not be replayed, or its upgrade fails on the copy; None otherwise."""
         if self.unavailable and self.revisions:

@@ -131,13 +131,11 @@ SAFE_DOWNGRADE = f"""with op.get_context().autocommit_block():
 op.drop_constraint('{FK}', 'job_entries', type_='foreignkey')"""
 
 
-def write_safe(revisions: tuple[str, ...] = ()) -> str:
-    """The last hint's code: back to the start, the release rewritten, up again. The learner's revision is
-    named when there is one (a file written in the editor, or a restarted kernel, was not generated here)."""
-    named = f', revision="{revisions[0]}"' if len(revisions) == 1 else ""
+def write_safe(found: Replay) -> str:
+    """The hint's code: back to the start, the newest revision of the release rewritten the safe way, upgrade."""
     return (
         f'ch.alembic("downgrade {START}", confirm=True); '
-        f'ch.rewrite_revision(upgrade="""{SAFE_UPGRADE}""", downgrade="""{SAFE_DOWNGRADE}"""{named}); '
+        f"{found.rewrite_call(SAFE_UPGRADE, SAFE_DOWNGRADE)}; "
         'ch.alembic("upgrade head")'
     )
 
@@ -190,6 +188,16 @@ def _validation_locks(found: Replay) -> tuple[bool, list[str]]:
     return validated, held
 
 
+def _index_builds_blocking_writes(found: Replay) -> list[str]:
+    """Each statement of the release that built an index with writes stopped ("line N of file: ShareLock on T")."""
+    return [
+        f"line {step.line} of {traced.path.name}: {', '.join(lock.mode + ' on ' + lock.table for lock in locks)}"
+        for traced in found.traces
+        for step in traced.steps
+        if (locks := step.builds_an_index_blocking_writes())
+    ]
+
+
 def exercise(lab: Lab, answer: object) -> list[Check]:
     """Chapter 14: job_entries.reviewer_id references user_profiles.id, added while the app is busy."""
     found = replay(lab, WORKER, foreign_key_state)
@@ -201,7 +209,9 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
         "op.create_foreign_key(..., postgresql_not_valid=True), then, inside `with "
         "op.get_context().autocommit_block():`, runs ALTER TABLE job_entries VALIDATE CONSTRAINT ... and "
         "op.create_index(..., postgresql_concurrently=True) on reviewer_id.",
-        "ch.alembic('revision -m \"reviewer references a profile\"'); " + write_safe().split("; ", 1)[1],
+        "ch.alembic('revision -m \"reviewer references a profile\"'); "
+        f'ch.rewrite_revision(upgrade="""{SAFE_UPGRADE}""", downgrade="""{SAFE_DOWNGRADE}"""); '
+        'ch.alembic("upgrade head")',
     )
     end = found.end
     has_key = found.upgraded and end.get("validated") is not None
@@ -225,7 +235,7 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
                 "Add it with op.create_foreign_key(..., postgresql_not_valid=True), and run ALTER TABLE job_entries "
                 "VALIDATE CONSTRAINT ... in a transaction of its own: inside `with "
                 "op.get_context().autocommit_block():`, or in the next revision.",
-                write_safe(found.revisions),
+                write_safe(found),
             ),
         )
     )
@@ -241,20 +251,28 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
                 "Ask for the lock briefly: op.execute(\"SET LOCAL lock_timeout = '200ms'\") first in upgrade() (the "
                 "deploy retries a migration that gave up), shorter than a client waits. A lock_timeout of 1 s or "
                 "more still makes the queued requests give up.",
-                write_safe(found.revisions),
+                write_safe(found),
             ),
         )
     )
+    blocking_builds = _index_builds_blocking_writes(found)
     results.append(
         Check(
             "job_entries.reviewer_id has an index (deleting a profile must not scan job_entries)",
-            has_key and bool(end.get("indexed")),
+            has_key and bool(end.get("indexed")) and not blocking_builds,
             (
-                "Every DELETE of a profile (and every change of its id) now looks for jobs that name it as "
+                (
+                    "The lock trace shows an index built with writes stopped ("
+                    + "; ".join(blocking_builds)
+                    + "): a CREATE INDEX without CONCURRENTLY holds a ShareLock for its whole scan of the table, and "
+                    "every insert and update waits. At 20,000 rows that is milliseconds; at 100 million, minutes."
+                )
+                if blocking_builds
+                else "Every DELETE of a profile (and every change of its id) now looks for jobs that name it as "
                 "reviewer: without an index on reviewer_id, each one scans job_entries.",
                 "op.create_index(..., postgresql_concurrently=True) on ['reviewer_id'], inside the "
                 "autocommit_block (a plain CREATE INDEX blocks writes while it builds).",
-                write_safe(found.revisions),
+                write_safe(found),
             ),
         )
     )
@@ -270,7 +288,7 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
                 + ": a rollback (or the next try of this release) would break.",
                 "downgrade() drops what upgrade() made, in reverse: the index (concurrently, in an "
                 "autocommit_block), then the constraint (op.drop_constraint(..., type_='foreignkey')).",
-                write_safe(found.revisions),
+                write_safe(found),
             ),
         )
     )

@@ -92,13 +92,11 @@ SAFE_DOWNGRADE = "op.add_column('user_profiles', sa.Column('phone_number', sa.St
 CODE_FIRST = f"ch.edit_model('    {PHONE_LINE}\\n', '')"
 
 
-def write_safe(revisions: tuple[str, ...] = ()) -> str:
-    """The last hint's code: back to the start, the release rewritten, up again. The learner's revision is
-    named when there is one (a file written in the editor, or a restarted kernel, was not generated here)."""
-    named = f', revision="{revisions[0]}"' if len(revisions) == 1 else ""
+def write_safe(found: Replay) -> str:
+    """The hint's code: back to the start, the newest revision of the release rewritten the safe way, upgrade."""
     return (
         f'ch.alembic("downgrade {START}", confirm=True); '
-        f'ch.rewrite_revision(upgrade="""{SAFE_UPGRADE}""", downgrade="{SAFE_DOWNGRADE}"{named}); '
+        f"{found.rewrite_call(SAFE_UPGRADE, SAFE_DOWNGRADE)}; "
         'ch.alembic("upgrade head", confirm=True)'  # it drops the numbers: the kit asks first
     )
 
@@ -159,7 +157,9 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
         "First the code: remove phone_number from UserProfile in main.py (that is the deploy). Then a revision "
         "(ch.alembic('revision -m \"...\"')) whose upgrade() sets a short lock_timeout and calls "
         "op.drop_column('user_profiles', 'phone_number'); its downgrade() adds the column back, nullable.",
-        f"{CODE_FIRST}; ch.alembic('revision -m \"drop phone number\"'); " + write_safe().split("; ", 1)[1],
+        f"{CODE_FIRST}; ch.alembic('revision -m \"drop phone number\"'); "
+        f'ch.rewrite_revision(upgrade="""{SAFE_UPGRADE}""", downgrade="""{SAFE_DOWNGRADE}"""); '
+        'ch.alembic("upgrade head", confirm=True)',
     )
     results = [
         Check(
@@ -192,7 +192,7 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
                 "op.execute(\"SET LOCAL lock_timeout = '200ms'\") before the drop (the deploy retries), or the "
                 "with_lock_retries helper around it; a timeout set in env.py counts too. Shorter than the "
                 f"{CLIENT_TIMEOUT:.0f} s a client waits.",
-                write_safe(found.revisions),
+                write_safe(found),
             ),
         )
     )
@@ -211,7 +211,7 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
                 ),
                 "Code first (main.py without phone_number), and a DROP that asks for its lock briefly: SET LOCAL "
                 "lock_timeout = '200ms' (the deploy retries) or with_lock_retries.",
-                f"{CODE_FIRST}; {write_safe(found.revisions)}",
+                f"{CODE_FIRST}; {write_safe(found)}",
             ),
         )
     )
@@ -226,7 +226,7 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
                 + ". A downgrade cannot bring the numbers back, but it must bring the column back (nullable: the "
                 "old rows have no value any more), or the old code cannot run again.",
                 f"downgrade(): {SAFE_DOWNGRADE}",
-                write_safe(found.revisions),
+                write_safe(found),
             ),
         )
     )

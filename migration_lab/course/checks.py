@@ -7,6 +7,7 @@ level. "Check my work" shows the first level, numbered ("Hint 1 of 3"); `ch.hint
 ("Hint 2 of 3"), and `ch.hints()` every level shown so far.
 """
 
+import ast
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -117,14 +118,24 @@ def column_has_server_default(lab: Lab, table: str, column: str, hint: Hints) ->
     return Check(f"{table}.{column} has a default in the database", bool(info and info.get("default")), hint)
 
 
-def a_revision_file_matches(lab: Lab, pattern: str, what: str, hint: Hints) -> Check:
-    """Some revision file's text matches the regular expression `pattern`."""
-    found = any(re.search(pattern, p.read_text()) for p in lab.project.versions_dir.glob("*.py"))
-    return Check(f"a revision file {what}", found, hint)
+def _imports(source: str, module: str) -> bool:
+    """The code imports `module` (or something in it), anywhere: at the top, inside upgrade(), under an alias.
+    Comments and strings that mention it import nothing; a file that is not Python yet imports nothing either."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return False
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == module:
+            return True
+        if isinstance(node, ast.Import) and any(alias.name.split(".")[0] == module for alias in node.names):
+            return True
+    return False
 
 
-def no_revision_file_matches(lab: Lab, pattern: str, what: str, hint: Hints) -> Check:
-    found = [p.name for p in lab.project.versions_dir.glob("*.py") if re.search(pattern, p.read_text())]
+def no_revision_imports(lab: Lab, module: str, what: str, hint: Hints) -> Check:
+    """No revision file imports `module`: judged on the code (its import statements), not on its text."""
+    found = [p.name for p in sorted(lab.project.versions_dir.glob("*.py")) if _imports(p.read_text(), module)]
     return Check(
         f"no revision file {what}", not found, _with_detail(hint, f" (found in {', '.join(found)})" if found else "")
     )
@@ -207,9 +218,11 @@ _HEX_WORD = re.compile(r"(?<![0-9A-Za-z_])[0-9A-Fa-f]{4,12}(?![0-9A-Za-z_])")
 
 def revisions_named(lab: Lab, answer: object) -> list[str] | None:
     """The revisions an answer names, in its order: ids (or prefixes alembic resolves to one revision) in a
-    string, a list or a tuple of strings, whatever else surrounds them ("(head)", an arrow, a message).
+    string, a list or a tuple of strings, whatever else surrounds them ("(head)", an arrow, a message), in any case.
 
-    None when the answer is not text. What it names is what is graded, not how it is written.
+    A whole 12-digit id that no revision here has is named too, as given: it names a revision, a wrong one (a typo,
+    another chapter's), and must not vanish from the answer. A shorter word that is no revision's prefix ("added",
+    "face") is just a word. None when the answer is not text. What it names is graded, not how it is written.
     """
     if isinstance(answer, str):
         parts = [answer]
@@ -224,6 +237,8 @@ def revisions_named(lab: Lab, answer: object) -> list[str] | None:
             matches = [r for r in known if r.startswith(word.lower())]
             if len(matches) == 1:
                 named.append(matches[0])
+            elif len(word) == 12:
+                named.append(word.lower())
     return named
 
 

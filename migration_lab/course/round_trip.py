@@ -52,7 +52,8 @@ class Replayed:
 
     step: "copy" (no copy could be made), "upgrade" (`upgrade head` failed), "at head" (the state at head is not
     what the exercise wants), "downgrade" (the downgrade failed), "downgraded" (it ran but left something),
-    "upgrade again" (the second upgrade failed) or "compare" (head after the round trip is not head before).
+    "upgrade again" (the second upgrade failed), "upgraded again" (it ran, but what the revisions make of the
+    rows is not what the exercise wants) or "compare" (head after the round trip is not head before).
     """
 
     step: str
@@ -109,15 +110,18 @@ def replay(
     at_head: Inspect | None = None,
     downgraded: Inspect | None = None,
     prepare: Callable[[LabDatabase], None] | None = None,
+    upgraded_again: Inspect | None = None,
 ) -> Replayed | None:
     """The learner's revisions, replayed on a copy of their database: `upgrade head`, `downgrade <down_to>`,
     `upgrade head` again; None when every step runs and each inspection finds nothing wrong.
 
     `at_head` inspects the copy at head (before the round trip), `downgraded` after the downgrade (say, the
-    column is gone); both return what is wrong, or None. `prepare` puts rows on the copy first (a round trip
-    over empty tables proves nothing about data: a NOT NULL with NULLs in it succeeds there). After the round
-    trip the schema must be what it was at head: a downgrade that leaves something behind, or an upgrade that
-    only works once, shows there. The learner's database is never touched.
+    column is gone), `upgraded_again` after the revisions ran again over the rows (say, they filled them: what
+    the learner did by hand in their own database shows at head, not here); each returns what is wrong, or None.
+    `prepare` puts rows on the copy first (a round trip over empty tables proves nothing about data: a NOT NULL
+    with NULLs in it succeeds there). After the round trip the schema must be what it was at head: a downgrade
+    that leaves something behind, or an upgrade that only works once, shows there. The learner's database is
+    never touched.
     """
     try:
         with lab.db.copy() as copy:
@@ -143,6 +147,9 @@ def replay(
                 return Replayed(
                     "upgrade again", f"`alembic upgrade head` after `downgrade {down_to}` fails: {again.error}"
                 )
+            found = upgraded_again(copy) if upgraded_again else None
+            if found:
+                return Replayed("upgraded again", f"after `alembic downgrade {down_to}` and `upgrade head`, {found}")
             with copy.connect() as conn:
                 after = shape(conn)
             if after != before:

@@ -163,6 +163,11 @@ class Step:
             return ()
         return tuple(lock for lock in (*self.locks, *self.already) if STRENGTH[lock.mode] >= STRENGTH["ShareLock"])
 
+    def builds_an_index_blocking_writes(self) -> tuple[Lock, ...]:
+        """The ShareLocks this statement took: only a CREATE INDEX without CONCURRENTLY takes one, and holds it,
+        writes stopped, for the whole scan of the table (the NOT VALID key's ShareRowExclusiveLock scans nothing)."""
+        return tuple(lock for lock in self.locks if lock.mode == "ShareLock")
+
     def strongest(self, table: str) -> Lock | None:
         """The strongest lock on `table` while this statement ran: its own, or an earlier one still held."""
         mine = [lock for lock in (*self.locks, *self.already) if lock.table == table]

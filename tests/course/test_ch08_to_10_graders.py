@@ -34,8 +34,24 @@ def fixed_08(lab: Lab, capsys):
         BROKEN_ENV_IMPORT,  # the line pasted as the traceback showed it, although env.py is fixed now
         "    from main import Base, JobQueue  # noqa: E402  (needs the sys.path line above)\n    ^^^^^^^^^^^^^^^^^^^",
         'File "ai-service/migrations/env.py", line 18, in <module>\n    from main import Base, JobQueue',
+        "line 18 of ai-service/migrations/env.py",  # said in words
+        "Line 18 in env.py",
+        "./migrations/env.py:18\n",  # from ai-service/, as a terminal there prints it
+        "Env.py:18",
     ],
-    ids=["file:line", "file, line", "frame-header", "absolute-frame", "line-as-it-failed", "with-carets", "frame+line"],
+    ids=[
+        "file:line",
+        "file, line",
+        "frame-header",
+        "absolute-frame",
+        "line-as-it-failed",
+        "with-carets",
+        "frame+line",
+        "line-of-file",
+        "line-in-file",
+        "relative",
+        "case",
+    ],
 )
 def test_08_accepts_every_form_the_text_invites(fixed_08, answer: str) -> None:
     assert ANSWER_CHECK not in failing(fixed_08, answer)
@@ -52,8 +68,21 @@ def test_08_accepts_every_form_the_text_invites(fixed_08, answer: str) -> None:
         "import sys",  # another line of env.py
         'File "ai-service/migrations/env.py", line 18, in <module>\n'
         'File ".../site-packages/alembic/config.py", line 636, in main',  # the whole traceback pasted
+        "line 18 of main.py",
+        "line 1 of env.py",
+        "env.py",  # the file, no line
     ],
-    ids=["wrong-line", "main.py", "the-error", "alembic-frame", "another-line", "whole-traceback"],
+    ids=[
+        "wrong-line",
+        "main.py",
+        "the-error",
+        "alembic-frame",
+        "another-line",
+        "whole-traceback",
+        "line-of-main",
+        "line-1-of-env",
+        "no-line",
+    ],
 )
 def test_08_rejects_what_does_not_name_that_line(fixed_08, answer: str) -> None:
     assert ANSWER_CHECK in failing(fixed_08, answer)

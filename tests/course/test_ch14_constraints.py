@@ -94,6 +94,26 @@ with op.get_context().autocommit_block():
     op.execute('ALTER TABLE job_entries VALIDATE CONSTRAINT {FK}')
 """
 
+# Wrong: the key the safe way, but the index built in the migration's transaction, without CONCURRENTLY: a ShareLock
+# stops every write to job_entries for the whole build (the traffic is fine at this size; the trace shows it).
+INDEX_NOT_CONCURRENTLY = f"""
+op.execute("SET LOCAL lock_timeout = '200ms'")
+op.create_foreign_key('{FK}', 'job_entries', 'user_profiles', ['reviewer_id'], ['id'], postgresql_not_valid=True)
+op.create_index('ix_job_entries_reviewer_id', 'job_entries', ['reviewer_id'])
+with op.get_context().autocommit_block():
+    op.execute('ALTER TABLE job_entries VALIDATE CONSTRAINT {FK}')
+"""
+# Right, another way: the index first, in plain SQL through sa.text; a plain SET of the timeout as bare milliseconds.
+INDEX_FIRST = f"""
+with op.get_context().autocommit_block():
+    op.execute(sa.text("CREATE INDEX CONCURRENTLY ix_job_entries_reviewer_id ON job_entries (reviewer_id)"))
+op.execute("SET lock_timeout = 150")
+op.execute("ALTER TABLE job_entries ADD CONSTRAINT {FK} FOREIGN KEY (reviewer_id) "
+           "REFERENCES user_profiles (id) NOT VALID")
+with op.get_context().autocommit_block():
+    op.execute(sa.text("ALTER TABLE job_entries VALIDATE CONSTRAINT {FK}"))
+"""
+
 
 def answer(
     chapter: Chapter, *upgrades: str | tuple[str, str], helper: str = "", model: str = MODEL, apply: bool = True
@@ -131,7 +151,9 @@ def chapter(lab: Lab, capsys) -> Chapter:
 
 
 @pytest.mark.parametrize(
-    ("upgrades", "helper"), [((WITH_RETRIES,), RETRIES), (TWO_REVISIONS, "")], ids=["retries-inside", "two-revisions"]
+    ("upgrades", "helper"),
+    [((WITH_RETRIES,), RETRIES), (TWO_REVISIONS, ""), ((INDEX_FIRST,), "")],
+    ids=["retries-inside", "two-revisions", "index-first"],
 )
 def test_other_correct_answers_pass(chapter: Chapter, upgrades: tuple[str, ...], helper: str) -> None:
     answer(chapter, *upgrades, helper=helper)
@@ -140,8 +162,20 @@ def test_other_correct_answers_pass(chapter: Chapter, upgrades: tuple[str, ...],
 
 @pytest.mark.parametrize(
     ("wrong", "caught_by"),
-    [(AT_ONCE, TRACE), (SAME_TRANSACTION, TRACE), (NO_TIMEOUT, TRAFFIC), (NO_INDEX, INDEX)],
-    ids=["validated-at-once", "validate-in-the-same-transaction", "no-lock-timeout", "no-index"],
+    [
+        (AT_ONCE, TRACE),
+        (SAME_TRANSACTION, TRACE),
+        (NO_TIMEOUT, TRAFFIC),
+        (NO_INDEX, INDEX),
+        (INDEX_NOT_CONCURRENTLY, INDEX),
+    ],
+    ids=[
+        "validated-at-once",
+        "validate-in-the-same-transaction",
+        "no-lock-timeout",
+        "no-index",
+        "index-not-concurrently",
+    ],
 )
 def test_a_plausible_wrong_answer_fails_the_check_that_catches_it_and_its_hints_lead_out(
     chapter: Chapter, wrong: str, caught_by: str

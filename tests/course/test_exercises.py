@@ -127,8 +127,13 @@ def test_01_a_python_default_is_named_and_a_late_server_default_leaves_rows_empt
     hints = failing(chapter)
     assert list(hints) == ["every existing profile has a last_login"], hints  # the default alone does not pass
     assert "applies to new rows only" in hints["every existing profile has a last_login"][0]
+    # Filled by hand (psql): this database looks right, every other one that runs the revisions keeps the NULLs.
     chapter.sql("UPDATE user_profiles SET last_login = now() WHERE last_login IS NULL")
-    assert chapter.report().passed
+    hints = failing(chapter)
+    assert list(hints) == ["every existing profile has a last_login"], hints
+    assert "filled by hand, not by a revision" in hints["every existing profile has a last_login"][0]
+    exec(hints["every existing profile has a last_login"][-1], {"ch": chapter})  # the data migration
+    assert chapter.report().passed, str(chapter.report())
     capsys.readouterr()
 
 

@@ -828,3 +828,129 @@ def test_06_carols_revision_deleted_fails(lab: Lab, capsys) -> None:
     exec(hints[CAROL_CHECK][-1], {"ch": chapter})  # brings her file back; yours stays
     assert (lab.project.versions_dir / CAROL_06).exists() and path.exists()
     capsys.readouterr()
+
+
+def test_04_an_id_of_no_revision_here_among_the_right_ones_fails(lab: Lab, capsys) -> None:
+    """A third id (chapter 03's revision, not in this history; or a typo) is part of the answer, not noise."""
+    chapter = start(lab, "04")
+    for wrong in (["a1c4e7f20b13", "b7d1e5f3c9a2", "d4f0c3b2a1e9"], "a1c4e7f20b13 b7d1e5f3c9a3"):
+        assert ORDER_04 in failing(chapter, wrong), wrong
+    hint = failing(chapter, ["a1c4e7f20b13", "b7d1e5f3c9a2", "d4f0c3b2a1e9"])[ORDER_04][0]
+    assert "d4f0c3b2a1e9 is not applied by the next upgrade" in hint
+    for right in ("A1C4E7F20B13 B7D1E5F3C9A2", ["a1c4e7f2", "b7d1e5f3"], "a1c4e7f20b13\nb7d1e5f3c9a2\n"):
+        assert ORDER_04 not in failing(chapter, right), right
+    capsys.readouterr()
+
+
+def test_00_an_unknown_id_next_to_the_right_one_fails_and_is_named(lab: Lab, capsys) -> None:
+    chapter = start(lab, "00")
+    assert chapter.report("8B7E5D2C6A41").passed  # the case alembic ignores too
+    hint = failing(chapter, "8b7e5d2c6a41 or 8b7e5d2c6a14")[CURRENT_00][0]
+    assert "8b7e5d2c6a14 looks like a revision id" in hint
+    capsys.readouterr()
+
+
+REPLAY_06 = "the history goes down to a1c4e7f20b13 and back up with the rows kept (tried on a copy)"
+
+
+def test_06_a_downgrade_that_does_nothing_fails_although_carols_drops_the_column(lab: Lab, capsys) -> None:
+    """Down to a1c4e7f20b13, her drop_column hides a `pass` in yours: at her revision her column must be back."""
+    chapter = start(lab, "06")
+    _rebase_yours(
+        lab,
+        "op.execute(\"UPDATE user_settings SET timezone = 'UTC' WHERE timezone IS NULL\")\n"
+        "op.alter_column('user_settings', 'timezone', existing_type=sa.String(length=40), "
+        "type_=sa.String(length=64), server_default='UTC', nullable=False)",
+        "pass",
+    )
+    chapter.alembic("upgrade head")
+    hints = failing(chapter)
+    assert list(hints) == [REPLAY_06], hints
+    assert "not her String(40), nullable, without a default" in hints[REPLAY_06][0]
+    capsys.readouterr()
+
+
+def test_06_bound_parameters_and_a_sql_default_pass(lab: Lab, capsys) -> None:
+    chapter = start(lab, "06")
+    _rebase_yours(
+        lab,
+        'op.get_bind().execute(sa.text("UPDATE user_settings SET timezone = :tz WHERE timezone IS NULL"), '
+        '{"tz": "UTC"})\n'
+        'op.alter_column("user_settings", "timezone", type_=sa.String(64), server_default=sa.text("\'UTC\'"), '
+        "nullable=False, existing_type=sa.String(40))",
+        'op.alter_column("user_settings", "timezone", type_=sa.String(40), server_default=None, nullable=True, '
+        "existing_type=sa.String(64))",
+    )
+    chapter.alembic("upgrade head")
+    assert chapter.report().passed, str(chapter.report())
+    capsys.readouterr()
+
+
+def test_01_rows_filled_by_hand_after_a_late_server_default_fail_and_the_hint_leads_out(lab: Lab, capsys) -> None:
+    """The learner's own rows filled with psql (ch.sql): every database that only runs the revisions keeps NULLs,
+    as the replay on a copy shows. The last hint (a data migration) passes."""
+    chapter = start(lab, "01")
+    chapter.add_column("UserProfile", "last_login = Column(DateTime(timezone=True), nullable=True)")
+    chapter.alembic('revision --autogenerate -m "add last login"')
+    chapter.alembic("upgrade head")
+    chapter.edit_model("last_login = Column(DateTime(timezone=True), nullable=True)", LAST_LOGIN_LINE)
+    chapter.alembic('revision --autogenerate -m "default"')
+    chapter.alembic("upgrade head")
+    chapter.sql("UPDATE user_profiles SET last_login = now() WHERE last_login IS NULL")
+    hints = failing(chapter)
+    assert list(hints) == ["every existing profile has a last_login"], hints
+    assert "filled by hand, not by a revision" in hints["every existing profile has a last_login"][0]
+    exec(hints["every existing profile has a last_login"][-1], {"ch": chapter})
+    assert chapter.report().passed, str(chapter.report())
+    capsys.readouterr()
+
+
+def test_01_the_column_then_its_fill_and_default_in_plain_sql_pass(lab: Lab, capsys) -> None:
+    chapter = start(lab, "01")
+    chapter.add_column("UserProfile", LAST_LOGIN_LINE)
+    hand_written(
+        chapter,
+        "add last login",
+        'op.execute("ALTER TABLE user_profiles ADD COLUMN last_login timestamptz")',
+        'op.execute("ALTER TABLE user_profiles DROP COLUMN last_login")',
+    )
+    hand_written(
+        chapter,
+        "fill last login",
+        'op.execute("UPDATE user_profiles SET last_login = now() WHERE last_login IS NULL")\n'
+        'op.execute("ALTER TABLE user_profiles ALTER COLUMN last_login SET DEFAULT now()")',
+        'op.execute("ALTER TABLE user_profiles ALTER COLUMN last_login DROP DEFAULT")',
+    )
+    assert chapter.report().passed, str(chapter.report())
+    capsys.readouterr()
+
+
+IMPORTS_05 = "no revision file imports today's models from main.py"
+
+
+def test_05_a_docstring_that_warns_against_importing_main_is_no_import(lab: Lab, capsys) -> None:
+    """The lesson written down in the revision's docstring, as a learner might: it imports nothing."""
+    chapter = start(lab, "05")
+    hand_written(chapter, "lowercase emails", REFERENCE_05, "pass")
+    path = newest(lab)
+    path.write_text(
+        path.read_text().replace(
+            '"""lowercase emails',
+            '"""lowercase emails\n\nSQL only; never\n    from main import UserProfile\nhere: that is today\'s model.',
+            1,
+        )
+    )
+    assert chapter.report().passed, str(chapter.report())
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    "imports",
+    ["import main as app", "from sqlalchemy.orm import Session; from main import UserProfile"],
+    ids=["alias", "after-a-semicolon"],
+)
+def test_05_importing_main_inside_upgrade_fails_however_written(lab: Lab, imports: str, capsys) -> None:
+    chapter = start(lab, "05")
+    hand_written(chapter, "lowercase emails", f"{imports}\n{REFERENCE_05}", "pass")
+    assert IMPORTS_05 in failing(chapter)
+    capsys.readouterr()
