@@ -19,7 +19,8 @@ def exercise_cell_sources(number: str) -> list[str]:
     sources = []
     for cell in json.loads(notebook.read_text())["cells"]:
         source = "".join(cell["source"])
-        if cell["cell_type"] == "markdown" and source.startswith("## Exercise"):
+        # The heading may close a cell of prose (chapters 09, 10, 13): any line of the cell counts.
+        if cell["cell_type"] == "markdown" and any(line.startswith("## Exercise") for line in source.splitlines()):
             return sources
         if cell["cell_type"] == "code":
             sources.append(source)
