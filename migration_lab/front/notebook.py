@@ -20,6 +20,8 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 from alembic.script import Script
+from alembic.script.revision import RevisionError
+from alembic.util import CommandError
 from IPython.display import Markdown, display
 
 from ..course import app_client, registry
@@ -113,7 +115,26 @@ class Chapter:
         whole = one_history(self.lab)
         if not whole.passed:
             return Report((whole,))
-        return Report(tuple(self.spec.exercise(self.lab, answer)))
+        try:
+            return Report(tuple(self.spec.exercise(self.lab, answer)))
+        except (RevisionError, CommandError) as error:  # alembic's, raised or wrapped by its commands
+            cause = error if isinstance(error, RevisionError) else error.__cause__
+            if not isinstance(cause, RevisionError):
+                raise
+            return Report((self._not_at_this_chapter(cause),))  # a revision the chapter starts from is missing
+
+    def _not_at_this_chapter(self, error: RevisionError) -> Check:
+        """The check a grader could not run: the chapter's own revisions are missing from the learner's files."""
+        return Check(
+            f"ai-service/ has chapter {self.spec.number}'s revisions",
+            False,
+            (
+                f"Alembic cannot find a revision this chapter's exercise starts from ({error}): your files are "
+                "not where the chapter started (another chapter's reset, or a revision file deleted or renamed).",
+                f"ch.reset() brings chapter {self.spec.number}'s files and database back (your work is backed up "
+                "first), then ch.start_exercise() if the chapter has one.",
+            ),
+        )
 
     def check(self, answer: object = None) -> None:
         """Check my work: every check, and the first hint for the first thing missing.

@@ -8,8 +8,9 @@ import sqlalchemy as sa
 
 from helpers import failing, start
 from migration_lab import Lab
+from migration_lab.course import registry
 from migration_lab.course.checks import Report
-from migration_lab.course.registry import CHAPTERS
+from migration_lab.course.registry import CHAPTERS, spec
 from migration_lab.front.notebook import Chapter
 
 
@@ -186,3 +187,15 @@ def test_10_after_a_failed_upgrade_the_first_hint_is_the_server_default(lab: Lab
     assert check.name == "the database has column user_profiles.country"
     assert "fails on the rows" in check.hint and "server_default" in check.hint
     assert "Generate, review and apply" not in check.hint
+
+
+@pytest.mark.parametrize("number", list(CHAPTERS))
+def test_check_my_work_in_a_chapter_never_started_says_so_and_raises_nothing(number: str, lab: Lab) -> None:
+    """A kernel that opened the chapter's exercise without its reset (the files and database of chapter 00):
+    Check my work answers with a failing check whose last hint leads out, never a traceback (chapter 05's replay
+    raised alembic's ResolutionError for its start revision, missing from versions/)."""
+    registry.reset("00", lab)
+    chapter = Chapter(spec(number), lab)
+    report = chapter.report()
+    assert report.first_failing is not None, str(report)
+    assert len(report.first_failing.hints) >= 2

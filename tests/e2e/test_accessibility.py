@@ -100,9 +100,13 @@ def _room_of_three(workshop_url: str, shop: Workshop, tmp: Path) -> None:
     lab = Lab(copy_project(tmp / "learner03"), UrlBackend(shop.add("learner03").database_url))
     Chapter(spec("08"), lab).check()
     lab.db.dispose()
-    engine = sa.create_engine(make_url(workshop_url).set(database="lab_learner03"), poolclass=sa.pool.NullPool)
+    engine = sa.create_engine(make_url(workshop_url).set(database="mlab_workshop"), poolclass=sa.pool.NullPool)
     with engine.begin() as conn:  # no check gained for 14 minutes: stuck (as tests/workshop's stuck test does)
-        conn.execute(sa.text("UPDATE lab_progress.chapters SET progressed_at = now() - interval '14 minutes'"))
+        conn.execute(
+            sa.text(
+                "UPDATE room.progress SET progressed_at = now() - interval '14 minutes' WHERE learner = 'learner03'"
+            )
+        )
     engine.dispose()
 
 
