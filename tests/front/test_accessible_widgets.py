@@ -2,6 +2,7 @@
 in a real browser with axe-core): text contrast, nothing said by colour alone, the graph in words, the question."""
 
 import re
+from datetime import UTC, datetime, timedelta
 
 from helpers import write_revision
 from migration_lab import Lab
@@ -10,7 +11,7 @@ from migration_lab.front.notebook import Chapter
 from migration_lab.front.widgets import CheckButton, MigrationConsole
 from migration_lab.styles import FOCUS_RING, KIT_CLASS
 from migration_lab.tools import graph
-from migration_lab.workshop.instructor import LearnerStatus
+from migration_lab.workshop.room import ChapterProgress, LearnerStatus
 from migration_lab.workshop.status import html
 
 
@@ -93,10 +94,15 @@ def test_the_revision_graph_has_its_revisions_in_words(lab: Lab) -> None:
 
 
 def test_the_room_marks_a_stuck_learner_in_words_too() -> None:
-    rows = [
-        LearnerStatus("learner01", "01", 3, 3, None, 2, 1),
-        LearnerStatus("learner03", "08", 1, 5, "✘ <the> frame & more", 14, 1),
-    ]
+    now = datetime(2026, 12, 6, 9, 30, tzinfo=UTC)
+
+    def learner(name: str, chapter: str, passed: int, total: int, error: str | None, idle: int) -> LearnerStatus:
+        """A learner whose last check gained nothing for `idle` minutes."""
+        since = now - timedelta(minutes=idle)
+        progress = ChapterProgress(chapter, passed, total, error, since, since, since, None)
+        return LearnerStatus(name, (progress,), sessions=1, databases=1, problem=None, now=now)
+
+    rows = [learner("learner01", "01", 3, 3, None, 2), learner("learner03", "08", 1, 5, "✘ <the> frame & more", 14)]
     table = html(rows)
     assert "<td style='padding:2px 8px'>STUCK learner03</td>" in table
     assert "<td style='padding:2px 8px'>learner01</td>" in table  # the others are not marked
