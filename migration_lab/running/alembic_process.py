@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -134,6 +135,25 @@ def forget_service_modules(service_dir: Path) -> None:
                 del sys.modules[name]
 
 
+@contextlib.contextmanager
+def environment_kept() -> Iterator[None]:
+    """os.environ exactly as it was afterwards.
+
+    env.py and main.py read their .env with load_dotenv when DATABASE_URL is unset, which writes it into
+    os.environ: left there, it outlived the command, pointed this process (a kernel, a test run) at that
+    checkout's database, and was inherited by every program it started later (a JupyterLab's terminals).
+    """
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        for name in set(os.environ) - set(saved):
+            del os.environ[name]
+        for name, value in saved.items():
+            if os.environ.get(name) != value:
+                os.environ[name] = value
+
+
 def execute(
     command: Callable[[TextIO], object],
     conn: sa.Connection | None,
@@ -158,7 +178,11 @@ def execute(
     log.propagate = False
     sys.dont_write_bytecode = True  # an edit within the same second must never hit a stale .pyc
     try:
-        with contextlib.redirect_stdout(stdout), watch.watching() if watch else contextlib.nullcontext():
+        with (
+            contextlib.redirect_stdout(stdout),
+            watch.watching() if watch else contextlib.nullcontext(),
+            environment_kept(),
+        ):
             result.returned = command(stdout)
     except (Exception, SystemExit) as error:  # env.py may sys.exit: report it, don't die
         result.error = error

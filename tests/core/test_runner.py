@@ -1,9 +1,11 @@
 """The runner against a real PostgreSQL: the workflow guide, step by step, in-process."""
 
 import ast
+import os
 import threading
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from helpers import EMAIL_LINE, add_phone_number, columns, edit_model, tables, write_revision
@@ -384,3 +386,19 @@ def test_a_session_the_server_ended_is_told_from_a_database_that_stopped(lab: La
     assert not ended.ok and ended.error.startswith("The server ended the migration's session")
     assert "transaction_timeout" in ended.hint and "Nothing of the revision's open transaction" in ended.hint
     assert lab.db.heads() == (head,) and "nickname" not in columns(lab.db.engine, "user_profiles")
+
+
+def test_a_command_and_a_model_load_leave_the_process_environment_as_it_was(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """env.py and main.py load ai-service/.env when DATABASE_URL is unset: that URL must not stay in this process
+    (a kernel, a test run), where every program started later (a JupyterLab's terminals) inherited it."""
+    from migration_lab.workspace.edits import load_models
+
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    (lab.project.service_dir / ".env").write_text(f"DATABASE_URL={lab.backend.url()}\nLAB_LEAK_PROBE=1\n")
+    before = dict(os.environ)
+    assert lab.runner.run("upgrade head").ok  # env.py connects through the .env's URL
+    assert dict(os.environ) == before
+    load_models(lab.project)
+    assert dict(os.environ) == before
