@@ -235,12 +235,16 @@ def test_a_concurrent_build_a_rerun_would_skip(jobs: Lab) -> None:
 
 def test_what_a_connection_pooler_breaks(jobs: Lab) -> None:
     env = jobs.project.service_dir / "migrations" / "env.py"
+    block = (
+        "    configure(connection=connection)\n    with context.begin_transaction():\n        context.run_migrations()\n"
+    )
+    assert env.read_text().count(block) == 1  # the lock goes into the online run's transaction block
     env.write_text(
         env.read_text().replace(
-            "    with context.begin_transaction():\n        context.run_migrations()\n\n\nif",
-            "    with context.begin_transaction():\n"
+            block,
+            "    configure(connection=connection)\n    with context.begin_transaction():\n"
             "        connection.exec_driver_sql('SELECT pg_advisory_xact_lock(13)')\n"
-            "        context.run_migrations()\n\n\nif",
+            "        context.run_migrations()\n",
         )
     )
     assert "first revision" in finding(reviewed(jobs, "pass"), "xact-lock-per-revision").message
