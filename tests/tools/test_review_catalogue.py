@@ -236,7 +236,8 @@ def test_a_concurrent_build_a_rerun_would_skip(jobs: Lab) -> None:
 def test_what_a_connection_pooler_breaks(jobs: Lab) -> None:
     env = jobs.project.service_dir / "migrations" / "env.py"
     block = (
-        "    configure(connection=connection)\n    with context.begin_transaction():\n        context.run_migrations()\n"
+        "    configure(connection=connection)\n"
+        "    with context.begin_transaction():\n        context.run_migrations()\n"
     )
     assert env.read_text().count(block) == 1  # the lock goes into the online run's transaction block
     env.write_text(
