@@ -22,6 +22,7 @@ from typing import Any
 from ..database.compose import ComposeBackend
 from ..lab import Lab
 from ..project import Project
+from ..running.alembic_process import environment_kept
 from ..workspace.edits import load_models
 
 NUDGE_AFTER = 3.0  # seconds of an API serving other models before main.py's mtime is renewed
@@ -46,20 +47,14 @@ def call_in_process(project: Project, url: str, method: str, path: str, json: An
     """(status code, decoded JSON body) of one request to the ai-api of `project`'s main.py, run in this process
     against the database at `url` (a throw-away copy, say): loaded afresh, or the load `kept_loaded` keeps. An
     exception the app raises is raised here, as the server would log it."""
-    saved = os.environ.get("DATABASE_URL")
-    os.environ["DATABASE_URL"] = url  # main.py reads it per request, and its .env never wins
-    try:
+    with environment_kept():
+        os.environ["DATABASE_URL"] = url  # main.py reads it per request, and its .env never wins
         served = _acquire(project, url)
         try:
             response = served.client.request(method, path, json=json)
         finally:
             _release(served)
         return response.status_code, response.json()
-    finally:
-        if saved is None:
-            os.environ.pop("DATABASE_URL", None)
-        else:
-            os.environ["DATABASE_URL"] = saved
 
 
 # --- the in-process app: one load of main.py per saved content while it is kept loaded --------------
@@ -164,16 +159,10 @@ def _release(served: _Served) -> None:
 
 def saved_models_fingerprint(lab: Lab) -> str | None:
     """The fingerprint ai-service/main.py's models have as saved; None when main.py does not import."""
-    saved = os.environ.get("DATABASE_URL")
-    try:
+    try:  # load_models keeps the process environment: main.py's .env does not leak into it
         return str(load_models(lab.project).models_fingerprint())
     except Exception:  # a learner's main.py mid-edit: a SyntaxError, an ImportError, anything
         return None
-    finally:  # main.py loads its .env, which must not leak into this process
-        if saved is None:
-            os.environ.pop("DATABASE_URL", None)
-        else:
-            os.environ["DATABASE_URL"] = saved
 
 
 def wait_for_reload(base: str, fingerprint: str, main_py: Path | None = None, timeout: float = 30) -> bool:

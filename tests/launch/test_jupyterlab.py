@@ -433,20 +433,26 @@ def test_make_lab_twice_prints_the_running_url_and_ctrl_c_stops_the_database(
     assert not (lab_project.state_dir / "jupyterlab.json").exists()
 
 
-@pytest.mark.parametrize("port", [99999, 0, -1])
-def test_a_port_that_is_not_one_is_refused_before_anything_starts(
-    port: int, lab_project: Project, tmp_path: Path, stopped_afterwards: list[subprocess.Popen[bytes]]
-) -> None:
-    """Jupyter took 99999 modulo 65536 (it listened on 34463) and printed a URL on 99999."""
-    process, output = _start(lab_project, tmp_path, "refused", port)
-    stopped_afterwards.append(process)
+def _refused(project: Project, tmp_path: Path, port: int, started: list[subprocess.Popen[bytes]]) -> str:
+    """`lab --port port`: what it said when it exited 1, having started nothing (no URL, no database)."""
+    process, output = _start(project, tmp_path, "refused", port)
+    started.append(process)
     try:
         assert process.wait(60) == 1
     except subprocess.TimeoutExpired:
         raise AssertionError(output.read_text()[-3000:]) from None
     said = output.read_text()
+    assert "http://" not in said and not (project.state_dir / "pgdata").exists()  # nothing was started
+    return said
+
+
+@pytest.mark.parametrize("port", [99999, 0, -1])
+def test_a_port_that_is_not_one_is_refused_before_anything_starts(
+    port: int, lab_project: Project, tmp_path: Path, stopped_afterwards: list[subprocess.Popen[bytes]]
+) -> None:
+    """Jupyter took 99999 modulo 65536 (it listened on 34463) and printed a URL on 99999."""
+    said = _refused(lab_project, tmp_path, port, stopped_afterwards)
     assert said.startswith(f"--port {port} is not a TCP port.\nWhat to do: Give one from 1 to 65535"), said
-    assert "http://" not in said and not (lab_project.state_dir / "pgdata").exists()  # nothing was started
 
 
 def test_a_port_another_program_listens_on_is_refused_before_anything_starts(
@@ -457,15 +463,8 @@ def test_a_port_another_program_listens_on_is_refused_before_anything_starts(
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        process, output = _start(lab_project, tmp_path, "taken", port)
-        stopped_afterwards.append(process)
-        try:
-            assert process.wait(60) == 1
-        except subprocess.TimeoutExpired:
-            raise AssertionError(output.read_text()[-3000:]) from None
-    said = output.read_text()
+        said = _refused(lab_project, tmp_path, port, stopped_afterwards)
     assert said.startswith(f"--port {port} is taken: another program listens on it.\nWhat to do: Give another"), said
-    assert "http://" not in said and not (lab_project.state_dir / "pgdata").exists()  # nothing was started
 
 
 def test_a_jupyter_server_started_by_hand_in_the_checkout_is_reused_not_doubled(
