@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from importlib.metadata import version
@@ -32,12 +31,10 @@ from typing import Any
 from ..course.registry import CHAPTERS
 from ..errors import LabError
 from ..project import write_private
-from .room import CONTROL, LearnerStatus
+from .room import LearnerStatus, unprintable
 
 FORMAT = "migration-lab-progress/1"
 FORMATS = ("csv", "json")
-# CONTROL's characters that json.dumps leaves as they are: written as \\u escapes (the same text once parsed).
-_RAW_IN_JSON = re.compile(r"[\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
 # What a spreadsheet reads as the start of a formula (and their full-width forms, which some convert).
 FORMULA_STARTS = ("=", "+", "-", "@", "\uff1d", "\uff0b", "\uff0d", "\uff20")
 
@@ -93,7 +90,7 @@ def _time(value: datetime) -> str:
 
 def inert(text: str) -> str:
     """A text cell a spreadsheet shows and never runs: no control characters, no formula at its start."""
-    text = CONTROL.sub("", text)
+    text = "".join(c for c in text if not unprintable(c))
     return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
@@ -126,7 +123,9 @@ def to_json(found: Sequence[dict[str, Any]], exported_at: datetime) -> str:
         "rows": [{name: _time(v) if isinstance(v := row[name], datetime) else v for name in NAMES} for row in found],
     }
     text = json.dumps(document, ensure_ascii=False, indent=1)
-    return _RAW_IN_JSON.sub(lambda m: f"\\u{ord(m[0]):04x}", text) + "\n"
+    # What json.dumps leaves raw but a terminal acts on (DEL, C1, bidi marks, line separators; it escapes the C0
+    # controls itself, and the newlines left are the layout's): its own \\u escape, the same text once parsed.
+    return "".join(json.dumps(c)[1:-1] if ord(c) >= 0x7F and unprintable(c) else c for c in text) + "\n"
 
 
 def render(learners: Sequence[LearnerStatus], form: str) -> str:

@@ -42,8 +42,6 @@ _CONTROL_CLASS = (
     r"\U000e0000-\U000e007f]"
 )
 _UNPRINTABLE = {"Cc", "Cf", "Zl", "Zp", "Cs", "Co"}
-# What an export drops from learner-written text: every character of _CONTROL_CLASS, and NUL.
-CONTROL = re.compile(_CONTROL_CLASS.replace("[\\x01", "[\\x00", 1))
 
 # Run in mlab_workshop as mlab_room (the connection's `-c role=mlab_room`), at every `init`: idempotent.
 STORE = f"""
@@ -168,7 +166,12 @@ class LearnerStatus:
 def printable(text: str) -> str:
     """`text` with control characters and bidirectional overrides as visible escapes (\\x1b, \\u202e): what a
     learner wrote (an error, the name of a database they made) can neither drive a terminal nor forge a line."""
-    return "".join(_escaped(c) if unicodedata.category(c) in _UNPRINTABLE else c for c in text)
+    return "".join(_escaped(c) if unprintable(c) else c for c in text)
+
+
+def unprintable(character: str) -> bool:
+    """A character a terminal, a viewer or a spreadsheet may act on rather than show (see _UNPRINTABLE)."""
+    return unicodedata.category(character) in _UNPRINTABLE
 
 
 def _escaped(character: str) -> str:
