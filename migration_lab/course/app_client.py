@@ -22,7 +22,6 @@ from typing import Any
 from ..database.compose import ComposeBackend
 from ..lab import Lab
 from ..project import Project
-from ..running.alembic_process import environment_kept
 from ..workspace.edits import load_models
 
 NUDGE_AFTER = 3.0  # seconds of an API serving other models before main.py's mtime is renewed
@@ -47,14 +46,20 @@ def call_in_process(project: Project, url: str, method: str, path: str, json: An
     """(status code, decoded JSON body) of one request to the ai-api of `project`'s main.py, run in this process
     against the database at `url` (a throw-away copy, say): loaded afresh, or the load `kept_loaded` keeps. An
     exception the app raises is raised here, as the server would log it."""
-    with environment_kept():
-        os.environ["DATABASE_URL"] = url  # main.py reads it per request, and its .env never wins
+    saved = os.environ.get("DATABASE_URL")
+    os.environ["DATABASE_URL"] = url  # main.py reads it per request, and its .env never wins
+    try:  # only this variable is put back: a busy app's client threads run this at once
         served = _acquire(project, url)
         try:
             response = served.client.request(method, path, json=json)
         finally:
             _release(served)
         return response.status_code, response.json()
+    finally:
+        if saved is None:
+            os.environ.pop("DATABASE_URL", None)
+        else:
+            os.environ["DATABASE_URL"] = saved
 
 
 # --- the in-process app: one load of main.py per saved content while it is kept loaded --------------

@@ -36,6 +36,7 @@ import sqlalchemy as sa
 from ..database.compose import ComposeBackend
 from ..lab import Lab
 from . import app_client as api
+from .ch13_replicas import describe
 
 CLIENT_TIMEOUT = 2.0  # seconds a client of the ai-api waits for an answer; slower counts as failed
 CLIENTS = 3
@@ -244,13 +245,6 @@ class Traffic:
                 if sum(r.answered for r in self.requests) >= count:
                     return
             time.sleep(0.02)
-
-
-def describe(error: BaseException) -> str:
-    """What a client saw fail: the database's own error and its first line, when there is one."""
-    source = getattr(error, "orig", None) or error
-    lines = str(source).strip().splitlines()
-    return f"{type(source).__name__}: {lines[0]}" if lines else type(source).__name__
 
 
 class IdleReader:

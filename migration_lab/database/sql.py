@@ -1,4 +1,5 @@
-"""SQL identifiers, quoted: the one place the kit builds a name into a statement, and how such a statement runs."""
+"""SQL identifiers, quoted: the one place the kit builds a name into a statement, how such a statement runs, and
+the session settings under which the kit reads a database someone else may have shaped."""
 
 import sqlalchemy as sa
 
@@ -19,3 +20,10 @@ def run_quoted(conn: sa.Connection, statement: str) -> None:
     parameters at all, psycopg2 leaves every character alone.
     """
     conn.exec_driver_sql(statement, execution_options={"no_parameters": True})
+
+
+def pinned(statement_timeout: str, lock_timeout: str | None = None) -> str:
+    """libpq `options` for a session in a database a learner may own: names resolve in pg_catalog only (a function
+    of theirs in public cannot shadow a built-in), and a lock or a slow view of theirs costs a bounded wait."""
+    locks = f" -c lock_timeout={lock_timeout}" if lock_timeout else ""
+    return f"-c search_path=pg_catalog,pg_temp -c statement_timeout={statement_timeout}{locks}"

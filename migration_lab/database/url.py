@@ -10,6 +10,7 @@ from sqlalchemy.engine import make_url
 
 from ..errors import LabError
 from .backend import Backend, Progress, quiet
+from .sql import pinned
 
 # ai-service's own helper (its pristine copy, which the kit ships): one function reads a URL for the
 # service's env.py and main.py and for the kit, and the service never imports the kit.
@@ -17,7 +18,7 @@ SERVICE_HELPER = Path(__file__).parent.parent / "checkpoints" / "baseline" / "da
 WORKSHOP_LEARNER = "migration-lab workshop learner"  # the COMMENT on a workshop learner's role (only the kit sets it)
 # Names resolve in pg_catalog: the URL's database may be someone else's, with functions of theirs in public and
 # `ALTER DATABASE ... SET search_path` to reach them (SQLAlchemy's first `current_schema()` included).
-_PINNED = "-c search_path=pg_catalog,pg_temp -c statement_timeout=5s"
+_PINNED = pinned("5s")
 _ANSWER = """
 SELECT NOT EXISTS (SELECT 1 FROM pg_catalog.pg_database WHERE datname = :d) AS missing,
        (SELECT pg_catalog.pg_get_userbyid(d.datdba) FROM pg_catalog.pg_database d, pg_catalog.pg_roles r

@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from ..database.sql import pinned
+
 if TYPE_CHECKING:
     from ..lab import Lab
 
@@ -35,7 +37,7 @@ ROOM_DATABASE = "mlab_workshop"
 ROOM_SCHEMA = "room"
 ROOM_OWNER = "mlab_room"  # NOLOGIN; owns the progress table and the two functions, nothing else
 # The learner's own session: names in pg_catalog only, and a record never waits long.
-_PINNED = "-c search_path=pg_catalog,pg_temp -c statement_timeout=3s -c lock_timeout=1s"
+_PINNED = pinned("3s", "1s")
 _THE_WORKSHOPS = """
 SELECT count(*) FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
 WHERE n.nspname = :schema AND p.proname = :function AND p.prosecdef

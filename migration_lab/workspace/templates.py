@@ -39,7 +39,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from ..database.connection import LabDatabase
-from ..database.sql import quote, run_quoted
+from ..database.sql import pinned, quote, run_quoted
 from ..errors import LabError
 
 TEMPLATE_PREFIX = "mlab_tpl_"
@@ -51,7 +51,7 @@ OLD_PREFIX = "mlab_old_"  # the database a clone replaced, until it is dropped
 SQUATTED_PREFIX = "mlab_squatted_"  # another role's database found under a name the kit needs: moved, kept
 # Every session the kit opens on a server's maintenance database: names resolve in pg_catalog (whatever anyone put
 # in schema public or in ALTER DATABASE/ROLE ... SET: a client's options outrank both), and nothing waits forever.
-PINNED = "-c search_path=pg_catalog,pg_temp -c statement_timeout=60s -c lock_timeout=5s"
+PINNED = pinned("60s", "5s")
 SWAP_TRIES = 50
 
 _GIVE_TO_DATABASE_OWNER = """
