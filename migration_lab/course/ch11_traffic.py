@@ -259,11 +259,15 @@ class IdleReader:
         self._conn: sa.Connection | None = None
         self._timer: threading.Timer | None = None
         self._lock = threading.Lock()
+        self.pid: int | None = None  # its backend pid once it began: what pg_blocking_pids names
 
     def __enter__(self) -> IdleReader:
         conn = self.lab.db.connect()
         try:
-            conn.execute(sa.text("SELECT set_config('application_name', :name, false)"), {"name": self.NAME})
+            self.pid = conn.scalar(
+                sa.text("SELECT pg_backend_pid() FROM set_config('application_name', :name, false)"),
+                {"name": self.NAME},
+            )
             conn.commit()
             self.begin(conn)
         except BaseException:
@@ -271,9 +275,7 @@ class IdleReader:
             raise
         self._conn = conn
         if self.hold is not None:
-            self._timer = threading.Timer(self.hold, self.release)
-            self._timer.daemon = True
-            self._timer.start()
+            self.release_after(self.hold)
         return self
 
     def begin(self, conn: sa.Connection) -> None:
@@ -290,10 +292,22 @@ class IdleReader:
         return self._conn is not None
 
     def configure(self, settings: tuple[tuple[str, str], ...]) -> None:
-        """Set the idle session's own settings (its transaction stays open; its idle time starts anew)."""
-        if self._conn is not None:
-            for name, value in settings:
-                self._conn.execute(sa.text("SELECT set_config(:n, :v, false)"), {"n": name, "v": value})
+        """Set the idle session's own settings (its transaction stays open; its idle time starts anew).
+
+        Under the lock release() takes: a timer thread may end the session at the same moment.
+        """
+        with self._lock:
+            if self._conn is not None:
+                for name, value in settings:
+                    self._conn.execute(sa.text("SELECT set_config(:n, :v, false)"), {"n": name, "v": value})
+
+    def release_after(self, seconds: float) -> None:
+        """End the transaction `seconds` from now (a report that finishes), unless the exit comes first."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = threading.Timer(seconds, self.release)
+        self._timer.daemon = True
+        self._timer.start()
 
     def release(self) -> None:
         """End the transaction and close the session (idempotent: the timer and the exit may both call it)."""

@@ -13,7 +13,11 @@ table. So these chapters start from chapter 11's start plus:
   sits idle in its transaction (RowExclusiveLock), or a report idle on a table
   (AccessShareLock). That, not the table's size, is what makes a strong lock
   wait here, and every request queues behind a waiting lock. The session lets
-  go HOLDS seconds after the migration starts, longer than a client waits.
+  go HOLDS seconds after the migration starts to wait for it, longer than a
+  client waits: counted from the wait, not from the start, so a slow machine
+  cannot shorten what the requests queue for (nor a fast one lengthen the
+  chapter), and its own settings (an idle_in_transaction_session_timeout) are
+  set at that moment, so the server ends it that long after the wait began.
 
 A deploy here is `alembic upgrade head`, retried after a lock timeout
 (SQLSTATE 55P03) as a deploy script would. `replay` grades a release on a
@@ -48,7 +52,8 @@ from .ch11_traffic import Call, IdleReader, Tally, Traffic
 
 ROWS = 20_000  # jobs at the chapters' start: enough for a lock trace to show what a scan or a rewrite costs
 CLIENT_TIMEOUT = 1.0  # seconds a client waits here (chapter 11's waited 2 s): slower counts as failed
-HOLDS = 1.6  # seconds the idle session keeps its transaction once the migration has started (> CLIENT_TIMEOUT)
+HOLDS = 1.3  # seconds the idle session keeps its transaction once a migration waits for its lock (> CLIENT_TIMEOUT)
+LONGEST_HOLD = 10.0  # seconds it keeps it at most when nobody ever waits for it (a migration that never blocks)
 ATTEMPTS = 8  # how often a deploy tries a migration that gave up on its lock
 PAUSE = 0.3  # seconds between two attempts
 START = "f6b2d8e4a0c7"  # the chapters' start: job_entries.reviewer_id and request_key
@@ -132,18 +137,49 @@ class Pressure:
 
     def __str__(self) -> str:
         if self.who == "worker":
-            said = f"a job worker has inserted a job and keeps its transaction open for {HOLDS} s"
+            said = "a job worker has inserted a job and keeps its transaction open"
         else:
-            said = f"a report has read {self.table} and keeps its transaction open for {HOLDS} s"
+            said = f"a report has read {self.table} and keeps its transaction open"
+        said += f" {HOLDS} s longer once the migration waits for it"
         own = ", ".join(f"{name} = {value}" for name, value in self.settings)
         return f"{said} (its session has {own})" if own else said
 
     @contextmanager
     def holding(self, lab: Lab) -> Iterator[IdleReader]:
-        idle = (IdleWorker if self.who == "worker" else IdleReader)(lab, self.table, HOLDS)
+        """The idle session for the time of the block: it lets go HOLDS s after a session first waits for its lock
+        (its settings set at that moment), at LONGEST_HOLD s if nobody does, or when the block ends."""
+        idle = (IdleWorker if self.who == "worker" else IdleReader)(lab, self.table, LONGEST_HOLD)
         with idle:
-            idle.configure(self.settings)
-            yield idle
+            stop = threading.Event()
+            watcher = threading.Thread(
+                target=_on_first_wait, args=(lab, idle, self.settings, stop), name="lab-idle-watch", daemon=True
+            )
+            watcher.start()
+            try:
+                yield idle
+            finally:
+                stop.set()
+                watcher.join(30)
+
+
+_WAITS_FOR = "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE :pid = ANY (pg_blocking_pids(pid)))"
+
+
+def _on_first_wait(lab: Lab, idle: IdleReader, settings: tuple[tuple[str, str], ...], stop: threading.Event) -> None:
+    """Poll pg_blocking_pids every 20 ms; when a session first waits for `idle`'s lock, apply `settings` to it and
+    have it let go HOLDS s later."""
+    try:
+        with lab.db.connect() as conn:
+            while not stop.is_set():
+                waited = conn.scalar(sa.text(_WAITS_FOR), {"pid": idle.pid})
+                conn.rollback()
+                if waited:
+                    idle.configure(settings)
+                    idle.release_after(HOLDS)
+                    return
+                stop.wait(0.02)
+    except sa.exc.DBAPIError:
+        idle.release_after(HOLDS)  # the database went away under the watch: the session lets go as it would
 
 
 WORKER = Pressure("worker")
@@ -396,6 +432,15 @@ class Replay:
         it in the editor (or restarted the kernel) has no revision "generated in this kernel" to rewrite."""
         named = f'revision="{self.revisions[-1]}", ' if self.revisions else ""
         return f'ch.rewrite_revision({named}upgrade="""{upgrade}""", downgrade="""{downgrade}""")'
+
+    def redo_call(self, upgrade: str, downgrade: str, asks: bool = False) -> str:
+        """The hint's code: back to the start, the release's newest revision rewritten (`rewrite_call`), upgrade.
+        `asks`: the upgrade loses data (a drop), so the kit asks first and the hint confirms."""
+        confirmed = ", confirm=True" if asks else ""
+        return (
+            f'ch.alembic("downgrade {START}", confirm=True); {self.rewrite_call(upgrade, downgrade)}; '
+            f'ch.alembic("upgrade head"{confirmed})'
+        )
 
     def failure(self) -> tuple[str, ...] | None:
         """Hints when the release could not be replayed, or its upgrade fails on the copy; None otherwise."""

@@ -133,11 +133,7 @@ op.drop_constraint('{FK}', 'job_entries', type_='foreignkey')"""
 
 def write_safe(found: Replay) -> str:
     """The hint's code: back to the start, the newest revision of the release rewritten the safe way, upgrade."""
-    return (
-        f'ch.alembic("downgrade {START}", confirm=True); '
-        f"{found.rewrite_call(SAFE_UPGRADE, SAFE_DOWNGRADE)}; "
-        'ch.alembic("upgrade head")'
-    )
+    return found.redo_call(SAFE_UPGRADE, SAFE_DOWNGRADE)
 
 
 END_STATE = """
@@ -246,8 +242,8 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
             has_key and run is not None and run.failed == 0,
             (
                 f"Requests failed while your migration ran ({', '.join(run.failed_kinds) if run else ''}): a job "
-                f"worker kept its transaction open for {HOLDS} s, your ALTER TABLE waited for it, and every write "
-                f"queued behind the waiting ALTER, longer than the {CLIENT_TIMEOUT:.0f} s a client waits.",
+                f"worker kept its transaction open {HOLDS} s after your ALTER TABLE began to wait for it, and every "
+                f"write queued behind the waiting ALTER, longer than the {CLIENT_TIMEOUT:.0f} s a client waits.",
                 "Ask for the lock briefly: op.execute(\"SET LOCAL lock_timeout = '200ms'\") first in upgrade() (the "
                 "deploy retries a migration that gave up), shorter than a client waits. A lock_timeout of 1 s or "
                 "more still makes the queued requests give up.",

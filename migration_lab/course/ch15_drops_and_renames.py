@@ -24,7 +24,7 @@ from ..lab import Lab
 from ..workspace import checkpoints
 from ..workspace.edits import apply_edit
 from . import checks
-from .ch14_busy_jobs import CLIENT_TIMEOUT, HOLDS, JOBS, REPORT_ON_PROFILES, START, Replay, lab_of, replay
+from .ch14_busy_jobs import CLIENT_TIMEOUT, HOLDS, JOBS, REPORT_ON_PROFILES, Replay, lab_of, replay
 from .checks import Check
 
 # The helper a revision carries (ai-service never imports the kit): GitLab's with_lock_retries, in Python.
@@ -93,12 +93,9 @@ CODE_FIRST = f"ch.edit_model('    {PHONE_LINE}\\n', '')"
 
 
 def write_safe(found: Replay) -> str:
-    """The hint's code: back to the start, the newest revision of the release rewritten the safe way, upgrade."""
-    return (
-        f'ch.alembic("downgrade {START}", confirm=True); '
-        f"{found.rewrite_call(SAFE_UPGRADE, SAFE_DOWNGRADE)}; "
-        'ch.alembic("upgrade head", confirm=True)'  # it drops the numbers: the kit asks first
-    )
+    """The hint's code: back to the start, the newest revision of the release rewritten the safe way, upgrade (it
+    drops the numbers: the kit asks first)."""
+    return found.redo_call(SAFE_UPGRADE, SAFE_DOWNGRADE, asks=True)
 
 
 def phone_number_state(lab: Lab) -> dict[str, Any]:
@@ -206,8 +203,8 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
                 + (
                     "They failed with errors at once: the running code still named phone_number."
                     if run is not None and run.requests.errors
-                    else f"A report kept its transaction open on user_profiles for {HOLDS} s, the DROP waited for "
-                    f"it, and the requests queued behind the waiting DROP, longer than a client waits."
+                    else f"A report kept its transaction open on user_profiles {HOLDS} s after the DROP began to "
+                    f"wait for it, and the requests queued behind the waiting DROP, longer than a client waits."
                 ),
                 "Code first (main.py without phone_number), and a DROP that asks for its lock briefly: SET LOCAL "
                 "lock_timeout = '200ms' (the deploy retries) or with_lock_retries.",

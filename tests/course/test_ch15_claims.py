@@ -55,10 +55,20 @@ def test_without_retries_the_same_alter_behind_the_report_fails_requests(jobs: L
 
 def test_idle_in_transaction_session_timeout_ends_the_report_and_the_alter_goes_through(jobs: Lab) -> None:
     write_revision(jobs.project, "c15c00000003", busy.START, NICKNAME)
-    pressure = busy.Pressure("report", "user_profiles", (("idle_in_transaction_session_timeout", "500ms"),))
+    pressure = busy.Pressure("report", "user_profiles", (("idle_in_transaction_session_timeout", "300ms"),))
     run = busy.run_busy(jobs, lambda: busy.deploy(jobs), pressure)
     assert run.result.ok and run.failed == 0, run.requests
     assert run.result.duration < busy.HOLDS  # the report did not get to keep its lock for HOLDS seconds
+    assert "report" in run.watch.blockers  # the ALTER did wait for it: the timeout counts from that wait
+
+
+def test_the_idle_session_holds_its_lock_HOLDS_seconds_from_the_migrations_wait_not_from_its_start(jobs: Lab) -> None:
+    """A migration that reaches its ALTER late (a slow machine, or work before it) still queues the requests for
+    HOLDS s: more than a client waits. Timed from the session's start, the queue would be 0.7 s shorter."""
+    write_revision(jobs.project, "c15c00000006", busy.START, f"op.execute('SELECT pg_sleep(0.7)')\n{NICKNAME}")
+    run = busy.run_busy(jobs, lambda: busy.deploy(jobs), busy.REPORT_ON_PROFILES)
+    assert run.result.ok and run.failed > 0 and run.requests.errors == 0, run.requests
+    assert run.result.duration >= 0.7 + busy.HOLDS - 0.05
 
 
 def test_a_dropped_column_the_code_maps_fails_requests_at_once(jobs: Lab) -> None:
