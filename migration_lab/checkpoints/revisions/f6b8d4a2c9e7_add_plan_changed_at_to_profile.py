@@ -26,7 +26,7 @@ def upgrade() -> None:
         sa.Column("plan_changed_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
     )
     # This release's second backfill, which takes a while too.
-    op.execute("SELECT pg_sleep(0.3)")
+    op.execute("SELECT pg_sleep(0.2)")
 
 
 def downgrade() -> None:
