@@ -1,6 +1,9 @@
 """SQL identifiers, quoted: the one place the kit builds a name into a statement, how such a statement runs, and
 the session settings under which the kit reads a database someone else may have shaped."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import sqlalchemy as sa
 
 
@@ -27,3 +30,16 @@ def pinned(statement_timeout: str, lock_timeout: str | None = None) -> str:
     of theirs in public cannot shadow a built-in), and a lock or a slow view of theirs costs a bounded wait."""
     locks = f" -c lock_timeout={lock_timeout}" if lock_timeout else ""
     return f"-c search_path=pg_catalog,pg_temp -c statement_timeout={statement_timeout}{locks}"
+
+
+@contextmanager
+def transaction(conn: sa.Connection) -> Iterator[None]:
+    """One transaction on an autocommit connection (CREATE and ALTER DATABASE need one, renames must pair): all of
+    the block, or none of it."""
+    conn.exec_driver_sql("BEGIN")
+    try:
+        yield
+    except BaseException:
+        conn.exec_driver_sql("ROLLBACK")
+        raise
+    conn.exec_driver_sql("COMMIT")

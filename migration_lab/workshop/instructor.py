@@ -56,7 +56,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from ..database.os_accounts import account_name
-from ..database.sql import quote, run_quoted
+from ..database.sql import quote, run_quoted, transaction
 from ..database.url import normalise
 from ..errors import LabError
 from ..project import Project, write_private
@@ -66,7 +66,7 @@ from ..workspace.templates import owner_of
 from . import dumps, folders, removal, room, setup
 from .removal import LEFT
 from .room import LEARNER_ROLE, LEARNERS_GROUP, LearnerStatus, database_name, printable
-from .server import Server, transaction
+from .server import Server
 
 CONNECTION_LIMIT = 8  # a notebook's command, its lock, a rehearsal's copy and the maintenance db, a second notebook
 MAX_ROOM = 10_000  # learners in one room, --force or not: `add --learners N` lists N names before it adds any

@@ -31,18 +31,6 @@ def first_line(error: sa.exc.DBAPIError) -> str:
     return " ".join(str(error.orig).split())
 
 
-@contextmanager
-def transaction(conn: sa.Connection) -> Iterator[None]:
-    """One transaction on an autocommit connection: all of the block, or none of it."""
-    conn.exec_driver_sql("BEGIN")
-    try:
-        yield
-    except BaseException:
-        conn.exec_driver_sql("ROLLBACK")
-        raise
-    conn.exec_driver_sql("COMMIT")
-
-
 class Server:
     """The shared server as the instructor's role (its URL) reaches it."""
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from ..database.sql import quote, run_quoted
+from ..database.sql import quote, run_quoted, transaction
 from ..database.url import UrlBackend
 from ..errors import LabError
 from ..project import Project
@@ -34,7 +34,7 @@ from ..workspace.progress import ROOM_DATABASE, ROOM_OWNER
 from ..workspace.templates import TEMPLATE_OWNER, close_sessions, owner_of, random_name
 from . import room
 from .room import LEARNERS_GROUP
-from .server import Server, transaction
+from .server import Server
 
 BUILD_PREFIX = "mlab_build_"  # a template or the room's store, until it is complete and swapped into place
 TEMPLATE_LABEL = "migration-lab chapter template"

@@ -39,7 +39,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from ..database.connection import LabDatabase
-from ..database.sql import pinned, quote, run_quoted
+from ..database.sql import pinned, quote, run_quoted, transaction
 from ..errors import LabError
 
 TEMPLATE_PREFIX = "mlab_tpl_"
@@ -219,24 +219,22 @@ def swap_into_place(
         if found is not None:
             closed += close_sessions(conn, name)
         old = aside = None
-        conn.exec_driver_sql("BEGIN")  # an explicit block on an autocommit connection: both renames or none
         try:
-            if found == owner:
-                old = random_name(OLD_PREFIX)
-                run_quoted(conn, f"ALTER DATABASE {quote(name)} RENAME TO {quote(old)}")
-            elif found is not None:
-                aside = random_name(SQUATTED_PREFIX)
-                me = conn.scalar(sa.text("SELECT current_user"))
-                become = not conn.scalar(sa.text("SELECT pg_has_role(:r, 'USAGE')"), {"r": found})
-                if become:
-                    run_quoted(conn, f"SET LOCAL ROLE {quote(found)}")
-                run_quoted(conn, f"ALTER DATABASE {quote(name)} RENAME TO {quote(aside)}")
-                if become:
-                    run_quoted(conn, f"SET LOCAL ROLE {quote(str(me))}")
-            run_quoted(conn, f"ALTER DATABASE {quote(fresh)} RENAME TO {quote(name)}")
-            conn.exec_driver_sql("COMMIT")
+            with transaction(conn):  # both renames or none
+                if found == owner:
+                    old = random_name(OLD_PREFIX)
+                    run_quoted(conn, f"ALTER DATABASE {quote(name)} RENAME TO {quote(old)}")
+                elif found is not None:
+                    aside = random_name(SQUATTED_PREFIX)
+                    me = conn.scalar(sa.text("SELECT current_user"))
+                    become = not conn.scalar(sa.text("SELECT pg_has_role(:r, 'USAGE')"), {"r": found})
+                    if become:
+                        run_quoted(conn, f"SET LOCAL ROLE {quote(found)}")
+                    run_quoted(conn, f"ALTER DATABASE {quote(name)} RENAME TO {quote(aside)}")
+                    if become:
+                        run_quoted(conn, f"SET LOCAL ROLE {quote(str(me))}")
+                run_quoted(conn, f"ALTER DATABASE {quote(fresh)} RENAME TO {quote(name)}")
         except sa.exc.DBAPIError as error:
-            conn.exec_driver_sql("ROLLBACK")
             code = getattr(error.orig, "pgcode", None)
             if code == "42501" and aside is not None:
                 raise LabError(
