@@ -36,7 +36,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import make_url
 
 from ..errors import Busy, CopyUnavailable, LabError, Unreachable
-from .sql import quote
+from .sql import create_private_database, quote
 
 # Any constant works; every lab process on the same database shares this one.
 ADVISORY_LOCK_KEY = 0x4D4C_4142  # "MLAB"
@@ -314,9 +314,8 @@ class LabDatabase:
         self._close_idle_sessions(conn)
         while True:
             try:
-                conn.execute(sa.text(f"CREATE DATABASE {quote(name)} TEMPLATE {quote(self.name)}"))
                 # A copy holds the learner's rows: on a shared server no other role may connect to it.
-                conn.execute(sa.text(f"REVOKE CONNECT, TEMPORARY ON DATABASE {quote(name)} FROM PUBLIC"))
+                create_private_database(conn, name, self.name)
                 return
             except sa.exc.DBAPIError as error:
                 code = getattr(error.orig, "pgcode", None)

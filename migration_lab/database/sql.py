@@ -43,3 +43,17 @@ def transaction(conn: sa.Connection) -> Iterator[None]:
         conn.exec_driver_sql("ROLLBACK")
         raise
     conn.exec_driver_sql("COMMIT")
+
+
+def create_private_database(conn: sa.Connection, name: str, template: str, owner: str | None = None) -> None:
+    """CREATE DATABASE `name` from `template`, reachable by no other role from its first moment.
+
+    A new database grants CONNECT and TEMPORARY to PUBLIC: between a CREATE and the REVOKE after it, any role on
+    a shared server (a learner with psql, looping on pg_database) could connect and stay connected. So it is
+    born closed to every session (ALLOW_CONNECTIONS false), PUBLIC's rights go, and then it opens. `conn`:
+    autocommit (CREATE DATABASE runs outside a transaction).
+    """
+    owned = f" OWNER {quote(owner)}" if owner else ""
+    run_quoted(conn, f"CREATE DATABASE {quote(name)} TEMPLATE {quote(template)}{owned} ALLOW_CONNECTIONS false")
+    run_quoted(conn, f"REVOKE ALL ON DATABASE {quote(name)} FROM PUBLIC")
+    run_quoted(conn, f"ALTER DATABASE {quote(name)} ALLOW_CONNECTIONS true")

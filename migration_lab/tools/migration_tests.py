@@ -15,7 +15,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from ..database.sql import quote
+from ..database.sql import create_private_database, quote
 from ..errors import LabError
 from ..lab import Lab
 
@@ -51,9 +51,8 @@ def run(lab: Lab, tests: tuple[str, ...] = BUILT_IN) -> tuple[bool, str]:
     admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
     try:
         with admin.connect() as conn:
-            conn.execute(sa.text(f"CREATE DATABASE {quote(scratch)} TEMPLATE template0"))
             # On a shared server, the scratch database is the learner's alone while it exists.
-            conn.execute(sa.text(f"REVOKE CONNECT, TEMPORARY ON DATABASE {quote(scratch)} FROM PUBLIC"))
+            create_private_database(conn, scratch, "template0")
     except sa.exc.DBAPIError as error:
         raise LabError(
             f"Cannot create a scratch database for the migration tests: {error.orig}",

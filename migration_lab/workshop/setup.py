@@ -24,7 +24,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from ..database.sql import quote, run_quoted, transaction
+from ..database.sql import create_private_database, quote, run_quoted, transaction
 from ..database.url import UrlBackend
 from ..errors import LabError
 from ..project import Project
@@ -60,11 +60,9 @@ def store(server: Server, conn: sa.Connection, say: Say) -> None:
         _fill_store(server, ROOM_DATABASE)
         return
     build = random_name(BUILD_PREFIX)
-    run_quoted(conn, f"CREATE DATABASE {quote(build)} TEMPLATE template0 OWNER {ROOM_OWNER}")
+    create_private_database(conn, build, "template0", ROOM_OWNER)
     swapped = False
     try:
-        run_quoted(conn, f"REVOKE ALL ON DATABASE {quote(build)} FROM PUBLIC")
-        close_sessions(conn, build)  # anyone who came in before the REVOKE
         run_quoted(conn, f"GRANT CONNECT ON DATABASE {quote(build)} TO {LEARNERS_GROUP}")
         run_quoted(conn, f"COMMENT ON DATABASE {quote(build)} IS '{ROOM_LABEL}'")
         _fill_store(server, build)
@@ -91,11 +89,9 @@ def build_template(
     from ..workspace import checkpoints
 
     build = random_name(BUILD_PREFIX)
-    run_quoted(conn, f"CREATE DATABASE {quote(build)} TEMPLATE template0 OWNER {TEMPLATE_OWNER}")
+    create_private_database(conn, build, "template0", TEMPLATE_OWNER)
     swapped = False
     try:
-        run_quoted(conn, f"REVOKE CONNECT, TEMPORARY ON DATABASE {quote(build)} FROM PUBLIC")
-        close_sessions(conn, build)  # anyone who came in before the REVOKE
         url = server.url.set(database=build).update_query_dict({"options": f"-c role={TEMPLATE_OWNER}"})
         with tempfile.TemporaryDirectory(prefix="mlab-template-") as tmp:
             scratch = Project(Path(tmp))

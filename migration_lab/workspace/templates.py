@@ -39,7 +39,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from ..database.connection import LabDatabase
-from ..database.sql import pinned, quote, run_quoted, transaction
+from ..database.sql import create_private_database, pinned, quote, run_quoted, transaction
 from ..errors import LabError
 
 TEMPLATE_PREFIX = "mlab_tpl_"
@@ -269,7 +269,7 @@ def clone(conn: sa.Connection, database: str, template: str, may_move: Callable[
     """
     fresh = random_name(CLONE_PREFIX)
     try:
-        run_quoted(conn, f"CREATE DATABASE {quote(fresh)} TEMPLATE {quote(template)}")
+        create_private_database(conn, fresh, template)
     except sa.exc.DBAPIError as error:
         raise LabError(
             f"Could not clone {template} for {database} (which is unchanged): {str(error.orig).strip()}",
@@ -278,7 +278,6 @@ def clone(conn: sa.Connection, database: str, template: str, may_move: Callable[
         ) from error
     swapped = False
     try:
-        run_quoted(conn, f"REVOKE CONNECT, TEMPORARY ON DATABASE {quote(fresh)} FROM PUBLIC")
         run_quoted(conn, f"COMMENT ON DATABASE {quote(fresh)} IS '{LEARNER_DATABASE}'")
         me = str(conn.scalar(sa.text("SELECT current_user")))
         swap = swap_into_place(conn, fresh, database, me, may_move)

@@ -296,3 +296,39 @@ def test_remove_of_several_names_goes_on_past_one_that_is_no_learners(
         assert sorted(r[0] for r in rows or []) == ["dot", "outsider"]
     finally:
         sql(server.superuser_url, "DROP ROLE outsider")
+
+
+def test_a_database_the_kit_creates_is_never_open_to_another_learner_not_even_before_its_revoke(
+    server: Server, shop: Workshop, learner: Callable[[str], str], tmp_path: Path
+) -> None:
+    """A new database grants CONNECT to PUBLIC until the REVOKE that follows its CREATE: a learner looping on
+    pg_database could get in during that moment and stay (a clone of a template, another learner's rehearsal copy
+    holding their rows). Here the intruder tries at the worst moment, just before each REVOKE the kit sends."""
+    from migration_lab import Lab, Project
+    from migration_lab.database.url import UrlBackend
+
+    owner_url, intruder_url = learner("carla"), learner("ivan")
+    tried: dict[str, str] = {}
+
+    def knock(conn: object, cursor: object, statement: str, *rest: object) -> None:
+        if statement.startswith("REVOKE") and " ON DATABASE " in statement:
+            name = statement.split(" ON DATABASE ", 1)[1].split(" FROM ", 1)[0].strip('"')
+            try:
+                sql(intruder_url, "SELECT 1", database=name)
+                tried[name] = "connected"
+            except sa.exc.OperationalError as refused:
+                tried[name] = str(refused.orig)
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", knock)
+    try:
+        shop.add("dora")  # a learner's database: a clone of the chapter's template
+        lab = Lab(Project(tmp_path), UrlBackend(owner_url))
+        with lab.db.copy():  # carla's rehearsal copy
+            pass
+        lab.db.dispose()
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", knock)
+        shop.remove("dora")
+    assert any(name.startswith("mlab_clone_") for name in tried), tried  # both kinds of database were tried
+    assert any(name.startswith("mlab_copy_") for name in tried), tried
+    assert all("not currently accepting connections" in why for why in tried.values()), tried
