@@ -281,15 +281,18 @@ class Workshop:
     def init(self) -> None:
         """The roles, the room's store, one template per distinct chapter checkpoint; idempotent (see `setup`).
 
-        Current templates are kept, stale ones dropped; a learner's database
-        under a name the kit needs is moved aside and named.
+        Current templates are kept, stale ones dropped, half-built ones a killed
+        init left dropped; a learner's database under a name the kit needs is
+        moved aside and named. One init at a time: a second is refused.
         """
         from ..course.registry import CHAPTERS
 
         wanted = {templates.template_name(c.checkpoint.fingerprint()): c for c in CHAPTERS.values()}
         with self.server.connect() as conn:
             self.server.check(conn)
+            setup.take_init_lock(conn)
             setup.roles(self.server, conn)
+            setup.sweep_builds(conn, self._tell)
             setup.store(self.server, conn, self._tell)
             present = {
                 row.datname: row

@@ -37,6 +37,7 @@ from .room import LEARNERS_GROUP
 from .server import Server
 
 BUILD_PREFIX = "mlab_build_"  # a template or the room's store, until it is complete and swapped into place
+INIT_LOCK = 0x4D4C_5749  # "MLWI": the session advisory lock a running `workshop init` holds on the maintenance database
 TEMPLATE_LABEL = "migration-lab chapter template"
 ROOM_LABEL = "migration-lab workshop progress"
 
@@ -52,6 +53,42 @@ def roles(server: Server, conn: sa.Connection) -> None:
         # Own the templates and the store as if they were its own (rename, drop, read progress); its
         # learners' rights it never inherits (createrole_self_grant = 'set', see Server.connect).
         run_quoted(conn, f"GRANT {TEMPLATE_OWNER}, {ROOM_OWNER} TO CURRENT_USER WITH INHERIT TRUE, SET TRUE")
+
+
+def take_init_lock(conn: sa.Connection) -> None:
+    """One init at a time, held until `conn` closes (a killed init's goes with its session). Another init's lock
+    is not waited for (anyone who may connect can take an advisory lock): its holder is named, and refused."""
+    if not conn.scalar(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": INIT_LOCK}):
+        holder = conn.scalar(
+            sa.text(
+                "SELECT format('%s (pid %s, %s)', a.usename, a.pid,"
+                " coalesce(nullif(a.application_name, ''), 'no name'))"
+                " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory'"
+                " AND l.classid = 0 AND l.objid = :k AND l.granted"
+            ),
+            {"k": INIT_LOCK},
+        )
+        raise LabError(
+            f"Another `workshop init` is running on this server (the session of {holder or 'another role'} holds "
+            "its lock). Nothing was changed.",
+            "Wait for it to finish, then run init again; if that session is no init, end it "
+            "(SELECT pg_terminate_backend(<pid>)).",
+        )
+
+
+def sweep_builds(conn: sa.Connection, say: Say) -> None:
+    """Drop the builds a killed `init` left (`mlab_build_*` of the kit's owners). Under the init lock
+    (`take_init_lock`): no other init is building them meanwhile."""
+    names = conn.scalars(
+        sa.text(
+            "SELECT datname FROM pg_database WHERE starts_with(datname, :prefix) "
+            "AND pg_get_userbyid(datdba) IN (:templates, :room) ORDER BY 1"
+        ),
+        {"prefix": BUILD_PREFIX, "templates": TEMPLATE_OWNER, "room": ROOM_OWNER},
+    ).all()
+    for name in names:
+        drop_database(conn, name)
+        say(f"Dropped {name}: a template or store an interrupted `workshop init` left half-built.")
 
 
 def store(server: Server, conn: sa.Connection, say: Say) -> None:
