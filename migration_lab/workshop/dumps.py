@@ -19,9 +19,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from psycopg2.extensions import make_dsn
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import make_url
 
+from ..database.libpq import conninfo, environment
 from ..database.programs import program
 from ..errors import LabError
 from . import folders
@@ -29,26 +29,6 @@ from . import folders
 DUMP_TIMEOUT = 120  # pg_dump sets its own statement_timeout to 0: this bounds a learner who slows it down
 LOCK_WAIT = "5s"  # a table the learner holds locked: pg_dump gives up instead of waiting forever
 _LOGIN_REFUSED = "password authentication failed"
-
-
-def _environment(url: str) -> dict[str, str]:
-    """Only what pg_dump needs: no PG* variable of the instructor's shell may redirect or reconfigure it."""
-    u = make_url(url)
-    env = {key: value for key, value in os.environ.items() if key in ("PATH", "LANG", "LC_ALL", "TZ")}
-    env.update(PGPASSWORD=u.password or "", PGCONNECT_TIMEOUT="5")
-    return env
-
-
-def _conninfo(u: URL) -> str:
-    """libpq's connection string for what the kit's own sessions reach with `u`: its host and port, also given
-    as `?host=...&port=...` (a socket's folder, several hosts), and its other parameters (sslmode, ...); the
-    password goes through PGPASSWORD. Taking only `u.host` sent a dump of `?host=` URLs, and the learner's
-    password, to localhost:5432, whatever server runs there."""
-    params = {key: value if isinstance(value, str) else ",".join(value) for key, value in u.query.items()}
-    params.pop("password", None)
-    given = {"host": u.host, "port": str(u.port) if u.port else None, "user": u.username, "dbname": u.database}
-    params.update({key: value for key, value in given.items() if value})
-    return str(make_dsn(**params))
 
 
 def dump(url: str, folder: Path) -> Path:
@@ -66,12 +46,12 @@ def dump(url: str, folder: Path) -> Path:
         "--enable-row-security",  # a table with forced row security: its policies run, as the learner
         f"--lock-wait-timeout={LOCK_WAIT}",
         "--no-password",
-        f"--dbname={_conninfo(u)}",
+        f"--dbname={conninfo(u)}",
     ]
     try:
         done = subprocess.run(
             command,
-            env=_environment(url),
+            env=environment(url),
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.PIPE,

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
+from ..database.libpq import conninfo, environment
 from ..database.programs import program
 from ..errors import LabError
 from ..lab import Lab
@@ -83,28 +83,14 @@ def _shipped_revisions() -> set[str]:
     return {_sha256(p.read_bytes()) for folder in (BASELINE / "versions", REVISIONS) for p in folder.glob("*.py")}
 
 
-def _libpq_env(url: str) -> dict[str, str]:
-    """The environment that points pg_dump/psql at the database of a SQLAlchemy URL."""
-    u = make_url(url)
-    env = dict(
-        os.environ,
-        PGDATABASE=u.database or "",
-        PGUSER=u.username or "",
-        PGPASSWORD=u.password or "",
-        PGCONNECT_TIMEOUT="5",
-    )
-    host = u.query.get("host") or u.host
-    if host:
-        env["PGHOST"] = host if isinstance(host, str) else host[0]
-    if u.port:
-        env["PGPORT"] = str(u.port)
-    return env
-
-
 def _pg(tool: str, *args: str, url: str) -> subprocess.CompletedProcess[str]:
-    """Run pg_dump or psql against the database of `url`."""
+    """Run pg_dump or psql against the database of `url` (the server the kit's own sessions reach)."""
     return subprocess.run(
-        [program(tool), *args], env=_libpq_env(url), capture_output=True, text=True, timeout=DUMP_TIMEOUT
+        [program(tool), "--no-password", f"--dbname={conninfo(url)}", *args],
+        env=environment(url),
+        capture_output=True,
+        text=True,
+        timeout=DUMP_TIMEOUT,
     )
 
 

@@ -332,3 +332,49 @@ def test_a_database_the_kit_creates_is_never_open_to_another_learner_not_even_be
     assert any(name.startswith("mlab_clone_") for name in tried), tried  # both kinds of database were tried
     assert any(name.startswith("mlab_copy_") for name in tried), tried
     assert all("not currently accepting connections" in why for why in tried.values()), tried
+
+
+def test_init_drops_what_a_killed_init_left_and_refuses_to_run_beside_another(
+    server: Server, shop: Workshop, learner: Callable[[str], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A killed `init` left its half-built template (`mlab_build_*`, the kit's) until `drop`; the next init drops
+    it, never a learner's database of that name. One init at a time: another's lock (here a learner who took the
+    advisory lock with psql) is named and refused, not waited for forever."""
+    from migration_lab.workshop.setup import INIT_LOCK
+
+    sql(server.superuser_url, 'CREATE DATABASE "mlab_build_killed" OWNER mlab_templates')
+    url = learner("bruno")
+    raw(url, 'CREATE DATABASE "mlab_build_bruno"')
+    said: list[str] = []
+    monkeypatch.setattr(shop, "say", said.append)
+    shop.init()
+    assert any(line.startswith("Dropped mlab_build_killed") for line in said), said
+    left = sql(server.superuser_url, "SELECT datname FROM pg_database WHERE starts_with(datname, 'mlab_build_')")
+    assert left == [("mlab_build_bruno",)], left
+
+    holder = sa.create_engine(at(url, "postgres"), poolclass=sa.pool.NullPool)
+    try:
+        with holder.connect() as conn:
+            conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": INIT_LOCK})
+            with pytest.raises(LabError) as refused:
+                shop.init()
+            assert "Another `workshop init` is running" in str(refused.value) and "bruno" in str(refused.value)
+    finally:
+        holder.dispose()
+    shop.init()  # the lock went with the session
+
+
+def test_a_learners_own_backup_of_a_url_in_libpqs_query_form_reads_that_server(
+    learner: Callable[[str], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The learner's kit backs up before a reset with pg_dump (and restores with psql): it took the host of
+    `?host=` and dropped `?port=`, so the dump went to port 5432 (another server, if one runs there, got the
+    learner's password) and failed. And a PG* variable of the learner's shell redirected it."""
+    from migration_lab.workspace import backups
+
+    u = sa.make_url(learner("quinn"))
+    sql(u.render_as_string(hide_password=False), "CREATE TABLE quinns_work (id int)")
+    odd = f"postgresql+psycopg2://{u.username}:{u.password}@/{u.database}?host={u.host}&port={u.port}"
+    monkeypatch.setenv("PGHOST", "/nonexistent")  # the shell's: never followed
+    monkeypatch.setenv("PGPORT", "1")
+    assert "CREATE TABLE public.quinns_work" in backups.dump(odd)

@@ -1,0 +1,36 @@
+"""How pg_dump and psql reach the database a SQLAlchemy URL names: one libpq connection string, one environment.
+
+The kit's own sessions (psycopg2) read the URL's host and port also from its
+query (`?host=/socket/folder&port=5433`, several hosts) and pass on its other
+parameters (sslmode, ...). The programs must reach the same server: taking only
+`url.host` sent a dump of a `?host=` URL, and its password, to localhost:5432,
+whatever server runs there. And no PG* variable of the caller's shell
+(PGHOST, PGSERVICE, PGOPTIONS) may redirect or reconfigure them.
+"""
+
+from __future__ import annotations
+
+import os
+
+from psycopg2.extensions import make_dsn
+from sqlalchemy.engine import URL, make_url
+
+KEPT = ("PATH", "LANG", "LC_ALL", "TZ")  # what the programs may see of the caller's environment
+
+
+def conninfo(url: str | URL) -> str:
+    """libpq's connection string for what the kit's own sessions reach with `url`; the password is left out
+    (it goes through `environment`, never on a command line another user's `ps` shows)."""
+    u = make_url(url)
+    params = {key: value if isinstance(value, str) else ",".join(value) for key, value in u.query.items()}
+    params.pop("password", None)
+    given = {"host": u.host, "port": str(u.port) if u.port else None, "user": u.username, "dbname": u.database}
+    params.update({key: value for key, value in given.items() if value})
+    return str(make_dsn(**params))
+
+
+def environment(url: str | URL) -> dict[str, str]:
+    """The programs' environment: the password of `url`, a connect timeout, and only KEPT of the caller's."""
+    env = {key: value for key, value in os.environ.items() if key in KEPT}
+    env.update(PGPASSWORD=make_url(url).password or "", PGCONNECT_TIMEOUT="5")
+    return env
