@@ -18,6 +18,17 @@ from sqlalchemy.engine import URL, make_url
 KEPT = ("PATH", "LANG", "LC_ALL", "TZ")  # what the programs may see of the caller's environment
 
 
+def host_and_port(url: str | URL) -> tuple[str | None, str | None]:
+    """The host (a name, an address, or a Unix socket's folder) and port libpq goes to for `url`, also when given
+    as `?host=...&port=...`; several, comma-separated. None where the URL gives none (libpq's default)."""
+    u = make_url(url)
+    host, port = u.host or u.query.get("host"), u.port or u.query.get("port")
+    return (
+        None if host is None else host if isinstance(host, str) else ",".join(host),
+        None if port is None else str(port) if isinstance(port, (int, str)) else ",".join(port),
+    )
+
+
 def conninfo(url: str | URL) -> str:
     """libpq's connection string for what the kit's own sessions reach with `url`; the password is left out
     (it goes through `environment`, never on a command line another user's `ps` shows)."""

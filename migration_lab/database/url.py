@@ -10,6 +10,7 @@ from sqlalchemy.engine import make_url
 
 from ..errors import LabError
 from .backend import Backend, Progress, quiet
+from .libpq import host_and_port
 from .sql import pinned
 
 # ai-service's own helper (its pristine copy, which the kit ships): one function reads a URL for the
@@ -65,11 +66,10 @@ class UrlBackend(Backend):
         """Where the server is, in words: a URL in a cell's text is a link in JupyterLab, whose colour alone
         sets it apart from the text around it (1.9:1, WCAG asks 3:1); nor can it show a password."""
         url = make_url(self._url)
-        host = url.host or url.query.get("host") or "the local socket"  # ?host=/path: a Unix socket's folder
-        host = host if isinstance(host, str) else ", ".join(host)
-        port = f":{url.port}" if url.port else ""
+        host, port = host_and_port(url)
         user = f", user {url.username}" if url.username else ""
-        return f"the server at {host}{port}, database {url.database}{user} (LAB_DATABASE_URL)"
+        at = f"{host or 'the local socket'}{f':{port}' if port else ''}"
+        return f"the server at {at}, database {url.database}{user} (LAB_DATABASE_URL)"
 
     def _answers(self, database: str | None = None) -> sa.Row | None:
         """A row from the server when it lets us in (to `database` instead of the URL's, if given), else None."""

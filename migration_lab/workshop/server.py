@@ -17,6 +17,7 @@ from contextlib import contextmanager
 
 import sqlalchemy as sa
 
+from ..database.libpq import host_and_port
 from ..errors import LabError
 from ..workspace import templates
 from ..workspace.progress import ROOM_DATABASE
@@ -40,10 +41,8 @@ class Server:
     @property
     def where(self) -> str:
         """host:port, also from libpq's `?host=...&port=...` form (a socket's folder, say)."""
-        host = self.url.host or self.url.query.get("host") or "localhost"
-        port = self.url.port or self.url.query.get("port") or 5432
-        host = host if isinstance(host, str) else ",".join(host)
-        return f"{host}:{port if isinstance(port, (int, str)) else ','.join(port)}"
+        host, port = host_and_port(self.url)
+        return f"{host or 'localhost'}:{port or 5432}"
 
     @contextmanager
     def connect(self, database: str = "postgres", role: str | None = None) -> Iterator[sa.Connection]:

@@ -72,6 +72,8 @@ def test_url_wins_over_everything_unforced(project: Project) -> None:
     assert backend.where() == "the server at db.example, database lab, user u (LAB_DATABASE_URL)"
     socket = UrlBackend("postgresql+psycopg2://u:secret@:5433/lab?host=/run/pg")
     assert socket.where() == "the server at /run/pg:5433, database lab, user u (LAB_DATABASE_URL)"
+    in_query = UrlBackend("postgresql+psycopg2://u:secret@/lab?host=/run/pg&port=5433")  # libpq's form: the port too
+    assert in_query.where() == socket.where()
 
 
 def test_forced_backend_wins_over_url(project: Project) -> None:
