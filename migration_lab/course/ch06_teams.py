@@ -19,13 +19,12 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from ..database.connection import LabDatabase
-from ..errors import CopyUnavailable
 from ..lab import Lab
 from ..workspace.baseline import REVISIONS
 from ..workspace.edits import add_column, apply_edit
 from . import checks
 from .checks import Check
-from .round_trip import Replayed, replay
+from .round_trip import Replayed, replay, upgrade_fails
 
 CAROL = "c3e8a6d2f4b5_add_timezone_to_user_settings.py"
 CAROL_ID = "c3e8a6d2f4b5"
@@ -151,16 +150,6 @@ def _ids(lab: Lab) -> set[str]:
     return {s.revision for s in lab.runner.script().walk_revisions()}
 
 
-def _rehearsed_upgrade(lab: Lab) -> str | None:
-    """The SQLSTATE `upgrade head` fails with, tried on a copy ("" for a failure without one); None if it works."""
-    try:
-        with lab.db.copy() as copy:
-            result = lab.runner.on(copy).run("upgrade head")
-    except CopyUnavailable:
-        return None
-    return None if result.ok else result.sqlstate or ""
-
-
 def _timezone(db: LabDatabase) -> tuple[bool, int]:
     """(user_settings has timezone, how many rows hold NULL in it)."""
     with db.connect() as conn:
@@ -233,7 +222,7 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
     )
     at_head = checks.database_at_head(lab, ())
     if not at_head.passed:
-        failure = _rehearsed_upgrade(lab)
+        failure = upgrade_fails(lab)
         hints: checks.Hints = (
             nulls
             if failure == "23502"

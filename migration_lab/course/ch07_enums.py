@@ -53,7 +53,7 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
             "the database's job_state has 'paused'",
             "paused" in database,
             apply
-            if database_has_a_pending_revision(lab)
+            if checks.pending(lab)
             else (
                 "Plain autogenerate does not see a new enum value: the revision is yours to write (or let "
                 "alembic-postgresql-enum write it, as in the steps above).",
@@ -109,11 +109,6 @@ DOWNGRADE_HINTS = (
     "column TYPE ... USING state::text::job_state (its default dropped and set again), DROP the old type.",
     "ch.solution() shows the whole revision, downgrade() included.",
 )
-
-
-def database_has_a_pending_revision(lab: Lab) -> bool:
-    """Some revision file is not applied yet: the database is not at head."""
-    return set(lab.db.heads()) != set(lab.runner.script().get_heads())
 
 
 def _undone(lab: Lab, model: tuple[str, ...]) -> Check:

@@ -3,11 +3,10 @@
 import sqlalchemy as sa
 
 from ..database.connection import LabDatabase
-from ..errors import CopyUnavailable
 from ..lab import Lab
 from . import checks
 from .checks import Check
-from .round_trip import WITH_PHONE_NUMBER_HEAD, round_trip, undo_and_redo
+from .round_trip import WITH_PHONE_NUMBER_HEAD, round_trip, undo_and_redo, upgrade_fails
 
 COUNTRY = 'country = Column(String(2), nullable=False, server_default="GB")'
 # The other right answer, the one that works on any table: add it nullable, backfill, then NOT NULL.
@@ -30,14 +29,10 @@ def country_column(db: LabDatabase) -> tuple[bool, str, int] | None:
 
 def _pending_upgrade_fails(lab: Lab) -> str | None:
     """The SQLSTATE (or "error") with which `upgrade head` fails on a copy, when there is something to apply."""
-    if set(lab.db.heads()) == set(lab.runner.script().get_heads()):
+    if not checks.pending(lab):
         return None
-    try:
-        with lab.db.copy() as copy:
-            result = lab.runner.on(copy).run("upgrade head")
-    except CopyUnavailable:
-        return None
-    return None if result.ok else (result.sqlstate or "error")
+    failed = upgrade_fails(lab)
+    return None if failed is None else failed or "error"
 
 
 UNDONE = "your downgrade() takes country out again, and the upgrade puts it back as it was (replayed on a copy)"
@@ -82,7 +77,7 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
             "Review it (ch.review(): it rehearses the upgrade and says why it fails), fix it, then upgrade to head.",
             'ch.review(); ch.alembic("upgrade head")',
         )
-    elif set(lab.db.heads()) != set(lab.runner.script().get_heads()):
+    elif checks.pending(lab):
         exists_hints = (
             "The revision is written but not applied.",
             "Review it (ch.review(), or `alembic upgrade <parent>:head --sql` and squawk), then upgrade to head.",

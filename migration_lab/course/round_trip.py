@@ -31,6 +31,17 @@ WITH_PHONE_NUMBER_HEAD = "a1c4e7f20b13"
 NAME = "the history survives `alembic downgrade base` then `upgrade head` (tried on a copy)"
 
 
+def upgrade_fails(lab: Lab) -> str | None:
+    """The SQLSTATE `upgrade head` fails with on a throw-away copy ("" for a failure without one); None when it
+    works, or when no copy can be made (the check that needs it says so itself)."""
+    try:
+        with lab.db.copy() as copy:
+            result = lab.runner.on(copy).run("upgrade head")
+    except CopyUnavailable:
+        return None
+    return None if result.ok else result.sqlstate or ""
+
+
 def round_trip(lab: Lab, hints: Hints) -> Check:
     """Downgrade to base and upgrade to head again on a copy; the first hint says which step failed and how."""
     try:
