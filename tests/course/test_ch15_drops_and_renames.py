@@ -92,7 +92,7 @@ def test_code_first_but_no_lock_timeout_fails_by_the_trace_and_the_traffic(chapt
     assert "lock_timeout 0" in report.first_failing.hint
     assert set(failing(chapter)) == {TRACE, TRAFFIC}
     [traffic] = [c for c in report.checks if c.name == TRAFFIC]
-    assert "the DROP waited for it" in traffic.hint
+    assert "after the DROP began to wait for it" in traffic.hint
     follow_the_hints(chapter)
 
 
