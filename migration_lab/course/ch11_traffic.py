@@ -19,6 +19,7 @@ cleans up after itself even when the cell fails or is interrupted:
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import itertools
 import os
@@ -317,10 +318,11 @@ class IdleReader:
             return
         try:
             conn.rollback()
-        except sa.exc.DBAPIError:
-            pass  # the server already ended the session: its lock went with it
+        except sa.exc.SQLAlchemyError:
+            pass  # the server already ended the session (or invalidated it): its lock went with it
         finally:
-            conn.close()
+            with contextlib.suppress(sa.exc.SQLAlchemyError):  # a timer thread: never a traceback in the cell
+                conn.close()
 
 
 # --- the panel: who waits for whom ------------------------------------------------------------
