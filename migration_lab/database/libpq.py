@@ -35,7 +35,8 @@ def conninfo(url: str | URL) -> str:
     u = make_url(url)
     params = {key: value if isinstance(value, str) else ",".join(value) for key, value in u.query.items()}
     params.pop("password", None)
-    given = {"host": u.host, "port": str(u.port) if u.port else None, "user": u.username, "dbname": u.database}
+    host, port = host_and_port(u)
+    given = {"host": host, "port": port, "user": u.username, "dbname": u.database}
     params.update({key: value for key, value in given.items() if value})
     return str(make_dsn(**params))
 

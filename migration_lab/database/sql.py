@@ -50,10 +50,15 @@ def create_private_database(conn: sa.Connection, name: str, template: str, owner
 
     A new database grants CONNECT and TEMPORARY to PUBLIC: between a CREATE and the REVOKE after it, any role on
     a shared server (a learner with psql, looping on pg_database) could connect and stay connected. So it is
-    born closed to every session (ALLOW_CONNECTIONS false), PUBLIC's rights go, and then it opens. `conn`:
-    autocommit (CREATE DATABASE runs outside a transaction).
+    born closed to every session (ALLOW_CONNECTIONS false), PUBLIC's rights go, and then it opens; if either
+    step fails, the database is dropped again (nothing is left half-made). `conn`: autocommit (CREATE DATABASE
+    runs outside a transaction).
     """
     owned = f" OWNER {quote(owner)}" if owner else ""
     run_quoted(conn, f"CREATE DATABASE {quote(name)} TEMPLATE {quote(template)}{owned} ALLOW_CONNECTIONS false")
-    run_quoted(conn, f"REVOKE ALL ON DATABASE {quote(name)} FROM PUBLIC")
-    run_quoted(conn, f"ALTER DATABASE {quote(name)} ALLOW_CONNECTIONS true")
+    try:
+        run_quoted(conn, f"REVOKE ALL ON DATABASE {quote(name)} FROM PUBLIC")
+        run_quoted(conn, f"ALTER DATABASE {quote(name)} ALLOW_CONNECTIONS true")
+    except BaseException:
+        run_quoted(conn, f"DROP DATABASE IF EXISTS {quote(name)}")  # closed all along: nobody is connected
+        raise

@@ -131,3 +131,23 @@ def test_a_rehearsal_sweeps_too(lab: Lab, project: Project) -> None:
     killed.wait()
     with lab.db.copy():
         assert left not in _copies(lab)
+
+
+def test_a_copy_whose_revoke_fails_is_dropped_again(lab: Lab) -> None:
+    """A database is created closed, then PUBLIC's rights go, then it opens: when a step after the CREATE fails
+    (here the REVOKE, made to fail), the half-made database does not stay behind."""
+
+    def fail_the_revoke(conn: object, cursor: object, statement: str, *rest: object) -> None:
+        if statement.startswith("REVOKE ALL ON DATABASE"):
+            raise RuntimeError("the REVOKE failed")
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", fail_the_revoke)
+    try:
+        with pytest.raises(RuntimeError), lab.db.copy():
+            pass
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", fail_the_revoke)
+    with lab.db.connect() as conn:
+        found = "SELECT datname FROM pg_database WHERE starts_with(datname, :p)"
+        left = conn.scalars(sa.text(found), {"p": COPY_PREFIX})
+        assert left.all() == []
