@@ -162,11 +162,35 @@ def _release(served: _Served) -> None:
         served.close()
 
 
+_FINGERPRINTS: dict[Path, tuple[bytes, str]] = {}  # main.py -> (content as saved, its models' fingerprint)
+
+
 def saved_models_fingerprint(lab: Lab) -> str | None:
-    """The fingerprint ai-service/main.py's models have as saved; None when main.py does not import."""
+    """The fingerprint ai-service/main.py's models have as saved; None when main.py does not import.
+
+    Every request of a busy app's clients asks (on the compose route): main.py is imported once per saved
+    content, not once per request (a whole FastAPI app built each time, in four threads).
+    """
+    main_py = lab.project.service_dir / "main.py"
+    source = _saved(main_py)
+    if source is None:
+        return None
+    known = _FINGERPRINTS.get(main_py)
+    if known is not None and known[0] == source:
+        return known[1]
     try:  # load_models keeps the process environment: main.py's .env does not leak into it
-        return str(load_models(lab.project).models_fingerprint())
+        fingerprint = str(load_models(lab.project).models_fingerprint())
     except Exception:  # a learner's main.py mid-edit: a SyntaxError, an ImportError, anything
+        return None
+    if _saved(main_py) == source:  # not saved again while it was imported
+        _FINGERPRINTS[main_py] = (source, fingerprint)
+    return fingerprint
+
+
+def _saved(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
         return None
 
 

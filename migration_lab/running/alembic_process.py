@@ -17,6 +17,7 @@ import logging
 import os
 import sys
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import TextIO
 
 import psycopg2.extensions
 import sqlalchemy as sa
+from pydantic.warnings import UnsupportedFieldAttributeWarning
 from sqlalchemy import event
 
 # Process-wide state is swapped: one in-process alembic command at a time per process.
@@ -135,6 +137,22 @@ def forget_service_modules(service_dir: Path) -> None:
                 del sys.modules[name]
 
 
+def ignore_fastapi_alias_warning() -> None:
+    """Ignore, process-wide, the pydantic warning FastAPI silences for each route it builds.
+
+    FastAPI silences UnsupportedFieldAttributeWarning ("The 'alias' attribute with value 'body' ...") inside
+    warnings.catch_warnings(), which is not thread-safe: the kit builds main.py's app in several threads at
+    once (env.py's `from main import Base` in a deploy, a busy app's clients), one block ended another's
+    silence, and the warning was printed into the learner's cell. Called before each build, since a filter
+    set while another thread's block runs is dropped when that block ends.
+    """
+    if not any(
+        action == "ignore" and category is UnsupportedFieldAttributeWarning
+        for action, _, category, *_ in warnings.filters
+    ):
+        warnings.filterwarnings("ignore", category=UnsupportedFieldAttributeWarning)
+
+
 @contextlib.contextmanager
 def environment_kept() -> Iterator[None]:
     """os.environ exactly as it was afterwards.
@@ -173,6 +191,7 @@ def execute(
     watch = _CommitWatch(conn) if conn is not None else None
     result = Execution()
     forget_service_modules(service_dir)
+    ignore_fastapi_alias_warning()  # env.py imports main.py, whose app FastAPI builds
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     log.propagate = False

@@ -26,6 +26,8 @@ from alembic.util import to_tuple
 
 from ..errors import BrokenHistory
 
+NOT_PRESENT = r"Revision \S+ referenced from .+ is not present"  # alembic's warning before its KeyError
+
 
 def message(file: str, parent: str) -> tuple[str, str]:
     """(what happened, what to do) for revision file `file` (as the reader sees its path) whose parent is gone."""
@@ -93,15 +95,16 @@ def broken_history(scripts: ScriptDirectory, root: Path, error: BaseException | 
 
 def checked(scripts: ScriptDirectory, root: Path) -> ScriptDirectory:
     """`scripts` with its revision map built; BrokenHistory (a LabError) if a revision's parent is missing."""
-    with warnings.catch_warnings():
-        # alembic warns "Revision <parent> referenced from <child> is not present" and then raises the
-        # KeyError; the BrokenHistory raised below says it once, with the way out.
-        warnings.simplefilter("ignore", UserWarning)
-        try:
-            scripts.revision_map.heads  # noqa: B018 - builds the map
-        except KeyError as error:
-            broken = broken_history(scripts, root, error)
-            if broken is None:
-                raise
-            raise broken from None
+    # alembic warns "Revision <parent> referenced from <child> is not present" and then raises the KeyError;
+    # the BrokenHistory raised below says it once, with the way out. A filter, not warnings.catch_warnings(),
+    # which is not thread-safe: a block ending in this thread undid another thread's (FastAPI's, building
+    # main.py's app for a busy app's client) and printed its warning into the learner's cell.
+    warnings.filterwarnings("ignore", NOT_PRESENT, UserWarning)
+    try:
+        scripts.revision_map.heads  # noqa: B018 - builds the map
+    except KeyError as error:
+        broken = broken_history(scripts, root, error)
+        if broken is None:
+            raise
+        raise broken from None
     return scripts

@@ -14,7 +14,7 @@ from types import ModuleType
 
 from ..errors import LabError
 from ..project import Project
-from ..running.alembic_process import SERVICE_MODULES_LOCK, environment_kept
+from ..running.alembic_process import SERVICE_MODULES_LOCK, environment_kept, ignore_fastapi_alias_warning
 
 ModelEdit = Callable[[str], str]
 
@@ -143,6 +143,7 @@ def load_models(project: Project) -> ModuleType:
     if spec is None or spec.loader is None:
         raise LabError("ai-service/main.py is missing.", "Reset the chapter to bring it back.")
     module = importlib.util.module_from_spec(spec)
+    ignore_fastapi_alias_warning()
     with SERVICE_MODULES_LOCK, environment_kept():  # main.py's load_dotenv must not outlive the import
         helper = project.service_dir / "database_url.py"
         if helper.is_file():
