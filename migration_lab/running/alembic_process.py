@@ -144,13 +144,9 @@ def ignore_fastapi_alias_warning() -> None:
     warnings.catch_warnings(), which is not thread-safe: the kit builds main.py's app in several threads at
     once (env.py's `from main import Base` in a deploy, a busy app's clients), one block ended another's
     silence, and the warning was printed into the learner's cell. Called before each build, since a filter
-    set while another thread's block runs is dropped when that block ends.
+    set while another thread's block runs is dropped when that block ends (filterwarnings keeps one copy).
     """
-    if not any(
-        action == "ignore" and category is UnsupportedFieldAttributeWarning
-        for action, _, category, *_ in warnings.filters
-    ):
-        warnings.filterwarnings("ignore", category=UnsupportedFieldAttributeWarning)
+    warnings.filterwarnings("ignore", category=UnsupportedFieldAttributeWarning)
 
 
 @contextlib.contextmanager
