@@ -57,7 +57,8 @@ from migration_lab.workshop import instructor as workshop
 
 HUB_TOOLS = "the hub's tools are not installed: pip install -r jupyterhub/requirements.txt"
 
-LEARNERS = ["mlabhub_ada", "mlabhub_grace", "mlabhub_linus"]
+RUN = uuid.uuid4().hex[:6]  # this run's own OS users: a run killed before its teardown, or another checkout's
+LEARNERS = [f"mlabhub_{name}_{RUN}" for name in ("ada", "grace", "linus")]  # run at the same time, takes no name
 LEARNERS_TOO = ["mlabcfg_a", "mlabcfg_b"]  # provisioned by the spawn hook alone, no OS user
 PASSWORD = "a-workshop-password"
 CHAPTER_01 = """
@@ -121,12 +122,15 @@ def learners(base: Path) -> Iterator[list[pwd.struct_passwd]]:
     """Three OS users with homes of their own (0700), deleted afterwards with their homes."""
     if os.geteuid() != 0:
         missing("making the learners' OS users needs root; CI runs as root")
+    for stale in pwd.getpwall():  # a killed run's users: their home went with its folder, which nobody uses now
+        if stale.pw_name.startswith("mlabhub_") and not Path(stale.pw_dir).exists():
+            remove_user(stale.pw_name)
     made = []
     try:
         for name in LEARNERS:
             with contextlib.suppress(KeyError):
                 pwd.getpwnam(name)
-                pytest.fail(f"the OS user {name} exists already: left by an earlier run? `userdel -r {name}`")
+                pytest.fail(f"the OS user {name} exists already, with this run's own suffix: `userdel -r {name}`")
             home = base / "home" / name
             home.parent.mkdir(exist_ok=True, mode=0o755)
             subprocess.run(
@@ -137,12 +141,25 @@ def learners(base: Path) -> Iterator[list[pwd.struct_passwd]]:
             made.append(pwd.getpwnam(name))
         yield made
     finally:
-        for account in made:
-            for process in psutil.process_iter(["uids"]):
-                if process.info["uids"] and process.info["uids"].real == account.pw_uid:
-                    with contextlib.suppress(psutil.Error):
-                        process.kill()
-            subprocess.run(["userdel", "--remove", account.pw_name], check=False, capture_output=True)
+        left = [name for name in (account.pw_name for account in made) if not remove_user(name)]
+        assert not left, f"could not remove the OS users {left}: `userdel -r` each"
+
+
+def remove_user(name: str) -> bool:
+    """Kill the user's processes, wait until they are gone, then `userdel --remove`: userdel refuses a user
+    who still runs a process (the learner's server, its kernels), and a killed process is not gone at once."""
+    uid = pwd.getpwnam(name).pw_uid
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        processes = [p for p in psutil.process_iter(["uids"]) if p.info["uids"] and p.info["uids"].real == uid]
+        for process in processes:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+        psutil.wait_procs(processes, timeout=5)
+        if subprocess.run(["userdel", "--remove", name], check=False, capture_output=True).returncode == 0:
+            return True
+        time.sleep(0.5)
+    return False
 
 
 @pytest.fixture(scope="module")
