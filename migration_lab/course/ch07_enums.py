@@ -1,5 +1,7 @@
 """Chapter 07's exercise: a new enum value, in its place, with a downgrade that rebuilds the type."""
 
+from dataclasses import dataclass
+
 import sqlalchemy as sa
 
 from ..database.connection import LabDatabase
@@ -111,28 +113,71 @@ DOWNGRADE_HINTS = (
 )
 
 
+PAUSED_JOB = sa.text(
+    "WITH someone AS (SELECT id FROM user_profiles ORDER BY id LIMIT 1), "
+    "made AS (INSERT INTO user_profiles (name, email) SELECT 'Paused Job Check', 'paused-job-check@example.com' "
+    "WHERE NOT EXISTS (SELECT 1 FROM someone) RETURNING id) "
+    "INSERT INTO job_entries (user_id, prompt, state) "
+    "SELECT id, 'a job paused when the downgrade runs', 'paused' FROM (SELECT id FROM someone UNION ALL "
+    "SELECT id FROM made) AS owner"
+)
+
+
+def _put_a_paused_job(db: LabDatabase) -> None:
+    """A paused job on the copy: a downgrade that only works while no job is paused, or that deletes the paused
+    ones, runs fine over an empty table."""
+    with db.engine.begin() as conn:
+        conn.execute(PAUSED_JOB)
+
+
+@dataclass(frozen=True)
+class _Jobs:
+    """What the downgrade is judged on: job_state's values in order, and how many jobs there are."""
+
+    values: tuple[str, ...]
+    count: int
+
+
+def _jobs(db: LabDatabase) -> _Jobs:
+    with db.engine.connect() as conn:
+        has_jobs = sa.inspect(conn).has_table("job_entries")
+        count = conn.scalar(sa.text("SELECT count(*) FROM job_entries")) if has_jobs else 0
+    return _Jobs(enum_values(db), int(count or 0))
+
+
 def _undone(lab: Lab, model: tuple[str, ...]) -> Check:
-    """Step down from where the database is, on a copy, until 'paused' is gone: that revision's downgrade must leave
-    the type as the model has it without 'paused', and its upgrade must put it back where it was."""
-    undo = undo_and_redo(lab, enum_values, lambda values: "paused" in values, WITH_PHONE_NUMBER_HEAD)
+    """Step down from where the database is, on a copy with a paused job, until 'paused' is gone: that revision's
+    downgrade must leave the type as the model has it without 'paused' and keep the job (moved to another state),
+    and its upgrade must put the value back where it was."""
+    undo = undo_and_redo(
+        lab, _jobs, lambda jobs: "paused" in jobs.values, WITH_PHONE_NUMBER_HEAD, prepare=_put_a_paused_job
+    )
     without = tuple(v for v in model if v != "paused")
     if undo.problem:
-        first = f"Replayed on a copy of your database, {undo.problem}."
+        first = f"Replayed on a copy of your database with a paused job in it, {undo.problem}."
     elif undo.revision is None:
         first = (
             "Replayed on a copy of your database, no downgrade() takes 'paused' out: job_state keeps it all the way "
             "down to the chapter's start. A downgrade that runs (a `pass`) is not one that undoes."
         )
-    elif undo.down != without:
+    elif undo.down.values != without:
         first = (
             f"Replayed on a copy, `downgrade -1` from {undo.revision} leaves job_state as "
-            f"({', '.join(undo.down)}): with 'paused' gone, it should be ({', '.join(without)}), as main.py has it."
+            f"({', '.join(undo.down.values)}): with 'paused' gone, it should be ({', '.join(without)}), as main.py "
+            "has it."
+        )
+    elif undo.down.count < undo.before.count:
+        lost = undo.before.count - undo.down.count
+        first = (
+            f"Replayed on a copy with a paused job in it, `downgrade -1` from {undo.revision} takes 'paused' out "
+            f"and {lost} job(s) with it: a downgrade gives the schema back and keeps the rows. Move the paused "
+            "jobs to another state (UPDATE ... SET state = 'queued') instead of deleting them."
         )
     elif not undo.restored:
         first = (
             f"Replayed on a copy, the downgrade of {undo.revision} takes 'paused' out, but its upgrade does not put "
-            f"job_state back as it was ({', '.join(undo.before or ())}): it gives ({', '.join(undo.up or ())}). Is "
-            "that revision yours, or did an earlier revision's downgrade take 'paused' with it?"
+            f"job_state back as it was ({', '.join(undo.before.values)}): it gives ({', '.join(undo.up.values)}). "
+            "Is that revision yours, or did an earlier revision's downgrade take 'paused' with it?"
         )
     else:
         return Check(UNDONE, True, DOWNGRADE_HINTS)

@@ -190,18 +190,32 @@ class Undo:
         return self.revision is not None and not self.problem and self.up == self.before
 
 
-def undo_and_redo(lab: Lab, probe: Callable[[LabDatabase], Any], present: Callable[[Any], bool], floor: str) -> Undo:
+def undo_and_redo(
+    lab: Lab,
+    probe: Callable[[LabDatabase], Any],
+    present: Callable[[Any], bool],
+    floor: str,
+    prepare: Callable[[LabDatabase], None] | None = None,
+) -> Undo:
     """On a copy of the database: `downgrade -1`, one revision at a time, until `present(probe(copy))` no longer
     holds, then `upgrade` that revision again.
 
     A downgrade that runs is not one that undoes: a `pass` runs fine and leaves everything. Stepping down from
     where the learner is finds the revision whose downgrade really takes the thing away, however the revisions are
     written, and the upgrade after it shows whether it comes back as it was. Never below `floor` (the chapter's
-    start), whose older revisions drop whole tables and types.
+    start), whose older revisions drop whole tables and types. `prepare` puts rows on the copy first: a downgrade
+    tried over empty tables shows nothing of what it does to the rows that use the thing it takes away.
     """
     try:
         with lab.db.copy() as copy:
             runner = lab.runner.on(copy)
+            if prepare is not None:
+                try:
+                    prepare(copy)
+                except sa.exc.SQLAlchemyError as why:
+                    error = why.orig if isinstance(why, sa.exc.DBAPIError) else why
+                    first_line = str(error).strip().splitlines()[0]
+                    return Undo(problem=f"the rows the check puts on a copy could not be written: {first_line}")
             while True:
                 heads = copy.heads()
                 if len(heads) != 1 or heads[0] == floor:

@@ -361,7 +361,8 @@ def test_07_solution_puts_paused_where_the_model_has_it(lab: Lab, capsys) -> Non
     capsys.readouterr()
 
 
-REBUILD_WITHOUT_PAUSED = """op.execute("ALTER TYPE job_state RENAME TO job_state_old")
+REBUILD_WITHOUT_PAUSED = """op.execute("UPDATE job_entries SET state = 'done' WHERE state = 'paused'")
+op.execute("ALTER TYPE job_state RENAME TO job_state_old")
 op.execute("CREATE TYPE job_state AS ENUM ('queued', 'running', 'done', 'failed', 'cancelled')")
 op.execute("ALTER TABLE job_entries ALTER COLUMN state DROP DEFAULT")
 op.execute("ALTER TABLE job_entries ALTER COLUMN state TYPE job_state USING state::text::job_state")
@@ -400,6 +401,52 @@ def test_07_a_value_appended_out_of_the_models_order_fails_the_check(lab: Lab, c
     )
     chapter.alembic("upgrade head")
     assert chapter.report().passed, str(chapter.report())
+    capsys.readouterr()
+
+
+def _07_paused_with(downgrade: str, lab: Lab) -> Chapter:
+    """Chapter 07's exercise answered with the solution's model, upgrade and revision, and `downgrade`."""
+    chapter = start(lab, "07")
+    chapter.edit_model('"done"', '"done", "paused"')
+    chapter.alembic('revision -m "add paused job state"')
+    chapter.rewrite_revision(
+        upgrade="""with op.get_context().autocommit_block():
+    op.execute("ALTER TYPE job_state ADD VALUE IF NOT EXISTS 'paused' AFTER 'done'")""",
+        downgrade=downgrade,
+    )
+    chapter.alembic("upgrade head")
+    return chapter
+
+
+REBUILT_WITHOUT_PAUSED = REBUILD_WITHOUT_PAUSED.split("\n", 1)[1].replace(", 'failed', 'cancelled'", "")
+UNDONE = "your downgrade() takes 'paused' out again, and the upgrade puts it back in place (replayed on a copy)"
+
+
+def test_07_another_downgrade_that_keeps_the_paused_jobs_passes(lab: Lab, capsys) -> None:
+    """Paused jobs finished rather than queued again, and the type rebuilt in SQL: another answer that undoes."""
+    keep = "op.execute(\"UPDATE job_entries SET state = 'done' WHERE state = 'paused'\")\n"
+    chapter = _07_paused_with(keep + REBUILT_WITHOUT_PAUSED, lab)
+    assert chapter.report().passed, str(chapter.report())
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    ("rows", "said"),
+    [
+        ("op.execute(\"DELETE FROM job_entries WHERE state = 'paused'\")\n", "1 job(s) with it"),
+        ("", "invalid input value for enum job_state"),  # the rows left in a value the new type lacks
+    ],
+    ids=["deletes-the-paused-jobs", "leaves-them-in-a-value-that-is-gone"],
+)
+def test_07_a_downgrade_that_loses_or_chokes_on_paused_jobs_fails(rows: str, said: str, lab: Lab, capsys) -> None:
+    """On the learner's own database no job is paused, so either downgrade runs there; on a copy with a paused
+    job one deletes it and the other fails."""
+    chapter = _07_paused_with(rows + REBUILT_WITHOUT_PAUSED, lab)
+    hints = failing(chapter)
+    assert list(hints) == [UNDONE], hints
+    assert said in hints[UNDONE][0], hints[UNDONE][0]
+    with lab.db.engine.connect() as conn:  # judged on a copy: the learner's database has no job added
+        assert conn.scalar(sa.text("SELECT count(*) FROM job_entries WHERE state = 'paused'")) == 0
     capsys.readouterr()
 
 
