@@ -113,45 +113,60 @@ DOWNGRADE_HINTS = (
 )
 
 
-PAUSED_JOB = sa.text(
+# A job in each state the downgrade must handle: 'paused' (the value it takes away) and two it must leave alone.
+JOBS_ON_THE_COPY = ("paused", "running", "done")
+PUT_JOB = sa.text(
     "WITH someone AS (SELECT id FROM user_profiles ORDER BY id LIMIT 1), "
-    "made AS (INSERT INTO user_profiles (name, email) SELECT 'Paused Job Check', 'paused-job-check@example.com' "
+    "made AS (INSERT INTO user_profiles (name, email) SELECT 'Job State Check', 'job-state-check@example.com' "
     "WHERE NOT EXISTS (SELECT 1 FROM someone) RETURNING id) "
     "INSERT INTO job_entries (user_id, prompt, state) "
-    "SELECT id, 'a job paused when the downgrade runs', 'paused' FROM (SELECT id FROM someone UNION ALL "
-    "SELECT id FROM made) AS owner"
+    "SELECT id, 'a job in the copy the check replays on', CAST(:state AS job_state) "
+    "FROM (SELECT id FROM someone UNION ALL SELECT id FROM made) AS owner"
 )
 
 
-def _put_a_paused_job(db: LabDatabase) -> None:
-    """A paused job on the copy: a downgrade that only works while no job is paused, or that deletes the paused
-    ones, runs fine over an empty table."""
+def _put_jobs(db: LabDatabase) -> None:
+    """A paused job, a running one and a done one on the copy: over an empty table, a downgrade that only works
+    while no job is paused, that deletes the paused jobs, or that sends every job back to the queue runs fine."""
     with db.engine.begin() as conn:
-        conn.execute(PAUSED_JOB)
+        for state in JOBS_ON_THE_COPY:
+            conn.execute(PUT_JOB, {"state": state})
 
 
 @dataclass(frozen=True)
 class _Jobs:
-    """What the downgrade is judged on: job_state's values in order, and how many jobs there are."""
+    """What the downgrade is judged on: job_state's values in order, and each job's state by id."""
 
     values: tuple[str, ...]
-    count: int
+    states: dict[int, str]
 
 
 def _jobs(db: LabDatabase) -> _Jobs:
     with db.engine.connect() as conn:
         has_jobs = sa.inspect(conn).has_table("job_entries")
-        count = conn.scalar(sa.text("SELECT count(*) FROM job_entries")) if has_jobs else 0
-    return _Jobs(enum_values(db), int(count or 0))
+        rows = conn.execute(sa.text("SELECT id, state::text FROM job_entries")).all() if has_jobs else []
+    return _Jobs(enum_values(db), {int(job_id): str(state) for job_id, state in rows})
+
+
+def _what_the_downgrade_did_to_jobs(before: _Jobs, after: _Jobs) -> str:
+    """'' when every job is still there and only the paused ones changed state; else what happened, in words."""
+    lost = [i for i in before.states if i not in after.states]
+    moved = [i for i, state in before.states.items() if state != "paused" and after.states.get(i, state) != state]
+    if lost:
+        states = ", ".join(sorted({before.states[i] for i in lost}))
+        return f"deletes {len(lost)} job(s) ({states}): a downgrade gives the schema back and keeps the rows"
+    if moved:
+        changes = ", ".join(sorted({f"{before.states[i]} → {after.states[i]}" for i in moved}))
+        return f"changes the state of jobs that were not paused ({changes}): only the paused ones need a new state"
+    return ""
 
 
 def _undone(lab: Lab, model: tuple[str, ...]) -> Check:
-    """Step down from where the database is, on a copy with a paused job, until 'paused' is gone: that revision's
-    downgrade must leave the type as the model has it without 'paused' and keep the job (moved to another state),
-    and its upgrade must put the value back where it was."""
-    undo = undo_and_redo(
-        lab, _jobs, lambda jobs: "paused" in jobs.values, WITH_PHONE_NUMBER_HEAD, prepare=_put_a_paused_job
-    )
+    """Step down from where the database is, on a copy with jobs in it, until 'paused' is gone: that revision's
+    downgrade must leave the type as the model has it without 'paused', keep every job (the paused ones moved to
+    another state, the others untouched), and leave the rest of the schema as the upgrade found it; its upgrade
+    must put the value back where it was."""
+    undo = undo_and_redo(lab, _jobs, lambda jobs: "paused" in jobs.values, WITH_PHONE_NUMBER_HEAD, prepare=_put_jobs)
     without = tuple(v for v in model if v != "paused")
     if undo.problem:
         first = f"Replayed on a copy of your database with a paused job in it, {undo.problem}."
@@ -166,18 +181,23 @@ def _undone(lab: Lab, model: tuple[str, ...]) -> Check:
             f"({', '.join(undo.down.values)}): with 'paused' gone, it should be ({', '.join(without)}), as main.py "
             "has it."
         )
-    elif undo.down.count < undo.before.count:
-        lost = undo.before.count - undo.down.count
+    elif done_to_jobs := _what_the_downgrade_did_to_jobs(undo.before, undo.down):
         first = (
-            f"Replayed on a copy with a paused job in it, `downgrade -1` from {undo.revision} takes 'paused' out "
-            f"and {lost} job(s) with it: a downgrade gives the schema back and keeps the rows. Move the paused "
-            "jobs to another state (UPDATE ... SET state = 'queued') instead of deleting them."
+            f"Replayed on a copy with a paused, a running and a done job in it, `downgrade -1` from {undo.revision} "
+            f"takes 'paused' out but {done_to_jobs}. Move only the paused jobs to another state "
+            "(UPDATE job_entries SET state = 'queued' WHERE state = 'paused')."
         )
-    elif not undo.restored:
+    elif undo.up.values != undo.before.values:
         first = (
             f"Replayed on a copy, the downgrade of {undo.revision} takes 'paused' out, but its upgrade does not put "
             f"job_state back as it was ({', '.join(undo.before.values)}): it gives ({', '.join(undo.up.values)}). "
             "Is that revision yours, or did an earlier revision's downgrade take 'paused' with it?"
+        )
+    elif undo.changed:
+        first = (
+            f"Replayed on a copy, `downgrade -1` then `upgrade {undo.revision}` do not give the schema back as it "
+            f"was: {undo.changed}. The downgrade leaves something behind or takes something with it (the column's "
+            "default dropped and not set again? the old type not dropped?)."
         )
     else:
         return Check(UNDONE, True, DOWNGRADE_HINTS)

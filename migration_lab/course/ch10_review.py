@@ -48,6 +48,12 @@ def _undone(lab: Lab) -> Check:
         return Check(UNDONE, False, (f"Replayed on a copy of your database, {undo.problem}. {hints[0]}", hints[1]))
     if undo.revision is None:
         return Check(UNDONE, False, ("Replayed on a copy of your database, no downgrade() takes country out.", *hints))
+    if undo.changed:
+        first = (
+            f"Replayed on a copy, `downgrade -1` then `upgrade {undo.revision}` do not give the schema back as it "
+            f"was: {undo.changed}."
+        )
+        return Check(UNDONE, False, (f"{first} {hints[0]}", hints[1]))
     return Check(UNDONE, undo.restored, hints)
 
 

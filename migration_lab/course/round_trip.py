@@ -43,15 +43,28 @@ def upgrade_fails(lab: Lab) -> str | None:
 
 
 def round_trip(lab: Lab, hints: Hints) -> Check:
-    """Downgrade to base and upgrade to head again on a copy; the first hint says which step failed and how."""
+    """On a copy: upgrade to head, downgrade to base, upgrade to head again, and head's schema must come back as
+    it was (a downgrade that leaves a type or a default behind runs fine); the first hint says what went wrong."""
+    first, *rest = levels(hints) or ("",)
     try:
         with lab.db.copy() as copy:
             runner = lab.runner.on(copy)
-            for step in ("downgrade base", "upgrade head"):
+            shapes = []
+            for step in ("upgrade head", "downgrade base", "upgrade head"):
                 result = runner.run(step)
                 if not result.ok:
-                    first, *rest = levels(hints) or ("",)
                     return Check(NAME, False, (f"On a copy, `alembic {step}` failed: {result.error}. {first}", *rest))
+                with copy.connect() as conn:
+                    shapes.append(shape(conn))
+            at_head, at_base, again = shapes
+            left = at_base.leftovers()
+            if left:  # an upgrade that tolerates them (DROP TYPE IF EXISTS, checkfirst) hides them from the rest
+                return Check(NAME, False, (f"On a copy, `alembic downgrade base` leaves {left} behind. {first}", *rest))
+            if again != at_head:
+                changed = at_head.difference(again)
+                return Check(
+                    NAME, False, (f"On a copy, after the round trip the schema differs: {changed}. {first}", *rest)
+                )
     except CopyUnavailable as why:
         return Check(NAME, False, (f"The lab could not copy the database to try it: {why.what}.", *levels(hints)[1:]))
     return Check(NAME, True, hints)
@@ -86,15 +99,35 @@ class Shape:
     names: frozenset[str]
     enums: frozenset[tuple[str, tuple[str, ...]]]
 
+    def leftovers(self) -> str:
+        """What is still here when nothing should be (at base), in a few words; "" when nothing is."""
+        tables = sorted(self.columns)
+        types = sorted(name for name, _ in self.enums)
+        return ", ".join([f"table {t}" for t in tables] + [f"type {t}" for t in types])
+
     def difference(self, other: "Shape") -> str:
         """What `other` has that this one has not, and the reverse, in a few words."""
         changed = diff(self.columns, other.columns)
         if changed:
-            return ", ".join(changed.lines())
+            was = {(t, c.name): c for t, cols in self.columns.items() for c in cols}
+            now = {(t, c.name): c for t, cols in other.columns.items() for c in cols}
+            told = {
+                f"~ column {t}.{c}": f"column {t}.{c}: {was[t, c].describe()} became {now[t, c].describe()}"
+                for t, c in changed.changed_columns
+            }
+            return ", ".join(told.get(line, line) for line in changed.lines())
         gone, made = sorted(self.names - other.names), sorted(other.names - self.names)
         if gone or made:
             return "; ".join([f"gone: {', '.join(gone)}"] * bool(gone) + [f"new: {', '.join(made)}"] * bool(made))
-        return "the enum types' values differ"
+        types_were, types_are = dict(self.enums), dict(other.enums)
+        return "; ".join(
+            f"type {name}: "
+            + (f"({', '.join(types_were[name])})" if name in types_were else "none")
+            + " became "
+            + (f"({', '.join(types_are[name])})" if name in types_are else "none")
+            for name in sorted(set(types_were) | set(types_are))
+            if types_were.get(name) != types_are.get(name)
+        )
 
 
 def shape(conn: sa.Connection) -> Shape:
@@ -183,11 +216,13 @@ class Undo:
     down: Any = None  # after its downgrade
     up: Any = None  # after `upgrade <revision>` again
     problem: str = ""  # a step that failed, or a copy that could not be made
+    changed: str = ""  # how the schema after the downgrade and upgrade differs from the schema before them
 
     @property
     def restored(self) -> bool:
-        """The upgrade brought back exactly what the downgrade took."""
-        return self.revision is not None and not self.problem and self.up == self.before
+        """The upgrade brought back exactly what the downgrade took, and the schema around it is as it was (a
+        default the downgrade dropped and never set again, a renamed type left behind)."""
+        return self.revision is not None and not self.problem and self.up == self.before and not self.changed
 
 
 def undo_and_redo(
@@ -221,6 +256,8 @@ def undo_and_redo(
                 if len(heads) != 1 or heads[0] == floor:
                     return Undo()
                 before = probe(copy)
+                with copy.connect() as conn:
+                    schema = shape(conn)
                 down = runner.run(["downgrade", "-1"])
                 if not down.ok:
                     return Undo(heads[0], before, problem=f"`alembic downgrade -1` from {heads[0]} fails: {down.error}")
@@ -229,6 +266,9 @@ def undo_and_redo(
                     up = runner.run(["upgrade", heads[0]])
                     if not up.ok:
                         return Undo(heads[0], before, after, problem=f"`alembic upgrade {heads[0]}` fails: {up.error}")
-                    return Undo(heads[0], before, after, probe(copy))
+                    with copy.connect() as conn:
+                        again = shape(conn)
+                    changed = "" if again == schema else schema.difference(again)
+                    return Undo(heads[0], before, after, probe(copy), changed=changed)
     except CopyUnavailable as why:
         return Undo(problem=f"the lab could not copy the database to try it ({why.what})")
