@@ -31,6 +31,33 @@ def _empty_last_logins(db: LabDatabase) -> str | None:
     return f"{empty} profile(s) have no last_login" if empty else None
 
 
+DEFAULT_NAME = "user_profiles.last_login defaults to the current time in the database"
+AWARE_NAME = "user_profiles.last_login is timezone-aware (timestamp with time zone)"
+LAST_LOGIN_TYPE_AND_DEFAULT = sa.text(
+    "SELECT format_type(a.atttypid, a.atttypmod), pg_get_expr(d.adbin, d.adrelid) FROM pg_attribute a "
+    "LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
+    "WHERE a.attrelid = to_regclass('user_profiles') AND a.attname = 'last_login' AND NOT a.attisdropped"
+)
+
+
+def _type_and_default(db: LabDatabase) -> tuple[str, str | None, bool] | None:
+    """last_login's type as PostgreSQL names it, its default expression, and whether that default gives the
+    current time (evaluated, so now(), CURRENT_TIMESTAMP and clock_timestamp() all count and a fixed date does
+    not); None without the column."""
+    with db.connect() as conn:
+        row = conn.execute(LAST_LOGIN_TYPE_AND_DEFAULT).first()
+        if row is None:
+            return None
+        type_name, default = row
+        if default is None:
+            return type_name, None, False
+        try:  # the learner's own expression, read back from their own database (rolled back when it closes)
+            off = conn.scalar(sa.text(f"SELECT abs(extract(epoch FROM ({default})::timestamptz - now()))"))
+        except sa.exc.DBAPIError:
+            return type_name, default, False
+    return type_name, default, off is not None and off < 60
+
+
 def _replayed(lab: Lab) -> Replayed | None:
     """The revisions since the chapter's start, down and up again on a copy: they must add last_login, and fill
     it for the rows there are (a database that runs them, CI or production, gets only what they do)."""
@@ -74,6 +101,7 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
     empty = sum(v is None for v in values) if values is not None else None
     python_default = "default=" in line and "server_default=" not in line
     replayed = _replayed(lab)
+    found = _type_and_default(lab.db)
     by_hand = replayed is not None and replayed.step == "upgraded again"  # filled in this database only
     if empty == 0 and by_hand:
         filled_hints: checks.Hints = (
@@ -127,14 +155,27 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
                 'ch.alembic("upgrade head")',
             ),
         ),
-        checks.column_has_server_default(
-            lab,
-            "user_profiles",
-            "last_login",
+        Check(
+            AWARE_NAME,
+            found is not None and found[0] == "timestamp with time zone",
+            (
+                f"The database's last_login is {found[0] if found else 'not there yet'}: a timestamp without time "
+                "zone keeps the wall-clock time and forgets which zone it was, so a login from Tokyo and one "
+                "from London cannot be compared.",
+                "DateTime(timezone=True) in the model is PostgreSQL's timestamptz. Fix main.py, then autogenerate "
+                "(it writes the ALTER COLUMN ... TYPE) and upgrade, or ch.reset() and add the column again.",
+                f'ch.edit_model("{line}", "{LAST_LOGIN}")' if line else f'ch.add_column("UserProfile", "{LAST_LOGIN}")',
+            ),
+        ),
+        Check(
+            DEFAULT_NAME,
+            found is not None and found[2],
             (
                 "main.py says `default=`: that value is applied by Python when the app inserts a row; the database "
                 "never sees it, so existing rows (and rows inserted by psql) get NULL."
                 if python_default
+                else f"The database's default for last_login is {found[1]}: that is not the current time."
+                if found and found[1]
                 else "The database has no default for last_login, so the rows it has (and new ones) get NULL.",
                 "server_default=func.now() in the model is a default the database keeps (DEFAULT now()). Fix "
                 "main.py and generate a new revision: it only sets the default, which fills new rows, not the "

@@ -113,11 +113,6 @@ def column_absent(lab: Lab, table: str, column: str, hint: Hints) -> Check:
     return Check(f"the database no longer has column {table}.{column}", column not in _columns(lab, table), hint)
 
 
-def column_has_server_default(lab: Lab, table: str, column: str, hint: Hints) -> Check:
-    info = _columns(lab, table).get(column)
-    return Check(f"{table}.{column} has a default in the database", bool(info and info.get("default")), hint)
-
-
 def _imports(source: str, module: str) -> bool:
     """The code imports `module` (or something in it), anywhere: at the top, inside upgrade(), under an alias.
     Comments and strings that mention it import nothing; a file that is not Python yet imports nothing either."""

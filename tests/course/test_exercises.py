@@ -115,7 +115,7 @@ def test_01_a_python_default_is_named_and_a_late_server_default_leaves_rows_empt
     chapter.alembic('revision --autogenerate -m "add last login"')
     chapter.alembic("upgrade head")
     hints = failing(chapter)
-    default = hints["user_profiles.last_login has a default in the database"][0]
+    default = hints["user_profiles.last_login defaults to the current time in the database"][0]
     assert "`default=`: that value is applied by Python" in default
     assert "3 profile(s) have no last_login" in hints["every existing profile has a last_login"][0]
     # The learner fixes the model: a server default, added to a column that already exists.
@@ -139,6 +139,54 @@ def test_01_a_python_default_is_named_and_a_late_server_default_leaves_rows_empt
 
 
 # --- 02: what really happened to the names ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "column",
+    [
+        'last_login = Column(DateTime(timezone=True), server_default=text("CURRENT_TIMESTAMP"))',
+        "last_login = Column(DateTime(timezone=True), server_default=func.clock_timestamp(), nullable=True)",
+    ],
+    ids=["current-timestamp", "clock-timestamp"],
+)
+def test_01_another_default_that_is_the_current_time_passes(column: str, lab: Lab, capsys) -> None:
+    chapter = start(lab, "01")
+    chapter.edit_model("from sqlalchemy import (", "from sqlalchemy import text\nfrom sqlalchemy import (")
+    chapter.add_column("UserProfile", column)
+    chapter.alembic('revision --autogenerate -m "add last login"')
+    chapter.alembic("upgrade head")
+    assert chapter.report().passed, str(chapter.report())
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    ("column", "name", "said"),
+    [
+        (
+            "last_login = Column(DateTime, server_default=func.now())",
+            "user_profiles.last_login is timezone-aware (timestamp with time zone)",
+            "timestamp without time zone",
+        ),
+        (
+            "last_login = Column(DateTime(timezone=True), server_default=text(\"'2000-01-01 00:00+00'\"))",
+            "user_profiles.last_login defaults to the current time in the database",
+            "that is not the current time",
+        ),
+    ],
+    ids=["naive-timestamp", "a-fixed-date"],
+)
+def test_01_a_naive_timestamp_or_a_fixed_default_fails_and_says_what_it_is(
+    column: str, name: str, said: str, lab: Lab, capsys
+) -> None:
+    chapter = start(lab, "01")
+    chapter.edit_model("from sqlalchemy import (", "from sqlalchemy import text\nfrom sqlalchemy import (")
+    chapter.add_column("UserProfile", column)
+    chapter.alembic('revision --autogenerate -m "add last login"')
+    chapter.alembic("upgrade head")
+    hints = failing(chapter)
+    assert list(hints) == [name], hints
+    assert said in hints[name][0], hints[name][0]
+    capsys.readouterr()
 
 
 def test_05_a_revision_that_misses_rows_is_told_so(lab: Lab, capsys) -> None:

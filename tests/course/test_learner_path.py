@@ -143,7 +143,7 @@ def test_01_a_python_default_fails_and_hint_2_followed_leads_to_a_pass(lab: Lab,
     chapter.alembic('revision --autogenerate -m "add last login"')
     chapter.alembic("upgrade head")
     hints = failing(chapter)
-    default = hints["user_profiles.last_login has a default in the database"]
+    default = hints["user_profiles.last_login defaults to the current time in the database"]
     assert "every existing profile has a last_login" in hints
     assert "not the ones already there" in default[1] and "UPDATE user_profiles SET last_login" in default[1]
     fill = re.search(r"op\.execute\(\"UPDATE[^\n]*?\"\)", default[1])
