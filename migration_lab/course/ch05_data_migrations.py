@@ -76,11 +76,16 @@ def _verdict(mixed: int, people: dict[str, int], ada: bool) -> str | None:
     return None if ada else "Ada's original profile (with her settings and jobs) went, and her later sign-up stayed"
 
 
+SIGNED_UP_EARLIER = "UPDATE user_profiles SET created_at = created_at - interval '1 day'"
+
+
 def _starting_rows(copy: LabDatabase) -> None:
-    """The exercise's rows, as start_exercise() made them: the seed people (ids 1-3) and the two sign-ups."""
+    """The exercise's rows, as start_exercise() made them: the seed people (ids 1-3) and the two sign-ups, later
+    (in one transaction now() is one time, and a migration that keeps the older profile by created_at would find
+    every profile as old as every other)."""
     with copy.engine.begin() as conn:
         conn.execute(sa.text("TRUNCATE user_profiles, user_settings, job_entries RESTART IDENTITY CASCADE"))
-        for sql in (SEED_PROFILES, SEED_PHONES, SIGN_UPS):
+        for sql in (SEED_PROFILES, SEED_PHONES, SIGNED_UP_EARLIER, SIGN_UPS):
             conn.execute(sa.text(sql))
 
 

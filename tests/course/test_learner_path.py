@@ -455,6 +455,22 @@ def test_05_a_delete_using_and_is_distinct_from_pass(lab: Lab, capsys) -> None:
     capsys.readouterr()
 
 
+def test_05_keeping_the_earliest_sign_up_by_created_at_passes(lab: Lab, capsys) -> None:
+    """The exercise says Ada's second sign-up came later: a migration that keeps the older profile by created_at
+    (not by id) is as right, on the learner's rows and on the copy's."""
+    chapter = start(lab, "05")
+    hand_written(
+        chapter,
+        "lowercase emails",
+        'op.execute("DELETE FROM user_profiles p USING user_profiles q '
+        'WHERE lower(p.email) = lower(q.email) AND p.created_at > q.created_at")\n'
+        'op.execute("UPDATE user_profiles SET email = lower(email) WHERE email <> lower(email)")',
+        "pass",
+    )
+    assert chapter.report().passed, str(chapter.report())
+    capsys.readouterr()
+
+
 def test_05_two_revisions_keeping_the_first_of_each_group_pass(lab: Lab, capsys) -> None:
     """Deduplicate in one revision (min(id) per lower(email)), lowercase in the next, with a regex WHERE."""
     chapter = start(lab, "05")
