@@ -165,6 +165,31 @@ def _filled(db: LabDatabase) -> str | None:
     return f"{empty} row(s) of user_settings have no timezone" if empty else None
 
 
+CHOSEN = "Europe/Paris"  # a timezone one of Carol's users chose, on main since her revision
+CHOOSE = sa.text(
+    "WITH someone AS (SELECT id FROM user_settings ORDER BY id LIMIT 1), "
+    "profile AS (INSERT INTO user_profiles (name, email) SELECT 'Timezone Check', 'timezone-check@example.com' "
+    "WHERE NOT EXISTS (SELECT 1 FROM someone) RETURNING id), "
+    "made AS (INSERT INTO user_settings (user_id, timezone) SELECT id, :zone FROM profile RETURNING id) "
+    "UPDATE user_settings SET timezone = :zone WHERE id IN (SELECT id FROM someone)"
+)
+
+
+def _a_user_chooses_a_timezone(db: LabDatabase) -> None:
+    """At Carol's revision, one user's timezone set (her column is on main, and production rows hold real
+    timezones by now): an upgrade that drops and re-adds the column, or overwrites every row, loses it."""
+    with db.engine.begin() as conn:
+        conn.execute(CHOOSE, {"zone": CHOSEN})
+
+
+def _kept_and_filled(db: LabDatabase) -> str | None:
+    with db.connect() as conn:
+        kept = conn.scalar(sa.text("SELECT count(*) FROM user_settings WHERE timezone = :zone"), {"zone": CHOSEN})
+    if not kept:
+        return f"the timezone a user had chosen ({CHOSEN}) is gone: change her column's rows that hold NULL only"
+    return _filled(db)
+
+
 def _gone(db: LabDatabase) -> str | None:
     return "user_settings still has its column timezone" if _timezone(db)[0] else None
 
@@ -235,7 +260,18 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
             )
         )
         at_head = checks.database_at_head(lab, hints)
-    replayed = replay(lab, CAROL_ID, at_head=_filled, downgraded=_as_carol_made_it) if carol is None else None
+    replayed = (
+        replay(
+            lab,
+            CAROL_ID,
+            at_head=_filled,
+            downgraded=_as_carol_made_it,
+            below=_a_user_chooses_a_timezone,
+            upgraded_again=_kept_and_filled,
+        )
+        if carol is None
+        else None
+    )
     replayed = replayed or replay(lab, START, at_head=_filled, downgraded=_gone)
     return [
         Check(

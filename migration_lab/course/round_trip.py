@@ -155,6 +155,7 @@ def replay(
     downgraded: Inspect | None = None,
     prepare: Callable[[LabDatabase], None] | None = None,
     upgraded_again: Inspect | None = None,
+    below: Callable[[LabDatabase], None] | None = None,
 ) -> Replayed | None:
     """The learner's revisions, replayed on a copy of their database: `upgrade head`, `downgrade <down_to>`,
     `upgrade head` again; None when every step runs and each inspection finds nothing wrong.
@@ -163,9 +164,10 @@ def replay(
     column is gone), `upgraded_again` after the revisions ran again over the rows (say, they filled them: what
     the learner did by hand in their own database shows at head, not here); each returns what is wrong, or None.
     `prepare` puts rows on the copy first (a round trip over empty tables proves nothing about data: a NOT NULL
-    with NULLs in it succeeds there). After the round trip the schema must be what it was at head: a downgrade
-    that leaves something behind, or an upgrade that only works once, shows there. The learner's database is
-    never touched.
+    with NULLs in it succeeds there). `below` writes rows at `down_to`, between the downgrade and the upgrade
+    again: what production holds there by now, which the upgrade must keep. After the round trip the schema
+    must be what it was at head: a downgrade that leaves something behind, or an upgrade that only works once,
+    shows there. The learner's database is never touched.
     """
     try:
         with lab.db.copy() as copy:
@@ -186,6 +188,8 @@ def replay(
             found = downgraded(copy) if downgraded else None
             if found:
                 return Replayed("downgraded", f"after `alembic downgrade {down_to}`, {found}")
+            if below is not None:
+                below(copy)
             again = runner.run("upgrade head")
             if not again.ok:
                 return Replayed(

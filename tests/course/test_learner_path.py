@@ -886,6 +886,37 @@ def test_06_a_downgrade_that_does_nothing_fails_although_carols_drops_the_column
     capsys.readouterr()
 
 
+ALTER_TO_64 = (
+    "op.alter_column('user_settings', 'timezone', existing_type=sa.String(length=40), "
+    "type_=sa.String(length=64), server_default='UTC', nullable=False)"
+)
+BACK_TO_40 = (
+    "op.alter_column('user_settings', 'timezone', existing_type=sa.String(length=64), "
+    "type_=sa.String(length=40), server_default=None, nullable=True)"
+)
+
+
+@pytest.mark.parametrize(
+    "upgrade",
+    [
+        "op.execute(\"UPDATE user_settings SET timezone = 'UTC'\")\n" + ALTER_TO_64,
+        "op.drop_column('user_settings', 'timezone')\n"
+        "op.add_column('user_settings', sa.Column('timezone', sa.String(64), server_default='UTC', nullable=False))",
+    ],
+    ids=["overwrites-every-row", "drops-and-adds-the-column"],
+)
+def test_06_an_upgrade_that_loses_the_timezones_users_chose_fails(upgrade: str, lab: Lab, capsys) -> None:
+    """Carol's column is on main: production rows hold timezones users chose. In the learner's database every
+    row is NULL or 'UTC', so both of these look right there; on a copy with a chosen timezone, each loses it."""
+    chapter = start(lab, "06")
+    _rebase_yours(lab, upgrade, BACK_TO_40)
+    chapter.alembic("upgrade head")
+    hints = failing(chapter)
+    assert list(hints) == [REPLAY_06], hints
+    assert "the timezone a user had chosen (Europe/Paris) is gone" in hints[REPLAY_06][0], hints[REPLAY_06][0]
+    capsys.readouterr()
+
+
 def test_06_bound_parameters_and_a_sql_default_pass(lab: Lab, capsys) -> None:
     chapter = start(lab, "06")
     _rebase_yours(
