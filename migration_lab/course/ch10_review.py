@@ -27,6 +27,28 @@ def country_column(db: LabDatabase) -> tuple[bool, str, int] | None:
     return not columns["country"]["nullable"], str(columns["country"]["type"]), int(empty or 0)
 
 
+TWO_LETTERS = ("VARCHAR(2)", "CHAR(2)")  # String(2) or CHAR(2): a country code, as ISO 3166 writes it
+
+
+def _country_and_profiles(db: LabDatabase) -> tuple[tuple[bool, str, int] | None, int]:
+    """What the one-step replay compares: the country column, and how many profiles there are."""
+    with db.engine.connect() as conn:
+        profiles = conn.scalar(sa.text("SELECT count(*) FROM user_profiles"))
+    return country_column(db), int(profiles or 0)
+
+
+A_PROFILE = sa.text(
+    "INSERT INTO user_profiles (name, email, country) VALUES ('Country Check', 'country-check@example.com', 'FR')"
+)
+
+
+def _put_a_profile(db: LabDatabase) -> None:
+    """A profile on the copy, with its country: the replayed upgrade adds country to a table with rows, as it did
+    in the learner's database (a learner who emptied the table to get past NotNullViolation left none)."""
+    with db.engine.begin() as conn:
+        conn.execute(A_PROFILE)
+
+
 def _pending_upgrade_fails(lab: Lab) -> str | None:
     """The SQLSTATE (or "error") with which `upgrade head` fails on a copy, when there is something to apply."""
     if not checks.pending(lab):
@@ -39,15 +61,25 @@ UNDONE = "your downgrade() takes country out again, and the upgrade puts it back
 
 
 def _undone(lab: Lab) -> Check:
-    undo = undo_and_redo(lab, country_column, lambda country: country is not None, WITH_PHONE_NUMBER_HEAD)
+    undo = undo_and_redo(
+        lab, _country_and_profiles, lambda found: found[0] is not None, WITH_PHONE_NUMBER_HEAD, prepare=_put_a_profile
+    )
     hints = (
         "The revision's downgrade() does not undo its upgrade().",
         "downgrade() drops the column: op.drop_column('user_profiles', 'country').",
     )
     if undo.problem:
-        return Check(UNDONE, False, (f"Replayed on a copy of your database, {undo.problem}. {hints[0]}", hints[1]))
+        return Check(
+            UNDONE,
+            False,
+            (f"Replayed on a copy of your database with a profile in it, {undo.problem}. {hints[0]}", hints[1]),
+        )
     if undo.revision is None:
         return Check(UNDONE, False, ("Replayed on a copy of your database, no downgrade() takes country out.", *hints))
+    if undo.up is not None and undo.up[1] < undo.before[1]:
+        lost = undo.before[1] - undo.up[1]
+        first = f"Replayed on a copy, `downgrade -1` then `upgrade {undo.revision}` lose {lost} profile(s)."
+        return Check(UNDONE, False, (f"{first} A migration keeps the rows it finds. {hints[0]}", hints[1]))
     if undo.changed:
         first = (
             f"Replayed on a copy, `downgrade -1` then `upgrade {undo.revision}` do not give the schema back as it "
@@ -96,7 +128,7 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
             'ch.alembic(\'revision --autogenerate -m "add country"\'); ch.review(); ch.alembic("upgrade head")',
         )
     return [
-        checks.model_has(
+        checks.model_maps(
             lab,
             "UserProfile",
             "country",
@@ -108,6 +140,16 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
             ),
         ),
         checks.column_exists(lab, "user_profiles", "country", exists_hints),
+        checks.Check(
+            "user_profiles.country holds two letters (String(2) or CHAR(2))",
+            country is not None and country[1] in TWO_LETTERS,
+            (
+                f"The database's country is {country[1] if country else 'not there yet'}: a country is a two-letter "
+                "code (GB, FR), and a longer column lets 'England' in.",
+                "String(2) in the model and in the revision's sa.Column(...); for a column already applied, fix the "
+                "model, autogenerate (it writes the ALTER COLUMN ... TYPE), review and upgrade.",
+            ),
+        ),
         checks.Check(
             "user_profiles.country is NOT NULL, so every profile has one",
             country is not None and country[0],

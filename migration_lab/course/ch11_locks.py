@@ -300,6 +300,7 @@ def upgrade_under_traffic(
     too; the requests it made wait are counted.
     """
     attempts = 0
+    had_plan = _plan(lab.db) is not None
     with busy_app(lab, reader=True, reader_holds=reader_holds, show=show) as (traffic, _, panel):
         started = time.monotonic()
         while True:
@@ -314,11 +315,14 @@ def upgrade_under_traffic(
     upgrade = BusyUpgrade(
         result, attempts, traffic.tally(started, ended), waited, panel.seen.longest_wait.get("request", 0.0)
     )
-    _save_record(lab, upgrade)
+    _save_record(lab, upgrade, added_plan=not had_plan and _plan(lab.db) is not None)
     return upgrade
 
 
-def _save_record(lab: Lab, upgrade: BusyUpgrade) -> None:
+def _save_record(lab: Lab, upgrade: BusyUpgrade, added_plan: bool) -> None:
+    """What the exercise's check reads: how the last run under traffic went, and whether it was that run which
+    added plan (a run with nothing left to apply, after a plain `upgrade head`, fails no request and proves
+    nothing)."""
     path = lab.project.root / RECORD
     path.parent.mkdir(parents=True, exist_ok=True)
     heads = list(upgrade.result.after or ())
@@ -335,6 +339,7 @@ def _save_record(lab: Lab, upgrade: BusyUpgrade) -> None:
                 "migration_waited": round(upgrade.migration_waited, 1),
                 "requests_waited": round(upgrade.requests_waited, 1),
                 "blamed": upgrade.blamed,
+                "added_plan": added_plan,
             }
         )
     )
@@ -406,8 +411,9 @@ def exercise_start(lab: Lab) -> str:
     )
 
 
+PLAN_TYPE = "character varying(20)"  # text of up to 20 characters: String(20)
 PLAN_STATE = """
-SELECT a.attnotnull, pg_get_expr(d.adbin, d.adrelid), a.atthasmissing,
+SELECT a.attnotnull, pg_get_expr(d.adbin, d.adrelid), a.atthasmissing, format_type(a.atttypid, a.atttypmod),
        (SELECT count(*) FROM user_profiles WHERE plan IS DISTINCT FROM 'free')
 FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
 WHERE a.attrelid = to_regclass('user_profiles') AND a.attname = 'plan' AND NOT a.attisdropped
@@ -421,11 +427,12 @@ class Plan:
     not_null: bool
     default: str  # the server default's SQL, e.g. 'free'::character varying
     without_rewrite: bool  # PostgreSQL 11+ kept the default in the catalogue (atthasmissing): no row was rewritten
+    type: str  # as PostgreSQL names it: character varying(20)
     not_free: int  # profiles whose plan is not 'free'
 
     @property
     def right(self) -> bool:
-        return self.not_null and "'free'" in self.default and self.not_free == 0
+        return self.type == PLAN_TYPE and self.not_null and "'free'" in self.default and self.not_free == 0
 
 
 def _plan(db: LabDatabase) -> Plan | None:
@@ -435,7 +442,7 @@ def _plan(db: LabDatabase) -> Plan | None:
             row = conn.execute(sa.text(PLAN_STATE)).first()
         except sa.exc.ProgrammingError:  # no plan column: the count fails
             return None
-    return None if row is None else Plan(bool(row[0]), row[1] or "", bool(row[2]), int(row[3] or 0))
+    return None if row is None else Plan(bool(row[0]), row[1] or "", bool(row[2]), str(row[3]), int(row[4] or 0))
 
 
 def _planned(lab: Lab) -> tuple[Plan | None, str]:
@@ -471,7 +478,17 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
         "locks.upgrade_while_busy(ch)",
     )
     served = Check("the upgrade ran while the app was busy, and no request failed because of it", False, apply_busy)
-    if record is not None and record.get("heads") == heads and applied is not None:
+    if record is not None and record.get("heads") == heads and applied is not None and not record.get("added_plan"):
+        served = Check(
+            served.name,
+            False,
+            (
+                "Your last run under traffic had nothing to apply: plan was in the database already (applied with a "
+                "plain `upgrade head`?), so no request could fail because of it, and none proves it would not.",
+                *apply_busy[1:],
+            ),
+        )
+    elif record is not None and record.get("heads") == heads and applied is not None:
         waited = float(record.get("migration_waited") or 0)
         if record.get("errors"):
             why: checks.Hints = (
@@ -520,7 +537,9 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
         write = (
             "Your revision adds plan, but "
             + (
-                "the column allows NULL: every profile needs a plan."
+                f"as {planned.type}: a plan is text of up to 20 characters, {PLAN_TYPE} (String(20))."
+                if planned.type != PLAN_TYPE
+                else "the column allows NULL: every profile needs a plan."
                 if not planned.not_null
                 else "not with 'free' for the profiles already there (the server default)."
             ),
@@ -530,7 +549,7 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
         )
     return [
         Check(
-            "a revision adds user_profiles.plan: NOT NULL, 'free' for the profiles already there",
+            "a revision adds user_profiles.plan: varchar(20), NOT NULL, 'free' for the profiles already there",
             planned is not None and planned.right,
             write,
         ),
@@ -546,7 +565,7 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
             ),
         ),
         served,
-        checks.model_has(
+        checks.model_maps(
             lab,
             "UserProfile",
             "plan",

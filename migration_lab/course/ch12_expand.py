@@ -207,7 +207,7 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
             api = TRIGGER_HINT
         both_hints = (concept, api, SOLUTION)
     return [
-        checks.model_has(
+        checks.model_maps(
             lab,
             "UserProfile",
             "phone",
@@ -219,7 +219,7 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
                 f'ch.add_column("UserProfile", "{PHONE_LINE}")',
             ),
         ),
-        checks.model_has(
+        checks.model_maps(
             lab,
             "UserProfile",
             "phone_number",

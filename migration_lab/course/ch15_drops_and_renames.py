@@ -164,7 +164,7 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
             dropped,
             found.failure() or write,
         ),
-        checks.model_lacks(
+        checks.model_unmaps(
             lab,
             "UserProfile",
             "phone_number",

@@ -15,9 +15,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..errors import BrokenHistory, LabError
+from ..errors import BrokenHistory
 from ..lab import Lab
-from ..workspace.edits import load_models, model_attributes
+from ..workspace.edits import load_models
 
 Hints = str | Sequence[str]  # one hint, or its levels: concept, API, code
 
@@ -85,24 +85,6 @@ def _columns(lab: Lab, table: str) -> dict[str, Any]:
     if not inspector.has_table(table):
         return {}
     return {c["name"]: c for c in inspector.get_columns(table)}
-
-
-def model_has(lab: Lab, model: str, attribute: str, hint: Hints) -> Check:
-    source = (lab.project.service_dir / "main.py").read_text()
-    try:
-        found = attribute in model_attributes(source, model)
-    except LabError as error:
-        return Check(f"{model}.{attribute} is in main.py", False, error.what)
-    return Check(f"{model}.{attribute} is in main.py", found, hint)
-
-
-def model_lacks(lab: Lab, model: str, attribute: str, hint: Hints) -> Check:
-    source = (lab.project.service_dir / "main.py").read_text()
-    try:
-        gone = attribute not in model_attributes(source, model)
-    except LabError as error:
-        return Check(f"{model}.{attribute} is gone from main.py", False, error.what)
-    return Check(f"{model}.{attribute} is gone from main.py", gone, hint)
 
 
 def column_exists(lab: Lab, table: str, column: str, hint: Hints) -> Check:
@@ -249,3 +231,14 @@ def model_maps(lab: Lab, model: str, column: str, hint: Hints) -> Check:
     except Exception as error:  # a learner's main.py mid-edit: SyntaxError, NameError, anything
         return Check(name, False, _with_detail(hint, f" (main.py does not load: {type(error).__name__}: {error})"))
     return Check(name, column in table.columns, hint)
+
+
+def model_unmaps(lab: Lab, model: str, column: str, hint: Hints) -> Check:
+    """main.py's `model` no longer maps `column`, under any attribute name (`phone = Column("phone_number", ...)`
+    still maps it): the models loaded as alembic loads them."""
+    name = f"{model} in main.py no longer maps the column {column}"
+    try:
+        table = getattr(load_models(lab.project), model).__table__
+    except Exception as error:  # a learner's main.py mid-edit: SyntaxError, NameError, anything
+        return Check(name, False, _with_detail(hint, f" (main.py does not load: {type(error).__name__}: {error})"))
+    return Check(name, column not in table.columns, hint)

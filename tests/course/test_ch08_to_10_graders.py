@@ -213,3 +213,40 @@ def test_10_a_downgrade_that_drops_the_wrong_column_fails(lab: Lab, capsys) -> N
     chapter.alembic("upgrade head")
     assert COUNTRY_UNDONE in failing(chapter)
     capsys.readouterr()
+
+
+def test_10_a_char_2_column_passes(lab: Lab, capsys) -> None:
+    """CHAR(2) holds a two-letter code as well as String(2)."""
+    chapter = start(lab, "10")
+    chapter.edit_model("from sqlalchemy import (", "from sqlalchemy import CHAR\nfrom sqlalchemy import (")
+    chapter.add_column("UserProfile", 'country = Column(CHAR(2), nullable=False, server_default="GB")')
+    chapter.alembic('revision --autogenerate -m "add country"')
+    chapter.alembic("upgrade head")
+    assert chapter.report().passed, str(chapter.report())
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("type_", ["String", "String(50)"])
+def test_10_a_country_longer_than_two_letters_fails(type_: str, lab: Lab, capsys) -> None:
+    chapter = start(lab, "10")
+    chapter.add_column("UserProfile", f'country = Column({type_}, nullable=False, server_default="GB")')
+    chapter.alembic('revision --autogenerate -m "add country"')
+    chapter.alembic("upgrade head")
+    hints = failing(chapter)
+    assert list(hints) == ["user_profiles.country holds two letters (String(2) or CHAR(2))"], hints
+    capsys.readouterr()
+
+
+def test_10_emptying_the_table_to_get_past_the_not_null_violation_fails(lab: Lab, capsys) -> None:
+    """Autogenerate's one-step NOT NULL fails on the rows; nuking the database and upgrading again gets past it in
+    the learner's own database, never in one with rows. The replay on a copy holds a profile."""
+    chapter = start(lab, "10")
+    chapter.add_column("UserProfile", "country = Column(String(2), nullable=False)")
+    chapter.alembic('revision --autogenerate -m "add country"')
+    chapter.alembic("upgrade head")
+    chapter.nuke(confirm=True)
+    chapter.alembic("upgrade head")
+    hints = failing(chapter)
+    assert list(hints) == [COUNTRY_UNDONE], hints
+    assert "with a profile in it" in hints[COUNTRY_UNDONE][0] and "NotNullViolation" in hints[COUNTRY_UNDONE][0]
+    capsys.readouterr()

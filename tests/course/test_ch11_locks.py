@@ -268,6 +268,36 @@ def test_the_exercise_asks_for_the_run_under_traffic_after_a_plain_upgrade(chapt
     capsys.readouterr()
 
 
+def test_a_run_under_traffic_with_nothing_left_to_apply_does_not_count(chapter: Chapter, capsys) -> None:
+    """A plain `upgrade head` (no lock_timeout), then the run under traffic: it applies nothing, so no request can
+    fail, and it proves nothing about the migration."""
+    chapter.start_exercise()
+    chapter.alembic('revision -m "add plan"')
+    chapter.rewrite_revision(upgrade=ADD_PLAN, downgrade=locks.PLAN_DOWNGRADE)
+    chapter.alembic("upgrade head")
+    locks.upgrade_while_busy(chapter)
+    chapter.add_column("UserProfile", locks.PLAN_LINE)
+    failed = failing_checks(chapter)
+    assert list(failed) == [SERVED], failed
+    assert "had nothing to apply" in failed[SERVED][0]
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("type_", ["sa.Text()", "sa.String()", "sa.String(length=50)"])
+def test_a_plan_that_is_not_twenty_characters_at_most_fails(type_: str, chapter: Chapter, capsys) -> None:
+    """The exercise asks for text of up to 20 characters: a model and a column that agree on another type still
+    do not say what the exercise does."""
+    chapter.start_exercise()
+    chapter.alembic('revision -m "add plan"')
+    chapter.rewrite_revision(
+        upgrade=locks.PLAN_UPGRADE.replace("sa.String(length=20)", type_), downgrade=locks.PLAN_DOWNGRADE
+    )
+    first = chapter.report().first_failing
+    assert first is not None and first.name.startswith("a revision adds user_profiles.plan"), first
+    assert "character varying(20)" in first.hint, first.hint
+    capsys.readouterr()
+
+
 def test_an_unapplied_revision_is_judged_on_a_copy_and_a_nullable_one_is_told(chapter: Chapter, capsys) -> None:
     chapter.start_exercise()
     chapter.alembic('revision -m "add plan"')

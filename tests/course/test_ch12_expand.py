@@ -211,7 +211,7 @@ def test_the_exercise_passes_on_top_of_the_chapters_own_steps(lab: Lab, capsys) 
     contract(chapter)
     chapter.start_exercise()
     before = chapter.report().first_failing
-    assert before is not None and before.name == "UserProfile.phone is in main.py"
+    assert before is not None and before.name == "UserProfile in main.py maps the column phone"
     exec(chapter.solution_file.read_text(), {"ch": chapter})  # the solution's steps, without its reset
     assert chapter.report().passed, str(chapter.report())
     capsys.readouterr()

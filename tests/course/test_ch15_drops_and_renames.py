@@ -26,7 +26,7 @@ ENV_TIMEOUT = (
 # Wrong, plausibly: a brief lock, but the code still maps the column.
 STILL_MAPPED = f"op.execute(\"SET LOCAL lock_timeout = '200ms'\")\n{DROP}"
 
-MODEL_CHECK = "UserProfile.phone_number is gone from main.py"
+MODEL_CHECK = "UserProfile in main.py no longer maps the column phone_number"
 TRACE = "the lock trace: the DROP asks for its lock with a lock_timeout shorter than a client waits"
 TRAFFIC = "replayed on a copy under the app's traffic and a report: 0 failed requests"
 
