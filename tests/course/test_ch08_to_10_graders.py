@@ -250,3 +250,19 @@ def test_10_emptying_the_table_to_get_past_the_not_null_violation_fails(lab: Lab
     assert list(hints) == [COUNTRY_UNDONE], hints
     assert "with a profile in it" in hints[COUNTRY_UNDONE][0] and "NotNullViolation" in hints[COUNTRY_UNDONE][0]
     capsys.readouterr()
+
+
+def test_10_a_typed_mapping_in_sqlalchemy_2_style_passes(lab: Lab, capsys) -> None:
+    """`Mapped[str]` with mapped_column(): the model maps the same column, however the attribute is written."""
+    chapter = start(lab, "10")
+    chapter.edit_model(
+        "from sqlalchemy.orm import Session, declarative_base",
+        "from sqlalchemy.orm import Mapped, Session, declarative_base, mapped_column",
+    )
+    chapter.add_column(
+        "UserProfile", 'country: Mapped[str] = mapped_column(String(2), nullable=False, server_default="GB")'
+    )
+    chapter.alembic('revision --autogenerate -m "add country"')
+    chapter.alembic("upgrade head")
+    assert chapter.report().passed, str(chapter.report())
+    capsys.readouterr()

@@ -138,3 +138,11 @@ def test_the_solution_passes_after_the_chapters_steps(lab: Lab, capsys) -> None:
     assert failing(chapter) == []
     assert lab.runner.run(["downgrade", busy.START]).ok and lab.runner.run("upgrade head").ok
     capsys.readouterr()
+
+
+def test_the_column_mapped_under_another_attribute_name_still_counts_as_mapped(chapter: Chapter) -> None:
+    """`phone = Column("phone_number", ...)`: the attribute is renamed, the code still maps the column the release
+    drops, and the running app would name it."""
+    chapter.edit_model(PHONE, '    phone = Column("phone_number", String, nullable=True)\n')
+    answer(chapter, STILL_MAPPED, code_first=False)
+    assert MODEL_CHECK in failing(chapter)
