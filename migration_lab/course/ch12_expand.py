@@ -103,6 +103,13 @@ def replay(lab: Lab, start: str | None = None) -> Replay:
                 found, problem = _down_to_before_the_expand(runner, copy)
                 if problem or not found:
                     return Replay(problem=problem)
+                below = burst(copy.url, [OLD_PHONE])  # a rollback's state: the old code runs alone again
+                if not below.ok:
+                    failure = below.of(OLD_PHONE).failures[0]
+                    return Replay(
+                        problem=f"after the downgrades below the expand, the old version fails: {failure} (a "
+                        "trigger or function the downgrade left behind?)"
+                    )
             else:
                 down = runner.run(["downgrade", start])
                 if not down.ok:

@@ -5,6 +5,8 @@ one-step rename breaks the old version; expand + dual-write, a batched
 backfill and a later contract keep every running version at 0 failed requests.
 """
 
+import re
+
 import pytest
 import sqlalchemy as sa
 
@@ -160,7 +162,10 @@ def test_the_replay_names_the_revision_that_breaks_the_old_version(lab: Lab, cap
     chapter.alembic("upgrade head")
     replayed = replay(lab, "a1c4e7f20b13")
     assert not replayed.problem and replayed.failed_at == chapter.generated and replayed.seen is not None
-    assert "phone_number does not exist" in replayed.seen.of("old-phone").failures[0]
+    assert re.search(
+        r'column "phone_number" of relation "user_profiles" does not exist|phone_number does not exist',
+        replayed.seen.of("old-phone").failures[0],
+    )
     check = next(c for c in chapter.report().checks if not c.passed and "never fails" in c.name)
     assert "A rename in one step" in check.hint
     capsys.readouterr()
@@ -307,4 +312,45 @@ def test_dropping_phone_number_in_the_same_release_fails_the_replay(lab: Lab, ca
     failed = failing(chapter)
     replay_check = "the old version (phone_number) never fails while your revisions are applied"
     assert replay_check in failed and chapter.generated in failed[replay_check][0], failed
+    capsys.readouterr()
+
+
+def test_a_trigger_on_update_only_misses_what_each_version_signs_up_fails(lab: Lab, capsys) -> None:
+    """BEFORE UPDATE only: a user signed up by the old version has no phone, and by the new one no phone_number."""
+    update_only = SYNC_PHONE.replace("BEFORE INSERT OR UPDATE", "BEFORE UPDATE")
+    assert update_only != SYNC_PHONE
+    chapter = exercise_start(lab)
+    chapter.alembic('revision -m "expand phone"')
+    chapter.rewrite_revision(
+        upgrade="op.add_column('user_profiles', sa.Column('phone', sa.String(), nullable=True))\n" + update_only,
+        downgrade=DROP_SYNC_PHONE + "\nop.drop_column('user_profiles', 'phone')",
+    )
+    chapter.alembic('revision -m "backfill phone"')
+    chapter.rewrite_revision(upgrade='op.execute("UPDATE user_profiles SET phone = phone_number WHERE phone IS NULL")')
+    chapter.alembic("upgrade head")
+    failed = failing(chapter)
+    side_by_side = {
+        "the old version (phone_number) works next to the new one: 0 failed requests",
+        "the new version (phone) works next to the old one: 0 failed requests",
+    }
+    assert side_by_side & set(failed), failed
+    capsys.readouterr()
+
+
+def test_a_downgrade_that_leaves_the_trigger_behind_breaks_the_old_version_after_a_rollback(lab: Lab, capsys) -> None:
+    """The expand's downgrade drops the column but not the trigger: after a rollback every write of the old code
+    fails on the trigger's NEW.phone."""
+    chapter = exercise_start(lab)
+    chapter.alembic('revision -m "expand phone"')
+    chapter.rewrite_revision(
+        upgrade="op.add_column('user_profiles', sa.Column('phone', sa.String(), nullable=True))\n" + SYNC_PHONE,
+        downgrade="op.drop_column('user_profiles', 'phone')",
+    )
+    chapter.alembic('revision -m "backfill phone"')
+    chapter.rewrite_revision(upgrade='op.execute("UPDATE user_profiles SET phone = phone_number WHERE phone IS NULL")')
+    chapter.alembic("upgrade head")
+    failed = failing(chapter)
+    replay_check = "the old version (phone_number) never fails while your revisions are applied"
+    assert replay_check in failed, failed
+    assert "after the downgrades below the expand, the old version fails" in failed[replay_check][0], failed
     capsys.readouterr()
