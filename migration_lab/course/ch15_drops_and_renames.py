@@ -99,15 +99,19 @@ def write_safe(found: Replay) -> str:
 
 
 def phone_number_state(lab: Lab) -> dict[str, Any]:
-    """{"column": user_profiles.phone_number exists, "nullable": it accepts NULL}."""
+    """{"column": user_profiles.phone_number exists, "nullable": it accepts NULL, "type": its type, "text": the
+    type holds what the old code writes there (a string type: varchar, text, char)}."""
     with lab.db.connect() as conn:
         found = conn.execute(
             sa.text(
-                "SELECT NOT attnotnull FROM pg_attribute WHERE attrelid = to_regclass('user_profiles') "
-                "AND attname = 'phone_number' AND NOT attisdropped"
+                "SELECT NOT a.attnotnull, format_type(a.atttypid, a.atttypmod), t.typcategory = 'S' "
+                "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
+                "WHERE a.attrelid = to_regclass('user_profiles') AND a.attname = 'phone_number' AND NOT a.attisdropped"
             )
         ).first()
-    return {"column": found is not None, "nullable": bool(found and found[0])}
+    if found is None:
+        return {"column": False, "nullable": False, "type": None, "text": False}
+    return {"column": True, "nullable": bool(found[0]), "type": found[1], "text": bool(found[2])}
 
 
 def exercise_start(lab: Lab) -> str:
@@ -216,10 +220,21 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
     results.append(
         Check(
             "its downgrade() runs and gives the column back, nullable (replayed on the copy)",
-            dropped and down is not None and down.ok and undone.get("column") is True and bool(undone.get("nullable")),
+            dropped
+            and down is not None
+            and down.ok
+            and undone.get("column") is True
+            and bool(undone.get("nullable"))
+            and bool(undone.get("text")),
             (
                 "Replayed on a copy, going back to the chapter's start "
-                + (f"fails: {down.error}" if down is not None and not down.ok else "does not give phone_number back")
+                + (
+                    f"fails: {down.error}"
+                    if down is not None and not down.ok
+                    else f"gives phone_number back as {undone['type']}, where the old code writes text"
+                    if undone.get("column") and not undone.get("text")
+                    else "does not give phone_number back"
+                )
                 + ". A downgrade cannot bring the numbers back, but it must bring the column back (nullable: the "
                 "old rows have no value any more), or the old code cannot run again.",
                 f"downgrade(): {SAFE_DOWNGRADE}",

@@ -146,3 +146,17 @@ def test_the_column_mapped_under_another_attribute_name_still_counts_as_mapped(c
     chapter.edit_model(PHONE, '    phone = Column("phone_number", String, nullable=True)\n')
     answer(chapter, STILL_MAPPED, code_first=False)
     assert MODEL_CHECK in failing(chapter)
+
+
+@pytest.mark.parametrize(
+    ("down", "passes"),
+    [("sa.Integer()", False), ("sa.Text()", True)],
+    ids=["integer-fails", "text-passes"],
+)
+def test_the_downgrade_gives_back_a_column_the_old_code_can_write(chapter: Chapter, down: str, passes: bool) -> None:
+    """The old code writes phone numbers as text: an integer column given back breaks it, a text one does not."""
+    chapter.edit_model(PHONE, "")
+    write_revision(chapter.lab.project, "c15a00000001", busy.START, STILL_MAPPED, DOWN.replace("sa.String()", down))
+    assert chapter.lab.runner.run("upgrade head").ok
+    back = "its downgrade() runs and gives the column back, nullable (replayed on the copy)"
+    assert (back not in failing(chapter)) is passes, str(chapter.report())
