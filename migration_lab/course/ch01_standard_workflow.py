@@ -7,6 +7,8 @@ rows are judged there too: after the revisions ran again over the copy's profile
 (rows filled by hand in the learner's database alone would stay empty in every other one).
 """
 
+from dataclasses import dataclass
+
 import sqlalchemy as sa
 
 from ..database.connection import LabDatabase
@@ -34,28 +36,41 @@ def _empty_last_logins(db: LabDatabase) -> str | None:
 DEFAULT_NAME = "user_profiles.last_login defaults to the current time in the database"
 AWARE_NAME = "user_profiles.last_login is timezone-aware (timestamp with time zone)"
 LAST_LOGIN_TYPE_AND_DEFAULT = sa.text(
-    "SELECT format_type(a.atttypid, a.atttypmod), pg_get_expr(d.adbin, d.adrelid) FROM pg_attribute a "
+    "SELECT format_type(a.atttypid, a.atttypmod), a.atttypid = 'timestamptz'::regtype, "
+    "pg_get_expr(d.adbin, d.adrelid) FROM pg_attribute a "
     "LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
     "WHERE a.attrelid = to_regclass('user_profiles') AND a.attname = 'last_login' AND NOT a.attisdropped"
 )
 
 
-def _type_and_default(db: LabDatabase) -> tuple[str, str | None, bool] | None:
-    """last_login's type as PostgreSQL names it, its default expression, and whether that default gives the
-    current time (evaluated, so now(), CURRENT_TIMESTAMP and clock_timestamp() all count and a fixed date does
-    not); None without the column."""
+@dataclass(frozen=True)
+class LastLogin:
+    """user_profiles.last_login as the database has it."""
+
+    type: str  # as PostgreSQL names it: timestamp with time zone
+    aware: bool  # timestamptz, whatever its precision
+    default: str | None  # the default's SQL
+    now: bool  # that default gives the current time when a row is inserted
+
+
+def _last_login(db: LabDatabase) -> LastLogin | None:
+    """last_login's type and default, None without the column. The default is evaluated, so now(),
+    CURRENT_TIMESTAMP and clock_timestamp() all count; a literal ('now' and 'now()' become the time the column was
+    added, a fixed date) does not, even within the minute it was written."""
     with db.connect() as conn:
         row = conn.execute(LAST_LOGIN_TYPE_AND_DEFAULT).first()
         if row is None:
             return None
-        type_name, default = row
-        if default is None:
-            return type_name, None, False
-        try:  # the learner's own expression, read back from their own database (rolled back when it closes)
-            off = conn.scalar(sa.text(f"SELECT abs(extract(epoch FROM ({default})::timestamptz - now()))"))
-        except sa.exc.DBAPIError:
-            return type_name, default, False
-    return type_name, default, off is not None and off < 60
+        type_name, aware, default = row
+        if default is None or default.lstrip().startswith("'"):
+            return LastLogin(type_name, bool(aware), default, False)
+        try:  # the learner's own expression, with their own credentials: read-only, briefly, rolled back
+            conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+            conn.exec_driver_sql("SET LOCAL statement_timeout = '2s'")
+            off = conn.exec_driver_sql(f"SELECT abs(extract(epoch FROM ({default})::timestamptz - now()))").scalar()
+        except sa.exc.SQLAlchemyError:
+            return LastLogin(type_name, bool(aware), default, False)
+    return LastLogin(type_name, bool(aware), default, off is not None and off < 60)
 
 
 def _replayed(lab: Lab) -> Replayed | None:
@@ -101,7 +116,7 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
     empty = sum(v is None for v in values) if values is not None else None
     python_default = "default=" in line and "server_default=" not in line
     replayed = _replayed(lab)
-    found = _type_and_default(lab.db)
+    found = _last_login(lab.db)
     by_hand = replayed is not None and replayed.step == "upgraded again"  # filled in this database only
     if empty == 0 and by_hand:
         filled_hints: checks.Hints = (
@@ -157,9 +172,9 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
         ),
         Check(
             AWARE_NAME,
-            found is not None and found[0] == "timestamp with time zone",
+            found is not None and found.aware,
             (
-                f"The database's last_login is {found[0] if found else 'not there yet'}: a timestamp without time "
+                f"The database's last_login is {found.type if found else 'not there yet'}: a timestamp without time "
                 "zone keeps the wall-clock time and forgets which zone it was, so a login from Tokyo and one "
                 "from London cannot be compared.",
                 "DateTime(timezone=True) in the model is PostgreSQL's timestamptz. Fix main.py, then autogenerate "
@@ -169,13 +184,14 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
         ),
         Check(
             DEFAULT_NAME,
-            found is not None and found[2],
+            found is not None and found.now,
             (
                 "main.py says `default=`: that value is applied by Python when the app inserts a row; the database "
                 "never sees it, so existing rows (and rows inserted by psql) get NULL."
                 if python_default
-                else f"The database's default for last_login is {found[1]}: that is not the current time."
-                if found and found[1]
+                else f"The database's default for last_login is {found.default}: that is not the current time (a "
+                "quoted 'now' is the time the column was added, fixed for good)."
+                if found and found.default
                 else "The database has no default for last_login, so the rows it has (and new ones) get NULL.",
                 "server_default=func.now() in the model is a default the database keeps (DEFAULT now()). Fix "
                 "main.py and generate a new revision: it only sets the default, which fills new rows, not the "

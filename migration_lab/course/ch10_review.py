@@ -60,6 +60,17 @@ def _pending_upgrade_fails(lab: Lab) -> str | None:
 UNDONE = "your downgrade() takes country out again, and the upgrade puts it back as it was (replayed on a copy)"
 
 
+TWO_WAYS = (
+    "NOT NULL on a table with rows: the rows already there need a value. Two ways: a server_default (the "
+    "database fills the old rows, and new ones too), or add the column nullable, backfill it with an UPDATE, "
+    "then make it NOT NULL.",
+    "Either server_default='GB' in the model and in the revision's add_column, or rewrite upgrade(): "
+    'op.add_column(... nullable=True), op.execute("UPDATE ..."), op.alter_column(..., nullable=False). '
+    "Fix the revision (ch.rewrite_revision or the editor), or ch.reset() and start again.",
+    f'ch.rewrite_revision(upgrade="""{COUNTRY_IN_STEPS}""")',
+)
+
+
 def _undone(lab: Lab) -> Check:
     undo = undo_and_redo(
         lab, _country_and_profiles, lambda found: found[0] is not None, WITH_PHONE_NUMBER_HEAD, prepare=_put_a_profile
@@ -69,11 +80,10 @@ def _undone(lab: Lab) -> Check:
         "downgrade() drops the column: op.drop_column('user_profiles', 'country').",
     )
     if undo.problem:
-        return Check(
-            UNDONE,
-            False,
-            (f"Replayed on a copy of your database with a profile in it, {undo.problem}. {hints[0]}", hints[1]),
-        )
+        said = f"Replayed on a copy of your database with a profile in it, {undo.problem}."
+        if "NotNullViolation" in undo.problem:  # the upgrade, not the downgrade: no value for the rows there are
+            return Check(UNDONE, False, (f"{said} {TWO_WAYS[0]}", *TWO_WAYS[1:]))
+        return Check(UNDONE, False, (f"{said} {hints[0]}", hints[1]))
     if undo.revision is None:
         return Check(UNDONE, False, ("Replayed on a copy of your database, no downgrade() takes country out.", *hints))
     if undo.up is not None and undo.up[1] < undo.before[1]:
@@ -93,21 +103,12 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
     country = country_column(lab.db)
     failing = _pending_upgrade_fails(lab)
     # Both answers a careful team gives: a value for the rows already there, from a server_default or a backfill.
-    two_ways = (
-        "NOT NULL on a table with rows: the rows already there need a value. Two ways: a server_default (the "
-        "database fills the old rows, and new ones too), or add the column nullable, backfill it with an UPDATE, "
-        "then make it NOT NULL.",
-        "Either server_default='GB' in the model and in the revision's add_column, or rewrite upgrade(): "
-        'op.add_column(... nullable=True), op.execute("UPDATE ..."), op.alter_column(..., nullable=False). '
-        "Fix the revision (ch.rewrite_revision or the editor), or ch.reset() and start again.",
-        f'ch.rewrite_revision(upgrade="""{COUNTRY_IN_STEPS}""")',
-    )
     if failing == "23502":
         # The upgrade fails (NOT NULL without a value for the rows): that is what the learner needs now.
         exists_hints: checks.Hints = (
             "The revision adds country NOT NULL with no value for the rows already there, so its upgrade fails on "
-            "the rows user_profiles has (and is rolled back). " + two_ways[0],
-            *two_ways[1:],
+            "the rows user_profiles has (and is rolled back). " + TWO_WAYS[0],
+            *TWO_WAYS[1:],
         )
     elif failing is not None:
         exists_hints = (

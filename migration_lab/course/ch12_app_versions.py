@@ -35,7 +35,7 @@ class AppVersion:
     label: str  # how outputs name it
     column: str
     required: bool  # every profile has a value (NOT NULL in the end state); a phone may be unknown
-    named: bool = False  # a phone version: its sign-up gives a name too (NOT NULL, and not the column it is about)
+    phone: bool = False  # a phone version: writes phone numbers, and its sign-up gives a name too (NOT NULL)
 
 
 VERSIONS = {
@@ -45,8 +45,8 @@ VERSIONS = {
         AppVersion("new", "new version (full_name)", "full_name", required=True),
         # The phone versions sign users up too: a trigger that keeps the columns in step on UPDATE only would leave
         # a new user's phone in one column.
-        AppVersion("old-phone", "old version (phone_number)", "phone_number", required=False, named=True),
-        AppVersion("new-phone", "new version (phone)", "phone", required=False, named=True),
+        AppVersion("old-phone", "old version (phone_number)", "phone_number", required=False, phone=True),
+        AppVersion("new-phone", "new version (phone)", "phone", required=False, phone=True),
     )
 }
 
@@ -69,17 +69,18 @@ def _name_column(engine: sa.Engine) -> str:
     exercise): a phone version signs users up with the schema of its day, and phones are all it is about."""
     try:
         columns = {c["name"] for c in sa.inspect(engine).get_columns("user_profiles")}
-    except sa.exc.DBAPIError:
+    except sa.exc.SQLAlchemyError:  # no user_profiles at all: the requests will say so
         return "name"
     return "name" if "name" in columns or "full_name" not in columns else "full_name"
 
 
 def make_app(app_version: AppVersion, engine: sa.Engine) -> FastAPI:
-    """The ai-api as this version's code has it: profiles with id, email and its one column."""
+    """The ai-api as this version's code has it: profiles with id, email and its one column (a phone version's
+    sign-up gives a name as well, in the name column the schema has)."""
     app = FastAPI(title=f"ai-api, {app_version.label}")
     column = app_version.column
     profiles = sa.table("user_profiles", sa.column("id"), sa.column("email"), sa.column(column))
-    named = _name_column(engine) if app_version.named else None
+    named = _name_column(engine) if app_version.phone else None
     signed_up = sa.table("user_profiles", sa.column("email"), sa.column(column), *([sa.column(named)] if named else []))
 
     def run(statement: sa.Executable) -> list[dict[str, Any]]:
@@ -178,7 +179,7 @@ def burst(url: str, keys: Sequence[str | AppVersion]) -> Burst:
         for index, (app_version, client, result) in enumerate(zip(versions, clients, results, strict=True)):
             token = secrets.token_hex(3)
             column = app_version.column
-            phone = app_version.named  # a phone version writes phone numbers, a name version names
+            phone = app_version.phone
             first = f"+1 555 02{int(token, 16) % 100:02d}" if phone else f"Signed up {token}"
             result.requests += 1
             body = {"email": f"traffic-{token}@example.org", "name": f"Signed up {token}", column: first}

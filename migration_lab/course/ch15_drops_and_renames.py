@@ -233,6 +233,8 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
                     if down is not None and not down.ok
                     else f"gives phone_number back as {undone['type']}, where the old code writes text"
                     if undone.get("column") and not undone.get("text")
+                    else "gives phone_number back NOT NULL, which the rows there are (their numbers gone) refuse"
+                    if undone.get("column") and not undone.get("nullable")
                     else "does not give phone_number back"
                 )
                 + ". A downgrade cannot bring the numbers back, but it must bring the column back (nullable: the "

@@ -222,14 +222,24 @@ def revisions_named(lab: Lab, answer: object) -> list[str] | None:
     return named
 
 
+def _model_table(lab: Lab, model: str) -> sa.Table | str:
+    """`model`'s table as alembic loads main.py, or why it cannot be had (a main.py mid-edit, no such class)."""
+    try:
+        models = load_models(lab.project)
+    except Exception as error:  # a learner's main.py mid-edit: SyntaxError, NameError, anything
+        return f" (main.py does not load: {type(error).__name__}: {error})"
+    found = getattr(models, model, None)
+    table = getattr(found, "__table__", None)
+    return table if isinstance(table, sa.Table) else f" (main.py has no model class {model})"
+
+
 def model_maps(lab: Lab, model: str, column: str, hint: Hints) -> Check:
     """main.py's `model` maps a column named `column` in the database, whatever the attribute's name or style
     (`Column(...)`, `mapped_column(...)`, `Mapped[...]`): the models loaded as alembic loads them."""
     name = f"{model} in main.py maps the column {column}"
-    try:
-        table = getattr(load_models(lab.project), model).__table__
-    except Exception as error:  # a learner's main.py mid-edit: SyntaxError, NameError, anything
-        return Check(name, False, _with_detail(hint, f" (main.py does not load: {type(error).__name__}: {error})"))
+    table = _model_table(lab, model)
+    if isinstance(table, str):
+        return Check(name, False, _with_detail(hint, table))
     return Check(name, column in table.columns, hint)
 
 
@@ -237,8 +247,7 @@ def model_unmaps(lab: Lab, model: str, column: str, hint: Hints) -> Check:
     """main.py's `model` no longer maps `column`, under any attribute name (`phone = Column("phone_number", ...)`
     still maps it): the models loaded as alembic loads them."""
     name = f"{model} in main.py no longer maps the column {column}"
-    try:
-        table = getattr(load_models(lab.project), model).__table__
-    except Exception as error:  # a learner's main.py mid-edit: SyntaxError, NameError, anything
-        return Check(name, False, _with_detail(hint, f" (main.py does not load: {type(error).__name__}: {error})"))
+    table = _model_table(lab, model)
+    if isinstance(table, str):
+        return Check(name, False, _with_detail(hint, table))
     return Check(name, column not in table.columns, hint)

@@ -283,6 +283,16 @@ def test_a_run_under_traffic_with_nothing_left_to_apply_does_not_count(chapter: 
     capsys.readouterr()
 
 
+def test_running_it_under_traffic_again_after_it_passed_still_passes(chapter: Chapter, capsys) -> None:
+    """Run All twice, or the cell run again: the second run has nothing to apply, and the first run's record
+    stands."""
+    answer(chapter, locks.PLAN_UPGRADE)
+    assert graded(chapter) == {}
+    locks.upgrade_while_busy(chapter)
+    assert failing_checks(chapter) == {}
+    capsys.readouterr()
+
+
 @pytest.mark.parametrize("type_", ["sa.Text()", "sa.String()", "sa.String(length=50)"])
 def test_a_plan_that_is_not_twenty_characters_at_most_fails(type_: str, chapter: Chapter, capsys) -> None:
     """The exercise asks for text of up to 20 characters: a model and a column that agree on another type still
