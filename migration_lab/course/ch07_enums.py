@@ -108,7 +108,9 @@ DOWNGRADE_HINTS = (
     "PostgreSQL cannot drop one value from an enum: the downgrade moves the paused rows to another value and "
     "rebuilds the type without 'paused'.",
     "As step 1's downgrade does: UPDATE the rows, RENAME the type, CREATE it again without the value, ALTER the "
-    "column TYPE ... USING state::text::job_state (its default dropped and set again), DROP the old type.",
+    "column TYPE ... USING state::text::job_state (its default dropped and set again), DROP the old type. "
+    'alembic-postgresql-enum\'s sync_enum_values rebuilds the type but moves no row: an op.execute("UPDATE ...") '
+    "before it does.",
     "ch.solution() shows the whole revision, downgrade() included.",
 )
 

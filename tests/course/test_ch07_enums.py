@@ -165,18 +165,37 @@ chapter.edit_file(
 chapter.edit_model('"done"', '"done", "paused"')
 (lab.project.versions_dir / "bb52460cb671_add_paused_job_state.py").write_text(sys.stdin.read())
 chapter.alembic("upgrade head")
-print(json.dumps({c.name: c.passed for c in chapter.report().checks}))
+print(json.dumps({c.name: [c.passed, c.hints[0] if c.hints else ""] for c in chapter.report().checks}))
 """
+# The paused jobs moved before the plugin rebuilds the type: its sync_enum_values moves no row.
+MOVE_PAUSED = """def downgrade() -> None:
+    op.execute("UPDATE job_entries SET state = 'queued' WHERE state = 'paused'")
+    op.sync_enum_values("""
 
 
-def test_alembic_postgresql_enums_revision_with_double_quotes_passes(lab: Lab) -> None:
+def _with_the_plugin(lab: Lab, revision: str) -> dict[str, list]:
+    """{check: [passed, first hint]} of chapter 07 answered with `revision`, in a process of its own."""
     done = subprocess.run(
         [sys.executable, "-c", ISOLATED, str(REPO / "tests"), str(lab.project.root), lab.db.url],
-        input=PLUGIN_REVISION,
+        input=revision,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
-    assert all(report.values()), report
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_alembic_postgresql_enums_revision_with_double_quotes_and_the_rows_moved_passes(lab: Lab) -> None:
+    revision = PLUGIN_REVISION.replace("def downgrade() -> None:\n    op.sync_enum_values(", MOVE_PAUSED)
+    assert revision != PLUGIN_REVISION
+    report = _with_the_plugin(lab, revision)
+    assert all(passed for passed, _ in report.values()), report
+
+
+def test_alembic_postgresql_enums_downgrade_as_generated_fails_on_a_paused_job(lab: Lab) -> None:
+    """The plugin rebuilds the type but moves no row: with a paused job there, its downgrade fails."""
+    report = _with_the_plugin(lab, PLUGIN_REVISION)
+    failed = {name: hint for name, (passed, hint) in report.items() if not passed}
+    assert set(failed) == {UNDONE}, failed
+    assert "paused" in failed[UNDONE] and "with a paused job in it" in failed[UNDONE], failed
