@@ -24,7 +24,7 @@ from ..workspace.baseline import REVISIONS
 from ..workspace.edits import add_column, apply_edit
 from . import checks
 from .checks import Check
-from .round_trip import Replayed, replay, upgrade_fails
+from .round_trip import Replayed, a_profile, replay, upgrade_fails
 
 CAROL = "c3e8a6d2f4b5_add_timezone_to_user_settings.py"
 CAROL_ID = "c3e8a6d2f4b5"
@@ -166,20 +166,22 @@ def _filled(db: LabDatabase) -> str | None:
 
 
 CHOSEN = "Europe/Paris"  # a timezone one of Carol's users chose, on main since her revision
-CHOOSE = sa.text(
-    "WITH someone AS (SELECT id FROM user_settings ORDER BY id LIMIT 1), "
-    "profile AS (INSERT INTO user_profiles (name, email) SELECT 'Timezone Check', 'timezone-check@example.com' "
-    "WHERE NOT EXISTS (SELECT 1 FROM someone) RETURNING id), "
-    "made AS (INSERT INTO user_settings (user_id, timezone) SELECT id, :zone FROM profile RETURNING id) "
-    "UPDATE user_settings SET timezone = :zone WHERE id IN (SELECT id FROM someone)"
-)
 
 
 def _a_user_chooses_a_timezone(db: LabDatabase) -> None:
     """At Carol's revision, one user's timezone set (her column is on main, and production rows hold real
     timezones by now): an upgrade that drops and re-adds the column, or overwrites every row, loses it."""
     with db.engine.begin() as conn:
-        conn.execute(CHOOSE, {"zone": CHOSEN})
+        settings = conn.scalar(sa.text("SELECT min(id) FROM user_settings"))
+        if settings is None:
+            conn.execute(
+                sa.text("INSERT INTO user_settings (user_id, timezone) VALUES (:owner, :zone)"),
+                {"owner": a_profile(conn), "zone": CHOSEN},
+            )
+        else:
+            conn.execute(
+                sa.text("UPDATE user_settings SET timezone = :zone WHERE id = :id"), {"zone": CHOSEN, "id": settings}
+            )
 
 
 def _kept_and_filled(db: LabDatabase) -> str | None:

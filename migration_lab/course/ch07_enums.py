@@ -9,7 +9,7 @@ from ..lab import Lab
 from ..workspace.edits import load_models
 from . import checks
 from .checks import Check
-from .round_trip import WITH_PHONE_NUMBER_HEAD, round_trip, undo_and_redo
+from .round_trip import WITH_PHONE_NUMBER_HEAD, a_profile, round_trip, undo_and_redo
 
 ENUM_VALUES = sa.text(
     "SELECT e.enumlabel FROM pg_enum e JOIN pg_type t ON t.oid = e.enumtypid "
@@ -118,12 +118,8 @@ DOWNGRADE_HINTS = (
 # A job in each state the downgrade must handle: 'paused' (the value it takes away) and two it must leave alone.
 JOBS_ON_THE_COPY = ("paused", "running", "done")
 PUT_JOB = sa.text(
-    "WITH someone AS (SELECT id FROM user_profiles ORDER BY id LIMIT 1), "
-    "made AS (INSERT INTO user_profiles (name, email) SELECT 'Job State Check', 'job-state-check@example.com' "
-    "WHERE NOT EXISTS (SELECT 1 FROM someone) RETURNING id) "
     "INSERT INTO job_entries (user_id, prompt, state) "
-    "SELECT id, 'a job in the copy the check replays on', CAST(:state AS job_state) "
-    "FROM (SELECT id FROM someone UNION ALL SELECT id FROM made) AS owner"
+    "VALUES (:owner, 'a job in the copy the check replays on', CAST(:state AS job_state))"
 )
 
 
@@ -131,8 +127,9 @@ def _put_jobs(db: LabDatabase) -> None:
     """A paused job, a running one and a done one on the copy: over an empty table, a downgrade that only works
     while no job is paused, that deletes the paused jobs, or that sends every job back to the queue runs fine."""
     with db.engine.begin() as conn:
+        owner = a_profile(conn)
         for state in JOBS_ON_THE_COPY:
-            conn.execute(PUT_JOB, {"state": state})
+            conn.execute(PUT_JOB, {"owner": owner, "state": state})
 
 
 @dataclass(frozen=True)

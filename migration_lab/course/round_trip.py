@@ -34,6 +34,17 @@ WITH_PHONE_NUMBER_HEAD = "a1c4e7f20b13"
 NAME = "the history survives `alembic downgrade base` then `upgrade head` (tried on a copy)"
 
 
+def a_profile(conn: sa.Connection) -> int:
+    """The id of a profile on a copy the check writes rows to: the first there is, or one made for the check (a
+    copy of a database emptied by the learner has none)."""
+    found = conn.scalar(sa.text("SELECT min(id) FROM user_profiles"))
+    if found is None:
+        found = conn.scalar(
+            sa.text("INSERT INTO user_profiles (name, email) VALUES ('Check', 'check@example.com') RETURNING id")
+        )
+    return int(found)
+
+
 def _first(error: sa.exc.SQLAlchemyError) -> str:
     """PostgreSQL's message (or SQLAlchemy's), first line: what went wrong, without the statement."""
     said = str(error.orig if isinstance(error, sa.exc.DBAPIError) else error).strip()

@@ -315,19 +315,25 @@ def test_dropping_phone_number_in_the_same_release_fails_the_replay(lab: Lab, ca
     capsys.readouterr()
 
 
-def test_a_trigger_on_update_only_misses_what_each_version_signs_up_fails(lab: Lab, capsys) -> None:
-    """BEFORE UPDATE only: a user signed up by the old version has no phone, and by the new one no phone_number."""
-    update_only = SYNC_PHONE.replace("BEFORE INSERT OR UPDATE", "BEFORE UPDATE")
-    assert update_only != SYNC_PHONE
+def _expand_and_backfill(lab: Lab, sync: str, downgrade: str) -> Chapter:
+    """The exercise answered with an expand revision (phone added, then `sync`; `downgrade`) and a backfill, applied."""
     chapter = exercise_start(lab)
     chapter.alembic('revision -m "expand phone"')
     chapter.rewrite_revision(
-        upgrade="op.add_column('user_profiles', sa.Column('phone', sa.String(), nullable=True))\n" + update_only,
-        downgrade=DROP_SYNC_PHONE + "\nop.drop_column('user_profiles', 'phone')",
+        upgrade="op.add_column('user_profiles', sa.Column('phone', sa.String(), nullable=True))\n" + sync,
+        downgrade=downgrade,
     )
     chapter.alembic('revision -m "backfill phone"')
     chapter.rewrite_revision(upgrade='op.execute("UPDATE user_profiles SET phone = phone_number WHERE phone IS NULL")')
     chapter.alembic("upgrade head")
+    return chapter
+
+
+def test_a_trigger_on_update_only_misses_what_each_version_signs_up_fails(lab: Lab, capsys) -> None:
+    """BEFORE UPDATE only: a user signed up by the old version has no phone, and by the new one no phone_number."""
+    update_only = SYNC_PHONE.replace("BEFORE INSERT OR UPDATE", "BEFORE UPDATE")
+    assert update_only != SYNC_PHONE
+    chapter = _expand_and_backfill(lab, update_only, DROP_SYNC_PHONE + "\nop.drop_column('user_profiles', 'phone')")
     failed = failing(chapter)
     side_by_side = {
         "the old version (phone_number) works next to the new one: 0 failed requests",
@@ -340,15 +346,7 @@ def test_a_trigger_on_update_only_misses_what_each_version_signs_up_fails(lab: L
 def test_a_downgrade_that_leaves_the_trigger_behind_breaks_the_old_version_after_a_rollback(lab: Lab, capsys) -> None:
     """The expand's downgrade drops the column but not the trigger: after a rollback every write of the old code
     fails on the trigger's NEW.phone."""
-    chapter = exercise_start(lab)
-    chapter.alembic('revision -m "expand phone"')
-    chapter.rewrite_revision(
-        upgrade="op.add_column('user_profiles', sa.Column('phone', sa.String(), nullable=True))\n" + SYNC_PHONE,
-        downgrade="op.drop_column('user_profiles', 'phone')",
-    )
-    chapter.alembic('revision -m "backfill phone"')
-    chapter.rewrite_revision(upgrade='op.execute("UPDATE user_profiles SET phone = phone_number WHERE phone IS NULL")')
-    chapter.alembic("upgrade head")
+    chapter = _expand_and_backfill(lab, SYNC_PHONE, "op.drop_column('user_profiles', 'phone')")
     failed = failing(chapter)
     replay_check = "the old version (phone_number) never fails while your revisions are applied"
     assert replay_check in failed, failed
