@@ -87,42 +87,46 @@ class UrlBackend(Backend):
         finally:
             engine.dispose()
 
-    def problem(self) -> str | None:
-        """The server answers, but the URL's database is not there (a workshop learner's, dropped or renamed), or,
-        for a workshop learner, it is another role's (someone took the name while theirs was gone)."""
+    def _reach(self) -> tuple[bool, str | None]:
+        """(the server answers, what is wrong with the URL's database there): one look, one or two connections.
+
+        What is wrong: the server answers, but the URL's database is not there (a workshop learner's, dropped or
+        renamed), or, for a workshop learner, it is another role's (someone took the name while theirs was gone).
+        """
         here = self._answers()
+        database = make_url(self._url).database
         if here is not None:
             if here.taken_by is None:
-                return None
-            database = make_url(self._url).database
-            return (
+                return True, None
+            return True, (
                 f"database {database} belongs to {here.taken_by}, not to you: nothing of yours runs there. Ask your "
                 "instructor (`workshop add NAME` gives you your own again)"
             )
         found = self._answers("postgres")
-        if found is None or not found[0]:
-            return None
-        database = make_url(self._url).database
-        return (
+        if found is None or not found.missing:
+            return False, None
+        return True, (
             f"database {database} does not exist on the server: ask whoever gave you LAB_DATABASE_URL "
             f"(a workshop's instructor: `workshop add NAME` makes a learner's database again)"
         )
 
+    def problem(self) -> str | None:
+        return self._reach()[1]
+
     def is_running(self) -> bool:
         """The server answers: with the URL's database, or, when that one is missing, with its maintenance one."""
-        return self._answers() is not None or self.problem() is not None
+        return self._reach()[0]
 
     def start(self, progress: Progress = quiet) -> None:
-        problem = self.problem()
-        if problem is None and self._answers() is not None:
-            return
+        answers, problem = self._reach()
         if problem is not None:
             raise LabError(
                 f"The server at {make_url(self._url).render_as_string(hide_password=True)} runs, but {problem}.",
                 "Ask whoever gave you LAB_DATABASE_URL; in a workshop, your instructor (`workshop add NAME` "
                 "makes it again).",
             )
-        raise LabError(f"Cannot connect to {self.where()}.", self.start_hint())
+        if not answers:
+            raise LabError(f"Cannot connect to {self.where()}.", self.start_hint())
 
     def stop(self, progress: Progress = quiet) -> None:
         progress("The server at LAB_DATABASE_URL is not the lab's to stop; nothing done.\n")
