@@ -49,6 +49,7 @@ from ..workspace.baseline import CHECKPOINTS_DIR
 from ..workspace.checkpoints import PHONE_NUMBER, SEED_PHONES, SEED_PROFILES, Checkpoint
 from ..workspace.edits import add_column, replace_text
 from .ch11_traffic import Call, IdleReader, Tally, Traffic
+from .round_trip import Shape, built_to, shape
 
 ROWS = 20_000  # jobs at the chapters' start: enough for a lock trace to show what a scan or a rewrite costs
 CLIENT_TIMEOUT = 1.0  # seconds a client waits here (chapter 11's waited 2 s): slower counts as failed
@@ -420,6 +421,8 @@ class Replay:
     downgrade: RunResult | None = None  # then back to START, on the copy
     end: dict[str, Any] = field(default_factory=dict)  # what `inspect` read on the copy at head
     undone: dict[str, Any] = field(default_factory=dict)  # what it read after the downgrade back to the start
+    at_start: dict[str, Any] = field(default_factory=dict)  # what it read on the copy as it came, before any step
+    schema_lost: str = ""  # what of the start's schema the downgrade did not give back, in a few words
     unavailable: str = ""  # why nothing could be replayed
     went_back: bool = False  # the copy was past the start: the release's own downgrade() took it back first
 
@@ -479,10 +482,18 @@ def release(lab: Lab, start: str = START) -> tuple[str, ...]:
     return tuple(reversed(found))
 
 
-def replay(lab: Lab, pressure: Pressure | None, inspect: Callable[[Lab], dict[str, Any]], start: str = START) -> Replay:
+def replay(
+    lab: Lab,
+    pressure: Pressure | None,
+    inspect: Callable[[Lab], dict[str, Any]],
+    start: str = START,
+    schema: bool = False,
+) -> Replay:
     """A release graded on one throw-away copy of the database: back to `start`, each revision upgraded and traced,
     its downgrade back to `start` (read: undone?), then the upgrade to head under the traffic and the pressure
-    (deploy retries), and the end state read.
+    (deploy retries), and the end state read. `inspect` reads the copy as it came too (`at_start`: the learner's
+    database, at head or at `start`). With `schema`, the schema after the downgrade is compared with the one the
+    revisions build up to `start` (`schema_lost`).
 
     The learner's database is never touched; the in-process app (main.py as saved) serves the traffic on the
     copy, on every route.
@@ -490,11 +501,12 @@ def replay(lab: Lab, pressure: Pressure | None, inspect: Callable[[Lab], dict[st
     revisions = release(lab, start)
     if not revisions:
         return Replay(revisions, unavailable="no revision after the chapter's start")
+    built = built_to(lab, start) if schema else None
     try:
         with lab.db.copy() as copy:
             on_copy = Lab(lab.project, UrlBackend(copy.url))
             try:
-                return _replay_on(on_copy, revisions, pressure, inspect, start)
+                return _replay_on(on_copy, revisions, pressure, inspect, start, built)
             finally:
                 on_copy.db.dispose()
     except CopyUnavailable as why:
@@ -507,7 +519,9 @@ def _replay_on(
     pressure: Pressure | None,
     inspect: Callable[[Lab], dict[str, Any]],
     start: str,
+    built: Shape | None,
 ) -> Replay:
+    at_start = inspect(lab)
     heads = lab.db.heads()
     went_back = False
     if heads != (start,):
@@ -519,8 +533,22 @@ def _replay_on(
     if any(t.error is not None or t.unavailable is not None for t in traces):
         return Replay(revisions, traces, went_back=went_back)
     down = lab.runner.run(["downgrade", start])
-    undone = inspect(lab) if down.ok else {}
     if not down.ok:
         return Replay(revisions, traces, downgrade=down)
+    undone = inspect(lab)
+    schema_lost = ""
+    if built is not None:
+        with lab.db.connect() as conn:
+            schema_lost = built.lost_in(shape(conn))
     run = run_busy(lab, lambda: deploy(lab), pressure)
-    return Replay(revisions, traces, run, down, inspect(lab) if run.result.ok else {}, undone, went_back=went_back)
+    return Replay(
+        revisions,
+        traces,
+        run,
+        down,
+        inspect(lab) if run.result.ok else {},
+        undone,
+        at_start,
+        schema_lost,
+        went_back=went_back,
+    )

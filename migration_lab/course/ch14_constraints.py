@@ -144,15 +144,19 @@ SELECT
      AND c.confrelid = to_regclass('user_profiles') AND cardinality(c.conkey) = 1) AS validated,
   (SELECT bool_or(x.indisvalid) FROM pg_index x JOIN pg_attribute a
      ON a.attrelid = x.indrelid AND a.attnum = x.indkey[0]
-   WHERE x.indrelid = to_regclass('job_entries') AND a.attname = 'reviewer_id') AS indexed
+   WHERE x.indrelid = to_regclass('job_entries') AND a.attname = 'reviewer_id') AS indexed,
+  (SELECT md5(string_agg(j.id || ':' || coalesce(j.reviewer_id::text, '-'), ',' ORDER BY j.id))
+   FROM job_entries j) AS reviewers
 """
 
 
 def foreign_key_state(lab: Lab) -> dict[str, Any]:
-    """{"validated": True/False (NOT VALID)/None (no foreign key), "indexed": a valid index leads with it}."""
+    """{"validated": True/False (NOT VALID)/None (no foreign key), "indexed": a valid index leads with it,
+    "reviewers": a digest of every job's reviewer (a downgrade that drops the column and adds it again runs, and
+    loses them)}."""
     with lab.db.connect() as conn:
-        validated, indexed = conn.execute(sa.text(END_STATE)).one()
-    return {"validated": validated, "indexed": bool(indexed)}
+        validated, indexed, reviewers = conn.execute(sa.text(END_STATE)).one()
+    return {"validated": validated, "indexed": bool(indexed), "reviewers": reviewers}
 
 
 def exercise_start(lab: Lab) -> str:
@@ -196,7 +200,7 @@ def _index_builds_blocking_writes(found: Replay) -> list[str]:
 
 def exercise(lab: Lab, answer: object) -> list[Check]:
     """Chapter 14: job_entries.reviewer_id references user_profiles.id, added while the app is busy."""
-    found = replay(lab, WORKER, foreign_key_state)
+    found = replay(lab, WORKER, foreign_key_state, schema=True)
     write = (
         "A foreign key is checked against every existing row, and the check holds a lock that stops every write "
         "to both tables. Split the lock from the check: add it NOT VALID (new rows are checked at once), then "
@@ -273,15 +277,25 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
         )
     )
     down = found.downgrade
-    undone = found.undone.get("validated") is None and not found.undone.get("indexed")
+    left = found.undone.get("validated") is not None or bool(found.undone.get("indexed"))
+    lost = [found.schema_lost] if found.schema_lost else []
+    if found.undone.get("reviewers") != found.at_start.get("reviewers"):
+        lost.insert(0, "every job's reviewer_id")
+    if down is not None and not down.ok:
+        went_wrong = f"fails: {down.error}: a rollback (or the next try of this release) would break"
+    elif left:
+        went_wrong = "leaves the key or its index behind: a rollback (or the next try of this release) would break"
+    else:
+        went_wrong = (
+            f"runs, but does not give back what the start had: {'; '.join(lost)}. A rollback must keep the data "
+            "(drop the constraint and the index, never the column)"
+        )
     results.append(
         Check(
             "its downgrade() runs and undoes it (replayed on the copy)",
-            has_key and down is not None and down.ok and undone,
+            has_key and down is not None and down.ok and not left and not lost,
             (
-                "Replayed on a copy, going back to the chapter's start "
-                + (f"fails: {down.error}" if down is not None and not down.ok else "leaves the key or its index behind")
-                + ": a rollback (or the next try of this release) would break.",
+                f"Replayed on a copy, going back to the chapter's start {went_wrong}.",
                 "downgrade() drops what upgrade() made, in reverse: the index (concurrently, in an "
                 "autocommit_block), then the constraint (op.drop_constraint(..., type_='foreignkey')).",
                 write_safe(found),

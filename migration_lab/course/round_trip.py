@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from ..database.connection import LabDatabase
 from ..database.schema import Snapshot, diff, snapshot
-from ..errors import CopyUnavailable
+from ..errors import CopyUnavailable, LabError
 from ..lab import Lab
 from .checks import Check, Hints, levels
 
@@ -130,6 +130,19 @@ class Shape:
         types = sorted(name for name, _ in self.enums)
         return ", ".join([f"table {t}" for t in tables] + [f"type {t}" for t in types])
 
+    def lost_in(self, now: "Shape") -> str:
+        """What of this shape `now` lacks or has changed, in a few words; "" when nothing: its tables with their
+        columns (a column the downgrade gave back without its NOT NULL, its default, its type; or one it left
+        there), its indexes and constraints, its enum types. What `now` has besides (tables, names and types made
+        outside the revisions) is not judged here."""
+        types = dict(self.enums)
+        kept = Shape(
+            {table: columns for table, columns in now.columns.items() if table in self.columns},
+            self.names & now.names,
+            frozenset(e for e in now.enums if e[0] in types),
+        )
+        return "" if kept == self else self.difference(kept)
+
     def difference(self, other: "Shape") -> str:
         """What `other` has that this one has not, and the reverse, in a few words."""
         changed = diff(self.columns, other.columns)
@@ -153,6 +166,22 @@ class Shape:
             for name in sorted(set(types_were) | set(types_are))
             if types_were.get(name) != types_are.get(name)
         )
+
+
+def built_to(lab: Lab, revision: str) -> Shape | None:
+    """The schema the revision files build from an empty database up to `revision`, on a wiped copy: what a
+    downgrade to it must give back (a NOT NULL the next upgrade sets again hides from a comparison at head). None
+    when it cannot be had: no copy, or a build that fails (the checks that run the revisions say why)."""
+    try:
+        with lab.db.copy() as fresh:
+            with fresh.connect() as conn:
+                fresh.wipe(conn)
+            if not lab.runner.on(fresh).run(["upgrade", revision]).ok:
+                return None
+            with fresh.connect() as conn:
+                return shape(conn)
+    except LabError:  # CopyUnavailable, or a wipe refused
+        return None
 
 
 def shape(conn: sa.Connection) -> Shape:
@@ -194,6 +223,7 @@ def replay(
     must be what it was at head: a downgrade that leaves something behind, or an upgrade that only works once,
     shows there. The learner's database is never touched.
     """
+    built = built_to(lab, down_to)
     try:
         with lab.db.copy() as copy:
             runner = lab.runner.on(copy)
@@ -216,6 +246,15 @@ def replay(
             found = downgraded(copy) if downgraded else None
             if found:
                 return Replayed("downgraded", f"after `alembic downgrade {down_to}`, {found}")
+            if built is not None:
+                with copy.connect() as conn:
+                    lost = built.lost_in(shape(conn))
+                if lost:
+                    return Replayed(
+                        "downgraded",
+                        f"after `alembic downgrade {down_to}` the schema is not what the revisions build up to "
+                        f"{down_to}: {lost}",
+                    )
             if below is not None:
                 try:
                     below(copy)

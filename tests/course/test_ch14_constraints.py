@@ -190,6 +190,23 @@ def test_a_plausible_wrong_answer_fails_the_check_that_catches_it_and_its_hints_
     follow_the_hints(chapter)
 
 
+UNDONE = "its downgrade() runs and undoes it (replayed on the copy)"
+# Wrong, plausibly: the downgrade takes the key and the index away with the column, then adds a bare column back.
+DROPS_THE_COLUMN = """op.drop_column('job_entries', 'reviewer_id')
+op.add_column('job_entries', sa.Column('reviewer_id', sa.Integer(), nullable=True))"""
+
+
+def test_a_downgrade_that_drops_the_column_and_adds_it_again_loses_the_reviewers_and_fails(
+    chapter: Chapter,
+) -> None:
+    """It runs, and leaves no key and no index: what it lost is every job's reviewer, which the schema cannot show."""
+    answer(chapter, (WITH_RETRIES, DROPS_THE_COLUMN), helper=RETRIES)
+    report = chapter.report()
+    assert failing(chapter) == [UNDONE], str(report)
+    assert report.first_failing is not None and "every job's reviewer_id" in report.first_failing.hints[0]
+    follow_the_hints(chapter)
+
+
 def follow_the_hints(chapter: Chapter) -> None:
     """Run the last hint (the code) of the first failing check, as a stuck learner would, until all pass."""
     for _ in range(3):

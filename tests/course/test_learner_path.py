@@ -312,6 +312,47 @@ def test_02_a_downgrade_that_keeps_the_new_constraint_name_fails_on_the_replay(l
     capsys.readouterr()
 
 
+COPY_UP = """op.add_column('user_profiles', sa.Column('email_address', sa.String(255), nullable=True))
+op.execute('UPDATE user_profiles SET email_address = email')
+op.alter_column('user_profiles', 'email_address', nullable=False)
+op.drop_constraint('uq_user_profiles_email', 'user_profiles', type_='unique')
+op.drop_column('user_profiles', 'email')
+op.create_unique_constraint('uq_user_profiles_email_address', 'user_profiles', ['email_address'])"""
+
+
+def _copy_down(nullable: bool) -> str:
+    """The copy-and-drop rename undone: `email` back, filled, (NOT NULL), its constraint, `email_address` gone."""
+    return (
+        "op.add_column('user_profiles', sa.Column('email', sa.String(255), nullable=True))\n"
+        "op.execute('UPDATE user_profiles SET email = email_address')\n"
+        + ("" if nullable else "op.alter_column('user_profiles', 'email', nullable=False)\n")
+        + "op.drop_constraint('uq_user_profiles_email_address', 'user_profiles', type_='unique')\n"
+        "op.drop_column('user_profiles', 'email_address')\n"
+        "op.create_unique_constraint('uq_user_profiles_email', 'user_profiles', ['email'])"
+    )
+
+
+def test_02_a_copy_and_drop_rename_that_keeps_every_value_passes(lab: Lab, capsys) -> None:
+    """Another correct answer: a new column, the values copied, the old one dropped (and the reverse)."""
+    chapter = start(lab, "02")
+    chapter.edit_model(EMAIL_LINE, EMAIL_MAPPED)
+    hand_written(chapter, "rename email", COPY_UP, _copy_down(nullable=False))
+    assert chapter.report().passed, str(chapter.report())
+    capsys.readouterr()
+
+
+def test_02_a_downgrade_that_gives_email_back_without_not_null_fails_on_the_replay(lab: Lab, capsys) -> None:
+    """The downgrade runs and the next upgrade sets NOT NULL on the new column again, so head looks the same after
+    the round trip; the schema at the chapter's start is what it lost."""
+    chapter = start(lab, "02")
+    chapter.edit_model(EMAIL_LINE, EMAIL_MAPPED)
+    hand_written(chapter, "rename email", COPY_UP, _copy_down(nullable=True))
+    hints = failing(chapter)
+    assert list(hints) == [REPLAYED_02], hints
+    assert "column user_profiles.email: VARCHAR(255) NOT NULL" in hints[REPLAYED_02][0], hints[REPLAYED_02][0]
+    capsys.readouterr()
+
+
 # --- 03: the missing downgrade() --------------------------------------------------------------------------------
 
 LANGUAGE_FILE = "d4f0c3b2a1e9_add_language_to_settings.py"
