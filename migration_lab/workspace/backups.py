@@ -139,8 +139,9 @@ class Backups:
         except (OSError, ValueError, LabError):
             return False
 
-    def save(self, pristine: dict[Path, bytes]) -> Backup | None:
-        """Back up files and database if they hold work; None if they hold none.
+    def save(self, pristine: dict[Path, bytes], keep: str | None = None) -> Backup | None:
+        """Back up files and database if they hold work; None if they hold none. The pruning that follows never
+        deletes the backup named `keep` (the one a restore is about to put back).
 
         No work: nothing changed since the last reset, or (a fresh lab) an empty
         database and files equal to `pristine` ({path under ai-service/: content}).
@@ -181,7 +182,7 @@ class Backups:
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
         path = self._new_name()
         staging.rename(path)
-        self._prune()
+        self._prune(keep)
         return Backup(path, len(current), sql is not None)
 
     def _new_name(self) -> Path:
@@ -199,10 +200,10 @@ class Backups:
             return None
         return found if isinstance(found, dict) else None
 
-    def _prune(self) -> None:
-        """Keep the KEEP newest, and always the newest that holds the learner's own work."""
+    def _prune(self, also: str | None = None) -> None:
+        """Keep the KEEP newest, always the newest that holds the learner's own work, and `also` (in use)."""
         names = self.names()
-        keep = set(names[-KEEP:])
+        keep = set(names[-KEEP:]) | {also}
         work = [name for name in names if (self._manifest(name) or {}).get("work")]
         if work:
             keep.add(work[-1])
@@ -244,29 +245,38 @@ class Backups:
                 f"Restore another one (`python -m migration_lab backups` lists them), or look inside {path}.",
             )
 
+        no_database = (
+            "it holds no database (its dump failed when it was taken): its revision files alone would not match "
+            "the revision your database is at"
+        )
+        sql = path / "database.sql"
         if manifest is None:  # made by an older kit: no hashes to compare, only what must be there
             files = sorted(p.relative_to(saved) for p in saved.rglob("*.py"))
             if Path("main.py") not in files:
                 raise broken("it holds no ai-service/main.py")
-            sql = path / "database.sql"
-            if sql.is_file() and DUMP_COMPLETE not in sql.read_text(errors="replace"):
+            if not sql.is_file():
+                raise broken(no_database)
+            if DUMP_COMPLETE not in sql.read_text(errors="replace"):
                 raise broken("its database.sql is cut short")
-            return files
-        files = [Path(rel) for rel in manifest.get("files", {})]
-        if Path("main.py") not in files:
-            raise broken("its manifest lists no main.py")
-        for rel, digest in manifest["files"].items():
-            if not (saved / rel).is_file():
-                raise broken(f"ai-service/{rel} is missing")
-            if _sha256((saved / rel).read_bytes()) != digest:
-                raise broken(f"ai-service/{rel} was changed since the backup was taken")
-        if manifest.get("database") is not None:
-            sql = path / "database.sql"
+        else:
+            digests = {Path(rel): digest for rel, digest in manifest.get("files", {}).items()}
+            files = list(digests)
+            if Path("main.py") not in files:
+                raise broken("its manifest lists no main.py")
+            if manifest.get("database") is None:
+                raise broken(no_database)
             if not sql.is_file():
                 raise broken("database.sql is missing")
             data = sql.read_bytes()
             if _sha256(data) != manifest["database"] or DUMP_COMPLETE.encode() not in data:
                 raise broken("its database.sql was changed or cut short")
+        for rel in files:  # each a file of ai-service/, as the kit wrote it: no way out, no link to elsewhere
+            if rel.is_absolute() or ".." in rel.parts or (saved / rel).is_symlink() or sql.is_symlink():
+                raise broken(f"{rel} is not a file of ai-service/ (an absolute path, '..' or a link)")
+            if not (saved / rel).is_file():
+                raise broken(f"ai-service/{rel} is missing")
+            if manifest is not None and _sha256((saved / rel).read_bytes()) != digests[rel]:
+                raise broken(f"ai-service/{rel} was changed since the backup was taken")
         return files
 
     def restore_database(self, path: Path, wipe: list[str]) -> bool:
@@ -333,7 +343,7 @@ def restore(lab: Lab, name: str | None = None) -> str:
     with lab.runner.exclusive() as conn:
         wipe = lab.db.wipe_statements(conn)
         conn.commit()
-        current = backups.save(pristine_files())
+        current = backups.save(pristine_files(), keep=path.name)
         kept = f" Your work as it was is also in .lab/backups/{current.name}/." if current else ""
         try:
             database = backups.restore_database(path, wipe)

@@ -165,3 +165,67 @@ def test_a_backup_an_older_kit_took_is_still_listed_checked_and_restored(lab: La
     sql.write_text(whole)
     assert "Restored backup" in restore(lab, backup.name)
     assert (lab.project.versions_dir / "f00d00000001_hand_written.py").is_file()
+
+
+def test_restoring_the_oldest_backup_keeps_it_through_the_pruning_its_own_automatic_backup_runs(lab: Lab) -> None:
+    """With KEEP backups, a restore's automatic backup of the work as it is made one too many: the pruning deleted
+    the oldest, the very backup being restored, and the restore then failed with the database untouched."""
+    backups = Backups(lab.project, lab.db.url)
+    main = lab.project.service_dir / "main.py"
+    reset("03", lab)
+    for n in range(KEEP):  # KEEP backups, none holding a revision of the learner's (none is kept for its work)
+        main.write_text(main.read_text() + f"\n# note {n}\n")
+        assert reset("03", lab).backup is not None
+    oldest = backups.names()[0]
+    noted = (backups.folder / oldest / "ai-service" / "main.py").read_bytes()
+    main.write_text(main.read_text() + "\n# work since\n")
+    assert "Restored backup" in restore(lab, oldest)
+    assert main.read_bytes() == noted
+    assert oldest in backups.names() and len(backups.names()) == KEEP + 1  # the KEEP newest, and the one in use
+
+
+@pytest.mark.parametrize("made_by", ["this kit, its dump failed", "an older kit, main.py only"])
+def test_a_backup_without_a_database_is_refused_before_anything_is_touched(lab: Lab, made_by: str) -> None:
+    """Its files alone would delete the revision the database is at (alembic: "Can't locate revision"), while the
+    restore said it had worked."""
+    backup = _backup_of_work(lab)
+    work(lab, "work since")
+    before = state(lab)
+    (backup / "database.sql").unlink()
+    if made_by.startswith("this kit"):
+        manifest = json.loads((backup / "manifest.json").read_text())
+        (backup / "manifest.json").write_text(json.dumps({**manifest, "database": None}))
+    else:
+        (backup / "manifest.json").unlink()
+    with pytest.raises(LabError, match="it holds no database .* Nothing was changed"):
+        restore(lab, backup.name)
+    assert state(lab) == before
+
+
+@pytest.mark.parametrize("listed", ["../../escaped.py", "/tmp/escaped-{pid}.py", "migrations/../../escaped.py"])
+def test_a_manifest_that_lists_a_path_outside_ai_service_is_refused_and_nothing_is_written(
+    lab: Lab, listed: str
+) -> None:
+    backup = _backup_of_work(lab)
+    listed = listed.format(pid=os.getpid())
+    before = state(lab)
+    manifest = json.loads((backup / "manifest.json").read_text())
+    manifest["files"][listed] = hashlib.sha256(b"# planted\n").hexdigest()
+    (backup / "manifest.json").write_text(json.dumps(manifest))
+    target = (lab.project.service_dir / listed).resolve()
+    with pytest.raises(LabError, match="is not a file of ai-service/ .*Nothing was changed"):
+        restore(lab, backup.name)
+    assert state(lab) == before and not target.exists()
+
+
+def test_a_backup_file_that_links_elsewhere_is_refused(lab: Lab, tmp_path: Path) -> None:
+    """An older kit's backup (no hashes) whose revision file is a link: its target is not copied in."""
+    backup = _backup_of_work(lab)
+    (backup / "manifest.json").unlink()
+    secret = tmp_path / "secret.py"
+    secret.write_text("# someone else's file\n")
+    (backup / "ai-service" / "migrations" / "versions" / "f00d00000002_link.py").symlink_to(secret)
+    before = state(lab)
+    with pytest.raises(LabError, match="is not a file of ai-service/"):
+        restore(lab, backup.name)
+    assert state(lab) == before
