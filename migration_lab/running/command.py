@@ -24,7 +24,7 @@ _ALEMBIC = CommandLine(prog="alembic")
 # The commands that change which revision the database is at.
 DATABASE_CHANGING = frozenset({"upgrade", "downgrade", "stamp"})
 # Commands that never open the database (unless asked to mark the current revision).
-FILES_ONLY = frozenset({"heads", "show", "branches", "merge", "list_templates", "edit"})
+FILES_ONLY = frozenset({"heads", "show", "branches", "merge", "list_templates"})
 
 
 @dataclass(frozen=True)
@@ -115,5 +115,12 @@ def parse(args: list[str] | tuple[str, ...] | str) -> Command:
         ) from None
     if not hasattr(options, "cmd"):
         raise CommandLineError("alembic: no command given", "Try `current`, `history` or `upgrade head`.")
+    if options.cmd[0].__name__ == "edit":  # it starts an editor, which waits for a terminal a kernel has not
+        raise CommandLineError(
+            "`alembic edit` opens the revision in a terminal's editor: here nothing could type in it, and the cell "
+            "would wait forever. Nothing was started.",
+            "Open the file from JupyterLab's file browser (ai-service/migrations/versions/), or type `alembic edit "
+            "head` in a terminal (File > New > Terminal).",
+        )
     options.raiseerr = True
     return Command(tuple(args), options.cmd[0].__name__, options)

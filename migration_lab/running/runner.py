@@ -247,11 +247,21 @@ class Runner:
 
     def _execute(self, command: Command, conn: sa.Connection | None, on_log: Callable[[str], None] | None) -> RunResult:
         try:
-            self.script()  # about 1 ms; every command would fail on a broken history, with a bare KeyError
+            scripts = self.script()  # about 1 ms; every command would fail on a broken history, with a bare KeyError
         except BrokenHistory as error:
             return self.refuse(command, "history", error.what, error.next_step)
         except Exception:  # noqa: BLE001 - a file alembic cannot read: the command meets it, and `diagnose` names it
-            pass
+            scripts = None
+        taken = getattr(command.options, "rev_id", None) if command.name in ("revision", "merge") else None
+        existing = {s.revision: s for s in scripts.walk_revisions()} if scripts is not None and taken else {}
+        if taken in existing:
+            return self.refuse(
+                command,
+                "input",
+                f"Revision {taken} exists already ({Path(existing[taken].path).name}): with `--rev-id {taken}` "
+                "alembic would write over that file, or give a second file the same id. Nothing was written.",
+                "Leave out --rev-id (alembic picks a new id), or give an id no revision has.",
+            )
         started = time.perf_counter()
         before = after = None
         if conn is not None:

@@ -402,3 +402,30 @@ def test_a_command_and_a_model_load_leave_the_process_environment_as_it_was(
     assert dict(os.environ) == before
     load_models(lab.project)
     assert dict(os.environ) == before
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        'revision -m "Add job entries" --rev-id {head}',  # the same id and slug: alembic wrote over the file
+        'revision -m "something else" --rev-id {head}',  # another slug: two files with one id
+        'merge heads -m "merge" --rev-id {head}',
+    ],
+)
+def test_a_rev_id_that_a_revision_has_is_refused_and_its_file_is_left_as_it_was(lab: Lab, line: str) -> None:
+    runner = lab.runner
+    assert runner.run("upgrade head").ok
+    before = {p.name: p.read_bytes() for p in lab.project.versions_dir.glob("*.py")}
+    result = runner.run(line.format(head=BASELINE_HEAD))
+    assert not result.ok and result.refused == "input", result
+    assert f"Revision {BASELINE_HEAD} exists already" in result.error and "Leave out --rev-id" in (result.hint or "")
+    assert {p.name: p.read_bytes() for p in lab.project.versions_dir.glob("*.py")} == before
+    fresh = runner.run('revision -m "mine" --rev-id 0123456789ab')  # an id no revision has: as alembic does it
+    assert fresh.ok, fresh.error
+    assert (lab.project.versions_dir / "0123456789ab_mine.py").is_file()
+
+
+def test_alembic_edit_is_refused_instead_of_waiting_for_an_editor_forever(lab: Lab) -> None:
+    result = lab.runner.run("edit head")
+    assert not result.ok and result.refused == "input"
+    assert "in a terminal" in (result.hint or "")
