@@ -247,13 +247,13 @@ class Runner:
 
     def _execute(self, command: Command, conn: sa.Connection | None, on_log: Callable[[str], None] | None) -> RunResult:
         try:
-            scripts = self.script()  # about 1 ms; every command would fail on a broken history, with a bare KeyError
+            loaded = self.script()  # about 1 ms; every command would fail on a broken history, with a bare KeyError
         except BrokenHistory as error:
             return self.refuse(command, "history", error.what, error.next_step)
         except Exception:  # noqa: BLE001 - a file alembic cannot read: the command meets it, and `diagnose` names it
-            scripts = None
+            loaded = None
         taken = getattr(command.options, "rev_id", None) if command.name in ("revision", "merge") else None
-        existing = {s.revision: s for s in scripts.walk_revisions()} if scripts is not None and taken else {}
+        existing = {s.revision: s for s in loaded.walk_revisions()} if loaded is not None and taken else {}
         if taken in existing:
             return self.refuse(
                 command,
