@@ -192,13 +192,23 @@ def model_line(lab: Lab, model: str, attribute: str) -> str | None:
     return found.group(0).strip() if found else None
 
 
-# A whole word of hex digits, as long as a revision id or a prefix alembic accepts for one (`alembic upgrade 8b7e`).
-_HEX_WORD = re.compile(r"(?<![0-9A-Za-z_])[0-9A-Fa-f]{4,12}(?![0-9A-Za-z_])")
+# A whole word of hex digits, as long as a revision id or a prefix alembic accepts for one (`alembic upgrade 8b7e`);
+# a file name's id counts too (8b7e5d2c6a41_add_job_entries.py). Shorter prefixes (`8b`) count given alone.
+_HEX_WORD = re.compile(r"(?<![0-9A-Za-z_])[0-9A-Fa-f]{4,12}(?![0-9A-Za-z])")
+_SHORT_PREFIX = re.compile(r"[\s'\"]*([0-9A-Fa-f]{2,3})[\s'\"]*")
+# A line alembic prints for one revision after its parent(s): history's "<parent> -> <rev> (head), <message>", an
+# upgrade's "Running upgrade <parent> -> <rev>, <message>". It names the revision after the arrow; a downgrade's
+# line names the one before it (the revision undone).
+_STEP = re.compile(
+    r"(?P<down>Running downgrade\s+)?(?P<before>[^>]*?)\s*->\s*(?P<after>[0-9A-Fa-f]+)(?:\s*\([\w ]+\))*\s*,\s*\S"
+)
 
 
 def revisions_named(lab: Lab, answer: object) -> list[str] | None:
     """The revisions an answer names, in its order: ids (or prefixes alembic resolves to one revision) in a
-    string, a list or a tuple of strings, whatever else surrounds them ("(head)", an arrow, a message), in any case.
+    string, a list or a tuple of strings, whatever else surrounds them ("(head)", a file name, a message), in any
+    case. A line alembic prints for a step (`history`'s "parent -> revision (head), message", an upgrade's "Running
+    upgrade parent -> revision, message") names its revision, not the parent.
 
     A whole 12-digit id that no revision here has is named too, as given: it names a revision, a wrong one (a typo,
     another chapter's), and must not vanish from the answer. A shorter word that is no revision's prefix ("added",
@@ -211,14 +221,23 @@ def revisions_named(lab: Lab, answer: object) -> list[str] | None:
     else:
         return None
     known = [s.revision for s in lab.runner.script().walk_revisions()]
-    named = []
-    for part in parts:
-        for word in _HEX_WORD.findall(part):
-            matches = [r for r in known if r.startswith(word.lower())]
-            if len(matches) == 1:
-                named.append(matches[0])
-            elif len(word) == 12:
-                named.append(word.lower())
+    named: list[str] = []
+    words: list[str] = []
+    for line in (line for part in parts for line in part.splitlines()):
+        step = _STEP.search(line)
+        short = _SHORT_PREFIX.fullmatch(line)
+        if step:
+            words += _HEX_WORD.findall(step["before"] if step["down"] else step["after"])
+        elif short:
+            words.append(short[1])
+        else:
+            words += _HEX_WORD.findall(line)
+    for word in words:
+        matches = [r for r in known if r.startswith(word.lower())]
+        if len(matches) == 1:
+            named.append(matches[0])
+        elif len(word) == 12:
+            named.append(word.lower())
     return named
 
 

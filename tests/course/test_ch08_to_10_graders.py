@@ -38,6 +38,10 @@ def fixed_08(lab: Lab, capsys):
         "Line 18 in env.py",
         "./migrations/env.py:18\n",  # from ai-service/, as a terminal there prints it
         "Env.py:18",
+        "env.py (line 18)",
+        "env.py line 18",
+        "ai-service/migrations/env.py:L18",
+        "ai-service/migrations/env.py#L18",
     ],
     ids=[
         "file:line",
@@ -51,6 +55,10 @@ def fixed_08(lab: Lab, capsys):
         "line-in-file",
         "relative",
         "case",
+        "parenthesised",
+        "file-line",
+        "editor-L",
+        "web-anchor",
     ],
 )
 def test_08_accepts_every_form_the_text_invites(fixed_08, answer: str) -> None:
@@ -71,6 +79,8 @@ def test_08_accepts_every_form_the_text_invites(fixed_08, answer: str) -> None:
         "line 18 of main.py",
         "line 1 of env.py",
         "env.py",  # the file, no line
+        "env.py (line 19)",
+        "ai-service/migrations/env.py#L1",
     ],
     ids=[
         "wrong-line",
@@ -82,6 +92,8 @@ def test_08_accepts_every_form_the_text_invites(fixed_08, answer: str) -> None:
         "line-of-main",
         "line-1-of-env",
         "no-line",
+        "parenthesised-wrong-line",
+        "web-anchor-wrong-line",
     ],
 )
 def test_08_rejects_what_does_not_name_that_line(fixed_08, answer: str) -> None:

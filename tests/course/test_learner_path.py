@@ -436,13 +436,33 @@ CURRENT_00 = "your answer is the database's current revision"
 
 
 def test_00_the_revision_is_graded_not_its_spelling(lab: Lab, capsys) -> None:
-    """What `current` prints, pasted whole; the id with blanks around it; a prefix alembic accepts: one revision."""
+    """What `current` prints, pasted whole; the id with blanks around it; a prefix alembic accepts (`alembic show
+    8b` does); its file's name; `history -i`'s line for it (it names its revision, not the parent): one revision."""
     chapter = start(lab, "00")
-    for right in ("8b7e5d2c6a41", "8b7e5d2c6a41 (head)", "  8b7e5d2c6a41\n", "8b7e5d2c", ["8b7e5d2c6a41"]):
+    for right in (
+        "8b7e5d2c6a41",
+        "8b7e5d2c6a41 (head)",
+        "  8b7e5d2c6a41\n",
+        "8b7e5d2c",
+        "8b",
+        ["8b7e5d2c6a41"],
+        "8b7e5d2c6a41_add_job_entries.py",
+        "ai-service/migrations/versions/8b7e5d2c6a41_add_job_entries.py",
+        "3f1c2a9d4b10 -> 8b7e5d2c6a41 (head) (current), add job entries",
+    ):
         assert chapter.report(right).passed, right
-    for wrong in ("3f1c2a9d4b10", "head", "8b7e5d2c6a14", "3f1c2a9d4b10 -> 8b7e5d2c6a41 (head), add job entries", None):
+    for wrong in (
+        "3f1c2a9d4b10",
+        "head",
+        "8b7e5d2c6a14",
+        "3f",
+        "3f1c2a9d4b10_create_user_profiles_and_settings.py",
+        "<base> -> 3f1c2a9d4b10, create user profiles and settings",
+        "3f1c2a9d4b10 -> 8b7e5d2c6a41",
+        None,
+    ):
         assert CURRENT_00 in failing(chapter, wrong), wrong
-    two = failing(chapter, "3f1c2a9d4b10 -> 8b7e5d2c6a41 (head), add job entries")[CURRENT_00]
+    two = failing(chapter, "3f1c2a9d4b10 -> 8b7e5d2c6a41")[CURRENT_00]  # no message: not alembic's line, two ids
     assert "names 2 revisions" in two[0]
     capsys.readouterr()
 
@@ -457,8 +477,13 @@ def test_04_the_answer_in_the_order_upgrade_applies_them(lab: Lab, capsys) -> No
         ("a1c4e7f20b13", "b7d1e5f3c9a2"),
         "a1c4e7f20b13, b7d1e5f3c9a2",
         "a1c4e7f20b13 then b7d1e5f3c9a2",
+        # alembic's own lines for the two steps, as `upgrade head` prints them (the chapter says to compare them)
+        "INFO  [alembic.runtime.migration] Running upgrade 8b7e5d2c6a41 -> a1c4e7f20b13, Add phone number to profile\n"
+        "INFO  [alembic.runtime.migration] Running upgrade a1c4e7f20b13 -> b7d1e5f3c9a2, add language to settings",
     ):
         assert ORDER_04 not in failing(chapter, right), right
+    # `history`'s line for Bob's revision alone names that one, not its parent: one revision of the two
+    assert ORDER_04 in failing(chapter, "a1c4e7f20b13 -> b7d1e5f3c9a2 (head), add language to settings")
     reversed_ = failing(chapter, ["b7d1e5f3c9a2", "a1c4e7f20b13"])[ORDER_04]  # as `history` lists them
     assert "newest first" in reversed_[0] and "oldest first" in reversed_[0]
     for wrong in (["a1c4e7f20b13"], ["8b7e5d2c6a41", "a1c4e7f20b13", "b7d1e5f3c9a2"], ["a1c4e7f20b13"] * 2):
