@@ -5,7 +5,10 @@ a barrier (an advisory lock the race holds) and released at the same moment,
 on a throw-away copy of the lab database one release behind head. Without a
 guard both start the same revision and one fails; with a session advisory
 lock around `alembic.command.upgrade`, one migrates and the other waits and
-finds head.
+finds head. The race also holds alembic_version until both replicas wait for a
+lock at once: the first is held at the start of its migration, so a replica
+that only starts later (a sleep in env.py) meets it there instead of finding
+it done, as on a slow deploy.
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ from ..lab import Lab
 BARRIER_KEY = 13_0001
 REPLICA = Path(__file__).with_name("ch13_replicas.py")  # run by path: the harness around an entrypoint, two processes
 REPLICA_TIMEOUT = 60.0  # seconds a replica may take before the race gives up on it (a guard that never lets go)
+# How long the first replica is held at the start of its migration while the race waits for the second to wait too:
+# longer than any stagger a sleep in env.py would give, well inside REPLICA_TIMEOUT.
+HOLD_SECONDS = 20.0
 CLI = "alembic upgrade head"  # what an init container runs: alembic's own command line, with the service's env.py
 # Where the race starts: the release is every revision above the chapter's start, two of them, so that a guard that
 # lets go after the first revision (a transaction-level lock, with transaction_per_migration) shows.
@@ -196,8 +202,14 @@ def _run_replicas(copy: LabDatabase, service_dir: Path, target: list[str]) -> tu
             return harness.dead or all(r.exists() for r in results)
 
         _wait_at_barrier(barrier, finished, deadline)
-        barrier.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": BARRIER_KEY})
-        barrier.commit()
+        with copy.connect() as hold:
+            held = _hold_version_table(hold)
+            barrier.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": BARRIER_KEY})
+            barrier.commit()
+            if held is not None:  # until both wait, or one is done already (it gave up, or skipped: no turn to take)
+                one_done = lambda: harness.dead or any(r.exists() for r in results)  # noqa: E731
+                _wait_until_both_wait(barrier, held, one_done, min(deadline, time.monotonic() + HOLD_SECONDS))
+            hold.rollback()  # the version table is theirs: whoever is let through first migrates
         while not finished() and time.monotonic() < deadline:
             time.sleep(0.01)
         if harness.dead:
@@ -208,6 +220,35 @@ def _run_replicas(copy: LabDatabase, service_dir: Path, target: list[str]) -> tu
                 harness.kill()  # a replica that never finishes: both go, with the harness
                 _harness = None
         return tuple(_outcome(r, why) for r in results)
+
+
+def _hold_version_table(hold: sa.Connection) -> int | None:
+    """Lock alembic_version against every reader, in an open transaction: the backend's pid, or None without one.
+
+    A replica's upgrade starts by reading it, so this holds the first replica at the start of its migration for as
+    long as the race wants, whatever its timing. A guard (a lock the other replica waits for) shows as a lock wait
+    there; a stagger (a sleep before configure()) only delays the second replica until it reads the table too.
+    """
+    if hold.scalar(sa.text("SELECT to_regclass('alembic_version') IS NOT NULL")):
+        hold.execute(sa.text("LOCK TABLE alembic_version IN ACCESS EXCLUSIVE MODE"))
+        return int(hold.scalar(sa.text("SELECT pg_backend_pid()")) or 0)
+    hold.rollback()
+    return None
+
+
+def _wait_until_both_wait(barrier: sa.Connection, hold: int, done: Callable[[], bool], deadline: float) -> None:
+    """Until both replicas wait for a lock at once (the version table held, or the other's guard), or `done`, or
+    `deadline` (a guard that polls instead of waiting is let through then)."""
+    waiting = sa.text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' "
+        "AND pid NOT IN (pg_backend_pid(), :hold)"
+    )
+    while barrier.scalar(waiting, {"hold": hold}) < 2:
+        barrier.rollback()
+        if done() or time.monotonic() > deadline:
+            return
+        time.sleep(0.01)
+    barrier.rollback()
 
 
 def _wait_at_barrier(barrier: sa.Connection, done: Callable[[], bool], deadline: float) -> None:

@@ -153,6 +153,27 @@ def test_an_env_py_guard_that_lets_go_too_early_skips_or_commits_nothing_fails(
     assert said in " ".join(report[failing].hints), report[failing].hints
 
 
+STAGGERED = """def run_migrations(connection: Connection) -> None:
+    import random
+    import time
+
+    time.sleep(random.uniform(0.5, 4))  # "stagger the replicas so they do not start at once": no lock at all
+    configure(connection=connection)
+    with context.begin_transaction():
+        context.run_migrations()
+"""
+
+
+def test_a_stagger_instead_of_a_lock_fails_every_time(released: Lab) -> None:
+    """A sleep before configure() is no guard: on a deploy slower than the stagger both replicas migrate. The race
+    holds the first at the start of its migration until the second reads too, so the stagger never wins by chance
+    (it passed in 8 of 11 checks when the release took 0.5 s)."""
+    rewrite_env_py(released, STAGGERED)
+    for _ in range(3):
+        raced = deploy.race(released, deploy.CLI)
+        assert raced.failures and not raced.one_migrated_one_waited, str(raced)
+
+
 def test_a_database_already_at_head_is_raced_one_release_behind(released: Lab) -> None:
     released.runner.run("upgrade head")
     raced = deploy.race(released, lock=False)  # the kit's entrypoint, unguarded
