@@ -197,12 +197,21 @@ def _workshop_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _workshop(args: argparse.Namespace) -> int:
+    import sqlalchemy as sa
+
     from ..workshop.room import printable
 
     try:
         return _workshop_command(args)
     except LabError as error:  # it may quote names learners chose (their databases, their tables)
         raise LabError(printable(error.what), printable(error.next_step)) from error
+    except sa.exc.DBAPIError as error:  # the server's own words quote those names too: never raw to the terminal
+        said = str(error.orig if error.orig is not None else error).strip().splitlines()
+        raise LabError(
+            printable(f"The workshop server refused: {said[0] if said else type(error).__name__}"),
+            "Nothing after that step was done; fix what it says, then run the command again (it picks up where it "
+            "stopped).",
+        ) from None
 
 
 def _workshop_command(args: argparse.Namespace) -> int:

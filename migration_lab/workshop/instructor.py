@@ -66,7 +66,7 @@ from ..workspace.templates import owner_of
 from . import dumps, folders, removal, room, setup
 from .removal import LEFT
 from .room import LEARNER_ROLE, LEARNERS_GROUP, LearnerStatus, database_name, printable
-from .server import Server
+from .server import CREATEROLE_MINIMUM, Server, first_line
 
 CONNECTION_LIMIT = 8  # a notebook's command, its lock, a rehearsal's copy and the maintenance db, a second notebook
 MAX_ROOM = 10_000  # learners in one room, --force or not: `add --learners N` lists N names before it adds any
@@ -106,6 +106,22 @@ class Learner:
 def learner_names(count: int, start: int = 1) -> list[str]:
     """learner01, learner02, ... learner100: a name never depends on how many there are, so a room can grow."""
     return [f"learner{n:02d}" for n in range(start, start + count)]
+
+
+def _join_learners(conn: sa.Connection, name: str) -> None:
+    """Make `name` a member of mlab_learners for its grants (CONNECT to the room, EXECUTE of its functions), never
+    able to act as it (SET ROLE): a learner who could would make databases owned by the group, under a future
+    learner's or a template's name, which the kit moves aside only when a learner owns them. PostgreSQL 16 has
+    the SET option; before it a member may always SET ROLE, and the grant is the plain one."""
+    if int(conn.scalar(sa.text("SELECT current_setting('server_version_num')::int")) or 0) < CREATEROLE_MINIMUM:
+        if not conn.scalar(sa.text("SELECT pg_has_role(:r, :g, 'MEMBER')"), {"r": name, "g": LEARNERS_GROUP}):
+            run_quoted(conn, f"GRANT {LEARNERS_GROUP} TO {quote(name)}")
+        return
+    if conn.scalar(
+        sa.text("SELECT NOT pg_has_role(:r, :g, 'USAGE') OR pg_has_role(:r, :g, 'SET')"),
+        {"r": name, "g": LEARNERS_GROUP},
+    ):
+        run_quoted(conn, f"GRANT {LEARNERS_GROUP} TO {quote(name)} WITH INHERIT TRUE, SET FALSE")
 
 
 def check_name(name: str) -> str:
@@ -390,7 +406,7 @@ class Workshop:
                 {"password": password},
             )
             run_quoted(conn, f"COMMENT ON ROLE {quote(name)} IS '{LEARNER_ROLE}'")
-            run_quoted(conn, f"GRANT {LEARNERS_GROUP} TO {quote(name)}")
+            _join_learners(conn, name)
         self._give_database(conn, name, template)
         return Learner(name, self._learner_url(name, password))
 
@@ -400,8 +416,7 @@ class Workshop:
         if url is None or not _login_works(url):
             url = self._new_password(conn, name)
             self._tell(f"{name}: the roster had no working password for them: set a new one.")
-        if not conn.scalar(sa.text("SELECT pg_has_role(:r, :g, 'MEMBER')"), {"r": name, "g": LEARNERS_GROUP}):
-            run_quoted(conn, f"GRANT {LEARNERS_GROUP} TO {quote(name)}")
+        _join_learners(conn, name)  # a learner an older kit added may still act as the group: not any more
         self._drop_leftovers(conn, name)
         owner = owner_of(conn, database_name(name))
         if owner != name:
@@ -434,8 +449,8 @@ class Workshop:
         ).all()
         if leftovers:
             with self.server.as_learner(conn, name):
-                for database in leftovers:
-                    run_quoted(conn, f"DROP DATABASE IF EXISTS {quote(database)} WITH (FORCE)")
+                for database in leftovers:  # a learner may have made one a template of theirs: no longer
+                    setup.drop_database(conn, database)
 
     def known(self, name: str) -> str:
         """`name`, when it is a learner of this workshop; a LabError otherwise."""
@@ -514,13 +529,26 @@ class Workshop:
         again after fixing that; a learner already gone is "removed already".
         """
         check_name(name)
-        lines = removal.learner(self.server, name)
+        lines = self._remove_one(name)
         if not any(LEFT in line for line in lines):
             with self._roster_locked() as roster:
                 roster.pop(name, None)
         for line in lines:
             self._tell(line)
         return lines
+
+    def _remove_one(self, name: str, others: bool = False) -> list[str]:
+        """`removal.learner`, whatever a learner did to their role or sessions: the server's refusal is a LEFT line
+        of theirs, so that the others are still removed. `others` (drop): a LabError too (a role this instructor
+        may not act as), which `remove` of one name raises (a role that is no learner's)."""
+        try:
+            return removal.learner(self.server, name)
+        except sa.exc.DBAPIError as error:
+            return [f"{name}: {LEFT} {first_line(error)}"]
+        except LabError as error:
+            if not others:
+                raise
+            return [f"{name}: {LEFT} {error.what}"]
 
     def drop(self) -> list[str]:
         """Everything the workshop made on the server: learners, their databases, templates, the store, the roles.
@@ -530,9 +558,9 @@ class Workshop:
         """
         with self.server.connect() as conn:
             names = self.server.learner_roles(conn)
-        removed = {name: removal.learner(self.server, name) for name in names}
+        removed = {name: self._remove_one(name, others=True) for name in names}
         for name in [n for n, said in removed.items() if any(LEFT in line for line in said)]:
-            removed[name] = removal.learner(self.server, name)  # another learner's database held them: gone now
+            removed[name] = self._remove_one(name, others=True)  # another learner's database held them: gone now
         lines = [line for said in removed.values() for line in said]
         lines += removal.kit(self.server)
         if not any(LEFT in line for line in lines):

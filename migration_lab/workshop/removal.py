@@ -38,13 +38,24 @@ def learner(server: Server, name: str) -> list[str]:
             return [f"{name}: no such role (removed already)"]
         server.role_mark(conn, name)  # never a role the workshop did not make
         direct = server.superuser(conn)
-        run_quoted(conn, f"ALTER ROLE {quote(name)} NOLOGIN")  # no new session while we drop
+        closed, stopped = 0, None
+        for _ in range(3):  # their sessions first: one may hold their role's row (an ALTER ROLE left uncommitted)
+            closed += _close_sessions(server, conn, name, direct)
+            try:
+                run_quoted(conn, f"ALTER ROLE {quote(name)} NOLOGIN")  # no new session while we drop
+                stopped = None
+                break
+            except sa.exc.DBAPIError as error:
+                conn.rollback()
+                stopped = first_line(error)
+        if stopped is not None:
+            return [
+                f"{name}: closed {closed} session(s)",
+                f"{name}: {LEFT} the role: its logins could not be stopped: {stopped}",
+            ]
+        closed += _close_sessions(server, conn, name, direct)
+        done.append(f"closed {closed} session(s)")
         with nullcontext() if direct else server.as_learner(conn, name):
-            closed = conn.scalar(
-                sa.text("SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity WHERE usename = :r"),
-                {"r": name},
-            )
-            done.append(f"closed {closed} session(s)")
             owned = conn.scalars(
                 sa.text("SELECT datname FROM pg_database WHERE datdba = :o ORDER BY datname"), {"o": oid}
             ).all()
@@ -67,6 +78,17 @@ def learner(server: Server, name: str) -> list[str]:
         except sa.exc.DBAPIError as error:
             left.append(f"the role, kept without login: {first_line(error)}")
     return [f"{name}: {'; '.join(done)}"] + [f"{name}: {LEFT} {what}" for what in left]
+
+
+def _close_sessions(server: Server, conn: sa.Connection, name: str, direct: bool) -> int:
+    """End the role's sessions (waiting up to 5 s for each): how many there were."""
+    with nullcontext() if direct else server.as_learner(conn, name):
+        closed = conn.scalar(
+            sa.text("SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity WHERE usename = :r"),
+            {"r": name},
+        )
+    conn.commit()
+    return int(closed or 0)
 
 
 def holding(conn: sa.Connection, oid: int) -> list[str]:

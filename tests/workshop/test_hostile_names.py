@@ -309,3 +309,22 @@ def test_a_squatter_who_keeps_reconnecting_cannot_keep_the_name(
         for thread in threads:
             thread.join(timeout=10)
     assert owner(server.superuser_url, "lab_amy") == "amy"
+
+
+def test_a_learner_cannot_act_as_the_learners_group_to_take_a_name(
+    server: Server, shop: Workshop, learner: Callable[[str], str]
+) -> None:
+    """Every learner is a member of mlab_learners (for CONNECT to the room and its functions). Able to SET ROLE to
+    it, a learner made databases the group owns under a future learner's name and a template's, which the kit
+    moves aside only when a learner owns them: `add learner31` was refused for good, `init` failed."""
+    attacker = learner("squatter")
+    for statement in (
+        "SET ROLE mlab_learners",
+        "CREATE DATABASE lab_learner31 OWNER mlab_learners",
+        "ALTER DATABASE lab_squatter OWNER TO mlab_learners",
+    ):
+        with pytest.raises(sa.exc.ProgrammingError, match="permission denied|must be able to SET ROLE"):
+            sql(attacker, statement, database="postgres")
+    assert sql(attacker, "SELECT has_database_privilege('mlab_workshop', 'CONNECT')") == [(True,)]  # its grants
+    shop.add("learner31")
+    assert owner(server.superuser_url, "lab_learner31") == "learner31"

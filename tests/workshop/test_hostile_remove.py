@@ -66,6 +66,23 @@ def test_remove_finishes_whatever_the_learner_made(
     assert shop.remove("ada") == ["ada: no such role (removed already)"]  # again: finishes, says so
 
 
+def test_remove_finishes_while_the_learner_holds_their_own_role_in_an_open_transaction(
+    server: Server, shop: Workshop, learner: Callable[[str], str]
+) -> None:
+    """`BEGIN; ALTER ROLE self PASSWORD ...` left open holds the role's row: remove waited for it and died with a
+    traceback (drop stopped at that learner, every later one left). Their sessions are closed first now."""
+    dan = learner("dan")
+    holder = sa.create_engine(at(dan, "postgres"), poolclass=sa.pool.NullPool).connect()
+    holder.exec_driver_sql("ALTER ROLE dan PASSWORD 'mine-now'")  # in a transaction never committed
+    try:
+        said = shop.remove("dan")
+    finally:
+        holder.invalidate()
+    assert not [line for line in said if LEFT in line], said
+    assert said[0].startswith("dan: closed 1 session(s)") and said[0].endswith("dropped the role")
+    assert sql(server.superuser_url, "SELECT count(*) FROM pg_roles WHERE rolname = 'dan'") == [(0,)]
+
+
 def test_remove_refuses_a_role_the_workshop_did_not_make(server: Server, shop: Workshop) -> None:
     sql(server.superuser_url, "CREATE ROLE carl LOGIN")
     try:

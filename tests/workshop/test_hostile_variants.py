@@ -257,6 +257,22 @@ def test_a_reset_undoes_what_a_killed_reset_left(server: Server, shop: Workshop,
     assert rows == [], rows
 
 
+def test_a_leftover_a_learner_made_a_template_is_dropped_and_its_name_never_reaches_the_terminal(
+    server: Server, shop: Workshop, learner: Callable[[str], str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A learner's `mlab_clone_...` named with escape sequences and marked IS_TEMPLATE: a plain DROP DATABASE
+    failed, and the server's error printed the name raw (a forged screen): the reset drops it now."""
+    url = learner("forger")
+    name = "mlab_clone_\x1b]0;pwned\x07\x1b[2J\x1b[32mAll learners reset OK"
+    raw(url, f'CREATE DATABASE "{name}"')
+    raw(url, f'ALTER DATABASE "{name}" IS_TEMPLATE true')
+    args = ["workshop", "--server", server.instructor_url, "--roster", str(shop.roster)]
+    assert main([*args, "reset", "forger", "02", "--yes", "--no-backup"]) == 0
+    assert sql(server.superuser_url, "SELECT count(*) FROM pg_database WHERE datname LIKE 'mlab_clone_%'") == [(0,)]
+    out = capsys.readouterr()
+    assert "\x1b" not in out.out + out.err and "\x07" not in out.out + out.err
+
+
 def test_a_server_url_in_libpqs_query_form_backs_up_from_that_server(
     server: Server, shop: Workshop, tmp_path: Path
 ) -> None:
