@@ -1,6 +1,5 @@
 """Chapter 03's exercise: write the missing downgrade() of a colleague's applied revision, proved by a round trip."""
 
-import shutil
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -9,7 +8,7 @@ from alembic.script import Script
 from ..database.connection import LabDatabase
 from ..lab import Lab
 from ..running.revision_bodies import does_nothing
-from ..workspace.baseline import REVISIONS
+from ..workspace.baseline import bring_revision
 from ..workspace.edits import add_column, apply_edit, model_attributes
 from . import checks
 from .checks import Check
@@ -33,7 +32,12 @@ def has_language(lab: Lab) -> bool:
 def exercise_start(lab: Lab) -> str:
     """Chapter 03's exercise: a colleague's revision, applied, whose downgrade() is `pass`."""
     lab.db.heads()  # the database first: if it is down, no file changes
-    shutil.copy(REVISIONS / LANGUAGE_FILE, lab.project.versions_dir / LANGUAGE_FILE)
+    if not bring_revision(lab.project.versions_dir, LANGUAGE_FILE):  # the cell run again: the learner's fix stays
+        return (
+            f"ai-service/migrations/versions/{LANGUAGE_FILE} is there with your changes (your downgrade()?): it is "
+            "kept, and the exercise goes on from it. To start it over with the colleague's file, ch.reset() (it "
+            "backs up your work first), then this cell."
+        )
     if not has_language(lab):  # the cell run twice adds the line once
         apply_edit(lab.project.service_dir / "main.py", add_column("UserSettings", LANGUAGE_LINE), lab.project.root)
     result = lab.runner.run("upgrade head")

@@ -1,24 +1,30 @@
 """Chapter 04's exercise: which revisions will the next `upgrade head` apply?"""
 
 from ..lab import Lab
+from ..workspace.backups import Backups
+from ..workspace.baseline import pristine_files
 from . import checks
-from .ch03_rollback import has_language
 from .checks import Check
-from .teammates import TEAMMATES, teammate_arrives
+from .teammates import teammate_arrives
 
 PENDING_FROM = "8b7e5d2c6a41"
 
 
 def exercise_start(lab: Lab) -> str:
-    """Chapter 04's exercise: Bob's revision arrives while the database is two revisions below the old head."""
+    """Chapter 04's exercise: Bob's revision arrives while the database is two revisions below the old head.
+
+    Run again after the learner upgraded (the exercise's end), the downgrade drops columns and their rows: their
+    work is backed up first, and named."""
+    saved = ""
+    if lab.db.heads() != (PENDING_FROM,):
+        backup = Backups(lab.project, lab.db.url).save(pristine_files())  # None: nothing changed since the reset
+        saved = f"\n{backup}" if backup else ""
     lab.runner.run(["downgrade", PENDING_FROM])
-    if has_language(lab):  # the cell run twice: Bob's branch is here already
-        revision = TEAMMATES["bob"][0]
-    else:
-        revision, _ = teammate_arrives(lab.project, "bob")
+    came = teammate_arrives(lab.project, "bob")
+    kept = " (a file of that name with your changes was there: it is kept)" if came.kept_yours else ""
     return (
-        f"Back from a week away: `git pull` brought Bob's revision ai-service/migrations/versions/{revision} "
-        f"(UserSettings.language), and your database is where you left it, at {PENDING_FROM}."
+        f"Back from a week away: `git pull` brought Bob's revision ai-service/migrations/versions/{came.revision}"
+        f"{kept} (UserSettings.language), and your database is where you left it, at {PENDING_FROM}.{saved}"
     )
 
 

@@ -13,14 +13,13 @@ NULLs are, not by how your revision is written.
 """
 
 import ast
-import shutil
 from pathlib import Path
 
 import sqlalchemy as sa
 
 from ..database.connection import LabDatabase
 from ..lab import Lab
-from ..workspace.baseline import REVISIONS
+from ..workspace.baseline import REVISIONS, bring_revision
 from ..workspace.edits import add_column, apply_edit
 from . import checks
 from .checks import Check
@@ -81,7 +80,7 @@ def conflicting_branches(lab: Lab) -> str:
         parent = heads[0] if len(heads) == 1 else tuple(sorted(heads))
         (versions / YOURS).write_text(YOUR_REVISION.format(rev=YOURS_ID, parent=parent))
         apply_edit(lab.project.service_dir / "main.py", add_column("UserSettings", YOUR_LINE), lab.project.root)
-    shutil.copy(REVISIONS / CAROL, versions / CAROL)
+    bring_revision(versions, CAROL)  # run again: a copy of hers you changed stays
     parent = your_parent(lab)
     where = (
         f"{START}, where Carol's branch starts too"

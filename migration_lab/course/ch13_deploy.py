@@ -9,11 +9,10 @@ race of two replicas (`ch13_race`), what `alembic check` cannot see
 from __future__ import annotations
 
 import inspect
-import shutil
 
 from ..deploy import DEPLOY_LOCK_KEY, upgrade_head
 from ..lab import Lab
-from ..workspace.baseline import REVISIONS
+from ..workspace.baseline import bring_revision
 from ..workspace.edits import add_column, apply_edit, model_attributes
 from . import checks
 from .ch13_drift import drift
@@ -79,8 +78,7 @@ def exercise_start(lab: Lab) -> str:
     for name, line in (("plan", PLAN_COLUMN), ("plan_changed_at", PLAN_CHANGED_AT)):
         if name not in model_attributes((service / "main.py").read_text(), "UserProfile"):  # run again: once
             apply_edit(service / "main.py", add_column("UserProfile", line), lab.project.root)
-    for release_file in RELEASE_FILES:
-        shutil.copy(REVISIONS / release_file, lab.project.versions_dir / release_file)
+    kept_files = [f for f in RELEASE_FILES if not bring_revision(lab.project.versions_dir, f)]  # yours stay
     entrypoint = service / ENTRYPOINT
     kept = ""
     if entrypoint.is_file() and entrypoint.read_text() != UNGUARDED_ENTRYPOINT:
@@ -91,6 +89,7 @@ def exercise_start(lab: Lab) -> str:
         "The release to deploy: UserProfile.plan and .plan_changed_at in main.py, and their two revisions in "
         f"ai-service/migrations/versions/, {' and '.join(RELEASE_FILES)} (not applied yet). The service's "
         f"entrypoint, ai-service/{ENTRYPOINT}, runs `upgrade head` before the app starts.{kept}"
+        + (f" Your changed {' and '.join(kept_files)} are kept as they are." if kept_files else "")
     )
 
 

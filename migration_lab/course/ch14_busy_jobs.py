@@ -501,7 +501,7 @@ def replay(
     revisions = release(lab, start)
     if not revisions:
         return Replay(revisions, unavailable="no revision after the chapter's start")
-    built = built_to(lab, start) if schema else None
+    built = built_to(lab, (start,)) if schema else None
     try:
         with lab.db.copy() as copy:
             on_copy = Lab(lab.project, UrlBackend(copy.url))

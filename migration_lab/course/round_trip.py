@@ -25,6 +25,7 @@ from ..database.connection import LabDatabase
 from ..database.schema import Snapshot, diff, snapshot
 from ..errors import CopyUnavailable, LabError
 from ..lab import Lab
+from ..running.runner import Runner
 from .checks import Check, Hints, levels
 
 # The revision chapters 02-13 start from (checkpoints.WITH_PHONE_NUMBER): the floor of a replay, below which the
@@ -168,15 +169,17 @@ class Shape:
         )
 
 
-def built_to(lab: Lab, revision: str) -> Shape | None:
-    """The schema the revision files build from an empty database up to `revision`, on a wiped copy: what a
-    downgrade to it must give back (a NOT NULL the next upgrade sets again hides from a comparison at head). None
-    when it cannot be had: no copy, or a build that fails (the checks that run the revisions say why)."""
+def built_to(lab: Lab, heads: tuple[str, ...]) -> Shape | None:
+    """The schema the revision files build from an empty database up to `heads` (each branch's, in turn), on a
+    wiped copy: what a downgrade to them must give back (a NOT NULL the next upgrade sets again hides from a
+    comparison at head). None when it cannot be had: no copy, or a build that fails (the checks that run the
+    revisions say why)."""
     try:
         with lab.db.copy() as fresh:
             with fresh.connect() as conn:
                 fresh.wipe(conn)
-            if not lab.runner.on(fresh).run(["upgrade", revision]).ok:
+            runner = lab.runner.on(fresh)
+            if not all(runner.run(["upgrade", head]).ok for head in heads):
                 return None
             with fresh.connect() as conn:
                 return shape(conn)
@@ -223,7 +226,6 @@ def replay(
     must be what it was at head: a downgrade that leaves something behind, or an upgrade that only works once,
     shows there. The learner's database is never touched.
     """
-    built = built_to(lab, down_to)
     try:
         with lab.db.copy() as copy:
             runner = lab.runner.on(copy)
@@ -246,42 +248,55 @@ def replay(
             found = downgraded(copy) if downgraded else None
             if found:
                 return Replayed("downgraded", f"after `alembic downgrade {down_to}`, {found}")
-            if built is not None:
-                with copy.connect() as conn:
-                    lost = built.lost_in(shape(conn))
-                if lost:
-                    return Replayed(
-                        "downgraded",
-                        f"after `alembic downgrade {down_to}` the schema is not what the revisions build up to "
-                        f"{down_to}: {lost}",
-                    )
-            if below is not None:
-                try:
-                    below(copy)
-                except sa.exc.SQLAlchemyError as why:
-                    return Replayed(
-                        "downgraded",
-                        f"after `alembic downgrade {down_to}` the rows the check writes there could not be written: "
-                        f"{_first(why)}",
-                    )
-            again = runner.run("upgrade head")
-            if not again.ok:
-                return Replayed(
-                    "upgrade again", f"`alembic upgrade head` after `downgrade {down_to}` fails: {again.error}"
-                )
-            found = upgraded_again(copy) if upgraded_again else None
-            if found:
-                return Replayed("upgraded again", f"after `alembic downgrade {down_to}` and `upgrade head`, {found}")
+            floor = copy.heads()  # down_to, and any branch the downgrade leaves applied beside it
             with copy.connect() as conn:
-                after = shape(conn)
-            if after != before:
-                return Replayed(
-                    "compare",
-                    f"after `alembic downgrade {down_to}` and `upgrade head` the schema is not what it was at "
-                    f"head: {before.difference(after)}",
-                )
+                at_floor = shape(conn)
+            later = _up_again(copy, runner, down_to, before, below, upgraded_again)
     except CopyUnavailable as why:
         return Replayed("copy", f"the lab could not copy the database to try it: {why.what}")
+    built = built_to(lab, floor)  # after the copy is gone: two copies at once may be more than a learner may hold
+    lost = built.lost_in(at_floor) if built is not None else ""
+    if lost:
+        return Replayed(
+            "downgraded",
+            f"after `alembic downgrade {down_to}` the schema is not what the revisions build up to "
+            f"{', '.join(floor) or 'base'}: {lost}",
+        )
+    return later
+
+
+def _up_again(
+    copy: LabDatabase,
+    runner: Runner,
+    down_to: str,
+    before: "Shape",
+    below: Callable[[LabDatabase], None] | None,
+    upgraded_again: Inspect | None,
+) -> Replayed | None:
+    """The replay's second half, on the copy at `down_to`: rows written there, `upgrade head` again, compared."""
+    if below is not None:
+        try:
+            below(copy)
+        except sa.exc.SQLAlchemyError as why:
+            return Replayed(
+                "downgraded",
+                f"after `alembic downgrade {down_to}` the rows the check writes there could not be written: "
+                f"{_first(why)}",
+            )
+    again = runner.run("upgrade head")
+    if not again.ok:
+        return Replayed("upgrade again", f"`alembic upgrade head` after `downgrade {down_to}` fails: {again.error}")
+    found = upgraded_again(copy) if upgraded_again else None
+    if found:
+        return Replayed("upgraded again", f"after `alembic downgrade {down_to}` and `upgrade head`, {found}")
+    with copy.connect() as conn:
+        after = shape(conn)
+    if after != before:
+        return Replayed(
+            "compare",
+            f"after `alembic downgrade {down_to}` and `upgrade head` the schema is not what it was at "
+            f"head: {before.difference(after)}",
+        )
     return None
 
 

@@ -1,10 +1,10 @@
 """Teammates whose branches started from the same revision (a1c4e7f20b13) as yours: chapters 04 and 06."""
 
-import shutil
+from dataclasses import dataclass
 
 from ..project import Project
-from ..workspace.baseline import REVISIONS
-from ..workspace.edits import add_column, apply_edit
+from ..workspace.baseline import bring_revision
+from ..workspace.edits import add_column, apply_edit, model_attributes
 
 # (their revision file, the model line they added to UserSettings)
 TEAMMATES = {
@@ -13,11 +13,23 @@ TEAMMATES = {
 }
 
 
-def teammate_arrives(project: Project, name: str) -> tuple[str, str]:
-    """A teammate's branch lands, as `git pull` would bring it: their revision file and model line.
+@dataclass(frozen=True)
+class Arrival:
+    """What a teammate's branch brought: their revision file, the diff of main.py ("" if their line was there
+    already), and whether a file of that name with the learner's changes was kept instead of theirs."""
 
-    Returns (the revision's file name, the diff of main.py).
-    """
+    revision: str
+    diff: str
+    kept_yours: bool
+
+
+def teammate_arrives(project: Project, name: str) -> Arrival:
+    """A teammate's branch lands, as `git pull` would bring it: their revision file and model line. Run again, it
+    adds the line once and never writes over a revision file the learner changed."""
     revision, line = TEAMMATES[name]
-    shutil.copy(REVISIONS / revision, project.versions_dir / revision)
-    return revision, apply_edit(project.service_dir / "main.py", add_column("UserSettings", line), project.root)
+    kept_yours = not bring_revision(project.versions_dir, revision)
+    main = project.service_dir / "main.py"
+    attribute = line.split("=")[0].strip()
+    if attribute in model_attributes(main.read_text(), "UserSettings"):
+        return Arrival(revision, "", kept_yours)
+    return Arrival(revision, apply_edit(main, add_column("UserSettings", line), project.root), kept_yours)

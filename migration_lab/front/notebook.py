@@ -336,9 +336,15 @@ class Chapter:
     @_then_refresh
     def teammate_revision(self, name: str) -> None:
         """A teammate's branch arrives (as `git pull` would bring it): their model change and revision."""
-        revision, diff = teammate_arrives(self.lab.project, name)
-        print(f"{name.capitalize()}'s revision arrived: ai-service/migrations/versions/{revision}")
-        display(Markdown(f"```diff\n{diff}```"))
+        came = teammate_arrives(self.lab.project, name)
+        print(f"{name.capitalize()}'s revision arrived: ai-service/migrations/versions/{came.revision}")
+        if came.kept_yours:
+            print(
+                f"A file of that name with your changes was there: it is kept, not replaced by {name.capitalize()}'s. "
+                "ch.reset() starts the chapter over (it backs up your work first)."
+            )
+        if came.diff:
+            display(Markdown(f"```diff\n{came.diff}```"))
 
     # --- the learner's files -----------------------------------------------------------
 

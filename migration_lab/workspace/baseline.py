@@ -19,3 +19,14 @@ def pristine_files() -> dict[Path, bytes]:
     }
     files.update({Path("migrations/versions") / p.name: p.read_bytes() for p in BASELINE.glob("versions/*.py")})
     return files
+
+
+def bring_revision(versions_dir: Path, name: str) -> bool:
+    """Put the kit's revision file `name` in `versions_dir`, as `git pull` brings a teammate's: True when it is
+    there as shipped now; False when a file of that name is there with other text, which is left alone (the
+    learner changed it: a set-up cell run again, after a kernel restart, never writes over their work)."""
+    target, shipped = versions_dir / name, (REVISIONS / name).read_bytes()
+    if target.is_symlink() or target.exists():
+        return target.is_file() and not target.is_symlink() and target.read_bytes() == shipped
+    target.write_bytes(shipped)
+    return True

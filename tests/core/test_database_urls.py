@@ -38,6 +38,7 @@ def spellings(url: str) -> dict[str, str]:
         "password in query": f"postgresql:///{u.database}?host={socket}&user={u.username}&password={password}",
         "spaces around": f"  {plain}\n",
         "scheme in capitals": plain.replace("postgresql://", "PostgreSQL://", 1),
+        "libpq options": f"{plain}&sslmode=disable&application_name=migration-lab&connect_timeout=5",
     }
 
 
@@ -49,6 +50,13 @@ HOSTILE = {
     "asyncpg": (f"postgresql+asyncpg://lab:{SECRET}@db.example/lab", "Write it without +asyncpg"),
     "unescaped @": (f"postgresql://lab:{SECRET}@x@db.example/lab", "write it as %40"),
     "two hosts": (f"postgresql://lab:{SECRET}@h1:5432,h2:5432/lab", "is not a database URL"),
+    # options hosts print for their own tools, which libpq (and so psycopg2) refuses: "invalid dsn" tracebacks
+    "prisma's schema": (f"postgresql://lab:{SECRET}@db.example/lab?schema=public", "?schema=: not a connection"),
+    "pgbouncer flags": (
+        f"postgresql://lab:{SECRET}@db.example/lab?pgbouncer=true&connection_limit=1",
+        "?pgbouncer=, ?connection_limit=",
+    ),
+    "node's ssl": (f"postgres://lab:{SECRET}@db.example/lab?ssl=true", "?sslmode=require (libpq's for ssl=true)"),
 }
 
 
@@ -95,7 +103,7 @@ def test_every_spelling_works_for_alembic_in_a_terminal(spelling: str, project: 
     assert "8b7e5d2c6a41 (head)" in done.stdout
 
 
-@pytest.mark.parametrize("case", ["garbage", "mysql", "asyncpg", "unescaped @"])
+@pytest.mark.parametrize("case", ["garbage", "mysql", "asyncpg", "unescaped @", "prisma's schema", "node's ssl"])
 def test_a_url_that_cannot_work_is_one_line_in_a_terminal(case: str, project: Project) -> None:
     value, says = HOSTILE[case]
     done = subprocess.run(

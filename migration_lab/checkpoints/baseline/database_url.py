@@ -7,10 +7,12 @@ tutorials print (`postgresql://`, `postgres://`, `+psycopg2`, `+psycopg`: the
 same libpq settings either way) is pinned to `postgresql+psycopg2`. Anything
 else gets one line saying what is wrong, never the password.
 
-migrations/env.py and main.py use it; it needs only SQLAlchemy, as the service
-runs alone in its container.
+migrations/env.py and main.py use it; it needs only SQLAlchemy and psycopg2 (the
+driver the service installs; libpq, through it, says which ?options it knows), as
+the service runs alone in its container.
 """
 
+from collections.abc import Mapping
 from urllib.parse import unquote
 
 from sqlalchemy.engine import make_url
@@ -50,4 +52,26 @@ def normalise(url: str, name: str = "DATABASE_URL") -> str:
         parsed = parsed.set(username=query["user"]).difference_update_query(["user"])
     if parsed.username and parsed.password is None and isinstance(query.get("password"), str):
         parsed = parsed.set(password=query["password"]).difference_update_query(["password"])
+    unknown = _not_libpq(parsed.query)
+    if unknown:
+        raise BadDatabaseURL(
+            f"{name} has {', '.join(f'?{key}=' for key in unknown)}: not a connection option of PostgreSQL's client "
+            "library (libpq), so the driver would refuse it. Hosts print some for their own tools (Prisma's schema= "
+            "and pgbouncer=, node's ssl=): leave them out, as in "
+            "postgresql://user:password@host:5432/database?sslmode=require (libpq's for ssl=true)."
+        )
     return parsed.set(drivername=f"postgresql+{DRIVER}").render_as_string(hide_password=False)
+
+
+def _not_libpq(query: Mapping[str, object]) -> list[str]:
+    """The query's keys libpq does not know, as psycopg2 (libpq itself) parses them; nothing connects."""
+    from psycopg2 import ProgrammingError
+    from psycopg2.extensions import parse_dsn
+
+    unknown = []
+    for key in query:
+        try:
+            parse_dsn(f"{key}=x")
+        except ProgrammingError:
+            unknown.append(key)
+    return unknown

@@ -1,0 +1,56 @@
+"""A set-up cell run again (a kernel restart, Run All twice) never writes over the learner's work (issue 17): the
+kit's revision files it brings stay the learner's once changed, a model line is added once, and a set-up that
+must take the database down backs the work up first and names the backup."""
+
+import sqlalchemy as sa
+
+from helpers import start
+from migration_lab import Lab
+from migration_lab.course.ch03_rollback import LANGUAGE_FILE
+from migration_lab.course.ch04_where_am_i import PENDING_FROM
+from migration_lab.course.teammates import TEAMMATES
+from migration_lab.workspace.backups import Backups
+
+FIX = (
+    "    op.drop_index('ix_user_settings_language', table_name='user_settings')\n"
+    "    op.drop_column('user_settings', 'language')"
+)
+
+
+def test_03_the_exercise_start_again_keeps_the_learners_fix_of_the_applied_revision(lab: Lab, capsys) -> None:
+    chapter = start(lab, "03")
+    path = lab.project.versions_dir / LANGUAGE_FILE
+    fixed = path.read_text().replace('    """Downgrade schema."""\n    pass', '    """Downgrade schema."""\n' + FIX)
+    assert fixed != path.read_text()
+    path.write_text(fixed)
+    chapter.start_exercise()
+    assert path.read_text() == fixed
+    assert "is there with your changes" in capsys.readouterr().out
+
+
+def test_06_a_teammate_arriving_again_adds_the_line_once_and_keeps_a_changed_revision(lab: Lab, capsys) -> None:
+    chapter = start(lab, "06")
+    revision, line = TEAMMATES["bob"]
+    chapter.teammate_revision("bob")
+    path = lab.project.versions_dir / revision
+    changed = path.read_text() + "\n# my note on Bob's revision\n"
+    path.write_text(changed)
+    capsys.readouterr()
+    chapter.teammate_revision("bob")
+    assert path.read_text() == changed
+    assert (lab.project.service_dir / "main.py").read_text().count(line) == 1
+    assert "it is kept, not replaced" in capsys.readouterr().out
+
+
+def test_04_the_exercise_start_after_the_upgrade_backs_up_what_its_downgrade_drops(lab: Lab, capsys) -> None:
+    chapter = start(lab, "04")
+    assert chapter.lab.runner.run("upgrade head").ok
+    with lab.db.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE user_settings SET language = 'fr'"))  # the learner's rows in Bob's column
+    capsys.readouterr()
+    chapter.start_exercise()
+    said = capsys.readouterr().out
+    assert lab.db.heads() == (PENDING_FROM,)
+    names = Backups(lab.project, lab.db.url).names()
+    assert names and f".lab/backups/{names[-1]}/" in said, said
+    assert "language" in (Backups(lab.project, lab.db.url).folder / names[-1] / "database.sql").read_text()
