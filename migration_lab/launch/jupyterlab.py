@@ -260,6 +260,10 @@ def run(
     """Start the lab database and JupyterLab, wait until JupyterLab stops, then stop the database."""
     from ..lab import Lab
 
+    given, extra = _passed_on(extra or [])
+    if given is not None and port is not None and given != port:
+        raise LabError(f"Two ports: --port {port} and {given} passed on to JupyterLab.", "Give one, with --port.")
+    port = given if given is not None else port
     if port is not None and not 1 <= port <= 65535:  # Jupyter would take it modulo 65536 and print it as given
         raise LabError(f"--port {port} is not a TCP port.", "Give one from 1 to 65535, e.g. --port 8899.")
     if port is not None:
@@ -292,6 +296,38 @@ def run(
         else:
             _say(f"Your notebooks: {WORKBOOK}/ (yours, as you left them)", out)
         return _serve(project, lab, port, open_browser, extra or [], out)
+
+
+PORT_OPTIONS = ("--port", "--ServerApp.port", "--NotebookApp.port")
+ADDRESS_OPTIONS = ("--ip", "--ServerApp.ip", "--NotebookApp.ip")
+LOCALHOST = ("127.0.0.1", "localhost", "::1")
+
+
+def _passed_on(extra: list[str]) -> tuple[int | None, list[str]]:
+    """The options passed on to JupyterLab (`make lab ARGS="... -- ..."`), with its port and address taken out: a
+    port there is the --port the kit checks and prints (JupyterLab printed the one given and listened on
+    another); an address other than this machine's is refused (its terminals run as you: localhost only)."""
+    port, rest = None, []
+    words = iter(extra)
+    for word in words:
+        key, has_value, value = word.partition("=")
+        if key not in PORT_OPTIONS + ADDRESS_OPTIONS:
+            rest.append(word)
+            continue
+        if not has_value:  # `--ServerApp.port 9999`
+            value = next(words, "")
+        if key in PORT_OPTIONS:
+            if not value.strip().isdigit():
+                raise LabError(f"{key} {value!r} is not a TCP port.", "Give one from 1 to 65535, e.g. --port 8899.")
+            port = int(value)
+        elif value not in LOCALHOST:
+            raise LabError(
+                f"{key}={value}: the lab's JupyterLab listens on this machine only (127.0.0.1): its terminals run "
+                "as you, and anyone who reached it could run anything.",
+                "From another machine, use an SSH tunnel: `ssh -L 8899:127.0.0.1:8899 you@this-machine`, and "
+                '`make lab ARGS="--no-browser --port 8899"` here.',
+            )
+    return port, rest
 
 
 def _refuse_unusable(port: int) -> None:

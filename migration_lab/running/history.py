@@ -86,11 +86,7 @@ def broken_history(scripts: ScriptDirectory, root: Path, error: BaseException | 
         return None
     missing = error.args[0] if error is not None and error.args else None
     orphan = next((o for o in found if o.parent == missing), found[0])
-    try:
-        shown = str(orphan.path.resolve().relative_to(root.resolve()))
-    except ValueError:
-        shown = str(orphan.path)
-    return BrokenHistory(*message(shown, orphan.parent))
+    return BrokenHistory(*message(_shown(orphan.path, root), orphan.parent))
 
 
 def checked(scripts: ScriptDirectory, root: Path) -> ScriptDirectory:
@@ -100,11 +96,62 @@ def checked(scripts: ScriptDirectory, root: Path) -> ScriptDirectory:
     # which is not thread-safe: a block ending in this thread undid another thread's (FastAPI's, building
     # main.py's app for a busy app's client) and printed its warning into the learner's cell.
     warnings.filterwarnings("ignore", NOT_PRESENT, UserWarning)
+    warnings.filterwarnings("ignore", PRESENT_TWICE, UserWarning)  # said below, naming both files
     try:
         scripts.revision_map.heads  # noqa: B018 - builds the map
     except KeyError as error:
         broken = broken_history(scripts, root, error)
-        if broken is None:
-            raise
-        raise broken from None
+        if broken is not None:
+            raise broken from None
+        raise unreadable(error, root) from None
+    except Exception as error:  # noqa: BLE001 - a cycle, a file Python or alembic cannot read: alembic's, whatever
+        raise unreadable(error, root) from None
+    twice = _same_id(scripts, root)
+    if twice is not None:
+        raise twice
     return scripts
+
+
+PRESENT_TWICE = r"Revision \S+ is present more than once"  # alembic's warning: it keeps one file and ignores the other
+
+
+def unreadable(error: BaseException, root: Path) -> BrokenHistory:
+    """Any other failure to read the revision files (a cycle, a syntax error, an import that fails, a file without
+    `revision`, a depends_on on no revision), said in one line with the file when the error names one."""
+    said = str(error).strip().splitlines()
+    where = getattr(error, "filename", None)
+    shown = f" ({_shown(Path(where), root)}, line {getattr(error, 'lineno', '?')})" if where else ""
+    return BrokenHistory(
+        f"alembic cannot read the revision files{shown}: {type(error).__name__}: {said[0] if said else ''}",
+        "Fix the revision file it names in ai-service/migrations/versions/ (its down_revision, depends_on or its "
+        "Python), or delete it; `python -m migration_lab restore` brings back the files of the last backup.",
+    )
+
+
+def _same_id(scripts: ScriptDirectory, root: Path) -> BrokenHistory | None:
+    """Two files that are the same revision: alembic keeps one and ignores the other, and a merge cannot help.
+    Looked for only when versions/ holds more files than the map has revisions (a cheap test, most of the time)."""
+    files = [p for folder in scripts._version_locations for p in Path(folder).glob("*.py")]
+    revisions = {id(r) for r in scripts.revision_map._revision_map.values() if r is not None}  # labels: same one
+    if len(files) <= len(revisions):
+        return None
+    by_id: dict[str, list[Path]] = {}
+    for script in loaded(scripts):
+        by_id.setdefault(script.revision, []).append(Path(script.path))
+    twice = next(((rev, paths) for rev, paths in by_id.items() if len(paths) > 1), None)
+    if twice is None:
+        return None
+    rev, paths = twice
+    names = " and ".join(_shown(p, root) for p in sorted(paths))
+    return BrokenHistory(
+        f"{names} are both revision {rev}: alembic reads one of them and ignores the other.",
+        "Delete the copy you do not want, or give it an id of its own (its `revision = ...` line and its file "
+        "name); `alembic merge` cannot join one revision to itself.",
+    )
+
+
+def _shown(path: Path, root: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)

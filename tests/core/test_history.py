@@ -79,6 +79,58 @@ def test_check_my_work_and_the_console_say_the_same_not_autogenerate(lab: Lab, c
     capsys.readouterr()
 
 
+BROKEN = {  # other ways a history cannot be read: (file name, text, what the message says)
+    "a syntax error": ("f2f2f2f2f2f2_syntax.py", "{revision}\ndef broken(:\n", "SyntaxError"),
+    "an import that fails": ("f7f7f7f7f7f7_import.py", "import no_such_module_xyz\n{revision}", "ModuleNotFoundError"),
+    "a cycle": ("aaaa00000001_cycle.py", "{cycle}", "Cycle"),
+    "depends_on no revision": ("f9f9f9f9f9f9_depends.py", "{depends}", "deadbeef0002"),
+    "two files, one id": ("f3f3f3f3f3f3_copy.py", "{twice}", "are both revision 8b7e5d2c6a41"),
+}
+
+
+def _broken_file(lab: Lab, case: str) -> str:
+    name, text, _ = BROKEN[case]
+    revision = "revision = 'f0f0f0f0f0f0'\ndown_revision = '8b7e5d2c6a41'\n"
+    path = lab.project.versions_dir / name
+    path.write_text(
+        text.format(
+            revision=revision,
+            cycle="revision = 'aaaa00000001'\ndown_revision = 'bbbb00000002'\n",
+            depends=revision + "depends_on = 'deadbeef0002'\n",
+            twice=(lab.project.versions_dir / "8b7e5d2c6a41_add_job_entries.py").read_text(),
+        )
+    )
+    if case == "a cycle":
+        (lab.project.versions_dir / "bbbb00000002_cycle.py").write_text(
+            "revision = 'bbbb00000002'\ndown_revision = 'aaaa00000001'\n"
+        )
+    return name
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_any_history_alembic_cannot_read_is_one_message_everywhere_not_a_traceback(lab: Lab, case: str, capsys) -> None:
+    """Not only a missing parent: a cycle, a file Python cannot import, a depends_on on nothing, two files with one
+    id raised CycleDetected, SyntaxError, KeyError from the check, the console and the graph (and "merge heads"
+    was the hint for the duplicate, which then failed)."""
+    ch = chapter("02", lab)
+    console = ch.console()
+    at = lab.db.heads()
+    _broken_file(lab, case)
+    says = BROKEN[case][2]
+    result = lab.runner.run("heads")
+    assert not result.ok and result.refused == "history" and says in str(result), str(result)
+    report = ch.report()
+    assert [c.name for c in report.checks] == ["the revision files form one history"], str(report)
+    assert says in report.checks[0].hint and "merge heads" not in report.checks[0].hint
+    console.buttons["heads"].click()
+    assert says in "".join(o.get("text", "") for o in console.output.outputs)
+    console.refresh()
+    assert says in "".join(o.get("text", "") for o in console.graph.outputs)
+    out = capsys.readouterr()
+    assert "Traceback" not in out.out + out.err
+    assert lab.db.heads() == at  # nothing ran
+
+
 def test_what_a_reset_deletes_is_recorded_and_forgotten_when_it_comes_back(lab: Lab, capsys) -> None:
     ch = Chapter(spec("02"), lab)
     ch.reset()

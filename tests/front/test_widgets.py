@@ -212,9 +212,10 @@ def test_a_broken_revision_file_does_not_hide_what_the_cell_did(lab: Lab, capsys
     chapter.reset()
     console = chapter.console()
     (lab.project.versions_dir / "ffff00000001_broken.py").write_text("revision = 'ffff00000001'\ndown_revision = (\n")
-    chapter.alembic("current")  # the cell's own answer comes out; the console says it could not redraw
-    assert "FAILED" in capsys.readouterr().out
-    assert "could not refresh its views" in shown(console)
+    chapter.alembic("current")  # the cell's own answer comes out; the console's graph says what is wrong
+    assert "alembic cannot read the revision files" in capsys.readouterr().out
+    graph = "".join(o.get("text", "") for o in console.graph.outputs)
+    assert "ffff00000001_broken.py" in graph and "SyntaxError" in graph, graph
 
 
 def test_next_hint_button_gives_the_next_level_below_the_earlier_ones(lab: Lab, capsys) -> None:

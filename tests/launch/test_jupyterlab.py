@@ -20,7 +20,8 @@ import pytest
 from traitlets.config import Config
 
 from helpers import REPO, copy_project, write_revision
-from migration_lab import Project
+from migration_lab import LabError, Project
+from migration_lab.launch import jupyterlab
 from migration_lab.launch.jupyterlab import WORKBOOK, clean_notebook, config_file, jupyter_command, prepare_workbook
 
 BIN = Path(sys.executable).parent
@@ -453,6 +454,29 @@ def test_a_port_that_is_not_one_is_refused_before_anything_starts(
     """Jupyter took 99999 modulo 65536 (it listened on 34463) and printed a URL on 99999."""
     said = _refused(lab_project, tmp_path, port, stopped_afterwards)
     assert said.startswith(f"--port {port} is not a TCP port.\nWhat to do: Give one from 1 to 65535"), said
+
+
+@pytest.mark.parametrize(
+    ("passed_on", "said"),
+    [
+        (["--ServerApp.port=99999"], "is not a TCP port"),  # printed :99999, listened on another
+        (["--port", "0"], "is not a TCP port"),
+        (["--ServerApp.port=abc"], "is not a TCP port"),
+        (["--ServerApp.ip=0.0.0.0"], "listens on this machine only"),
+        (["--ip", "192.168.1.5"], "listens on this machine only"),
+    ],
+)
+def test_a_port_or_an_address_passed_on_to_jupyterlab_is_checked_like_port(
+    passed_on: list[str], said: str, lab_project: Project
+) -> None:
+    with pytest.raises(LabError, match=said):
+        jupyterlab.run(lab_project, port=None, open_browser=False, extra=passed_on)
+    assert not (lab_project.state_dir / "pgdata").exists()  # nothing was started
+
+
+def test_a_port_passed_on_is_the_port_the_lab_uses_and_prints() -> None:
+    passed_on = ["--ServerApp.port=8899", "--ServerApp.ip=127.0.0.1", "--debug"]
+    assert jupyterlab._passed_on(passed_on) == (8899, ["--debug"])
 
 
 def test_a_port_another_program_listens_on_is_refused_before_anything_starts(
