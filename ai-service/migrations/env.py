@@ -123,9 +123,19 @@ def run_migrations_online() -> None:
     )
     if isinstance(connectable, Connection):
         run_migrations(connectable)
-    else:
-        with connectable.connect() as connection:
-            run_migrations(connection)
+        return
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        connection = connectable.connect()
+    except OperationalError as error:  # one line, as the lab's kit says it: not 40 frames of SQLAlchemy
+        said = str(error.orig).strip().splitlines()
+        raise SystemExit(
+            f"Cannot connect to the database: {said[0] if said else error}. Is it running? Locally: "
+            "`python -m migration_lab up` (or `make lab`); with Docker: `docker-compose up -d`."
+        ) from None
+    with connection:
+        run_migrations(connection)
 
 
 def run_migrations(connection: Connection) -> None:

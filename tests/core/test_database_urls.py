@@ -7,6 +7,7 @@ ai-service/database_url.py pinned them to psycopg2.
 """
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -112,6 +113,24 @@ def test_a_url_that_cannot_work_is_one_line_in_a_terminal(case: str, project: Pr
     assert done.returncode == 1
     assert done.stderr.strip().startswith("DATABASE_URL ") and says in done.stderr, done.stderr
     assert "Traceback" not in done.stderr and SECRET not in done.stderr
+
+
+def test_a_database_that_does_not_answer_is_one_line_in_a_terminal(project: Project, tmp_path: Path) -> None:
+    """The lab stopped, a wrong port, a socket folder with no server: 40 frames of OperationalError before."""
+    with socket.socket() as probe:  # a port nothing listens on, found free here and closed again
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for url in (
+        f"postgresql://lab:{SECRET}@127.0.0.1:{port}/lab",
+        f"postgresql://lab:{SECRET}@/lab?host={tmp_path}",
+    ):
+        done = subprocess.run(
+            [ALEMBIC, "current"], cwd=project.service_dir, env=service_env(url), capture_output=True, text=True
+        )
+        assert done.returncode == 1
+        said = done.stderr.strip()
+        assert said.startswith("Cannot connect to the database: ") and "migration_lab up" in said, said
+        assert "Traceback" not in said and SECRET not in said and len(said.splitlines()) == 1
 
 
 def test_the_ai_api_takes_every_spelling(project: Project, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
