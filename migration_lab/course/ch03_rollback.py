@@ -83,14 +83,14 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
         "In a terminal in ai-service/: `alembic downgrade -1`, then `alembic upgrade head`.",
         'ch.alembic("downgrade -1", confirm=True); ch.alembic("upgrade head")',
     )
-    trapped = at == parent and column  # the empty downgrade() ran: alembic_version moved, the column stayed
+    trapped = at == parent and column  # a downgrade() that left the column ran: alembic_version moved, it stayed
     if trapped:
         at_head_hints = (
-            f"alembic_version says {parent}, but user_settings still has language: the empty downgrade() ran, "
-            "so `upgrade head` now fails on a column that already exists. Alembic trusts alembic_version, "
-            "never the tables.",
-            "The tables do match head: record that without running anything (`alembic stamp head`), then do the "
-            "round trip again with your new downgrade().",
+            f"alembic_version says {parent}, but user_settings still has language: a downgrade() that leaves it "
+            "ran (the `pass` one, or one that drops only the index), so `upgrade head` now fails on a column that "
+            "already exists. Alembic trusts alembic_version, never the tables.",
+            "The tables match head: record that without running anything (`alembic stamp head`). Check that "
+            "downgrade() now drops the index and then the column, and do the round trip again.",
             'ch.alembic("stamp head", confirm=True); ch.alembic("downgrade -1", confirm=True); '
             'ch.alembic("upgrade head")',
         )

@@ -58,6 +58,7 @@ def _failed_line(lab: Lab) -> tuple[int, tuple[str, ...]]:
 
 def exercise(lab: Lab, answer: object) -> list[Check]:
     current = lab.runner.run("current")
+    at = lab.db.heads()
     number, texts = _failed_line(lab)
     given = answer.strip() if isinstance(answer, str) else ""
     read = "Read the traceback from the bottom up: the error's last line says what failed (an ImportError)"
@@ -96,7 +97,10 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
             lab,
             (
                 "The tables exist (create_all made them) but alembic_version is empty: alembic thinks the database "
-                "is at base, and an upgrade would create the tables again.",
+                "is at base, and an upgrade would create the tables again."
+                if not at
+                else f"alembic_version holds {', '.join(at)}, not head: an upgrade from there failed or stopped "
+                "(create_all made tables it then meets again?). Alembic trusts alembic_version, never the tables.",
                 "When the tables really match the models, record the revision without running it: `stamp`.",
                 'ch.alembic("stamp head")',
             ),
