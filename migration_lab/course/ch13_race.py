@@ -201,14 +201,15 @@ def _run_replicas(copy: LabDatabase, service_dir: Path, target: list[str]) -> tu
         def finished() -> bool:
             return harness.dead or all(r.exists() for r in results)
 
-        _wait_at_barrier(barrier, finished, deadline)
+        _wait_until_two(barrier, BARRIER_WAITS, {"key": BARRIER_KEY}, finished, deadline)
         with copy.connect() as hold:
             held = _hold_version_table(hold)
             barrier.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": BARRIER_KEY})
             barrier.commit()
             if held is not None:  # until both wait, or one is done already (it gave up, or skipped: no turn to take)
                 one_done = lambda: harness.dead or any(r.exists() for r in results)  # noqa: E731
-                _wait_until_both_wait(barrier, held, one_done, min(deadline, time.monotonic() + HOLD_SECONDS))
+                until = min(deadline, time.monotonic() + HOLD_SECONDS)
+                _wait_until_two(barrier, LOCK_WAITS, {"hold": held}, one_done, until)
             hold.rollback()  # the version table is theirs: whoever is let through first migrates
         while not finished() and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -236,28 +237,24 @@ def _hold_version_table(hold: sa.Connection) -> int | None:
     return None
 
 
-def _wait_until_both_wait(barrier: sa.Connection, hold: int, done: Callable[[], bool], deadline: float) -> None:
-    """Until both replicas wait for a lock at once (the version table held, or the other's guard), or `done`, or
-    `deadline` (a guard that polls instead of waiting is let through then)."""
-    waiting = sa.text(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' "
-        "AND pid NOT IN (pg_backend_pid(), :hold)"
-    )
-    while barrier.scalar(waiting, {"hold": hold}) < 2:
-        barrier.rollback()
-        if done() or time.monotonic() > deadline:
-            return
-        time.sleep(0.01)
-    barrier.rollback()
+# Backends of this database waiting for a lock, but the race's own (`:hold`, the one holding alembic_version).
+LOCK_WAITS = (
+    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' "
+    "AND pid NOT IN (pg_backend_pid(), :hold)"
+)
+# The replicas waiting at the barrier.
+BARRIER_WAITS = (
+    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND objid = :key "
+    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
 
 
-def _wait_at_barrier(barrier: sa.Connection, done: Callable[[], bool], deadline: float) -> None:
-    """Until both replicas wait for the barrier, or they have finished (a crash) or the harness died."""
-    waiting = sa.text(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND objid = :key "
-        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-    )
-    while barrier.scalar(waiting, {"key": BARRIER_KEY}) < 2:
+def _wait_until_two(
+    barrier: sa.Connection, waiting: str, values: dict[str, int], done: Callable[[], bool], deadline: float
+) -> None:
+    """Until `waiting` counts two (both replicas wait: at the barrier, or for a lock at once), or `done`, or
+    `deadline` (a crash, a dead harness; a guard that polls instead of waiting is let through then)."""
+    while barrier.scalar(sa.text(waiting), values) < 2:
         barrier.rollback()
         if done() or time.monotonic() > deadline:
             return
