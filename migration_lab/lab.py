@@ -108,6 +108,7 @@ class Lab:
         if problem is not None:
             lines.append(f"database: {problem}")
         elif running:
+            self.db.sweep_copies()  # throw-away copies a killed kernel left behind
             heads = self.db.heads()
             lines.append(
                 f"revision: {', '.join(heads) if heads else '(none: empty database, run alembic upgrade head)'}"

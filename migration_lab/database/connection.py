@@ -17,7 +17,7 @@ Every part of the kit that touches the database goes through one
   `autocommit_block`, `CREATE INDEX CONCURRENTLY`) cannot reach the original.
   Its owner holds an advisory lock named after it for the copy's life; a copy
   whose lock nobody holds was left by a killed process, and `sweep_copies()`
-  drops it.
+  drops it: at `up`, `status`, every new copy and every command under `lock()`.
 """
 
 from __future__ import annotations
@@ -119,8 +119,12 @@ class LabDatabase:
         A session-level advisory lock: it survives the transactions alembic
         commits, and goes with the session if the process dies. The guard file
         is held shared first: a nuke of the server is never under way meanwhile.
+        Every command under it first sweeps the copies a killed process left.
         """
         with self._guarded(fcntl.LOCK_SH, wait), self._advisory_lock(wait) as conn:
+            if conn.scalar(_ANY_COPY, {"prefix": _COPY_PATTERN}):  # pg_database is shared: seen from any database
+                self.sweep_copies()
+            conn.commit()
             yield conn
 
     @contextmanager
@@ -346,14 +350,14 @@ class LabDatabase:
         return busy
 
 
+_COPY_PATTERN = COPY_PREFIX.replace("_", r"\_") + "%"
+_COPIES = "FROM pg_database WHERE datname LIKE :prefix AND pg_has_role(datdba, 'USAGE')"
+_ANY_COPY = sa.text(f"SELECT EXISTS (SELECT 1 {_COPIES})")
+
+
 def _sweep(conn: sa.Connection) -> list[str]:
     """On the maintenance database: drop each copy (of a database this role may use) whose owner's lock is free."""
-    names = conn.scalars(
-        sa.text(
-            "SELECT datname FROM pg_database WHERE datname LIKE :prefix AND pg_has_role(datdba, 'USAGE') ORDER BY 1"
-        ),
-        {"prefix": COPY_PREFIX.replace("_", r"\_") + "%"},
-    ).all()
+    names = conn.scalars(sa.text(f"SELECT datname {_COPIES} ORDER BY 1"), {"prefix": _COPY_PATTERN}).all()
     swept = []
     for name in names:
         if not conn.scalar(sa.text(f"SELECT pg_try_advisory_lock({COPY_LOCK_CLASS}, {_COPY_KEY})"), {"name": name}):

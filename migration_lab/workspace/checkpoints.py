@@ -148,7 +148,6 @@ def reset(lab: Lab, checkpoint: Checkpoint) -> ResetReport:
     started = time.perf_counter()
     backups = Backups(lab.project, lab.db.url)
     with lab.runner.exclusive() as conn:
-        lab.db.sweep_copies()  # throw-away copies a killed kernel left behind
         backup = backups.save(pristine_files())
         kept = f" (your copy is in .lab/backups/{backup.name}/)" if backup else ""
         restore_files(lab.project, checkpoint, f"a reset of the lab{kept}")

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -105,7 +105,18 @@ def _holder(lab: Lab) -> tuple[subprocess.Popen[str], str]:
     return process, name
 
 
-def test_a_copy_left_by_a_killed_kernel_is_swept_by_the_next_reset_and_a_live_one_is_not(lab: Lab) -> None:
+NEXT_COMMANDS: dict[str, Callable[[Lab], object]] = {
+    "a reset": lambda lab: reset("03", lab),
+    "alembic current": lambda lab: lab.runner.run("current"),
+    "alembic upgrade head": lambda lab: lab.runner.run("upgrade head"),
+    "status": lambda lab: lab.status(),
+}
+
+
+@pytest.mark.parametrize("command", NEXT_COMMANDS)
+def test_a_copy_left_by_a_killed_kernel_is_swept_by_the_next_command_and_a_live_one_is_not(
+    lab: Lab, command: str
+) -> None:
     """Item 7: a kernel killed in the middle of a rehearsal left its mlab_copy_* database behind for good."""
     reset("03", lab)
     live, alive = _holder(lab)  # first: a copy() sweeps too, and would take the killed one's before we look
@@ -114,7 +125,7 @@ def test_a_copy_left_by_a_killed_kernel_is_swept_by_the_next_reset_and_a_live_on
     killed.wait()
     try:
         assert {left, alive} <= _copies(lab)
-        reset("03", lab)  # the next command
+        NEXT_COMMANDS[command](lab)
         assert left not in _copies(lab)
         assert alive in _copies(lab)  # its owner still uses it
     finally:
