@@ -39,15 +39,39 @@ OLD_UNIQUE = "uq_user_profiles_email"
 SIGN_UP = {"name": "Edsger Dijkstra", "email": "edsger@example.org"}  # the body the ai-api documents (ProfileIn)
 
 
-def _user_profile_names(lab: Lab) -> tuple[set[str], set[str]]:
-    """(names of the unique constraints on user_profiles.email_address, names of every index and constraint)."""
+def _unique_problem(lab: Lab) -> str | None:
+    """What is wrong with the unique constraint on user_profiles.email_address, in words; None when it is right."""
     inspector = sa.inspect(lab.db.engine)
     if not inspector.has_table("user_profiles"):
-        return set(), set()
+        return "user_profiles is not there"
     uniques = inspector.get_unique_constraints("user_profiles")
-    on_new = {u["name"] or "" for u in uniques if u["column_names"] == ["email_address"]}
-    everything = {u["name"] or "" for u in uniques} | {i["name"] or "" for i in inspector.get_indexes("user_profiles")}
-    return on_new, everything
+    indexes = inspector.get_indexes("user_profiles")
+    on_new = sorted(u["name"] or "" for u in uniques if u["column_names"] == ["email_address"])
+    names = {u["name"] or "" for u in uniques} | {i["name"] or "" for i in indexes}
+    stale = sorted(n for n in names if re.search(r"email(?!_address)", n))
+    if on_new == [NEW_UNIQUE] and not stale:
+        return None
+    if stale:
+        return (
+            f"A rename moves the column, not the names built from it: {', '.join(stale)} is still named after the "
+            f"old column, while main.py's naming convention expects {NEW_UNIQUE}."
+        )
+    if on_new:
+        return f"The unique constraint on email_address is named {', '.join(on_new)}; main.py expects {NEW_UNIQUE}."
+    index = [
+        i["name"]
+        for i in indexes
+        if i["unique"] and i["column_names"] == ["email_address"] and not i.get("duplicates_constraint")
+    ]
+    if index:
+        return (
+            f"email_address has a unique index ({', '.join(str(n) for n in index)}) but no unique constraint: "
+            "main.py's unique=True is a constraint, and autogenerate sees an index to drop and a constraint to add."
+        )
+    return (
+        "email_address has no unique constraint any more: two profiles may now share an email. The rename's "
+        "revision dropped it (or a downgrade and upgrade lost it)."
+    )
 
 
 def _emails(db: LabDatabase, column: str) -> list[str] | None:
@@ -173,15 +197,12 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
                 f'{EMAIL_FIX}; ch.alembic("upgrade head")',
             ),
         )
-    on_new, names = _user_profile_names(lab)
-    stale = sorted(n for n in names if re.search(r"email(?!_address)", n))
+    unique = _unique_problem(lab)
     unique_named = Check(
         f"the unique constraint on email_address is named {NEW_UNIQUE} (no stale name)",
-        on_new == {NEW_UNIQUE} and not stale,
+        unique is None,
         (
-            "A rename moves the column, not the names built from it: the unique constraint is still "
-            f"{', '.join(stale) or 'named after the old column'}, while main.py's naming convention now expects "
-            f"{NEW_UNIQUE}. Autogenerate (and `alembic check`) see a constraint to drop and one to add.",
+            f"{unique} Autogenerate (and `alembic check`) see a constraint to drop or to add.",
             "PostgreSQL renames a constraint, with its index, by ALTER TABLE user_profiles RENAME CONSTRAINT old TO "
             "new; alembic has no op for it, so op.execute(...) it in upgrade() after the column's rename, and the "
             "reverse in downgrade(). Then upgrade (or, if it is applied already, a new revision for the rename).",

@@ -312,6 +312,50 @@ def test_02_a_downgrade_that_keeps_the_new_constraint_name_fails_on_the_replay(l
     capsys.readouterr()
 
 
+UNIQUE_02 = "the unique constraint on email_address is named uq_user_profiles_email_address (no stale name)"
+RENAME_UP = "op.alter_column('user_profiles', 'email', new_column_name='email_address')"
+RENAME_DOWN = "op.alter_column('user_profiles', 'email_address', new_column_name='email')"
+
+
+@pytest.mark.parametrize(
+    ("upgrade", "downgrade", "said"),
+    [
+        (  # the constraint dropped with the old name, never made again: emails may repeat
+            RENAME_UP + "\nop.drop_constraint('uq_user_profiles_email', 'user_profiles', type_='unique')",
+            "op.create_unique_constraint('uq_user_profiles_email', 'user_profiles', ['email_address'])\n" + RENAME_DOWN,
+            "email_address has no unique constraint any more",
+        ),
+        (  # a unique index where main.py has a constraint
+            RENAME_UP + "\nop.drop_constraint('uq_user_profiles_email', 'user_profiles', type_='unique')\n"
+            "op.create_index('uq_user_profiles_email_address', 'user_profiles', ['email_address'], unique=True)",
+            "op.drop_index('uq_user_profiles_email_address', 'user_profiles')\n"
+            "op.create_unique_constraint('uq_user_profiles_email', 'user_profiles', ['email_address'])\n" + RENAME_DOWN,
+            "email_address has a unique index (uq_user_profiles_email_address) but no unique constraint",
+        ),
+        (  # renamed, but not to the name main.py's convention gives
+            RENAME_UP + "\nop.execute('ALTER TABLE user_profiles RENAME CONSTRAINT uq_user_profiles_email TO "
+            "user_profiles_email_address_key')",
+            "op.execute('ALTER TABLE user_profiles RENAME CONSTRAINT user_profiles_email_address_key TO "
+            "uq_user_profiles_email')\n" + RENAME_DOWN,
+            "is named user_profiles_email_address_key; main.py expects uq_user_profiles_email_address",
+        ),
+    ],
+    ids=["dropped", "a unique index", "another name"],
+)
+def test_02_the_constraint_hint_says_what_is_wrong_with_it(
+    lab: Lab, capsys, upgrade: str, downgrade: str, said: str
+) -> None:
+    """The hint used to say "still named after the old column" whatever was wrong, even with no constraint left."""
+    chapter = start(lab, "02")
+    chapter.edit_model(EMAIL_LINE, EMAIL_MAPPED)
+    hand_written(chapter, "rename email", upgrade, downgrade)
+    hints = failing(chapter)
+    assert UNIQUE_02 in hints, hints
+    assert said in hints[UNIQUE_02][0], hints[UNIQUE_02]
+    assert "still named after the old column" not in hints[UNIQUE_02][0]
+    capsys.readouterr()
+
+
 COPY_UP = """op.add_column('user_profiles', sa.Column('email_address', sa.String(255), nullable=True))
 op.execute('UPDATE user_profiles SET email_address = email')
 op.alter_column('user_profiles', 'email_address', nullable=False)
