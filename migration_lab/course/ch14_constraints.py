@@ -223,15 +223,24 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
         )
     ]
     validated, held = _validation_locks(found)
+    if held:
+        unsafe = (
+            "Your revision validates the foreign key while its transaction holds a lock that stops writes to "
+            "job_entries and user_profiles: every signup and every new job waits for the whole scan ("
+            + "; ".join(held)
+            + "). At 20,000 rows that is milliseconds; at 100 million, minutes."
+        )
+    else:
+        unsafe = (
+            "Your revision adds the foreign key NOT VALID and never validates it: new rows are checked, the "
+            "existing ones never were, and PostgreSQL cannot rely on the key (pg_constraint.convalidated is false)."
+        )
     results.append(
         Check(
             "the lock trace: the foreign key is validated under no lock that stops writes",
             has_key and validated and not held and end.get("validated") is True,
             (
-                "Your revision validates the foreign key while its transaction holds a lock that stops writes to "
-                "job_entries and user_profiles: every signup and every new job waits for the whole scan ("
-                + ("; ".join(held) or "it was never validated")
-                + "). At 20,000 rows that is milliseconds; at 100 million, minutes.",
+                unsafe,
                 "Add it with op.create_foreign_key(..., postgresql_not_valid=True), and run ALTER TABLE job_entries "
                 "VALIDATE CONSTRAINT ... in a transaction of its own: inside `with "
                 "op.get_context().autocommit_block():`, or in the next revision.",
@@ -317,7 +326,12 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
             "in your database, the foreign key is validated",
             mine["validated"] is True,
             (
-                "Your database holds an older version of the revision (or none): the key is missing or NOT VALID.",
+                (
+                    "The key in your database is NOT VALID: the revision you applied adds it and never validates it."
+                    if mine["validated"] is False and end.get("validated") is False
+                    else "Your database holds an older version of the revision (or none): the key is missing or "
+                    "NOT VALID."
+                ),
                 f'Go back and apply the revision as it is now: ch.alembic("downgrade {START}", confirm=True), then '
                 'ch.alembic("upgrade head").',
             ),

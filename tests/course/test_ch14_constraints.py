@@ -190,6 +190,37 @@ def test_a_plausible_wrong_answer_fails_the_check_that_catches_it_and_its_hints_
     follow_the_hints(chapter)
 
 
+# Wrong, plausibly: the first half of the recipe only, the key added NOT VALID and never validated.
+NEVER_VALIDATED = f"""
+op.execute("SET LOCAL lock_timeout = '200ms'")
+op.create_foreign_key('{FK}', 'job_entries', 'user_profiles', ['reviewer_id'], ['id'], postgresql_not_valid=True)
+with op.get_context().autocommit_block():
+    op.create_index('ix_job_entries_reviewer_id', 'job_entries', ['reviewer_id'], postgresql_concurrently=True)
+"""
+MINE_VALIDATED = "in your database, the foreign key is validated"
+
+
+def test_a_key_never_validated_fails_and_its_hints_say_so(chapter: Chapter) -> None:
+    """The hints used to say the revision "validates the foreign key while its transaction holds a lock" (it
+    validated nothing), and that the database held "an older version of the revision" (it held this one)."""
+    answer(chapter, NEVER_VALIDATED)
+    report = chapter.report()
+    hints = {c.name: c.hints for c in report.checks if not c.passed}
+    assert list(hints) == [TRACE, MINE_VALIDATED], str(report)
+    assert "NOT VALID and never validates it" in hints[TRACE][0], hints[TRACE]
+    assert "holds a lock" not in hints[TRACE][0]
+    assert "adds it and never validates it" in hints[MINE_VALIDATED][0], hints[MINE_VALIDATED]
+    follow_the_hints(chapter)
+
+
+@pytest.mark.parametrize("wrong", [AT_ONCE, SAME_TRANSACTION], ids=["validated-at-once", "same-transaction"])
+def test_a_key_validated_under_a_lock_is_told_which_lock(chapter: Chapter, wrong: str) -> None:
+    answer(chapter, wrong)
+    (trace,) = [c for c in chapter.report().checks if not c.passed]
+    assert "validates the foreign key while its transaction holds a lock" in trace.hints[0], trace.hints
+    assert "ShareRowExclusiveLock" in trace.hints[0] or "AccessExclusiveLock" in trace.hints[0], trace.hints
+
+
 UNDONE = "its downgrade() runs and undoes it (replayed on the copy)"
 # Wrong, plausibly: the downgrade takes the key and the index away with the column, then adds a bare column back.
 DROPS_THE_COLUMN = """op.drop_column('job_entries', 'reviewer_id')
