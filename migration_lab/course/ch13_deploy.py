@@ -154,15 +154,26 @@ def exercise(lab: Lab, answer: object = None) -> list[Check]:
             break
     raced = races[-1]
     failed = raced.failures
+    if failed and all(replica.error is None for replica in failed):  # every upgrade ran, and none stayed
+        went_wrong = (
+            f"Each replica ran the release, and none of it stayed ({failed[0].problem}). A statement before "
+            "configure() (your lock) opens a transaction on the connection; alembic runs the revisions in it, "
+            "takes it for yours and never commits it: the upgrade is rolled back as the connection closes. "
+            f"Commit right after taking the lock. The init container runs `{CLI}`, and with it {ENV_PY}."
+        )
+    else:
+        went_wrong = (
+            "Both replicas read the database one release behind and start the same revisions; one of them ends "
+            f"badly ({failed[0].problem if failed else ''}). Make them take turns: the second must wait until "
+            "the first has finished the whole release, then find nothing to do. The init container runs "
+            f"`{CLI}`, not migrate.py: the one file of yours it runs is {ENV_PY}."
+        )
     return [
         Check(
             f"two replicas of `{CLI}` started at once: neither fails",
             not failed,
             (
-                "Both replicas read the database one release behind and start the same revisions; one of them ends "
-                f"badly ({failed[0].problem if failed else ''}). Make them take turns: the second must wait until "
-                "the first has finished the whole release, then find nothing to do. The init container runs "
-                f"`{CLI}`, not migrate.py: the one file of yours it runs is {ENV_PY}.",
+                went_wrong,
                 "A PostgreSQL advisory lock in env.py's run_migrations(), on the connection alembic migrates on: "
                 "pg_advisory_lock(<key>), a session lock (a transaction lock, pg_advisory_xact_lock, goes with the "
                 "first revision's commit: this project's env.py commits each revision). Mind chapter 11's trap: a "

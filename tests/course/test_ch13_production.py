@@ -151,6 +151,9 @@ def test_an_env_py_guard_that_lets_go_too_early_skips_or_commits_nothing_fails(
     report = {c.name: c for c in deploy.exercise(released)}
     assert not report[failing].passed
     assert said in " ".join(report[failing].hints), report[failing].hints
+    # What went wrong comes first, and only the guard that committed nothing is told to commit.
+    committed_nothing = "Commit right after taking the lock" in report[failing].hints[0]
+    assert committed_nothing == (run_migrations == LOCK_WITHOUT_COMMIT), report[failing].hints[0]
 
 
 STAGGERED = """def run_migrations(connection: Connection) -> None:
