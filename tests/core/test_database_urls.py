@@ -40,6 +40,8 @@ def spellings(url: str) -> dict[str, str]:
         "spaces around": f"  {plain}\n",
         "scheme in capitals": plain.replace("postgresql://", "PostgreSQL://", 1),
         "libpq options": f"{plain}&sslmode=disable&application_name=migration-lab&connect_timeout=5",
+        "pasted with its quotes": f"'{plain}'",
+        "jdbc": f"jdbc:postgresql:///{u.database}?host={socket}&user={u.username}&password={password}",
     }
 
 
@@ -58,6 +60,8 @@ HOSTILE = {
         "?pgbouncer=, ?connection_limit=",
     ),
     "node's ssl": (f"postgres://lab:{SECRET}@db.example/lab?ssl=true", "?sslmode=require (libpq's for ssl=true)"),
+    "quotes that do not match": (f"'postgresql://lab:{SECRET}@db.example/lab\"", "is not a database URL"),
+    "jdbc with java's ssl": (f"jdbc:postgresql://db.example/lab?user=lab&password={SECRET}&ssl=true", "?ssl="),
 }
 
 

@@ -27,9 +27,17 @@ class BadDatabaseURL(ValueError):
 
 
 def normalise(url: str, name: str = "DATABASE_URL") -> str:
-    """`url` on the psycopg2 driver; BadDatabaseURL for what cannot be a PostgreSQL URL."""
+    """`url` on the psycopg2 driver; BadDatabaseURL for what cannot be a PostgreSQL URL.
+
+    Also taken as a host prints them: in quotes, and Java's jdbc:postgresql://host/db?user=...&password=...
+    """
+    url = url.strip()
+    if len(url) > 1 and url[0] == url[-1] and url[0] in "'\"":  # pasted with its quotes
+        url = url[1:-1].strip()
+    if url[:5].lower() == "jdbc:":
+        url = url[5:]
     try:
-        parsed = make_url(url.strip())
+        parsed = make_url(url)
     except (ArgumentError, ValueError):  # the value itself is never shown: it may be a password
         raise BadDatabaseURL(f"{name} is not a database URL. One looks like {EXAMPLE}.") from None
     backend, _, driver = parsed.drivername.lower().partition("+")  # a URL's scheme is case-insensitive
