@@ -26,7 +26,7 @@ from ..errors import CopyUnavailable
 from ..lab import Lab
 from ..running.runner import RunResult
 from ..workspace import checkpoints
-from . import checks
+from . import checks, round_trip
 from .ch11_traffic import CLIENT_TIMEOUT, Seen, Tally, busy_app
 from .checks import Check
 
@@ -462,6 +462,35 @@ def _planned(lab: Lab) -> tuple[Plan | None, str]:
         return None, f"the lab could not copy the database to try it ({why.what})"
 
 
+START = "a1c4e7f20b13"  # the chapter's start: checkpoints.WITH_PHONE_NUMBER's revision
+
+
+def _plan_left(copy: LabDatabase) -> str | None:
+    return "user_profiles still has plan" if _plan(copy) is not None else None
+
+
+def _undone(lab: Lab, planned: Plan | None, upgrade_error: str, write: checks.Hints) -> Check:
+    """The revisions' downgrade, replayed on a copy: back to the chapter's start, plan must be gone (and nothing
+    else), and `upgrade head` must work again. `alembic revision -m` writes `pass` there."""
+    name = "its downgrade() takes plan away again (replayed on a copy)"
+    if planned is None or upgrade_error:
+        return Check(name, False, write)
+    replayed = round_trip.replay(lab, START, downgraded=_plan_left)
+    heads = lab.db.heads()
+    named = f', revision="{heads[0]}"' if len(heads) == 1 and heads[0] != START else ""
+    return Check(
+        name,
+        replayed is None,
+        (
+            f"Replayed on a copy, {replayed.problem if replayed else ''}. Rolling this release back (`alembic "
+            f"downgrade {START}`) must take plan away, and only plan, so that the release can be applied again.",
+            "downgrade() undoes upgrade(), in reverse: op.drop_column('user_profiles', 'plan'). Only downgrade() "
+            "changes: your database stays as it is.",
+            f'ch.rewrite_revision(downgrade="{PLAN_DOWNGRADE}"{named})',
+        ),
+    )
+
+
 def exercise(lab: Lab, answer: object) -> list[Check]:
     """Chapter 11: a required `plan` column added to the busy user_profiles, no request failed, then the code.
 
@@ -556,6 +585,7 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
             planned is not None and planned.right,
             write,
         ),
+        _undone(lab, planned, upgrade_error, write),
         Check("your database has it: the revision is applied", applied is not None, apply_busy),
         Check(
             "the column was added without rewriting the table (a non-volatile default)",

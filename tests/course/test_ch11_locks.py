@@ -111,7 +111,7 @@ ENV_PY_RUN_MIGRATIONS = """def run_migrations(connection: Connection) -> None:
 """
 
 
-def answer(chapter: Chapter, upgrade: str, env_py: str | None = None) -> None:
+def answer(chapter: Chapter, upgrade: str, env_py: str | None = None, downgrade: str = locks.PLAN_DOWNGRADE) -> None:
     """The learner's revision (and, if given, env.py's run_migrations()), then the run under traffic."""
     chapter.start_exercise()
     if env_py is not None:
@@ -122,7 +122,7 @@ def answer(chapter: Chapter, upgrade: str, env_py: str | None = None) -> None:
             text.replace(ENV_PY_RUN_MIGRATIONS, env_py).replace("import Connection,", "import text, Connection,")
         )
     chapter.alembic('revision -m "add plan"')
-    chapter.rewrite_revision(upgrade=upgrade, downgrade=locks.PLAN_DOWNGRADE)
+    chapter.rewrite_revision(upgrade=upgrade, downgrade=downgrade)
 
 
 def graded(chapter: Chapter, tries: int = 3) -> dict[str, list[str]]:
@@ -182,6 +182,25 @@ def test_the_exercise_passes_every_answer_that_keeps_the_app_serving(
     # The run under traffic counts for where it took the database, not for a later position.
     chapter.alembic("downgrade -1", confirm=True)
     assert SERVED in failing_checks(chapter)
+    capsys.readouterr()
+
+
+UNDONE = "its downgrade() takes plan away again (replayed on a copy)"
+
+
+@pytest.mark.parametrize(
+    "downgrade",
+    ["pass", "op.alter_column('user_profiles', 'plan', server_default=None)"],
+    ids=["pass-as-generated", "only-the-default"],
+)
+def test_a_downgrade_that_leaves_plan_fails_and_its_hint_fixes_it(chapter: Chapter, downgrade: str, capsys) -> None:
+    """`alembic revision -m` writes `pass` in downgrade(): with only upgrade= rewritten, every check passed."""
+    answer(chapter, locks.PLAN_UPGRADE, downgrade=downgrade)
+    failed = graded(chapter)
+    assert list(failed) == [UNDONE], failed
+    assert "user_profiles still has plan" in failed[UNDONE][0]
+    exec(failed[UNDONE][-1], {"ch": chapter})  # the last hint's code, as given: downgrade() only, the revision named
+    assert failing_checks(chapter) == {}
     capsys.readouterr()
 
 
