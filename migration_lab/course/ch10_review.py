@@ -1,5 +1,7 @@
 """Chapter 10's exercise: a NOT NULL country on a table with rows, in a revision that reviews clean."""
 
+import re
+
 import sqlalchemy as sa
 
 from ..database.connection import LabDatabase
@@ -28,6 +30,35 @@ def country_column(db: LabDatabase) -> tuple[bool, str, int] | None:
 
 
 TWO_LETTERS = ("VARCHAR(2)", "CHAR(2)")  # String(2) or CHAR(2): a country code, as ISO 3166 writes it
+A_CODE = "^[A-Za-z]{2}$"  # two letters: '' or '??' fits String(2), and is no country
+NOT_A_CODE = sa.text(
+    "SELECT count(*), min(quote_literal(country)) FROM user_profiles WHERE country IS NOT NULL AND country !~ :code"
+)
+COUNTRY_DEFAULT = sa.text(
+    "SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attribute a JOIN pg_attrdef d "
+    "ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
+    "WHERE a.attrelid = to_regclass('user_profiles') AND a.attname = 'country' AND NOT a.attisdropped"
+)
+
+
+def not_a_country(db: LabDatabase) -> str | None:
+    """What in user_profiles.country is no two-letter code: rows, or the default new rows get; None if all are."""
+    with db.connect() as conn:
+        count, example = conn.execute(NOT_A_CODE, {"code": A_CODE}).one()
+        default = conn.scalar(COUNTRY_DEFAULT)
+        if count:
+            return f"{count} profile(s) have {example} as their country"
+        if default is None:
+            return None
+        try:  # the learner's own expression, with their own credentials: read-only, briefly, rolled back
+            conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+            conn.exec_driver_sql("SET LOCAL statement_timeout = '2s'")
+            value = conn.exec_driver_sql(f"SELECT ({default})::text").scalar()
+        except sa.exc.SQLAlchemyError:
+            return None  # what the default is made of is not this check's business: alembic check compares it
+    if value is not None and not re.fullmatch(A_CODE, value):
+        return f"its server default gives new profiles {value!r} as their country"
+    return None
 
 
 def _country_and_profiles(db: LabDatabase) -> tuple[tuple[bool, str, int] | None, int]:
@@ -101,6 +132,7 @@ def _undone(lab: Lab) -> Check:
 
 def exercise(lab: Lab, answer: object) -> list[Check]:
     country = country_column(lab.db)
+    wrong_value = not_a_country(lab.db) if country is not None else None
     failing = _pending_upgrade_fails(lab)
     # Both answers a careful team gives: a value for the rows already there, from a server_default or a backfill.
     if failing == "23502":
@@ -149,6 +181,17 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
                 "code (GB, FR), and a longer column lets 'England' in.",
                 "String(2) in the model and in the revision's sa.Column(...); for a column already applied, fix the "
                 "model, autogenerate (it writes the ALTER COLUMN ... TYPE), review and upgrade.",
+            ),
+        ),
+        checks.Check(
+            "every profile's country is two letters, and so is the default new ones get (never empty)",
+            country is not None and wrong_value is None,
+            (
+                f"{wrong_value or 'user_profiles has no country yet'}: an empty string (or '??') gets past NOT NULL, "
+                "and is no country.",
+                "A country is a code like GB or FR: a server_default='GB', or a backfill UPDATE ... SET country = "
+                "'GB', for the rows already there. Once applied, fix it in a new revision: UPDATE the rows that hold "
+                "no code, and op.alter_column(..., server_default=...) if the default is wrong (the model's too).",
             ),
         ),
         checks.Check(

@@ -278,3 +278,41 @@ def test_10_a_typed_mapping_in_sqlalchemy_2_style_passes(lab: Lab, capsys) -> No
     chapter.alembic("upgrade head")
     assert chapter.report().passed, str(chapter.report())
     capsys.readouterr()
+
+
+COUNTRY_VALUES = "every profile's country is two letters, and so is the default new ones get (never empty)"
+
+
+@pytest.mark.parametrize(
+    ("default", "said"),
+    [('""', "have '' as their country"), ('"??"', "have '??' as their country")],
+    ids=["empty-string", "question-marks"],
+)
+def test_10_a_default_that_is_no_country_fails(default: str, said: str, lab: Lab, capsys) -> None:
+    """An empty string gets past NotNullViolation and fits String(2): every other check passed."""
+    chapter = start(lab, "10")
+    chapter.add_column("UserProfile", f"country = Column(String(2), nullable=False, server_default={default})")
+    chapter.alembic('revision --autogenerate -m "add country"')
+    chapter.alembic("upgrade head")
+    hints = failing(chapter)
+    assert list(hints) == [COUNTRY_VALUES], hints
+    assert said in hints[COUNTRY_VALUES][0], hints[COUNTRY_VALUES]
+    capsys.readouterr()
+
+
+def test_10_rows_filled_but_a_default_that_is_no_country_fails(lab: Lab, capsys) -> None:
+    """The rows there are backfilled with GB, and every new profile gets '' from the default."""
+    chapter = start(lab, "10")
+    chapter.add_column("UserProfile", 'country = Column(String(2), nullable=False, server_default="")')
+    chapter.alembic('revision -m "add country"')
+    chapter.rewrite_revision(
+        upgrade="op.add_column('user_profiles', sa.Column('country', sa.String(2), nullable=True))\n"
+        "op.execute(\"UPDATE user_profiles SET country = 'GB'\")\n"
+        "op.alter_column('user_profiles', 'country', nullable=False, server_default='')",
+        downgrade="op.drop_column('user_profiles', 'country')",
+    )
+    chapter.alembic("upgrade head")
+    hints = failing(chapter)
+    assert list(hints) == [COUNTRY_VALUES], hints
+    assert "its server default gives new profiles '' as their country" in hints[COUNTRY_VALUES][0]
+    capsys.readouterr()
