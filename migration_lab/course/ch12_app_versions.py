@@ -97,7 +97,7 @@ def make_app(app_version: AppVersion, engine: sa.Engine) -> FastAPI:
 
     @app.post("/profiles", status_code=201)
     def sign_up(body: dict[str, str]) -> dict[str, Any]:
-        values = {"email": body["email"], column: body[column]}
+        values = {"email": body["email"], column: body.get(column)}  # a phone may be unknown: NULL
         if named:
             values[named] = body["name"]
         return run(sa.insert(signed_up).values(values).returning(*profiles.c))[0]
@@ -190,6 +190,14 @@ def burst(url: str, keys: Sequence[str | AppVersion]) -> Burst:
                 written[signed_up] = first
             else:
                 result.failures.append(_detail(reply))
+            if phone:  # a user who gives no phone: its version's column NULL, and the other's must stay NULL too
+                result.requests += 1
+                body = {"email": f"traffic-{token}-no-phone@example.org", "name": f"No phone {token}"}
+                reply = client.post("/profiles", json=body)
+                if reply.status_code == 201:
+                    written[reply.json()["id"]] = None
+                else:
+                    result.failures.append(_detail(reply))
             # A name version renames the user it signed up; a phone version changes a phone already there and
             # leaves its sign-up as inserted, so both an INSERT and an UPDATE must reach the other column.
             elsewhere = existing[index % len(existing)] if existing else None

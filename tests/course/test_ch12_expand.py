@@ -352,3 +352,20 @@ def test_a_downgrade_that_leaves_the_trigger_behind_breaks_the_old_version_after
     assert replay_check in failed, failed
     assert "after the downgrades below the expand, the old version fails" in failed[replay_check][0], failed
     capsys.readouterr()
+
+
+def test_making_phone_required_in_the_expand_release_breaks_the_old_versions_sign_ups(lab: Lab, capsys) -> None:
+    """The old code signs up users who give no phone: phone NOT NULL (after the backfill) refuses them, although
+    every phone the old version writes reaches phone. The bursts used to send a phone with every sign-up."""
+    chapter = _expand_and_backfill(lab, SYNC_PHONE, DROP_SYNC_PHONE + "\nop.drop_column('user_profiles', 'phone')")
+    chapter.alembic('revision -m "phone required"')
+    chapter.rewrite_revision(
+        upgrade="op.alter_column('user_profiles', 'phone', existing_type=sa.String(), nullable=False)",
+        downgrade="op.alter_column('user_profiles', 'phone', existing_type=sa.String(), nullable=True)",
+    )
+    chapter.alembic("upgrade head")
+    failed = failing(chapter)
+    replay_check = "the old version (phone_number) never fails while your revisions are applied"
+    assert replay_check in failed, failed
+    assert chapter.generated in failed[replay_check][0] and 'column "phone"' in failed[replay_check][0], failed
+    capsys.readouterr()
