@@ -173,7 +173,7 @@ def burst(url: str, keys: Sequence[str | AppVersion]) -> Burst:
     """
     versions = [version(k) for k in keys]
     results = [VersionResult(v) for v in versions]
-    written: dict[int, str] = {}  # profile id -> the value some version wrote there in this burst
+    written: dict[int, str | None] = {}  # profile id -> the value some version wrote there in this burst
     with _clients(url, versions) as clients:
         existing = _profile_ids(clients)
         for index, (app_version, client, result) in enumerate(zip(versions, clients, results, strict=True)):
