@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from ..database.connection import LabDatabase
 from ..errors import CopyUnavailable
 from ..lab import Lab
+from ..running.runner import Runner
 from ..workspace import checkpoints
 from ..workspace.checkpoints import SEED_EMAILS, SEED_PHONES, SEED_PROFILES, WITH_PHONE_NUMBER
 from . import checks
@@ -44,9 +45,9 @@ def exercise_start(lab: Lab) -> str:
     )
 
 
-def _people(conn: sa.Connection) -> tuple[int, dict[str, int], bool, bool]:
-    """(emails with capitals, {person: profiles}, Ada's original profile (with her settings) is there, the other
-    seed people are there)."""
+def _rows(conn: sa.Connection) -> tuple[int, dict[str, int], set[str]]:
+    """(emails with capitals, {person: profiles}, the seed people whose original profile, with its settings, is
+    there)."""
     mixed = conn.scalar(sa.text("SELECT count(*) FROM user_profiles WHERE email <> lower(email)")) or 0
     people: dict[str, int] = dict(
         conn.execute(
@@ -56,16 +57,17 @@ def _people(conn: sa.Connection) -> tuple[int, dict[str, int], bool, bool]:
             {"people": list(PEOPLE)},
         ).all()
     )
-    ada = conn.scalar(
+    originals = conn.scalars(
         sa.text(
-            "SELECT count(*) FROM user_profiles p JOIN user_settings s ON s.user_id = p.id "
-            "WHERE lower(p.email) = 'ada@example.org'"
-        )
+            "SELECT DISTINCT lower(p.email) FROM user_profiles p JOIN user_settings s ON s.user_id = p.id "
+            "WHERE lower(p.email) IN :seeds"
+        ).bindparams(sa.bindparam("seeds", expanding=True)),
+        {"seeds": list(SEED_EMAILS)},
     )
-    return mixed, people, bool(ada), all(people.get(p) for p in SEED_EMAILS[1:])
+    return mixed, people, set(originals)
 
 
-def _verdict(mixed: int, people: dict[str, int], ada: bool) -> str | None:
+def _verdict(mixed: int, people: dict[str, int], originals: set[str]) -> str | None:
     """What is wrong with the rows after the migration, or None."""
     if mixed:
         return f"{mixed} email(s) still have capitals"
@@ -73,61 +75,90 @@ def _verdict(mixed: int, people: dict[str, int], ada: bool) -> str | None:
     twice = [p for p in PEOPLE if people.get(p, 0) > 1]
     if missing or twice:
         return f"{', '.join(missing)} missing" if missing else f"{', '.join(twice)} there twice"
-    return None if ada else "Ada's original profile (with her settings and jobs) went, and her later sign-up stayed"
+    gone = [p for p in SEED_EMAILS if p not in originals]
+    return (
+        f"the original profile of {', '.join(gone)} (with the settings and jobs) went, and the later sign-up stayed"
+        if gone
+        else None
+    )
 
 
 SIGNED_UP_EARLIER = "UPDATE user_profiles SET created_at = created_at - interval '1 day'"
+# The same shape the other way round: the OLDER profile is the one typed with capitals (Grace's, from before the
+# app lowercased anything), her later sign-up lowercase. A migration that deletes the capitalised duplicate, or
+# the rows of the exercise by their emails, deletes her original profile here.
+OLDER_CAPITALISED = (
+    "UPDATE user_profiles SET email = 'Grace@Example.org' WHERE email = 'grace@example.org'",
+    "INSERT INTO user_profiles (name, email) VALUES ('Edsger Dijkstra', 'Edsger.Dijkstra@Example.ORG'), "
+    "('Grace Hopper', 'grace@example.org')",
+)
+EXERCISE_ROWS = "Run on a copy holding the exercise's rows"
+OTHER_ROWS = (
+    "Run on a copy where the OLDER duplicate has the capitals (Grace@Example.org, then her later sign-up "
+    "grace@example.org)"
+)
 
 
-def _starting_rows(copy: LabDatabase) -> None:
-    """The exercise's rows, as start_exercise() made them: the seed people (ids 1-3) and the two sign-ups, later
-    (in one transaction now() is one time, and a migration that keeps the older profile by created_at would find
-    every profile as old as every other)."""
+def _starting_rows(copy: LabDatabase, sign_ups: tuple[str, ...]) -> None:
+    """The seed people (ids 1-3) and then, later, `sign_ups` (in one transaction now() is one time, and a migration
+    that keeps the older profile by created_at would find every profile as old as every other)."""
     with copy.engine.begin() as conn:
         conn.execute(sa.text("TRUNCATE user_profiles, user_settings, job_entries RESTART IDENTITY CASCADE"))
-        for sql in (SEED_PROFILES, SEED_PHONES, SIGNED_UP_EARLIER, SIGN_UPS):
+        for sql in (SEED_PROFILES, SEED_PHONES, SIGNED_UP_EARLIER, *sign_ups):
             conn.execute(sa.text(sql))
 
 
 def _replay(lab: Lab) -> tuple[str | None, str | None]:
     """The revisions after START, run on a copy holding the exercise's starting rows, then once more from START, as
-    after a failure before alembic recorded them: (what the first run got wrong, what the second one changed)."""
+    after a failure before alembic recorded them, then on the other data set: (what the first run got wrong, what
+    the second one changed), each a sentence."""
     rows = sa.text("SELECT id, xmin::text FROM user_profiles ORDER BY id")
     try:
         with lab.db.copy() as copy:
             runner = lab.runner.on(copy)
-            stamped = runner.run(["stamp", START])
-            if not stamped.ok:
-                return f"it could not be tried: `alembic stamp {START}` fails: {stamped.error}", None
-            try:
-                _starting_rows(copy)
-            except sa.exc.DBAPIError as error:
-                return f"the exercise's rows do not fit your schema any more: {error.orig}", None
-            first = runner.run("upgrade head")
-            if not first.ok:
-                return f"the migration fails: {first.error}", None
-            with copy.connect() as conn:
-                wrong = _verdict(*_people(conn)[:3])
-                before = list(conn.execute(rows))
+            wrong = _run_on(runner, copy, (SIGN_UPS,))
             if wrong:
-                return f"after it, {wrong}", None
+                return f"{EXERCISE_ROWS}, {wrong}", None
+            with copy.connect() as conn:
+                before = list(conn.execute(rows))
             runner.run(["stamp", START])
             again = runner.run("upgrade head")
             if not again.ok:
                 return None, f"the second run fails: {again.error}"
             with copy.connect() as conn:
                 after = list(conn.execute(rows))
+            wrong = _run_on(runner, copy, OLDER_CAPITALISED)
+            if wrong:
+                return f"{OTHER_ROWS}, {wrong}", None
     except CopyUnavailable as why:
-        return f"it could not be tried: {why.what}", None
+        return f"{EXERCISE_ROWS}, it could not be tried: {why.what}", None
     touched = len(set(before) - set(after))
     return None, f"the second run rewrote {touched} row(s) that needed nothing" if touched else None
+
+
+def _run_on(runner: Runner, copy: LabDatabase, sign_ups: tuple[str, ...]) -> str | None:
+    """The seed people and `sign_ups` on the copy at START, then `upgrade head`: what went wrong, or None."""
+    stamped = runner.run(["stamp", START])
+    if not stamped.ok:
+        return f"it could not be tried: `alembic stamp {START}` fails: {stamped.error}"
+    try:
+        _starting_rows(copy, sign_ups)
+    except sa.exc.DBAPIError as error:
+        return f"the exercise's rows do not fit your schema any more: {error.orig}"
+    first = runner.run("upgrade head")
+    if not first.ok:
+        return f"the migration fails: {first.error}"
+    with copy.connect() as conn:
+        wrong = _verdict(*_rows(conn))
+    return f"after it, {wrong}" if wrong else None
 
 
 def exercise(lab: Lab, answer: object) -> list[Check]:
     """Chapter 05: the migration lowercases the exercise's rows keeping Ada's original, and is safe to run again;
     the learner's database is at head with the same result."""
     with lab.db.engine.connect() as conn:
-        mixed, people, ada, seeded = _people(conn)
+        mixed, people, originals = _rows(conn)
+    seeded = all(people.get(p) for p in SEED_EMAILS[1:])  # Grace and Alan: Ada's original may be what went
     duplicates = sum(n - 1 for n in people.values())
     written = bool(list(lab.runner.script().iterate_revisions("heads", START)))
     first, second = _replay(lab)
@@ -173,7 +204,7 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
                 "The capitals are in the rows, not in the schema: this needs a data migration, which autogenerate "
                 "never writes (it compares schemas only)."
                 if not written
-                else f"Run on a copy holding the exercise's rows, {first}.",
+                else f"{first}.",
                 'An empty revision (`alembic revision -m "..."` in a terminal in ai-service/), then SQL in its '
                 "upgrade() with op.execute(...). SQL's lower() lowercases. Mind the UNIQUE constraint on email: "
                 "the older profile stays, the later duplicate goes."
@@ -199,7 +230,7 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
         ),
         Check(
             "every person is there once in your database, Ada with her original profile",
-            seeded and _verdict(0, people, ada) is None,
+            seeded and _verdict(0, people, originals) is None,
             start_over
             if not seeded or first is None
             else (

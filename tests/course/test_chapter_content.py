@@ -265,7 +265,7 @@ def test_05_deleting_the_original_instead_of_the_duplicate_is_told(lab: Lab, cap
     )
     check = chapter.report().first_failing
     assert check is not None and check.name.startswith("your migration, run on the exercise's rows")
-    assert "Ada's original profile (with her settings and jobs) went" in check.hint
+    assert "the original profile of ada@example.org (with the settings and jobs) went" in check.hint
     capsys.readouterr()
 
 

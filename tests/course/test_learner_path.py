@@ -625,6 +625,34 @@ def test_05_deleting_every_capitalised_sign_up_fails(lab: Lab, capsys) -> None:
     capsys.readouterr()
 
 
+@pytest.mark.parametrize(
+    ("upgrade", "said"),
+    [
+        (  # the exercise's later sign-up has the capitals: here the older profile does
+            'op.execute("DELETE FROM user_profiles p WHERE p.email <> lower(p.email) AND EXISTS '
+            '(SELECT 1 FROM user_profiles q WHERE q.email = lower(p.email))")\n'
+            'op.execute("UPDATE user_profiles SET email = lower(email) WHERE email <> lower(email)")',
+            "original profile of grace@example.org",
+        ),
+        (  # the exercise's rows by their email: nothing else is deduplicated
+            "op.execute(\"DELETE FROM user_profiles WHERE email = 'Ada@Example.org'\")\n"
+            'op.execute("UPDATE user_profiles SET email = lower(email) WHERE email <> lower(email)")',
+            "the migration fails",
+        ),
+    ],
+    ids=["delete-the-capitalised-duplicate", "delete-by-the-exercise's-email"],
+)
+def test_05_an_answer_that_fits_only_the_exercise_s_rows_fails(lab: Lab, upgrade: str, said: str, capsys) -> None:
+    """Both passed: the exercise's rows have the capitals on the later sign-up, and Ada is the only duplicate. The
+    copy is tried with the older duplicate capitalised too."""
+    chapter = start(lab, "05")
+    hand_written(chapter, "lowercase emails", upgrade, "pass")
+    hints = failing(chapter)
+    assert MIGRATION_05 in hints, hints
+    assert "OLDER duplicate has the capitals" in hints[MIGRATION_05][0] and said in hints[MIGRATION_05][0], hints
+    capsys.readouterr()
+
+
 def test_05_after_the_chapters_steps_the_reference_answer_passes(lab: Lab, capsys) -> None:
     """The notebook's own order: the steps (50,000 generated users, Ada gone), then the exercise, then the
     solution's revision typed by the learner."""
