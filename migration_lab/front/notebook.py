@@ -122,6 +122,32 @@ class Chapter:
             if not isinstance(cause, RevisionError):
                 raise
             return Report((self._not_at_this_chapter(cause),))  # a revision the chapter starts from is missing
+        except sa.exc.DBAPIError as error:  # the database, as the checks found it, refused what they ask of it
+            return Report((self._unreadable(error),))
+
+    def _unreadable(self, error: sa.exc.DBAPIError) -> Check:
+        """The check a grader could not finish: the database refused a query (or went away) half-way."""
+        said = str(error.orig if error.orig is not None else error).strip().splitlines()
+        what = f"{type(error.orig).__name__}: {said[0]}" if said else type(error).__name__
+        if not self.lab.db.is_reachable():
+            return Check(
+                "the lab database answers",
+                False,
+                (
+                    f"The lab database stopped answering while your work was checked ({what}).",
+                    f"{self.lab.backend.start_hint()} Then check again.",
+                ),
+            )
+        return Check(
+            "the checks can read your database",
+            False,
+            (
+                f"Checking your work met an error in your database: {what}. Something there is not what a "
+                "migration makes (changed by hand: ch.sql, psql, an edit of PostgreSQL's own catalogues?).",
+                "ch.start_exercise() (or ch.reset()) brings the chapter's start back, your files backed up first; "
+                'then apply your revisions again: ch.alembic("upgrade head").',
+            ),
+        )
 
     def _not_at_this_chapter(self, error: RevisionError) -> Check:
         """The check a grader could not run: the chapter's own revisions are missing from the learner's files."""

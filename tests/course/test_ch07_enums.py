@@ -199,3 +199,21 @@ def test_alembic_postgresql_enums_downgrade_as_generated_fails_on_a_paused_job(l
     failed = {name: hint for name, (passed, hint) in report.items() if not passed}
     assert set(failed) == {UNDONE}, failed
     assert "paused" in failed[UNDONE] and "with a paused job in it" in failed[UNDONE], failed
+
+
+CATALOGUE_EDIT = """op.execute("DELETE FROM pg_enum WHERE enumlabel = 'paused' AND enumtypid = 'job_state'::regtype")"""
+
+
+def test_a_catalogue_edit_that_breaks_the_rows_is_one_failing_check_not_a_traceback(lab: Lab, capsys) -> None:
+    """A downgrade that deletes 'paused' from pg_enum (the lab's role may) leaves paused jobs whose value no longer
+    exists: every read of them raises DataError, which came out of "Check my work" as a traceback."""
+    chapter = start(lab, "07")
+    paused_answer(chapter, CATALOGUE_EDIT)
+    chapter.sql("UPDATE job_entries SET state = 'paused' WHERE id = 1")
+    report = chapter.report()
+    assert [c.name for c in report.checks if not c.passed] == ["the checks can read your database"], str(report)
+    assert (
+        "invalid internal value for enum" in report.checks[0].hint
+        and "ch.start_exercise()" in report.checks[0].hints[1]
+    )
+    capsys.readouterr()
