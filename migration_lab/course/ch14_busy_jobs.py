@@ -455,10 +455,11 @@ class Replay:
                 f"failed: {self.downgrade.error}",
                 "Fix downgrade() so it undoes upgrade(), in reverse; then check again.",
             )
-        failed = next((t.error or t.unavailable for t in self.traces if t.error or t.unavailable), None)
+        broken = next((t for t in self.traces if t.error or t.unavailable), None)
+        failed, code = (broken.error or broken.unavailable, broken.sqlstate) if broken else (None, None)
         if failed is None and self.run is not None and not self.run.result.ok:
-            failed = self.run.result.error
-        if failed is not None and self.went_back:
+            failed, code = self.run.result.error, self.run.result.sqlstate
+        if failed is not None and self.went_back and code in LEFT_BEHIND:
             return (
                 f"Replayed on a copy of your database, taken back to the chapter's start by your downgrade(), the "
                 f"upgrade fails: {failed}. Does downgrade() undo everything upgrade() does?",
@@ -470,6 +471,11 @@ class Replay:
                 "Fix the revision (ch.show_revision() shows it), then check again.",
             )
         return None
+
+
+# What an upgrade meets when the downgrade before it left its work behind: a column, table, index, constraint, type
+# or function that is there already (SQLSTATE class 42, duplicate_*).
+LEFT_BEHIND = {"42701", "42P07", "42710", "42723", "42P06", "42P04"}
 
 
 def release(lab: Lab, start: str = START) -> tuple[str, ...]:

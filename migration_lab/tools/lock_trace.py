@@ -183,6 +183,7 @@ class LockTrace:
     steps: tuple[Step, ...] = ()
     error: str | None = None  # the upgrade failed: alembic's message, diagnosed
     unavailable: str | None = None  # why nothing ran
+    sqlstate: str | None = None  # PostgreSQL's code for that failure, e.g. 42701 (a column that is there already)
 
     def __str__(self) -> str:
         head = f"Lock trace of {self.revision} ({self.path.name})"
@@ -638,4 +639,4 @@ def _on_copy(lab: Lab, copy: LabDatabase, revision: str, path: Path) -> LockTrac
             tracer.transaction_ended(None)
     finally:
         observer.dispose()
-    return LockTrace(revision, path, tuple(tracer.steps), None if result.ok else result.error)
+    return LockTrace(revision, path, tuple(tracer.steps), None if result.ok else result.error, sqlstate=result.sqlstate)

@@ -160,3 +160,33 @@ def test_the_downgrade_gives_back_a_column_the_old_code_can_write(chapter: Chapt
     assert chapter.lab.runner.run("upgrade head").ok
     back = "its downgrade() runs and gives the column back, nullable (replayed on the copy)"
     assert (back not in failing(chapter)) is passes, str(chapter.report())
+
+
+STATEMENT_TIMEOUT = f"op.execute(\"SET LOCAL statement_timeout = '1s'\")\n{DROP}"
+
+
+def test_a_statement_timeout_that_cancels_the_drop_is_not_blamed_on_the_downgrade(chapter: Chapter) -> None:
+    """The DROP waits behind the report and is cancelled: the hint said "Does downgrade() undo everything upgrade()
+    does?", and the downgrade was right."""
+    answer(chapter, STATEMENT_TIMEOUT)
+    first = chapter.report().first_failing
+    assert first is not None and "statement timeout" in first.hints[0], str(chapter.report())
+    assert "downgrade" not in " ".join(first.hints), first.hints
+
+
+def test_an_upgrade_that_meets_what_the_downgrade_left_is_blamed_on_the_downgrade(chapter: Chapter) -> None:
+    """The other way round: a downgrade that gives the column back, and an upgrade that then adds it again."""
+    chapter.edit_model(PHONE, "")
+    path = write_revision(
+        chapter.lab.project,
+        "c15a00000001",
+        busy.START,
+        f"op.execute(\"SET LOCAL lock_timeout = '200ms'\")\n{DROP}\n"
+        "op.add_column('user_profiles', sa.Column('extra', sa.String(), nullable=True))",
+        f"{DOWN}",
+    )
+    assert path.exists()
+    assert chapter.lab.runner.run("upgrade head").ok
+    first = chapter.report().first_failing
+    assert first is not None and "DuplicateColumn" in first.hints[0], str(chapter.report())
+    assert "Does downgrade() undo everything upgrade() does?" in first.hints[0], first.hints
