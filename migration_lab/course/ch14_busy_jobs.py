@@ -459,7 +459,7 @@ class Replay:
         failed, code = (broken.error or broken.unavailable, broken.sqlstate) if broken else (None, None)
         if failed is None and self.run is not None and not self.run.result.ok:
             failed, code = self.run.result.error, self.run.result.sqlstate
-        if failed is not None and self.went_back and code in LEFT_BEHIND:
+        if failed is not None and self.went_back and code in UNDONE_BADLY:
             return (
                 f"Replayed on a copy of your database, taken back to the chapter's start by your downgrade(), the "
                 f"upgrade fails: {failed}. Does downgrade() undo everything upgrade() does?",
@@ -473,9 +473,10 @@ class Replay:
         return None
 
 
-# What an upgrade meets when the downgrade before it left its work behind: a column, table, index, constraint, type
-# or function that is there already (SQLSTATE class 42, duplicate_*).
-LEFT_BEHIND = {"42701", "42P07", "42710", "42723", "42P06", "42P04"}
+# What an upgrade meets when the downgrade before it did not undo it (SQLSTATE class 42): what it makes is there
+# already (duplicate_column, _table, _object, _function, _schema, _database), or what it changes was not given back
+# (undefined_column, _table, _object, _function). A timeout or a lock is the upgrade's own.
+UNDONE_BADLY = {"42701", "42P07", "42710", "42723", "42P06", "42P04", "42703", "42P01", "42704", "42883"}
 
 
 def release(lab: Lab, start: str = START) -> tuple[str, ...]:
