@@ -35,6 +35,14 @@ def _model_enum_values(lab: Lab) -> tuple[str, ...]:
     return tuple(getattr(column.type, "enums", ()))
 
 
+def _place(value: str, order: tuple[str, ...]) -> str:
+    """Where ADD VALUE puts `value` to match `order` (the model's): AFTER the value before it, else BEFORE the next."""
+    if value not in order:
+        return "AFTER 'done'"  # where the exercise wants it: the model does not have it yet
+    at = order.index(value)
+    return f"AFTER '{order[at - 1]}'" if at > 0 else f"BEFORE '{order[1]}'" if len(order) > 1 else ""
+
+
 def exercise(lab: Lab, answer: object) -> list[Check]:
     """Graded by what the revision does, however it is written (by hand, by alembic-postgresql-enum, reformatted):
     the value in the model and the database, its place, and its downgrade replayed on a copy."""
@@ -73,8 +81,8 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
                 f"main.py says {', '.join(model)}; the database says {', '.join(database)}. An enum's order is "
                 "part of the type (ORDER BY state and state > 'done' follow it), and ADD VALUE appends at the "
                 "end unless told where.",
-                "ALTER TYPE job_state ADD VALUE 'paused' AFTER 'done' puts it where the model has it (squawk's "
-                "require-enum-value-ordering asks for AFTER or BEFORE). Already applied at the end? PostgreSQL "
+                f"ALTER TYPE job_state ADD VALUE 'paused' {_place('paused', model)} puts it where the model has it "
+                "(squawk's require-enum-value-ordering asks for AFTER or BEFORE). Already applied elsewhere? PostgreSQL "
                 "cannot move a value: the downgrade must rebuild the type without it (as in step 1) before you fix "
                 "the upgrade and apply it again.",
                 "ch.solution() starts the exercise again and adds it in its place: "

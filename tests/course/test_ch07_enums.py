@@ -217,3 +217,21 @@ def test_a_catalogue_edit_that_breaks_the_rows_is_one_failing_check_not_a_traceb
         and "ch.start_exercise()" in report.checks[0].hints[1]
     )
     capsys.readouterr()
+
+
+def test_the_order_hint_says_where_the_model_puts_paused(lab: Lab, capsys) -> None:
+    """The model has paused between running and done, the database at the end: the hint said "AFTER 'done' puts it
+    where the model has it", which is where it already was."""
+    chapter = start(lab, "07")
+    chapter.edit_model('"running", "done"', '"running", "paused", "done"')
+    chapter.alembic('revision -m "add paused job state"')
+    chapter.rewrite_revision(
+        upgrade="with op.get_context().autocommit_block():\n    op.execute(\"ALTER TYPE job_state ADD VALUE 'paused'\")",
+        downgrade=HAND_WRITTEN_DOWNGRADE,
+    )
+    chapter.alembic("upgrade head")
+    hints = failing(chapter)
+    order = "job_state's values are in the same order in main.py and the database"
+    assert order in hints, hints
+    assert "ADD VALUE 'paused' AFTER 'running' puts it where the model has it" in hints[order][1], hints[order]
+    capsys.readouterr()
