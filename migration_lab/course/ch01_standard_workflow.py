@@ -186,6 +186,14 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
             DEFAULT_NAME,
             found is not None and found.now,
             (
+                "The database has no default for last_login, although main.py has server_default=: the revision "
+                "that added the column was written without it, so every new profile gets NULL.",
+                "Generate a revision for the difference (autogenerate sees the missing default and writes the "
+                "ALTER COLUMN ... SET DEFAULT), then upgrade.",
+                'ch.alembic(\'revision --autogenerate -m "last login default"\'); ch.alembic("upgrade head")',
+            )
+            if found is not None and not found.default and "server_default=" in line
+            else (
                 "main.py says `default=`: that value is applied by Python when the app inserts a row; the database "
                 "never sees it, so existing rows (and rows inserted by psql) get NULL."
                 if python_default

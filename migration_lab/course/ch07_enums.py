@@ -82,9 +82,9 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
                 "part of the type (ORDER BY state and state > 'done' follow it), and ADD VALUE appends at the "
                 "end unless told where.",
                 f"ALTER TYPE job_state ADD VALUE 'paused' {_place('paused', model)} puts it where the model has it "
-                "(squawk's require-enum-value-ordering asks for AFTER or BEFORE). Already applied elsewhere? PostgreSQL "
-                "cannot move a value: the downgrade must rebuild the type without it (as in step 1) before you fix "
-                "the upgrade and apply it again.",
+                "(squawk's require-enum-value-ordering asks for AFTER or BEFORE). Already applied elsewhere? "
+                "PostgreSQL cannot move a value: the downgrade must rebuild the type without it (as in step 1) "
+                "before you fix the upgrade and apply it again.",
                 "ch.solution() starts the exercise again and adds it in its place: "
                 f'ch.edit_model(\'"done"\', \'"done", "paused"\'), a revision whose upgrade() runs {ADD_PAUSED} '
                 "in an autocommit_block, and a downgrade() that rebuilds the type.",

@@ -226,7 +226,8 @@ def test_the_order_hint_says_where_the_model_puts_paused(lab: Lab, capsys) -> No
     chapter.edit_model('"running", "done"', '"running", "paused", "done"')
     chapter.alembic('revision -m "add paused job state"')
     chapter.rewrite_revision(
-        upgrade="with op.get_context().autocommit_block():\n    op.execute(\"ALTER TYPE job_state ADD VALUE 'paused'\")",
+        upgrade="with op.get_context().autocommit_block():\n"
+        "    op.execute(\"ALTER TYPE job_state ADD VALUE 'paused'\")",
         downgrade=HAND_WRITTEN_DOWNGRADE,
     )
     chapter.alembic("upgrade head")

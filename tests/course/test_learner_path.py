@@ -178,6 +178,28 @@ def test_01_a_late_server_default_without_the_update_still_fails(lab: Lab, capsy
     capsys.readouterr()
 
 
+def test_01_a_revision_without_the_models_default_is_told_to_autogenerate_the_difference(lab: Lab, capsys) -> None:
+    """main.py has server_default=func.now(); the hand-written revision adds the column without it and fills the rows.
+    The hint said the rows get NULL (they were filled), to fix main.py (it was right) and an edit that changed
+    nothing."""
+    chapter = start(lab, "01")
+    chapter.add_column("UserProfile", LAST_LOGIN_LINE)
+    hand_written(
+        chapter,
+        "add last login",
+        "op.add_column('user_profiles', sa.Column('last_login', sa.DateTime(timezone=True), nullable=True))\n"
+        "op.execute('UPDATE user_profiles SET last_login = now()')",
+        "op.drop_column('user_profiles', 'last_login')",
+    )
+    hints = failing(chapter)
+    default = next(name for name in hints if "defaults to the current time" in name)
+    assert "although main.py has server_default=" in hints[default][0], hints[default]
+    assert "every existing profile has a last_login" not in hints
+    exec(hints[default][-1], {"ch": chapter})  # the last hint's code, as given
+    assert chapter.report().passed, str(chapter.report())
+    capsys.readouterr()
+
+
 # --- 02: rename the column email, keep the data, the constraint's name, and the API ---------------------------------
 
 EMAIL_MAPPED = 'email = Column("email_address", String(255), nullable=False, unique=True)'
