@@ -77,9 +77,9 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
         round_trip(
             lab,
             (
-                "Review what autogenerate wrote: its downgrade() drops the tables but not the ENUM type job_state "
-                "that create_table made, so after `downgrade base` the next `upgrade head` fails on CREATE TYPE "
-                "(DuplicateObject).",
+                "create_table made the ENUM type job_state, and downgrade() must drop it too, after the tables that "
+                "use it (autogenerate's drops only the tables; a type still in use cannot go): otherwise, after "
+                "`downgrade base`, the next `upgrade head` fails on CREATE TYPE (DuplicateObject).",
                 "End downgrade() with sa.Enum(name='job_state').drop(op.get_bind()) (or op.execute(\"DROP TYPE "
                 'job_state")), after the drop_table calls; ch.rewrite_revision(downgrade=...) or the editor.',
                 f'ch.rewrite_revision(downgrade="""{INITIAL_DOWNGRADE}""")',
