@@ -325,6 +325,15 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
 def _replay_hints(replayed: Replayed | None, nulls: checks.Hints) -> checks.Hints:
     if replayed is not None and "NotNullViolation" in replayed.problem:
         return (f"On a copy that keeps the rows, {replayed}.", *checks.levels(nulls)[1:])
+    if replayed is not None and replayed.step in ("at head", "upgraded again"):  # the upgrade ran; the rows are wrong
+        return (
+            f"On a copy that keeps the rows, {replayed}. Your revision's upgrade() runs on rows that hold real "
+            "timezones by now (production's, since Carol's revision): it must fill the empty ones and leave the "
+            "others as they are.",
+            f'In upgrade(), before the alter_column: op.execute("{FILL}"), and no UPDATE of every row, no drop and '
+            "add of the column.",
+            f'ch.rewrite_revision(revision="{YOURS_ID}", upgrade="""{ON_TOP_UPGRADE}""", confirm=True)',
+        )
     return (
         f"On a copy that keeps the rows, {replayed}. Your revision's downgrade() must undo its upgrade(): give "
         "Carol's column back as she made it."

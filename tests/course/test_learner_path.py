@@ -829,6 +829,31 @@ def test_06_not_null_without_filling_carols_nulls_fails_and_the_hint_leads_out(l
     capsys.readouterr()
 
 
+REPLAY_06 = "the history goes down to a1c4e7f20b13 and back up with the rows kept (tried on a copy)"
+
+
+def test_06_an_upgrade_that_overwrites_every_timezone_is_told_about_its_upgrade(lab: Lab, capsys) -> None:
+    """UPDATE of every row (no WHERE timezone IS NULL): a user's chosen timezone is lost. The hint blamed the
+    downgrade, and its code gave the downgrade the learner already had."""
+    chapter = start(lab, "06")
+    _rebase_yours(
+        lab,
+        "op.execute(\"UPDATE user_settings SET timezone = 'UTC'\")\n"
+        "op.alter_column('user_settings', 'timezone', existing_type=sa.String(length=40), "
+        "type_=sa.String(length=64), server_default='UTC', nullable=False)",
+        "op.alter_column('user_settings', 'timezone', existing_type=sa.String(length=64), "
+        "type_=sa.String(length=40), server_default=None, nullable=True)",
+    )
+    chapter.alembic("upgrade head")
+    hints = failing(chapter)
+    assert list(hints) == [REPLAY_06], hints
+    assert "Europe/Paris" in hints[REPLAY_06][0] and "upgrade() runs on rows" in hints[REPLAY_06][0], hints
+    assert "downgrade" not in hints[REPLAY_06][1], hints
+    exec(hints[REPLAY_06][-1], {"ch": chapter})  # the last hint's code, as given
+    assert chapter.report().passed, str(chapter.report())
+    capsys.readouterr()
+
+
 def test_06_a_rebase_that_still_adds_the_column_fails_with_duplicatecolumn(lab: Lab, capsys) -> None:
     chapter = start(lab, "06")
     path = lab.project.versions_dir / YOURS_06
