@@ -52,6 +52,19 @@ def exercise_start(lab: Lab) -> str:
     )
 
 
+def _triggers(db: LabDatabase) -> list[str]:
+    """The triggers on user_profiles that someone made (not a constraint's own)."""
+    with db.connect() as conn:
+        return list(
+            conn.scalars(
+                sa.text(
+                    "SELECT tgname FROM pg_trigger WHERE tgrelid = to_regclass('user_profiles') AND NOT tgisinternal "
+                    "ORDER BY 1"
+                )
+            )
+        )
+
+
 def _columns(db: LabDatabase) -> set[str]:
     return {c["name"] for c in sa.inspect(db.engine).get_columns("user_profiles")}
 
@@ -106,9 +119,15 @@ def replay(lab: Lab, start: str | None = None) -> Replay:
                 below = burst(copy.url, [OLD_PHONE])  # a rollback's state: the old code runs alone again
                 if not below.ok:
                     failure = below.of(OLD_PHONE).failures[0]
+                    left = _triggers(copy)
+                    why = (
+                        f"trigger {', '.join(left)} on user_profiles is still there: made by hand (in no revision), "
+                        "or left by the downgrade. A revision makes it, and its downgrade() drops it"
+                        if left
+                        else "a trigger or function the downgrade left behind?"
+                    )
                     return Replay(
-                        problem=f"after the downgrades below the expand, the old version fails: {failure} (a "
-                        "trigger or function the downgrade left behind?)"
+                        problem=f"after the downgrades below the expand, the old version fails: {failure} ({why})"
                     )
             else:
                 down = runner.run(["downgrade", start])

@@ -369,3 +369,28 @@ def test_making_phone_required_in_the_expand_release_breaks_the_old_versions_sig
     assert replay_check in failed, failed
     assert chapter.generated in failed[replay_check][0] and 'column "phone"' in failed[replay_check][0], failed
     capsys.readouterr()
+
+
+def test_a_trigger_made_by_hand_is_named_and_said_to_belong_in_a_revision(lab: Lab, capsys) -> None:
+    """The expand revision adds the column and backfills; the trigger was made with ch.sql, in no revision. The hint
+    asked whether the downgrade left it behind."""
+    chapter = exercise_start(lab)
+    chapter.alembic('revision -m "expand phone"')
+    chapter.rewrite_revision(
+        upgrade="op.add_column('user_profiles', sa.Column('phone', sa.String(), nullable=True))\n"
+        "op.execute('UPDATE user_profiles SET phone = phone_number WHERE phone IS NULL')",
+        downgrade="op.drop_column('user_profiles', 'phone')",
+    )
+    chapter.alembic("upgrade head")
+    chapter.sql(
+        "CREATE FUNCTION copy_phone() RETURNS trigger AS $$ BEGIN NEW.phone := NEW.phone_number; RETURN NEW; END $$ "
+        "LANGUAGE plpgsql"
+    )
+    chapter.sql(
+        "CREATE TRIGGER copy_phone BEFORE INSERT OR UPDATE ON user_profiles FOR EACH ROW EXECUTE FUNCTION copy_phone()"
+    )
+    failed = failing(chapter)
+    replay_check = "the old version (phone_number) never fails while your revisions are applied"
+    assert replay_check in failed, failed
+    assert "made by hand (in no revision)" in failed[replay_check][0], failed[replay_check]
+    capsys.readouterr()
