@@ -106,6 +106,25 @@ def dump(url: str) -> str:
     return "".join(line for line in done.stdout.splitlines(keepends=True) if line.strip() != "CREATE SCHEMA public;")
 
 
+def _holds_relations(url: str) -> bool:
+    """Whether schema public holds a table, view, sequence or index (True when that cannot be read either)."""
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool, connect_args={"connect_timeout": 5})
+    try:
+        with engine.connect() as conn:
+            return bool(
+                conn.scalar(
+                    sa.text(
+                        "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                        "WHERE n.nspname = 'public')"
+                    )
+                )
+            )
+    except sa.exc.DBAPIError:
+        return True
+    finally:
+        engine.dispose()
+
+
 def _digest(project: Project, sql: str) -> str:
     # pg_dump 18 guards its output with a random `\restrict <key>` line: not part of the data.
     data = "".join(
@@ -150,7 +169,14 @@ class Backups:
         """
         try:
             sql: str | None = dump(self.url)
-        except LabError:
+        except LabError as error:
+            if _holds_relations(self.url):  # work pg_dump cannot save: whatever comes next would lose it
+                raise LabError(
+                    f"Your database could not be backed up, so nothing was changed: {error.what.rstrip('.')}.",
+                    "pg_dump reads the same URL as the kit: fix what it says (this lab's pg_dump has no SSL, for "
+                    "one: sslmode=require needs a client with it), or, to start over without a backup of the "
+                    "database, empty it first: `python -m migration_lab nuke` (it asks).",
+                ) from error
             sql = None
         try:
             last = json.loads(self._marker.read_text()).get("digest")

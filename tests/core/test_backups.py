@@ -229,3 +229,31 @@ def test_a_backup_file_that_links_elsewhere_is_refused(lab: Lab, tmp_path: Path)
     with pytest.raises(LabError, match="is not a file of ai-service/"):
         restore(lab, backup.name)
     assert state(lab) == before
+
+
+@pytest.mark.parametrize("command", ["a reset", "a restore"])
+def test_work_pg_dump_cannot_save_stops_a_reset_or_restore_before_anything_changes(
+    lab: Lab, project: Project, database_url: str, command: str
+) -> None:
+    """The wheel's pg_dump has no SSL, and refuses sslmode=require, which psycopg2 takes (on a Unix socket, libpq
+    never uses SSL). The reset went on without a backup of the database and wiped the learner's table."""
+    from migration_lab import UrlBackend
+
+    reset("03", lab)
+    work(lab, "before the reset")
+    restore_from = Backups(project, lab.db.url).save({})  # a backup to restore, taken while pg_dump still works
+    assert restore_from is not None
+    with lab.db.engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE my_precious (note text)"))
+        conn.execute(sa.text("INSERT INTO my_precious VALUES ('MY WORK')"))
+    ssl = Lab(project, UrlBackend(database_url + "&sslmode=require"))
+    try:
+        before = state(ssl)
+        with pytest.raises(LabError, match="could not be backed up, so nothing was changed") as raised:
+            reset("01", ssl) if command == "a reset" else restore(ssl, restore_from.path.name)
+        assert "sslmode" in raised.value.what and "nuke" in raised.value.next_step
+        assert state(ssl) == before
+        with ssl.db.engine.connect() as conn:
+            assert conn.scalar(sa.text("SELECT note FROM my_precious")) == "MY WORK"
+    finally:
+        ssl.db.dispose()
