@@ -149,28 +149,45 @@ def reset(lab: Lab, checkpoint: Checkpoint) -> ResetReport:
     backups = Backups(lab.project, lab.db.url)
     with lab.runner.exclusive() as conn:
         backup = backups.save(pristine_files())
-        kept = f" (your copy is in .lab/backups/{backup.name}/)" if backup else ""
-        restore_files(lab.project, checkpoint, f"a reset of the lab{kept}")
-        template = templates.reclone_source(conn, checkpoint.fingerprint()) if lab.backend.name == "url" else None
-        if template is not None:
-            # Ends `conn`, and with it the lock, once the old database is gone.
-            templates.reclone(lab.db, conn, template)
-        else:
-            lab.db.wipe(conn)
-            result = lab.runner.run(["upgrade", checkpoint.target], conn=conn)
-            if not result.ok:
-                raise LabError(
-                    f"Reset could not upgrade the database: {result.error}",
-                    "Run `python -m migration_lab nuke`, then reset again.",
-                )
-            with conn.begin():
-                for sql in checkpoint.seed:
-                    conn.execute(sa.text(sql))
-            conn.commit()
-        # Still under the lock's guard: a nuke waits until the reset has read back what it made.
-        with lab.db.connect() as after:
-            heads = lab.db.heads(after)
-            tables = [t for t in sa.inspect(after).get_table_names() if t != "alembic_version"]
-            rows = sum(after.scalar(sa.select(sa.func.count()).select_from(sa.table(t))) or 0 for t in tables)
-        backups.remember_reset()
+        try:
+            return _reset_under_lock(lab, checkpoint, conn, backups, backup, started)
+        except (LabError, sa.exc.DBAPIError, OSError) as error:
+            if backup is None:
+                raise
+            what = error.what if isinstance(error, LabError) else str(error).strip().splitlines()[0]
+            raise (type(error) if isinstance(error, LabError) else LabError)(
+                f"{what} Your work as it was before this reset is in .lab/backups/{backup.name}/.",
+                (error.next_step + " " if isinstance(error, LabError) else "")
+                + f"To go back to it instead: `python -m migration_lab restore {backup.name}`.",
+            ) from error
+
+
+def _reset_under_lock(
+    lab: Lab, checkpoint: Checkpoint, conn: sa.Connection, backups: Backups, backup: Backup | None, started: float
+) -> ResetReport:
+    """The reset's work, under the migration lock, once the learner's work is backed up."""
+    kept = f" (your copy is in .lab/backups/{backup.name}/)" if backup else ""
+    restore_files(lab.project, checkpoint, f"a reset of the lab{kept}")
+    template = templates.reclone_source(conn, checkpoint.fingerprint()) if lab.backend.name == "url" else None
+    if template is not None:
+        # Ends `conn`, and with it the lock, once the old database is gone.
+        templates.reclone(lab.db, conn, template)
+    else:
+        lab.db.wipe(conn)
+        result = lab.runner.run(["upgrade", checkpoint.target], conn=conn)
+        if not result.ok:
+            raise LabError(
+                f"Reset could not upgrade the database: {result.error}",
+                "Run `python -m migration_lab nuke`, then reset again.",
+            )
+        with conn.begin():
+            for sql in checkpoint.seed:
+                conn.execute(sa.text(sql))
+        conn.commit()
+    # Still under the lock's guard: a nuke waits until the reset has read back what it made.
+    with lab.db.connect() as after:
+        heads = lab.db.heads(after)
+        tables = [t for t in sa.inspect(after).get_table_names() if t != "alembic_version"]
+        rows = sum(after.scalar(sa.select(sa.func.count()).select_from(sa.table(t))) or 0 for t in tables)
+    backups.remember_reset()
     return ResetReport(heads, len(tables), rows, time.perf_counter() - started, backup)

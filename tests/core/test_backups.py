@@ -257,3 +257,22 @@ def test_work_pg_dump_cannot_save_stops_a_reset_or_restore_before_anything_chang
             assert conn.scalar(sa.text("SELECT note FROM my_precious")) == "MY WORK"
     finally:
         ssl.db.dispose()
+
+
+def test_a_reset_that_fails_after_its_backup_names_the_backup(lab: Lab, project: Project) -> None:
+    """Another session's open transaction on user_profiles stops the wipe: the files are the checkpoint's already,
+    and the message named no backup of the work they replaced."""
+    reset("03", lab)
+    work(lab, "my work")
+    holder = lab.db.engine.connect()
+    try:
+        holder.execute(sa.text("SELECT count(*) FROM user_profiles"))  # an open transaction holds its lock
+        with pytest.raises(LabError) as raised:
+            reset("01", lab)
+    finally:
+        holder.close()
+    backup = Backups(project, lab.db.url).names()[-1]
+    said = f"{raised.value.what} {raised.value.next_step}"
+    assert f".lab/backups/{backup}/" in said and f"restore {backup}" in said, said
+    assert restore(lab, backup).startswith(f"Restored backup {backup}")
+    assert any(p.name.startswith("f00d00000001") for p in project.versions_dir.glob("*.py"))
