@@ -201,9 +201,15 @@ class Backups:
         manifest = {
             "files": {str(rel): _sha256(data) for rel, data in current.items()},
             "database": _sha256(sql.encode()) if sql is not None else None,
+            # The learner's own: a revision the kit does not ship, or an env.py of theirs (chapter 13's answer).
+            # main.py is left out: every checkpoint edits it.
             "work": any(
-                rel.parent.name == "versions" and _sha256(data) not in shipped for rel, data in current.items()
+                _sha256(data) not in shipped
+                if rel.parent.name == "versions"
+                else rel != Path("main.py") and data != pristine.get(rel)
+                for rel, data in current.items()
             ),
+            "saved": time.time(),  # what orders backups: a name's clock may be another time zone's
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
         path = self._new_name()
@@ -212,7 +218,7 @@ class Backups:
         return Backup(path, len(current), sql is not None)
 
     def _new_name(self) -> Path:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())  # UTC: the same order under any TZ
         path, n = self.folder / stamp, 1
         while path.exists():
             n += 1
@@ -238,16 +244,23 @@ class Backups:
                 shutil.rmtree(self.folder / old, ignore_errors=True)
 
     def names(self) -> list[str]:
-        """Backups, oldest first: folders named by their time, with a manifest (or an older kit's files)."""
+        """Backups, oldest first: folders (never links) named by their time, with a manifest (or an older kit's
+        files), in the order they were saved (the manifest's clock; an older kit's: the folder's)."""
         if not self.folder.is_dir():
             return []
-        return sorted(
-            p.name
+        found = [
+            p
             for p in self.folder.iterdir()
             if p.is_dir()
+            and not p.is_symlink()
             and NAME.fullmatch(p.name)
             and ((p / MANIFEST).is_file() or (p / "ai-service" / "main.py").is_file())
-        )
+        ]
+        return [p.name for p in sorted(found, key=lambda p: (self._saved(p), p.name))]
+
+    def _saved(self, path: Path) -> float:
+        saved = (self._manifest(path.name) or {}).get("saved")
+        return float(saved) if isinstance(saved, (int, float)) else path.stat().st_mtime
 
     def find(self, name: str | None) -> Path:
         names = self.names()
@@ -285,7 +298,10 @@ class Backups:
             if DUMP_COMPLETE not in sql.read_text(errors="replace"):
                 raise broken("its database.sql is cut short")
         else:
-            digests = {Path(rel): digest for rel, digest in manifest.get("files", {}).items()}
+            listed = manifest.get("files")
+            if not isinstance(listed, dict) or not all(isinstance(d, str) for d in listed.values()):
+                raise broken("its manifest.json is not one the kit wrote (no list of files with their digests)")
+            digests = {Path(rel): digest for rel, digest in listed.items()}
             files = list(digests)
             if Path("main.py") not in files:
                 raise broken("its manifest lists no main.py")

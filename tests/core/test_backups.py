@@ -276,3 +276,65 @@ def test_a_reset_that_fails_after_its_backup_names_the_backup(lab: Lab, project:
     assert f".lab/backups/{backup}/" in said and f"restore {backup}" in said, said
     assert restore(lab, backup).startswith(f"Restored backup {backup}")
     assert any(p.name.startswith("f00d00000001") for p in project.versions_dir.glob("*.py"))
+
+
+def test_backups_keep_their_order_and_the_work_under_another_time_zone(lab: Lab, project: Project) -> None:
+    """Names were local time, sorted as text: ten backups taken in UTC, then one in Los Angeles, and the pruning
+    deleted the newest backup of the learner's work while `restore` picked an older one as the newest."""
+    backups = Backups(project, lab.db.url)
+    main = project.service_dir / "main.py"
+    for n in range(KEEP):
+        main.write_text(main.read_text() + f"\n# note {n}\n")
+        assert reset("03", lab).backup is not None
+    work(lab, "the newest work")
+    script = (
+        "import sys\n"
+        "from migration_lab import Lab, Project, UrlBackend\n"
+        "from migration_lab.course.registry import reset\n"
+        "print(reset('01', Lab(Project(sys.argv[1]), UrlBackend(sys.argv[2]))).backup.name)\n"
+    )
+    env = {**os.environ, "TZ": "America/Los_Angeles"}
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(project.root), lab.db.url], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    newest = done.stdout.strip()
+    assert newest in backups.names() and backups.names()[-1] == newest
+    assert any(p.name.startswith("f00d00000001") for p in (backups.folder / newest).rglob("*.py"))
+    assert "Restored backup " + newest in restore(lab)
+
+
+def test_an_env_py_of_the_learners_is_work_the_pruning_keeps(lab: Lab, project: Project) -> None:
+    """Chapter 13's answer is an env.py: a backup holding only that was not work, and ten resets pruned it."""
+    backups = Backups(project, lab.db.url)
+    reset("13", lab)
+    env_py = project.service_dir / "migrations" / "env.py"
+    env_py.write_text(env_py.read_text() + "\n# my advisory lock, written by hand\n")
+    mine = reset("13", lab).backup
+    assert mine is not None
+    main = project.service_dir / "main.py"
+    for n in range(KEEP + 1):
+        main.write_text(main.read_text() + f"\n# note {n}\n")
+        assert reset("13", lab).backup is not None
+    assert mine.name in backups.names()
+
+
+@pytest.mark.parametrize("files", [[], None, {"main.py": 1}], ids=["a list", "null", "a number"])
+def test_a_manifest_the_kit_did_not_write_is_refused_in_one_line(lab: Lab, files: object) -> None:
+    backup = _backup_of_work(lab)
+    manifest = backup / "manifest.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "files": files}))
+    before = state(lab)
+    with pytest.raises(LabError, match=r"not one the kit wrote .*\. Nothing was changed"):
+        restore(lab, backup.name)
+    assert state(lab) == before
+
+
+def test_a_linked_backup_folder_is_never_listed(lab: Lab, project: Project, tmp_path: Path) -> None:
+    backup = _backup_of_work(lab)
+    elsewhere = tmp_path / "elsewhere"
+    import shutil
+
+    shutil.copytree(backup, elsewhere)
+    (backup.parent / "20991231-000000").symlink_to(elsewhere)
+    assert Backups(project, lab.db.url).names() == [backup.name]
