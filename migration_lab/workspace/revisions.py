@@ -125,8 +125,8 @@ def refuse_if_applied(
         return
     try:
         done = applied(history.checked(scripts, Path(scripts.dir)), database_heads)
-    except BrokenHistory:
-        done = set(database_heads)
+    except BrokenHistory:  # no map for alembic to walk: each file's own parents, as far as the files go
+        done = _ancestors({s.revision: s for s in history.loaded(scripts)}, database_heads)
     if script.revision not in done:
         return
     parent = ", ".join(to_tuple(script.down_revision, default=())) or "base"
@@ -146,6 +146,22 @@ def refuse_if_applied(
             else f'ch.edit_file("{file}", old, new, confirm=True).'
         ),
     )
+
+
+def _ancestors(by_id: dict[str, Script], heads: tuple[str, ...]) -> set[str]:
+    """The heads and every revision below them that a file names as its parent, walked file by file (a history
+    alembic cannot map: an orphan, a cycle); a parent no file holds ends that line."""
+    seen: set[str] = set()
+    waiting = list(heads)
+    while waiting:
+        revision = waiting.pop()
+        if revision in seen:
+            continue
+        seen.add(revision)
+        script = by_id.get(revision)
+        if script is not None:
+            waiting += to_tuple(script.down_revision, default=()) + to_tuple(script.dependencies, default=())
+    return seen
 
 
 def clean_slate(database_heads: tuple[str, ...]) -> None:

@@ -151,3 +151,25 @@ def test_what_a_reset_deletes_is_recorded_and_forgotten_when_it_comes_back(lab: 
     ch.delete_file(f"migrations/versions/{kept.name}")
     assert deletions.recorded(lab.project)[str(kept.relative_to(lab.project.root))] == "ch.delete_file()"
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("action", ["delete", "edit"])
+def test_an_orphan_does_not_switch_off_the_guard_of_applied_revisions(lab: Lab, action: str, capsys) -> None:
+    """With an orphan, alembic maps nothing: the guard knew only the revision the database is at, and deleted (or
+    edited) its applied ancestors without confirm=True."""
+    from migration_lab.errors import LabError
+    from migration_lab.workspace.checkpoints import WITH_PHONE_NUMBER, reset
+
+    reset(lab, WITH_PHONE_NUMBER)  # at a1c4e7f20b13, above 8b7e5d2c6a41 and the root
+    orphan(lab)
+    ch = Chapter(spec("03"), lab)
+    for applied in sorted(p.name for p in lab.project.versions_dir.glob("*.py") if not p.name.startswith(ORPHAN)):
+        file = f"migrations/versions/{applied}"
+        with pytest.raises(LabError, match="is applied to the database"):
+            if action == "delete":
+                ch.delete_file(file)
+            else:
+                ch.edit_file(file, "revision", "revision")
+        assert (lab.project.versions_dir / applied).is_file()
+    ch.delete_file(f"migrations/versions/{ORPHAN}_hand_written.py")  # the orphan itself can still go
+    capsys.readouterr()
