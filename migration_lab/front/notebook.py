@@ -595,19 +595,45 @@ def _show_lab_error(shell, etype, value, tb, tb_offset=None) -> list[str]:
     return text
 
 
-def show_lab_errors_plainly() -> None:
-    """In IPython, LabErrors (the database is down, a reset refused) read as two lines."""
+_START_HINT = ["Start it (`python -m migration_lab up` in a terminal), then run the cell again."]
+
+
+def _show_unreachable(shell, etype, value, tb, tb_offset=None) -> list[str] | None:
+    """The database gone from under a cell (a call that reads it directly: ch.sql, ch.rows, ch.schema): two
+    lines, as the kit's own "Cannot reach" says. An error the server itself raised keeps its traceback."""
+    if getattr(value.orig, "pgcode", None) is not None:  # the server answered: a query's own error
+        shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
+        return None
+    said = str(value.orig if value.orig is not None else value).strip().splitlines()
+    text = [f"The lab database does not answer ({said[0] if said else etype.__name__}).\nWhat to do: {_START_HINT[0]}"]
+    shell._showtraceback(etype, value, text)
+    return text
+
+
+def _show_plainly(shell, etype, value, tb, tb_offset=None) -> list[str] | None:
+    if isinstance(value, LabError):
+        return _show_lab_error(shell, etype, value, tb, tb_offset)
+    return _show_unreachable(shell, etype, value, tb, tb_offset)
+
+
+def show_lab_errors_plainly(lab: Lab | None = None) -> None:
+    """In IPython, LabErrors (the database is down, a reset refused) read as two lines, and so does a connection
+    the database refused or dropped."""
     from IPython import get_ipython
 
+    if lab is not None:
+        _START_HINT[0] = f"{lab.backend.start_hint()} Then run the cell again."
     shell = get_ipython()
     if shell is not None:
-        shell.set_custom_exc((LabError,), _show_lab_error)
+        shell.set_custom_exc((LabError, sa.exc.OperationalError), _show_plainly)
 
 
 def chapter(number: str, lab: Lab | None = None) -> Chapter:
     """Start a chapter: reset ai-service/ and the database to its checkpoint (your work is backed up)."""
     show_lab_errors_plainly()
-    current = Chapter(spec(number), lab or Lab())
+    lab = lab or Lab()
+    show_lab_errors_plainly(lab)
+    current = Chapter(spec(number), lab)
     current.reset()
     return current
 

@@ -535,3 +535,49 @@ def test_a_confirmation_runs_what_was_asked_about_or_asks_again(chapter03: Chapt
     assert state(engine) == moved
     chapter03.alembic("downgrade -1", confirm=True)  # answers the new question
     assert chapter03.lab.db.heads() == ("3f1c2a9d4b10",)
+
+
+def test_a_cell_that_reads_the_database_after_it_stopped_shows_two_lines_not_a_traceback(tmp_path: Path) -> None:
+    """ch.sql, ch.rows and ch.schema read the database directly: with it stopped they raised a raw OperationalError
+    (40 lines). A query's own error (a statement timeout the server raised) keeps its traceback."""
+    import os
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    from helpers import copy_project
+
+    project = copy_project(tmp_path / "project")
+    lab = Lab(project, "embedded")
+    lab.up(progress=lambda message: None)
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell('import migration_lab as ml\nch = ml.chapter("03")'),
+        nbformat.v4.new_code_cell("ch.sql(\"SET statement_timeout = '1ms'; SELECT pg_sleep(1)\")"),
+        nbformat.v4.new_code_cell("print(ch.lab.down(progress=lambda m: None))"),
+        nbformat.v4.new_code_cell('ch.sql("SELECT 1")'),
+        nbformat.v4.new_code_cell('ch.rows("user_profiles")'),
+        nbformat.v4.new_code_cell("ch.schema()"),
+    ]
+    saved = {k: os.environ.get(k) for k in ("LAB_DATABASE_URL", "LAB_PROJECT_DIR", "LAB_BACKEND")}
+    os.environ.pop("LAB_DATABASE_URL", None)
+    os.environ.update(LAB_PROJECT_DIR=str(project.root), LAB_BACKEND="embedded")
+    try:
+        NotebookClient(nb, timeout=180, kernel_name="python3", allow_errors=True).execute(
+            cwd=str(project.root / "notebooks")
+        )
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        lab.db.dispose()
+        lab.backend.destroy()
+    errors = [[o for o in cell.outputs if o["output_type"] == "error"] for cell in nb.cells]
+    assert errors[0] == [] and errors[2] == [], nb.cells[0].outputs + nb.cells[2].outputs
+    assert len(errors[1]) == 1 and len(errors[1][0]["traceback"]) > 1  # the server's own error: a traceback
+    for cell in errors[3:]:
+        [error] = cell
+        [said] = error["traceback"]  # no traceback wall: two lines
+        assert said.startswith("The lab database does not answer") and "What to do: Start it" in said, said
