@@ -276,6 +276,10 @@ class LabDatabase:
         `CopyUnavailable` raised.
         """
         name = f"{COPY_PREFIX}{secrets.token_hex(6)}"
+        with self._guarded(fcntl.LOCK_SH, LOCK_WAIT_SECONDS):  # a nuke waits for the rehearsal, as for a command
+            yield from self._copy(name, wait)
+
+    def _copy(self, name: str, wait: float) -> Iterator[LabDatabase]:
         admin = self._admin()
         try:
             try:

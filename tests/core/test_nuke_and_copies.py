@@ -162,3 +162,19 @@ def test_a_copy_whose_revoke_fails_is_dropped_again(lab: Lab) -> None:
         found = "SELECT datname FROM pg_database WHERE starts_with(datname, :p)"
         left = conn.scalars(sa.text(found), {"p": COPY_PREFIX})
         assert left.all() == []
+
+
+def test_a_nuke_waits_for_a_rehearsal_on_a_copy(embedded_lab: Lab) -> None:
+    """A rehearsal's copy took no part in the guard: a nuke ran under it, and the kernel got a 150-line traceback
+    from the copy's DROP DATABASE on a server that was gone."""
+    reset("03", embedded_lab)
+    holder, name = _holder(embedded_lab)  # another kernel, in the middle of a rehearsal
+    try:
+        with pytest.raises(Busy, match="the nuke did not start"), embedded_lab.db.destroying(wait=1.0):
+            pass
+        assert name in _copies(embedded_lab)  # nothing was destroyed under it
+    finally:
+        os.killpg(holder.pid, signal.SIGKILL)
+        holder.wait()
+    with embedded_lab.db.destroying(wait=5.0):  # the rehearsal gone, the nuke goes ahead
+        pass
