@@ -12,7 +12,8 @@ import inspect
 
 from ..deploy import DEPLOY_LOCK_KEY, upgrade_head
 from ..lab import Lab
-from ..workspace.baseline import bring_revision
+from ..workspace.backups import Backups
+from ..workspace.baseline import bring_revision, pristine_files
 from ..workspace.edits import add_column, apply_edit, model_attributes
 from . import checks
 from .ch13_drift import drift
@@ -72,7 +73,7 @@ if __name__ == "__main__":
 def exercise_start(lab: Lab) -> str:
     """The chapter's exercise start: a release to deploy (model + revision) and the service's naive entrypoint.
 
-    A migrate.py the learner changed is kept as migrate.py.bak (resets save main.py and revisions only).
+    A migrate.py the learner changed is backed up first, with the rest of their work, and the backup named.
     """
     service = lab.project.service_dir
     for name, line in (("plan", PLAN_COLUMN), ("plan_changed_at", PLAN_CHANGED_AT)):
@@ -82,8 +83,9 @@ def exercise_start(lab: Lab) -> str:
     entrypoint = service / ENTRYPOINT
     kept = ""
     if entrypoint.is_file() and entrypoint.read_text() != UNGUARDED_ENTRYPOINT:
-        entrypoint.with_name(ENTRYPOINT + ".bak").write_text(entrypoint.read_text())
-        kept = " Your earlier migrate.py is kept as ai-service/migrate.py.bak."
+        backup = Backups(lab.project, lab.db.url).save(pristine_files())
+        if backup is not None:
+            kept = f" Your earlier migrate.py is in .lab/backups/{backup.name}/ai-service/migrate.py."
     entrypoint.write_text(UNGUARDED_ENTRYPOINT)
     return (
         "The release to deploy: UserProfile.plan and .plan_changed_at in main.py, and their two revisions in "

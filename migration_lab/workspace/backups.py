@@ -68,8 +68,9 @@ class Backup:
 
 
 def _files(project: Project) -> list[Path]:
-    """The learner's files a reset replaces, relative to ai-service/."""
-    found = [Path("main.py"), Path("migrations/env.py")]
+    """The learner's files a reset replaces (and chapter 13's migrate.py, which its start writes), relative to
+    ai-service/."""
+    found = [Path("main.py"), Path("migrations/env.py"), Path("migrate.py")]
     found += sorted(p.relative_to(project.service_dir) for p in project.versions_dir.glob("*.py"))
     return [p for p in found if (project.service_dir / p).is_file()]
 
@@ -206,7 +207,7 @@ class Backups:
             "work": any(
                 _sha256(data) not in shipped
                 if rel.parent.name == "versions"
-                else rel != Path("main.py") and data != pristine.get(rel)
+                else rel == Path("migrations/env.py") and data != pristine.get(rel)
                 for rel, data in current.items()
             ),
             "saved": time.time(),  # what orders backups: a name's clock may be another time zone's

@@ -4,6 +4,7 @@ Every race here is two real processes on a real PostgreSQL, released from one ba
 """
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -255,7 +256,17 @@ def test_the_exercise_start_twice_adds_plan_once_and_keeps_the_learners_migrate_
     assert (service / "main.py").read_text().count("plan = Column(") == 1
     assert (service / "main.py").read_text().count("plan_changed_at = Column(") == 1
     assert (service / deploy.ENTRYPOINT).read_text() == deploy.UNGUARDED_ENTRYPOINT
-    assert "pg_advisory_lock(13)" in (service / "migrate.py.bak").read_text() and "migrate.py.bak" in said
+    kept = re.search(r"\.lab/backups/([\w-]+)/ai-service/migrate\.py", said)
+    assert kept, said
+    first = released.project.state_dir / "backups" / kept.group(1) / "ai-service" / "migrate.py"
+    assert "pg_advisory_lock(13)" in first.read_text()
+    # Changed again, and the start run again: the second version is backed up too, and the first stays.
+    rewrite_entrypoint(released, GUARD_LOCK.replace("13", "14"), GUARD_UNLOCK.replace("13", "14"))
+    again = re.search(r"\.lab/backups/([\w-]+)/ai-service/migrate\.py", deploy.exercise_start(released))
+    assert again and again.group(1) != kept.group(1)
+    assert "pg_advisory_lock(13)" in first.read_text()
+    assert "pg_advisory_lock(14)" in (first.parents[2] / again.group(1) / "ai-service" / "migrate.py").read_text()
+    assert not (service / "migrate.py.bak").exists()
 
 
 def test_the_warm_replica_process_ends_with_the_process_that_started_it(released: Lab) -> None:
