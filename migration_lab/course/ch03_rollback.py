@@ -6,6 +6,7 @@ import sqlalchemy as sa
 from alembic.script import Script
 
 from ..database.connection import LabDatabase
+from ..errors import LabError
 from ..lab import Lab
 from ..running.revision_bodies import does_nothing
 from ..workspace.baseline import bring_revision
@@ -41,6 +42,13 @@ def exercise_start(lab: Lab) -> str:
     if not has_language(lab):  # the cell run twice adds the line once
         apply_edit(lab.project.service_dir / "main.py", add_column("UserSettings", LANGUAGE_LINE), lab.project.root)
     result = lab.runner.run("upgrade head")
+    if not result.ok:
+        raise LabError(
+            f"A colleague's revision arrived (ai-service/migrations/versions/{LANGUAGE_FILE}), but `alembic upgrade "
+            f"head` could not apply it: {result.error}",
+            "Run this chapter's cells in order from its start (ch.reset() first, if the lab is elsewhere: it "
+            "backs up your work), then this cell again.",
+        )
     return (
         f"A colleague's revision arrived and is applied: ai-service/migrations/versions/{LANGUAGE_FILE} "
         f"(UserSettings.language, with an index). Its downgrade() is `pass`. Database: {', '.join(result.after or ())}."

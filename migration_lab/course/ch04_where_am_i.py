@@ -1,5 +1,6 @@
 """Chapter 04's exercise: which revisions will the next `upgrade head` apply?"""
 
+from ..errors import LabError
 from ..lab import Lab
 from ..workspace.backups import Backups
 from ..workspace.baseline import pristine_files
@@ -19,7 +20,16 @@ def exercise_start(lab: Lab) -> str:
     if lab.db.heads() != (PENDING_FROM,):
         backup = Backups(lab.project, lab.db.url).save(pristine_files())  # None: nothing changed since the reset
         saved = f"\n{backup}" if backup else ""
-    lab.runner.run(["downgrade", PENDING_FROM])
+    down = lab.runner.run(["downgrade", PENDING_FROM])
+    if not down.ok or lab.db.heads() != (PENDING_FROM,):
+        at = ", ".join(lab.db.heads()) or "base"
+        raise LabError(
+            f"The exercise could not take your database back to {PENDING_FROM}: "
+            f"{down.error if not down.ok else f'it is at {at}'}. Nothing else was changed; Bob's revision has not "
+            f"arrived.{saved}",
+            "A revision of yours above it fails to downgrade: fix its downgrade(), or start the chapter again with "
+            "ch.reset() (your files are backed up first), then ch.start_exercise().",
+        )
     came = teammate_arrives(lab.project, "bob")
     kept = " (a file of that name with your changes was there: it is kept)" if came.kept_yours else ""
     return (

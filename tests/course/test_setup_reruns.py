@@ -54,3 +54,23 @@ def test_04_the_exercise_start_after_the_upgrade_backs_up_what_its_downgrade_dro
     names = Backups(lab.project, lab.db.url).names()
     assert names and f".lab/backups/{names[-1]}/" in said, said
     assert "language" in (Backups(lab.project, lab.db.url).folder / names[-1] / "database.sql").read_text()
+
+
+def test_04_an_exercise_start_whose_downgrade_fails_says_so_and_brings_no_teammate(lab: Lab, capsys) -> None:
+    """A revision of the learner's above 8b7e5d2c6a41 whose downgrade() raises: the start said "your database is
+    where you left it, at 8b7e5d2c6a41", and Bob's file made two heads."""
+    import pytest
+
+    from helpers import write_revision
+    from migration_lab.errors import LabError
+
+    chapter = start(lab, "04")
+    head = lab.runner.script().get_current_head()
+    write_revision(lab.project, "d0d0d0d0d0d0", head, "pass", 'raise RuntimeError("no way back")')
+    assert lab.runner.run("upgrade head").ok
+    capsys.readouterr()
+    with pytest.raises(LabError, match="could not take your database back to 8b7e5d2c6a41") as raised:
+        chapter.start_exercise()
+    assert "no way back" in raised.value.what and "Bob's revision has not arrived" in raised.value.what
+    assert lab.db.heads() == ("d0d0d0d0d0d0",)
+    assert len(lab.runner.script().get_heads()) == 1  # Bob's file did not come
