@@ -48,12 +48,17 @@ class Lab:
         """
         self.backend.start(progress)
         self.db.sweep_copies()  # throw-away copies a killed kernel left behind
+        self.point_env_file()
+        return f"Lab database is up: {self.backend.where()}"
+
+    def point_env_file(self) -> None:
+        """ai-service/.env names the database the kit uses now (a reset does it too: a plain `alembic` in a terminal
+        must not migrate the database an earlier LAB_DATABASE_URL named)."""
         write_private(
             self.env_file,
             "# Written by `python -m migration_lab up`: the lab database, for a local `alembic ...`.\n"
             f"DATABASE_URL={self.backend.url()}\n",
         )
-        return f"Lab database is up: {self.backend.where()}"
 
     def down(self, progress: Progress = _print) -> str:
         self.db.dispose()

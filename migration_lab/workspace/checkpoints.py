@@ -190,4 +190,5 @@ def _reset_under_lock(
         tables = [t for t in sa.inspect(after).get_table_names() if t != "alembic_version"]
         rows = sum(after.scalar(sa.select(sa.func.count()).select_from(sa.table(t))) or 0 for t in tables)
     backups.remember_reset()
+    lab.point_env_file()
     return ResetReport(heads, len(tables), rows, time.perf_counter() - started, backup)

@@ -253,3 +253,32 @@ def test_a_stack_of_another_folder_of_the_same_name_is_not_this_checkouts(
     backend.start()
     assert "COMPOSE_PROJECT_NAME=migration-lab-" in (project.root / ".env").read_text()
     assert guide_stack.read_text().splitlines()[-1] == "up -d --build --wait"
+
+
+def test_a_reset_points_ai_service_env_at_the_database_the_kit_uses_now(project: Project, database_url: str) -> None:
+    """`up` with LAB_DATABASE_URL wrote .env; a reset later on another database left it there, and a plain
+    `alembic upgrade head` in a terminal migrated the database the kit no longer used."""
+    from sqlalchemy.engine import make_url
+
+    from migration_lab.course.registry import reset as reset_chapter
+
+    other = make_url(database_url).set(database=make_url(database_url).database + "_other")
+    admin = sa.create_engine(
+        make_url(database_url).set(database="postgres"), isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool
+    )
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{other.database}"'))
+    try:
+        first = Lab(project, UrlBackend(other.render_as_string(hide_password=False)))
+        first.up(progress=lambda message: None)
+        first.db.dispose()
+        assert f"/{other.database}?" in (project.service_dir / ".env").read_text()
+        lab = Lab(project, UrlBackend(database_url))
+        reset_chapter("03", lab)
+        lab.db.dispose()
+        said = (project.service_dir / ".env").read_text()
+        assert f"/{make_url(database_url).database}?" in said and other.database not in said
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE "{other.database}" WITH (FORCE)'))
+        admin.dispose()
