@@ -54,6 +54,20 @@ def loaded(scripts: ScriptDirectory) -> list[Script]:
     return sorted(scripts._load_revisions(), key=lambda s: s.path)  # what alembic builds its map from
 
 
+def readable(scripts: ScriptDirectory) -> list[Script]:
+    """Every revision file alembic can read, each on its own: one with a syntax error (or a failing import) is left
+    out, and the others are still there (`loaded` stops at the first file it cannot read)."""
+    found = []
+    for path in sorted(Path(scripts.versions).glob("*.py")):
+        try:
+            script = Script._from_path(scripts, path.resolve())
+        except Exception:  # noqa: BLE001 - whatever the file raises: this is the file alembic cannot read
+            continue
+        if script is not None:
+            found.append(script)
+    return found
+
+
 def orphans(scripts: ScriptDirectory) -> list[Orphan]:
     """Each revision file whose down_revision is in no file."""
     found = loaded(scripts)

@@ -120,13 +120,14 @@ def refuse_if_applied(
     `BrokenHistory` names) can always go, unless the database is at it: that is
     one way out. `scripts` unchecked (`runner.script(check_history=False)`).
     """
-    script = next((s for s in history.loaded(scripts) if Path(s.path).resolve() == path.resolve()), None)
+    files = history.readable(scripts)  # a file alembic cannot read is left out: it can be fixed, or go
+    script = next((s for s in files if Path(s.path).resolve() == path.resolve()), None)
     if script is None or confirm:
         return
     try:
         done = applied(history.checked(scripts, Path(scripts.dir)), database_heads)
     except BrokenHistory:  # no map for alembic to walk: each file's own parents, as far as the files go
-        done = _ancestors({s.revision: s for s in history.loaded(scripts)}, database_heads)
+        done = _ancestors({s.revision: s for s in files}, database_heads)
     if script.revision not in done:
         return
     parent = ", ".join(to_tuple(script.down_revision, default=())) or "base"

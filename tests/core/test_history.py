@@ -173,3 +173,24 @@ def test_an_orphan_does_not_switch_off_the_guard_of_applied_revisions(lab: Lab, 
         assert (lab.project.versions_dir / applied).is_file()
     ch.delete_file(f"migrations/versions/{ORPHAN}_hand_written.py")  # the orphan itself can still go
     capsys.readouterr()
+
+
+def test_a_file_alembic_cannot_read_can_be_fixed_or_deleted_and_still_guards_the_others(lab: Lab, capsys) -> None:
+    """A revision with a syntax error made ch.edit_file and ch.delete_file raise SyntaxError for every file, that one
+    included: the kit could neither fix it nor remove it."""
+    from migration_lab.errors import LabError
+    from migration_lab.workspace.checkpoints import WITH_PHONE_NUMBER, reset
+
+    reset(lab, WITH_PHONE_NUMBER)
+    path = write_revision(lab.project, ORPHAN, "a1c4e7f20b13", "pass")
+    path.write_text(path.read_text().replace("def upgrade():", "def upgrade(:"))
+    ch = Chapter(spec("03"), lab)
+    file = f"migrations/versions/{path.name}"
+    ch.edit_file(file, "def upgrade(:", "def upgrade():")  # fixed, in place
+    path.write_text(path.read_text().replace("def upgrade():", "def upgrade(:"))
+    applied = next(p.name for p in lab.project.versions_dir.glob("8b7e5d2c6a41_*.py"))
+    with pytest.raises(LabError, match="is applied to the database"):
+        ch.delete_file(f"migrations/versions/{applied}")
+    ch.delete_file(file)
+    assert not path.exists()
+    capsys.readouterr()
