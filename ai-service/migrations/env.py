@@ -57,17 +57,40 @@ def check_history() -> None:
     """
     import warnings
 
+    from alembic.script.revision import RevisionError
     from alembic.util import load_python_file
 
     script = context.script
     # A filter, not catch_warnings() (not thread-safe): alembic first warns "Revision ... is not present".
     warnings.filterwarnings("ignore", r"Revision \S+ referenced from .+ is not present", UserWarning)
+    versions = Path(script.versions)
     try:
         script.revision_map.heads  # alembic reads every revision file into its map here
         return
     except KeyError as error:
         missing, broken = error.args[0], error
-    versions = Path(script.versions)
+    except RevisionError as error:  # a loop: a down_revision that names its own revision, or one after it
+        named = [
+            f"migrations/versions/{path.name}"
+            for path in sorted(versions.glob("*.py"))
+            if str(getattr(load_python_file(versions, path.name), "revision", "?")) in str(error)
+        ]
+        raise SystemExit(
+            f"alembic cannot read the history: {error} ({', '.join(named) or 'a revision file'}). Fix the "
+            "down_revision there: it must name the revision this one follows."
+        ) from None
+    except Exception as error:  # a file that does not import: one line naming it, not 50 frames
+        import traceback
+
+        where = [f for f in traceback.extract_tb(error.__traceback__) if Path(f.filename).parent == versions]
+        name = Path(getattr(error, "filename", None) or (where[-1].filename if where else "")).name
+        if not name.endswith(".py"):
+            raise
+        line = getattr(error, "lineno", None) or (where[-1].lineno if where else "?")
+        raise SystemExit(
+            f"migrations/versions/{name} cannot be read (line {line}: {type(error).__name__}: {error}): alembic "
+            f"cannot read the history. Fix that file, or delete it if the database has not applied it."
+        ) from None
     for path in sorted(versions.glob("*.py")):
         down = getattr(load_python_file(versions, path.name), "down_revision", None)
         if missing in ((down,) if isinstance(down, str) else tuple(down or ())):

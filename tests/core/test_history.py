@@ -194,3 +194,46 @@ def test_a_file_alembic_cannot_read_can_be_fixed_or_deleted_and_still_guards_the
     ch.delete_file(file)
     assert not path.exists()
     capsys.readouterr()
+
+
+UNREADABLE_IN_A_TERMINAL = {
+    "a syntax error": (lambda text: text.replace("def upgrade():", "def upgrade(:"), "cannot be read (line"),
+    "a failing import": (lambda text: "import no_such_module_here\n" + text, "ModuleNotFoundError"),
+    "its own parent": (
+        lambda text: text.replace("down_revision = 'a1c4e7f20b13'", f"down_revision = '{ORPHAN}'"),
+        "Fix the down_revision there",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(UNREADABLE_IN_A_TERMINAL))
+@pytest.mark.parametrize("command", [["current"], ["upgrade", "head"]])
+def test_a_history_alembic_cannot_read_is_one_line_naming_the_file_in_a_terminal(
+    lab: Lab, database_url: str, case: str, command: list[str]
+) -> None:
+    """`alembic current` / `upgrade head` in a terminal printed a 57-line SyntaxError or a 48-line LoopDetected."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from migration_lab.workspace.checkpoints import WITH_PHONE_NUMBER, reset
+
+    reset(lab, WITH_PHONE_NUMBER)
+    path = write_revision(lab.project, ORPHAN, "a1c4e7f20b13", "pass")
+    change, says = UNREADABLE_IN_A_TERMINAL[case]
+    changed = change(path.read_text())
+    assert changed != path.read_text()
+    path.write_text(changed)
+    env = {k: v for k, v in os.environ.items() if k not in ("LAB_DATABASE_URL", "LAB_BACKEND")}
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("alembic")), *command],
+        cwd=lab.project.service_dir,
+        env={**env, "DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1
+    said = done.stderr.strip()
+    assert "Traceback" not in said and len(said.splitlines()) <= 3, said
+    assert f"migrations/versions/{path.name}" in said and says in said, said
