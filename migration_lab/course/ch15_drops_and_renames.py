@@ -233,7 +233,8 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
                     if down is not None and not down.ok
                     else f"gives phone_number back as {undone['type']}, where the old code writes text"
                     if undone.get("column") and not undone.get("text")
-                    else "gives phone_number back NOT NULL, which the rows there are (their numbers gone) refuse"
+                    else "gives phone_number back NOT NULL: every profile the old code signs up without a phone "
+                    "fails then, and a default that fills the gap is a made-up number in every row"
                     if undone.get("column") and not undone.get("nullable")
                     else "does not give phone_number back"
                 )

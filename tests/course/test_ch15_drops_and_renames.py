@@ -190,3 +190,21 @@ def test_an_upgrade_that_meets_what_the_downgrade_left_is_blamed_on_the_downgrad
     first = chapter.report().first_failing
     assert first is not None and "DuplicateColumn" in first.hints[0], str(chapter.report())
     assert "Does downgrade() undo everything upgrade() does?" in first.hints[0], first.hints
+
+
+def test_a_downgrade_that_gives_the_column_back_not_null_with_a_default_is_told_why_it_is_wrong(
+    chapter: Chapter,
+) -> None:
+    """The default fills the rows, so the downgrade runs: the hint said the rows there "refuse" NOT NULL."""
+    chapter.edit_model(PHONE, "")
+    write_revision(
+        chapter.lab.project,
+        "c15a00000001",
+        busy.START,
+        STILL_MAPPED,
+        "op.add_column('user_profiles', sa.Column('phone_number', sa.String(), nullable=False, server_default=''))",
+    )
+    assert chapter.lab.runner.run("upgrade head").ok
+    undone = "its downgrade() runs and gives the column back, nullable (replayed on the copy)"
+    (check,) = [c for c in chapter.report().checks if c.name == undone]
+    assert not check.passed and "back NOT NULL" in check.hints[0] and "refuse" not in check.hints[0], check.hints
