@@ -22,22 +22,43 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alembic.script import Script, ScriptDirectory
-from alembic.util import to_tuple
+from alembic.util import load_python_file, to_tuple
 
 from ..errors import BrokenHistory
 
 NOT_PRESENT = r"Revision \S+ referenced from .+ is not present"  # alembic's warning before its KeyError
 
 
-def message(file: str, parent: str) -> tuple[str, str]:
-    """(what happened, what to do) for revision file `file` (as the reader sees its path) whose parent is gone."""
+def message(file: str, parent: str, copy: str | None = None) -> tuple[str, str]:
+    """(what happened, what to do) for revision file `file` (as the reader sees its path) whose parent is gone;
+    `copy`: a backup's copy of the parent's file, as the reader sees its path."""
     name = Path(file).name
+    back = (
+        f"a copy is in {copy}: copy it into ai-service/migrations/versions/"
+        if copy
+        else "`git checkout -- ai-service/migrations/versions/`, or `python -m migration_lab restore`"
+    )
     return (
         f"{file} revises {parent}, and no revision file is {parent}: alembic cannot read the history.",
         f"Either delete {name} (its parent is gone for good: a reset removed it, say, while {name} was open in "
-        f"an editor), or bring {parent}'s file back (`git checkout -- ai-service/migrations/versions/`, "
-        "or `python -m migration_lab restore`).",
+        f"an editor), or bring {parent}'s file back ({back}).",
     )
+
+
+def backed_up(root: Path, revision: str) -> Path | None:
+    """The newest backup's copy of `revision`'s file, in the lab's backups under `root`; None if none holds it."""
+    found = []
+    for path in (root / ".lab" / "backups").glob("*/ai-service/migrations/versions/*.py"):
+        try:
+            text = path.read_text(errors="replace")
+            if (
+                revision in text
+                and getattr(load_python_file(str(path.parent), path.name), "revision", None) == revision
+            ):
+                found.append(path)
+        except Exception:  # noqa: BLE001 - a backup's file that does not load is not the one
+            continue
+    return max(found, key=lambda p: p.stat().st_mtime, default=None)
 
 
 @dataclass(frozen=True)
@@ -100,7 +121,8 @@ def broken_history(scripts: ScriptDirectory, root: Path, error: BaseException | 
         return None
     missing = error.args[0] if error is not None and error.args else None
     orphan = next((o for o in found if o.parent == missing), found[0])
-    return BrokenHistory(*message(_shown(orphan.path, root), orphan.parent))
+    copy = backed_up(root, orphan.parent)
+    return BrokenHistory(*message(_shown(orphan.path, root), orphan.parent, _shown(copy, root) if copy else None))
 
 
 def checked(scripts: ScriptDirectory, root: Path) -> ScriptDirectory:

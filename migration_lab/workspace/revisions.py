@@ -132,6 +132,21 @@ def refuse_if_applied(
         return
     parent = ", ".join(to_tuple(script.down_revision, default=())) or "base"
     file = f"migrations/versions/{path.name}"
+    gone = [p for p in to_tuple(script.down_revision, default=()) if p not in {s.revision for s in files}]
+    if gone:  # applied, and its parent's file is gone: no downgrade can get below it, only the parent's file back
+        root = Path(scripts.dir).parent.parent  # ai-service/migrations -> the project folder
+        copy = history.backed_up(root, gone[0])
+        raise LabError(
+            f"{path.name} is applied to the database (it is at {', '.join(database_heads)}), and its parent "
+            f"{gone[0]}'s file is gone: alembic can go neither below it nor past it. Nothing was changed.",
+            f"Bring {gone[0]}'s file back: "
+            + (
+                f"a copy is in {copy.relative_to(root)}: copy it into ai-service/migrations/versions/."
+                if copy
+                else "`git checkout -- ai-service/migrations/versions/`, or the backup that holds it "
+                "(`python -m migration_lab backups`)."
+            ),
+        )
     raise LabError(
         f"{path.name} is applied to the database (it is at {', '.join(database_heads)}): "
         + (

@@ -237,3 +237,29 @@ def test_a_history_alembic_cannot_read_is_one_line_naming_the_file_in_a_terminal
     said = done.stderr.strip()
     assert "Traceback" not in said and len(said.splitlines()) <= 3, said
     assert f"migrations/versions/{path.name}" in said and says in said, said
+
+
+def test_an_applied_orphan_is_told_where_its_parents_file_is_not_sent_round_in_a_circle(lab: Lab, capsys) -> None:
+    """A -> B applied, A's file deleted: the orphan message said "delete B", ch.delete_file(B) said "downgrade
+    below it first", and the downgrade failed on the orphan. A backup holds A's file: both messages name it."""
+    from migration_lab.errors import LabError
+    from migration_lab.workspace.backups import Backups
+    from migration_lab.workspace.baseline import pristine_files
+    from migration_lab.workspace.checkpoints import WITH_PHONE_NUMBER, reset
+
+    reset(lab, WITH_PHONE_NUMBER)
+    parent = write_revision(lab.project, GONE, "a1c4e7f20b13", "pass")
+    child = write_revision(lab.project, ORPHAN, GONE, "pass")
+    assert lab.runner.run("upgrade head").ok
+    backup = Backups(lab.project, lab.db.url).save(pristine_files())
+    assert backup is not None
+    parent.unlink()
+    ch = Chapter(spec("03"), lab)
+    copy = f".lab/backups/{backup.name}/ai-service/migrations/versions/{parent.name}"
+    assert f"a copy is in {copy}" in ch.report().checks[0].hint, ch.report().checks[0].hint
+    with pytest.raises(LabError) as refused:
+        ch.delete_file(f"migrations/versions/{child.name}")
+    assert "Downgrade below it" not in refused.value.next_step and copy in refused.value.next_step, refused.value
+    (lab.project.versions_dir / parent.name).write_bytes((lab.project.root / copy).read_bytes())  # as it says
+    assert lab.runner.run("downgrade a1c4e7f20b13").ok
+    capsys.readouterr()
