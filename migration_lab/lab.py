@@ -63,6 +63,8 @@ class Lab:
     def down(self, progress: Progress = _print) -> str:
         self.db.dispose()
         self.backend.stop(progress)
+        if self.backend.name == "url":  # a server the lab did not start: stop() left it running, and says so
+            return f"Lab database left running ({self.backend.where()}): the lab stops only a server it started."
         return f"Lab database is stopped ({self.backend.where()}); its data is kept."
 
     def nuke(self, progress: Progress = _print) -> str:

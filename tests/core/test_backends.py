@@ -282,3 +282,12 @@ def test_a_reset_points_ai_service_env_at_the_database_the_kit_uses_now(project:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE "{other.database}" WITH (FORCE)'))
         admin.dispose()
+
+
+def test_down_on_a_server_the_lab_did_not_start_says_it_left_it_running(project: Project, database_url: str) -> None:
+    """It printed "not the lab's to stop; nothing done" and then "Lab database is stopped"."""
+    lab = Lab(project, UrlBackend(database_url))
+    said = lab.down(progress=lambda message: None)
+    assert "left running" in said and "stopped" not in said
+    assert lab.db.is_reachable()
+    lab.db.dispose()
