@@ -35,7 +35,7 @@ import sqlalchemy as sa
 
 from ..database.libpq import conninfo, environment
 from ..database.programs import program
-from ..errors import LabError
+from ..errors import CopyUnavailable, LabError
 from ..lab import Lab
 from ..project import Project
 from . import deletions
@@ -373,6 +373,27 @@ class Backups:
         return len(files)
 
 
+def _rehearse(lab: Lab, backups: Backups, path: Path) -> None:
+    """The backup's database put back on a throw-away copy first: a dump that fails there (one that ends psql's
+    transaction with its own COMMIT and fails after it, say) is refused before the database is touched. Without a
+    copy (a role without CREATEDB, a busy database) the restore's own transaction is all there is."""
+    try:
+        with lab.db.copy() as copy:
+            with copy.connect() as conn:
+                wipe = copy.wipe_statements(conn)
+            Backups(lab.project, copy.url).restore_database(path, wipe)
+    except CopyUnavailable:
+        return
+    except LabError as error:
+        current = backups.save(pristine_files(), keep=path.name)  # as every failed restore: the work, named
+        kept = f" Your work as it is is also in .lab/backups/{current.name}/." if current else ""
+        raise LabError(
+            f"Backup {path.name} cannot be restored: put back on a copy of your database, "
+            f"{error.what[:1].lower()}{error.what[1:]} Nothing was changed: files and database are as they were.",
+            f"Restore another one (`python -m migration_lab backups` lists them), or look inside {path}.{kept}",
+        ) from error
+
+
 def restore(lab: Lab, name: str | None = None) -> str:
     """Put a backup's files and database back (the newest if no name); the current work is backed up first.
 
@@ -383,6 +404,7 @@ def restore(lab: Lab, name: str | None = None) -> str:
     backups = Backups(lab.project, lab.db.url)
     path = backups.find(name)
     files = backups.check(path)
+    _rehearse(lab, backups, path)
     with lab.runner.exclusive() as conn:
         wipe = lab.db.wipe_statements(conn)
         conn.commit()

@@ -112,9 +112,17 @@ def test_a_cut_dump_is_refused_before_anything_is_touched(lab: Lab) -> None:
     assert state(lab) == before
 
 
-def test_a_dump_that_fails_half_way_leaves_the_database_as_it_was_and_names_the_automatic_backup(lab: Lab) -> None:
+@pytest.mark.parametrize(
+    "inserted",
+    ["SELECT 1/0;\n", "COMMIT;\nSELECT 1/0;\n"],
+    ids=["a statement that raises", "a COMMIT, then one that raises"],
+)
+def test_a_dump_that_fails_half_way_leaves_the_database_as_it_was_and_names_the_automatic_backup(
+    lab: Lab, inserted: str
+) -> None:
     """A dump that passes the checks and still fails in PostgreSQL (here: a statement that raises, in the
-    middle): the wipe and the dump are one transaction, so nothing of either stays; the files stay too."""
+    middle): the wipe and the dump are one transaction, so nothing of either stays; the files stay too. A COMMIT
+    in the dump ends psql's one transaction early: the dump is put back on a copy first."""
     backup = _backup_of_work(lab)
     main = lab.project.service_dir / "main.py"
     main.write_text(main.read_text() + "\n# work since the reset\n")  # the automatic backup will hold this
@@ -122,7 +130,7 @@ def test_a_dump_that_fails_half_way_leaves_the_database_as_it_was_and_names_the_
     sql = backup / "database.sql"
     text = sql.read_text()
     middle = text.index("COPY public.user_profiles")
-    sql.write_text(text[:middle] + "SELECT 1/0;\n" + text[middle:])
+    sql.write_text(text[:middle] + inserted + text[middle:])
     manifest = json.loads((backup / "manifest.json").read_text())
     manifest["database"] = hashlib.sha256(sql.read_bytes()).hexdigest()
     (backup / "manifest.json").write_text(json.dumps(manifest))
