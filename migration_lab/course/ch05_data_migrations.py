@@ -226,6 +226,12 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
                 f"{mixed} email(s) still have capitals in your database, although the migration does it on the "
                 "exercise's rows: were they added after it ran? Start over to get the exercise's rows back.",
                 *start_over[1:],
+            )
+            if first is None
+            else (
+                f"{mixed} email(s) still have capitals in your database: the migration does not lowercase them "
+                "all (see the check above).",
+                f"Fix the migration first; then apply it again (downgrade, upgrade) or start over with {START_OVER}.",
             ),
         ),
         Check(

@@ -210,6 +210,9 @@ def test_05_a_revision_that_misses_rows_is_told_so(lab: Lab, capsys) -> None:
         check.name.startswith("your migration, run on the exercise's rows")
         and "2 email(s) still have capitals" in check.hint
     )
+    # The check on the learner's database said the migration does it on the exercise's rows: it does not.
+    (mine,) = [c for c in chapter.report().checks if c.name == "every email is lowercase in your database"]
+    assert "although the migration does it" not in mine.hint and "does not lowercase them all" in mine.hint
     capsys.readouterr()
 
 
