@@ -126,6 +126,13 @@ def main(argv: list[str] | None = None) -> int:
     except LabError as error:
         print(error, file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C: what happened in one line, not a traceback
+        print(
+            f"Interrupted: `{args.command}` stopped half-way.\nWhat to do: `python -m migration_lab status` says where "
+            "the database is; `python -m migration_lab backups` lists your backups.",
+            file=sys.stderr,
+        )
+        return 130
     return 0
 
 

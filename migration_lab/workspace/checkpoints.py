@@ -151,10 +151,16 @@ def reset(lab: Lab, checkpoint: Checkpoint) -> ResetReport:
         backup = backups.save(pristine_files())
         try:
             return _reset_under_lock(lab, checkpoint, conn, backups, backup, started)
-        except (LabError, sa.exc.DBAPIError, OSError) as error:
+        except (LabError, sa.exc.DBAPIError, OSError, KeyboardInterrupt) as error:
             if backup is None:
                 raise
-            what = error.what if isinstance(error, LabError) else str(error).strip().splitlines()[0]
+            what = (
+                error.what
+                if isinstance(error, LabError)
+                else "The reset was interrupted (Ctrl-C, or the kernel's stop button) half-way."
+                if isinstance(error, KeyboardInterrupt)
+                else str(error).strip().splitlines()[0]
+            )
             raise (type(error) if isinstance(error, LabError) else LabError)(
                 f"{what} Your work as it was before this reset is in .lab/backups/{backup.name}/.",
                 (error.next_step + " " if isinstance(error, LabError) else "")

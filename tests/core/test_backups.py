@@ -346,3 +346,46 @@ def test_a_linked_backup_folder_is_never_listed(lab: Lab, project: Project, tmp_
     shutil.copytree(backup, elsewhere)
     (backup.parent / "20991231-000000").symlink_to(elsewhere)
     assert Backups(project, lab.db.url).names() == [backup.name]
+
+
+def test_a_reset_interrupted_half_way_names_the_backup_of_the_work(lab: Lab, project: Project) -> None:
+    """Ctrl-C (or the kernel's stop button) during the wipe: a KeyboardInterrupt traceback that named no backup."""
+    reset("03", lab)
+    work(lab, "my work")
+
+    def interrupt_the_wipe(conn: object, cursor: object, statement: str, *rest: object) -> None:
+        if statement.startswith("DROP SCHEMA"):
+            raise KeyboardInterrupt
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", interrupt_the_wipe)
+    try:
+        with pytest.raises(LabError, match="interrupted") as raised:
+            reset("01", lab)
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", interrupt_the_wipe)
+    backup = Backups(project, lab.db.url).names()[-1]
+    assert f"restore {backup}" in raised.value.next_step, raised.value
+    assert restore(lab, backup).startswith(f"Restored backup {backup}")
+    assert any(p.name.startswith("f00d00000001") for p in project.versions_dir.glob("*.py"))
+
+
+def test_the_cli_says_an_interrupted_command_in_two_lines(
+    lab: Lab, project: Project, database_url: str, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from migration_lab.front.cli import main
+
+    reset("03", lab)  # nothing to back up: the interrupt reaches the command line as it is
+    monkeypatch.setenv("LAB_PROJECT_DIR", str(project.root))
+    monkeypatch.setenv("LAB_DATABASE_URL", database_url)
+
+    def interrupt_the_wipe(conn: object, cursor: object, statement: str, *rest: object) -> None:
+        if statement.startswith("DROP SCHEMA"):
+            raise KeyboardInterrupt
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", interrupt_the_wipe)
+    try:
+        assert main(["reset", "01"]) == 130
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", interrupt_the_wipe)
+    said = capsys.readouterr().err
+    assert said.startswith("Interrupted: `reset` stopped half-way.") and "Traceback" not in said, said
