@@ -88,15 +88,19 @@ class LabDatabase:
             self._engine.dispose()
             self._engine = None
 
-    def unreachable(self) -> Unreachable:
-        return Unreachable(f"Cannot reach the lab database ({self.where}).", self.start_hint)
+    def unreachable(self, error: sa.exc.DBAPIError | None = None) -> Unreachable:
+        """What to say when a connection fails; with `error`, libpq's own first line: a refused password is not a
+        server that is down."""
+        said = str(error.orig if error is not None and error.orig is not None else "").strip().splitlines()
+        reason = f": {said[0]}" if said else ""
+        return Unreachable(f"Cannot reach the lab database ({self.where}){reason}.", self.start_hint)
 
     def connect(self) -> sa.Connection:
         """A new connection; `Unreachable` (a LabError) when the server does not answer."""
         try:
             return self.engine.connect()
         except sa.exc.OperationalError as error:
-            raise self.unreachable() from error
+            raise self.unreachable(error) from error
 
     def is_reachable(self) -> bool:
         try:

@@ -268,8 +268,8 @@ class Runner:
             try:
                 before = self.db.heads(conn)
                 conn.commit()  # alembic must own the transactions it runs migrations in
-            except sa.exc.DBAPIError:
-                unreachable = self.db.unreachable()
+            except sa.exc.DBAPIError as error:
+                unreachable = self.db.unreachable(error)
                 return self.refuse(command, "unreachable", unreachable.what, unreachable.next_step)
 
         def call(stdout: TextIO) -> object:

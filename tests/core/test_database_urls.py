@@ -17,7 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
 
-from migration_lab import Lab, LabError, Project, choose_backend
+from migration_lab import Lab, LabError, Project, UrlBackend, choose_backend
 from migration_lab.workshop.instructor import Workshop
 from migration_lab.workspace.edits import load_models
 
@@ -157,3 +157,18 @@ def test_the_workshop_server_url_is_read_the_same_way() -> None:
     with pytest.raises(LabError, match="mysql is not PostgreSQL") as raised:
         Workshop(f"mysql://admin:{SECRET}@db.example/postgres")
     assert SECRET not in str(raised.value)
+
+
+def test_a_refused_password_is_said_as_the_server_says_it(project: Project, database_url: str) -> None:
+    """ "Cannot reach the lab database" alone, with "start it", for a server that answered and refused the password."""
+    wrong = make_url(database_url).set(password="not-the-password").render_as_string(hide_password=False)
+    lab = Lab(project, UrlBackend(wrong))
+    try:
+        result = lab.runner.run("current")
+        assert result.refused == "unreachable"
+        assert "password authentication failed" in result.error, result.error
+        assert "not-the-password" not in result.error + (result.hint or "")
+        with pytest.raises(LabError, match="password authentication failed"):
+            lab.db.connect()
+    finally:
+        lab.db.dispose()
