@@ -36,7 +36,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import make_url
 
 from ..errors import Busy, CopyUnavailable, LabError, Unreachable
-from .sql import create_private_database, quote
+from .sql import create_private_database, quote, said
 
 # Any constant works; every lab process on the same database shares this one.
 ADVISORY_LOCK_KEY = 0x4D4C_4142  # "MLAB"
@@ -91,8 +91,7 @@ class LabDatabase:
     def unreachable(self, error: sa.exc.DBAPIError | None = None) -> Unreachable:
         """What to say when a connection fails; with `error`, libpq's own first line: a refused password is not a
         server that is down."""
-        said = str(error.orig if error is not None and error.orig is not None else "").strip().splitlines()
-        reason = f": {said[0]}" if said else ""
+        reason = f": {said(error)}" if error is not None else ""
         return Unreachable(f"Cannot reach the lab database ({self.where}){reason}.", self.start_hint)
 
     def connect(self) -> sa.Connection:
@@ -289,9 +288,7 @@ class LabDatabase:
             try:
                 owner = admin.connect()
             except sa.exc.OperationalError as error:
-                raise CopyUnavailable(
-                    f"cannot reach the server's maintenance database ({str(error.orig).strip().splitlines()[0]})"
-                ) from error
+                raise CopyUnavailable(f"cannot reach the server's maintenance database ({said(error)})") from error
             with owner:
                 # Named as ours before it exists, for as long as it exists: a sweep leaves it alone.
                 owner.execute(sa.text(f"SELECT pg_advisory_lock({COPY_LOCK_CLASS}, {_COPY_KEY})"), {"name": name})
@@ -334,7 +331,7 @@ class LabDatabase:
                 if code == "42501":  # insufficient_privilege
                     raise CopyUnavailable("this role may not create databases (it needs CREATEDB)") from error
                 if code != "55006":  # object_in_use: somebody is connected to the original
-                    raise CopyUnavailable(str(error.orig).strip().splitlines()[0]) from error
+                    raise CopyUnavailable(said(error)) from error
             busy = self._close_idle_sessions(conn)
             if busy and time.monotonic() > deadline:
                 raise CopyUnavailable("another session is using the database: " + "; ".join(busy))

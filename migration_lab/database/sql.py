@@ -62,3 +62,9 @@ def create_private_database(conn: sa.Connection, name: str, template: str, owner
     except BaseException:
         run_quoted(conn, f"DROP DATABASE IF EXISTS {quote(name)}")  # closed all along: nobody is connected
         raise
+
+
+def said(error: sa.exc.DBAPIError) -> str:
+    """The first line of what the driver (libpq, the server) said, without SQLAlchemy's statement and links."""
+    lines = str(error.orig if error.orig is not None else error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__

@@ -29,6 +29,7 @@ from ..course.checks import Check, Report, one_history
 from ..course.registry import ChapterSpec, spec
 from ..course.teammates import teammate_arrives
 from ..database import schema
+from ..database.sql import said
 from ..errors import CommandLineError, LabError
 from ..lab import Lab
 from ..running import history, policy
@@ -127,8 +128,7 @@ class Chapter:
 
     def _unreadable(self, error: sa.exc.DBAPIError) -> Check:
         """The check a grader could not finish: the database refused a query (or went away) half-way."""
-        said = str(error.orig if error.orig is not None else error).strip().splitlines()
-        what = f"{type(error.orig).__name__}: {said[0]}" if said else type(error).__name__
+        what = f"{type(error.orig).__name__}: {said(error)}"
         if not self.lab.db.is_reachable():
             return Check(
                 "the lab database answers",
@@ -604,8 +604,7 @@ def _show_unreachable(shell, etype, value, tb, tb_offset=None) -> list[str] | No
     if getattr(value.orig, "pgcode", None) is not None:  # the server answered: a query's own error
         shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
         return None
-    said = str(value.orig if value.orig is not None else value).strip().splitlines()
-    text = [f"The lab database does not answer ({said[0] if said else etype.__name__}).\nWhat to do: {_START_HINT[0]}"]
+    text = [f"The lab database does not answer ({said(value)}).\nWhat to do: {_START_HINT[0]}"]
     shell._showtraceback(etype, value, text)
     return text
 

@@ -29,20 +29,22 @@ from ..errors import BrokenHistory
 NOT_PRESENT = r"Revision \S+ referenced from .+ is not present"  # alembic's warning before its KeyError
 
 
-def message(file: str, parent: str, copy: str | None = None) -> tuple[str, str]:
+def message(file: str, parent: str, root: Path | None = None) -> tuple[str, str]:
     """(what happened, what to do) for revision file `file` (as the reader sees its path) whose parent is gone;
-    `copy`: a backup's copy of the parent's file, as the reader sees its path."""
+    `root`: the project folder, whose backups may hold the parent's file."""
     name = Path(file).name
-    back = (
-        f"a copy is in {copy}: copy it into ai-service/migrations/versions/"
-        if copy
-        else "`git checkout -- ai-service/migrations/versions/`, or `python -m migration_lab restore`"
-    )
     return (
         f"{file} revises {parent}, and no revision file is {parent}: alembic cannot read the history.",
         f"Either delete {name} (its parent is gone for good: a reset removed it, say, while {name} was open in "
-        f"an editor), or bring {parent}'s file back ({back}).",
+        f"an editor), or bring {parent}'s file back ({way_back(root, parent)}).",
     )
+
+
+def way_back(root: Path | None, revision: str) -> str:
+    """How `revision`'s file comes back: the copy the newest backup holds, else git or a restore."""
+    if root is not None and (copy := backed_up(root, revision)) is not None:
+        return f"a copy is in {_shown(copy, root)}: copy it into ai-service/migrations/versions/"
+    return "`git checkout -- ai-service/migrations/versions/`, or `python -m migration_lab restore`"
 
 
 def backed_up(root: Path, revision: str) -> Path | None:
@@ -121,8 +123,7 @@ def broken_history(scripts: ScriptDirectory, root: Path, error: BaseException | 
         return None
     missing = error.args[0] if error is not None and error.args else None
     orphan = next((o for o in found if o.parent == missing), found[0])
-    copy = backed_up(root, orphan.parent)
-    return BrokenHistory(*message(_shown(orphan.path, root), orphan.parent, _shown(copy, root) if copy else None))
+    return BrokenHistory(*message(_shown(orphan.path, root), orphan.parent, root))
 
 
 def checked(scripts: ScriptDirectory, root: Path) -> ScriptDirectory:

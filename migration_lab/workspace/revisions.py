@@ -120,32 +120,25 @@ def refuse_if_applied(
     `BrokenHistory` names) can always go, unless the database is at it: that is
     one way out. `scripts` unchecked (`runner.script(check_history=False)`).
     """
-    files = history.readable(scripts)  # a file alembic cannot read is left out: it can be fixed, or go
-    script = next((s for s in files if Path(s.path).resolve() == path.resolve()), None)
+    files = {s.revision: s for s in history.readable(scripts)}  # one alembic cannot read is left out: fix or delete
+    script = next((s for s in files.values() if Path(s.path).resolve() == path.resolve()), None)
     if script is None or confirm:
         return
     try:
         done = applied(history.checked(scripts, Path(scripts.dir)), database_heads)
     except BrokenHistory:  # no map for alembic to walk: each file's own parents, as far as the files go
-        done = _ancestors({s.revision: s for s in files}, database_heads)
+        done = _ancestors(files, database_heads)
     if script.revision not in done:
         return
     parent = ", ".join(to_tuple(script.down_revision, default=())) or "base"
     file = f"migrations/versions/{path.name}"
-    gone = [p for p in to_tuple(script.down_revision, default=()) if p not in {s.revision for s in files}]
+    gone = [p for p in to_tuple(script.down_revision, default=()) if p not in files]
     if gone:  # applied, and its parent's file is gone: no downgrade can get below it, only the parent's file back
         root = Path(scripts.dir).parent.parent  # ai-service/migrations -> the project folder
-        copy = history.backed_up(root, gone[0])
         raise LabError(
             f"{path.name} is applied to the database (it is at {', '.join(database_heads)}), and its parent "
             f"{gone[0]}'s file is gone: alembic can go neither below it nor past it. Nothing was changed.",
-            f"Bring {gone[0]}'s file back: "
-            + (
-                f"a copy is in {copy.relative_to(root)}: copy it into ai-service/migrations/versions/."
-                if copy
-                else "`git checkout -- ai-service/migrations/versions/`, or the backup that holds it "
-                "(`python -m migration_lab backups`)."
-            ),
+            f"Bring {gone[0]}'s file back: {history.way_back(root, gone[0])}.",
         )
     raise LabError(
         f"{path.name} is applied to the database (it is at {', '.join(database_heads)}): "

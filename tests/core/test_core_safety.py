@@ -537,10 +537,11 @@ def test_a_confirmation_runs_what_was_asked_about_or_asks_again(chapter03: Chapt
     assert chapter03.lab.db.heads() == ("3f1c2a9d4b10",)
 
 
-def test_a_cell_that_reads_the_database_after_it_stopped_shows_two_lines_not_a_traceback(tmp_path: Path) -> None:
+def test_a_cell_that_reads_the_database_after_it_stopped_shows_two_lines_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """ch.sql, ch.rows and ch.schema read the database directly: with it stopped they raised a raw OperationalError
     (40 lines). A query's own error (a statement timeout the server raised) keeps its traceback."""
-    import os
 
     import nbformat
     from nbclient import NotebookClient
@@ -559,19 +560,14 @@ def test_a_cell_that_reads_the_database_after_it_stopped_shows_two_lines_not_a_t
         nbformat.v4.new_code_cell('ch.rows("user_profiles")'),
         nbformat.v4.new_code_cell("ch.schema()"),
     ]
-    saved = {k: os.environ.get(k) for k in ("LAB_DATABASE_URL", "LAB_PROJECT_DIR", "LAB_BACKEND")}
-    os.environ.pop("LAB_DATABASE_URL", None)
-    os.environ.update(LAB_PROJECT_DIR=str(project.root), LAB_BACKEND="embedded")
+    monkeypatch.delenv("LAB_DATABASE_URL", raising=False)
+    monkeypatch.setenv("LAB_PROJECT_DIR", str(project.root))
+    monkeypatch.setenv("LAB_BACKEND", "embedded")
     try:
         NotebookClient(nb, timeout=180, kernel_name="python3", allow_errors=True).execute(
             cwd=str(project.root / "notebooks")
         )
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         lab.db.dispose()
         lab.backend.destroy()
     errors = [[o for o in cell.outputs if o["output_type"] == "error"] for cell in nb.cells]
