@@ -44,10 +44,11 @@ up down status: $(INSTALLED)
 nuke: $(INSTALLED)
 	$(BIN)/python -m migration_lab nuke
 
-## bench: runner vs alembic CLI latency, and reset time, as ratios
+## bench: runner vs alembic CLI latency, reset time, and reading a long answer, as ratios
 bench: $(INSTALLED)
 	$(BIN)/python bench/command_latency.py
 	$(BIN)/python bench/reset_time.py
+	$(BIN)/python bench/answer_reading.py
 
 ## notebooks: re-execute every chapter (throw-away database) and save its outputs
 notebooks: $(INSTALLED)

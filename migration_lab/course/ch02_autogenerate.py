@@ -18,7 +18,7 @@ from ..lab import Lab
 from ..workspace.checkpoints import SEED_EMAILS
 from ..workspace.edits import load_models
 from . import app_client, checks
-from .checks import Check, any_revision
+from .checks import Check
 from .round_trip import Replayed, replay
 
 START = "a1c4e7f20b13"  # where the chapter starts
@@ -74,52 +74,105 @@ def _unique_problem(lab: Lab) -> str | None:
     )
 
 
-def _emails(db: LabDatabase, column: str) -> list[str] | None:
-    """The non-empty values of user_profiles.<column>; None if the column is not there."""
+def _emails(db: LabDatabase, column: str) -> dict[int, str] | None:
+    """Each profile's user_profiles.<column>, by id; None if the column is not there."""
     with db.connect() as conn:
         if column not in {c["name"] for c in sa.inspect(conn).get_columns("user_profiles")}:
             return None
-        return [v for v in conn.scalars(sa.text(f"SELECT {column} FROM user_profiles")) if v]
+        return {int(i): v for i, v in conn.execute(sa.text(f"SELECT id, {column} FROM user_profiles"))}
 
 
-def _renamed(db: LabDatabase) -> str | None:
-    """At head: email_address holds every email, email is gone, the constraint has the new name."""
-    address = _emails(db, "email_address")
-    if address is None:
-        return "user_profiles has no column email_address"
-    if _emails(db, "email") is not None:
-        return "user_profiles still has its column email"
-    if not set(SEED_EMAILS) <= set(address):
-        return "the emails did not survive: user_profiles.email_address does not hold them"
-    return None
+# Profiles the check signs up on a copy at the chapter's start: emails that are not the seed's (other domains,
+# capitals, a plus): a revision that keeps only the exercise's emails, or rewrites the others, loses them.
+OTHER_EMAILS = ("bob@corp.com", "Grace.Hopper@Navy.MIL", "ops+alerts@mail.example.co.uk")
+LOST = "the emails did not survive: user_profiles.email_address does not hold them"
 
 
-def _back(db: LabDatabase) -> str | None:
-    """After the downgrade: email holds every email again, under its old constraint name."""
-    emails = _emails(db, "email")
-    if emails is None:
-        return "user_profiles has no column email again"
-    if not set(SEED_EMAILS) <= set(emails):
-        return "the emails are not back in user_profiles.email"
-    with db.connect() as conn:
-        names = {u["name"] for u in sa.inspect(conn).get_unique_constraints("user_profiles")}
-    return None if OLD_UNIQUE in names else f"the unique constraint is not named {OLD_UNIQUE} again"
+class _Emails:
+    """The emails of a replay, by profile: what `email` held before the upgrade must be in `email_address` after
+    it, and the reverse after the downgrade, for every profile (the check's own as well as the seed's)."""
+
+    def __init__(self) -> None:
+        self.were: dict[int, str] = {}
+
+    def renamed(self, db: LabDatabase) -> str | None:
+        """At head: email_address holds every email, email is gone."""
+        address = _emails(db, "email_address")
+        if address is None:
+            return "user_profiles has no column email_address"
+        if _emails(db, "email") is not None:
+            return "user_profiles still has its column email"
+        if not set(SEED_EMAILS) <= set(address.values()):
+            return LOST
+        self.were = address
+        return None
+
+    def back(self, db: LabDatabase) -> str | None:
+        """After the downgrade: email holds each profile's email again, under its old constraint name."""
+        emails = _emails(db, "email")
+        if emails is None:
+            return "user_profiles has no column email again"
+        if emails != self.were:
+            return f"the emails are not back in user_profiles.email: {_first_difference(self.were, emails)}"
+        with db.connect() as conn:
+            names = {u["name"] for u in sa.inspect(conn).get_unique_constraints("user_profiles")}
+        return None if OLD_UNIQUE in names else f"the unique constraint is not named {OLD_UNIQUE} again"
+
+    def sign_up_others(self, db: LabDatabase) -> None:
+        """At the start, profiles with other emails than the seed's, as production has by now."""
+        with db.engine.begin() as conn:
+            for number, email in enumerate(OTHER_EMAILS):
+                conn.execute(
+                    sa.text("INSERT INTO user_profiles (name, email) VALUES (:name, :email)"),
+                    {"name": f"Other {number}", "email": email},
+                )
+        self.were = _emails(db, "email") or {}
+
+    def kept(self, db: LabDatabase) -> str | None:
+        """Upgraded again over those rows: each profile's email, as it was, in email_address."""
+        address = _emails(db, "email_address")
+        if address is None:
+            return "user_profiles has no column email_address"
+        if address != self.were:
+            return f"{LOST}: {_first_difference(self.were, address)}"
+        return None
 
 
-def _replay_hints(replayed: Replayed | None, drop_add: bool) -> checks.Hints:
-    if replayed is None or (replayed.step in ("upgrade", "at head") and drop_add):
+def _first_difference(were: dict[int, str], now: dict[int, str]) -> str:
+    """The first profile whose email changed, in words."""
+    for profile, email in sorted(were.items()):
+        if profile not in now:
+            return f"profile {profile} ({email}) is gone"
+        if now[profile] != email:
+            return f"profile {profile}'s {email!r} became {now[profile]!r}"
+    return f"{len(set(now) - set(were))} profile(s) appeared"
+
+
+def _replay_hints(replayed: Replayed | None, lab: Lab) -> checks.Hints:
+    generate = (
+        "The model changed: generate a revision, and read it before you apply it.",
+        '`alembic revision --autogenerate -m "..."` in a terminal in ai-service/, then open the new file.',
+        "ch.alembic('revision --autogenerate -m \"rename email to email_address\"')",
+    )
+    if replayed is None or lab.runner.script().get_heads() == [START]:
+        return generate
+    if replayed.step == "upgrade":
         return (
-            "Autogenerate wrote drop_column + add_column (and a unique constraint dropped and added): it cannot tell "
-            "a rename from a new column. Applied, that loses every email."
-            if drop_add
-            else "The model changed: generate a revision, and read it before you apply it.",
-            "In upgrade(), one op.alter_column(table, old, new_column_name=new) instead of the drop and the add, "
-            "plus the constraint's rename; in downgrade() the reverse, in reverse order."
-            if drop_add
-            else '`alembic revision --autogenerate -m "..."` in a terminal in ai-service/, then open the new file.',
+            f"Replayed on a copy of your database, {replayed}.",
+            "Fix what it says in the revision's upgrade(): a rename is one op.alter_column(table, old, "
+            "new_column_name=new) (or ALTER TABLE ... RENAME COLUMN), plus the constraint's rename.",
             EMAIL_FIX,
         )
-    if replayed.step in ("upgrade", "at head"):
+    if replayed.step in ("at head", "upgraded again") and LOST in replayed.problem:
+        return (
+            f"Replayed on a copy of your database, {replayed}. Autogenerate writes drop_column + add_column (and a "
+            "unique constraint dropped and added) for a rename: it cannot tell a rename from a new column. Applied, "
+            "that loses every email; a copy through a new column must keep each one as it was.",
+            "In upgrade(), one op.alter_column(table, old, new_column_name=new) instead of the drop and the add, "
+            "plus the constraint's rename; in downgrade() the reverse, in reverse order.",
+            EMAIL_FIX,
+        )
+    if replayed.step in ("upgrade", "at head", "upgrade again", "upgraded again"):
         return (
             f"Replayed on a copy of your database, {replayed}.",
             "In upgrade(), rename the column (op.alter_column(table, old, new_column_name=new), or ALTER TABLE "
@@ -169,7 +222,15 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
     ai-api's clients still sign up and read with `email`."""
     address = checks.column_values(lab, "user_profiles", "email_address")
     email = checks.column_values(lab, "user_profiles", "email")
-    drop_add = any_revision(lab, r"drop_column\(\s*['\"]user_profiles['\"],\s*['\"]email['\"]")
+    emails = _Emails()
+    replayed = replay(
+        lab,
+        START,
+        at_head=emails.renamed,
+        downgraded=emails.back,
+        below=emails.sign_up_others,
+        upgraded_again=emails.kept,
+    )
     kept = address is not None and set(SEED_EMAILS) <= set(address)
     apply = ("The fixed revision is not applied yet.", "Upgrade the database to head.", 'ch.alembic("upgrade head")')
     if kept:
@@ -192,7 +253,7 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
             False,
             (
                 "The emails are still in user_profiles.email, safe: no revision has renamed the column yet"
-                + (" (an upgrade that failed was rolled back)." if drop_add else "."),
+                + (" (an upgrade that failed was rolled back)." if replayed and replayed.step == "upgrade" else "."),
                 "A rename in a revision: op.alter_column(table, old, new_column_name=new), then upgrade.",
                 f'{EMAIL_FIX}; ch.alembic("upgrade head")',
             ),
@@ -211,7 +272,6 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
     )
     mapped, why = _model_columns(lab)
     renamed = checks.model_line(lab, "UserProfile", "email_address")  # the attribute renamed: the app's name
-    replayed = replay(lab, START, at_head=_renamed, downgraded=_back)
     app = _app_problem(lab) if mapped is not None and "email_address" in mapped else "the model is not changed yet"
     found = [
         Check(
@@ -230,7 +290,7 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
             "a revision renames the column and its constraint, and its downgrade renames them back "
             "(replayed on a copy)",
             replayed is None,
-            _replay_hints(replayed, drop_add),
+            _replay_hints(replayed, lab),
         ),
         checks.column_exists(lab, "user_profiles", "email_address", apply),
         checks.column_absent(lab, "user_profiles", "email", apply),

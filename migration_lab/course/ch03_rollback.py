@@ -13,7 +13,7 @@ from ..workspace.baseline import bring_revision
 from ..workspace.edits import add_column, apply_edit, model_attributes
 from . import checks
 from .checks import Check
-from .round_trip import replay
+from .round_trip import a_profile, replay
 
 LANGUAGE_REVISION = "d4f0c3b2a1e9"
 LANGUAGE_FILE = f"{LANGUAGE_REVISION}_add_language_to_settings.py"
@@ -76,13 +76,26 @@ def _both_gone(db: LabDatabase) -> str | None:
     return f"user_settings still has {' and '.join(left)}" if left else None
 
 
+def _settings_to_keep(db: LabDatabase) -> None:
+    """A user's settings on the copy, if the learner's database has none: a downgrade that deletes the rows (or
+    drops the table and makes it again) must show, and over an empty table it cannot."""
+    with db.engine.begin() as conn:
+        if not conn.scalar(sa.text("SELECT count(*) FROM user_settings")):
+            conn.execute(
+                sa.text("INSERT INTO user_settings (user_id, theme, status) VALUES (:owner, 'dark', 'away')"),
+                {"owner": a_profile(conn)},
+            )
+
+
 def exercise(lab: Lab, answer: object) -> list[Check]:
     """Chapter 03: the revision's downgrade() undoes its upgrade(), proved by a round trip on a copy."""
     path = lab.project.versions_dir / LANGUAGE_FILE
     script = lab.runner.script().get_revision(LANGUAGE_REVISION) if path.exists() else None
     parent = str(script.down_revision) if isinstance(script, Script) else "a1c4e7f20b13"
     empty = script is None or does_nothing(Path(script.path), "downgrade")
-    replayed = None if empty else replay(lab, parent, at_head=_both_there, downgraded=_both_gone)
+    replayed = (
+        None if empty else replay(lab, parent, at_head=_both_there, downgraded=_both_gone, prepare=_settings_to_keep)
+    )
     column, index = _language_state(lab.db)
     at = checks.database_heads(lab)
     code = f'ch.rewrite_revision(revision="add_language", downgrade="""{LANGUAGE_DOWN}""")'

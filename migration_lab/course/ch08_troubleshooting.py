@@ -11,7 +11,8 @@ from . import checks
 from .checks import Check
 from .round_trip import round_trip
 
-BROKEN_ENV_IMPORT = "from main import Base, JobQueue  # noqa: E402  (needs the sys.path line above)"
+BROKEN_IMPORT = "from main import Base, JobQueue"
+BROKEN_ENV_IMPORT = f"{BROKEN_IMPORT}  # noqa: E402  (needs the sys.path line above)"
 RECORD = Path(".lab") / "chapter-08-traceback.json"  # the frame the exercise's traceback showed: line and text
 
 
@@ -90,7 +91,14 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
                 'Fix the import line in migrations/env.py with ch.edit_file("migrations/env.py", old, new): '
                 "env.py needs only Base: its metadata knows every model main.py defines (and every model module "
                 "main.py imports).",
-                'ch.edit_file("migrations/env.py", "from main import Base, JobQueue", "from main import Base")',
+                f'ch.edit_file("migrations/env.py", "{BROKEN_IMPORT}", "from main import Base")',
+            )
+            if BROKEN_IMPORT in _env_import_line(lab)[1]
+            else (  # the colleague's import is fixed: what fails now is something else, said as alembic met it
+                f"`alembic current` fails: {current.error}. {current.hint or ''}".strip(),
+                "Fix the file and line it names (migrations/env.py, or a revision), save, and run `alembic current` "
+                "in a terminal in ai-service/ again: it must print the database's revision, not an error.",
+                'ch.alembic("current")',
             ),
         ),
         checks.database_at_head(

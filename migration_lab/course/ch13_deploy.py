@@ -163,6 +163,12 @@ def exercise(lab: Lab, answer: object = None) -> list[Check]:
             "takes it for yours and never commits it: the upgrade is rolled back as the connection closes. "
             f"Commit right after taking the lock. The init container runs `{CLI}`, and with it {ENV_PY}."
         )
+    elif failed and len(failed) == len(raced.replicas) and not any(r.applied for r in raced.replicas):
+        went_wrong = (  # not a race: env.py (or a revision) fails for each one alone
+            f"Neither replica got as far as a revision: each failed the same way on its own ({failed[0].problem}). "
+            f"That is {ENV_PY} (or a revision) failing for any single `{CLI}`, before there is anything to take "
+            f"turns over. Run `{CLI}` once in a terminal in ai-service/ to read it, fix it, then guard the race."
+        )
     else:
         went_wrong = (
             "Both replicas read the database one release behind and start the same revisions; one of them ends "

@@ -180,10 +180,6 @@ def revision_texts(lab: Lab) -> dict[str, str]:
     return {p.name: p.read_text() for p in sorted(lab.project.versions_dir.glob("*.py"))}
 
 
-def any_revision(lab: Lab, pattern: str) -> bool:
-    return any(re.search(pattern, text) for text in revision_texts(lab).values())
-
-
 def model_line(lab: Lab, model: str, attribute: str) -> str | None:
     """The line of main.py that defines `model.attribute`, or None."""
     source = (lab.project.service_dir / "main.py").read_text()
@@ -199,9 +195,34 @@ _SHORT_PREFIX = re.compile(r"[\s'\"]*([0-9A-Fa-f]{2,3})[\s'\"]*")
 # A line alembic prints for one revision after its parent(s): history's "<parent> -> <rev> (head), <message>", an
 # upgrade's "Running upgrade <parent> -> <rev>, <message>". It names the revision after the arrow; a downgrade's
 # line names the one before it (the revision undone).
-_STEP = re.compile(
-    r"(?P<down>Running downgrade\s+)?(?P<before>[^>]*?)\s*->\s*(?P<after>[0-9A-Fa-f]+)(?:\s*\([\w ]+\))*\s*,\s*\S"
-)
+# Read from its first arrow on, never searched for from every position: a pasted line of a megabyte is read once.
+_AFTER_ARROW = re.compile(r"\s*([0-9A-Fa-f]+)(?:\s*\([\w ]+\))*\s*,\s*\S")
+
+
+def _step(line: str) -> str | None:
+    """The part of a line alembic prints for one step that names its revision; None for any other line."""
+    before, arrow, after = line.partition("->")
+    found = _AFTER_ARROW.match(after) if arrow else None
+    if found is None:
+        return None
+    return before.split("Running downgrade")[-1] if "Running downgrade" in before else found[1]
+
+
+def hex_words(parts: list[str]) -> list[str]:
+    """The words of an answer that may name a revision, in order: hex words (from a step's line, only the one
+    after its arrow, or before it for a downgrade), or a short prefix given alone on its line. Read in one pass
+    per line, however long a pasted line is."""
+    words: list[str] = []
+    for line in (line for part in parts for line in part.splitlines()):
+        step = _step(line)
+        short = _SHORT_PREFIX.fullmatch(line)
+        if step is not None:
+            words += _HEX_WORD.findall(step)
+        elif short:
+            words.append(short[1])
+        else:
+            words += _HEX_WORD.findall(line)
+    return words
 
 
 def revisions_named(lab: Lab, answer: object) -> list[str] | None:
@@ -222,17 +243,7 @@ def revisions_named(lab: Lab, answer: object) -> list[str] | None:
         return None
     known = [s.revision for s in lab.runner.script().walk_revisions()]
     named: list[str] = []
-    words: list[str] = []
-    for line in (line for part in parts for line in part.splitlines()):
-        step = _STEP.search(line)
-        short = _SHORT_PREFIX.fullmatch(line)
-        if step:
-            words += _HEX_WORD.findall(step["before"] if step["down"] else step["after"])
-        elif short:
-            words.append(short[1])
-        else:
-            words += _HEX_WORD.findall(line)
-    for word in words:
+    for word in hex_words(parts):
         matches = [r for r in known if r.startswith(word.lower())]
         if len(matches) == 1:
             named.append(matches[0])

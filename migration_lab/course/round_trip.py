@@ -15,6 +15,7 @@ the rows (and gets rows of its own where the exercise needs them), with what
 the exercise wants inspected at each step (chapters 01-03, 06).
 """
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -205,6 +206,39 @@ def shape(conn: sa.Connection) -> Shape:
     return Shape(columns, frozenset(names), enums)
 
 
+TableRows = dict[str, list[dict[str, str]]]
+
+
+def table_rows(conn: sa.Connection, schema: Shape) -> TableRows:
+    """Every row of every table of `schema`, each value as its repr (JSON values and arrays compare too)."""
+    quote = conn.dialect.identifier_preparer.quote
+    return {
+        table: [
+            {name: repr(value) for name, value in row.items()}
+            for row in conn.execute(sa.text(f"SELECT * FROM {quote(table)}")).mappings()
+        ]
+        for table in schema.columns
+    }
+
+
+def rows_changed(conn: sa.Connection, was: TableRows, before: Shape, after: Shape) -> str:
+    """What a downgrade (from `before` to `after`) did to rows it should have left alone, in a few words; "" when
+    nothing. Every table both have keeps its rows, and every column the downgrade did not change (same name, type,
+    NULL and default) keeps its values; the columns it drops, adds or alters are the exercise's to judge."""
+    now = table_rows(conn, after)
+    for table in sorted(set(was) & set(now)):
+        if len(now[table]) != len(was[table]):
+            return f"{table} has {len(now[table])} row(s), where it had {len(was[table])}"
+        left = sorted(set(before.columns[table]) & set(after.columns[table]), key=lambda column: column.name)
+        for column in left:
+            gone = Counter(row[column.name] for row in was[table])
+            gone.subtract(row[column.name] for row in now[table])
+            changed = sum(count for count in gone.values() if count > 0)
+            if changed:
+                return f"{table}.{column.name} changed in {changed} row(s) (a column the downgrade does not alter)"
+    return ""
+
+
 def replay(
     lab: Lab,
     down_to: str,
@@ -242,6 +276,7 @@ def replay(
                 return Replayed("at head", found)
             with copy.connect() as conn:
                 before = shape(conn)
+                rows = table_rows(conn, before)
             down = runner.run(["downgrade", down_to])
             if not down.ok:
                 return Replayed("downgrade", f"`alembic downgrade {down_to}` fails: {down.error}")
@@ -251,6 +286,13 @@ def replay(
             floor = copy.heads()  # down_to, and any branch the downgrade leaves applied beside it
             with copy.connect() as conn:
                 at_floor = shape(conn)
+                changed = rows_changed(conn, rows, before, at_floor)
+            if changed:
+                return Replayed(
+                    "downgraded",
+                    f"after `alembic downgrade {down_to}`, {changed}: a downgrade takes away what its upgrade added "
+                    "(a column, an index), never the rows, nor the values of the columns it leaves",
+                )
             later = _up_again(copy, runner, down_to, before, below, upgraded_again)
     except CopyUnavailable as why:
         return Replayed("copy", f"the lab could not copy the database to try it: {why.what}")

@@ -163,15 +163,22 @@ def diagnose(error: BaseException, service_dir: Path, server_up: bool = False) -
         return Diagnosis(text, hint or SQLSTATE_HINTS.get(code or ""), code)
     if isinstance(error, CommandError):
         return Diagnosis(str(error), _command_hint(error))
-    if isinstance(error, SystemExit):
+    if isinstance(error, SystemExit):  # sys.exit("message") says why; sys.exit(3) or exit() only stops
+        said = _first_line(error.code) if isinstance(error.code, str) else ""
+        code = "" if error.code is None else repr(error.code)
         return Diagnosis(
-            _first_line(error.code) or "env.py stopped the command (SystemExit)",
-            "Read the message above; it comes from migrations/env.py.",
+            said or f"sys.exit({code}) stopped the command{_where(error, service_dir)}",
+            "A revision or migrations/env.py called sys.exit(): it ends the whole alembic command there, without an "
+            "error to read. Take it out (to make a revision fail on purpose, raise an exception with a message), "
+            "save, and run the command again.",
         )
-    frames = traceback.extract_tb(error.__traceback__)
-    ours = [f for f in frames if f.filename.startswith(str(service_dir))]
-    where = f" ({Path(ours[-1].filename).name}, line {ours[-1].lineno})" if ours else ""
-    return Diagnosis(f"{type(error).__name__}: {error}{where}", None)
+    return Diagnosis(f"{type(error).__name__}: {error}{_where(error, service_dir)}", None)
+
+
+def _where(error: BaseException, service_dir: Path) -> str:
+    """ " (file, line N)" of the innermost frame in ai-service/ the error came through; "" when none did."""
+    ours = [f for f in traceback.extract_tb(error.__traceback__) if f.filename.startswith(str(service_dir))]
+    return f" ({Path(ours[-1].filename).name}, line {ours[-1].lineno})" if ours else ""
 
 
 def _not_null_hint(error: sa.exc.DBAPIError) -> str | None:

@@ -316,3 +316,30 @@ def test_10_rows_filled_but_a_default_that_is_no_country_fails(lab: Lab, capsys)
     assert list(hints) == [COUNTRY_VALUES], hints
     assert "its server default gives new profiles '' as their country" in hints[COUNTRY_VALUES][0]
     capsys.readouterr()
+
+
+LOADS = "alembic can load env.py and the models"
+
+
+@pytest.mark.parametrize(
+    ("broken", "said"),
+    [
+        ('import sys\nsys.exit(3)\n', "sys.exit(3) stopped the command (env.py, line"),
+        ("import sys\nsys.exit()\n", "sys.exit() stopped the command (env.py, line"),
+        ('raise KeyError("DATABASE_URL")\n', "KeyError: 'DATABASE_URL' (env.py, line"),
+    ],
+    ids=["exit-3", "exit", "key-error"],
+)
+def test_08_once_the_import_is_fixed_another_failure_of_env_py_is_said_as_it_is(
+    lab: Lab, capsys, broken: str, said: str
+) -> None:
+    """The colleague's import fixed, env.py then fails on something else: the hint says what (never "fails: 3.",
+    never "env.py imports something main.py does not have"), and its code runs."""
+    chapter = start(lab, "08")
+    chapter.edit_file("migrations/env.py", *FIX)
+    env = lab.project.service_dir / "migrations" / "env.py"
+    env.write_text(env.read_text().replace("import os\n", f"import os\n{broken}", 1))
+    hints = failing(chapter, "env.py:18")[LOADS]
+    assert said in hints[0] and "imports something main.py does not have" not in hints[0], hints
+    exec(hints[-1], {"ch": chapter})
+    capsys.readouterr()

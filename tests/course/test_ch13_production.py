@@ -306,3 +306,14 @@ def test_migrate_py_deploys_from_a_terminal_with_the_url_in_dot_env(released: La
     assert "Running upgrade a1c4e7f20b13 -> e5a9c2d7b3f1" in done.stderr  # alembic.ini's logging, as in a terminal
     assert "Running upgrade e5a9c2d7b3f1 -> f6b8d4a2c9e7" in done.stderr
     assert released.db.heads() == ("f6b8d4a2c9e7",) and released.runner.run("check").ok
+
+
+def test_an_env_py_that_fails_for_any_single_run_is_not_called_a_race(released: Lab) -> None:
+    """env.py raising before any revision runs fails both replicas the same way: the hint says so, and sends the
+    learner to run the command once alone, not to make the replicas take turns."""
+    env = released.project.service_dir / "migrations" / "env.py"
+    env.write_text(env.read_text().replace("import os\n", 'import os\nraise RuntimeError("boom")\n', 1))
+    [neither] = [c for c in deploy.exercise(released) if c.name == NEITHER_FAILS]
+    assert not neither.passed
+    assert "Neither replica got as far as a revision" in neither.hints[0] and "boom" in neither.hints[0]
+    assert "Make them take turns" not in neither.hints[0]

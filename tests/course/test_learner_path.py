@@ -76,6 +76,24 @@ def test_01_a_hand_written_revision_in_double_quotes_passes(lab: Lab, capsys) ->
     capsys.readouterr()
 
 
+def test_01_a_downgrade_that_also_empties_another_table_fails_on_the_replay(lab: Lab, capsys) -> None:
+    """The column goes, as it should, and so does every job: a downgrade takes away what its upgrade added, never
+    rows. Any chapter's replay judges it, on a copy that keeps the rows."""
+    chapter = start(lab, "01")
+    chapter.add_column("UserProfile", LAST_LOGIN_LINE)
+    chapter.sql("INSERT INTO job_entries (user_id, prompt) SELECT min(id), 'summarise' FROM user_profiles")
+    hand_written(
+        chapter,
+        "add last login",
+        'op.execute("ALTER TABLE user_profiles ADD COLUMN last_login timestamptz DEFAULT now()")',
+        'op.execute("ALTER TABLE user_profiles DROP COLUMN last_login")\nop.execute("TRUNCATE job_entries")',
+    )
+    hints = failing(chapter)
+    assert list(hints) == [REPLAYED_01], hints
+    assert "job_entries has 0 row(s), where it had 4" in hints[REPLAYED_01][0], hints[REPLAYED_01][0]  # 3 + 1
+    capsys.readouterr()
+
+
 def test_01_plain_sql_passes(lab: Lab, capsys) -> None:
     chapter = start(lab, "01")
     chapter.add_column("UserProfile", LAST_LOGIN_LINE)
@@ -416,6 +434,69 @@ def test_02_a_downgrade_that_gives_email_back_without_not_null_fails_on_the_repl
     hints = failing(chapter)
     assert list(hints) == [REPLAYED_02], hints
     assert "column user_profiles.email: VARCHAR(255) NOT NULL" in hints[REPLAYED_02][0], hints[REPLAYED_02][0]
+    capsys.readouterr()
+
+
+def test_02_a_copy_that_keeps_only_the_seeds_emails_fails_on_rows_of_other_domains(lab: Lab, capsys) -> None:
+    """The copy-and-drop rename with a CASE that keeps what looks like the exercise's emails: every email of the
+    exercise survives, and a profile signed up with another domain loses its own. Judged on a copy at the chapter's
+    start that holds such profiles, not by the spelling of the copy."""
+    chapter = start(lab, "02")
+    chapter.edit_model(EMAIL_LINE, EMAIL_MAPPED)
+    lossy = COPY_UP.replace(
+        "SET email_address = email'",
+        "SET email_address = CASE WHEN email LIKE \\'%@example.org\\' THEN email ELSE \\'lost-\\' || id END'",
+    )
+    assert lossy != COPY_UP
+    hand_written(chapter, "rename email", lossy, _copy_down(nullable=False))
+    hints = failing(chapter)
+    assert list(hints) == [REPLAYED_02], hints
+    assert "bob@corp.com" in hints[REPLAYED_02][0] and "'lost-" in hints[REPLAYED_02][0], hints[REPLAYED_02][0]
+    assert "drop_column + add_column" in hints[REPLAYED_02][0]
+    capsys.readouterr()
+
+
+def test_02_a_downgrade_that_lowercases_the_emails_back_fails_on_the_replay(lab: Lab, capsys) -> None:
+    """A downgrade that copies the emails back through lower(): the seed's emails are lowercase already, and every
+    name check passes; a profile's own capitals are lost on the way down."""
+    chapter = start(lab, "02")
+    chapter.edit_model(EMAIL_LINE, EMAIL_MAPPED)
+    down = _copy_down(nullable=False).replace("SET email = email_address", "SET email = lower(email_address)")
+    hand_written(chapter, "rename email", COPY_UP, down)
+    chapter.sql("INSERT INTO user_profiles (name, email_address) VALUES ('Edsger', 'Edsger@Example.org')")
+    hints = failing(chapter)
+    assert list(hints) == [REPLAYED_02], hints
+    assert "not back in user_profiles.email" in hints[REPLAYED_02][0] and "Edsger@Example.org" in hints[REPLAYED_02][0]
+    capsys.readouterr()
+
+
+def test_02_an_upgrade_that_fails_is_told_by_its_error_not_by_the_words_in_the_file(lab: Lab, capsys) -> None:
+    """A copy-and-swap with a typo: the upgrade fails (UndefinedColumn) and is rolled back. The hint used to be
+    picked by a drop_column('user_profiles', 'email') found in the file: "that loses every email"."""
+    chapter = start(lab, "02")
+    chapter.edit_model(EMAIL_LINE, EMAIL_MAPPED)
+    hand_written(chapter, "rename email", COPY_UP.replace("= email'", "= emial'"), _copy_down(nullable=False))
+    hints = failing(chapter)
+    assert 'column "emial" does not exist' in hints[REPLAYED_02][0], hints[REPLAYED_02][0]
+    assert "loses every email" not in hints[REPLAYED_02][0]
+    survived = hints["the emails are in user_profiles.email_address"][0]
+    assert "an upgrade that failed was rolled back" in survived
+    capsys.readouterr()
+
+
+def test_02_before_any_revision_the_hints_lead_to_generating_one_first(lab: Lab, capsys) -> None:
+    """The model edited, no revision yet: the hints' code generates one (ch.rewrite_revision would refuse: there is
+    nothing of this kernel's to rewrite), and following every check's last hint in turn reaches a pass."""
+    chapter = start(lab, "02")
+    chapter.edit_model(EMAIL_LINE, EMAIL_MAPPED)
+    hints = failing(chapter)[REPLAYED_02]
+    assert "generate a revision" in hints[0] and "revision --autogenerate" in hints[-1], hints
+    for _ in range(8):
+        check = chapter.report().first_failing
+        if check is None:
+            break
+        exec(check.hints[-1], {"ch": chapter})
+    assert chapter.report().passed, str(chapter.report())
     capsys.readouterr()
 
 
@@ -1185,4 +1266,31 @@ def test_05_importing_main_inside_upgrade_fails_however_written(lab: Lab, import
     chapter = start(lab, "05")
     hand_written(chapter, "lowercase emails", f"{imports}\n{REFERENCE_05}", "pass")
     assert IMPORTS_05 in failing(chapter)
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "    op.drop_column('user_settings', 'language')\n    op.execute('DELETE FROM user_settings')",
+        "    op.drop_table('user_settings')\n"
+        "    op.create_table('user_settings', sa.Column('id', sa.Integer(), primary_key=True),\n"
+        "        sa.Column('user_id', sa.Integer(), sa.ForeignKey('user_profiles.id', ondelete='CASCADE'),\n"
+        "                  nullable=False),\n"
+        "        sa.Column('theme', sa.String(length=20), server_default='light', nullable=False),\n"
+        "        sa.Column('status', sa.String(length=20), nullable=True),\n"
+        "        sa.UniqueConstraint('user_id', name='uq_user_settings_user_id'))",
+        "    op.drop_column('user_settings', 'language')\n    op.execute(\"UPDATE user_settings SET theme = 'light'\")",
+    ],
+    ids=["delete-the-rows", "drop-and-make-the-table-again", "reset-another-column"],
+)
+def test_03_a_downgrade_that_loses_the_settings_rows_fails_on_the_replay(lab: Lab, capsys, body: str) -> None:
+    """The column and its index are gone after the downgrade, as the replay wants, and so are every user's
+    settings (or their theme): a rollback in production would wipe them. The rows are judged, on a copy."""
+    chapter = start(lab, "03")
+    _write_language_downgrade(lab, body)
+    hints = failing(chapter)
+    assert list(hints) == [ROUND_TRIP_03], hints
+    said = hints[ROUND_TRIP_03][0]
+    assert "user_settings" in said and ("row(s)" in said) and "never the rows" in said, said
     capsys.readouterr()
