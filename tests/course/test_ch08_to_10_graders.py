@@ -324,7 +324,7 @@ LOADS = "alembic can load env.py and the models"
 @pytest.mark.parametrize(
     ("broken", "said"),
     [
-        ('import sys\nsys.exit(3)\n', "sys.exit(3) stopped the command (env.py, line"),
+        ("import sys\nsys.exit(3)\n", "sys.exit(3) stopped the command (env.py, line"),
         ("import sys\nsys.exit()\n", "sys.exit() stopped the command (env.py, line"),
         ('raise KeyError("DATABASE_URL")\n', "KeyError: 'DATABASE_URL' (env.py, line"),
     ],
