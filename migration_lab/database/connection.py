@@ -338,18 +338,26 @@ class LabDatabase:
             time.sleep(0.02)
 
     def _close_idle_sessions(self, conn: sa.Connection) -> list[str]:
-        """Close the idle sessions on the original; describe the ones doing something."""
+        """Close the idle sessions on the original; describe the ones doing something.
+
+        An idle session that holds an advisory lock is doing something: the lab's migration lock, held by another
+        process's reset, restore or migration between two statements (or a deploy's guard). Ending it would end
+        that command half-way; the copy waits for it instead.
+        """
         rows = conn.execute(
             sa.text(
-                "SELECT pid, state, coalesce(nullif(application_name, ''), usename) AS who "
-                "FROM pg_stat_activity WHERE datname = :db AND pid <> pg_backend_pid()"
+                "SELECT a.pid, a.state, coalesce(nullif(a.application_name, ''), a.usename) AS who, "
+                "EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.granted) "
+                "FROM pg_stat_activity a WHERE a.datname = :db AND a.pid <> pg_backend_pid()"
             ),
             {"db": self.name},
         ).all()
         busy = []
-        for pid, state, who in rows:
-            if state == "idle":
+        for pid, state, who, locking in rows:
+            if state == "idle" and not locking:
                 conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            elif locking:
+                busy.append(f"{who} (pid {pid}) holds a lock: another lab command (a reset, a migration) is running")
             else:
                 busy.append(f"{who} (pid {pid}, {state})")
         return busy

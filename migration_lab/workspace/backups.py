@@ -97,7 +97,10 @@ def _pg(tool: str, *args: str, url: str) -> subprocess.CompletedProcess[str]:
 
 def dump(url: str) -> str:
     """Schema public as SQL; LabError if pg_dump cannot (an unreachable or newer server) or stops short."""
-    done = _pg("pg_dump", "--no-owner", "--no-privileges", "--schema=public", url=url)
+    # --schema leaves out CREATE EXTENSION: a table of a citext column would not restore without the extensions
+    # that live in public, named one by one (their objects go with the schema's wipe, and come back with them).
+    extensions = [f"--extension={name}" for name in _public_extensions(url)]
+    done = _pg("pg_dump", "--no-owner", "--no-privileges", "--schema=public", *extensions, url=url)
     if done.returncode != 0 or DUMP_COMPLETE not in done.stdout:
         raise LabError(
             f"pg_dump failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else 'an incomplete dump'}",
@@ -105,6 +108,25 @@ def dump(url: str) -> str:
         )
     # The schema is made again by the wipe before a restore; everything else comes from the dump.
     return "".join(line for line in done.stdout.splitlines(keepends=True) if line.strip() != "CREATE SCHEMA public;")
+
+
+def _public_extensions(url: str) -> list[str]:
+    """The extensions installed in schema public (none when that cannot be read: pg_dump then says why)."""
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool, connect_args={"connect_timeout": 5})
+    try:
+        with engine.connect() as conn:
+            return list(
+                conn.scalars(
+                    sa.text(
+                        "SELECT e.extname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
+                        "WHERE n.nspname = 'public' ORDER BY 1"
+                    )
+                )
+            )
+    except sa.exc.DBAPIError:
+        return []
+    finally:
+        engine.dispose()
 
 
 def _holds_relations(url: str) -> bool:
@@ -183,8 +205,13 @@ class Backups:
             last = json.loads(self._marker.read_text()).get("digest")
         except (OSError, ValueError):
             last = None
-        if sql is not None and last == _digest(self.project, sql):
+        content = _digest(self.project, sql) if sql is not None else None
+        if content is not None and last == content:
             return None
+        newest = self.names()[-1:]
+        if content is not None and newest and (self._manifest(newest[0]) or {}).get("content") == content:
+            # Saved already (a restore refused again and again): one backup of it, and no pruning of older ones.
+            return Backup(self.folder / newest[0], len(_files(self.project)), True)
         current = {rel: (self.project.service_dir / rel).read_bytes() for rel in _files(self.project)}
         if sql is not None and "CREATE TABLE" not in sql and current == pristine:
             return None
@@ -202,6 +229,7 @@ class Backups:
         manifest = {
             "files": {str(rel): _sha256(data) for rel, data in current.items()},
             "database": _sha256(sql.encode()) if sql is not None else None,
+            "content": content,  # files and rows, without pg_dump's random \restrict key: the same work, the same
             # The learner's own: a revision the kit does not ship, or an env.py of theirs (chapter 13's answer).
             # main.py is left out: every checkpoint edits it.
             "work": any(
@@ -245,8 +273,8 @@ class Backups:
                 shutil.rmtree(self.folder / old, ignore_errors=True)
 
     def names(self) -> list[str]:
-        """Backups, oldest first: folders (never links) named by their time, with a manifest (or an older kit's
-        files), in the order they were saved (the manifest's clock; an older kit's: the folder's)."""
+        """Backups, oldest first: folders (never links) named by their time, with a manifest that reads (or an
+        older kit's files), in the order they were saved (the manifest's clock; an older kit's: the folder's)."""
         if not self.folder.is_dir():
             return []
         found = [
@@ -255,7 +283,7 @@ class Backups:
             if p.is_dir()
             and not p.is_symlink()
             and NAME.fullmatch(p.name)
-            and ((p / MANIFEST).is_file() or (p / "ai-service" / "main.py").is_file())
+            and (self._manifest(p.name) is not None or (p / "ai-service" / "main.py").is_file())
         ]
         return [p.name for p in sorted(found, key=lambda p: (self._saved(p), p.name))]
 
@@ -349,7 +377,9 @@ class Backups:
                 url=self.url,
             )
         if done.returncode != 0:
-            raise LabError(f"Restoring the database failed: {done.stderr.strip()[-300:]}", f"The SQL is in {sql_file}.")
+            said = done.stderr.strip().splitlines()
+            errors = [line for line in said if "ERROR:" in line] or said[-1:] or ["psql failed"]
+            raise LabError(f"Restoring the database failed: {errors[0].strip()[:300]}", f"The SQL is in {sql_file}.")
         return True
 
     def restore_files(self, path: Path, files: list[Path]) -> int:

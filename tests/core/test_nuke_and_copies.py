@@ -178,3 +178,17 @@ def test_a_nuke_waits_for_a_rehearsal_on_a_copy(embedded_lab: Lab) -> None:
         holder.wait()
     with embedded_lab.db.destroying(wait=5.0):  # the rehearsal gone, the nuke goes ahead
         pass
+
+
+def test_a_copy_never_ends_the_session_that_holds_the_migration_lock(lab: Lab) -> None:
+    """Another command's lock, held idle between two statements (a reset between its wipe and its upgrade): a copy
+    made meanwhile (a rehearsal, a check) used to terminate that session, and the reset failed half-way with the
+    database empty. The copy waits for it and then says what holds it; the lock's session goes on."""
+    from migration_lab.errors import CopyUnavailable
+
+    with lab.db.lock() as held:
+        with pytest.raises(CopyUnavailable, match="holds a lock: another lab command"), lab.db.copy(wait=0.5):
+            pass
+        assert held.scalar(sa.text("SELECT 1")) == 1  # still there: its command goes on
+    with lab.db.copy() as copy:  # free again: the copy is made
+        assert copy.heads() == lab.db.heads()
