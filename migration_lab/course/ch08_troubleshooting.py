@@ -6,6 +6,8 @@ from pathlib import Path
 
 from ..lab import Lab
 from ..running.tracebacks import cli_traceback
+from ..workspace.backups import Backups
+from ..workspace.baseline import pristine_files
 from ..workspace.edits import load_models
 from . import checks
 from .checks import Check
@@ -19,6 +21,9 @@ RECORD = Path(".lab") / "chapter-08-traceback.json"  # the frame the exercise's 
 def exercise_start(lab: Lab) -> str:
     """A colleague's "quick fix": env.py imports a model that does not exist, tables made by create_all."""
     env = lab.project.service_dir / "migrations" / "env.py"
+    # The rebuild wipes the database: the work in it (the cell run again after a kernel restart) is saved first.
+    backup = Backups(lab.project, lab.db.url).save(pristine_files())  # None: nothing changed since the reset
+    saved = f"\n{backup}" if backup else ""
     with lab.runner.exclusive() as conn:  # the database first: if it is down, no file changes
         env.write_text(re.sub(r"(?m)^from main import .*$", BROKEN_ENV_IMPORT, env.read_text(), count=1))
         lab.db.wipe(conn)
@@ -34,7 +39,7 @@ def exercise_start(lab: Lab) -> str:
         "`alembic current` now prints:\n\n"
         f"{cli_traceback(lab.project, 'current') or '(nothing: it runs)'}\n"
         'Which line of your project fails? Put it in `answer` as "file:line", then make '
-        "`alembic upgrade head` work."
+        f"`alembic upgrade head` work.{saved}"
     )
 
 

@@ -8,7 +8,9 @@ from helpers import start
 from migration_lab import Lab
 from migration_lab.course.ch03_rollback import LANGUAGE_FILE
 from migration_lab.course.ch04_where_am_i import PENDING_FROM
+from migration_lab.course.registry import spec
 from migration_lab.course.teammates import TEAMMATES
+from migration_lab.front.notebook import Chapter
 from migration_lab.workspace.backups import Backups
 
 FIX = (
@@ -74,3 +76,18 @@ def test_04_an_exercise_start_whose_downgrade_fails_says_so_and_brings_no_teamma
     assert "no way back" in raised.value.what and "Bob's revision has not arrived" in raised.value.what
     assert lab.db.heads() == ("d0d0d0d0d0d0",)
     assert len(lab.runner.script().get_heads()) == 1  # Bob's file did not come
+
+
+def test_08_the_exercise_start_saves_the_database_it_rebuilds_and_names_the_backup(lab: Lab, capsys) -> None:
+    """Chapter 08's start wipes the database to rebuild it with create_all: run again after a kernel restart, it
+    took the learner's rows with it, in no backup. They are saved first, and the backup is named."""
+    chapter = start(lab, "08")
+    chapter.edit_file("migrations/env.py", "from main import Base, JobQueue", "from main import Base")
+    chapter.alembic("stamp head", confirm=True)
+    chapter.sql("INSERT INTO user_profiles (name, email) VALUES ('Mine', 'precious@example.org')")
+    capsys.readouterr()
+    Chapter(spec("08"), lab).start_exercise()  # a fresh kernel's `ch`, the cell run again
+    name = Backups(lab.project, lab.db.url).names()[-1]
+    assert f".lab/backups/{name}/" in capsys.readouterr().out
+    assert "precious@example.org" in (lab.project.state_dir / "backups" / name / "database.sql").read_text()
+    capsys.readouterr()
