@@ -70,7 +70,7 @@ class Backup:
 def _files(project: Project) -> list[Path]:
     """The learner's files a reset replaces (and chapter 13's migrate.py, which its start writes), relative to
     ai-service/."""
-    found = [Path("main.py"), Path("migrations/env.py"), Path("migrate.py")]
+    found = [Path("main.py"), Path("migrations/env.py"), Path("database_url.py"), Path("migrate.py")]
     found += sorted(p.relative_to(project.service_dir) for p in project.versions_dir.glob("*.py"))
     return [p for p in found if (project.service_dir / p).is_file()]
 
@@ -230,12 +230,12 @@ class Backups:
             "files": {str(rel): _sha256(data) for rel, data in current.items()},
             "database": _sha256(sql.encode()) if sql is not None else None,
             "content": content,  # files and rows, without pg_dump's random \restrict key: the same work, the same
-            # The learner's own: a revision the kit does not ship, or an env.py of theirs (chapter 13's answer).
-            # main.py is left out: every checkpoint edits it.
+            # The learner's own: a revision the kit does not ship, or an env.py (chapter 13's answer) or a
+            # database_url.py of theirs. main.py is left out: every checkpoint edits it.
             "work": any(
                 _sha256(data) not in shipped
                 if rel.parent.name == "versions"
-                else rel == Path("migrations/env.py") and data != pristine.get(rel)
+                else rel in (Path("migrations/env.py"), Path("database_url.py")) and data != pristine.get(rel)
                 for rel, data in current.items()
             ),
             "saved": time.time(),  # what orders backups: a name's clock may be another time zone's

@@ -74,7 +74,7 @@ def test_a_notebook_kept_aside_is_never_a_backup_and_restore_brings_back_the_wor
 
     done = lab_cli("restore", project=project, database_url=database_url)
     assert done.returncode == 0, done.stderr
-    assert f"Restored backup {listed[0]}: 6 file(s) and the database." in done.stdout
+    assert f"Restored backup {listed[0]}: 7 file(s) and the database." in done.stdout
     assert mine.exists() and state(lab) == worked
     assert lab.runner.run("current").ok
 
@@ -437,3 +437,15 @@ def test_a_table_of_an_extensions_type_is_backed_up_with_the_extension_and_resto
     print(restore(lab, saved.path.name))
     with lab.db.engine.connect() as conn:
         assert conn.scalar(sa.text("SELECT name FROM tags WHERE name = 'precious'")) == "Precious"  # citext's =
+
+
+def test_a_note_in_database_url_py_is_work_a_reset_backs_up_and_restore_brings_back(lab: Lab) -> None:
+    """A reset writes database_url.py from the kit: the learner's change to it was in no backup (and, the only
+    change, no backup was taken at all)."""
+    reset("03", lab)
+    mine = lab.project.service_dir / "database_url.py"
+    mine.write_text(mine.read_text() + "# my note\n")
+    saved = reset("03", lab).backup
+    assert saved is not None and "# my note" not in mine.read_text()
+    restore(lab, saved.path.name)
+    assert mine.read_text().endswith("# my note\n")
