@@ -173,13 +173,16 @@ def _reset_under_lock(
 ) -> ResetReport:
     """The reset's work, under the migration lock, once the learner's work is backed up."""
     kept = f" (your copy is in .lab/backups/{backup.name}/)" if backup else ""
-    restore_files(lab.project, checkpoint, f"a reset of the lab{kept}")
+    why = f"a reset of the lab{kept}"
     template = templates.reclone_source(conn, checkpoint.fingerprint()) if lab.backend.name == "url" else None
     if template is not None:
-        # Ends `conn`, and with it the lock, once the old database is gone.
+        restore_files(lab.project, checkpoint, why)  # first: the reclone ends `conn`, and with it the lock
         templates.reclone(lab.db, conn, template)
     else:
+        # The wipe before the files: one another session's lock refuses leaves the files as they were too, never
+        # the checkpoint's files over a database that still holds the learner's revisions.
         lab.db.wipe(conn)
+        restore_files(lab.project, checkpoint, why)  # the checkpoint's revisions, for its upgrade
         result = lab.runner.run(["upgrade", checkpoint.target], conn=conn)
         if not result.ok:
             raise LabError(

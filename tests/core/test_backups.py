@@ -449,3 +449,21 @@ def test_a_note_in_database_url_py_is_work_a_reset_backs_up_and_restore_brings_b
     assert saved is not None and "# my note" not in mine.read_text()
     restore(lab, saved.path.name)
     assert mine.read_text().endswith("# my note\n")
+
+
+def test_a_reset_another_sessions_lock_refuses_leaves_the_files_as_they_were_too(lab: Lab) -> None:
+    """The files were reset to the checkpoint before the wipe, which a table lock then refused: the database kept
+    the learner's revision, and no file held it any more. Now the wipe goes first, and both stay as they were."""
+    reset("03", lab)
+    work(lab, "my own work")
+    before = state(lab)
+    holder = sa.create_engine(lab.db.url, poolclass=sa.pool.NullPool)
+    try:
+        with holder.connect() as held:
+            held.execute(sa.text("LOCK TABLE user_profiles IN ACCESS SHARE MODE"))
+            with pytest.raises(LabError, match="Another session"):
+                reset("02", lab)
+            held.rollback()
+    finally:
+        holder.dispose()
+    assert state(lab) == before
