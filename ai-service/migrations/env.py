@@ -91,17 +91,53 @@ def check_history() -> None:
             f"migrations/versions/{name} cannot be read (line {line}: {type(error).__name__}: {error}): alembic "
             f"cannot read the history. Fix that file, or delete it if the database has not applied it."
         ) from None
+    parents = {}  # each file's revision: the revisions it revises
     for path in sorted(versions.glob("*.py")):
-        down = getattr(load_python_file(versions, path.name), "down_revision", None)
-        if missing in ((down,) if isinstance(down, str) else tuple(down or ())):
+        module = load_python_file(versions, path.name)
+        down = getattr(module, "down_revision", None)
+        downs = (down,) if isinstance(down, str) else tuple(down or ())
+        parents[path] = (str(getattr(module, "revision", "")), downs)
+    for path, (revision, downs) in parents.items():
+        if missing in downs:
+            way_back = "(`git checkout -- migrations/versions/`, or `python -m migration_lab restore`)"
+            at = applied_at_or_after(revision, list(parents.values()))
             raise SystemExit(  # the words of the lab's kit too (migration_lab/running/history.py)
                 f"migrations/versions/{path.name} revises {missing}, and no revision file is {missing}: "
                 "alembic cannot read the history.\n"
-                f"Either delete {path.name} (its parent is gone for good: a reset removed it, say, while "
-                f"{path.name} was open in an editor), or bring {missing}'s file back "
-                "(`git checkout -- migrations/versions/`, or `python -m migration_lab restore`)."
+                + (
+                    f"The database is at {at}, which is {path.name} or comes after it: keep {path.name}, and "
+                    f"bring {missing}'s file back {way_back}."
+                    if at
+                    else f"Either delete {path.name} (its parent is gone for good: a reset removed it, say, while "
+                    f"{path.name} was open in an editor), or bring {missing}'s file back {way_back}."
+                )
             )
     raise broken  # not a missing parent: alembic's own error
+
+
+def applied_at_or_after(revision: str, files: list) -> str | None:
+    """The revision the database is at that is `revision` or comes after it in `files` ((revision, parents) of
+    each); None when it is at none of them, or cannot be asked (offline, down, or a program that runs Alembic
+    in-process: it says this itself)."""
+    after, grew = {revision}, True
+    while grew:
+        grew = False
+        for child, downs in files:
+            if child not in after and after.intersection(downs):
+                after.add(child)
+                grew = True
+    if context.is_offline_mode() or config.attributes.get("connection") is not None:
+        return None
+    from sqlalchemy import text
+
+    try:
+        engine = create_engine(database_url(), poolclass=pool.NullPool, connect_args={"connect_timeout": 5})
+        with engine.connect() as connection:
+            at = set(connection.scalars(text("SELECT version_num FROM alembic_version")))
+        engine.dispose()
+    except (Exception, SystemExit):  # no database to ask: the general way out is said
+        return None
+    return min(at & after, default=None)
 
 
 def configure(**kwargs) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import traceback
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,15 +30,36 @@ from ..errors import BrokenHistory
 NOT_PRESENT = r"Revision \S+ referenced from .+ is not present"  # alembic's warning before its KeyError
 
 
-def message(file: str, parent: str, root: Path | None = None) -> tuple[str, str]:
+def message(file: str, parent: str, root: Path | None = None, applied: str | None = None) -> tuple[str, str]:
     """(what happened, what to do) for revision file `file` (as the reader sees its path) whose parent is gone;
-    `root`: the project folder, whose backups may hold the parent's file."""
+    `root`: the project folder, whose backups may hold the parent's file. `applied`: the revision the database is
+    at that is this file's or comes after it; then deleting the file is no way out (alembic could no longer find
+    where the database is), and only bringing the parent back is said."""
     name = Path(file).name
+    what = f"{file} revises {parent}, and no revision file is {parent}: alembic cannot read the history."
+    if applied is not None:
+        return (
+            what,
+            f"The database is at {applied}, which is {name} or comes after it: keep {name}, and bring {parent}'s "
+            f"file back ({way_back(root, parent)}).",
+        )
     return (
-        f"{file} revises {parent}, and no revision file is {parent}: alembic cannot read the history.",
+        what,
         f"Either delete {name} (its parent is gone for good: a reset removed it, say, while {name} was open in "
         f"an editor), or bring {parent}'s file back ({way_back(root, parent)}).",
     )
+
+
+def applied_at_or_after(scripts: list[Script], revision: str, heads: tuple[str, ...]) -> str | None:
+    """The revision of `heads` (the database's) that is `revision` or comes after it among `scripts`; None if none."""
+    after, grew = {revision}, True
+    while grew:
+        grew = False
+        for script in scripts:
+            if script.revision not in after and after.intersection(to_tuple(script.down_revision, default=())):
+                after.add(script.revision)
+                grew = True
+    return min(set(heads) & after, default=None)
 
 
 def way_back(root: Path | None, revision: str) -> str:
@@ -110,11 +132,17 @@ def _raised_by_the_revision_map(error: BaseException) -> bool:
     )
 
 
-def broken_history(scripts: ScriptDirectory, root: Path, error: BaseException | None = None) -> BrokenHistory | None:
+def broken_history(
+    scripts: ScriptDirectory,
+    root: Path,
+    error: BaseException | None = None,
+    heads: Callable[[], tuple[str, ...]] = tuple,
+) -> BrokenHistory | None:
     """The error to show when the history has a revision whose parent is missing; None when it has none.
 
     With `error` (what an alembic command raised): only when it is the revision
     map's KeyError. Paths are shown relative to `root` (the project folder).
+    `heads`: the database's revisions, asked only when a parent is missing (() when it cannot be read).
     """
     if error is not None and not _raised_by_the_revision_map(error):
         return None
@@ -123,10 +151,11 @@ def broken_history(scripts: ScriptDirectory, root: Path, error: BaseException | 
         return None
     missing = error.args[0] if error is not None and error.args else None
     orphan = next((o for o in found if o.parent == missing), found[0])
-    return BrokenHistory(*message(_shown(orphan.path, root), orphan.parent, root))
+    applied = applied_at_or_after(loaded(scripts), orphan.revision, heads())
+    return BrokenHistory(*message(_shown(orphan.path, root), orphan.parent, root, applied))
 
 
-def checked(scripts: ScriptDirectory, root: Path) -> ScriptDirectory:
+def checked(scripts: ScriptDirectory, root: Path, heads: Callable[[], tuple[str, ...]] = tuple) -> ScriptDirectory:
     """`scripts` with its revision map built; BrokenHistory (a LabError) if a revision's parent is missing."""
     # alembic warns "Revision <parent> referenced from <child> is not present" and then raises the KeyError;
     # the BrokenHistory raised below says it once, with the way out. A filter, not warnings.catch_warnings(),
@@ -137,7 +166,7 @@ def checked(scripts: ScriptDirectory, root: Path) -> ScriptDirectory:
     try:
         scripts.revision_map.heads  # noqa: B018 - builds the map
     except KeyError as error:
-        broken = broken_history(scripts, root, error)
+        broken = broken_history(scripts, root, error, heads)
         if broken is not None:
             raise broken from None
         raise unreadable(error, root) from None

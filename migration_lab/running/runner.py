@@ -28,7 +28,7 @@ from alembic.config import Config
 from alembic.script import Script, ScriptDirectory
 
 from ..database.connection import LabDatabase
-from ..errors import BrokenHistory, Busy, CommandLineError, Unreachable
+from ..errors import BrokenHistory, Busy, CommandLineError, LabError, Unreachable
 from ..project import Project
 from . import alembic_process, history
 from .command import WORKFLOW_PREFIX, Command, parse
@@ -147,7 +147,14 @@ class Runner:
         `check_history=False` for what needs the files alone (`history.loaded`).
         """
         scripts = ScriptDirectory.from_config(self.config(io.StringIO()))
-        return history.checked(scripts, self.project.root) if check_history else scripts
+        return history.checked(scripts, self.project.root, self._heads_if_reachable) if check_history else scripts
+
+    def _heads_if_reachable(self) -> tuple[str, ...]:
+        """The database's revisions; () when it cannot say (down, or no alembic_version yet)."""
+        try:
+            return self.db.heads()
+        except (LabError, sa.exc.DBAPIError):
+            return ()
 
     def refuse(self, command: Command | str, why: str, error: str, hint: str | None) -> RunResult:
         """A result for a command the kit did not start, and why not."""
@@ -300,7 +307,12 @@ class Runner:
                 after = None  # the database died under the command: say so, don't guess
         failure = execution.error
         if failure is not None:  # a parent deleted while the command ran: the map's KeyError, recognised
-            failure = history.broken_history(self.script(check_history=False), self.project.root, failure) or failure
+            failure = (
+                history.broken_history(
+                    self.script(check_history=False), self.project.root, failure, self._heads_if_reachable
+                )
+                or failure
+            )
         lost = isinstance(failure, sa.exc.DBAPIError) and failure.connection_invalidated
         server_up = lost and self.db.is_reachable()  # the session ended, not the server: a timeout, a terminate
         diagnosis = diagnose(failure, self.project.service_dir, server_up) if failure else None

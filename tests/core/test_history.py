@@ -263,3 +263,41 @@ def test_an_applied_orphan_is_told_where_its_parents_file_is_not_sent_round_in_a
     (lab.project.versions_dir / parent.name).write_bytes((lab.project.root / copy).read_bytes())  # as it says
     assert lab.runner.run("downgrade a1c4e7f20b13").ok
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("applied", [ORPHAN, "77aa00000002"], ids=["at-the-orphan", "after-it"])
+def test_an_applied_orphan_is_never_told_to_delete_itself_in_the_kit_or_a_terminal(
+    lab: Lab, database_url: str, applied: str
+) -> None:
+    """The database at the orphan (or at a revision after it): deleting its file would leave the database at a
+    revision no file has. Both the kit and the terminal's alembic say to keep it and bring the parent back."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from migration_lab.workspace.checkpoints import WITH_PHONE_NUMBER, reset
+
+    reset(lab, WITH_PHONE_NUMBER)
+    parent = write_revision(lab.project, GONE, "a1c4e7f20b13", "pass")
+    write_revision(lab.project, ORPHAN, GONE, "pass")
+    write_revision(lab.project, "77aa00000002", ORPHAN, "pass")
+    assert lab.runner.run(["upgrade", applied]).ok
+    parent.unlink()
+    result = lab.runner.run("current")
+    keep = f"The database is at {applied}, which is {ORPHAN}_hand_written.py or comes after it: keep"
+    assert keep in str(result) and "Either delete" not in str(result), str(result)
+    env = {k: v for k, v in os.environ.items() if k not in ("LAB_DATABASE_URL", "LAB_BACKEND")}
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("alembic")), "current"],
+        cwd=lab.project.service_dir,
+        env={**env, "DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1 and keep in done.stderr and "Either delete" not in done.stderr, done.stderr
+    import sqlalchemy as sa
+
+    with lab.db.engine.begin() as conn:  # not applied (alembic cannot stamp a history it cannot read): then
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = 'a1c4e7f20b13'"))  # deleting it is a way out
+    assert "Either delete" in str(lab.runner.run("current"))
