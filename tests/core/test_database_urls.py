@@ -62,6 +62,9 @@ HOSTILE = {
     "node's ssl": (f"postgres://lab:{SECRET}@db.example/lab?ssl=true", "?sslmode=require (libpq's for ssl=true)"),
     "quotes that do not match": (f"'postgresql://lab:{SECRET}@db.example/lab\"", "is not a database URL"),
     "jdbc with java's ssl": (f"jdbc:postgresql://db.example/lab?user=lab&password={SECRET}&ssl=true", "?ssl="),
+    # what SQLAlchemy refuses only as it connects: an ArgumentError traceback in status, up, reset and alembic
+    "a port that is no number": (f"postgres://lab:{SECRET}@db.example:5432/lab?port=abc", "a port that is not a"),
+    "a host's port that is no number": (f"postgresql://lab:{SECRET}@/lab?host=h1:5432&host=h2:x", "a port that"),
 }
 
 

@@ -15,6 +15,7 @@ the service runs alone in its container.
 from collections.abc import Mapping
 from urllib.parse import unquote
 
+from sqlalchemy.dialects.postgresql.psycopg2 import PGDialect_psycopg2
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -68,7 +69,15 @@ def normalise(url: str, name: str = "DATABASE_URL") -> str:
             "and pgbouncer=, node's ssl=): leave them out, as in "
             "postgresql://user:password@host:5432/database?sslmode=require (libpq's for ssl=true)."
         )
-    return parsed.set(drivername=f"postgresql+{DRIVER}").render_as_string(hide_password=False)
+    pinned = parsed.set(drivername=f"postgresql+{DRIVER}")
+    try:  # what SQLAlchemy itself refuses before connecting: ?port=abc, a mix of multi-host forms
+        PGDialect_psycopg2().create_connect_args(pinned)
+    except (ArgumentError, ValueError):  # its words may quote the URL: said in ours
+        raise BadDatabaseURL(
+            f"{name} has a port that is not a number, or lists several hosts in two ways at once (libpq takes "
+            f"?host=h1,h2&port=p1,p2 or ?host=h1:p1&host=h2:p2). One looks like {EXAMPLE}."
+        ) from None
+    return pinned.render_as_string(hide_password=False)
 
 
 def _not_libpq(query: Mapping[str, object]) -> list[str]:
