@@ -155,7 +155,7 @@ def _digest(project: Project, sql: str) -> str:
     )
     h = hashlib.sha256(data.encode())
     for rel in _files(project):
-        h.update(str(rel).encode() + b"\0" + (project.service_dir / rel).read_bytes())
+        h.update(os.fsencode(rel) + b"\0" + (project.service_dir / rel).read_bytes())  # any name the disk has
     return h.hexdigest()
 
 
@@ -215,7 +215,13 @@ class Backups:
         current = {rel: (self.project.service_dir / rel).read_bytes() for rel in _files(self.project)}
         if sql is not None and "CREATE TABLE" not in sql and current == pristine:
             return None
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise LabError(
+                f"{self.folder} is not a folder, so your work could not be backed up: nothing was changed.",
+                f"Move that file away (`mv {self.folder} {self.folder}.file`), then run the command again.",
+            ) from None
         self.folder.chmod(0o700)  # the database's rows are in here
         for partial in self.folder.glob(".saving-*"):  # a save that was killed half-way
             shutil.rmtree(partial, ignore_errors=True)

@@ -467,3 +467,35 @@ def test_a_reset_another_sessions_lock_refuses_leaves_the_files_as_they_were_too
     finally:
         holder.dispose()
     assert state(lab) == before
+
+
+def test_a_revision_file_whose_name_is_not_utf8_is_backed_up_and_restored(lab: Lab) -> None:
+    """A file name in latin-1 (from an old archive): the backup's digest could not encode it, and no reset or
+    restore ran at all."""
+    reset("03", lab)
+    work(lab, "my own work")
+    odd = lab.project.versions_dir / os.fsdecode(b"f00d00000002_caf\xe9.py")
+    odd.write_text('revision = "f00d00000002"\ndown_revision = "f00d00000001"\n')
+    saved = reset("03", lab).backup
+    assert saved is not None and not odd.exists()
+    (lab.project.versions_dir / odd.name).unlink(missing_ok=True)
+    restore(lab, saved.path.name)
+    assert odd.is_file()
+    odd.unlink()
+
+
+def test_a_file_where_the_backups_folder_should_be_is_one_message_and_nothing_changes(lab: Lab) -> None:
+    reset("03", lab)
+    work(lab, "my own work")
+    folder = lab.project.state_dir / "backups"
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.write_text("not a folder")
+    before = state(lab)
+    try:
+        with pytest.raises(LabError, match="is not a folder, so your work could not be backed up"):
+            reset("02", lab)
+        assert state(lab) == before
+    finally:
+        folder.unlink()
