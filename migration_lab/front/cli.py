@@ -92,7 +92,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "up":
             print(lab.up(progress))
         elif args.command == "status":
+            from ..workspace import interruptions
+
             print(lab.status())
+            left = interruptions.found(lab.project)
+            if left is not None:
+                print(f"⚠ {left}")
         elif args.command == "preflight":
             ready, lines = lab.preflight()
             print("\n".join(lines))

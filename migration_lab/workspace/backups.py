@@ -38,7 +38,7 @@ from ..database.programs import program
 from ..errors import CopyUnavailable, LabError
 from ..lab import Lab
 from ..project import Project
-from . import deletions
+from . import deletions, interruptions
 from .baseline import BASELINE, REVISIONS, pristine_files
 
 KEEP = 10  # the newest backups kept; older ones are deleted, except the newest holding the learner's own work
@@ -297,6 +297,15 @@ class Backups:
         saved = (self._manifest(path.name) or {}).get("saved")
         return float(saved) if isinstance(saved, (int, float)) else path.stat().st_mtime
 
+    def existing(self, name: str) -> Backup | None:
+        """The backup `name` as a Backup (what a message says of it); None if it is not one any more."""
+        if name not in self.names():
+            return None
+        path = self.folder / name
+        listed = (self._manifest(name) or {}).get("files")
+        files = len(listed) if isinstance(listed, dict) else len(list((path / "ai-service").rglob("*.py")))
+        return Backup(path, files, (path / "database.sql").is_file())
+
     def find(self, name: str | None) -> Path:
         names = self.names()
         if not names:
@@ -438,29 +447,44 @@ def restore(lab: Lab, name: str | None = None) -> str:
     the work as it was just before.
     """
     backups = Backups(lab.project, lab.db.url)
-    path = backups.find(name)
+    left = interruptions.found(lab.project)  # a reset or restore killed half-way: its backup is the work
+    path = backups.find(name if name is not None or left is None or left.backup is None else left.backup)
     files = backups.check(path)
     _rehearse(lab, backups, path)
     with lab.runner.exclusive() as conn:
         wipe = lab.db.wipe_statements(conn)
         conn.commit()
-        current = backups.save(pristine_files(), keep=path.name)
+        # A half-done state is no work of the learner's: the interrupted command's backup holds theirs.
+        current = backups.save(pristine_files(), keep=path.name) if left is None else None
+        if left is not None and left.backup and left.backup != path.name:
+            current = backups.existing(left.backup)
         kept = f" Your work as it was is also in .lab/backups/{current.name}/." if current else ""
+        interruptions.mark(lab.project, "restore", current.name if current else None)
         try:
-            database = backups.restore_database(path, wipe)
-        except (LabError, OSError, subprocess.SubprocessError, sa.exc.DBAPIError) as error:
-            what = error.what if isinstance(error, LabError) else str(error)
-            raise LabError(
-                f"{what} Nothing was changed: files and database are as they were.",
-                kept.strip() or "Check that the lab database runs: `python -m migration_lab status`.",
-            ) from error
-        try:
-            backups.restore_files(path, files)
-        except OSError as error:
-            raise LabError(
-                f"The database of backup {path.name} is back, but its files could not be put back: {error}.",
-                f"Free some space, then restore again.{kept}",
-            ) from error
+            return _restore_under_lock(backups, path, files, wipe, current, kept)
+        finally:
+            interruptions.clear(lab.project)
+
+
+def _restore_under_lock(
+    backups: Backups, path: Path, files: list[Path], wipe: list[str], current: Backup | None, kept: str
+) -> str:
+    """The restore's database and files, under the migration lock, once the work as it is is backed up."""
+    try:
+        database = backups.restore_database(path, wipe)
+    except (LabError, OSError, subprocess.SubprocessError, sa.exc.DBAPIError) as error:
+        what = error.what if isinstance(error, LabError) else str(error)
+        raise LabError(
+            f"{what} Nothing was changed: files and database are as they were.",
+            kept.strip() or "Check that the lab database runs: `python -m migration_lab status`.",
+        ) from error
+    try:
+        backups.restore_files(path, files)
+    except OSError as error:
+        raise LabError(
+            f"The database of backup {path.name} is back, but its files could not be put back: {error}.",
+            f"Free some space, then restore again.{kept}",
+        ) from error
     text = f"Restored backup {path.name}: {len(files)} file(s)" + (
         " and the database." if database else "; it holds no database, which was left as it is."
     )

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from ..errors import LabError
 from ..lab import Lab
 from ..project import Project
-from . import deletions, templates
+from . import deletions, interruptions, templates
 from .backups import Backup, Backups
 from .baseline import BASELINE, REVISIONS, pristine_files
 from .edits import ModelEdit, add_column
@@ -148,7 +148,11 @@ def reset(lab: Lab, checkpoint: Checkpoint) -> ResetReport:
     started = time.perf_counter()
     backups = Backups(lab.project, lab.db.url)
     with lab.runner.exclusive() as conn:
-        backup = backups.save(pristine_files())
+        left = interruptions.found(lab.project)
+        # After a reset or restore killed half-way, the files and database are no work of the learner's: the
+        # backup that command took holds it, and is the one named.
+        backup = backups.save(pristine_files()) if left is None else backups.existing(left.backup or "")
+        interruptions.mark(lab.project, "reset", backup.name if backup else None)
         try:
             return _reset_under_lock(lab, checkpoint, conn, backups, backup, started)
         except (LabError, sa.exc.DBAPIError, OSError, KeyboardInterrupt) as error:
@@ -166,6 +170,8 @@ def reset(lab: Lab, checkpoint: Checkpoint) -> ResetReport:
                 (error.next_step + " " if isinstance(error, LabError) else "")
                 + f"To go back to it instead: `python -m migration_lab restore {backup.name}`.",
             ) from error
+        finally:
+            interruptions.clear(lab.project)
 
 
 def _reset_under_lock(

@@ -499,3 +499,47 @@ def test_a_file_where_the_backups_folder_should_be_is_one_message_and_nothing_ch
         assert state(lab) == before
     finally:
         folder.unlink()
+
+
+KILLED_RESET = """
+import os, sys
+from migration_lab import Lab, Project
+from migration_lab.course.registry import reset
+from migration_lab.workspace import checkpoints
+
+def killed(*args, **kwargs):  # the process dies right after its wipe, as `kill -9` would
+    os._exit(9)
+
+lab = Lab(Project(sys.argv[1]))
+checkpoints.restore_files = killed
+reset("02", lab)
+"""
+
+
+def test_a_reset_killed_half_way_is_named_by_status_the_next_reset_and_restore(
+    lab: Lab, project: Project, database_url: str
+) -> None:
+    """kill -9 in the middle of a reset (after its wipe): the next reset backed up the half-done state and named it
+    as "your earlier work", and `restore` brought back that empty database. Now the next command names the
+    backup the killed reset took, and `restore` with no name brings that one back."""
+    reset("03", lab)
+    work(lab, "my own work")
+    env = {k: v for k, v in os.environ.items() if k not in ("LAB_BACKEND",)}
+    died = subprocess.run(
+        [sys.executable, "-c", KILLED_RESET, str(project.root)],
+        env={**env, "LAB_DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+    )
+    assert died.returncode == 9, died.stderr
+    [taken] = [n for n in Backups(project, lab.db.url).names()][-1:]
+    status = lab_cli("status", project=project, database_url=database_url)
+    assert "A reset was stopped half-way" in status.stdout and f"restore {taken}" in status.stdout, status.stdout
+    again = reset("02", lab)
+    assert again.backup is not None and again.backup.name == taken  # the work, not the half-done state
+    assert Backups(project, lab.db.url).names()[-1] == taken
+    print(restore(lab))  # no name: the work the killed reset had backed up
+    assert (lab.project.versions_dir / "f00d00000001_hand_written.py").is_file()
+    with lab.db.engine.connect() as conn:
+        assert conn.scalar(sa.text("SELECT count(*) FROM user_profiles WHERE email = 'mine@example.org'")) == 1
+    assert "stopped half-way" not in lab_cli("status", project=project, database_url=database_url).stdout

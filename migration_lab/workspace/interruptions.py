@@ -1,0 +1,68 @@
+"""A reset or a restore killed half-way (`kill -9`, a kernel that died, a laptop closed): the next command says so.
+
+Between its backup of the work and its end, a reset or a restore leaves a mark in `.lab/under-way.json`: what it
+is, the backup that holds the work from before it, and its process. It ends with the command (a failure that is
+said names the backup itself). A mark whose process is gone is an interruption: the files and the database may
+not match, and the backup taken after it would hold that half-done state. So the next reset names the marked
+backup instead of taking one, `restore` with no name brings that one back, and `status` says it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import psutil
+
+from ..project import Project
+
+MARK = "under-way.json"
+
+
+@dataclass(frozen=True)
+class Interrupted:
+    """A reset or restore whose process ended half-way; `backup`: the one holding the work from before it."""
+
+    command: str
+    backup: str | None
+
+    def __str__(self) -> str:
+        said = f"A {self.command} was stopped half-way (its process ended): files and database may not match."
+        if self.backup:
+            return (
+                f"{said} Your work from before it is in .lab/backups/{self.backup}/: "
+                f"`python -m migration_lab restore {self.backup}` brings it back."
+            )
+        return f"{said} Nothing of yours was in it: run the chapter's reset again."
+
+
+def mark(project: Project, command: str, backup: str | None) -> None:
+    """`command` is under way in this process; `backup` holds the work from before it."""
+    me = psutil.Process()
+    path = project.state_dir / MARK
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{MARK}.{me.pid}")
+    staging.write_text(json.dumps({"command": command, "backup": backup, "pid": me.pid, "since": me.create_time()}))
+    os.replace(staging, path)  # whole or not there: a mark read half-written is no mark
+
+
+def clear(project: Project) -> None:
+    """The command under way ended (done, or failed and said so)."""
+    (project.state_dir / MARK).unlink(missing_ok=True)
+
+
+def found(project: Project) -> Interrupted | None:
+    """The command a process left half-way; None when there is none, or it is still running."""
+    try:
+        left = json.loads((project.state_dir / MARK).read_text())
+        pid, since = int(left["pid"]), float(left["since"])
+        command, backup = str(left["command"]), left.get("backup")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    try:
+        if psutil.Process(pid).create_time() == since:
+            return None  # still running (another process's reset, now)
+    except psutil.Error:
+        pass  # gone
+    return Interrupted(command, str(backup) if isinstance(backup, str) else None)
