@@ -32,12 +32,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
+from alembic.script import ScriptDirectory
 
 from ..database.libpq import conninfo, environment
 from ..database.programs import program
 from ..errors import CopyUnavailable, LabError
 from ..lab import Lab
 from ..project import Project
+from ..running import history
 from . import deletions, interruptions
 from .baseline import BASELINE, REVISIONS, pristine_files
 
@@ -418,15 +420,25 @@ class Backups:
         return len(files)
 
 
+def _revisions_in(path: Path) -> set[str]:
+    """The revisions the backup's files are, as alembic reads them (a file it cannot read is none)."""
+    migrations = path / "ai-service" / "migrations"
+    if not (migrations / "versions").is_dir():
+        return set()
+    return {script.revision for script in history.readable(ScriptDirectory(str(migrations)))}
+
+
 def _rehearse(lab: Lab, backups: Backups, path: Path) -> None:
     """The backup's database put back on a throw-away copy first: a dump that fails there (one that ends psql's
-    transaction with its own COMMIT and fails after it, say) is refused before the database is touched. Without a
+    transaction with its own COMMIT and fails after it, say) is refused before the database is touched, and so is
+    one whose database is at a revision none of its files is (an older kit's backup, edited by hand). Without a
     copy (a role without CREATEDB, a busy database) the restore's own transaction is all there is."""
     try:
         with lab.db.copy() as copy:
             with copy.connect() as conn:
                 wipe = copy.wipe_statements(conn)
             Backups(lab.project, copy.url).restore_database(path, wipe)
+            at = copy.heads()
     except CopyUnavailable:
         return
     except LabError as error:
@@ -437,6 +449,13 @@ def _rehearse(lab: Lab, backups: Backups, path: Path) -> None:
             f"{error.what[:1].lower()}{error.what[1:]} Nothing was changed: files and database are as they were.",
             f"Restore another one (`python -m migration_lab backups` lists them), or look inside {path}.{kept}",
         ) from error
+    missing = sorted(set(at) - _revisions_in(path))
+    if missing:  # put back, alembic could not find where the database is (a file taken out of the backup)
+        raise LabError(
+            f"Backup {path.name} cannot be restored: its database is at {', '.join(missing)}, and none of its "
+            "revision files is that revision. Nothing was changed.",
+            f"Restore another one (`python -m migration_lab backups` lists them), or look inside {path}.",
+        )
 
 
 def restore(lab: Lab, name: str | None = None) -> str:

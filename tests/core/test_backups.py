@@ -543,3 +543,15 @@ def test_a_reset_killed_half_way_is_named_by_status_the_next_reset_and_restore(
     with lab.db.engine.connect() as conn:
         assert conn.scalar(sa.text("SELECT count(*) FROM user_profiles WHERE email = 'mine@example.org'")) == 1
     assert "stopped half-way" not in lab_cli("status", project=project, database_url=database_url).stdout
+
+
+def test_a_backup_whose_database_is_at_a_revision_none_of_its_files_is_is_refused(lab: Lab) -> None:
+    """An older kit's backup (no manifest) with the revision file its database is at taken out: it restored, and
+    left alembic unable to find where the database is."""
+    backup = _backup_of_work(lab)
+    (backup / "manifest.json").unlink()
+    (backup / "ai-service" / "migrations" / "versions" / "f00d00000001_hand_written.py").unlink()
+    before = state(lab)
+    with pytest.raises(LabError, match="its database is at f00d00000001, and none of its revision files"):
+        restore(lab, backup.name)
+    assert state(lab) == before
