@@ -161,6 +161,14 @@ def _digest(project: Project, sql: str) -> str:
     return h.hexdigest()
 
 
+_SQLSTATE = re.compile(r"ERROR:\s+([0-9A-Z]{5}):")  # psql's verbose error line
+_LOCKED = (
+    "Another session holds a lock on a table of yours (a transaction left open in a notebook, or psql): end it "
+    "(COMMIT or ROLLBACK there, or close it), then restore again."
+)
+_RESTORE_HINTS = {"55P03": _LOCKED, "57014": _LOCKED}  # lock_timeout; a statement cancelled while it waited
+
+
 class Backups:
     """The backups of one project's lab."""
 
@@ -386,6 +394,8 @@ class Backups:
                 "-X",
                 "-v",
                 "ON_ERROR_STOP=1",
+                "-v",
+                "VERBOSITY=verbose",  # "ERROR:  55P03: ...": the SQLSTATE says what happened, not the words
                 "-1",
                 "-f",
                 str(wipe_file),
@@ -396,7 +406,11 @@ class Backups:
         if done.returncode != 0:
             said = done.stderr.strip().splitlines()
             errors = [line for line in said if "ERROR:" in line] or said[-1:] or ["psql failed"]
-            raise LabError(f"Restoring the database failed: {errors[0].strip()[:300]}", f"The SQL is in {sql_file}.")
+            code = _SQLSTATE.search(errors[0])
+            raise LabError(
+                f"Restoring the database failed: {errors[0].strip()[:300]}",
+                _RESTORE_HINTS.get(code[1] if code else "", f"The SQL is in {sql_file}."),
+            )
         return True
 
     def restore_files(self, path: Path, files: list[Path]) -> int:
@@ -493,16 +507,18 @@ def _restore_under_lock(
         database = backups.restore_database(path, wipe)
     except (LabError, OSError, subprocess.SubprocessError, sa.exc.DBAPIError) as error:
         what = error.what if isinstance(error, LabError) else str(error)
+        step = error.next_step if isinstance(error, LabError) and error.next_step == _LOCKED else ""
         raise LabError(
             f"{what} Nothing was changed: files and database are as they were.",
-            kept.strip() or "Check that the lab database runs: `python -m migration_lab status`.",
+            " ".join(part for part in (step, kept.strip()) if part)
+            or "Check that the lab database runs: `python -m migration_lab status`.",
         ) from error
     try:
         backups.restore_files(path, files)
     except OSError as error:
         raise LabError(
             f"The database of backup {path.name} is back, but its files could not be put back: {error}.",
-            f"Free some space, then restore again.{kept}",
+            f"Fix what it says (a full disk, a folder where a file should be), then restore again.{kept}",
         ) from error
     text = f"Restored backup {path.name}: {len(files)} file(s)" + (
         " and the database." if database else "; it holds no database, which was left as it is."

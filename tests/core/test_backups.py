@@ -555,3 +555,22 @@ def test_a_backup_whose_database_is_at_a_revision_none_of_its_files_is_is_refuse
     with pytest.raises(LabError, match="its database is at f00d00000001, and none of its revision files"):
         restore(lab, backup.name)
     assert state(lab) == before
+
+
+def test_a_restore_another_sessions_lock_stops_says_so_and_changes_nothing(lab: Lab) -> None:
+    """A transaction left open on a table (a notebook, psql): the restore's wipe waits 5 s, then fails; it said
+    to check that the database runs. It says what holds it up, by the error's SQLSTATE (55P03)."""
+    backup = _backup_of_work(lab)
+    before = state(lab)
+    holder = sa.create_engine(lab.db.url, poolclass=sa.pool.NullPool)
+    try:
+        with holder.connect() as held:
+            held.execute(sa.text("LOCK TABLE user_profiles IN ACCESS SHARE MODE"))
+            with pytest.raises(LabError) as refused:
+                restore(lab, backup.name)
+            held.rollback()
+    finally:
+        holder.dispose()
+    assert "lock timeout" in refused.value.what and "Nothing was changed" in refused.value.what, refused.value
+    assert refused.value.next_step.startswith("Another session holds a lock"), refused.value.next_step
+    assert state(lab) == before
