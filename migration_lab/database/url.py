@@ -11,7 +11,7 @@ from sqlalchemy.engine import make_url
 from ..errors import LabError
 from .backend import Backend, Progress, quiet
 from .libpq import host_and_port
-from .sql import pinned
+from .sql import pinned, said
 
 # ai-service's own helper (its pristine copy, which the kit ships): one function reads a URL for the
 # service's env.py and main.py and for the kit, and the service never imports the kit.
@@ -58,6 +58,7 @@ class UrlBackend(Backend):
 
     def __init__(self, url: str, name: str = "LAB_DATABASE_URL") -> None:
         self._url = normalise(url, name)
+        self._refused: str | None = None  # what the driver said the last time the server did not let us in
 
     def url(self) -> str:
         return self._url
@@ -69,7 +70,8 @@ class UrlBackend(Backend):
         host, port = host_and_port(url)
         user = f", user {url.username}" if url.username else ""
         at = f"{host or 'the local socket'}{f':{port}' if port else ''}"
-        return f"the server at {at}, database {url.database}{user} (LAB_DATABASE_URL)"
+        database = url.database or "of the user's name (none given)"
+        return f"the server at {at}, database {database}{user} (LAB_DATABASE_URL)"
 
     def _answers(self, database: str | None = None) -> sa.Row | None:
         """A row from the server when it lets us in (to `database` instead of the URL's, if given), else None."""
@@ -82,7 +84,8 @@ class UrlBackend(Backend):
                 return conn.execute(
                     sa.text(_ANSWER), {"d": make_url(self._url).database, "mark": WORKSHOP_LEARNER}
                 ).one()
-        except sa.exc.OperationalError:
+        except sa.exc.OperationalError as error:
+            self._refused = said(error)  # a refused password, no socket, a port nothing listens on: libpq's words
             return None
         finally:
             engine.dispose()
@@ -93,6 +96,7 @@ class UrlBackend(Backend):
         What is wrong: the server answers, but the URL's database is not there (a workshop learner's, dropped or
         renamed), or, for a workshop learner, it is another role's (someone took the name while theirs was gone).
         """
+        self._refused = None
         here = self._answers()
         database = make_url(self._url).database
         if here is not None:
@@ -140,7 +144,9 @@ class UrlBackend(Backend):
             db.wipe(conn)
 
     def start_hint(self) -> str:
+        """What to do when the server does not let us in, with what the driver said the last time it tried."""
+        told = f"The driver said: {self._refused} " if self._refused else ""
         return (
-            "Check that the server in LAB_DATABASE_URL runs and the URL is right "
+            f"{told}Check that the server in LAB_DATABASE_URL runs and the URL is right "
             "(or unset it to use the embedded database)."
         )

@@ -10,12 +10,13 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 from migration_lab import Lab, LabError, Project, UrlBackend, choose_backend
 from migration_lab.workshop.instructor import Workshop
@@ -175,3 +176,31 @@ def test_a_refused_password_is_said_as_the_server_says_it(project: Project, data
             lab.db.connect()
     finally:
         lab.db.dispose()
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        (lambda u: u.update_query_dict({"port": "1"}), "The driver said: connection to server on socket"),
+        (lambda u: u._replace(database=None), "database of the user's name (none given)"),
+    ],
+    ids=["nothing listens there", "no database"],
+)
+def test_status_and_up_say_what_the_driver_said_when_the_server_does_not_let_the_kit_in(
+    project: Project, database_url: str, change: Callable[[URL], URL], says: str
+) -> None:
+    """`up` and `status` said only "check that the server runs" (and "database None"): what libpq said (a refused
+    password, no socket, a port nothing listens on) is the way to the fix."""
+    url = change(make_url(database_url)).render_as_string(hide_password=False)  # no server there: libpq says so
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAB_") and k != "DATABASE_URL"}
+    for command in ("status", "up"):
+        done = subprocess.run(
+            [sys.executable, "-m", "migration_lab", command],
+            env={**env, "LAB_DATABASE_URL": url, "LAB_PROJECT_DIR": str(project.root)},
+            cwd=project.root,
+            capture_output=True,
+            text=True,
+        )
+        said = done.stdout + done.stderr
+        assert says in said and "Traceback" not in said, (command, said)
+        assert str(make_url(database_url).password) not in said
