@@ -193,7 +193,9 @@ def _reset_under_lock(
         if not result.ok:
             raise LabError(
                 f"Reset could not upgrade the database: {result.error}",
-                "Run `python -m migration_lab nuke`, then reset again.",
+                "Run `python -m migration_lab nuke`, then reset again."
+                if lab.db.is_reachable()
+                else "The database stopped: start it (`python -m migration_lab up`), then reset again.",
             )
         with conn.begin():
             for sql in checkpoint.seed:

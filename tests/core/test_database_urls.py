@@ -204,3 +204,19 @@ def test_status_and_up_say_what_the_driver_said_when_the_server_does_not_let_the
         said = done.stdout + done.stderr
         assert says in said and "Traceback" not in said, (command, said)
         assert str(make_url(database_url).password) not in said
+
+
+def test_an_empty_database_url_in_the_shell_is_said_as_such_by_alembic(project: Project, database_url: str) -> None:
+    """`export DATABASE_URL=` left in a shell: .env is not read, and env.py said "not set ... run up, which writes
+    ai-service/.env" although .env was there."""
+    (project.service_dir / ".env").write_text(f"DATABASE_URL={database_url}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAB_")}
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("alembic")), "current"],
+        cwd=project.service_dir,
+        env={**env, "DATABASE_URL": ""},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1 and "set, but empty, in this shell" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr

@@ -203,3 +203,22 @@ def test_a_server_that_dies_under_a_copy_shows_the_copys_own_error_not_the_clean
             embedded_lab.backend.stop()
             conn.execute(sa.text("SELECT 1"))  # what the rehearsal meets
     assert "DROP DATABASE" not in str(raised.value)
+
+
+def test_a_reset_whose_database_stops_under_it_says_to_start_it_not_to_nuke(
+    embedded_lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL stopped between the reset's wipe and its upgrade: the next step said `nuke`, which a stopped
+    server does not need. It says to start it, then reset again."""
+    from migration_lab.errors import LabError
+
+    upgrade = embedded_lab.runner.run
+
+    def stopped_first(*args, **kwargs):  # type: ignore[no-untyped-def]
+        embedded_lab.backend.stop()
+        return upgrade(*args, **kwargs)
+
+    monkeypatch.setattr(embedded_lab.runner, "run", stopped_first)
+    with pytest.raises(LabError) as failed:
+        reset("02", embedded_lab)
+    assert "python -m migration_lab up" in failed.value.next_step and "nuke" not in failed.value.next_step, failed.value

@@ -39,6 +39,11 @@ def database_url() -> str:
     if "DATABASE_URL" not in os.environ:
         load_dotenv(SERVICE_DIR / ".env")
     url = os.environ.get("DATABASE_URL")
+    if url is not None and not url.strip():  # `export DATABASE_URL=` in this shell: .env is not read then
+        raise SystemExit(
+            "DATABASE_URL is set, but empty, in this shell, so ai-service/.env is not read. "
+            "`unset DATABASE_URL` (or set it to the database's URL), then run the command again."
+        )
     if not url:
         raise SystemExit(
             "DATABASE_URL is not set. In Docker it comes from docker-compose.yml; "
