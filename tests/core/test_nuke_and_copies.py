@@ -197,11 +197,10 @@ def test_a_copy_never_ends_the_session_that_holds_the_migration_lock(lab: Lab) -
 def test_a_server_that_dies_under_a_copy_shows_the_copys_own_error_not_the_cleanups(embedded_lab: Lab) -> None:
     """The server killed during a rehearsal on a copy: the copy's cleanup (DROP DATABASE) failed too, and its
     traceback hid what the rehearsal met. The cleanup's failure is left to the next command's sweep."""
-    with pytest.raises(sa.exc.OperationalError) as raised, embedded_lab.db.copy() as copy:
-        with copy.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-            embedded_lab.backend.stop()
-            conn.execute(sa.text("SELECT 1"))  # what the rehearsal meets
+    with pytest.raises(sa.exc.OperationalError) as raised, embedded_lab.db.copy() as copy, copy.connect() as conn:
+        conn.execute(sa.text("SELECT 1"))
+        embedded_lab.backend.stop()
+        conn.execute(sa.text("SELECT 1"))  # what the rehearsal meets
     assert "DROP DATABASE" not in str(raised.value)
 
 
