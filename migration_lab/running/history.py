@@ -30,13 +30,15 @@ from ..errors import BrokenHistory
 NOT_PRESENT = r"Revision \S+ referenced from .+ is not present"  # alembic's warning before its KeyError
 
 
-def message(file: str, parent: str, root: Path | None = None, applied: str | None = None) -> tuple[str, str]:
+def message(
+    file: str, parent: str, root: Path | None = None, applied: str | None = None, how: str = "revises"
+) -> tuple[str, str]:
     """(what happened, what to do) for revision file `file` (as the reader sees its path) whose parent is gone;
     `root`: the project folder, whose backups may hold the parent's file. `applied`: the revision the database is
     at that is this file's or comes after it; then deleting the file is no way out (alembic could no longer find
     where the database is), and only bringing the parent back is said."""
     name = Path(file).name
-    what = f"{file} revises {parent}, and no revision file is {parent}: alembic cannot read the history."
+    what = f"{file} {how} {parent}, and no revision file is {parent}: alembic cannot read the history."
     if applied is not None:
         return (
             what,
@@ -87,11 +89,12 @@ def backed_up(root: Path, revision: str) -> Path | None:
 
 @dataclass(frozen=True)
 class Orphan:
-    """A revision file whose parent no file holds."""
+    """A revision file whose parent (or a revision it depends on) no file holds."""
 
     path: Path
     revision: str
     parent: str
+    how: str = "revises"  # or "depends on": its depends_on names it
 
 
 def loaded(scripts: ScriptDirectory) -> list[Script]:
@@ -114,13 +117,15 @@ def readable(scripts: ScriptDirectory) -> list[Script]:
 
 
 def orphans(scripts: ScriptDirectory) -> list[Orphan]:
-    """Each revision file whose down_revision is in no file."""
+    """Each revision file whose down_revision, or a revision its depends_on names, is in no file (a branch label
+    counts as there)."""
     found = loaded(scripts)
-    present = {script.revision for script in found}
+    present = {script.revision for script in found} | {label for script in found for label in script.branch_labels}
     return [
-        Orphan(Path(script.path), script.revision, parent)
+        Orphan(Path(script.path), script.revision, parent, how)
         for script in found
-        for parent in to_tuple(script.down_revision, default=())
+        for how, named in (("revises", script.down_revision), ("depends on", script.dependencies))
+        for parent in to_tuple(named, default=())
         if parent not in present
     ]
 
@@ -152,7 +157,7 @@ def broken_history(
     missing = error.args[0] if error is not None and error.args else None
     orphan = next((o for o in found if o.parent == missing), found[0])
     applied = applied_at_or_after(loaded(scripts), orphan.revision, heads())
-    return BrokenHistory(*message(_shown(orphan.path, root), orphan.parent, root, applied))
+    return BrokenHistory(*message(_shown(orphan.path, root), orphan.parent, root, applied, orphan.how))
 
 
 def checked(scripts: ScriptDirectory, root: Path, heads: Callable[[], tuple[str, ...]] = tuple) -> ScriptDirectory:

@@ -301,3 +301,30 @@ def test_an_applied_orphan_is_never_told_to_delete_itself_in_the_kit_or_a_termin
     with lab.db.engine.begin() as conn:  # not applied (alembic cannot stamp a history it cannot read): then
         conn.execute(sa.text("UPDATE alembic_version SET version_num = 'a1c4e7f20b13'"))  # deleting it is a way out
     assert "Either delete" in str(lab.runner.run("current"))
+
+
+def test_a_depends_on_that_names_no_revision_is_named_with_its_file_in_the_kit_and_a_terminal(
+    lab: Lab, database_url: str
+) -> None:
+    """depends_on naming a revision no file is: alembic's bare KeyError in a terminal, and "cannot read the
+    revision files: KeyError" without the file in the notebook and the check."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    lab.runner.run("upgrade head")
+    path = write_revision(lab.project, ORPHAN, "8b7e5d2c6a41", "pass")
+    path.write_text(path.read_text().replace("depends_on = None", "depends_on = 'cafe00000000'"))
+    said = str(lab.runner.run("current"))
+    shown = f"migrations/versions/{path.name} depends on cafe00000000, and no revision file is cafe00000000"
+    assert shown in said and "KeyError" not in said, said
+    env = {k: v for k, v in os.environ.items() if k not in ("LAB_DATABASE_URL", "LAB_BACKEND")}
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("alembic")), "current"],
+        cwd=lab.project.service_dir,
+        env={**env, "DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1 and shown in done.stderr and "Traceback" not in done.stderr, done.stderr

@@ -96,18 +96,20 @@ def check_history() -> None:
             f"migrations/versions/{name} cannot be read (line {line}: {type(error).__name__}: {error}): alembic "
             f"cannot read the history. Fix that file, or delete it if the database has not applied it."
         ) from None
-    parents = {}  # each file's revision: the revisions it revises
+    parents, needs = {}, {}  # each file's revision: the revisions it revises; those its depends_on names
     for path in sorted(versions.glob("*.py")):
         module = load_python_file(versions, path.name)
-        down = getattr(module, "down_revision", None)
+        down, depends = getattr(module, "down_revision", None), getattr(module, "depends_on", None)
         downs = (down,) if isinstance(down, str) else tuple(down or ())
         parents[path] = (str(getattr(module, "revision", "")), downs)
+        needs[path] = (depends,) if isinstance(depends, str) else tuple(depends or ())
     for path, (revision, downs) in parents.items():
-        if missing in downs:
+        if missing in downs or missing in needs[path]:
             way_back = "(`git checkout -- migrations/versions/`, or `python -m migration_lab restore`)"
             at = applied_at_or_after(revision, list(parents.values()))
+            how = "revises" if missing in downs else "depends on"
             raise SystemExit(  # the words of the lab's kit too (migration_lab/running/history.py)
-                f"migrations/versions/{path.name} revises {missing}, and no revision file is {missing}: "
+                f"migrations/versions/{path.name} {how} {missing}, and no revision file is {missing}: "
                 "alembic cannot read the history.\n"
                 + (
                     f"The database is at {at}, which is {path.name} or comes after it: keep {path.name}, and "
