@@ -21,10 +21,11 @@ RECORD = Path(".lab") / "chapter-08-traceback.json"  # the frame the exercise's 
 def exercise_start(lab: Lab) -> str:
     """A colleague's "quick fix": env.py imports a model that does not exist, tables made by create_all."""
     env = lab.project.service_dir / "migrations" / "env.py"
-    # The rebuild wipes the database: the work in it (the cell run again after a kernel restart) is saved first.
-    backup = Backups(lab.project, lab.db.url).save(pristine_files())  # None: nothing changed since the reset
-    saved = f"\n{backup}" if backup else ""
     with lab.runner.exclusive() as conn:  # the database first: if it is down, no file changes
+        # The rebuild wipes the database: the work in it (the cell run again after a kernel restart) is saved
+        # first, under the lock, as a reset saves it: no migration of another kernel's slips in between.
+        backup = Backups(lab.project, lab.db.url).save(pristine_files())  # None: nothing changed since the reset
+        saved = f"\n{backup}" if backup else ""
         env.write_text(re.sub(r"(?m)^from main import .*$", BROKEN_ENV_IMPORT, env.read_text(), count=1))
         lab.db.wipe(conn)
         load_models(lab.project).Base.metadata.create_all(conn)

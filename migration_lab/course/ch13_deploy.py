@@ -163,7 +163,12 @@ def exercise(lab: Lab, answer: object = None) -> list[Check]:
             "takes it for yours and never commits it: the upgrade is rolled back as the connection closes. "
             f"Commit right after taking the lock. The init container runs `{CLI}`, and with it {ENV_PY}."
         )
-    elif failed and len(failed) == len(raced.replicas) and not any(r.applied for r in raced.replicas):
+    elif (
+        failed
+        and len(failed) == len(raced.replicas)
+        and len({r.problem for r in failed}) == 1
+        and not any(r.applied for r in raced.replicas)
+    ):
         went_wrong = (  # not a race: env.py (or a revision) fails for each one alone
             f"Neither replica got as far as a revision: each failed the same way on its own ({failed[0].problem}). "
             f"That is {ENV_PY} (or a revision) failing for any single `{CLI}`, before there is anything to take "

@@ -210,11 +210,12 @@ TableRows = dict[str, list[dict[str, str]]]
 
 
 def table_rows(conn: sa.Connection, schema: Shape) -> TableRows:
-    """Every row of every table of `schema`, each value as its repr (JSON values and arrays compare too)."""
+    """Every row of every table of `schema`, each value as its repr (JSON values and arrays compare too; bytea
+    as its bytes, not the memoryview psycopg2 gives, whose repr is an address)."""
     quote = conn.dialect.identifier_preparer.quote
     return {
         table: [
-            {name: repr(value) for name, value in row.items()}
+            {name: repr(bytes(value) if isinstance(value, memoryview) else value) for name, value in row.items()}
             for row in conn.execute(sa.text(f"SELECT * FROM {quote(table)}")).mappings()
         ]
         for table in schema.columns
@@ -223,19 +224,25 @@ def table_rows(conn: sa.Connection, schema: Shape) -> TableRows:
 
 def rows_changed(conn: sa.Connection, was: TableRows, before: Shape, after: Shape) -> str:
     """What a downgrade (from `before` to `after`) did to rows it should have left alone, in a few words; "" when
-    nothing. Every table both have keeps its rows, and every column the downgrade did not change (same name, type,
-    NULL and default) keeps its values; the columns it drops, adds or alters are the exercise's to judge."""
+    nothing. Every table both have keeps its rows, whole: the values of every column the downgrade did not change
+    (same name, type, NULL and default), row by row (values swapped between rows count too). The columns it drops,
+    adds or alters are the exercise's to judge."""
     now = table_rows(conn, after)
     for table in sorted(set(was) & set(now)):
         if len(now[table]) != len(was[table]):
             return f"{table} has {len(now[table])} row(s), where it had {len(was[table])}"
-        left = sorted(set(before.columns[table]) & set(after.columns[table]), key=lambda column: column.name)
-        for column in left:
-            gone = Counter(row[column.name] for row in was[table])
-            gone.subtract(row[column.name] for row in now[table])
-            changed = sum(count for count in gone.values() if count > 0)
-            if changed:
-                return f"{table}.{column.name} changed in {changed} row(s) (a column the downgrade does not alter)"
+        left = sorted(c.name for c in set(before.columns[table]) & set(after.columns[table]))
+        whole = Counter(tuple(row[name] for name in left) for row in was[table])
+        whole.subtract(tuple(row[name] for name in left) for row in now[table])
+        changed = sum(count for count in whole.values() if count > 0)
+        if changed:
+            columns = [
+                name
+                for name in left
+                if Counter(row[name] for row in was[table]) != Counter(row[name] for row in now[table])
+            ]
+            which = f"{table}.{columns[0]}" if columns else f"{table} ({', '.join(left)}, between rows)"
+            return f"{which} changed in {changed} row(s) (a column the downgrade does not alter)"
     return ""
 
 
@@ -291,7 +298,8 @@ def replay(
                 return Replayed(
                     "downgraded",
                     f"after `alembic downgrade {down_to}`, {changed}: a downgrade takes away what its upgrade added "
-                    "(a column, an index), never the rows, nor the values of the columns it leaves",
+                    "(a column, an index, rows it inserted), never the rows that were there, nor the values of the "
+                    "columns it leaves",
                 )
             later = _up_again(copy, runner, down_to, before, below, upgraded_again)
     except CopyUnavailable as why:

@@ -350,17 +350,24 @@ class LabDatabase:
         rows = conn.execute(
             sa.text(
                 "SELECT a.pid, a.state, coalesce(nullif(a.application_name, ''), a.usename) AS who, "
-                "EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.granted) "
+                "EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.granted), "
+                "EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.granted "
+                "AND l.classid = 0 AND l.objid = :key AND l.objsubid = 1) "
                 "FROM pg_stat_activity a WHERE a.datname = :db AND a.pid <> pg_backend_pid()"
             ),
-            {"db": self.name},
+            {"db": self.name, "key": ADVISORY_LOCK_KEY},
         ).all()
         busy = []
-        for pid, state, who, locking in rows:
+        for pid, state, who, locking, ours in rows:
             if state == "idle" and not locking:
                 conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            elif ours:
+                busy.append(f"{who} (pid {pid}) holds the lab's migration lock: another lab command is running")
             elif locking:
-                busy.append(f"{who} (pid {pid}) holds a lock: another lab command (a reset, a migration) is running")
+                busy.append(
+                    f"{who} (pid {pid}) holds an advisory lock (a psql session's pg_advisory_lock, a deploy's guard): "
+                    "end it there (SELECT pg_advisory_unlock_all(), or close it)"
+                )
             else:
                 busy.append(f"{who} (pid {pid}, {state})")
         return busy

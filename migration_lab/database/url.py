@@ -85,7 +85,8 @@ class UrlBackend(Backend):
                     sa.text(_ANSWER), {"d": make_url(self._url).database, "mark": WORKSHOP_LEARNER}
                 ).one()
         except sa.exc.OperationalError as error:
-            self._refused = said(error)  # a refused password, no socket, a port nothing listens on: libpq's words
+            if database is None:  # the URL's own database: what the learner has to fix (not the maintenance one)
+                self._refused = said(error)  # a refused password, no socket, a port nothing listens on
             return None
         finally:
             engine.dispose()

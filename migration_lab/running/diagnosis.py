@@ -163,11 +163,13 @@ def diagnose(error: BaseException, service_dir: Path, server_up: bool = False) -
         return Diagnosis(text, hint or SQLSTATE_HINTS.get(code or ""), code)
     if isinstance(error, CommandError):
         return Diagnosis(str(error), _command_hint(error))
-    if isinstance(error, SystemExit):  # sys.exit("message") says why; sys.exit(3) or exit() only stops
-        said = _first_line(error.code) if isinstance(error.code, str) else ""
+    if isinstance(error, SystemExit):
+        if isinstance(error.code, str) and error.code.strip():  # sys.exit("message"): env.py's guards, say
+            first, *rest = error.code.strip().splitlines()
+            return Diagnosis(first, " ".join(rest) or "Read the message above; it comes from migrations/env.py.")
         code = "" if error.code is None else repr(error.code)
-        return Diagnosis(
-            said or f"sys.exit({code}) stopped the command{_where(error, service_dir)}",
+        return Diagnosis(  # sys.exit(3), exit(): it only stops
+            f"sys.exit({code}) stopped the command{_where(error, service_dir)}",
             "A revision or migrations/env.py called sys.exit(): it ends the whole alembic command there, without an "
             "error to read. Take it out (to make a revision fail on purpose, raise an exception with a message), "
             "save, and run the command again.",

@@ -166,7 +166,7 @@ _LOCKED = (
     "Another session holds a lock on a table of yours (a transaction left open in a notebook, or psql): end it "
     "(COMMIT or ROLLBACK there, or close it), then restore again."
 )
-_RESTORE_HINTS = {"55P03": _LOCKED, "57014": _LOCKED}  # lock_timeout; a statement cancelled while it waited
+_RESTORE_HINTS = {"55P03": _LOCKED}  # lock_not_available: the wipe's lock_timeout ran out
 
 
 class Backups:
@@ -219,7 +219,12 @@ class Backups:
         if content is not None and last == content:
             return None
         newest = self.names()[-1:]
-        if content is not None and newest and (self._manifest(newest[0]) or {}).get("content") == content:
+        if (
+            content is not None
+            and newest
+            and (self._manifest(newest[0]) or {}).get("content") == content
+            and self._whole(newest[0])
+        ):
             # Saved already (a restore refused again and again): one backup of it, and no pruning of older ones.
             return Backup(self.folder / newest[0], len(_files(self.project)), True)
         current = {rel: (self.project.service_dir / rel).read_bytes() for rel in _files(self.project)}
@@ -278,9 +283,11 @@ class Backups:
         return found if isinstance(found, dict) else None
 
     def _prune(self, also: str | None = None) -> None:
-        """Keep the KEEP newest, always the newest that holds the learner's own work, and `also` (in use)."""
+        """Keep the KEEP newest, always the newest that holds the learner's own work, `also` (in use), and the one
+        a command killed half-way took (the next command names it)."""
         names = self.names()
-        keep = set(names[-KEEP:]) | {also}
+        left = interruptions.found(self.project)
+        keep = set(names[-KEEP:]) | {also, left.backup if left else None}
         work = [name for name in names if (self._manifest(name) or {}).get("work")]
         if work:
             keep.add(work[-1])
@@ -315,6 +322,14 @@ class Backups:
         listed = (self._manifest(name) or {}).get("files")
         files = len(listed) if isinstance(listed, dict) else len(list((path / "ai-service").rglob("*.py")))
         return Backup(path, files, (path / "database.sql").is_file())
+
+    def _whole(self, name: str) -> bool:
+        """Backup `name` passes `check` (nobody changed it since it was saved)."""
+        try:
+            self.check(self.folder / name)
+        except LabError:
+            return False
+        return True
 
     def find(self, name: str | None) -> Path:
         names = self.names()
@@ -487,12 +502,10 @@ def restore(lab: Lab, name: str | None = None) -> str:
     with lab.runner.exclusive() as conn:
         wipe = lab.db.wipe_statements(conn)
         conn.commit()
-        # A half-done state is no work of the learner's: the interrupted command's backup holds theirs.
-        current = backups.save(pristine_files(), keep=path.name) if left is None else None
-        if left is not None and left.backup and left.backup != path.name:
-            current = backups.existing(left.backup)
+        current = backups.save(pristine_files(), keep=path.name)  # the half-done state, or work done since
         kept = f" Your work as it was is also in .lab/backups/{current.name}/." if current else ""
-        interruptions.mark(lab.project, "restore", current.name if current else None)
+        # Killed too, this restore leaves a mark naming a backup of the work: this one's, or the one it restores.
+        interruptions.mark(lab.project, "restore", current.name if current else path.name)
         try:
             return _restore_under_lock(backups, path, files, wipe, current, kept)
         finally:

@@ -10,7 +10,7 @@ chapter runs in any order, and again.
 import hashlib
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import sqlalchemy as sa
 
@@ -78,13 +78,19 @@ class ResetReport:
     rows: int
     seconds: float
     backup: Backup | None = None
+    interrupted: interruptions.Interrupted | None = None  # a reset or restore killed before this one: its backup
 
     def __str__(self) -> str:
         at = ", ".join(self.revision) or "base (empty)"
         text = (
             f"ai-service/ files and the database are reset: database at {at}, {self.tables} tables, {self.rows} rows."
         )
-        return f"{text}\n{self.backup}" if self.backup else text
+        said = [
+            text,
+            *([str(self.backup)] if self.backup else []),
+            *([str(self.interrupted)] if self.interrupted else []),
+        ]
+        return "\n".join(said)
 
 
 def restore_files(project: Project, checkpoint: Checkpoint, why: str = "a reset of the lab") -> None:
@@ -148,13 +154,12 @@ def reset(lab: Lab, checkpoint: Checkpoint) -> ResetReport:
     started = time.perf_counter()
     backups = Backups(lab.project, lab.db.url)
     with lab.runner.exclusive() as conn:
-        left = interruptions.found(lab.project)
-        # After a reset or restore killed half-way, the files and database are no work of the learner's: the
-        # backup that command took holds it, and is the one named.
-        backup = backups.save(pristine_files()) if left is None else backups.existing(left.backup or "")
-        interruptions.mark(lab.project, "reset", backup.name if backup else None)
+        left = interruptions.found(lab.project)  # a reset or restore killed half-way: its backup is named too
+        backup = backups.save(pristine_files())  # what is there now: the half-done state, or work done since
+        interruptions.mark(lab.project, "reset", backup.name if backup else left.backup if left else None)
         try:
-            return _reset_under_lock(lab, checkpoint, conn, backups, backup, started)
+            report = _reset_under_lock(lab, checkpoint, conn, backups, backup, started)
+            return replace(report, interrupted=left) if left is not None and left.backup else report
         except (LabError, sa.exc.DBAPIError, OSError, KeyboardInterrupt) as error:
             if backup is None:
                 raise

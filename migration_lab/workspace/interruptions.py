@@ -3,26 +3,28 @@
 Between its backup of the work and its end, a reset or a restore leaves a mark in `.lab/under-way.json`: what it
 is, the backup that holds the work from before it, and its process. It ends with the command (a failure that is
 said names the backup itself). A mark whose process is gone is an interruption: the files and the database may
-not match, and the backup taken after it would hold that half-done state. So the next reset names the marked
-backup instead of taking one, `restore` with no name brings that one back, and `status` says it.
+not match. The next reset or restore still backs up what is there (the learner may have worked since), names the
+marked backup too, and clears the mark; `restore` with no name brings the marked backup back; `status` says it;
+and no pruning removes it while the mark stands.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 
 import psutil
 
-from ..project import Project
+from ..project import Project, write_private
 
 MARK = "under-way.json"
+SAME_PROCESS = 1.0  # seconds: psutil's start time of one process may move by a tick as the boot time is re-read
 
 
 @dataclass(frozen=True)
 class Interrupted:
-    """A reset or restore whose process ended half-way; `backup`: the one holding the work from before it."""
+    """A reset or restore whose process ended half-way; `backup`: the one holding the work from before it, if it
+    is still there."""
 
     command: str
     backup: str | None
@@ -34,7 +36,7 @@ class Interrupted:
                 f"{said} Your work from before it is in .lab/backups/{self.backup}/: "
                 f"`python -m migration_lab restore {self.backup}` brings it back."
             )
-        return f"{said} Nothing of yours was in it: run the chapter's reset again."
+        return f"{said} No backup was taken before it (nothing had changed since a reset): reset the chapter again."
 
 
 def mark(project: Project, command: str, backup: str | None) -> None:
@@ -42,9 +44,7 @@ def mark(project: Project, command: str, backup: str | None) -> None:
     me = psutil.Process()
     path = project.state_dir / MARK
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{MARK}.{me.pid}")
-    staging.write_text(json.dumps({"command": command, "backup": backup, "pid": me.pid, "since": me.create_time()}))
-    os.replace(staging, path)  # whole or not there: a mark read half-written is no mark
+    write_private(path, json.dumps({"command": command, "backup": backup, "pid": me.pid, "since": me.create_time()}))
 
 
 def clear(project: Project) -> None:
@@ -61,8 +61,9 @@ def found(project: Project) -> Interrupted | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     try:
-        if psutil.Process(pid).create_time() == since:
+        if abs(psutil.Process(pid).create_time() - since) < SAME_PROCESS:
             return None  # still running (another process's reset, now)
     except psutil.Error:
         pass  # gone
-    return Interrupted(command, str(backup) if isinstance(backup, str) else None)
+    there = isinstance(backup, str) and (project.state_dir / "backups" / backup).is_dir()
+    return Interrupted(command, backup if there else None)

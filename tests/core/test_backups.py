@@ -516,14 +516,8 @@ reset("02", lab)
 """
 
 
-def test_a_reset_killed_half_way_is_named_by_status_the_next_reset_and_restore(
-    lab: Lab, project: Project, database_url: str
-) -> None:
-    """kill -9 in the middle of a reset (after its wipe): the next reset backed up the half-done state and named it
-    as "your earlier work", and `restore` brought back that empty database. Now the next command names the
-    backup the killed reset took, and `restore` with no name brings that one back."""
-    reset("03", lab)
-    work(lab, "my own work")
+def _killed_reset(project: Project, database_url: str) -> str:
+    """A reset of chapter 02 killed right after its wipe, in a process of its own; the backup it took."""
     env = {k: v for k, v in os.environ.items() if k not in ("LAB_BACKEND",)}
     died = subprocess.run(
         [sys.executable, "-c", KILLED_RESET, str(project.root)],
@@ -532,17 +526,42 @@ def test_a_reset_killed_half_way_is_named_by_status_the_next_reset_and_restore(
         text=True,
     )
     assert died.returncode == 9, died.stderr
-    [taken] = [n for n in Backups(project, lab.db.url).names()][-1:]
+    return Backups(project, database_url).names()[-1]
+
+
+def test_a_reset_killed_half_way_is_named_by_status_and_restore_brings_its_backup_back(
+    lab: Lab, project: Project, database_url: str
+) -> None:
+    """kill -9 in the middle of a reset (after its wipe): `restore` brought back the newest backup, and the
+    next reset's backup (the half-done state, an empty database) would have been that one. `status` names the
+    backup the killed reset took, and `restore` with no name brings that one back."""
+    reset("03", lab)
+    work(lab, "my own work")
+    taken = _killed_reset(project, database_url)
     status = lab_cli("status", project=project, database_url=database_url)
     assert "A reset was stopped half-way" in status.stdout and f"restore {taken}" in status.stdout, status.stdout
-    again = reset("02", lab)
-    assert again.backup is not None and again.backup.name == taken  # the work, not the half-done state
-    assert Backups(project, lab.db.url).names()[-1] == taken
     print(restore(lab))  # no name: the work the killed reset had backed up
     assert (lab.project.versions_dir / "f00d00000001_hand_written.py").is_file()
     with lab.db.engine.connect() as conn:
         assert conn.scalar(sa.text("SELECT count(*) FROM user_profiles WHERE email = 'mine@example.org'")) == 1
     assert "stopped half-way" not in lab_cli("status", project=project, database_url=database_url).stdout
+
+
+def test_work_done_after_an_interrupted_reset_is_still_backed_up_by_the_next_one(
+    lab: Lab, project: Project, database_url: str
+) -> None:
+    """The mark of a killed reset must not stand in for a backup: the learner worked on for an hour, and the
+    next reset took no backup of that. It backs up what is there and names the killed reset's backup too."""
+    reset("03", lab)
+    work(lab, "my own work")
+    taken = _killed_reset(project, database_url)
+    main = lab.project.service_dir / "main.py"
+    main.write_text(main.read_text() + "\n# an hour more\n")  # the learner works on, without a look at status
+    again = reset("02", lab)
+    assert again.backup is not None and again.backup.name != taken
+    assert "an hour more" in (again.backup.path / "ai-service" / "main.py").read_text()
+    assert f"restore {taken}" in str(again)  # and the killed reset's backup is named too
+    assert f"restore {taken}" not in str(reset("02", lab))  # once: the mark went with the reset that finished
 
 
 def test_a_backup_whose_database_is_at_a_revision_none_of_its_files_is_is_refused(lab: Lab) -> None:

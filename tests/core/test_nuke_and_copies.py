@@ -187,7 +187,10 @@ def test_a_copy_never_ends_the_session_that_holds_the_migration_lock(lab: Lab) -
     from migration_lab.errors import CopyUnavailable
 
     with lab.db.lock() as held:
-        with pytest.raises(CopyUnavailable, match="holds a lock: another lab command"), lab.db.copy(wait=0.5):
+        with (
+            pytest.raises(CopyUnavailable, match="holds the lab.s migration lock: another lab command"),
+            lab.db.copy(wait=0.5),
+        ):
             pass
         assert held.scalar(sa.text("SELECT 1")) == 1  # still there: its command goes on
     with lab.db.copy() as copy:  # free again: the copy is made
@@ -221,3 +224,20 @@ def test_a_reset_whose_database_stops_under_it_says_to_start_it_not_to_nuke(
     with pytest.raises(LabError) as failed:
         reset("02", embedded_lab)
     assert "python -m migration_lab up" in failed.value.next_step and "nuke" not in failed.value.next_step, failed.value
+
+
+def test_a_copy_names_a_sessions_own_advisory_lock_as_such_and_says_how_to_end_it(lab: Lab) -> None:
+    """A psql session left holding pg_advisory_lock(13) (chapter 13's guard, by hand) is not "another lab
+    command": the copy says what holds it and how to let go."""
+    from migration_lab.errors import CopyUnavailable
+
+    holder = sa.create_engine(lab.db.url, poolclass=sa.pool.NullPool)
+    try:
+        with holder.connect() as held:
+            held.execute(sa.text("SELECT pg_advisory_lock(13)"))
+            held.commit()
+            refused = pytest.raises(CopyUnavailable, match=r"holds an advisory lock .*pg_advisory_unlock_all")
+            with refused, lab.db.copy(wait=0.5):
+                pass
+    finally:
+        holder.dispose()

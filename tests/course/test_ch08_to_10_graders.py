@@ -343,3 +343,14 @@ def test_08_once_the_import_is_fixed_another_failure_of_env_py_is_said_as_it_is(
     assert said in hints[0] and "imports something main.py does not have" not in hints[0], hints
     exec(hints[-1], {"ch": chapter})
     capsys.readouterr()
+
+
+def test_08_a_sys_exit_with_a_message_is_said_as_written_not_called_a_bare_exit(lab: Lab, capsys) -> None:
+    """sys.exit("...") is a guard that says why (env.py's own are): shown as written, never "take it out"."""
+    chapter = start(lab, "08")
+    chapter.edit_file("migrations/env.py", *FIX)
+    env = lab.project.service_dir / "migrations" / "env.py"
+    env.write_text(env.read_text().replace("import os\n", 'import os\nimport sys\nsys.exit("not on production")\n', 1))
+    hints = failing(chapter, "env.py:18")[LOADS]
+    assert "not on production" in hints[0] and "Take it out" not in hints[0], hints
+    capsys.readouterr()

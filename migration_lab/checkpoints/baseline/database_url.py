@@ -74,8 +74,9 @@ def normalise(url: str, name: str = "DATABASE_URL") -> str:
         PGDialect_psycopg2().create_connect_args(pinned)
     except (ArgumentError, ValueError):  # its words may quote the URL: said in ours
         raise BadDatabaseURL(
-            f"{name} has a port that is not a number, or lists several hosts in two ways at once (libpq takes "
-            f"?host=h1,h2&port=p1,p2 or ?host=h1:p1&host=h2:p2). One looks like {EXAMPLE}."
+            f"{name} has a port that is not a number, or lists several hosts in two ways at once, or with more "
+            "ports than hosts (libpq takes ?host=h1,h2&port=p1,p2, one port for all or one per host, or "
+            f"?host=h1:p1&host=h2:p2). One looks like {EXAMPLE}."
         ) from None
     return pinned.render_as_string(hide_password=False)
 
