@@ -156,6 +156,15 @@ def _replay_hints(replayed: Replayed | None, lab: Lab) -> checks.Hints:
     )
     if replayed is None or lab.runner.script().get_heads() == [START]:
         return generate
+    if replayed.step == "upgrade" and replayed.sqlstate == "23502":  # a NOT NULL column added to the rows there
+        return (
+            f"Replayed on a copy of your database, {replayed}. That is what autogenerate's drop_column + add_column "
+            "does for a rename (it cannot tell a rename from a new column): email_address is added NOT NULL to rows "
+            "that have no value in it, and email, with every email, is dropped.",
+            "In upgrade(), one op.alter_column(table, old, new_column_name=new) instead of the drop and the add, "
+            "plus the constraint's rename; in downgrade() the reverse, in reverse order.",
+            EMAIL_FIX,
+        )
     if replayed.step == "upgrade":
         return (
             f"Replayed on a copy of your database, {replayed}.",

@@ -109,6 +109,7 @@ class Replayed:
 
     step: str
     problem: str
+    sqlstate: str | None = None  # PostgreSQL's code of a step that failed (23502: NOT NULL on rows already there)
 
     def __str__(self) -> str:
         return self.problem
@@ -277,7 +278,7 @@ def replay(
                     return Replayed("copy", f"the rows the check puts on a copy could not be written: {_first(why)}")
             up = runner.run("upgrade head")
             if not up.ok:
-                return Replayed("upgrade", f"`alembic upgrade head` fails: {up.error}")
+                return Replayed("upgrade", f"`alembic upgrade head` fails: {up.error}", up.sqlstate)
             found = at_head(copy) if at_head else None
             if found:
                 return Replayed("at head", found)
@@ -335,7 +336,9 @@ def _up_again(
             )
     again = runner.run("upgrade head")
     if not again.ok:
-        return Replayed("upgrade again", f"`alembic upgrade head` after `downgrade {down_to}` fails: {again.error}")
+        return Replayed(
+            "upgrade again", f"`alembic upgrade head` after `downgrade {down_to}` fails: {again.error}", again.sqlstate
+        )
     found = upgraded_again(copy) if upgraded_again else None
     if found:
         return Replayed("upgraded again", f"after `alembic downgrade {down_to}` and `upgrade head`, {found}")
