@@ -115,6 +115,9 @@ def check_history() -> None:
                     f"The database is at {at}, which is {path.name} or comes after it: keep {path.name}, and "
                     f"bring {missing}'s file back {way_back}."
                     if at
+                    else f"Bring {missing}'s file back {way_back}; or, if the database never applied {path.name} "
+                    "(the database could not be asked here), delete it."
+                    if at is None
                     else f"Either delete {path.name} (its parent is gone for good: a reset removed it, say, while "
                     f"{path.name} was open in an editor), or bring {missing}'s file back {way_back}."
                 )
@@ -124,8 +127,8 @@ def check_history() -> None:
 
 def applied_at_or_after(revision: str, files: list) -> str | None:
     """The revision the database is at that is `revision` or comes after it in `files` ((revision, parents) of
-    each); None when it is at none of them, or cannot be asked (offline, down, or a program that runs Alembic
-    in-process: it says this itself)."""
+    each); "" when it is at none of them; None when it cannot be asked (offline, down, no URL, or a program that
+    runs Alembic in-process: it says this itself)."""
     after, grew = {revision}, True
     while grew:
         grew = False
@@ -144,7 +147,7 @@ def applied_at_or_after(revision: str, files: list) -> str | None:
         engine.dispose()
     except (Exception, SystemExit):  # no database to ask: the general way out is said
         return None
-    return min(at & after, default=None)
+    return min(at & after, default="")
 
 
 def configure(**kwargs) -> None:

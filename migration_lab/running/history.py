@@ -31,19 +31,26 @@ NOT_PRESENT = r"Revision \S+ referenced from .+ is not present"  # alembic's war
 
 
 def message(
-    file: str, parent: str, root: Path | None = None, applied: str | None = None, how: str = "revises"
+    file: str, parent: str, root: Path | None = None, applied: str | None = "", how: str = "revises"
 ) -> tuple[str, str]:
     """(what happened, what to do) for revision file `file` (as the reader sees its path) whose parent is gone;
     `root`: the project folder, whose backups may hold the parent's file. `applied`: the revision the database is
-    at that is this file's or comes after it; then deleting the file is no way out (alembic could no longer find
-    where the database is), and only bringing the parent back is said."""
+    at that is this file's or comes after it, then deleting the file is no way out (alembic could no longer find
+    where the database is) and only bringing the parent back is said; "" when the database is at none of them;
+    None when it could not be asked (deleting is then said as a way out only if it never applied the file)."""
     name = Path(file).name
     what = f"{file} {how} {parent}, and no revision file is {parent}: alembic cannot read the history."
-    if applied is not None:
+    if applied:
         return (
             what,
             f"The database is at {applied}, which is {name} or comes after it: keep {name}, and bring {parent}'s "
             f"file back ({way_back(root, parent)}).",
+        )
+    if applied is None:
+        return (
+            what,
+            f"Bring {parent}'s file back ({way_back(root, parent)}); or, if the database never applied {name} (the "
+            "database could not be asked here), delete it.",
         )
     return (
         what,
@@ -52,8 +59,11 @@ def message(
     )
 
 
-def applied_at_or_after(scripts: list[Script], revision: str, heads: tuple[str, ...]) -> str | None:
-    """The revision of `heads` (the database's) that is `revision` or comes after it among `scripts`; None if none."""
+def applied_at_or_after(scripts: list[Script], revision: str, heads: tuple[str, ...] | None) -> str | None:
+    """The revision of `heads` (the database's) that is `revision` or comes after it among `scripts`; "" if none;
+    None when the database's heads are not known."""
+    if heads is None:
+        return None
     after, grew = {revision}, True
     while grew:
         grew = False
@@ -61,7 +71,7 @@ def applied_at_or_after(scripts: list[Script], revision: str, heads: tuple[str, 
             if script.revision not in after and after.intersection(to_tuple(script.down_revision, default=())):
                 after.add(script.revision)
                 grew = True
-    return min(set(heads) & after, default=None)
+    return min(set(heads) & after, default="")
 
 
 def way_back(root: Path | None, revision: str) -> str:
@@ -141,13 +151,13 @@ def broken_history(
     scripts: ScriptDirectory,
     root: Path,
     error: BaseException | None = None,
-    heads: Callable[[], tuple[str, ...]] = tuple,
+    heads: Callable[[], tuple[str, ...] | None] = lambda: None,
 ) -> BrokenHistory | None:
     """The error to show when the history has a revision whose parent is missing; None when it has none.
 
     With `error` (what an alembic command raised): only when it is the revision
     map's KeyError. Paths are shown relative to `root` (the project folder).
-    `heads`: the database's revisions, asked only when a parent is missing (() when it cannot be read).
+    `heads`: the database's revisions, asked only when a parent is missing (None when they cannot be read).
     """
     if error is not None and not _raised_by_the_revision_map(error):
         return None
@@ -160,7 +170,9 @@ def broken_history(
     return BrokenHistory(*message(_shown(orphan.path, root), orphan.parent, root, applied, orphan.how))
 
 
-def checked(scripts: ScriptDirectory, root: Path, heads: Callable[[], tuple[str, ...]] = tuple) -> ScriptDirectory:
+def checked(
+    scripts: ScriptDirectory, root: Path, heads: Callable[[], tuple[str, ...] | None] = lambda: None
+) -> ScriptDirectory:
     """`scripts` with its revision map built; BrokenHistory (a LabError) if a revision's parent is missing."""
     # alembic warns "Revision <parent> referenced from <child> is not present" and then raises the KeyError;
     # the BrokenHistory raised below says it once, with the way out. A filter, not warnings.catch_warnings(),

@@ -149,12 +149,12 @@ class Runner:
         scripts = ScriptDirectory.from_config(self.config(io.StringIO()))
         return history.checked(scripts, self.project.root, self._heads_if_reachable) if check_history else scripts
 
-    def _heads_if_reachable(self) -> tuple[str, ...]:
-        """The database's revisions; () when it cannot say (down, or no alembic_version yet)."""
+    def _heads_if_reachable(self) -> tuple[str, ...] | None:
+        """The database's revisions (() before the first upgrade); None when it cannot say (down)."""
         try:
             return self.db.heads()
         except (LabError, sa.exc.DBAPIError):
-            return ()
+            return None
 
     def refuse(self, command: Command | str, why: str, error: str, hint: str | None) -> RunResult:
         """A result for a command the kit did not start, and why not."""

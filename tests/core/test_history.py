@@ -52,7 +52,7 @@ def test_alembics_key_error_is_recognised_by_its_type_and_where_it_was_raised(la
     scripts = lab.runner.script(check_history=False)
     with pytest.raises(KeyError) as raised, pytest.warns(UserWarning, match=f"Revision {GONE} referenced from"):
         scripts.get_heads()  # what alembic raises: no message but the missing id
-    found = history.broken_history(scripts, lab.project.root, raised.value)
+    found = history.broken_history(scripts, lab.project.root, raised.value, lab.db.heads)
     assert isinstance(found, BrokenHistory) and says_the_way_out(str(found), file)
     assert history.broken_history(scripts, lab.project.root, KeyError(GONE)) is None  # not from the revision map
     with pytest.raises(BrokenHistory):
@@ -328,3 +328,36 @@ def test_a_depends_on_that_names_no_revision_is_named_with_its_file_in_the_kit_a
         text=True,
     )
     assert done.returncode == 1 and shown in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_an_orphan_whose_database_cannot_be_asked_is_told_to_keep_it_unless_never_applied(
+    lab: Lab, database_url: str
+) -> None:
+    """env.py checks the history before it connects: with no database to ask (an empty DATABASE_URL, a server
+    down), it said "Either delete" for a revision the database was at. Unknown, it says to bring the parent back,
+    and to delete the file only if the database never applied it."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from migration_lab.workspace.checkpoints import WITH_PHONE_NUMBER, reset
+
+    reset(lab, WITH_PHONE_NUMBER)
+    parent = write_revision(lab.project, GONE, "a1c4e7f20b13", "pass")
+    child = write_revision(lab.project, ORPHAN, GONE, "pass")
+    assert lab.runner.run("upgrade head").ok
+    parent.unlink()
+    env = {k: v for k, v in os.environ.items() if k not in ("LAB_DATABASE_URL", "LAB_BACKEND")}
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("alembic")), "current"],
+        cwd=lab.project.service_dir,
+        env={**env, "DATABASE_URL": ""},
+        capture_output=True,
+        text=True,
+    )
+    said = done.stderr
+    assert done.returncode == 1 and f"Bring {GONE}'s file back" in said and "Either delete" not in said, said
+    assert f"if the database never applied {child.name}" in said
+    found = history.broken_history(lab.runner.script(check_history=False), lab.project.root)  # heads not known
+    assert found is not None and "Either delete" not in str(found) and f"Bring {GONE}'s file back" in str(found)
