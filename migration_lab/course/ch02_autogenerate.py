@@ -148,6 +148,14 @@ def _first_difference(were: dict[int, str], now: dict[int, str]) -> str:
     return f"{len(set(now) - set(were))} profile(s) appeared"
 
 
+# The way out of autogenerate's drop + add, after the first hint that says what it did.
+_RENAME_INSTEAD = (
+    "In upgrade(), one op.alter_column(table, old, new_column_name=new) instead of the drop and the add, "
+    "plus the constraint's rename; in downgrade() the reverse, in reverse order.",
+    EMAIL_FIX,
+)
+
+
 def _replay_hints(replayed: Replayed | None, lab: Lab) -> checks.Hints:
     generate = (
         "The model changed: generate a revision, and read it before you apply it.",
@@ -161,9 +169,7 @@ def _replay_hints(replayed: Replayed | None, lab: Lab) -> checks.Hints:
             f"Replayed on a copy of your database, {replayed}. That is what autogenerate's drop_column + add_column "
             "does for a rename (it cannot tell a rename from a new column): email_address is added NOT NULL to rows "
             "that have no value in it, and email, with every email, is dropped.",
-            "In upgrade(), one op.alter_column(table, old, new_column_name=new) instead of the drop and the add, "
-            "plus the constraint's rename; in downgrade() the reverse, in reverse order.",
-            EMAIL_FIX,
+            *_RENAME_INSTEAD,
         )
     if replayed.step == "upgrade":
         return (
@@ -177,11 +183,9 @@ def _replay_hints(replayed: Replayed | None, lab: Lab) -> checks.Hints:
             f"Replayed on a copy of your database, {replayed}. Autogenerate writes drop_column + add_column (and a "
             "unique constraint dropped and added) for a rename: it cannot tell a rename from a new column. Applied, "
             "that loses every email; a copy through a new column must keep each one as it was.",
-            "In upgrade(), one op.alter_column(table, old, new_column_name=new) instead of the drop and the add, "
-            "plus the constraint's rename; in downgrade() the reverse, in reverse order.",
-            EMAIL_FIX,
+            *_RENAME_INSTEAD,
         )
-    if replayed.step in ("upgrade", "at head", "upgrade again", "upgraded again"):
+    if replayed.step in ("at head", "upgrade again", "upgraded again"):
         return (
             f"Replayed on a copy of your database, {replayed}.",
             "In upgrade(), rename the column (op.alter_column(table, old, new_column_name=new), or ALTER TABLE "

@@ -2,8 +2,7 @@
 
 from ..errors import LabError
 from ..lab import Lab
-from ..workspace.backups import Backups
-from ..workspace.baseline import pristine_files
+from ..workspace.backups import save_work
 from . import checks
 from .checks import Check
 from .teammates import teammate_arrives
@@ -18,7 +17,7 @@ def exercise_start(lab: Lab) -> str:
     work is backed up first, and named."""
     saved = ""
     if lab.db.heads() != (PENDING_FROM,):
-        backup = Backups(lab.project, lab.db.url).save(pristine_files())  # None: nothing changed since the reset
+        backup = save_work(lab)
         saved = f"\n{backup}" if backup else ""
     down = lab.runner.run(["downgrade", PENDING_FROM])
     if not down.ok or lab.db.heads() != (PENDING_FROM,):

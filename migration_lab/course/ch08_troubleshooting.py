@@ -6,8 +6,7 @@ from pathlib import Path
 
 from ..lab import Lab
 from ..running.tracebacks import cli_traceback
-from ..workspace.backups import Backups
-from ..workspace.baseline import pristine_files
+from ..workspace.backups import save_work
 from ..workspace.edits import load_models
 from . import checks
 from .checks import Check
@@ -24,7 +23,7 @@ def exercise_start(lab: Lab) -> str:
     with lab.runner.exclusive() as conn:  # the database first: if it is down, no file changes
         # The rebuild wipes the database: the work in it (the cell run again after a kernel restart) is saved
         # first, under the lock, as a reset saves it: no migration of another kernel's slips in between.
-        backup = Backups(lab.project, lab.db.url).save(pristine_files())  # None: nothing changed since the reset
+        backup = save_work(lab)
         saved = f"\n{backup}" if backup else ""
         env.write_text(re.sub(r"(?m)^from main import .*$", BROKEN_ENV_IMPORT, env.read_text(), count=1))
         lab.db.wipe(conn)

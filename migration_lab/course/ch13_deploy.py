@@ -12,8 +12,8 @@ import inspect
 
 from ..deploy import DEPLOY_LOCK_KEY, upgrade_head
 from ..lab import Lab
-from ..workspace.backups import Backups
-from ..workspace.baseline import bring_revision, pristine_files
+from ..workspace.backups import save_work
+from ..workspace.baseline import bring_revision
 from ..workspace.edits import add_column, apply_edit, model_attributes
 from . import checks
 from .ch13_drift import drift
@@ -83,7 +83,7 @@ def exercise_start(lab: Lab) -> str:
     entrypoint = service / ENTRYPOINT
     kept = ""
     if entrypoint.is_file() and entrypoint.read_text() != UNGUARDED_ENTRYPOINT:
-        backup = Backups(lab.project, lab.db.url).save(pristine_files())
+        backup = save_work(lab)
         if backup is not None:
             kept = f" Your earlier migrate.py is in .lab/backups/{backup.name}/ai-service/migrate.py."
     entrypoint.write_text(UNGUARDED_ENTRYPOINT)

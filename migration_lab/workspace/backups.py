@@ -112,42 +112,36 @@ def dump(url: str) -> str:
     return "".join(line for line in done.stdout.splitlines(keepends=True) if line.strip() != "CREATE SCHEMA public;")
 
 
-def _public_extensions(url: str) -> list[str]:
-    """The extensions installed in schema public (none when that cannot be read: pg_dump then says why)."""
+def _scalars(url: str, query: str) -> list[object] | None:
+    """What `query` returns on the database at `url`, in a session of its own; None when it cannot be read."""
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool, connect_args={"connect_timeout": 5})
     try:
         with engine.connect() as conn:
-            return list(
-                conn.scalars(
-                    sa.text(
-                        "SELECT e.extname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
-                        "WHERE n.nspname = 'public' ORDER BY 1"
-                    )
-                )
-            )
+            return list(conn.scalars(sa.text(query)))
     except sa.exc.DBAPIError:
-        return []
+        return None
     finally:
         engine.dispose()
+
+
+def _public_extensions(url: str) -> list[str]:
+    """The extensions installed in schema public (none when that cannot be read: pg_dump then says why)."""
+    found = _scalars(
+        url,
+        "SELECT e.extname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
+        "WHERE n.nspname = 'public' ORDER BY 1",
+    )
+    return [str(name) for name in found or []]
 
 
 def _holds_relations(url: str) -> bool:
     """Whether schema public holds a table, view, sequence or index (True when that cannot be read either)."""
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool, connect_args={"connect_timeout": 5})
-    try:
-        with engine.connect() as conn:
-            return bool(
-                conn.scalar(
-                    sa.text(
-                        "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                        "WHERE n.nspname = 'public')"
-                    )
-                )
-            )
-    except sa.exc.DBAPIError:
-        return True
-    finally:
-        engine.dispose()
+    found = _scalars(
+        url,
+        "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = 'public')",
+    )
+    return found is None or bool(found[0])
 
 
 def _digest(project: Project, sql: str) -> str:
@@ -166,7 +160,6 @@ _LOCKED = (
     "Another session holds a lock on a table of yours (a transaction left open in a notebook, or psql): end it "
     "(COMMIT or ROLLBACK there, or close it), then restore again."
 )
-_RESTORE_HINTS = {"55P03": _LOCKED}  # lock_not_available: the wipe's lock_timeout ran out
 
 
 class Backups:
@@ -314,15 +307,6 @@ class Backups:
         saved = (self._manifest(path.name) or {}).get("saved")
         return float(saved) if isinstance(saved, (int, float)) else path.stat().st_mtime
 
-    def existing(self, name: str) -> Backup | None:
-        """The backup `name` as a Backup (what a message says of it); None if it is not one any more."""
-        if name not in self.names():
-            return None
-        path = self.folder / name
-        listed = (self._manifest(name) or {}).get("files")
-        files = len(listed) if isinstance(listed, dict) else len(list((path / "ai-service").rglob("*.py")))
-        return Backup(path, files, (path / "database.sql").is_file())
-
     def _whole(self, name: str) -> bool:
         """Backup `name` passes `check` (nobody changed it since it was saved)."""
         try:
@@ -424,7 +408,7 @@ class Backups:
             code = _SQLSTATE.search(errors[0])
             raise LabError(
                 f"Restoring the database failed: {errors[0].strip()[:300]}",
-                _RESTORE_HINTS.get(code[1] if code else "", f"The SQL is in {sql_file}."),
+                _LOCKED if code and code[1] == "55P03" else f"The SQL is in {sql_file}.",  # the wipe's lock_timeout
             )
         return True
 
@@ -447,6 +431,12 @@ class Backups:
         deletions.delete(self.project, stale, f"a restore of backup {path.name}")
         shutil.rmtree(self.project.versions_dir / "__pycache__", ignore_errors=True)
         return len(files)
+
+
+def save_work(lab: Lab) -> Backup | None:
+    """The learner's files and database as they are, backed up before a chapter's start takes the database
+    elsewhere (its cell run again after a kernel restart, say); None when nothing changed since the last reset."""
+    return Backups(lab.project, lab.db.url).save(pristine_files())
 
 
 def _revisions_in(path: Path) -> set[str]:
@@ -496,7 +486,7 @@ def restore(lab: Lab, name: str | None = None) -> str:
     """
     backups = Backups(lab.project, lab.db.url)
     left = interruptions.found(lab.project)  # a reset or restore killed half-way: its backup is the work
-    path = backups.find(name if name is not None or left is None or left.backup is None else left.backup)
+    path = backups.find(name if name is not None else left.backup if left else None)
     files = backups.check(path)
     _rehearse(lab, backups, path)
     with lab.runner.exclusive() as conn:
@@ -505,11 +495,8 @@ def restore(lab: Lab, name: str | None = None) -> str:
         current = backups.save(pristine_files(), keep=path.name)  # the half-done state, or work done since
         kept = f" Your work as it was is also in .lab/backups/{current.name}/." if current else ""
         # Killed too, this restore leaves a mark naming a backup of the work: this one's, or the one it restores.
-        interruptions.mark(lab.project, "restore", current.name if current else path.name)
-        try:
+        with interruptions.under_way(lab.project, "restore", current.name if current else path.name):
             return _restore_under_lock(backups, path, files, wipe, current, kept)
-        finally:
-            interruptions.clear(lab.project)
 
 
 def _restore_under_lock(

@@ -85,12 +85,7 @@ class ResetReport:
         text = (
             f"ai-service/ files and the database are reset: database at {at}, {self.tables} tables, {self.rows} rows."
         )
-        said = [
-            text,
-            *([str(self.backup)] if self.backup else []),
-            *([str(self.interrupted)] if self.interrupted else []),
-        ]
-        return "\n".join(said)
+        return "\n".join(str(part) for part in (text, self.backup, self.interrupted) if part)
 
 
 def restore_files(project: Project, checkpoint: Checkpoint, why: str = "a reset of the lab") -> None:
@@ -156,10 +151,11 @@ def reset(lab: Lab, checkpoint: Checkpoint) -> ResetReport:
     with lab.runner.exclusive() as conn:
         left = interruptions.found(lab.project)  # a reset or restore killed half-way: its backup is named too
         backup = backups.save(pristine_files())  # what is there now: the half-done state, or work done since
-        interruptions.mark(lab.project, "reset", backup.name if backup else left.backup if left else None)
+        marked = backup.name if backup else left.backup if left else None
         try:
-            report = _reset_under_lock(lab, checkpoint, conn, backups, backup, started)
-            return replace(report, interrupted=left) if left is not None and left.backup else report
+            with interruptions.under_way(lab.project, "reset", marked):
+                report = _reset_under_lock(lab, checkpoint, conn, backups, backup, started)
+            return replace(report, interrupted=left if left and left.backup else None)
         except (LabError, sa.exc.DBAPIError, OSError, KeyboardInterrupt) as error:
             if backup is None:
                 raise
@@ -175,8 +171,6 @@ def reset(lab: Lab, checkpoint: Checkpoint) -> ResetReport:
                 (error.next_step + " " if isinstance(error, LabError) else "")
                 + f"To go back to it instead: `python -m migration_lab restore {backup.name}`.",
             ) from error
-        finally:
-            interruptions.clear(lab.project)
 
 
 def _reset_under_lock(

@@ -11,6 +11,8 @@ and no pruning removes it while the mark stands.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import psutil
@@ -39,17 +41,19 @@ class Interrupted:
         return f"{said} No backup was taken before it (nothing had changed since a reset): reset the chapter again."
 
 
-def mark(project: Project, command: str, backup: str | None) -> None:
-    """`command` is under way in this process; `backup` holds the work from before it."""
+@contextmanager
+def under_way(project: Project, command: str, backup: str | None) -> Iterator[None]:
+    """`command` is under way in this process while the block runs; `backup` holds the work from before it. The
+    mark goes when the block ends, however it ends (a failure that is said names the backup itself); only a
+    process that dies in it leaves the mark."""
     me = psutil.Process()
     path = project.state_dir / MARK
     path.parent.mkdir(parents=True, exist_ok=True)
     write_private(path, json.dumps({"command": command, "backup": backup, "pid": me.pid, "since": me.create_time()}))
-
-
-def clear(project: Project) -> None:
-    """The command under way ended (done, or failed and said so)."""
-    (project.state_dir / MARK).unlink(missing_ok=True)
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def found(project: Project) -> Interrupted | None:

@@ -7,6 +7,10 @@ out. And it records what it deletes, for the JupyterLab it starts (`jupyter/jupy
 """
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +24,18 @@ from migration_lab.workspace import deletions
 
 GONE = "5c04918f04d2"
 ORPHAN = "77aa00000001"
+
+
+def in_a_terminal(lab: Lab, database_url: str, *command: str) -> subprocess.CompletedProcess[str]:
+    """`alembic <command>` typed in a terminal in the lab's ai-service/, with DATABASE_URL set as given."""
+    env = {k: v for k, v in os.environ.items() if k not in ("LAB_DATABASE_URL", "LAB_BACKEND")}
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("alembic")), *command],
+        cwd=lab.project.service_dir,
+        env={**env, "DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+    )
 
 
 def orphan(lab: Lab) -> str:
@@ -212,10 +228,6 @@ def test_a_history_alembic_cannot_read_is_one_line_naming_the_file_in_a_terminal
     lab: Lab, database_url: str, case: str, command: list[str]
 ) -> None:
     """`alembic current` / `upgrade head` in a terminal printed a 57-line SyntaxError or a 48-line LoopDetected."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
 
     from migration_lab.workspace.checkpoints import WITH_PHONE_NUMBER, reset
 
@@ -225,14 +237,7 @@ def test_a_history_alembic_cannot_read_is_one_line_naming_the_file_in_a_terminal
     changed = change(path.read_text())
     assert changed != path.read_text()
     path.write_text(changed)
-    env = {k: v for k, v in os.environ.items() if k not in ("LAB_DATABASE_URL", "LAB_BACKEND")}
-    done = subprocess.run(
-        [str(Path(sys.executable).with_name("alembic")), *command],
-        cwd=lab.project.service_dir,
-        env={**env, "DATABASE_URL": database_url},
-        capture_output=True,
-        text=True,
-    )
+    done = in_a_terminal(lab, database_url, *command)
     assert done.returncode == 1
     said = done.stderr.strip()
     assert "Traceback" not in said and len(said.splitlines()) <= 3, said
@@ -271,10 +276,6 @@ def test_an_applied_orphan_is_never_told_to_delete_itself_in_the_kit_or_a_termin
 ) -> None:
     """The database at the orphan (or at a revision after it): deleting its file would leave the database at a
     revision no file has. Both the kit and the terminal's alembic say to keep it and bring the parent back."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
 
     from migration_lab.workspace.checkpoints import WITH_PHONE_NUMBER, reset
 
@@ -287,14 +288,7 @@ def test_an_applied_orphan_is_never_told_to_delete_itself_in_the_kit_or_a_termin
     result = lab.runner.run("current")
     keep = f"The database is at {applied}, which is {ORPHAN}_hand_written.py or comes after it: keep"
     assert keep in str(result) and "Either delete" not in str(result), str(result)
-    env = {k: v for k, v in os.environ.items() if k not in ("LAB_DATABASE_URL", "LAB_BACKEND")}
-    done = subprocess.run(
-        [str(Path(sys.executable).with_name("alembic")), "current"],
-        cwd=lab.project.service_dir,
-        env={**env, "DATABASE_URL": database_url},
-        capture_output=True,
-        text=True,
-    )
+    done = in_a_terminal(lab, database_url, "current")
     assert done.returncode == 1 and keep in done.stderr and "Either delete" not in done.stderr, done.stderr
     import sqlalchemy as sa
 
@@ -308,10 +302,6 @@ def test_a_depends_on_that_names_no_revision_is_named_with_its_file_in_the_kit_a
 ) -> None:
     """depends_on naming a revision no file is: alembic's bare KeyError in a terminal, and "cannot read the
     revision files: KeyError" without the file in the notebook and the check."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
 
     lab.runner.run("upgrade head")
     path = write_revision(lab.project, ORPHAN, "8b7e5d2c6a41", "pass")
@@ -319,14 +309,7 @@ def test_a_depends_on_that_names_no_revision_is_named_with_its_file_in_the_kit_a
     said = str(lab.runner.run("current"))
     shown = f"migrations/versions/{path.name} depends on cafe00000000, and no revision file is cafe00000000"
     assert shown in said and "KeyError" not in said, said
-    env = {k: v for k, v in os.environ.items() if k not in ("LAB_DATABASE_URL", "LAB_BACKEND")}
-    done = subprocess.run(
-        [str(Path(sys.executable).with_name("alembic")), "current"],
-        cwd=lab.project.service_dir,
-        env={**env, "DATABASE_URL": database_url},
-        capture_output=True,
-        text=True,
-    )
+    done = in_a_terminal(lab, database_url, "current")
     assert done.returncode == 1 and shown in done.stderr and "Traceback" not in done.stderr, done.stderr
 
 
@@ -336,10 +319,6 @@ def test_an_orphan_whose_database_cannot_be_asked_is_told_to_keep_it_unless_neve
     """env.py checks the history before it connects: with no database to ask (an empty DATABASE_URL, a server
     down), it said "Either delete" for a revision the database was at. Unknown, it says to bring the parent back,
     and to delete the file only if the database never applied it."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
 
     from migration_lab.workspace.checkpoints import WITH_PHONE_NUMBER, reset
 
@@ -348,14 +327,7 @@ def test_an_orphan_whose_database_cannot_be_asked_is_told_to_keep_it_unless_neve
     child = write_revision(lab.project, ORPHAN, GONE, "pass")
     assert lab.runner.run("upgrade head").ok
     parent.unlink()
-    env = {k: v for k, v in os.environ.items() if k not in ("LAB_DATABASE_URL", "LAB_BACKEND")}
-    done = subprocess.run(
-        [str(Path(sys.executable).with_name("alembic")), "current"],
-        cwd=lab.project.service_dir,
-        env={**env, "DATABASE_URL": ""},
-        capture_output=True,
-        text=True,
-    )
+    done = in_a_terminal(lab, "", "current")
     said = done.stderr
     assert done.returncode == 1 and f"Bring {GONE}'s file back" in said and "Either delete" not in said, said
     assert f"if the database never applied {child.name}" in said
