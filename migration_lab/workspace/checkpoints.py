@@ -85,7 +85,8 @@ class ResetReport:
         text = (
             f"ai-service/ files and the database are reset: database at {at}, {self.tables} tables, {self.rows} rows."
         )
-        return "\n".join(str(part) for part in (text, self.backup, self.interrupted) if part)
+        earlier = self.interrupted.behind() if self.interrupted else None
+        return "\n".join(str(part) for part in (text, self.backup, earlier) if part)
 
 
 def restore_files(project: Project, checkpoint: Checkpoint, why: str = "a reset of the lab") -> None:
