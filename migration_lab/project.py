@@ -58,11 +58,8 @@ def write_private(path: Path, text: str) -> None:
     The temporary file is 0600 from birth (mkstemp) and in the same folder, so
     the secret is never readable by others and readers never see half a file.
     """
-    try:
-        if stat.S_IMODE(path.lstat().st_mode) == 0o600 and path.read_text(encoding="utf-8") == text:
-            return
-    except (OSError, UnicodeDecodeError):  # not there, or not text: written anew
-        pass
+    if _holds(path, text):
+        return
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(handle, "w", encoding="utf-8", newline="") as file:
@@ -71,3 +68,17 @@ def write_private(path: Path, text: str) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _holds(path: Path, text: str) -> bool:
+    """`path` is already this account's regular 0600 file holding `text`. Opened without following a symlink and
+    without waiting (a FIFO someone planted there, in a folder others may write, would hang a plain read), and
+    judged by what was opened, not by a look at the name before."""
+    try:
+        handle = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:  # not there, a symlink: written anew
+        return False
+    with os.fdopen(handle, "rb") as file:
+        info = os.fstat(handle)
+        mine = stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid() and stat.S_IMODE(info.st_mode) == 0o600
+        return mine and file.read() == text.encode()

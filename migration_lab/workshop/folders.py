@@ -5,8 +5,10 @@ account prepared (`--roster /tmp/room/roster.json`). There a symlink of theirs
 would make root create or overwrite a file of their choosing (the roster's
 lock, a dump that pg_dump opens by name), and a folder of theirs would let
 them swap the roster for one with URLs of their own. So the kit writes only
-into a real folder of the account it runs as, that nobody else may write, and
-never follows a symlink for the last step.
+into a real folder of the account it runs as, that nobody else may write, below
+folders nobody else may swap (a folder of theirs higher up would let them rename
+the one the kit checked and put a symlink in its place), and never follows a
+symlink for the last step.
 """
 
 from __future__ import annotations
@@ -37,11 +39,31 @@ def private_folder(path: Path, what: str) -> Path:
     elif info.st_mode & 0o022:
         problem = f"others may write in it, mode {stat.S_IMODE(info.st_mode):o}"
     else:
-        return path
+        problem = _swappable_above(path)
+        if not problem:
+            return path
     raise LabError(
         f"{path}, {what}, is not a folder only {account_name(me)} may write ({problem}). Nothing was written.",
         _HINT,
     )
+
+
+def _swappable_above(path: Path) -> str:
+    """Why another account could swap a folder above `path` for one of theirs while the kit writes (a rename of
+    `room/` and a symlink in its place, between the check and the write); "" when nobody could.
+
+    Every folder on the way, as written and as it resolves, and every symlink on it, must be root's or this
+    account's; a folder others may write must be sticky (`/tmp`), where they can rename only what is theirs.
+    """
+    me = os.geteuid()
+    for way in (Path(os.path.abspath(path)), Path(os.path.realpath(path))):
+        for above in way.parents:
+            info = os.lstat(above)
+            if info.st_uid not in (0, me):
+                return f"{above} above it is owned by {account_name(info.st_uid)}"
+            if not stat.S_ISLNK(info.st_mode) and info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX:
+                return f"others may write in {above} above it, mode {stat.S_IMODE(info.st_mode):o}"
+    return ""
 
 
 def open_new(path: Path, flags: int = 0) -> int:

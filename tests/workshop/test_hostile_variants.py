@@ -137,6 +137,58 @@ def test_a_roster_folder_another_account_prepared_is_refused(
         shutil.rmtree(theirs, ignore_errors=True)
 
 
+def test_a_folder_above_the_roster_that_another_account_could_swap_is_refused(
+    server: Server, shop: Workshop, tmp_path: Path
+) -> None:
+    """As root, `--roster /tmp/anc/room/roster.json` where `anc` is another account's: `room` was root's own 0700
+    folder, so it passed, and in the hundreds of ms of an `add` they renamed it and put a symlink to a folder of
+    their choosing in its place: root wrote every learner's URL there. A folder above that someone else owns, or
+    may write without a sticky bit, is refused before anything is written."""
+    if os.geteuid() != 0:
+        pytest.skip("plays another OS account: root only")
+    theirs = Path(tempfile.mkdtemp(prefix="mlab-anc-", dir="/tmp"))
+    try:
+        os.chown(theirs, 65534, 65534)
+        theirs.chmod(0o755)
+        (theirs / "room").mkdir(mode=0o700)  # root's own folder, in theirs
+        args = ["workshop", "--server", server.instructor_url, "--roster", str(theirs / "room" / "roster.json")]
+        done = subprocess.run(
+            [sys.executable, "-m", "migration_lab", *args, "add", "swapped"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        assert f"{theirs} above it is owned by nobody" in done.stderr, done.stderr
+        assert list((theirs / "room").iterdir()) == []
+        assert sql(server.superuser_url, "SELECT 1 FROM pg_roles WHERE rolname = 'swapped'") == []
+        ours = tmp_path / "open"  # root's, but writable by all without a sticky bit: anyone may rename in it
+        (ours / "room").mkdir(parents=True)
+        ours.chmod(0o777)
+        with pytest.raises(LabError, match="others may write in .*open above it"):
+            Workshop(server.instructor_url, roster=ours / "room" / "roster.json").add("swapped")
+    finally:
+        shutil.rmtree(theirs, ignore_errors=True)
+
+
+def test_an_export_over_a_fifo_someone_planted_does_not_hang(server: Server, shop: Workshop, tmp_path: Path) -> None:
+    """`status --output progress.csv` where a FIFO (mode 0600) stood: the kit read the old file to skip an
+    unchanged write, and the read waited for a writer for ever. The export replaces it with the file."""
+    target = tmp_path / "progress.csv"
+    os.mkfifo(target, 0o600)
+    args = ["workshop", "--server", server.instructor_url, "--roster", str(shop.roster)]
+    done = subprocess.run(
+        [sys.executable, "-m", "migration_lab", *args, "status", "--format", "csv", "--output", str(target)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert target.is_file() and target.read_text().startswith("learner,"), target.read_text()[:200]
+
+
 INVISIBLE = "\u2028\u2029\u200b\u200d\ufeff\u061c\u2066\u00ad\U000e0041"  # separators, zero-width, bidi, tags
 
 
