@@ -26,6 +26,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
+from ..course.registry import CHAPTERS
 from ..database.url import WORKSHOP_LEARNER
 from ..errors import LabError
 from ..workspace.progress import ROOM_DATABASE, ROOM_OWNER, ROOM_SCHEMA
@@ -42,6 +43,13 @@ _CONTROL_CLASS = (
     r"\U000e0000-\U000e007f]"
 )
 _UNPRINTABLE = {"Cc", "Cf", "Zl", "Zp", "Cs", "Co"}
+
+# Only the course's chapters are recorded, never more checks passed than there are: what a learner sends with
+# psql is theirs to choose (progress is self-reported), but it stays within what the course can show. Anything
+# else becomes a NULL the NOT NULL columns refuse: the call fails, as a value out of the CHECKs' bounds does.
+_COURSE_CHAPTER = (
+    "CASE WHEN chapter = ANY (ARRAY[" + ", ".join(f"'{number}'" for number in CHAPTERS) + "]) THEN chapter END"
+)
 
 # Run in mlab_workshop as mlab_room (the connection's `-c role=mlab_room`), at every `init`: idempotent.
 STORE = f"""
@@ -65,7 +73,8 @@ CREATE OR REPLACE FUNCTION {ROOM_SCHEMA}.record_check(chapter text, passed integ
 RETURNS void LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
     INSERT INTO {ROOM_SCHEMA}.progress AS p (learner, chapter, passed, total, last_error, first_passed_at)
-    VALUES (session_user, chapter, passed, total, left(regexp_replace(error, '{_CONTROL_CLASS}', '?', 'g'), 300),
+    VALUES (session_user, {_COURSE_CHAPTER}, CASE WHEN passed <= total THEN passed END, total,
+            left(regexp_replace(error, '{_CONTROL_CLASS}', '?', 'g'), 300),
             CASE WHEN total > 0 AND passed >= total THEN now() END)
     ON CONFLICT (learner, chapter) DO UPDATE SET
         passed = excluded.passed, total = excluded.total, last_error = excluded.last_error, updated_at = now(),
@@ -76,7 +85,7 @@ CREATE OR REPLACE FUNCTION {ROOM_SCHEMA}.record_error(chapter text, error text)
 RETURNS void LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
     INSERT INTO {ROOM_SCHEMA}.progress AS p (learner, chapter, last_error)
-    VALUES (session_user, chapter, left(regexp_replace(error, '{_CONTROL_CLASS}', '?', 'g'), 300))
+    VALUES (session_user, {_COURSE_CHAPTER}, left(regexp_replace(error, '{_CONTROL_CLASS}', '?', 'g'), 300))
     ON CONFLICT (learner, chapter) DO UPDATE SET last_error = excluded.last_error, updated_at = now();
 END;
 REVOKE ALL ON FUNCTION {ROOM_SCHEMA}.record_check(text, integer, integer, text) FROM PUBLIC;

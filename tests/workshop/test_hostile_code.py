@@ -107,6 +107,9 @@ def test_a_learner_cannot_hang_or_break_the_room(server: Server, shop: Workshop,
         "SET ROLE mlab_room",
         "SELECT room.record_check('../../etc', 1, 2, NULL)",
         "SELECT room.record_check('02', 1000000, 2, NULL)",
+        "SELECT room.record_check('02', 999, 3, NULL)",  # more checks passed than there are
+        "SELECT room.record_check('99', 1, 1, NULL)",  # no chapter of the course
+        "SELECT room.record_error('99', 'forged')",
     ]
     for statement in refused:
         with pytest.raises(sa.exc.DBAPIError):
