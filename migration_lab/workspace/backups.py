@@ -487,9 +487,10 @@ def restore(lab: Lab, name: str | None = None) -> str:
     backups = Backups(lab.project, lab.db.url)
     left = interruptions.found(lab.project)  # a reset or restore killed half-way: its backup is the work
     path = backups.find(name if name is not None else left.backup if left else None)
-    files = backups.check(path)
+    backups.check(path)  # a broken backup refused at once, before its rehearsal
     _rehearse(lab, backups, path)
     with lab.runner.exclusive() as conn:
+        files = _still_there(backups, path)
         wipe = lab.db.wipe_statements(conn)
         conn.commit()
         current = backups.save(pristine_files(), keep=path.name)  # the half-done state, or work done since
@@ -497,6 +498,19 @@ def restore(lab: Lab, name: str | None = None) -> str:
         # Killed too, this restore leaves a mark naming a backup of the work: this one's, or the one it restores.
         with interruptions.under_way(lab.project, "restore", current.name if current else path.name):
             return _restore_under_lock(backups, path, files, wipe, current, kept)
+
+
+def _still_there(backups: Backups, path: Path) -> list[Path]:
+    """The backup's files, checked again once the lock is held: while the restore waited for it, a reset in
+    another notebook or terminal may have pruned that very backup (then its database came back without its
+    files)."""
+    if path.name not in backups.names():
+        raise LabError(
+            f"Backup {path.name} was removed while this restore waited for another command (a reset pruned it). "
+            "Nothing was changed.",
+            "Restore another one (`python -m migration_lab backups` lists them).",
+        )
+    return backups.check(path)
 
 
 def _restore_under_lock(

@@ -88,6 +88,30 @@ def _backup_of_work(lab: Lab) -> Path:
     return report.backup.path
 
 
+def test_a_backup_pruned_while_the_restore_waited_for_the_lock_is_refused_and_nothing_changes(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`restore` checked the backup, then waited for the migration lock while a reset in another notebook ran:
+    that reset's pruning took the very backup, and the restore brought its database back without its files
+    ("files could not be put back"), with nothing left to restore again from. Under the lock it looks again."""
+    import shutil
+
+    from migration_lab.workspace import backups as backups_module
+
+    backup = _backup_of_work(lab)
+    before = state(lab)
+    rehearse = backups_module._rehearse
+
+    def then_pruned(lab: Lab, backups: Backups, path: Path) -> None:
+        rehearse(lab, backups, path)
+        shutil.rmtree(path)  # a reset elsewhere pruned it, between the checks and the lock
+
+    monkeypatch.setattr(backups_module, "_rehearse", then_pruned)
+    with pytest.raises(LabError, match="was removed while this restore waited .* Nothing was changed"):
+        restore(lab, backup.name)
+    assert state(lab) == before
+
+
 def test_a_backup_without_its_files_is_refused_before_anything_is_touched(lab: Lab) -> None:
     """Item 4: a backup folder without ai-service/ restored "0 file(s)" after deleting the revision files."""
     backup = _backup_of_work(lab)
