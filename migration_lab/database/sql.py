@@ -1,10 +1,37 @@
 """SQL identifiers, quoted: the one place the kit builds a name into a statement, how such a statement runs, and
 the session settings under which the kit reads a database someone else may have shaped."""
 
+import codecs
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import psycopg2.extensions
 import sqlalchemy as sa
+
+# The client encoding of a session that reads names other roles chose. pg_database is shared by every database,
+# and a role that made a SQL_ASCII database of its own may, from there, name databases with bytes that are not
+# UTF-8 (the server checks no identifier there): psycopg2's UTF-8 decoder then raised on reading the list, and
+# `workshop init`, `remove` and `drop` stopped on a traceback. With SQL_ASCII the server sends names as they are,
+# and psycopg2 decodes them with `BYTES_KEPT`: UTF-8, the bytes that are not kept as surrogates (shown escaped,
+# never equal to a name the kit uses; a statement naming one goes back as the same bytes, which the server then
+# refuses or accepts as it does any other).
+CLIENT_ENCODING = "SQL_ASCII"
+BYTES_KEPT = "mlab_utf8_bytes_kept"
+
+
+def _utf8_bytes_kept(name: str) -> codecs.CodecInfo | None:
+    if name != BYTES_KEPT:
+        return None
+    return codecs.CodecInfo(
+        encode=lambda text, errors="strict": codecs.utf_8_encode(text, "surrogateescape"),
+        decode=lambda data, errors="strict": codecs.utf_8_decode(data, "surrogateescape", True),
+        name=BYTES_KEPT,
+    )
+
+
+codecs.register(_utf8_bytes_kept)
+for spelled in (CLIENT_ENCODING, CLIENT_ENCODING.replace("_", "")):  # psycopg2's own, under both: strict ASCII
+    psycopg2.extensions.encodings[spelled] = BYTES_KEPT
 
 
 def quote(name: str) -> str:
@@ -45,17 +72,20 @@ def transaction(conn: sa.Connection) -> Iterator[None]:
     conn.exec_driver_sql("COMMIT")
 
 
-def create_private_database(conn: sa.Connection, name: str, template: str, owner: str | None = None) -> None:
+def create_private_database(
+    conn: sa.Connection, name: str, template: str, owner: str | None = None, options: str = ""
+) -> None:
     """CREATE DATABASE `name` from `template`, reachable by no other role from its first moment.
 
     A new database grants CONNECT and TEMPORARY to PUBLIC: between a CREATE and the REVOKE after it, any role on
     a shared server (a learner with psql, looping on pg_database) could connect and stay connected. So it is
     born closed to every session (ALLOW_CONNECTIONS false), PUBLIC's rights go, and then it opens; if either
     step fails, the database is dropped again (nothing is left half-made). `conn`: autocommit (CREATE DATABASE
-    runs outside a transaction).
+    runs outside a transaction). `options`: more of CREATE DATABASE's (an ENCODING).
     """
     owned = f" OWNER {quote(owner)}" if owner else ""
-    run_quoted(conn, f"CREATE DATABASE {quote(name)} TEMPLATE {quote(template)}{owned} ALLOW_CONNECTIONS false")
+    made = f"CREATE DATABASE {quote(name)} TEMPLATE {quote(template)}{owned} {options} ALLOW_CONNECTIONS false"
+    run_quoted(conn, made.replace("  ", " "))
     try:
         run_quoted(conn, f"REVOKE ALL ON DATABASE {quote(name)} FROM PUBLIC")
         run_quoted(conn, f"ALTER DATABASE {quote(name)} ALLOW_CONNECTIONS true")

@@ -16,7 +16,7 @@ from contextlib import nullcontext, suppress
 
 import sqlalchemy as sa
 
-from ..database.sql import quote, run_quoted
+from ..database.sql import create_private_database, quote, run_quoted
 from ..errors import LabError
 from ..workspace import templates
 from ..workspace.progress import ROOM_DATABASE, ROOM_OWNER, ROOM_SCHEMA
@@ -59,12 +59,17 @@ def learner(server: Server, name: str) -> list[str]:
             owned = conn.scalars(
                 sa.text("SELECT datname FROM pg_database WHERE datdba = :o ORDER BY datname"), {"o": oid}
             ).all()
-            for database in owned:
+            for database in filter(utf8, owned):
                 try:
                     drop_database(conn, database)
                     done.append(f"dropped {database}")
                 except sa.exc.DBAPIError as error:
                     left.append(f"{database}: {first_line(error)}")
+        odd = [database for database in owned if not utf8(database)]
+        if odd:
+            gone, kept = _drop_named_in_bytes(server, odd, name, direct)
+            done += gone
+            left += kept
         for database in holding(conn, oid):
             try:
                 drop_owned(server, database, name, direct)
@@ -78,6 +83,42 @@ def learner(server: Server, name: str) -> list[str]:
         except sa.exc.DBAPIError as error:
             left.append(f"the role, kept without login: {first_line(error)}")
     return [f"{name}: {'; '.join(done)}"] + [f"{name}: {LEFT} {what}" for what in left]
+
+
+def utf8(name: str) -> bool:
+    """`name` as the server holds it is UTF-8 (not bytes a SQL_ASCII database let a learner use: see
+    database.sql.BYTES_KEPT)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _drop_named_in_bytes(server: Server, names: list[str], role: str, direct: bool) -> tuple[list[str], list[str]]:
+    """Drop the role's databases whose names are not UTF-8: what was dropped, and what was left and why.
+
+    A UTF-8 database (`postgres`) refuses such a name in any statement; only a session in a SQL_ASCII database
+    takes it (the server checks no identifier there). So a throw-away SQL_ASCII database of the instructor's,
+    closed to everyone else, dropped again at once.
+    """
+    done: list[str] = []
+    left: list[str] = []
+    scratch = templates.random_name("mlab_bytes_")
+    with server.connect() as conn:
+        ascii_only = "ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C'"
+        create_private_database(conn, scratch, "template0", options=ascii_only)
+        try:
+            with server.connect(scratch) as there, nullcontext() if direct else server.as_learner(there, role):
+                for database in names:
+                    try:
+                        drop_database(there, database)
+                        done.append(f"dropped {database}")
+                    except sa.exc.DBAPIError as error:
+                        left.append(f"{database}: {first_line(error)}")
+        finally:
+            run_quoted(conn, f"DROP DATABASE IF EXISTS {quote(scratch)} WITH (FORCE)")
+    return done, left
 
 
 def _close_sessions(server: Server, conn: sa.Connection, name: str, direct: bool) -> int:
@@ -109,6 +150,12 @@ def drop_owned(server: Server, database: str, role: str, direct: bool) -> None:
 
     `direct`: as the instructor (a superuser; or for the kit's own roles, whose rights it has), else as `role`.
     """
+    if not utf8(database):  # libpq takes it, psycopg2 builds its connection string as text and cannot
+        raise LabError(
+            "its name is not UTF-8 (its owner made it from a SQL_ASCII database), so the kit cannot connect to it: "
+            "removing its owner drops it, then run this again",
+            "",
+        )
     try:
         with server.connect(database) as conn, nullcontext() if direct else server.as_learner(conn, role):
             run_quoted(conn, f"DROP OWNED BY {quote(role)}")

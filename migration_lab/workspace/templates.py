@@ -39,7 +39,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from ..database.connection import LabDatabase
-from ..database.sql import create_private_database, pinned, quote, run_quoted, transaction
+from ..database.sql import CLIENT_ENCODING, create_private_database, pinned, quote, run_quoted, transaction
 from ..errors import LabError
 
 TEMPLATE_PREFIX = "mlab_tpl_"
@@ -128,7 +128,11 @@ def admin_engine(url: str, database: str = "postgres", options: str = "") -> sa.
         isolation_level="AUTOCOMMIT",
         poolclass=sa.pool.NullPool,
         hide_parameters=True,  # a failed CREATE/ALTER ROLE ... PASSWORD never shows the password in its error
-        connect_args={"connect_timeout": 5, "options": f"{PINNED} {options}".strip()},
+        connect_args={
+            "connect_timeout": 5,
+            "options": f"{PINNED} {options}".strip(),
+            "client_encoding": CLIENT_ENCODING,  # it lists databases: any role's names, as they are
+        },
     )
 
 

@@ -2,15 +2,19 @@
 finding 8): their own templates, databases closed to everyone, large objects in template1 and elsewhere,
 sessions left open, privileges granted to one another. With a superuser and with a CREATEROLE instructor."""
 
+import os
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 
 from helpers import copy_project
 from hostile import Server, at, learner_role_count, sql, start_server
 from migration_lab import Lab, UrlBackend
+from migration_lab.database.programs import program
 from migration_lab.front.cli import main
 from migration_lab.workshop.instructor import LEFT, Workshop
 from migration_lab.workspace import progress
@@ -115,3 +119,55 @@ def test_drop_finishes_whatever_the_learners_made(
     assert sql(server.superuser_url, "SELECT count(*) FROM pg_largeobject_metadata", database="template1") == [(0,)]
     assert not shop.roster.exists()
     assert main(args) == 0  # again: nothing left to drop, and it says so
+
+
+def _raw_bytes(url: str, database: bytes, *statements: bytes) -> None:
+    """Statements sent as bytes by psql, in `database` (named in bytes), with client encoding SQL_ASCII: in a
+    SQL_ASCII database the server checks no identifier's encoding, and pg_database, where such a name lands, is
+    shared by all. (psql, as the attack did: psycopg2 builds its connection string as text.)"""
+    given = make_url(url)
+    env = {
+        b"PATH": os.environb.get(b"PATH", b""),
+        b"PGHOST": str(given.host).encode(),
+        b"PGPORT": str(given.port).encode(),
+        b"PGUSER": str(given.username).encode(),
+        b"PGPASSWORD": str(given.password).encode(),
+        b"PGDATABASE": database,
+        b"PGCLIENTENCODING": b"SQL_ASCII",
+    }
+    for statement in statements:
+        done = subprocess.run(
+            [program("psql"), "-X", "-v", "ON_ERROR_STOP=1", "-c", statement], env=env, capture_output=True
+        )
+        assert done.returncode == 0, done.stderr
+
+
+def test_database_names_that_are_not_utf8_never_stop_init_remove_or_drop(
+    server: Server, shop: Workshop, learner: Callable[[str], str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A learner made a SQL_ASCII database and, from it, databases named with bytes that are not UTF-8, one like
+    the kit's templates: `init`, `remove` and `drop` stopped on a UnicodeDecodeError traceback, every time (drop
+    after the first learner: nobody else was removed). A name that is not UTF-8 is never one of the kit's; what
+    cannot be removed is a LEFT line, escaped, and removed once its owner is. Both instructor kinds."""
+    shop.init()  # a test above dropped the room
+    url = learner("bytes")
+    learner("bystander")
+    sql(
+        at(url, "postgres"),
+        "CREATE DATABASE sqlasc TEMPLATE template0 ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C'",
+    )
+    _raw_bytes(url, b"sqlasc", b'CREATE DATABASE "mlab_tpl_\xff\xfe"', b'CREATE DATABASE "evil\xc3"')
+    _raw_bytes(url, b"evil\xc3", b"CREATE TABLE t (x int)", b"GRANT SELECT ON t TO bystander")  # theirs, in there
+    shop.init()  # the templates are there, the learner's odd names left alone
+    args = ["workshop", "--server", server.instructor_url, "--roster", str(shop.roster)]
+    assert main([*args, "remove", "bystander"]) == 1  # their privileges in evil\xc3: that name cannot be connected to
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "bystander: LEFT objects or privileges in evil\\xc3: its name is not UTF-8" in err
+    assert main([*args, "remove", "bytes"]) == 0
+    assert main([*args, "remove", "bystander"]) == 0  # its owner gone, evil\xc3 went with them
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "LEFT" not in err, err
+    assert "dropped evil\\xc3" in err and "dropped mlab_tpl_\\xff\\xfe" in err, err  # shown as the bytes they are
+    assert sql(server.superuser_url, "SELECT rolname FROM pg_roles WHERE rolname IN ('bystander', 'bytes')") == []
+    held = sql(server.superuser_url, "SELECT count(*) FROM pg_database WHERE datname ~ '^mlab_bytes_'")
+    assert held == [(0,)]  # the SQL_ASCII database the removal used is gone too
