@@ -29,8 +29,10 @@ UP_HINT = "Start it with `python -m migration_lab up` (or `make lab`), then run 
 # PostgreSQL SQLSTATEs the course meets, with what to do.
 SQLSTATE_HINTS: dict[str, str] = {
     "42P07": (
-        "The table was made outside Alembic (by hand or an old create_all()). Drop it, or, if the "
-        "database already matches the models, run `alembic stamp head` to record that."
+        "The table was made outside Alembic (by hand or an old create_all()), or by an earlier run of this "
+        "revision that failed after committing it (PARTLY APPLIED). Drop it; or, only if the database already "
+        "matches the models, run `alembic stamp head` to record that (never after a run that failed half-way: "
+        "the rest of that revision never ran)."
     ),
     "42710": (
         "A type (or constraint) of that name is already there: an earlier downgrade left it behind. "
