@@ -38,3 +38,8 @@ class CommandLineError(LabError):
 
 class BrokenHistory(LabError):
     """A revision file's parent (its down_revision) is in no file: alembic cannot read the history at all."""
+
+
+class BrokenConfig(LabError):
+    """alembic cannot read ai-service/alembic.ini (a wrong script_location, a line that is not ini): every command
+    would fail on it."""

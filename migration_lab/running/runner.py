@@ -14,6 +14,7 @@ assumed.
 from __future__ import annotations
 
 import argparse
+import configparser
 import contextlib
 import io
 import shlex
@@ -26,9 +27,10 @@ from typing import TextIO
 import sqlalchemy as sa
 from alembic.config import Config
 from alembic.script import Script, ScriptDirectory
+from alembic.util.exc import CommandError
 
 from ..database.connection import LabDatabase
-from ..errors import BrokenHistory, Busy, CommandLineError, LabError, Unreachable
+from ..errors import BrokenConfig, BrokenHistory, Busy, CommandLineError, LabError, Unreachable
 from ..project import Project
 from . import alembic_process, history
 from .command import WORKFLOW_PREFIX, Command, parse
@@ -61,7 +63,7 @@ class RunResult:
     changes_database: bool = False
     # Statements the failing revision committed itself (autocommit_block, COMMIT): kept, unrecorded.
     stray_commits: int = 0
-    refused: str = ""  # why the kit did not start it: "input", "busy", "unreachable", "moved", "history"
+    refused: str = ""  # why the kit did not start it: "input", "busy", "unreachable", "moved", "history", "config"
     # alembic said it was done, but left its work in a transaction it never committed (env.py began one before
     # configure()): rolled back, as a terminal's `alembic` does when it closes the connection.
     uncommitted: bool = False
@@ -146,8 +148,21 @@ class Runner:
         revision's parent is in no file: alembic could not answer anything then.
         `check_history=False` for what needs the files alone (`history.loaded`).
         """
-        scripts = ScriptDirectory.from_config(self.config(io.StringIO()))
+        scripts = self._scripts()
         return history.checked(scripts, self.project.root, self._heads_if_reachable) if check_history else scripts
+
+    def _scripts(self) -> ScriptDirectory:
+        """The revision files alembic.ini points to; BrokenConfig (one LabError) when alembic cannot read it: its
+        CommandError, or configparser's, would otherwise reach the learner as a traceback."""
+        try:
+            return ScriptDirectory.from_config(self.config(io.StringIO()))
+        except (CommandError, configparser.Error) as error:
+            raise BrokenConfig(
+                f"alembic cannot read ai-service/alembic.ini: {str(error).strip().splitlines()[0]}",
+                "Undo your change to ai-service/alembic.ini (`git diff ai-service/alembic.ini` shows it; "
+                "`git checkout ai-service/alembic.ini` undoes it), or reset the chapter: "
+                "`python -m migration_lab reset NN` backs up your work and puts the chapter's alembic.ini back.",
+            ) from error
 
     def _heads_if_reachable(self) -> tuple[str, ...] | None:
         """The database's revisions (() before the first upgrade); None when it cannot say (down)."""
@@ -257,6 +272,8 @@ class Runner:
             loaded = self.script()  # about 1 ms; every command would fail on a broken history, with a bare KeyError
         except BrokenHistory as error:
             return self.refuse(command, "history", error.what, error.next_step)
+        except BrokenConfig as error:
+            return self.refuse(command, "config", error.what, error.next_step)
         except Exception:  # noqa: BLE001 - a file alembic cannot read: the command meets it, and `diagnose` names it
             loaded = None
         taken = getattr(command.options, "rev_id", None) if command.name in ("revision", "merge") else None

@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from helpers import EMAIL_LINE, add_phone_number, columns, edit_model, tables, write_revision
-from migration_lab import Lab, Project
+from migration_lab import Lab, LabError, Project
 from migration_lab.running.rehearsal import rehearse
 
 BASELINE_HEAD = "8b7e5d2c6a41"
@@ -429,3 +429,19 @@ def test_alembic_edit_is_refused_instead_of_waiting_for_an_editor_forever(lab: L
     result = lab.runner.run("edit head")
     assert not result.ok and result.refused == "input"
     assert "in a terminal" in (result.hint or "")
+
+
+def test_an_alembic_ini_alembic_cannot_read_is_one_lab_error_not_a_traceback(lab: Lab) -> None:
+    """script_location pointing nowhere: `ch.alembic(...)`, `ch.check()`, `ch.rewrite_revision` raised alembic's
+    CommandError as a traceback."""
+    ini = lab.project.service_dir / "alembic.ini"
+    ini.write_text(ini.read_text().replace("%(here)s/migrations", "%(here)s/migrationz"))
+    result = lab.runner.run("upgrade head")
+    assert not result.ok and result.refused == "config"
+    assert result.error is not None and "alembic.ini" in result.error and "migrationz" in result.error
+    assert result.hint is not None and "git checkout ai-service/alembic.ini" in result.hint
+    with pytest.raises(LabError, match="alembic cannot read ai-service/alembic.ini"):
+        lab.runner.script()
+    ini.write_text("not an ini file\n")
+    with pytest.raises(LabError, match="alembic cannot read ai-service/alembic.ini"):
+        lab.runner.script(check_history=False)
