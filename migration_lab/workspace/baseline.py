@@ -17,6 +17,7 @@ def pristine_files() -> dict[Path, bytes]:
         Path("main.py"): (BASELINE / "main.py").read_bytes(),
         Path("migrations/env.py"): (BASELINE / "env.py").read_bytes(),
         Path("database_url.py"): (BASELINE / "database_url.py").read_bytes(),
+        Path("alembic.ini"): (BASELINE / "alembic.ini").read_bytes(),
     }
     files.update({Path("migrations/versions") / p.name: p.read_bytes() for p in BASELINE.glob("versions/*.py")})
     return files

@@ -90,7 +90,7 @@ class ResetReport:
 
 
 def restore_files(project: Project, checkpoint: Checkpoint, why: str = "a reset of the lab") -> None:
-    """ai-service's models, env.py, database_url.py and versions/ exactly as the checkpoint has them.
+    """ai-service's models, env.py, database_url.py, alembic.ini and versions/ exactly as the checkpoint has them.
 
     Revision files the checkpoint lacks are deleted and recorded (`deletions`), saying `why`.
     """
@@ -100,6 +100,7 @@ def restore_files(project: Project, checkpoint: Checkpoint, why: str = "a reset 
     project.service_dir.joinpath("main.py").write_text(main)
     shutil.copy(BASELINE / "env.py", project.service_dir / "migrations" / "env.py")
     shutil.copy(BASELINE / "database_url.py", project.service_dir / "database_url.py")
+    shutil.copy(BASELINE / "alembic.ini", project.service_dir / "alembic.ini")  # the upgrade below reads it
     wanted = {p.name: p for p in BASELINE.joinpath("versions").glob("*.py")}
     wanted.update({name: REVISIONS / name for name in checkpoint.revisions})
     project.versions_dir.mkdir(parents=True, exist_ok=True)
@@ -118,6 +119,7 @@ def checkpoint_files(checkpoint: Checkpoint) -> dict[str, bytes]:
         "main.py": main.encode(),
         "migrations/env.py": (BASELINE / "env.py").read_bytes(),
         "database_url.py": (BASELINE / "database_url.py").read_bytes(),
+        "alembic.ini": (BASELINE / "alembic.ini").read_bytes(),
     }
     files.update({f"migrations/versions/{p.name}": p.read_bytes() for p in BASELINE.joinpath("versions").glob("*.py")})
     files.update({f"migrations/versions/{name}": (REVISIONS / name).read_bytes() for name in checkpoint.revisions})

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from helpers import write_revision
+from helpers import REPO, write_revision
 from migration_lab import Lab, LabError, Project
 from migration_lab.course.registry import reset
 from migration_lab.launch.jupyterlab import WORKBOOK, prepare_workbook
@@ -74,7 +74,7 @@ def test_a_notebook_kept_aside_is_never_a_backup_and_restore_brings_back_the_wor
 
     done = lab_cli("restore", project=project, database_url=database_url)
     assert done.returncode == 0, done.stderr
-    assert f"Restored backup {listed[0]}: 7 file(s) and the database." in done.stdout
+    assert f"Restored backup {listed[0]}: 8 file(s) and the database." in done.stdout
     assert mine.exists() and state(lab) == worked
     assert lab.runner.run("current").ok
 
@@ -619,3 +619,36 @@ def test_a_restore_another_sessions_lock_stops_says_so_and_changes_nothing(lab: 
     assert "lock timeout" in refused.value.what and "Nothing was changed" in refused.value.what, refused.value
     assert refused.value.next_step.startswith("Another session holds a lock"), refused.value.next_step
     assert state(lab) == before
+
+
+def _break_alembic_ini(project: Project) -> bytes:
+    """alembic.ini pointing to a folder that does not exist (a typo in script_location); its broken text."""
+    ini = project.service_dir / "alembic.ini"
+    ini.write_text(ini.read_text().replace("%(here)s/migrations", "%(here)s/migrationz"))
+    return ini.read_bytes()
+
+
+def test_a_broken_alembic_ini_is_backed_up_and_put_back_by_a_reset(lab: Lab, project: Project, database_url: str):
+    """A typo in script_location, then `reset 03`: the database was wiped, the learner's revision deleted, and
+    alembic's CommandError came out as a traceback naming no backup; alembic.ini was never put back."""
+    reset("03", lab)
+    mine = work(lab, "my work")
+    broken = _break_alembic_ini(project)
+
+    done = lab_cli("reset", "03", project=project, database_url=database_url)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    backup = Backups(project, lab.db.url).names()[-1]
+    assert (project.state_dir / "backups" / backup / "ai-service" / "alembic.ini").read_bytes() == broken
+    assert (project.service_dir / "alembic.ini").read_bytes() == (REPO / "ai-service" / "alembic.ini").read_bytes()
+    assert lab.runner.run("current").ok
+
+    restore(lab, backup)
+    assert mine.exists() and (project.service_dir / "alembic.ini").read_bytes() == broken
+
+
+def test_reset_01_gives_back_the_committed_alembic_ini(lab: Lab, project: Project) -> None:
+    """`reset 01` left `M ai-service/alembic.ini`: the README says it gives back exactly the committed ai-service/."""
+    ini = project.service_dir / "alembic.ini"
+    ini.write_text(ini.read_text() + "\n# my note\n")
+    reset("01", lab)
+    assert ini.read_bytes() == (REPO / "ai-service" / "alembic.ini").read_bytes()

@@ -67,14 +67,14 @@ def test_baseline_checkpoint_matches_the_committed_ai_service() -> None:
     from migration_lab.workspace.baseline import BASELINE
 
     pairs = [("main.py", "ai-service/main.py"), ("env.py", "ai-service/migrations/env.py")]
-    pairs += [("database_url.py", "ai-service/database_url.py")]
+    pairs += [("database_url.py", "ai-service/database_url.py"), ("alembic.ini", "ai-service/alembic.ini")]
     pairs += [
         (f"versions/{p.name}", f"ai-service/migrations/versions/{p.name}") for p in BASELINE.glob("versions/*.py")
     ]
     committed_versions = subprocess.run(
         ["git", "ls-files", "ai-service/migrations/versions"], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout.split()
-    assert sorted(committed_versions) == sorted(tracked for _, tracked in pairs[3:])
+    assert sorted(committed_versions) == sorted(tracked for _, tracked in pairs[4:])
     for kit, tracked in pairs:
         committed = subprocess.run(
             ["git", "show", f":{tracked}"], cwd=REPO, capture_output=True, text=True, check=True
