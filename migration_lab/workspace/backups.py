@@ -234,12 +234,6 @@ class Backups:
         self.folder.chmod(0o700)  # the database's rows are in here
         for partial in self.folder.glob(".saving-*"):  # a save that was killed half-way
             shutil.rmtree(partial, ignore_errors=True)
-        staging = Path(tempfile.mkdtemp(dir=self.folder, prefix=".saving-"))
-        for rel, data in current.items():
-            (staging / "ai-service" / rel).parent.mkdir(parents=True, exist_ok=True)
-            (staging / "ai-service" / rel).write_bytes(data)
-        if sql is not None:
-            (staging / "database.sql").write_text(sql)
         shipped = _shipped_revisions()
         manifest = {
             "files": {str(rel): _sha256(data) for rel, data in current.items()},
@@ -256,11 +250,34 @@ class Backups:
             ),
             "saved": time.time(),  # what orders backups: a name's clock may be another time zone's
         }
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-        path = self._new_name()
-        staging.rename(path)
+        path = self._write(current, sql, manifest)
         self._prune(keep)
         return Backup(path, len(current), sql is not None)
+
+    def _write(self, current: dict[Path, bytes], sql: str | None, manifest: dict) -> Path:
+        """The backup's folder, written whole in a hidden one and renamed into place; a LabError when the disk
+        refuses (full, read-only), after taking away what was written: nothing was changed yet."""
+        staging: Path | None = None
+        try:
+            staging = Path(tempfile.mkdtemp(dir=self.folder, prefix=".saving-"))
+            for rel, data in current.items():
+                (staging / "ai-service" / rel).parent.mkdir(parents=True, exist_ok=True)
+                (staging / "ai-service" / rel).write_bytes(data)
+            if sql is not None:
+                (staging / "database.sql").write_text(sql)
+            (staging / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+            path = self._new_name()
+            staging.rename(path)
+            return path
+        except OSError as error:
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
+            raise LabError(
+                f"Could not back up your work: {error.strerror or error} ({self.folder}). Nothing was changed.",
+                "Free some space there (or make it writable), then run the command again. "
+                "`python -m migration_lab backups` lists the backups: old ones you no longer need can go "
+                f"(`rm -r {self.folder}/NAME`).",
+            ) from error
 
     def _new_name(self) -> Path:
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())  # UTC: the same order under any TZ

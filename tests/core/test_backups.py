@@ -2,6 +2,7 @@
 before anything is deleted, a failed restore leaves files and database as they were and names the automatic
 backup, and pruning never removes the newest backup of the learner's own work."""
 
+import errno
 import hashlib
 import json
 import os
@@ -652,3 +653,35 @@ def test_reset_01_gives_back_the_committed_alembic_ini(lab: Lab, project: Projec
     ini.write_text(ini.read_text() + "\n# my note\n")
     reset("01", lab)
     assert ini.read_bytes() == (REPO / "ai-service" / "alembic.ini").read_bytes()
+
+
+def _disk_full_under(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
+    """Writing a file under `folder` fails as a full disk does."""
+    for method in ("write_bytes", "write_text"):
+        real = getattr(Path, method)
+
+        def full(self: Path, *args: object, _real=real, **kwargs: object) -> int:
+            if self.is_relative_to(folder):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(Path, method, full)
+
+
+def test_a_full_disk_during_the_backup_is_one_message_and_nothing_changes(
+    lab: Lab, project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """.lab/backups/ on a full disk: `reset 03` (and a restore's own backup of the work) raised OSError [Errno 28]
+    as a traceback. Nothing may change, and no half-written backup may stay behind."""
+    backup = _backup_of_work(lab)
+    work(lab, "more work")
+    before = state(lab)
+    _disk_full_under(monkeypatch, project.state_dir / "backups")
+    for attempt in (lambda: reset("03", lab), lambda: restore(lab, backup.name)):
+        with pytest.raises(LabError) as raised:
+            attempt()
+        assert raised.value.what.startswith("Could not back up your work: No space left on device")
+        assert raised.value.what.endswith("Nothing was changed.")
+        assert "python -m migration_lab backups" in raised.value.next_step
+        assert state(lab) == before
+        assert [p.name for p in (project.state_dir / "backups").iterdir()] == [backup.name]
