@@ -8,6 +8,7 @@ chapter runs in any order, and again.
 """
 
 import hashlib
+import os
 import shutil
 import time
 from dataclasses import dataclass, field, replace
@@ -152,6 +153,9 @@ def reset(lab: Lab, checkpoint: Checkpoint) -> ResetReport:
     started = time.perf_counter()
     backups = Backups(lab.project, lab.db.url)
     with lab.runner.exclusive() as conn:
+        _check_writable(
+            lab.project, checkpoint
+        )  # before the backup and the wipe: a file it cannot write changes nothing
         left = interruptions.found(lab.project)  # a reset or restore killed half-way: its backup is named too
         backup = backups.save(pristine_files())  # what is there now: the half-done state, or work done since
         marked = backup.name if backup else left.backup if left else None
@@ -160,6 +164,12 @@ def reset(lab: Lab, checkpoint: Checkpoint) -> ResetReport:
                 report = _reset_under_lock(lab, checkpoint, conn, backups, backup, started)
             return replace(report, interrupted=left if left and left.backup else None)
         except (LabError, sa.exc.DBAPIError, OSError, KeyboardInterrupt) as error:
+            if backup is None and isinstance(error, OSError):  # nothing to name, but still no traceback
+                raise LabError(
+                    f"The reset stopped half-way: {error}. Nothing of yours was lost (nothing had changed since "
+                    "the last reset), but files and database may not match now.",
+                    "Fix what it says (a full disk, a file you cannot write), then reset again: it puts both back.",
+                ) from error
             if backup is None:
                 raise
             what = (
@@ -174,6 +184,23 @@ def reset(lab: Lab, checkpoint: Checkpoint) -> ResetReport:
                 (error.next_step + " " if isinstance(error, LabError) else "")
                 + f"To go back to it instead: `python -m migration_lab restore {backup.name}`.",
             ) from error
+
+
+def _check_writable(project: Project, checkpoint: Checkpoint) -> None:
+    """LabError, before anything changes, naming the first ai-service file the reset could not write or delete
+    (an immutable file, `chattr +i`; a read-only one, or folder): found after the wipe, it left an empty database."""
+    service = project.service_dir
+    written = [service / rel for rel in checkpoint_files(checkpoint)]
+    deleted = [p for p in project.versions_dir.glob("*.py") if p not in written]
+    for path in written + deleted:
+        target, access = (path, os.W_OK) if path.exists() else (path.parent, os.W_OK | os.X_OK)
+        if target.exists() and not os.access(target, access):
+            shown = target.relative_to(project.root)
+            raise LabError(
+                f"The reset cannot write {shown}, so it changed nothing: files and database are as they were.",
+                f"Make it writable (`chmod u+w {shown}`; if `lsattr {shown}` shows an i, it is immutable: "
+                f"`sudo chattr -i {shown}`), then reset again.",
+            )
 
 
 def _reset_under_lock(

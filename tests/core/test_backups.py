@@ -6,8 +6,10 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -117,7 +119,6 @@ def test_a_backup_without_its_files_is_refused_before_anything_is_touched(lab: L
     """Item 4: a backup folder without ai-service/ restored "0 file(s)" after deleting the revision files."""
     backup = _backup_of_work(lab)
     before = state(lab)
-    import shutil
 
     shutil.rmtree(backup / "ai-service")
     with pytest.raises(LabError, match="cannot be restored: ai-service/main.py is missing. Nothing was changed"):
@@ -366,7 +367,6 @@ def test_a_manifest_the_kit_did_not_write_is_refused_in_one_line(lab: Lab, files
 def test_a_linked_backup_folder_is_never_listed(lab: Lab, project: Project, tmp_path: Path) -> None:
     backup = _backup_of_work(lab)
     elsewhere = tmp_path / "elsewhere"
-    import shutil
 
     shutil.copytree(backup, elsewhere)
     (backup.parent / "20991231-000000").symlink_to(elsewhere)
@@ -513,7 +513,6 @@ def test_a_file_where_the_backups_folder_should_be_is_one_message_and_nothing_ch
     reset("03", lab)
     work(lab, "my own work")
     folder = lab.project.state_dir / "backups"
-    import shutil
 
     shutil.rmtree(folder, ignore_errors=True)
     folder.write_text("not a folder")
@@ -685,3 +684,61 @@ def test_a_full_disk_during_the_backup_is_one_message_and_nothing_changes(
         assert "python -m migration_lab backups" in raised.value.next_step
         assert state(lab) == before
         assert [p.name for p in (project.state_dir / "backups").iterdir()] == [backup.name]
+
+
+@pytest.fixture
+def unwritable() -> Iterator[Callable[[Path], None]]:
+    """Makes a file one nobody may write: immutable for root (`chattr +i`, as the attack did), read-only for
+    anyone else; writable again afterwards, so the temporary folder can go."""
+    made: list[Path] = []
+
+    def make(path: Path) -> None:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "+i", str(path)], check=True)
+        else:
+            path.chmod(0o444)
+        made.append(path)
+
+    yield make
+    for path in made:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(path)], check=True)
+        path.chmod(0o644)
+
+
+@pytest.mark.parametrize("changed", [False, True], ids=["an unchanged lab", "work of the learner's"])
+def test_a_revision_file_the_reset_cannot_write_is_named_before_anything_changes(
+    lab: Lab, project: Project, database_url: str, unwritable: Callable[[Path], None], changed: bool
+) -> None:
+    """An immutable revision file: `reset 03` wiped the database, then failed on it with a PermissionError
+    traceback (and named no backup, none being taken when nothing changed)."""
+    reset("03", lab)
+    if changed:
+        work(lab, "my work")
+    before = state(lab)
+    shipped = next(project.versions_dir.glob("8b7e5d2c6a41_*.py"))
+    unwritable(shipped)
+    done = lab_cli("reset", "03", project=project, database_url=database_url)
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    said = done.stdout + done.stderr
+    assert f"cannot write ai-service/migrations/versions/{shipped.name}" in said, said
+    assert "chattr -i" in said and "chmod u+w" in said
+    assert state(lab) == before
+
+
+def test_a_disk_error_after_the_wipe_of_an_unchanged_lab_is_a_message_and_the_next_reset_mends_it(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No backup is taken of an unchanged lab, so a write that failed after the wipe came out as a bare OSError."""
+    reset("03", lab)
+    real = shutil.copy
+
+    def full(*args: object, **kwargs: object) -> object:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(shutil, "copy", full)
+    with pytest.raises(LabError, match="The reset stopped half-way: .*No space left on device") as raised:
+        reset("03", lab)
+    assert "reset again" in raised.value.next_step
+    monkeypatch.setattr(shutil, "copy", real)
+    assert reset("03", lab).revision == (PHONE_HEAD,)
