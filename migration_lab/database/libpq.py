@@ -13,31 +13,32 @@ from __future__ import annotations
 import os
 
 from psycopg2.extensions import make_dsn
+from sqlalchemy.dialects.postgresql.psycopg2 import PGDialect_psycopg2
 from sqlalchemy.engine import URL, make_url
 
 KEPT = ("PATH", "LANG", "LC_ALL", "TZ")  # what the programs may see of the caller's environment
 
 
+def _connect_args(url: str | URL) -> dict[str, str]:
+    """What the kit's own sessions hand libpq for `url`, as SQLAlchemy's psycopg2 dialect builds it: its parts
+    percent-decoded (a socket folder `%2Ftmp%2F...`, a password's `%40`), the query's host and port taking the
+    place of the URL's, several hosts as libpq's comma-separated lists."""
+    _, params = PGDialect_psycopg2().create_connect_args(make_url(url))
+    return {key: str(value) for key, value in params.items()}
+
+
 def host_and_port(url: str | URL) -> tuple[str | None, str | None]:
     """The host (a name, an address, or a Unix socket's folder) and port libpq goes to for `url`, also when given
     as `?host=...&port=...`; several, comma-separated. None where the URL gives none (libpq's default)."""
-    u = make_url(url)
-    host, port = u.host or u.query.get("host"), u.port or u.query.get("port")
-    return (
-        None if host is None else host if isinstance(host, str) else ",".join(host),
-        None if port is None else str(port) if isinstance(port, (int, str)) else ",".join(port),
-    )
+    params = _connect_args(url)
+    return params.get("host"), params.get("port")
 
 
 def conninfo(url: str | URL) -> str:
     """libpq's connection string for what the kit's own sessions reach with `url`; the password is left out
     (it goes through `environment`, never on a command line another user's `ps` shows)."""
-    u = make_url(url)
-    params = {key: value if isinstance(value, str) else ",".join(value) for key, value in u.query.items()}
+    params = _connect_args(url)
     params.pop("password", None)
-    host, port = host_and_port(u)
-    given = {"host": host, "port": port, "user": u.username, "dbname": u.database}
-    params.update({key: value for key, value in given.items() if value})
     return str(make_dsn(**params))
 
 

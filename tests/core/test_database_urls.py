@@ -18,8 +18,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import URL, make_url
 
+from helpers import write_revision
 from migration_lab import Lab, LabError, Project, UrlBackend, choose_backend
+from migration_lab.course.registry import reset
 from migration_lab.workshop.instructor import Workshop
+from migration_lab.workspace.backups import restore
 from migration_lab.workspace.edits import load_models
 
 ALEMBIC = str(Path(sys.executable).with_name("alembic"))
@@ -80,6 +83,24 @@ def test_every_spelling_reaches_the_lab_database_through_the_kit(
         assert lab.runner.run("upgrade head").ok
         assert lab.db.heads() == ("8b7e5d2c6a41",)
         assert str(make_url(database_url).password) not in lab.backend.where() + lab.status()
+    finally:
+        lab.db.dispose()
+
+
+@pytest.mark.parametrize("spelling", ["socket as host", "password in query", "libpq options"])
+def test_every_spelling_backs_up_resets_and_restores(spelling: str, project: Project, database_url: str) -> None:
+    """pg_dump and psql reach the database the kit's sessions reach: with the socket folder as the URL's host,
+    percent-encoded as libpq writes it (`@%2Ftmp%2F...`), they were sent to a host named "%2Ftmp..." and every
+    reset and restore was refused."""
+    lab = Lab(project, choose_backend(project, env={"LAB_DATABASE_URL": spellings(database_url)[spelling]}))
+    try:
+        reset("03", lab)
+        write_revision(project, "f00d00000001", "a1c4e7f20b13", 'op.execute("SELECT 1")')
+        assert lab.runner.run("upgrade head").ok
+        report = reset("03", lab)
+        assert report.backup is not None and report.backup.database
+        assert restore(lab, report.backup.name).endswith("and the database.")
+        assert lab.db.heads() == ("f00d00000001",)
     finally:
         lab.db.dispose()
 
