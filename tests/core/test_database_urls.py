@@ -69,6 +69,12 @@ HOSTILE = {
     # what SQLAlchemy refuses only as it connects: an ArgumentError traceback in status, up, reset and alembic
     "a port that is no number": (f"postgres://lab:{SECRET}@db.example:5432/lab?port=abc", "a port that is not a"),
     "a host's port that is no number": (f"postgresql://lab:{SECRET}@/lab?host=h1:5432&host=h2:x", "a port that"),
+    # libpq refuses it only as it connects: `status` said running (the kit sets its own timeout) while `alembic`
+    # said the server could not be reached
+    "a timeout that is no number": (
+        f"postgresql://lab:{SECRET}@db.example/lab?connect_timeout=abc",
+        "?connect_timeout= that is not a whole number",
+    ),
 }
 
 
@@ -133,7 +139,10 @@ def test_every_spelling_works_for_alembic_in_a_terminal(spelling: str, project: 
     assert "8b7e5d2c6a41 (head)" in done.stdout
 
 
-@pytest.mark.parametrize("case", ["garbage", "mysql", "asyncpg", "unescaped @", "prisma's schema", "node's ssl"])
+@pytest.mark.parametrize(
+    "case",
+    ["garbage", "mysql", "asyncpg", "unescaped @", "prisma's schema", "node's ssl", "a timeout that is no number"],
+)
 def test_a_url_that_cannot_work_is_one_line_in_a_terminal(case: str, project: Project) -> None:
     value, says = HOSTILE[case]
     done = subprocess.run(

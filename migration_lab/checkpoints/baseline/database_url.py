@@ -12,6 +12,7 @@ driver the service installs; libpq, through it, says which ?options it knows), a
 the service runs alone in its container.
 """
 
+import re
 from collections.abc import Mapping
 from urllib.parse import unquote
 
@@ -21,6 +22,15 @@ from sqlalchemy.exc import ArgumentError
 
 DRIVER = "psycopg2"
 EXAMPLE = "postgresql://user:password@host:5432/database"
+# libpq's options it parses as whole numbers (port aside: SQLAlchemy checks that one itself).
+WHOLE_NUMBERS = (
+    "connect_timeout",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_count",
+    "tcp_user_timeout",
+)
 
 
 class BadDatabaseURL(ValueError):
@@ -69,6 +79,12 @@ def normalise(url: str, name: str = "DATABASE_URL") -> str:
             "and pgbouncer=, node's ssl=): leave them out, as in "
             "postgresql://user:password@host:5432/database?sslmode=require (libpq's for ssl=true)."
         )
+    not_numbers = _not_whole_numbers(parsed.query)
+    if not_numbers:  # libpq refuses them only as it connects, in words that read like a server that is down
+        raise BadDatabaseURL(
+            f"{name} has {', '.join(f'?{key}=' for key in not_numbers)} that is not a whole number: libpq (the "
+            f"client library) takes one there, as in {EXAMPLE}?connect_timeout=10."
+        )
     pinned = parsed.set(drivername=f"postgresql+{DRIVER}")
     try:  # what SQLAlchemy itself refuses before connecting: ?port=abc, a mix of multi-host forms
         PGDialect_psycopg2().create_connect_args(pinned)
@@ -79,6 +95,17 @@ def normalise(url: str, name: str = "DATABASE_URL") -> str:
             f"?host=h1:p1&host=h2:p2). One looks like {EXAMPLE}."
         ) from None
     return pinned.render_as_string(hide_password=False)
+
+
+def _not_whole_numbers(query: Mapping[str, object]) -> list[str]:
+    """The query's keys libpq reads as a whole number (seconds, counts) whose value is none, as libpq parses it."""
+    found = []
+    for key in WHOLE_NUMBERS:
+        given = query.get(key, ())
+        values = (given,) if isinstance(given, str) else given
+        if any(not re.fullmatch(r"\s*[+-]?\d+\s*", value) for value in values):
+            found.append(key)
+    return found
 
 
 def _not_libpq(query: Mapping[str, object]) -> list[str]:
