@@ -19,7 +19,7 @@ from IPython.display import Markdown
 
 from ..course.checks import Report
 from ..database import schema
-from ..errors import BrokenHistory, LabError
+from ..errors import BrokenConfig, BrokenHistory, LabError
 from ..lab import Lab
 from ..running import policy
 from ..running.runner import RunResult
@@ -96,7 +96,7 @@ class RevisionGraph(w.Output):
             return
         try:
             scripts = self.lab.runner.script()
-        except BrokenHistory as error:  # a revision whose parent is gone: no graph, the way out instead
+        except (BrokenHistory, BrokenConfig) as error:  # a parent gone, an alembic.ini alembic cannot read
             self.append_stdout(f"{error.what}\nWhat to do: {error.next_step}\n")
             return
         self.append_display_data(Markdown(graph.markdown(scripts, heads)))

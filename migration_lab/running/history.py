@@ -77,7 +77,7 @@ def applied_at_or_after(scripts: list[Script], revision: str, heads: tuple[str, 
 def way_back(root: Path | None, revision: str) -> str:
     """How `revision`'s file comes back: the copy the newest backup holds, else git or a restore."""
     if root is not None and (copy := backed_up(root, revision)) is not None:
-        return f"a copy is in {_shown(copy, root)}: copy it into ai-service/migrations/versions/"
+        return f"a copy is in {shown(copy, root)}: copy it into ai-service/migrations/versions/"
     return "`git checkout -- ai-service/migrations/versions/`, or `python -m migration_lab restore`"
 
 
@@ -167,7 +167,7 @@ def broken_history(
     missing = error.args[0] if error is not None and error.args else None
     orphan = next((o for o in found if o.parent == missing), found[0])
     applied = applied_at_or_after(loaded(scripts), orphan.revision, heads())
-    return BrokenHistory(*message(_shown(orphan.path, root), orphan.parent, root, applied, orphan.how))
+    return BrokenHistory(*message(shown(orphan.path, root), orphan.parent, root, applied, orphan.how))
 
 
 def checked(
@@ -203,9 +203,9 @@ def unreadable(error: BaseException, root: Path) -> BrokenHistory:
     `revision`, a depends_on on no revision), said in one line with the file when the error names one."""
     said = str(error).strip().splitlines()
     where = getattr(error, "filename", None)
-    shown = f" ({_shown(Path(where), root)}, line {getattr(error, 'lineno', '?')})" if where else ""
+    place = f" ({shown(Path(where), root)}, line {getattr(error, 'lineno', '?')})" if where else ""
     return BrokenHistory(
-        f"alembic cannot read the revision files{shown}: {type(error).__name__}: {said[0] if said else ''}",
+        f"alembic cannot read the revision files{place}: {type(error).__name__}: {said[0] if said else ''}",
         "Fix the revision file it names in ai-service/migrations/versions/ (its down_revision, depends_on or its "
         "Python), or delete it; `python -m migration_lab restore` brings back the files of the last backup.",
     )
@@ -225,7 +225,7 @@ def _same_id(scripts: ScriptDirectory, root: Path) -> BrokenHistory | None:
     if twice is None:
         return None
     rev, paths = twice
-    names = " and ".join(_shown(p, root) for p in sorted(paths))
+    names = " and ".join(shown(p, root) for p in sorted(paths))
     return BrokenHistory(
         f"{names} are both revision {rev}: alembic reads one of them and ignores the other.",
         "Delete the copy you do not want, or give it an id of its own (its `revision = ...` line and its file "
@@ -233,7 +233,8 @@ def _same_id(scripts: ScriptDirectory, root: Path) -> BrokenHistory | None:
     )
 
 
-def _shown(path: Path, root: Path) -> str:
+def shown(path: Path, root: Path) -> str:
+    """`path` as a learner finds it: from the project folder when it is inside it."""
     try:
         return str(path.resolve().relative_to(root.resolve()))
     except ValueError:

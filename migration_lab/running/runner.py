@@ -158,11 +158,23 @@ class Runner:
             return ScriptDirectory.from_config(self.config(io.StringIO()))
         except (CommandError, configparser.Error) as error:
             raise BrokenConfig(
-                f"alembic cannot read ai-service/alembic.ini: {str(error).strip().splitlines()[0]}",
+                f"alembic cannot read ai-service/alembic.ini: {self._config_problem(error)}",
                 "Undo your change to ai-service/alembic.ini (`git diff ai-service/alembic.ini` shows it; "
-                "`git checkout ai-service/alembic.ini` undoes it), or reset the chapter: "
-                "`python -m migration_lab reset NN` backs up your work and puts the chapter's alembic.ini back.",
+                "`git checkout ai-service/alembic.ini` undoes it), or reset the chapter (`ch.reset()`, or "
+                "`python -m migration_lab reset NN`: it backs up your work and puts the chapter's alembic.ini back).",
             ) from error
+
+    def _config_problem(self, error: Exception) -> str:
+        """What is wrong, as a learner can find it: a script_location that is no folder (alembic's own words
+        for it suggest `alembic init`, which would start a new history), else alembic's first line."""
+        try:
+            location = self.config(io.StringIO()).get_alembic_option("script_location")
+        except configparser.Error:
+            location = None
+        if location and not Path(location).is_dir():
+            where = history.shown(Path(location), self.project.root)
+            return f"its script_location is {where}, a folder that does not exist."
+        return str(error).strip().splitlines()[0].replace(str(self.project.root) + "/", "")
 
     def _heads_if_reachable(self) -> tuple[str, ...] | None:
         """The database's revisions (() before the first upgrade); None when it cannot say (down)."""

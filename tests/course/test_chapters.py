@@ -3,7 +3,7 @@
 import pytest
 import sqlalchemy as sa
 
-from migration_lab import Lab
+from migration_lab import Lab, LabError
 from migration_lab.course.registry import CHAPTERS, reset, spec
 from migration_lab.front.notebook import Chapter
 
@@ -111,3 +111,22 @@ def test_at_checkpoint_is_true_only_for_the_checkpoint_untouched(lab: Lab, engin
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE user_profiles SET name = 'Ada' WHERE name = 'Ada Lovelace'"))
     assert not at_checkpoint(lab, WITH_PHONE_NUMBER)
+
+
+def test_an_alembic_ini_alembic_cannot_read_is_two_lines_in_every_cell_that_runs_alembic(lab: Lab, capsys) -> None:
+    """A typo in script_location: ch.alembic, ch.check and ch.rewrite_revision showed alembic's CommandError as a
+    traceback (whose own advice, `alembic init`, would start a new history), and the revision graph too."""
+    from migration_lab.front.widgets import RevisionGraph
+
+    chapter = Chapter(spec("03"), lab)
+    reset("03", lab)
+    ini = lab.project.service_dir / "alembic.ini"
+    ini.write_text(ini.read_text().replace("%(here)s/migrations", "%(here)s/migrationz"))
+    said = "alembic cannot read ai-service/alembic.ini: its script_location is ai-service/migrationz"
+    chapter.alembic("current")
+    assert f"FAILED: {said}" in capsys.readouterr().out
+    for cell in (chapter.check, lambda: chapter.rewrite_revision(downgrade="pass", revision="a1c4e7f20b13")):
+        with pytest.raises(LabError, match=said):
+            cell()
+    graph = RevisionGraph(lab)
+    assert said in "".join(output.get("text", "") for output in graph.outputs)
