@@ -40,7 +40,7 @@ from ..errors import CopyUnavailable, LabError
 from ..lab import Lab
 from ..project import Project
 from ..running import history
-from . import deletions, interruptions
+from . import deletions, interruptions, writable
 from .baseline import BASELINE, REVISIONS, pristine_files
 
 KEEP = 10  # the newest backups kept; older ones are deleted, except the newest holding the learner's own work
@@ -506,7 +506,10 @@ def restore(lab: Lab, name: str | None = None) -> str:
     backups = Backups(lab.project, lab.db.url)
     left = interruptions.found(lab.project)  # a reset or restore killed half-way: its backup is the work
     path = backups.find(name if name is not None else left.backup if left else None)
-    backups.check(path)  # a broken backup refused at once, before its rehearsal
+    files = backups.check(path)  # a broken backup refused at once, before its rehearsal
+    service = lab.project.service_dir
+    stale = [p for p in lab.project.versions_dir.glob("*.py") if p.relative_to(service) not in files]
+    writable.check(lab.project, [service / rel for rel in files], stale, "restore")
     _rehearse(lab, backups, path)
     with lab.runner.exclusive() as conn:
         files = _still_there(backups, path)

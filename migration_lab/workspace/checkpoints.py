@@ -8,7 +8,6 @@ chapter runs in any order, and again.
 """
 
 import hashlib
-import os
 import shutil
 import time
 from dataclasses import dataclass, field, replace
@@ -18,7 +17,7 @@ import sqlalchemy as sa
 from ..errors import LabError
 from ..lab import Lab
 from ..project import Project
-from . import deletions, interruptions, templates
+from . import deletions, interruptions, templates, writable
 from .backups import Backup, Backups
 from .baseline import BASELINE, REVISIONS, pristine_files
 from .edits import ModelEdit, add_column
@@ -187,20 +186,11 @@ def reset(lab: Lab, checkpoint: Checkpoint) -> ResetReport:
 
 
 def _check_writable(project: Project, checkpoint: Checkpoint) -> None:
-    """LabError, before anything changes, naming the first ai-service file the reset could not write or delete
-    (an immutable file, `chattr +i`; a read-only one, or folder): found after the wipe, it left an empty database."""
-    service = project.service_dir
-    written = [service / rel for rel in checkpoint_files(checkpoint)]
+    """LabError, before anything changes, naming a file the reset could not write or delete: found after the
+    wipe, an immutable revision file left an empty database and a PermissionError traceback."""
+    written = [project.service_dir / rel for rel in checkpoint_files(checkpoint)]
     deleted = [p for p in project.versions_dir.glob("*.py") if p not in written]
-    for path in written + deleted:
-        target, access = (path, os.W_OK) if path.exists() else (path.parent, os.W_OK | os.X_OK)
-        if target.exists() and not os.access(target, access):
-            shown = target.relative_to(project.root)
-            raise LabError(
-                f"The reset cannot write {shown}, so it changed nothing: files and database are as they were.",
-                f"Make it writable (`chmod u+w {shown}`; if `lsattr {shown}` shows an i, it is immutable: "
-                f"`sudo chattr -i {shown}`), then reset again.",
-            )
+    writable.check(project, written, deleted, "reset")
 
 
 def _reset_under_lock(

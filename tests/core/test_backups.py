@@ -722,7 +722,7 @@ def test_a_revision_file_the_reset_cannot_write_is_named_before_anything_changes
     assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
     said = done.stdout + done.stderr
     assert f"cannot write ai-service/migrations/versions/{shipped.name}" in said, said
-    assert "chattr -i" in said and "chmod u+w" in said
+    assert "chattr -i" in said and "chmod u+w" in said and "run the reset again" in said
     assert state(lab) == before
 
 
@@ -742,3 +742,18 @@ def test_a_disk_error_after_the_wipe_of_an_unchanged_lab_is_a_message_and_the_ne
     assert "reset again" in raised.value.next_step
     monkeypatch.setattr(shutil, "copy", real)
     assert reset("03", lab).revision == (PHONE_HEAD,)
+
+
+def test_a_file_the_restore_cannot_write_is_named_before_the_database_is_replaced(
+    lab: Lab, project: Project, unwritable: Callable[[Path], None]
+) -> None:
+    """The restore put the backup's database back, then met the immutable file: a database and files that did not
+    match, and a message that only said the files could not be put back."""
+    backup = _backup_of_work(lab)
+    before = state(lab)
+    shipped = next(project.versions_dir.glob("8b7e5d2c6a41_*.py"))
+    unwritable(shipped)
+    with pytest.raises(LabError, match=f"The restore cannot write ai-service/migrations/versions/{shipped.name}"):
+        restore(lab, backup.name)
+    assert state(lab) == before
+    assert Backups(project, lab.db.url).names() == [backup.name]

@@ -1,0 +1,25 @@
+"""Whether a reset or a restore can write the ai-service files it replaces and delete the ones it removes.
+
+Asked before anything changes: found half-way, an immutable revision file (`chattr +i`) or a read-only one
+stopped the command after the database was wiped or replaced, with a PermissionError traceback.
+"""
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from ..errors import LabError
+from ..project import Project
+
+
+def check(project: Project, written: Iterable[Path], deleted: Iterable[Path], command: str) -> None:
+    """LabError naming the first file (or folder) `command` ("reset", "restore") could not write or delete."""
+    for path in [*written, *deleted]:
+        target, access = (path, os.W_OK) if path.exists() else (path.parent, os.W_OK | os.X_OK)
+        if target.exists() and not os.access(target, access):
+            shown = target.relative_to(project.root)
+            raise LabError(
+                f"The {command} cannot write {shown}, so it changed nothing: files and database are as they were.",
+                f"Make it writable (`chmod u+w {shown}`; if `lsattr {shown}` shows an i, it is immutable: "
+                f"`sudo chattr -i {shown}`), then run the {command} again.",
+            )
