@@ -13,6 +13,7 @@ stay comparable.
 import dataclasses
 import functools
 import json
+import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -380,9 +381,7 @@ class Chapter:
         A revision file the database has applied is left alone unless confirm=True.
         """
         target = self._existing(path)
-        if target.parent == self.lab.project.versions_dir:
-            scripts = self.lab.runner.script(check_history=False)
-            refuse_if_applied(scripts, self.lab.db.heads(), target, confirm, deleting=False)
+        refuse_if_applied(self.lab.runner.script(check_history=False), self.lab.db.heads, target, confirm, False)
         self._edit(target, replace_text(old, new))
 
     @_then_refresh
@@ -392,19 +391,20 @@ class Chapter:
         A revision file the database has applied is left alone unless confirm=True:
         the database would be at a revision no file holds.
         """
-        target = self._existing(path)
-        if target.parent == self.lab.project.versions_dir:
-            scripts = self.lab.runner.script(check_history=False)
-            refuse_if_applied(scripts, self.lab.db.heads(), target, confirm, deleting=True)
+        target = self._existing(path, links_too=True)
+        refuse_if_applied(self.lab.runner.script(check_history=False), self.lab.db.heads, target, confirm, True)
         deletions.delete(self.lab.project, [target], "ch.delete_file()")
         print(f"Deleted ai-service/{path}")
 
-    def _existing(self, path: str) -> Path:
-        """The file `path` of ai-service/ names; a LabError if there is none (ch.generated after a restart, say)."""
-        target = (self.lab.project.service_dir / path).resolve()
-        if not target.is_relative_to(self.lab.project.service_dir.resolve()):
+    def _existing(self, path: str, links_too: bool = False) -> Path:
+        """The file `path` of ai-service/ names, as the learner sees it: a link stays the link (deleted, the link
+        goes, never its target), and its target must be in ai-service/ too. `links_too`: a link whose target is
+        gone counts (it can be deleted). A LabError if there is none (ch.generated after a restart, say)."""
+        service = self.lab.project.service_dir
+        target = Path(os.path.normpath(service / path))
+        if not (target.is_relative_to(service) and target.resolve().is_relative_to(service.resolve())):
             raise LabError(f"{path} is not a file of ai-service/.", 'Name it from ai-service/: "migrations/env.py".')
-        if target.is_file():
+        if target.is_file() or (links_too and target.is_symlink()):
             return target
         forgot = self.generated is None and "None" in path
         raise LabError(

@@ -16,6 +16,8 @@ the wording both use; keep them in step.
 
 from __future__ import annotations
 
+import ast
+import re
 import traceback
 import warnings
 from collections.abc import Callable
@@ -126,6 +128,68 @@ def readable(scripts: ScriptDirectory) -> list[Script]:
     return found
 
 
+@dataclass(frozen=True)
+class Said:
+    """What one revision file says it is: the ids it may be, and the revisions it names below it."""
+
+    path: Path
+    revisions: frozenset[str]
+    parents: tuple[str, ...]
+
+
+def said(scripts: ScriptDirectory, path: Path) -> Said:
+    """What `path` says it is: alembic's Script when alembic can read it; else its `revision =`/`down_revision =`
+    assignments (read as literals, even from a file that does not parse) and the id its name starts with, per
+    alembic.ini's file_template. A file alembic cannot read (a syntax error) may still be applied: it is judged
+    by every id it may be, never left out."""
+    try:
+        script = Script._from_path(scripts, path)
+    except Exception:  # noqa: BLE001 - whatever the file raises: alembic cannot read it, its text is read below
+        script = None
+    if script is not None:
+        below = to_tuple(script.down_revision, default=()) + to_tuple(script.dependencies, default=())
+        return Said(path, frozenset({script.revision}), below)
+    values = _assigned(path.read_text(errors="replace") if path.is_file() else "")  # a dangling link: its name
+    ids = {i for i in (values.get("revision"), _named_id(scripts, path)) if isinstance(i, str) and i}
+    below = tuple(
+        p
+        for name in ("down_revision", "depends_on")
+        for p in to_tuple(values.get(name), default=())
+        if isinstance(p, str)
+    )
+    return Said(path, frozenset(ids), below)
+
+
+_ASSIGNED = re.compile(r"^(revision|down_revision|depends_on)\s*(?::[^=\n]*)?=\s*(.+?)\s*(?:#.*)?$", re.M)
+
+
+def _assigned(text: str) -> dict[str, object]:
+    """The top-level `revision`, `down_revision` and `depends_on` literals of a revision file's text, line by line
+    (a file with a syntax error elsewhere still says them); a value that is not a literal is left out."""
+    found: dict[str, object] = {}
+    for name, value in _ASSIGNED.findall(text):
+        try:
+            found.setdefault(name, ast.literal_eval(value))
+        except (ValueError, SyntaxError):
+            continue
+    return found
+
+
+def _named_id(scripts: ScriptDirectory, path: Path) -> str | None:
+    """The revision id a file's name starts with, when alembic.ini's file_template starts with the id
+    (`%%(rev)s_%%(slug)s`); None when the template puts something else first."""
+    template = scripts.file_template
+    if not template.startswith("%(rev)s"):
+        return None
+    separator = template[len("%(rev)s") : len("%(rev)s") + 1]
+    return path.stem.split(separator, 1)[0] if separator else path.stem
+
+
+def every_file(scripts: ScriptDirectory) -> list[Said]:
+    """Every .py file of the versions folders, readable or not, with what it says it is (a link: as its name)."""
+    return [said(scripts, path) for folder in scripts._version_locations for path in sorted(Path(folder).glob("*.py"))]
+
+
 def orphans(scripts: ScriptDirectory) -> list[Orphan]:
     """Each revision file whose down_revision, or a revision its depends_on names, is in no file (a branch label
     counts as there)."""
@@ -186,9 +250,9 @@ def checked(
         broken = broken_history(scripts, root, error, heads)
         if broken is not None:
             raise broken from None
-        raise unreadable(error, root) from None
+        raise unreadable(error, root, scripts, heads) from None
     except Exception as error:  # noqa: BLE001 - a cycle, a file Python or alembic cannot read: alembic's, whatever
-        raise unreadable(error, root) from None
+        raise unreadable(error, root, scripts, heads) from None
     twice = _same_id(scripts, root)
     if twice is not None:
         raise twice
@@ -198,17 +262,66 @@ def checked(
 PRESENT_TWICE = r"Revision \S+ is present more than once"  # alembic's warning: it keeps one file and ignores the other
 
 
-def unreadable(error: BaseException, root: Path) -> BrokenHistory:
+def unreadable(
+    error: BaseException,
+    root: Path,
+    scripts: ScriptDirectory | None = None,
+    heads: Callable[[], tuple[str, ...] | None] = lambda: None,
+) -> BrokenHistory:
     """Any other failure to read the revision files (a cycle, a syntax error, an import that fails, a file without
-    `revision`, a depends_on on no revision), said in one line with the file when the error names one."""
-    said = str(error).strip().splitlines()
+    `revision`, a depends_on on no revision), said in one line with the file when the error names one.
+
+    Deleting the file is said as a way out only when the database is known not to have applied it (`heads`, asked
+    of the files' own words, `said`): the file of an applied revision is often its only copy."""
+    said_first = str(error).strip().splitlines()
     where = getattr(error, "filename", None)
     place = f" ({shown(Path(where), root)}, line {getattr(error, 'lineno', '?')})" if where else ""
+    fix = "Fix the revision file it names in ai-service/migrations/versions/ (its down_revision, depends_on or Python)"
+    at = _applied_file(scripts, Path(where), heads) if where and scripts is not None else None
+    if at:
+        out = f"; it is applied (the database is at {at}): keep it, or alembic cannot find where the database is."
+    elif at is None:
+        out = "; delete it only if the database never applied it."
+    else:
+        out = ", or delete it."
     return BrokenHistory(
-        f"alembic cannot read the revision files{place}: {type(error).__name__}: {said[0] if said else ''}",
-        "Fix the revision file it names in ai-service/migrations/versions/ (its down_revision, depends_on or its "
-        "Python), or delete it; `python -m migration_lab restore` brings back the files of the last backup.",
+        f"alembic cannot read the revision files{place}: {type(error).__name__}: {said_first[0] if said_first else ''}",
+        f"{fix}{out} `python -m migration_lab restore` brings back the files of the last backup.",
     )
+
+
+def _applied_file(scripts: ScriptDirectory, path: Path, heads: Callable[[], tuple[str, ...] | None]) -> str | None:
+    """The database's revision that is `path`'s or comes after it, by what each file says (`said`); "" when the
+    database is at none of them; None when it could not be asked or `path` says no id."""
+    ids = said(scripts, path).revisions
+    at = heads()
+    if at is None or not ids:
+        return None
+    files = every_file(scripts)
+    return next((head for head in sorted(at) if ids & ancestors(parents_of(files), (head,))), "")
+
+
+def parents_of(files: list[Said]) -> dict[str, tuple[str, ...]]:
+    """{revision id: every revision a file of that id names below it}, two files of one id merged."""
+    below: dict[str, tuple[str, ...]] = {}
+    for file in files:
+        for revision in file.revisions:
+            below[revision] = below.get(revision, ()) + file.parents
+    return below
+
+
+def ancestors(below: dict[str, tuple[str, ...]], heads: tuple[str, ...]) -> set[str]:
+    """The heads and every revision below them that a file names as its parent, walked file by file (a history
+    alembic cannot map: an orphan, a cycle, an unreadable file); a parent no file holds ends that line."""
+    seen: set[str] = set()
+    waiting = list(heads)
+    while waiting:
+        revision = waiting.pop()
+        if revision in seen:
+            continue
+        seen.add(revision)
+        waiting += below.get(revision, ())
+    return seen
 
 
 def _same_id(scripts: ScriptDirectory, root: Path) -> BrokenHistory | None:

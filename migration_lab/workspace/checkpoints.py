@@ -104,7 +104,9 @@ def restore_files(project: Project, checkpoint: Checkpoint, why: str = "a reset 
     wanted = {p.name: p for p in BASELINE.joinpath("versions").glob("*.py")}
     wanted.update({name: REVISIONS / name for name in checkpoint.revisions})
     project.versions_dir.mkdir(parents=True, exist_ok=True)
-    deletions.delete(project, [p for p in project.versions_dir.glob("*.py") if p.name not in wanted], why)
+    # A link goes too, even to a wanted name: the checkpoint's copy must not be written into the link's target.
+    stale = [p for p in project.versions_dir.glob("*.py") if p.name not in wanted or p.is_symlink()]
+    deletions.delete(project, stale, why)
     shutil.rmtree(project.versions_dir / "__pycache__", ignore_errors=True)
     for name, source in wanted.items():
         shutil.copy(source, project.versions_dir / name)

@@ -48,10 +48,11 @@ def record(project: Project, deleted: Iterable[Path], why: str) -> None:
 
 
 def delete(project: Project, paths: Iterable[Path], why: str) -> list[Path]:
-    """Delete these files and record them; the ones that were there."""
+    """Delete these files and record them; the ones that were there. A link is deleted itself, never its target
+    (which may be another folder's file), even when that target is gone."""
     gone = []
     for path in paths:
-        if path.is_file():
+        if path.is_file() or path.is_symlink():
             path.unlink()
             gone.append(path)
     record(project, gone, why)

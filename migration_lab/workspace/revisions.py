@@ -1,5 +1,6 @@
 """Which revision file a learner means: asked of alembic's Script objects, never guessed from file names."""
 
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic.script import Script, ScriptDirectory
@@ -109,7 +110,7 @@ def editable_script(
 
 
 def refuse_if_applied(
-    scripts: ScriptDirectory, database_heads: tuple[str, ...], path: Path, confirm: bool, deleting: bool
+    scripts: ScriptDirectory, database_heads: Callable[[], tuple[str, ...]], path: Path, confirm: bool, deleting: bool
 ) -> None:
     """Refuse to delete (or edit) a revision file the database has applied, unless confirm=True.
 
@@ -119,29 +120,37 @@ def refuse_if_applied(
     says so with confirm=True. A revision whose parent is gone (what
     `BrokenHistory` names) can always go, unless the database is at it: that is
     one way out. `scripts` unchecked (`runner.script(check_history=False)`).
+
+    Judged per file, by every id the file may be (`history.said`): a file alembic
+    cannot read, a second file with the same id, a link into versions/ (or the
+    file a link there points to) are protected like any other. `path` is the file
+    as the learner named it; `database_heads` is asked only when it is a revision.
     """
-    files = {s.revision: s for s in history.readable(scripts)}  # one alembic cannot read is left out: fix or delete
-    script = next((s for s in files.values() if Path(s.path).resolve() == path.resolve()), None)
-    if script is None or confirm:
+    if confirm:
         return
-    try:
-        done = applied(history.checked(scripts, Path(scripts.dir)), database_heads)
-    except BrokenHistory:  # no map for alembic to walk: each file's own parents, as far as the files go
-        done = _ancestors(files, database_heads)
-    if script.revision not in done:
+    files = history.every_file(scripts)
+    named = [f for f in files if f.path.resolve() == path.resolve()]
+    if not named:
+        return  # not a revision file (env.py, main.py)
+    heads = database_heads()
+    done = _applied_ids(scripts, files, heads)
+    script = next((f for f in named if f.revisions & done), None)
+    if script is None:
         return
-    parent = ", ".join(to_tuple(script.down_revision, default=())) or "base"
+    revision = min(script.revisions & done)
+    parent = ", ".join(script.parents) or "base"
     file = f"migrations/versions/{path.name}"
-    gone = [p for p in to_tuple(script.down_revision, default=()) if p not in files]
+    present = {i for f in files for i in f.revisions}
+    gone = [p for p in script.parents if p not in present]
     if gone:  # applied, and its parent's file is gone: no downgrade can get below it, only the parent's file back
         root = Path(scripts.dir).parent.parent  # ai-service/migrations -> the project folder
         raise LabError(
-            f"{path.name} is applied to the database (it is at {', '.join(database_heads)}), and its parent "
+            f"{path.name} is applied to the database (it is at {', '.join(heads)}), and its parent "
             f"{gone[0]}'s file is gone: alembic can go neither below it nor past it. Nothing was changed.",
             f"Bring {gone[0]}'s file back: {history.way_back(root, gone[0])}.",
         )
     raise LabError(
-        f"{path.name} is applied to the database (it is at {', '.join(database_heads)}): "
+        f"{path.name} is applied to the database (it is at {', '.join(heads)}; the file is revision {revision}): "
         + (
             "without the file, alembic can no longer walk to where the database is."
             if deleting
@@ -157,20 +166,13 @@ def refuse_if_applied(
     )
 
 
-def _ancestors(by_id: dict[str, Script], heads: tuple[str, ...]) -> set[str]:
-    """The heads and every revision below them that a file names as its parent, walked file by file (a history
-    alembic cannot map: an orphan, a cycle); a parent no file holds ends that line."""
-    seen: set[str] = set()
-    waiting = list(heads)
-    while waiting:
-        revision = waiting.pop()
-        if revision in seen:
-            continue
-        seen.add(revision)
-        script = by_id.get(revision)
-        if script is not None:
-            waiting += to_tuple(script.down_revision, default=()) + to_tuple(script.dependencies, default=())
-    return seen
+def _applied_ids(scripts: ScriptDirectory, files: list[history.Said], heads: tuple[str, ...]) -> set[str]:
+    """The revisions the database has run: as alembic walks them when it can map the history, else file by file
+    (an unreadable file, two files of one id, an orphan), each file's parents as it says them."""
+    try:
+        return applied(history.checked(scripts, Path(scripts.dir)), heads)
+    except BrokenHistory:  # no map for alembic to walk: each file's own parents, as far as the files go
+        return history.ancestors(history.parents_of(files), heads)
 
 
 def clean_slate(database_heads: tuple[str, ...]) -> None:

@@ -1,0 +1,115 @@
+"""No kit call edits or deletes a revision file the database has applied unless the learner confirms: not one
+alembic cannot read, not one reached through a link, not the original of a copy with the same id.
+
+Each test applies a revision on chapter 03's start against a real PostgreSQL, then tries the kit's calls on it.
+"""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from helpers import write_revision
+from migration_lab import Lab, LabError
+from migration_lab.course.registry import spec
+from migration_lab.front.notebook import Chapter
+
+PHONE = "a1c4e7f20b13"
+ORIGINAL = f"{PHONE}_add_phone_number_to_profile.py"
+
+
+@pytest.fixture
+def ch(lab: Lab, capsys) -> Chapter:
+    """Chapter 03's start: a1c4e7f20b13 applied."""
+    chapter = Chapter(spec("03"), lab)
+    chapter.reset()
+    capsys.readouterr()
+    return chapter
+
+
+def applied_revision(ch: Chapter, rev: str) -> Path:
+    """A hand-written revision on top of chapter 03's head, applied."""
+    path = write_revision(ch.lab.project, rev, PHONE, f'op.execute("CREATE TABLE t{rev} (id int)")')
+    assert ch.lab.runner.run("upgrade head").ok
+    assert ch.lab.db.heads() == (rev,)
+    return path
+
+
+def test_an_applied_revision_with_a_syntax_error_is_kept_and_the_hint_says_fix_it(ch: Chapter, capsys) -> None:
+    path = applied_revision(ch, "bbbb00000007")
+    path.write_text(path.read_text().replace("def downgrade():", "def downgrade()"))
+    ch.alembic("current")
+    said = capsys.readouterr().out
+    assert "it is applied" in said and "delete it" not in said
+    name = f"migrations/versions/{path.name}"
+    with pytest.raises(LabError, match="is applied to the database"):
+        ch.delete_file(name)
+    with pytest.raises(LabError, match="is applied to the database"):
+        ch.edit_file(name, "def downgrade()", "def downgrade():")
+    assert path.exists() and "def downgrade()\n" in path.read_text()
+
+
+def test_a_new_revision_with_a_syntax_error_can_still_be_deleted(ch: Chapter, capsys) -> None:
+    path = write_revision(ch.lab.project, "bbbb00000009", PHONE, "pass")
+    path.write_text(path.read_text().replace("def downgrade():", "def downgrade()"))
+    ch.alembic("current")
+    assert "delete it" in capsys.readouterr().out  # not applied: deleting it is a way out
+    ch.delete_file(f"migrations/versions/{path.name}")
+    assert not path.exists()
+
+
+def test_an_applied_revision_reached_through_a_link_is_kept_and_a_delete_removes_only_a_link(
+    ch: Chapter, capsys
+) -> None:
+    project = ch.lab.project
+    shared = project.service_dir / "shared"
+    shared.mkdir()
+    real = write_revision(project, "bbbb00000008", PHONE, 'op.execute("CREATE TABLE t8 (id int)")')
+    real = real.rename(shared / "bbbb00000008_linked.py")
+    link = project.versions_dir / real.name
+    link.symlink_to(Path("../../shared") / real.name)
+    assert ch.lab.runner.run("upgrade head").ok
+    text = real.read_text()
+    for name in (f"migrations/versions/{link.name}", f"shared/{real.name}"):
+        with pytest.raises(LabError, match="is applied to the database"):
+            ch.edit_file(name, "CREATE TABLE", "CREATE UNLOGGED TABLE")
+        with pytest.raises(LabError, match="is applied to the database"):
+            ch.delete_file(name)
+    assert real.read_text() == text and link.is_symlink()
+    ch.delete_file(f"migrations/versions/{link.name}", confirm=True)
+    assert not link.is_symlink() and real.read_text() == text  # the link went, never its target
+    assert f"ai-service/migrations/versions/{link.name}" in (project.state_dir / "deleted-files.json").read_text()
+
+
+def test_a_dangling_link_in_versions_is_removed_by_a_reset_and_by_delete_file(ch: Chapter, capsys) -> None:
+    link = ch.lab.project.versions_dir / "bbbb0000000a_gone.py"
+    link.symlink_to("../../shared/bbbb0000000a_gone.py")
+    ch.delete_file(f"migrations/versions/{link.name}")
+    assert not link.is_symlink()
+    link.symlink_to("../../shared/bbbb0000000a_gone.py")
+    ch.reset()
+    assert not link.is_symlink() and ch.lab.db.heads() == (PHONE,)
+
+
+def test_an_applied_revision_in_a_linked_versions_folder_is_kept(ch: Chapter, capsys) -> None:
+    project = ch.lab.project
+    real_versions = project.versions_dir.with_name("real_versions")
+    project.versions_dir.rename(real_versions)
+    project.versions_dir.symlink_to("real_versions")
+    path = applied_revision(ch, "bbbb0000000b")
+    with pytest.raises(LabError, match="is applied to the database"):
+        ch.edit_file(f"migrations/versions/{path.name}", "CREATE TABLE", "CREATE UNLOGGED TABLE")
+    with pytest.raises(LabError, match="is applied to the database"):
+        ch.delete_file(f"migrations/versions/{path.name}")
+    assert (real_versions / path.name).is_file()
+
+
+def test_both_files_of_an_applied_id_are_kept(ch: Chapter, capsys) -> None:
+    versions = ch.lab.project.versions_dir
+    copy = versions / f"{PHONE}_copy_for_my_change.py"
+    shutil.copy(versions / ORIGINAL, copy)
+    copy.write_text(copy.read_text().replace("nullable=True", "nullable=False"))
+    for file in (ORIGINAL, copy.name):
+        with pytest.raises(LabError, match="is applied to the database"):
+            ch.delete_file(f"migrations/versions/{file}")
+    assert (versions / ORIGINAL).is_file() and copy.is_file()
