@@ -83,8 +83,12 @@ def rename_column(model: str, old: str, new: str) -> ModelEdit:
 def replace_function_body(function: str, body: str) -> ModelEdit:
     """An edit that replaces the body of `def <function>():` (a revision's upgrade or downgrade).
 
-    The docstring, if any, stays; the body is re-indented to fit.
+    The docstring, if any, stays; the body is re-indented to fit. Where the body
+    starts and ends is asked of `ast` (a body on the `def` line too, `def f(): pass`);
+    a body that is not Python is refused before any file is read.
     """
+    lines = [line.rstrip() for line in body.strip().splitlines()]
+    _check_body(function, lines)
 
     def edit(source: str) -> str:
         tree = _parse(source, "the revision file")
@@ -93,18 +97,41 @@ def replace_function_body(function: str, body: str) -> ModelEdit:
             raise LabError(
                 f"The revision file has no function {function}().", "Reset the chapter and generate it again."
             )
-        first = node.body[0]
-        keep_docstring = isinstance(first, ast.Expr) and isinstance(getattr(first, "value", None), ast.Constant)
-        start = (first.end_lineno or first.lineno) if keep_docstring else first.lineno - 1
-        indent = " " * first.col_offset
-        lines = source.splitlines(keepends=True)
-        end = node.body[-1].end_lineno or len(lines)
-        while end < len(lines) and lines[end].startswith(indent + "#"):
+        head, indent, kept = _before_body(source, node)
+        old = source.splitlines(keepends=True)
+        end = node.body[-1].end_lineno or len(old)
+        while end < len(old) and old[end].startswith(indent + "#"):
             end += 1  # comments after the last statement (autogenerate's "end" marker) go too
-        new_body = [f"{indent}{line}\n" if line.strip() else "\n" for line in body.strip().splitlines()]
-        return "".join(lines[:start] + new_body + lines[end:])
+        new_body = [f"{indent}{line}\n" if line.strip() else "\n" for line in kept + lines]
+        return "".join(head + new_body + old[end:])
 
     return edit
+
+
+def _before_body(source: str, node: ast.FunctionDef) -> tuple[list[str], str, list[str]]:
+    """(the lines up to the body, the body's indent, the docstring lines to keep): the docstring stays where it is,
+    and a body on the `def` line (`def downgrade() -> None: pass`) moves below it, one level in."""
+    lines = source.splitlines(keepends=True)
+    first = node.body[0]
+    docstring = isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+    before = lines[first.lineno - 1][: first.col_offset]
+    if before.strip():  # the body starts on the def line: cut it there
+        kept = [ast.get_source_segment(source, first) or ""] if docstring else []
+        return lines[: first.lineno - 1] + [before.rstrip() + "\n"], " " * (node.col_offset + 4), kept
+    start = (first.end_lineno or first.lineno) if docstring else first.lineno - 1
+    return lines[:start], " " * first.col_offset, []
+
+
+def _check_body(function: str, lines: list[str]) -> None:
+    """Refuse a body that is not Python, saying the line of the body and what Python says of it."""
+    try:
+        ast.parse("def f():\n" + "".join(f"    {line}\n" for line in lines or ["pass"]))
+    except SyntaxError as error:
+        where = max((error.lineno or 2) - 1, 1)
+        raise LabError(
+            f"The {function}() body you gave is not Python: line {where} of it, {error.msg}. Nothing was written.",
+            f"Fix that line of the body (statements as inside {function}(), one per line), then run the cell again.",
+        ) from None
 
 
 def replace_text(old: str, new: str) -> ModelEdit:
@@ -122,13 +149,29 @@ def apply_edit(path: Path, edit: ModelEdit, root: Path) -> str:
     """Apply an edit to a file; return the unified diff (empty if nothing changed)."""
     before = path.read_text()
     after = edit(before)
-    path.write_text(after)
     name = str(path.relative_to(root))
+    if path.suffix == ".py":
+        _refuse_broken(after, name)
+    path.write_text(after)
     return "".join(
         difflib.unified_diff(
             before.splitlines(keepends=True), after.splitlines(keepends=True), f"a/{name}", f"b/{name}"
         )
     )
+
+
+def _refuse_broken(source: str, name: str) -> None:
+    """Refuse to write Python that does not compile: a revision file that no longer parses stops every alembic
+    command (and a broken main.py, the app and autogenerate), so the kit never writes one."""
+    try:
+        compile(source, name, "exec", dont_inherit=True)
+    except (SyntaxError, ValueError) as error:
+        line = f" on line {error.lineno}" if isinstance(error, SyntaxError) else ""
+        said = error.msg if isinstance(error, SyntaxError) else str(error)
+        raise LabError(
+            f"That change would leave {name} with a syntax error{line}: {said}. Nothing was written.",
+            "Check the text you gave (indentation, brackets, colons, quotes), then run the cell again.",
+        ) from None
 
 
 def load_models(project: Project) -> ModuleType:

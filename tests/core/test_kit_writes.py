@@ -1,0 +1,61 @@
+"""Nothing the kit writes leaves a Python file that no longer parses, and a learner's wrong argument is a LabError
+naming the argument, never a traceback from deep inside the kit."""
+
+import pytest
+
+from helpers import write_revision
+from migration_lab import Lab, LabError
+from migration_lab.course.registry import spec
+from migration_lab.front.notebook import Chapter
+from migration_lab.workspace.edits import replace_function_body
+
+PHONE = "a1c4e7f20b13"
+ONE_LINE = (
+    "revision = 'bbbb00000004'\ndown_revision = None\n\n\n"
+    "def upgrade() -> None:\n    pass\n\n\ndef downgrade() -> None: pass\n"
+)
+
+
+@pytest.fixture
+def ch(lab: Lab, capsys) -> Chapter:
+    chapter = Chapter(spec("03"), lab)
+    chapter.reset()
+    capsys.readouterr()
+    return chapter
+
+
+def test_a_body_on_the_def_line_is_replaced_below_it() -> None:
+    after = replace_function_body("downgrade", 'op.execute("DROP TABLE t4")')(ONE_LINE)
+    compile(after, "revision", "exec")
+    assert 'def downgrade() -> None:\n    op.execute("DROP TABLE t4")\n' in after
+
+
+def test_a_docstring_on_its_own_line_stays() -> None:
+    source = 'def upgrade():\n    """Why."""\n    pass\n'
+    assert replace_function_body("upgrade", "x = 1")(source) == 'def upgrade():\n    """Why."""\n    x = 1\n'
+
+
+def test_rewrite_revision_of_a_one_line_downgrade_leaves_a_file_that_parses(ch: Chapter, capsys) -> None:
+    path = write_revision(ch.lab.project, "bbbb00000004", PHONE, 'op.execute("CREATE TABLE t4 (id int)")')
+    path.write_text(path.read_text().replace("def downgrade():\n    pass", "def downgrade() -> None: pass"))
+    ch.rewrite_revision(downgrade='op.execute("DROP TABLE t4")', revision="bbbb00000004")
+    compile(path.read_text(), str(path), "exec")
+    assert ch.lab.runner.run("upgrade head").ok and ch.lab.runner.run("downgrade -1").ok
+
+
+def test_a_body_that_is_not_python_is_refused_with_its_line(ch: Chapter) -> None:
+    path = write_revision(ch.lab.project, "bbbb00000005", PHONE, "pass")
+    text = path.read_text()
+    with pytest.raises(LabError, match=r"downgrade\(\) body you gave is not Python: line 2 of it") as refused:
+        ch.rewrite_revision(downgrade='op.execute("x")\nif True\n    pass', revision="bbbb00000005")
+    assert "Nothing was written" in refused.value.what
+    assert path.read_text() == text
+
+
+def test_an_edit_that_would_break_a_revision_file_writes_nothing(ch: Chapter) -> None:
+    path = write_revision(ch.lab.project, "bbbb00000006", PHONE, "pass")
+    text = path.read_text()
+    with pytest.raises(LabError, match="syntax error on line") as refused:
+        ch.edit_file(f"migrations/versions/{path.name}", "def downgrade():", "def downgrade()")
+    assert "Nothing was written" in refused.value.what
+    assert path.read_text() == text
