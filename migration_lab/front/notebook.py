@@ -15,6 +15,7 @@ import functools
 import json
 import os
 import re
+import reprlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -272,6 +273,7 @@ class Chapter:
         progress=True shows a live bar for a migration that logs "<done>/<total> rows"
         (as the batched backfill of chapter 05 does).
         """
+        _text("line", line, 'ch.alembic("upgrade head")')
         bar = _ProgressBar() if progress else None
         stages = {
             "planning": "rehearsing on a throw-away copy of the database first (yours is untouched) ...",
@@ -380,6 +382,10 @@ class Chapter:
 
         A revision file the database has applied is left alone unless confirm=True.
         """
+        example = 'ch.edit_file("migrations/env.py", "old text", "new text")'
+        for name, given in (("path", path), ("old", old)):
+            _text(name, given, example)
+        _text("new", new, example, empty_ok=True)
         target = self._existing(path)
         refuse_if_applied(self.lab.runner.script(check_history=False), self.lab.db.heads, target, confirm, False)
         self._edit(target, replace_text(old, new))
@@ -391,6 +397,7 @@ class Chapter:
         A revision file the database has applied is left alone unless confirm=True:
         the database would be at a revision no file holds.
         """
+        _text("path", path, 'ch.delete_file("migrations/versions/<id>_<slug>.py")')
         target = self._existing(path, links_too=True)
         refuse_if_applied(self.lab.runner.script(check_history=False), self.lab.db.heads, target, confirm, True)
         deletions.delete(self.lab.project, [target], "ch.delete_file()")
@@ -459,6 +466,10 @@ class Chapter:
         applied is rewritten only when named and confirm=True; after a kernel restart
         (which forgets what was generated) a revision must be named.
         """
+        example = "ch.rewrite_revision(downgrade=\"op.drop_column('t', 'c')\", revision=\"a1c4e7f20b13\")"
+        for name, given in (("upgrade", upgrade), ("downgrade", downgrade), ("revision", revision)):
+            if given is not None:
+                _text(name, given, example)
         script = editable_script(
             self.lab.runner.script(), self.lab.db.heads(), self.generated, revision, upgrade is not None, confirm
         )
@@ -506,6 +517,7 @@ class Chapter:
     @_then_refresh
     def sql(self, statement: str) -> None:
         """Run one SQL statement on the lab database, as psql would; say how many rows it touched."""
+        _text("statement", statement, 'ch.sql("SELECT count(*) FROM user_profiles")')
         with self.lab.db.engine.begin() as conn:
             result = conn.execute(sa.text(statement))
             if result.returns_rows:
@@ -537,6 +549,17 @@ class Chapter:
     def check_button(self, answer_name: str | None = None):
         """A "Check my work" button for this chapter's exercise."""
         return CheckButton(self, answer_name)
+
+
+def _text(name: str, value: object, example: str, empty_ok: bool = False) -> None:
+    """Refuse an argument that is not the text a call needs (None, a list, a number, ""): a LabError naming it, what
+    it must be and an example, instead of a traceback from deep inside the kit."""
+    if isinstance(value, str) and (empty_ok or value.strip()):
+        return
+    must = "a string" if empty_ok else "a non-empty string"
+    raise LabError(
+        f"{name} must be {must} (text in quotes), not {reprlib.repr(value)}. Nothing was done.", f"e.g. {example}"
+    )
 
 
 class _ProgressBar:

@@ -1,6 +1,8 @@
 """Nothing the kit writes leaves a Python file that no longer parses, and a learner's wrong argument is a LabError
 naming the argument, never a traceback from deep inside the kit."""
 
+from pathlib import Path
+
 import pytest
 
 from helpers import write_revision
@@ -59,3 +61,25 @@ def test_an_edit_that_would_break_a_revision_file_writes_nothing(ch: Chapter) ->
         ch.edit_file(f"migrations/versions/{path.name}", "def downgrade():", "def downgrade()")
     assert "Nothing was written" in refused.value.what
     assert path.read_text() == text
+
+
+@pytest.mark.parametrize(
+    ("call", "argument"),
+    [
+        (lambda ch: ch.alembic(None), "line"),
+        (lambda ch: ch.alembic(["upgrade", "head"]), "line"),
+        (lambda ch: ch.rewrite_revision(downgrade="pass", revision=5), "revision"),
+        (lambda ch: ch.rewrite_revision(downgrade="pass", revision=""), "revision"),
+        (lambda ch: ch.rewrite_revision(downgrade=["pass"], revision="a1c4e7f20b13"), "downgrade"),
+        (lambda ch: ch.edit_file(None, "a", "b"), "path"),
+        (lambda ch: ch.edit_file("main.py", None, "b"), "old"),
+        (lambda ch: ch.delete_file(Path("main.py")), "path"),
+        (lambda ch: ch.sql(None), "statement"),
+    ],
+)
+def test_a_wrong_argument_is_a_lab_error_naming_it(ch: Chapter, call, argument: str, capsys) -> None:
+    before = {p: p.read_bytes() for p in ch.lab.project.service_dir.rglob("*.py")}
+    with pytest.raises(LabError) as refused:
+        call(ch)
+    assert f"{argument} must be" in refused.value.what and "e.g." in refused.value.next_step
+    assert {p: p.read_bytes() for p in ch.lab.project.service_dir.rglob("*.py")} == before
