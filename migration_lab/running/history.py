@@ -292,13 +292,14 @@ def unreadable(
 
 def _applied_file(scripts: ScriptDirectory, path: Path, heads: Callable[[], tuple[str, ...] | None]) -> str | None:
     """The database's revision that is `path`'s or comes after it, by what each file says (`said`); "" when the
-    database is at none of them; None when it could not be asked or `path` says no id."""
-    ids = said(scripts, path).revisions
-    at = heads()
-    if at is None or not ids:
-        return None
+    database is at none of them; None when it could not be asked, or `path` is no revision file (a module one
+    imports) or says no id."""
     files = every_file(scripts)
-    return next((head for head in sorted(at) if ids & ancestors(parents_of(files), (head,))), "")
+    mine = next((f for f in files if f.path.resolve() == path.resolve()), None)
+    at = heads() if mine is not None and mine.revisions else None
+    if mine is None or at is None:
+        return None
+    return next((head for head in sorted(at) if mine.revisions & ancestors(parents_of(files), (head,))), "")
 
 
 def parents_of(files: list[Said]) -> dict[str, tuple[str, ...]]:

@@ -13,6 +13,7 @@ from helpers import write_revision
 from migration_lab import Lab, LabError
 from migration_lab.course.registry import spec
 from migration_lab.front.notebook import Chapter
+from migration_lab.running import history
 
 PHONE = "a1c4e7f20b13"
 ORIGINAL = f"{PHONE}_add_phone_number_to_profile.py"
@@ -113,3 +114,12 @@ def test_both_files_of_an_applied_id_are_kept(ch: Chapter, capsys) -> None:
         with pytest.raises(LabError, match="is applied to the database"):
             ch.delete_file(f"migrations/versions/{file}")
     assert (versions / ORIGINAL).is_file() and copy.is_file()
+
+
+def test_a_file_that_is_no_revision_is_never_told_to_be_deleted_as_unapplied(lab: Lab) -> None:
+    """A syntax error in a module a revision imports (here: env.py) names that file: it has no revision id, so
+    whether the database applied it is unknown, and deleting it is said only as 'if never applied'."""
+    env = lab.project.service_dir / "migrations" / "env.py"
+    error = SyntaxError("invalid syntax", (str(env), 3, 1, "x"))
+    said = history.unreadable(error, lab.project.root, lab.runner.script(check_history=False), lambda: (PHONE,))
+    assert "delete it only if the database never applied it" in said.next_step
