@@ -130,11 +130,13 @@ def readable(scripts: ScriptDirectory) -> list[Script]:
 
 @dataclass(frozen=True)
 class Said:
-    """What one revision file says it is: the ids it may be, and the revisions it names below it."""
+    """What one revision file says it is: the ids it may be, its down_revision and the revisions its depends_on
+    names (both run before it)."""
 
     path: Path
     revisions: frozenset[str]
     parents: tuple[str, ...]
+    needs: tuple[str, ...]
 
 
 def said(scripts: ScriptDirectory, path: Path) -> Said:
@@ -147,17 +149,14 @@ def said(scripts: ScriptDirectory, path: Path) -> Said:
     except Exception:  # noqa: BLE001 - whatever the file raises: alembic cannot read it, its text is read below
         script = None
     if script is not None:
-        below = to_tuple(script.down_revision, default=()) + to_tuple(script.dependencies, default=())
-        return Said(path, frozenset({script.revision}), below)
+        down, needs = to_tuple(script.down_revision, default=()), to_tuple(script.dependencies, default=())
+        return Said(path, frozenset({script.revision}), down, needs)
     values = _assigned(path.read_text(errors="replace") if path.is_file() else "")  # a dangling link: its name
     ids = {i for i in (values.get("revision"), _named_id(scripts, path)) if isinstance(i, str) and i}
-    below = tuple(
-        p
-        for name in ("down_revision", "depends_on")
-        for p in to_tuple(values.get(name), default=())
-        if isinstance(p, str)
+    down, needs = (
+        tuple(str(r) for r in to_tuple(values.get(name), default=())) for name in ("down_revision", "depends_on")
     )
-    return Said(path, frozenset(ids), below)
+    return Said(path, frozenset(ids), down, needs)
 
 
 _ASSIGNED = re.compile(r"^(revision|down_revision|depends_on)\s*(?::[^=\n]*)?=\s*(.+?)\s*(?:#.*)?$", re.M)
@@ -307,7 +306,7 @@ def parents_of(files: list[Said]) -> dict[str, tuple[str, ...]]:
     below: dict[str, tuple[str, ...]] = {}
     for file in files:
         for revision in file.revisions:
-            below[revision] = below.get(revision, ()) + file.parents
+            below[revision] = below.get(revision, ()) + file.parents + file.needs
     return below
 
 

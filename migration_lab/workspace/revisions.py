@@ -1,4 +1,5 @@
-"""Which revision file a learner means: asked of alembic's Script objects, never guessed from file names."""
+"""Which revision file a learner means: asked of alembic's Script objects (a file alembic cannot read: of what it
+says it is, `history.said`), never guessed from file names alone."""
 
 from collections.abc import Callable
 from pathlib import Path

@@ -123,3 +123,12 @@ def test_a_file_that_is_no_revision_is_never_told_to_be_deleted_as_unapplied(lab
     error = SyntaxError("invalid syntax", (str(env), 3, 1, "x"))
     said = history.unreadable(error, lab.project.root, lab.runner.script(check_history=False), lambda: (PHONE,))
     assert "delete it only if the database never applied it" in said.next_step
+
+
+def test_the_way_down_names_the_down_revision_not_what_depends_on_names(ch: Chapter) -> None:
+    path = write_revision(ch.lab.project, "bbbb0000000c", PHONE, "pass")
+    path.write_text(path.read_text().replace("depends_on = None", "depends_on = '8b7e5d2c6a41'"))
+    assert ch.lab.runner.run("upgrade head").ok
+    with pytest.raises(LabError, match="is applied to the database") as refused:
+        ch.delete_file(f"migrations/versions/{path.name}")
+    assert f'ch.alembic("downgrade {PHONE}")' in refused.value.next_step
