@@ -1,37 +1,10 @@
 """SQL identifiers, quoted: the one place the kit builds a name into a statement, how such a statement runs, and
 the session settings under which the kit reads a database someone else may have shaped."""
 
-import codecs
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import psycopg2.extensions
 import sqlalchemy as sa
-
-# The client encoding of a session that reads names other roles chose. pg_database is shared by every database,
-# and a role that made a SQL_ASCII database of its own may, from there, name databases with bytes that are not
-# UTF-8 (the server checks no identifier there): psycopg2's UTF-8 decoder then raised on reading the list, and
-# `workshop init`, `remove` and `drop` stopped on a traceback. With SQL_ASCII the server sends names as they are,
-# and psycopg2 decodes them with `BYTES_KEPT`: UTF-8, the bytes that are not kept as surrogates (shown escaped,
-# never equal to a name the kit uses; a statement naming one goes back as the same bytes, which the server then
-# refuses or accepts as it does any other).
-CLIENT_ENCODING = "SQL_ASCII"
-BYTES_KEPT = "mlab_utf8_bytes_kept"
-
-
-def _utf8_bytes_kept(name: str) -> codecs.CodecInfo | None:
-    if name != BYTES_KEPT:
-        return None
-    return codecs.CodecInfo(
-        encode=lambda text, errors="strict": codecs.utf_8_encode(text, "surrogateescape"),
-        decode=lambda data, errors="strict": codecs.utf_8_decode(data, "surrogateescape", True),
-        name=BYTES_KEPT,
-    )
-
-
-codecs.register(_utf8_bytes_kept)
-for spelled in (CLIENT_ENCODING, CLIENT_ENCODING.replace("_", "")):  # psycopg2's own, under both: strict ASCII
-    psycopg2.extensions.encodings[spelled] = BYTES_KEPT
 
 
 def quote(name: str) -> str:
@@ -83,9 +56,9 @@ def create_private_database(
     step fails, the database is dropped again (nothing is left half-made). `conn`: autocommit (CREATE DATABASE
     runs outside a transaction). `options`: more of CREATE DATABASE's (an ENCODING).
     """
-    owned = f" OWNER {quote(owner)}" if owner else ""
-    made = f"CREATE DATABASE {quote(name)} TEMPLATE {quote(template)}{owned} {options} ALLOW_CONNECTIONS false"
-    run_quoted(conn, made.replace("  ", " "))
+    owned = f"OWNER {quote(owner)}" if owner else ""
+    made = (f"CREATE DATABASE {quote(name)} TEMPLATE {quote(template)}", owned, options, "ALLOW_CONNECTIONS false")
+    run_quoted(conn, " ".join(part for part in made if part))
     try:
         run_quoted(conn, f"REVOKE ALL ON DATABASE {quote(name)} FROM PUBLIC")
         run_quoted(conn, f"ALTER DATABASE {quote(name)} ALLOW_CONNECTIONS true")

@@ -32,7 +32,7 @@ from ..course.registry import ChapterSpec, spec
 from ..course.teammates import teammate_arrives
 from ..database import schema
 from ..database.sql import said
-from ..errors import CommandLineError, LabError
+from ..errors import BrokenConfig, CommandLineError, LabError
 from ..lab import Lab
 from ..running import history, policy
 from ..running.rehearsal import rehearse
@@ -387,7 +387,7 @@ class Chapter:
             _text(name, given, example)
         _text("new", new, example, empty_ok=True)
         target = self._existing(path)
-        refuse_if_applied(self.lab.runner.script(check_history=False), self.lab.db.heads, target, confirm, False)
+        self._refuse_if_applied(target, confirm, deleting=False)
         self._edit(target, replace_text(old, new))
 
     @_then_refresh
@@ -399,9 +399,21 @@ class Chapter:
         """
         _text("path", path, 'ch.delete_file("migrations/versions/<id>_<slug>.py")')
         target = self._existing(path, links_too=True)
-        refuse_if_applied(self.lab.runner.script(check_history=False), self.lab.db.heads, target, confirm, True)
+        self._refuse_if_applied(target, confirm, deleting=True)
         deletions.delete(self.lab.project, [target], "ch.delete_file()")
         print(f"Deleted ai-service/{path}")
+
+    def _refuse_if_applied(self, target: Path, confirm: bool, deleting: bool) -> None:
+        """`refuse_if_applied`, for a file that may be a revision. While alembic cannot read alembic.ini, only a
+        file that is no Python (alembic.ini itself: the way to mend it) may change: which revisions are applied
+        cannot be told."""
+        try:
+            scripts = self.lab.runner.script(check_history=False)
+        except BrokenConfig:
+            if target.suffix == ".py":
+                raise
+            return
+        refuse_if_applied(scripts, self.lab.db.heads, target, confirm, deleting)
 
     def _existing(self, path: str, links_too: bool = False) -> Path:
         """The file `path` of ai-service/ names, as the learner sees it: a link stays the link (deleted, the link

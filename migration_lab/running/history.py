@@ -151,7 +151,11 @@ def said(scripts: ScriptDirectory, path: Path) -> Said:
     if script is not None:
         down, needs = to_tuple(script.down_revision, default=()), to_tuple(script.dependencies, default=())
         return Said(path, frozenset({script.revision}), down, needs)
-    values = _assigned(path.read_text(errors="replace") if path.is_file() else "")  # a dangling link: its name
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:  # a dangling link, a file this account may not read: judged by its name
+        text = ""
+    values = _assigned(text)
     ids = {i for i in (values.get("revision"), _named_id(scripts, path)) if isinstance(i, str) and i}
     down, needs = (
         tuple(str(r) for r in to_tuple(values.get(name), default=())) for name in ("down_revision", "depends_on")
@@ -159,7 +163,11 @@ def said(scripts: ScriptDirectory, path: Path) -> Said:
     return Said(path, frozenset(ids), down, needs)
 
 
-_ASSIGNED = re.compile(r"^(revision|down_revision|depends_on)\s*(?::[^=\n]*)?=\s*(.+?)\s*(?:#.*)?$", re.M)
+# `name = value` at the start of a line; a value in brackets may run over several lines (a formatter writes a
+# merge's down_revision one parent per line), any other ends with its line.
+_ASSIGNED = re.compile(
+    r"^(revision|down_revision|depends_on)\s*(?::[^=\n]*)?=\s*(\([^)]*\)|\[[^\]]*\]|[^\n#]*?)\s*(?:#[^\n]*)?$", re.M
+)
 
 
 def _assigned(text: str) -> dict[str, object]:

@@ -156,7 +156,7 @@ class Runner:
         CommandError, or configparser's, would otherwise reach the learner as a traceback."""
         try:
             return ScriptDirectory.from_config(self.config(io.StringIO()))
-        except (CommandError, configparser.Error) as error:
+        except (CommandError, configparser.Error, UnicodeDecodeError) as error:  # saved as Latin-1, say
             raise BrokenConfig(
                 f"alembic cannot read ai-service/alembic.ini: {self._config_problem(error)}",
                 "Undo your change to ai-service/alembic.ini (`git diff ai-service/alembic.ini` shows it; "
@@ -169,7 +169,7 @@ class Runner:
         for it suggest `alembic init`, which would start a new history), else alembic's first line."""
         try:
             location = self.config(io.StringIO()).get_alembic_option("script_location")
-        except configparser.Error:
+        except (configparser.Error, UnicodeDecodeError):
             location = None
         if location and not Path(location).is_dir():
             where = history.shown(Path(location), self.project.root)

@@ -13,7 +13,9 @@ symlink for the last step.
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import stat
 from pathlib import Path
 
@@ -61,9 +63,22 @@ def _swappable_above(path: Path) -> str:
             info = os.lstat(above)
             if info.st_uid not in (0, me):
                 return f"{above} above it is owned by {account_name(info.st_uid)}"
-            if not stat.S_ISLNK(info.st_mode) and info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX:
+            if stat.S_ISLNK(info.st_mode) or info.st_mode & stat.S_ISVTX:
+                continue
+            if info.st_mode & 0o002 or (info.st_mode & 0o020 and not _group_of_one(info.st_gid, me)):
                 return f"others may write in {above} above it, mode {stat.S_IMODE(info.st_mode):o}"
     return ""
+
+
+def _group_of_one(gid: int, me: int) -> bool:
+    """Nobody but this account (or root) is in group `gid`: a user-private group, as Debian, Ubuntu and Fedora
+    give every account (with umask 002 its folders are group-writable, and still nobody else's to write)."""
+    try:
+        members = set(grp.getgrgid(gid).gr_mem)
+    except KeyError:
+        return False
+    others = {entry.pw_name for entry in pwd.getpwall() if entry.pw_gid == gid} | members
+    return others <= {account_name(me), "root"}
 
 
 def open_new(path: Path, flags: int = 0) -> int:
@@ -77,6 +92,7 @@ def open_own(path: Path) -> int:
 
 
 _HINT = (
-    "Give --roster a path in a folder of yours (the default, .lab/workshop/ in your checkout, is one), or look at "
-    "that folder (`ls -ld`): if you did not make it, someone else may have prepared it."
+    "Give --roster a path in a folder of yours, below folders only you (or root) may change: the default, "
+    ".lab/workshop/ in your checkout, is one when the checkout is yours (as root, not one in another account's "
+    "home). Or look at that folder (`ls -ld`): if you did not make it, someone else may have prepared it."
 )

@@ -16,6 +16,7 @@ from contextlib import nullcontext, suppress
 
 import sqlalchemy as sa
 
+from ..database.names import utf8
 from ..database.sql import create_private_database, quote, run_quoted
 from ..errors import LabError
 from ..workspace import templates
@@ -83,16 +84,6 @@ def learner(server: Server, name: str) -> list[str]:
         except sa.exc.DBAPIError as error:
             left.append(f"the role, kept without login: {first_line(error)}")
     return [f"{name}: {'; '.join(done)}"] + [f"{name}: {LEFT} {what}" for what in left]
-
-
-def utf8(name: str) -> bool:
-    """`name` as the server holds it is UTF-8 (not bytes a SQL_ASCII database let a learner use: see
-    database.sql.BYTES_KEPT)."""
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _drop_named_in_bytes(server: Server, names: list[str], role: str, direct: bool) -> tuple[list[str], list[str]]:

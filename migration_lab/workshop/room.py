@@ -185,7 +185,7 @@ def unprintable(character: str) -> bool:
 
 def _escaped(character: str) -> str:
     code = ord(character)
-    if 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8, kept as a surrogate (database.sql.BYTES_KEPT)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8, kept as a surrogate (database.names)
         code -= 0xDC00
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 

@@ -224,16 +224,7 @@ class Backups:
         current = {rel: (self.project.service_dir / rel).read_bytes() for rel in _files(self.project)}
         if sql is not None and "CREATE TABLE" not in sql and current == pristine:
             return None
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-        except (FileExistsError, NotADirectoryError):
-            raise LabError(
-                f"{self.folder} is not a folder, so your work could not be backed up: nothing was changed.",
-                f"Move that file away (`mv {self.folder} {self.folder}.file`), then run the command again.",
-            ) from None
-        self.folder.chmod(0o700)  # the database's rows are in here
-        for partial in self.folder.glob(".saving-*"):  # a save that was killed half-way
-            shutil.rmtree(partial, ignore_errors=True)
+        self._prepare_folder()
         shipped = _shipped_revisions()
         manifest = {
             "files": {str(rel): _sha256(data) for rel, data in current.items()},
@@ -254,6 +245,33 @@ class Backups:
         self._prune(keep)
         return Backup(path, len(current), sql is not None)
 
+    def _prepare_folder(self) -> None:
+        """.lab/backups/, made 0700 (the database's rows are in here), without what a killed save left; a
+        LabError, before anything is written, when it cannot be (a file there, a full or read-only disk)."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise LabError(
+                f"{self.folder} is not a folder, so your work could not be backed up: nothing was changed.",
+                f"Move that file away (`mv {self.folder} {self.folder}.file`), then run the command again.",
+            ) from None
+        except OSError as error:
+            raise self._disk_refused(error) from error
+        try:
+            self.folder.chmod(0o700)
+        except OSError as error:
+            raise self._disk_refused(error) from error
+        for partial in self.folder.glob(".saving-*"):  # a save that was killed half-way
+            shutil.rmtree(partial, ignore_errors=True)
+
+    def _disk_refused(self, error: OSError) -> LabError:
+        return LabError(
+            f"Could not back up your work: {error.strerror or error} ({self.folder}). Nothing was changed.",
+            "Free some space there (or make it writable), then run the command again. "
+            "`python -m migration_lab backups` lists the backups: old ones you no longer need can go "
+            f"(`rm -r {self.folder}/NAME`).",
+        )
+
     def _write(self, current: dict[Path, bytes], sql: str | None, manifest: dict) -> Path:
         """The backup's folder, written whole in a hidden one and renamed into place; a LabError when the disk
         refuses (full, read-only), after taking away what was written: nothing was changed yet."""
@@ -272,12 +290,7 @@ class Backups:
         except OSError as error:
             if staging is not None:
                 shutil.rmtree(staging, ignore_errors=True)
-            raise LabError(
-                f"Could not back up your work: {error.strerror or error} ({self.folder}). Nothing was changed.",
-                "Free some space there (or make it writable), then run the command again. "
-                "`python -m migration_lab backups` lists the backups: old ones you no longer need can go "
-                f"(`rm -r {self.folder}/NAME`).",
-            ) from error
+            raise self._disk_refused(error) from error
 
     def _new_name(self) -> Path:
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())  # UTC: the same order under any TZ

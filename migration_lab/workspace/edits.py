@@ -150,7 +150,7 @@ def apply_edit(path: Path, edit: ModelEdit, root: Path) -> str:
     before = path.read_text()
     after = edit(before)
     name = str(path.relative_to(root))
-    if path.suffix == ".py":
+    if path.suffix == ".py" and _compiles(before, name):  # a file already broken may be mended a step at a time
         _refuse_broken(after, name)
     path.write_text(after)
     return "".join(
@@ -158,6 +158,14 @@ def apply_edit(path: Path, edit: ModelEdit, root: Path) -> str:
             before.splitlines(keepends=True), after.splitlines(keepends=True), f"a/{name}", f"b/{name}"
         )
     )
+
+
+def _compiles(source: str, name: str) -> bool:
+    try:
+        compile(source, name, "exec", dont_inherit=True)
+    except (SyntaxError, ValueError):
+        return False
+    return True
 
 
 def _refuse_broken(source: str, name: str) -> None:

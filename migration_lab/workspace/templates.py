@@ -39,7 +39,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from ..database.connection import LabDatabase
-from ..database.sql import CLIENT_ENCODING, create_private_database, pinned, quote, run_quoted, transaction
+from ..database.names import CLIENT_ENCODING
+from ..database.sql import create_private_database, pinned, quote, run_quoted, transaction
 from ..errors import LabError
 
 TEMPLATE_PREFIX = "mlab_tpl_"

@@ -13,10 +13,15 @@ from ..project import Project
 
 
 def check(project: Project, written: Iterable[Path], deleted: Iterable[Path], command: str) -> None:
-    """LabError naming the first file (or folder) `command` ("reset", "restore") could not write or delete."""
+    """LabError naming the first file (or folder) `command` ("reset", "restore") could not write or delete.
+
+    A file is created, replaced (`os.replace`) or deleted through its folder, which must be writable and
+    searchable; one that is there must be writable too (an immutable file is not, even for root; a read-only
+    one is refused as well, though a rename could replace it: the message says how to make it writable)."""
     for path in [*written, *deleted]:
-        target, access = (path, os.W_OK) if path.exists() else (path.parent, os.W_OK | os.X_OK)
-        if target.exists() and not os.access(target, access):
+        needed = [(path.parent, os.W_OK | os.X_OK)] + ([(path, os.W_OK)] if path.exists() else [])
+        target = next((where for where, access in needed if where.exists() and not os.access(where, access)), None)
+        if target is not None:
             shown = target.relative_to(project.root)
             raise LabError(
                 f"The {command} cannot write {shown}, so it changed nothing: files and database are as they were.",

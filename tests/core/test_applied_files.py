@@ -132,3 +132,42 @@ def test_the_way_down_names_the_down_revision_not_what_depends_on_names(ch: Chap
     with pytest.raises(LabError, match="is applied to the database") as refused:
         ch.delete_file(f"migrations/versions/{path.name}")
     assert f'ch.alembic("downgrade {PHONE}")' in refused.value.next_step
+
+
+def test_an_applied_merge_whose_parents_run_over_several_lines_keeps_what_is_below_it(ch: Chapter, capsys) -> None:
+    """A merge revision written as a formatter writes it (one parent per line) with a syntax error: the kit read
+    its parents line by line, found none, and so saw nothing below it as applied: `delete_file` of an applied
+    revision under it needed no confirm."""
+    below = applied_revision(ch, "bbbb00000011")
+    side = write_revision(ch.lab.project, "bbbb00000012", PHONE, "pass")
+    merge = write_revision(ch.lab.project, "bbbb00000013", "bbbb00000011", "pass")
+    text = merge.read_text()
+    merge.write_text(
+        text.replace(
+            "down_revision = 'bbbb00000011'",
+            "down_revision = (\n    'bbbb00000011',\n    'bbbb00000012',\n)",
+        ).replace("def downgrade():", "def downgrade()")  # unreadable by alembic: read from its text
+    )
+    assert "'bbbb00000012',\n)" in merge.read_text()
+    with ch.lab.db.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = 'bbbb00000013'")
+    for path in (below, side):
+        with pytest.raises(LabError, match="is applied to the database"):
+            ch.delete_file(f"migrations/versions/{path.name}")
+        assert path.exists()
+
+
+def test_a_revision_file_this_account_cannot_read_is_a_message_not_a_traceback(ch: Chapter, capsys) -> None:
+    """`chmod 000` on a revision file: reading what it says raised PermissionError through every cell."""
+    import os
+
+    if os.geteuid() == 0:
+        pytest.skip("root reads any file")
+    path = write_revision(ch.lab.project, "bbbb00000014", PHONE, "pass")
+    path.chmod(0)
+    try:
+        ch.alembic("current")
+        said = capsys.readouterr().out
+        assert "FAILED" in said and "Traceback" not in said and path.name in said, said
+    finally:
+        path.chmod(0o644)

@@ -757,3 +757,49 @@ def test_a_file_the_restore_cannot_write_is_named_before_the_database_is_replace
         restore(lab, backup.name)
     assert state(lab) == before
     assert Backups(project, lab.db.url).names() == [backup.name]
+
+
+def test_a_backups_folder_the_disk_will_not_make_is_one_message_and_nothing_changes(
+    lab: Lab, project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first backup, on a disk that refuses the folder itself (full: ENOSPC from mkdir; read-only: EROFS from
+    chmod): a traceback came before the backup's own guard."""
+    import errno
+
+    reset("03", lab)
+    work(lab, "my own work")
+    before = state(lab)
+    shutil.rmtree(project.state_dir / "backups", ignore_errors=True)
+    real_mkdir = Path.mkdir
+
+    def refused(self: Path, *args: object, **kwargs: object) -> None:
+        if self == project.state_dir / "backups":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_mkdir(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "mkdir", refused)
+    with pytest.raises(LabError, match="Could not back up your work: No space left on device .* Nothing was changed"):
+        reset("02", lab)
+    assert state(lab) == before
+
+
+def test_a_reset_refused_by_a_folder_it_cannot_write_changes_nothing(lab: Lab, project: Project) -> None:
+    """versions/ made read-only (r-x) over a writable revision file: the check asked only the file, the reset
+    wiped the database and then could not delete the file (EACCES) half-way. Deleting and replacing go through the
+    folder."""
+    from migration_lab.workspace import writable
+
+    reset("03", lab)
+    revision = project.versions_dir / "f00d00000001_hand_written.py"
+    revision.write_text("x = 1\n")
+    if os.geteuid() == 0:  # root may write any folder that is not immutable
+        subprocess.run(["chattr", "+i", str(project.versions_dir)], check=True)
+    else:
+        project.versions_dir.chmod(0o555)
+    try:
+        with pytest.raises(LabError, match="cannot write ai-service/migrations/versions, so it changed nothing"):
+            writable.check(project, [], [revision], "reset")
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(project.versions_dir)], check=True)
+        project.versions_dir.chmod(0o755)

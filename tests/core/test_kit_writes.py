@@ -83,3 +83,14 @@ def test_a_wrong_argument_is_a_lab_error_naming_it(ch: Chapter, call, argument: 
         call(ch)
     assert f"{argument} must be" in refused.value.what and "e.g." in refused.value.next_step
     assert {p: p.read_bytes() for p in ch.lab.project.service_dir.rglob("*.py")} == before
+
+
+def test_a_file_already_broken_may_be_mended_a_step_at_a_time(ch: Chapter) -> None:
+    """A revision with two merge-conflict markers: taking out the first left it still broken, and the kit refused
+    that step, blaming "the text you gave". Only an edit that breaks a file that compiled is refused."""
+    path = write_revision(ch.lab.project, "bbbb00000015", PHONE, "pass")
+    path.write_text(path.read_text().replace("def upgrade():", "<<<<<<< HEAD\ndef upgrade():\n>>>>>>> theirs"))
+    name = f"migrations/versions/{path.name}"
+    ch.edit_file(name, "<<<<<<< HEAD\n", "")
+    ch.edit_file(name, ">>>>>>> theirs\n", "")
+    compile(path.read_text(), str(path), "exec")

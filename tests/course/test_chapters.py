@@ -130,3 +130,11 @@ def test_an_alembic_ini_alembic_cannot_read_is_two_lines_in_every_cell_that_runs
             cell()
     graph = RevisionGraph(lab)
     assert said in "".join(output.get("text", "") for output in graph.outputs)
+    with pytest.raises(LabError, match=said):  # which revisions are applied cannot be told: no .py changes
+        chapter.edit_file("main.py", "class", "class")
+    chapter.edit_file("alembic.ini", "%(here)s/migrationz", "%(here)s/migrations")  # the way to mend it
+    chapter.alembic("current")
+    assert "FAILED" not in capsys.readouterr().out
+    ini.write_bytes(ini.read_bytes() + "# caf\u00e9\n".encode("latin-1"))  # saved by an editor as Latin-1
+    with pytest.raises(LabError, match="alembic cannot read ai-service/alembic.ini"):
+        chapter.check()

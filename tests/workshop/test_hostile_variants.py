@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from hostile import Server, at, learner_role_count, sql
 from migration_lab.errors import LabError
 from migration_lab.front.cli import main
-from migration_lab.workshop import checkouts
+from migration_lab.workshop import checkouts, folders
 from migration_lab.workshop.instructor import LEFT, Workshop
 from migration_lab.workshop.status import RoomView, html, table, watch
 
@@ -168,6 +168,13 @@ def test_a_folder_above_the_roster_that_another_account_could_swap_is_refused(
         ours.chmod(0o777)
         with pytest.raises(LabError, match="others may write in .*open above it"):
             Workshop(server.instructor_url, roster=ours / "room" / "roster.json").add("swapped")
+        grouped = tmp_path / "grouped"  # umask 002: group-writable, fine while the group is root's alone
+        (grouped / "room").mkdir(parents=True)
+        grouped.chmod(0o775)
+        assert folders.private_folder(grouped / "room", "the roster's folder") == grouped / "room"
+        os.chown(grouped, 0, pwd.getpwnam("nobody").pw_gid)  # a group another account is in: they may rename
+        with pytest.raises(LabError, match="others may write in .*grouped above it"):
+            folders.private_folder(grouped / "room", "the roster's folder")
     finally:
         shutil.rmtree(theirs, ignore_errors=True)
 
