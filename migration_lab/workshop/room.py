@@ -44,8 +44,9 @@ _CONTROL_CLASS = (
 )
 _UNPRINTABLE = {"Cc", "Cf", "Zl", "Zp", "Cs", "Co"}
 
-# Only the course's chapters are recorded, never more checks passed than there are: what a learner sends with
-# psql is theirs to choose (progress is self-reported), but it stays within what the course can show. Anything
+# Only the course's chapters are recorded, never more checks passed than the total sent with them: what a learner
+# sends with psql is theirs to choose (progress is self-reported: a total of their own too), but a chapter 99 or
+# 999 passed of 3 never reaches the room view or the gradebook. Anything
 # else becomes a NULL the NOT NULL columns refuse: the call fails, as a value out of the CHECKs' bounds does.
 _COURSE_CHAPTER = (
     "CASE WHEN chapter = ANY (ARRAY[" + ", ".join(f"'{number}'" for number in CHAPTERS) + "]) THEN chapter END"

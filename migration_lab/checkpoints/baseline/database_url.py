@@ -103,7 +103,7 @@ def _not_whole_numbers(query: Mapping[str, object]) -> list[str]:
     for key in WHOLE_NUMBERS:
         given = query.get(key, ())
         values = (given,) if isinstance(given, str) else given
-        if any(not re.fullmatch(r"\s*[+-]?\d+\s*", value) for value in values):
+        if any(not re.fullmatch(r"[ \t\n\r\f\v]*[+-]?[0-9]+[ \t\n\r\f\v]*", value) for value in values):
             found.append(key)
     return found
 
