@@ -117,15 +117,17 @@ def loaded(scripts: ScriptDirectory) -> list[Script]:
 def readable(scripts: ScriptDirectory) -> list[Script]:
     """Every revision file alembic can read, each on its own: one with a syntax error (or a failing import) is left
     out, and the others are still there (`loaded` stops at the first file it cannot read)."""
-    found = []
-    for path in sorted(Path(scripts.versions).glob("*.py")):
-        try:
-            script = Script._from_path(scripts, path.resolve())
-        except Exception:  # noqa: BLE001 - whatever the file raises: this is the file alembic cannot read
-            continue
-        if script is not None:
-            found.append(script)
-    return found
+    found = (_script(scripts, path.resolve()) for path in sorted(Path(scripts.versions).glob("*.py")))
+    return [script for script in found if script is not None]
+
+
+def _script(scripts: ScriptDirectory, path: Path) -> Script | None:
+    """One file as alembic reads it (alembic's own per-file reader: there is no public one that does not build
+    the whole map); None when it cannot (a syntax error, a failing import, no `revision`)."""
+    try:
+        return Script._from_path(scripts, path)
+    except Exception:  # noqa: BLE001 - whatever the file raises: this is the file alembic cannot read
+        return None
 
 
 @dataclass(frozen=True)
@@ -144,10 +146,7 @@ def said(scripts: ScriptDirectory, path: Path) -> Said:
     assignments (read as literals, even from a file that does not parse) and the id its name starts with, per
     alembic.ini's file_template. A file alembic cannot read (a syntax error) may still be applied: it is judged
     by every id it may be, never left out."""
-    try:
-        script = Script._from_path(scripts, path)
-    except Exception:  # noqa: BLE001 - whatever the file raises: alembic cannot read it, its text is read below
-        script = None
+    script = _script(scripts, path)
     if script is not None:
         down, needs = to_tuple(script.down_revision, default=()), to_tuple(script.dependencies, default=())
         return Said(path, frozenset({script.revision}), down, needs)
@@ -193,8 +192,8 @@ def _named_id(scripts: ScriptDirectory, path: Path) -> str | None:
 
 
 def every_file(scripts: ScriptDirectory) -> list[Said]:
-    """Every .py file of the versions folders, readable or not, with what it says it is (a link: as its name)."""
-    return [said(scripts, path) for folder in scripts._version_locations for path in sorted(Path(folder).glob("*.py"))]
+    """Every .py file of the versions folder, readable or not, with what it says it is (a link: as its name)."""
+    return [said(scripts, path) for path in sorted(Path(scripts.versions).glob("*.py"))]
 
 
 def orphans(scripts: ScriptDirectory) -> list[Orphan]:

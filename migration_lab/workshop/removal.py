@@ -60,17 +60,10 @@ def learner(server: Server, name: str) -> list[str]:
             owned = conn.scalars(
                 sa.text("SELECT datname FROM pg_database WHERE datdba = :o ORDER BY datname"), {"o": oid}
             ).all()
-            for database in filter(utf8, owned):
-                try:
-                    drop_database(conn, database)
-                    done.append(f"dropped {database}")
-                except sa.exc.DBAPIError as error:
-                    left.append(f"{database}: {first_line(error)}")
+            _drop_each(conn, list(filter(utf8, owned)), done, left)
         odd = [database for database in owned if not utf8(database)]
         if odd:
-            gone, kept = _drop_named_in_bytes(server, odd, name, direct)
-            done += gone
-            left += kept
+            _drop_named_in_bytes(server, odd, name, direct, done, left)
         for database in holding(conn, oid):
             try:
                 drop_owned(server, database, name, direct)
@@ -86,30 +79,34 @@ def learner(server: Server, name: str) -> list[str]:
     return [f"{name}: {'; '.join(done)}"] + [f"{name}: {LEFT} {what}" for what in left]
 
 
-def _drop_named_in_bytes(server: Server, names: list[str], role: str, direct: bool) -> tuple[list[str], list[str]]:
-    """Drop the role's databases whose names are not UTF-8: what was dropped, and what was left and why.
+def _drop_each(conn: sa.Connection, names: list[str], done: list[str], left: list[str]) -> None:
+    """Drop each database, saying what was dropped in `done` and what was left, and why, in `left`."""
+    for database in names:
+        try:
+            drop_database(conn, database)
+            done.append(f"dropped {database}")
+        except sa.exc.DBAPIError as error:
+            left.append(f"{database}: {first_line(error)}")
+
+
+def _drop_named_in_bytes(
+    server: Server, names: list[str], role: str, direct: bool, done: list[str], left: list[str]
+) -> None:
+    """Drop the role's databases whose names are not UTF-8 (`_drop_each`).
 
     A UTF-8 database (`postgres`) refuses such a name in any statement; only a session in a SQL_ASCII database
     takes it (the server checks no identifier there). So a throw-away SQL_ASCII database of the instructor's,
     closed to everyone else, dropped again at once.
     """
-    done: list[str] = []
-    left: list[str] = []
     scratch = templates.random_name("mlab_bytes_")
     with server.connect() as conn:
         ascii_only = "ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C'"
         create_private_database(conn, scratch, "template0", options=ascii_only)
         try:
             with server.connect(scratch) as there, nullcontext() if direct else server.as_learner(there, role):
-                for database in names:
-                    try:
-                        drop_database(there, database)
-                        done.append(f"dropped {database}")
-                    except sa.exc.DBAPIError as error:
-                        left.append(f"{database}: {first_line(error)}")
+                _drop_each(there, names, done, left)
         finally:
             run_quoted(conn, f"DROP DATABASE IF EXISTS {quote(scratch)} WITH (FORCE)")
-    return done, left
 
 
 def _close_sessions(server: Server, conn: sa.Connection, name: str, direct: bool) -> int:

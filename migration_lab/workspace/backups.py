@@ -72,8 +72,7 @@ class Backup:
 def _files(project: Project) -> list[Path]:
     """The learner's files a reset replaces (and chapter 13's migrate.py, which its start writes), relative to
     ai-service/."""
-    found = [Path("main.py"), Path("migrations/env.py"), Path("database_url.py"), Path("alembic.ini")]
-    found += [Path("migrate.py")]
+    found = [Path(p) for p in ("main.py", "migrations/env.py", "database_url.py", "alembic.ini", "migrate.py")]
     found += sorted(p.relative_to(project.service_dir) for p in project.versions_dir.glob("*.py"))
     return [p for p in found if (project.service_dir / p).is_file()]
 
@@ -250,15 +249,12 @@ class Backups:
         LabError, before anything is written, when it cannot be (a file there, a full or read-only disk)."""
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
+            self.folder.chmod(0o700)
         except (FileExistsError, NotADirectoryError):
             raise LabError(
                 f"{self.folder} is not a folder, so your work could not be backed up: nothing was changed.",
                 f"Move that file away (`mv {self.folder} {self.folder}.file`), then run the command again.",
             ) from None
-        except OSError as error:
-            raise self._disk_refused(error) from error
-        try:
-            self.folder.chmod(0o700)
         except OSError as error:
             raise self._disk_refused(error) from error
         for partial in self.folder.glob(".saving-*"):  # a save that was killed half-way
@@ -520,9 +516,7 @@ def restore(lab: Lab, name: str | None = None) -> str:
     left = interruptions.found(lab.project)  # a reset or restore killed half-way: its backup is the work
     path = backups.find(name if name is not None else left.backup if left else None)
     files = backups.check(path)  # a broken backup refused at once, before its rehearsal
-    service = lab.project.service_dir
-    stale = [p for p in lab.project.versions_dir.glob("*.py") if p.relative_to(service) not in files]
-    writable.check(lab.project, [service / rel for rel in files], stale, "restore")
+    writable.check(lab.project, [lab.project.service_dir / rel for rel in files], "restore")
     _rehearse(lab, backups, path)
     with lab.runner.exclusive() as conn:
         files = _still_there(backups, path)

@@ -154,9 +154,9 @@ def reset(lab: Lab, checkpoint: Checkpoint) -> ResetReport:
     started = time.perf_counter()
     backups = Backups(lab.project, lab.db.url)
     with lab.runner.exclusive() as conn:
-        _check_writable(
-            lab.project, checkpoint
-        )  # before the backup and the wipe: a file it cannot write changes nothing
+        # Before the backup and the wipe: a file it cannot write changes nothing (found after the wipe, an
+        # immutable revision file left an empty database and a PermissionError traceback).
+        writable.check(lab.project, [lab.project.service_dir / rel for rel in checkpoint_files(checkpoint)], "reset")
         left = interruptions.found(lab.project)  # a reset or restore killed half-way: its backup is named too
         backup = backups.save(pristine_files())  # what is there now: the half-done state, or work done since
         marked = backup.name if backup else left.backup if left else None
@@ -185,14 +185,6 @@ def reset(lab: Lab, checkpoint: Checkpoint) -> ResetReport:
                 (error.next_step + " " if isinstance(error, LabError) else "")
                 + f"To go back to it instead: `python -m migration_lab restore {backup.name}`.",
             ) from error
-
-
-def _check_writable(project: Project, checkpoint: Checkpoint) -> None:
-    """LabError, before anything changes, naming a file the reset could not write or delete: found after the
-    wipe, an immutable revision file left an empty database and a PermissionError traceback."""
-    written = [project.service_dir / rel for rel in checkpoint_files(checkpoint)]
-    deleted = [p for p in project.versions_dir.glob("*.py") if p not in written]
-    writable.check(project, written, deleted, "reset")
 
 
 def _reset_under_lock(

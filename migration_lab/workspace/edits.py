@@ -150,8 +150,14 @@ def apply_edit(path: Path, edit: ModelEdit, root: Path) -> str:
     before = path.read_text()
     after = edit(before)
     name = str(path.relative_to(root))
-    if path.suffix == ".py" and _compiles(before, name):  # a file already broken may be mended a step at a time
-        _refuse_broken(after, name)
+    broken = _syntax_error(after, name) if path.suffix == ".py" else None
+    if broken is not None and _syntax_error(before, name) is None:  # a file already broken may be mended in steps
+        line = f" on line {broken.lineno}" if isinstance(broken, SyntaxError) else ""
+        said = broken.msg if isinstance(broken, SyntaxError) else str(broken)
+        raise LabError(
+            f"That change would leave {name} with a syntax error{line}: {said}. Nothing was written.",
+            "Check the text you gave (indentation, brackets, colons, quotes), then run the cell again.",
+        )
     path.write_text(after)
     return "".join(
         difflib.unified_diff(
@@ -160,26 +166,14 @@ def apply_edit(path: Path, edit: ModelEdit, root: Path) -> str:
     )
 
 
-def _compiles(source: str, name: str) -> bool:
-    try:
-        compile(source, name, "exec", dont_inherit=True)
-    except (SyntaxError, ValueError):
-        return False
-    return True
-
-
-def _refuse_broken(source: str, name: str) -> None:
-    """Refuse to write Python that does not compile: a revision file that no longer parses stops every alembic
-    command (and a broken main.py, the app and autogenerate), so the kit never writes one."""
+def _syntax_error(source: str, name: str) -> SyntaxError | ValueError | None:
+    """Why `source` does not compile, or None: a revision file that no longer parses stops every alembic command
+    (and a broken main.py, the app and autogenerate), so the kit never writes one."""
     try:
         compile(source, name, "exec", dont_inherit=True)
     except (SyntaxError, ValueError) as error:
-        line = f" on line {error.lineno}" if isinstance(error, SyntaxError) else ""
-        said = error.msg if isinstance(error, SyntaxError) else str(error)
-        raise LabError(
-            f"That change would leave {name} with a syntax error{line}: {said}. Nothing was written.",
-            "Check the text you gave (indentation, brackets, colons, quotes), then run the cell again.",
-        ) from None
+        return error
+    return None
 
 
 def load_models(project: Project) -> ModuleType:

@@ -34,20 +34,20 @@ class Interrupted:
     def __str__(self) -> str:
         said = f"A {self.command} was stopped half-way (its process ended): files and database may not match."
         if self.backup:
-            return (
-                f"{said} Your work from before it is in .lab/backups/{self.backup}/: "
-                f"`python -m migration_lab restore {self.backup}` brings it back."
-            )
+            return f"{said} {self._kept('it')}"
         return f"{said} No backup was taken before it (nothing had changed since a reset): reset the chapter again."
 
     def behind(self) -> str:
         """What the interrupted command left, once a reset has finished since: files and database match again,
         and what is left to say is where the work from before the interruption is."""
         said = f"An earlier {self.command} was stopped half-way; this reset put files and database in step again."
-        kept = f" Your work from before that {self.command} is in .lab/backups/{self.backup}/: " + (
+        return f"{said} {self._kept(f'that {self.command}')}" if self.backup else said
+
+    def _kept(self, before: str) -> str:
+        return (
+            f"Your work from before {before} is in .lab/backups/{self.backup}/: "
             f"`python -m migration_lab restore {self.backup}` brings it back."
         )
-        return said + kept if self.backup else said
 
 
 @contextmanager

@@ -798,7 +798,7 @@ def test_a_reset_refused_by_a_folder_it_cannot_write_changes_nothing(lab: Lab, p
         project.versions_dir.chmod(0o555)
     try:
         with pytest.raises(LabError, match="cannot write ai-service/migrations/versions, so it changed nothing"):
-            writable.check(project, [], [revision], "reset")
+            writable.check(project, [], "reset")  # the revision is in versions/, to be deleted
     finally:
         if os.geteuid() == 0:
             subprocess.run(["chattr", "-i", str(project.versions_dir)], check=True)

@@ -46,15 +46,6 @@ def state(engine: sa.Engine) -> tuple:
     return heads, cols, rows, enums, indexes
 
 
-@pytest.fixture
-def chapter03(lab: Lab, capsys) -> Chapter:
-    """Chapter 03's start: phone_number applied, two phone numbers in the rows."""
-    chapter = Chapter(spec("03"), lab)
-    chapter.reset()
-    capsys.readouterr()
-    return chapter
-
-
 def hostile_downgrade(project: Project, body: str) -> None:
     """Replace phone_number's revision downgrade() with a hostile one (the head revision)."""
     path = next(project.versions_dir.glob(f"{PHONE_HEAD}_*.py"))
