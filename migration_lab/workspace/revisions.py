@@ -150,6 +150,14 @@ def refuse_if_applied(
             f"{gone[0]}'s file is gone: alembic can go neither below it nor past it. Nothing was changed.",
             f"Bring {gone[0]}'s file back: {history.way_back(root, gone[0])}.",
         )
+    mend = f'ch.edit_file("{file}", old, new, confirm=True)'
+    if not any(Path(s.path).resolve() == path.resolve() for s in history.readable(scripts)):
+        # alembic cannot read it (a syntax error): no downgrade gets below it until its Python is mended
+        raise LabError(
+            f"{path.name} is applied to the database (it is at {', '.join(heads)}; the file is revision {revision}), "
+            "and alembic cannot read it now: it is the only record of what the database ran. Nothing was changed.",
+            f"Mend its Python back to what ran: {mend} (or in the editor); alembic can go below it only then.",
+        )
     raise LabError(
         f"{path.name} is applied to the database (it is at {', '.join(heads)}; the file is revision {revision}): "
         + (
@@ -159,11 +167,7 @@ def refuse_if_applied(
         )
         + " Nothing was changed.",
         f'Downgrade below it first (ch.alembic("downgrade {parent}")), or write a new revision; if you mean it: '
-        + (
-            f'ch.delete_file("{file}", confirm=True).'
-            if deleting
-            else f'ch.edit_file("{file}", old, new, confirm=True).'
-        ),
+        + (f'ch.delete_file("{file}", confirm=True).' if deleting else f"{mend}."),
     )
 
 
