@@ -159,8 +159,19 @@ def one_history(lab: Lab) -> Check:
 def models_match_database(lab: Lab, hint: Hints) -> Check:
     """`alembic check`: no difference between main.py's models and the database."""
     result = lab.runner.run("check")
+    name = "main.py's models match the database (alembic check)"
+    if result.error and "upgrade operations detected" not in result.error:
+        # alembic could not compare at all: saying the tables differ would send the learner after a difference
+        first, *rest = levels(hint) or ("",)
+        env = (
+            " env.py's target_metadata must be the models' metadata (from main import Base; target_metadata = "
+            "Base.metadata): alembic compares nothing else."
+            if "MetaData" in result.error
+            else ""
+        )
+        return Check(name, False, (f"`alembic check` could not compare: {result.error}.{env}", *rest))
     detail = f" (alembic check says: {result.error})" if result.error else ""
-    return Check("main.py's models match the database (alembic check)", result.ok, _with_detail(hint, detail))
+    return Check(name, result.ok, _with_detail(hint, detail))
 
 
 def column_values(lab: Lab, table: str, column: str) -> list[Any] | None:

@@ -354,3 +354,145 @@ def test_08_a_sys_exit_with_a_message_is_said_as_written_not_called_a_bare_exit(
     hints = failing(chapter, "env.py:18")[LOADS]
     assert "not on production" in hints[0] and "Take it out" not in hints[0], hints
     capsys.readouterr()
+
+
+# --- more answers, another route each, and plausible wrong ones ---------------------------------------------------
+
+
+def test_08_importing_the_module_instead_of_the_name_is_a_fix_too(lab: Lab, capsys) -> None:
+    """`import main` and `main.Base.metadata`: env.py has no `from main import` line any more; the answer is still
+    the line the traceback showed."""
+    chapter = start(lab, "08")
+    chapter.edit_file("migrations/env.py", BROKEN_ENV_IMPORT, "import main  # noqa: E402")
+    chapter.edit_file("migrations/env.py", "target_metadata = Base.metadata", "target_metadata = main.Base.metadata")
+    chapter.alembic("stamp head")
+    assert chapter.report("migrations/env.py:18").passed, str(chapter.report("migrations/env.py:18"))
+    capsys.readouterr()
+
+
+def test_08_giving_main_py_the_name_env_py_imports_is_a_fix_too(lab: Lab, capsys) -> None:
+    """The colleague's import kept, main.py given a JobQueue (an alias of JobEntry): alembic loads, nothing differs."""
+    chapter = start(lab, "08")
+    main = lab.project.service_dir / "main.py"
+    main.write_text(main.read_text() + "\nJobQueue = JobEntry\n")
+    chapter.alembic("stamp heads")
+    assert chapter.report("env.py:18").passed, str(chapter.report("env.py:18"))
+    capsys.readouterr()
+
+
+def test_08_dropping_the_models_from_env_py_gets_current_to_run_but_fails_and_says_why(lab: Lab, capsys) -> None:
+    """No import, `target_metadata = None`: `alembic current` and `stamp` run, and alembic can no longer compare the
+    models with the database; the hint says that, not that the tables differ."""
+    chapter = start(lab, "08")
+    chapter.edit_file("migrations/env.py", BROKEN_ENV_IMPORT, "")
+    chapter.edit_file("migrations/env.py", "target_metadata = Base.metadata", "target_metadata = None")
+    chapter.alembic("stamp head")
+    hints = failing(chapter, "env.py:18")
+    assert list(hints) == ["main.py's models match the database (alembic check)"], hints
+    said = hints["main.py's models match the database (alembic check)"][0]
+    assert "target_metadata" in said and "they differ" not in said, said
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("answer", [18, "18", "env.py"], ids=["a-number", "a-number-as-text", "the-file"])
+def test_08_half_an_answer_fails(fixed_08, answer: object) -> None:
+    assert ANSWER_CHECK in failing(fixed_08, answer)
+
+
+def test_09_emptying_the_schema_by_sql_instead_of_nuke_passes(lab: Lab, capsys) -> None:
+    """DROP SCHEMA public CASCADE by hand, the type dropped in downgrade() with checkfirst and double quotes."""
+    chapter = start(lab, "09")
+    chapter.sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    chapter.clean_versions()
+    chapter.alembic('revision --autogenerate -m "initial"')
+    chapter.rewrite_revision(
+        downgrade='op.drop_table("user_settings")\n'
+        'op.drop_index(op.f("ix_job_entries_user_id"), table_name="job_entries")\n'
+        'op.drop_table("job_entries")\nop.drop_table("user_profiles")\n'
+        'sa.Enum(name="job_state").drop(op.get_bind(), checkfirst=True)'
+    )
+    chapter.alembic("upgrade head")
+    assert chapter.report().passed, str(chapter.report())
+    capsys.readouterr()
+
+
+def test_09_autogenerating_against_the_old_tables_writes_an_empty_revision_and_fails(lab: Lab, capsys) -> None:
+    """alembic_version emptied instead of the database: autogenerate finds nothing to do, stamp puts it at head."""
+    chapter = start(lab, "09")
+    chapter.sql("DELETE FROM alembic_version")
+    chapter.clean_versions()
+    chapter.alembic('revision --autogenerate -m "initial"')
+    chapter.alembic("stamp head")
+    hints = failing(chapter)
+    assert "that revision creates the whole schema (every table)" in hints, hints
+    assert "a database that still had them" in hints["that revision creates the whole schema (every table)"][0]
+    capsys.readouterr()
+
+
+def test_09_autogenerates_downgrade_without_the_enum_type_fails_the_round_trip(lab: Lab, capsys) -> None:
+    chapter = fresh_09(lab)
+    chapter.alembic("upgrade head")
+    hints = failing(chapter)
+    assert len(hints) == 1 and "job_state" in next(iter(hints.values()))[0], hints
+    capsys.readouterr()
+
+
+def test_10_a_server_default_only_for_the_rows_there_then_dropped_passes(lab: Lab, capsys) -> None:
+    """The default fills the old rows and goes again: the model has none, new rows must name their country."""
+    chapter = start(lab, "10")
+    chapter.add_column("UserProfile", "country = Column(String(2), nullable=False)")
+    chapter.alembic('revision -m "add country"')
+    chapter.rewrite_revision(
+        upgrade="op.add_column('user_profiles', sa.Column('country', sa.String(2), nullable=False, "
+        "server_default='GB'))\n"
+        "op.alter_column('user_profiles', 'country', server_default=None)",
+        downgrade="op.drop_column('user_profiles', 'country')",
+    )
+    chapter.alembic("upgrade head")
+    assert chapter.report().passed, str(chapter.report())
+    capsys.readouterr()
+
+
+def test_10_nullable_and_backfill_then_not_null_in_a_second_revision_passes(lab: Lab, capsys) -> None:
+    chapter = start(lab, "10")
+    chapter.add_column("UserProfile", "country = Column(String(2), nullable=False)")
+    chapter.alembic('revision -m "add country nullable"')
+    chapter.rewrite_revision(
+        upgrade='op.add_column("user_profiles", sa.Column("country", sa.String(2), nullable=True))\n'
+        "op.execute(\"UPDATE user_profiles SET country = 'gb' WHERE country IS NULL\")",
+        downgrade='op.drop_column("user_profiles", "country")',
+    )
+    chapter.alembic('revision -m "country not null"')
+    chapter.rewrite_revision(
+        upgrade='op.alter_column("user_profiles", "country", existing_type=sa.String(2), nullable=False)',
+        downgrade='op.alter_column("user_profiles", "country", existing_type=sa.String(2), nullable=True)',
+    )
+    chapter.alembic("upgrade head")
+    assert chapter.report().passed, str(chapter.report())
+    capsys.readouterr()
+
+
+def test_10_backfilled_but_left_nullable_fails_the_not_null_check(lab: Lab, capsys) -> None:
+    chapter = start(lab, "10")
+    chapter.add_column("UserProfile", "country = Column(String(2), nullable=True)")
+    chapter.alembic('revision -m "add country"')
+    chapter.rewrite_revision(
+        upgrade="op.add_column('user_profiles', sa.Column('country', sa.String(2), nullable=True))\n"
+        "op.execute(\"UPDATE user_profiles SET country = 'GB'\")",
+        downgrade="op.drop_column('user_profiles', 'country')",
+    )
+    chapter.alembic("upgrade head")
+    hints = failing(chapter)
+    assert list(hints) == ["user_profiles.country is NOT NULL, so every profile has one"], hints
+    capsys.readouterr()
+
+
+def test_10_a_downgrade_that_only_relaxes_not_null_fails_the_one_step_replay(lab: Lab, capsys) -> None:
+    chapter = start(lab, "10")
+    chapter.add_column("UserProfile", 'country = Column(String(2), nullable=False, server_default="GB")')
+    chapter.alembic('revision --autogenerate -m "add country"')
+    chapter.rewrite_revision(downgrade="op.alter_column('user_profiles', 'country', nullable=True)")
+    chapter.alembic("upgrade head")
+    hints = failing(chapter)
+    assert COUNTRY_UNDONE in hints, hints
+    capsys.readouterr()
