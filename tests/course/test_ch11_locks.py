@@ -402,3 +402,59 @@ def test_requests_queued_behind_it_only_when_the_alter_waited(chapter: Chapter) 
     quick = locks.run_while_busy(chapter.lab, ALTER, lock_timeout="1s", reader=False, show=False)
     assert quick.done and quick.took == ("AccessExclusiveLock",)
     assert "queued" not in str(quick) and "it took AccessExclusiveLock on user_profiles at once" in str(quick)
+
+
+# --- more answers: another spelling passes, plausible wrong ones fail with what is wrong -----------------------
+
+
+def test_a_typed_model_and_a_timeout_set_through_the_bind_in_seconds_pass(chapter: Chapter, capsys) -> None:
+    """`SET LOCAL lock_timeout TO '0.4s'` through op.get_bind(), the downgrade in plain SQL, the model in
+    SQLAlchemy 2's typed style."""
+    answer(
+        chapter,
+        "op.get_bind().exec_driver_sql(\"SET LOCAL lock_timeout TO '0.4s'\")\n"
+        'op.add_column("user_profiles", sa.Column("plan", sa.String(20), nullable=False, server_default="free"))',
+        downgrade='op.execute("ALTER TABLE user_profiles DROP COLUMN plan")',
+    )
+    for _ in range(3):
+        locks.upgrade_while_busy(chapter)
+        if not failing_checks(chapter).get(SERVED):
+            break
+        chapter.alembic("downgrade -1", confirm=True)
+    chapter.edit_model(
+        "from sqlalchemy.orm import Session, declarative_base",
+        "from sqlalchemy.orm import Mapped, Session, declarative_base, mapped_column",
+    )
+    chapter.add_column("UserProfile", 'plan: Mapped[str] = mapped_column(String(20), server_default="free")')
+    assert failing_checks(chapter) == {}
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    ("upgrade", "failed_check", "said"),
+    [
+        (
+            locks.PLAN_UPGRADE.replace("server_default='free'", "server_default='Free'"),
+            "a revision adds user_profiles.plan: varchar(20), NOT NULL, 'free' for the profiles already there",
+            "not with 'free'",
+        ),
+        (
+            locks.PLAN_UPGRADE.replace(
+                "server_default='free'", "server_default=sa.text(\"left('free' || random(), 4)\")"
+            ),
+            "the column was added without rewriting the table (a non-volatile default)",
+            "volatile",
+        ),
+    ],
+    ids=["capitalised-default", "volatile-default"],
+)
+def test_a_default_that_is_not_free_or_rewrites_every_row_fails(
+    chapter: Chapter, upgrade: str, failed_check: str, said: str, capsys
+) -> None:
+    """Judged on a copy before it is applied: 'Free' is another plan; a volatile expression that yields 'free'
+    makes PostgreSQL write it into every row, under ACCESS EXCLUSIVE."""
+    answer(chapter, upgrade)
+    failed = failing_checks(chapter)
+    assert failed_check in failed, failed
+    assert said in failed[failed_check][0], failed[failed_check]
+    capsys.readouterr()

@@ -394,3 +394,91 @@ def test_a_trigger_made_by_hand_is_named_and_said_to_belong_in_a_revision(lab: L
     assert replay_check in failed, failed
     assert "made by hand (in no revision)" in failed[replay_check][0], failed[replay_check]
     capsys.readouterr()
+
+
+# --- more answers: other spellings and routes pass, plausible wrong triggers fail ------------------------------
+
+TG_OP_SYNC = '''op.execute("""
+CREATE FUNCTION keep_phones_in_step() RETURNS trigger AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        IF NEW.phone IS NULL THEN NEW.phone := NEW.phone_number; END IF;
+        IF NEW.phone_number IS NULL THEN NEW.phone_number := NEW.phone; END IF;
+    ELSIF NEW.phone_number IS DISTINCT FROM OLD.phone_number THEN
+        NEW.phone := NEW.phone_number;
+    ELSIF NEW.phone IS DISTINCT FROM OLD.phone THEN
+        NEW.phone_number := NEW.phone;
+    END IF;
+    RETURN NEW;
+END $$ LANGUAGE plpgsql""")
+op.execute("""CREATE TRIGGER keep_phones_in_step BEFORE INSERT OR UPDATE ON user_profiles
+              FOR EACH ROW EXECUTE PROCEDURE keep_phones_in_step()""")'''
+DROP_TG_OP_SYNC = (
+    'op.execute("DROP TRIGGER keep_phones_in_step ON user_profiles")\nop.execute("DROP FUNCTION keep_phones_in_step()")'
+)
+BATCHED_BACKFILL = """bind = op.get_bind()
+with op.get_context().autocommit_block():
+    while bind.execute(sa.text("UPDATE user_profiles SET phone = phone_number WHERE id IN (SELECT id FROM "
+                               "user_profiles WHERE phone IS NULL AND phone_number IS NOT NULL LIMIT 2)")).rowcount:
+        pass"""
+
+
+def test_a_typed_model_a_tg_op_trigger_in_a_revision_of_its_own_and_a_loop_backfill_pass(lab: Lab, capsys) -> None:
+    """Mapped[...] in the model; the column, the trigger and the backfill each in a revision of their own; the
+    trigger branches on TG_OP; the backfill loops until no row is left."""
+    chapter = Chapter(spec("12"), lab)
+    chapter.reset()
+    chapter.start_exercise()
+    chapter.edit_model(
+        "from sqlalchemy.orm import Session, declarative_base",
+        "from sqlalchemy.orm import Mapped, Session, declarative_base, mapped_column",
+    )
+    chapter.add_column("UserProfile", "phone: Mapped[str | None] = mapped_column(String)")
+    chapter.alembic('revision --autogenerate -m "add phone"')
+    chapter.alembic('revision -m "keep phones in step"')
+    chapter.rewrite_revision(upgrade=TG_OP_SYNC, downgrade=DROP_TG_OP_SYNC)
+    chapter.alembic('revision -m "backfill phone"')
+    chapter.rewrite_revision(upgrade=BATCHED_BACKFILL)
+    chapter.alembic("upgrade head")
+    assert chapter.report().passed, str(chapter.report())
+    capsys.readouterr()
+
+
+COALESCE_SYNC = '''op.execute("""
+CREATE OR REPLACE FUNCTION fill_phones() RETURNS trigger AS $$
+BEGIN
+    NEW.phone := COALESCE(NEW.phone, NEW.phone_number);
+    NEW.phone_number := COALESCE(NEW.phone_number, NEW.phone);
+    RETURN NEW;
+END $$ LANGUAGE plpgsql""")
+op.execute("CREATE TRIGGER fill_phones BEFORE INSERT OR UPDATE ON user_profiles "
+           "FOR EACH ROW EXECUTE FUNCTION fill_phones()")'''
+DROP_COALESCE_SYNC = (
+    'op.execute("DROP TRIGGER fill_phones ON user_profiles")\nop.execute("DROP FUNCTION fill_phones()")'
+)
+
+
+@pytest.mark.parametrize(
+    "sync",
+    [COALESCE_SYNC, COALESCE_SYNC.replace("BEFORE INSERT", "AFTER INSERT")],
+    ids=["coalesce-fills-only-empty-ones", "after-trigger-changes-nothing"],
+)
+def test_a_trigger_that_fills_only_empty_columns_or_runs_after_the_write_fails_side_by_side(
+    lab: Lab, sync: str, capsys
+) -> None:
+    """COALESCE copies a number into an empty column, never a changed one: an update by one version leaves the other
+    column stale. An AFTER trigger's NEW is thrown away: nothing is copied at all."""
+    chapter = exercise_start(lab)
+    chapter.alembic('revision -m "expand phone"')
+    chapter.rewrite_revision(
+        upgrade="op.add_column('user_profiles', sa.Column('phone', sa.String(), nullable=True))\n" + sync,
+        downgrade=DROP_COALESCE_SYNC + "\nop.drop_column('user_profiles', 'phone')",
+    )
+    chapter.alembic('revision -m "backfill phone"')
+    chapter.rewrite_revision(upgrade='op.execute("UPDATE user_profiles SET phone = phone_number")')
+    chapter.alembic("upgrade head")
+    failed = failing(chapter)
+    side_by_side = [name for name in failed if "works next to" in name]
+    assert side_by_side, failed
+    assert "only the database can keep" in failed[side_by_side[0]][0] or "differ" in failed[side_by_side[0]][0]
+    capsys.readouterr()

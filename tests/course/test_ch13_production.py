@@ -317,3 +317,59 @@ def test_an_env_py_that_fails_for_any_single_run_is_not_called_a_race(released: 
     assert not neither.passed
     assert "Neither replica got as far as a revision" in neither.hints[0] and "boom" in neither.hints[0]
     assert "Make them take turns" not in neither.hints[0]
+
+
+# --- more guards in env.py: other spellings that hold the lock pass, guards that let go before migrating fail ----
+
+IN_A_BEGIN_BLOCK = """def run_migrations(connection: Connection) -> None:
+    with connection.begin():  # committed as the block ends: alembic then owns the transactions it runs
+        connection.execute(text("SELECT pg_advisory_lock(hashtext('ai-service migrations'))"))
+    configure(connection=connection)
+    with context.begin_transaction():
+        context.run_migrations()
+"""
+ON_A_GUARD_CONNECTION = """def run_migrations(connection: Connection) -> None:
+    with connection.engine.connect() as guard:  # a session of its own holds the lock while the other migrates
+        guard.execute(text("SELECT pg_advisory_lock(13)"))
+        guard.commit()
+        configure(connection=connection)
+        with context.begin_transaction():
+            context.run_migrations()
+"""
+LOCKED_AND_UNLOCKED = """def run_migrations(connection: Connection) -> None:
+    connection.execute(text("SELECT pg_advisory_lock(13)"))
+    connection.execute(text("SELECT pg_advisory_unlock(13)"))  # let go before the revisions run
+    connection.commit()
+    configure(connection=connection)
+    with context.begin_transaction():
+        context.run_migrations()
+"""
+ON_A_CLOSED_CONNECTION = """def run_migrations(connection: Connection) -> None:
+    with connection.engine.connect() as guard:
+        guard.execute(text("SELECT pg_advisory_lock(13)"))
+        guard.commit()  # ... and the session, with its lock, ends with the block, before the revisions run
+    configure(connection=connection)
+    with context.begin_transaction():
+        context.run_migrations()
+"""
+
+
+@pytest.mark.parametrize(
+    "run_migrations", [IN_A_BEGIN_BLOCK, ON_A_GUARD_CONNECTION], ids=["begin-block-hashtext", "guard-connection"]
+)
+def test_other_session_locks_held_while_migrating_pass(released: Lab, run_migrations: str) -> None:
+    rewrite_env_py(released, run_migrations)
+    assert released.runner.run("upgrade head").ok
+    assert all(checks(released).values()), checks(released)
+
+
+@pytest.mark.parametrize(
+    "run_migrations", [LOCKED_AND_UNLOCKED, ON_A_CLOSED_CONNECTION], ids=["unlocked-at-once", "closed-connection"]
+)
+def test_a_lock_let_go_before_the_revisions_run_fails_and_says_they_collided(
+    released: Lab, run_migrations: str
+) -> None:
+    rewrite_env_py(released, run_migrations)
+    report = {c.name: c for c in deploy.exercise(released)}
+    assert not report[NEITHER_FAILS].passed
+    assert "take turns" in report[NEITHER_FAILS].hints[0], report[NEITHER_FAILS].hints

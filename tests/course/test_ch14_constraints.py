@@ -279,3 +279,62 @@ def test_the_solution_passes_after_the_chapters_steps(lab: Lab, capsys) -> None:
     assert failing(chapter) == []
     assert lab.runner.run(["downgrade", busy.START]).ok and lab.runner.run("upgrade head").ok  # round trip
     capsys.readouterr()
+
+
+# --- more answers: other spellings pass, plausible wrong ones fail the check that catches them ---------------------
+
+# Right: the key named by the naming convention (None), op.f for the index, the timeout through sa.text with TO.
+CONVENTION_NAMES = f"""
+op.execute(sa.text("SET LOCAL lock_timeout TO '200ms'"))
+op.create_foreign_key(None, "job_entries", "user_profiles", ["reviewer_id"], ["id"], postgresql_not_valid=True)
+with op.get_context().autocommit_block():
+    op.create_index(op.f("ix_job_entries_reviewer_id"), "job_entries", ["reviewer_id"], postgresql_concurrently=True)
+    op.execute("ALTER TABLE job_entries VALIDATE CONSTRAINT {FK}")
+"""
+# Right: NOT VALID in one revision, VALIDATE in the next one's own transaction (no autocommit_block: env.py commits
+# each revision), the index built concurrently there too.
+VALIDATE_NEXT = (
+    (
+        f"""op.execute("SET LOCAL lock_timeout = '200ms'")
+op.create_foreign_key("{FK}", "job_entries", "user_profiles", ["reviewer_id"], ["id"], postgresql_not_valid=True)""",
+        f'op.drop_constraint("{FK}", "job_entries", type_="foreignkey")',
+    ),
+    (
+        f"""op.execute("ALTER TABLE job_entries VALIDATE CONSTRAINT {FK}")
+with op.get_context().autocommit_block():
+    op.execute("CREATE INDEX CONCURRENTLY ix_job_entries_reviewer_id ON job_entries (reviewer_id)")""",
+        """with op.get_context().autocommit_block():
+    op.execute("DROP INDEX CONCURRENTLY ix_job_entries_reviewer_id")""",
+    ),
+)
+TYPED_MODEL = 'reviewer_id: Mapped[int | None] = mapped_column(ForeignKey("user_profiles.id"), index=True)'
+
+
+def test_a_key_named_by_the_convention_passes(chapter: Chapter) -> None:
+    answer(chapter, CONVENTION_NAMES)
+    assert failing(chapter) == [], str(chapter.report())
+
+
+def test_validated_in_the_next_revision_with_a_typed_model_passes(chapter: Chapter) -> None:
+    chapter.edit_model(
+        "from sqlalchemy.orm import Session, declarative_base",
+        "from sqlalchemy.orm import Mapped, Session, declarative_base, mapped_column",
+    )
+    answer(chapter, *VALIDATE_NEXT, model=TYPED_MODEL)
+    assert failing(chapter) == [], str(chapter.report())
+
+
+def test_a_downgrade_that_is_pass_leaves_the_key_and_fails(chapter: Chapter) -> None:
+    """Applied, then replayed on a copy from the chapter's start: the `pass` left the key there, so the upgrade meets
+    it again; the first hint says so, and names the downgrade."""
+    answer(chapter, (catalogue.SAFE_UPGRADE, "pass"))
+    report = chapter.report()
+    assert UNDONE in failing(chapter), str(report)
+    assert report.first_failing is not None and "already exists" in report.first_failing.hint, str(report)
+    assert "downgrade() undo everything" in report.first_failing.hint, str(report)
+
+
+def test_a_lock_timeout_longer_than_a_client_waits_fails_the_traffic(chapter: Chapter) -> None:
+    answer(chapter, catalogue.SAFE_UPGRADE.replace("'200ms'", "'3s'"))
+    report = chapter.report()
+    assert failing(chapter) == [TRAFFIC], str(report)

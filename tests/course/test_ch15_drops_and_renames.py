@@ -208,3 +208,50 @@ def test_a_downgrade_that_gives_the_column_back_not_null_with_a_default_is_told_
     undone = "its downgrade() runs and gives the column back, nullable (replayed on the copy)"
     (check,) = [c for c in chapter.report().checks if c.name == undone]
     assert not check.passed and "back NOT NULL" in check.hints[0] and "refuse" not in check.hints[0], check.hints
+
+
+# --- more answers: other spellings pass, plausible wrong ones fail the check that catches them -------------------
+
+
+def test_a_plain_set_to_bare_milliseconds_through_the_bind_and_sql_with_if_exists_pass(chapter: Chapter) -> None:
+    """The model line commented out; `SET lock_timeout TO 200` (no LOCAL, bare milliseconds) through op.get_bind();
+    DROP COLUMN IF EXISTS; a downgrade in SQL that gives back a varchar."""
+    chapter.edit_model(PHONE, "    # " + PHONE.lstrip())
+    write_revision(
+        chapter.lab.project,
+        "c15a00000001",
+        busy.START,
+        'op.get_bind().exec_driver_sql("SET lock_timeout TO 200")\n'
+        'op.execute(sa.text("ALTER TABLE user_profiles DROP COLUMN IF EXISTS phone_number"))',
+        'op.execute("ALTER TABLE user_profiles ADD COLUMN IF NOT EXISTS phone_number varchar(32)")',
+    )
+    assert chapter.lab.runner.run("upgrade head").ok
+    assert failing(chapter) == [], str(chapter.report())
+
+
+def test_the_timeout_with_a_statement_timeout_beside_it_passes(chapter: Chapter) -> None:
+    answer(
+        chapter,
+        "op.execute(\"SET LOCAL statement_timeout = '5s'\")\n"
+        "op.execute(sa.text(\"SET LOCAL lock_timeout = '0.2s'\"))\n" + DROP,
+    )
+    assert failing(chapter) == [], str(chapter.report())
+
+
+def test_a_lock_timeout_set_after_the_drop_fails_by_the_trace(chapter: Chapter) -> None:
+    answer(chapter, f"{DROP}\nop.execute(\"SET LOCAL lock_timeout = '200ms'\")")
+    report = chapter.report()
+    assert report.first_failing is not None and report.first_failing.name == TRACE, str(report)
+    assert "lock_timeout 0" in report.first_failing.hint
+
+
+def test_a_set_local_lock_timeout_in_a_revision_of_its_own_ends_with_it_and_fails(chapter: Chapter) -> None:
+    """SET LOCAL lasts until its transaction's end, and env.py commits each revision: the DROP, in the next one,
+    waits as long as it takes."""
+    chapter.edit_model(PHONE, "")
+    write_revision(chapter.lab.project, "c15a00000001", busy.START, "op.execute(\"SET LOCAL lock_timeout = '200ms'\")")
+    write_revision(chapter.lab.project, "c15a00000002", "c15a00000001", DROP, DOWN)
+    assert chapter.lab.runner.run("upgrade head").ok
+    report = chapter.report()
+    assert report.first_failing is not None and report.first_failing.name == TRACE, str(report)
+    assert TRAFFIC in failing(chapter)
