@@ -145,12 +145,16 @@ def failing_line(path: Path, pattern: str) -> tuple[int, str] | None:
 
 # A file and a line number, in every form a learner copies them: "env.py:18", "env.py, line 18",
 # 'File "ai-service/migrations/env.py", line 18, in <module>' (the traceback's own frame header), an editor's or a
-# web page's "env.py:L18", "env.py#L18", "env.py (line 18)", "env.py line 18", or says them: "line 18 of env.py".
+# web page's "env.py:L18", "env.py#L18", "env.py (line 18)", "env.py line 18", "env.py: line 18", or says them: "line 18
+# of env.py", "line 18, env.py".
 FRAME = re.compile(
-    r"""(?P<file>[^\s"',:()#]+\.py)["']?\s*(?:[:#]\s*L?|,?\s*\(?\s*line\b\s*:?|\s+L(?=\d))\s*(?P<line>\d+)""",
+    r"""(?P<file>[^\s"',:()#]+\.py)["']?\s*(?:[:#]\s*L?|[,:]?\s*\(?\s*line\b\s*:?|\s+L(?=\d))\s*(?P<line>\d+)""",
     re.IGNORECASE,
 )
-SAID = re.compile(r"""\bline\s+(?P<line>\d+)\s*,?\s+(?:of|in)\s+["']?(?P<file>[^\s"',:]+\.py)\b""", re.IGNORECASE)
+SAID = re.compile(
+    r"""\bline\s+(?P<line>\d+)(?:\s*,\s*(?:(?:of|in)\s+)?|\s+(?:of|in)\s+)["']?(?P<file>[^\s"',:]+\.py)\b""",
+    re.IGNORECASE,
+)
 
 
 def _code(text: str) -> str:

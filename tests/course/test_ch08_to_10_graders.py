@@ -42,6 +42,8 @@ def fixed_08(lab: Lab, capsys):
         "env.py line 18",
         "ai-service/migrations/env.py:L18",
         "ai-service/migrations/env.py#L18",
+        "env.py: line 18",
+        "line 18, ai-service/migrations/env.py",
     ],
     ids=[
         "file:line",
@@ -59,6 +61,8 @@ def fixed_08(lab: Lab, capsys):
         "file-line",
         "editor-L",
         "web-anchor",
+        "file-colon-line",
+        "line-comma-file",
     ],
 )
 def test_08_accepts_every_form_the_text_invites(fixed_08, answer: str) -> None:
@@ -81,6 +85,8 @@ def test_08_accepts_every_form_the_text_invites(fixed_08, answer: str) -> None:
         "env.py",  # the file, no line
         "env.py (line 19)",
         "ai-service/migrations/env.py#L1",
+        "main.py: line 18",
+        "line 18, main.py",
     ],
     ids=[
         "wrong-line",
@@ -94,6 +100,8 @@ def test_08_accepts_every_form_the_text_invites(fixed_08, answer: str) -> None:
         "no-line",
         "parenthesised-wrong-line",
         "web-anchor-wrong-line",
+        "colon-line-of-main",
+        "line-comma-main",
     ],
 )
 def test_08_rejects_what_does_not_name_that_line(fixed_08, answer: str) -> None:
