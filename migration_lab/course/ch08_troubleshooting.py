@@ -156,6 +156,8 @@ SAID = re.compile(
     re.IGNORECASE,
 )
 
+PY_FILE = re.compile(r"""[^\s"',:()#]+\.py\b""", re.IGNORECASE)
+
 
 def _code(text: str) -> str:
     """A line of code as written, whatever was pasted around it: no comment, no indent, single spaces."""
@@ -172,6 +174,11 @@ def names_the_line(answer: object, file: str, number: int, texts: str | tuple[st
     named = [(Path(m["file"]).name.lower(), int(m["line"])) for m in frames]
     if named:
         return all(frame == (Path(file).name.lower(), number) for frame in named)
+    # A file and a number said any other way ("env.py line no. 18", "18 env.py"): that file alone, that number alone.
+    files = {Path(found).name.lower() for found in PY_FILE.findall(answer)}
+    numbers = [int(found) for found in re.findall(r"\d+", PY_FILE.sub(" ", answer))]
+    if files == {Path(file).name.lower()} and numbers == [number]:
+        return True
     lines = [_code(line.strip().strip("\"'")) for line in answer.splitlines()]
     given = [line for line in lines if line and not set(line) <= set("^~ ")]  # a caret line marks, names nothing
     wanted = {_code(t) for t in ((texts,) if isinstance(texts, str) else texts)} - {""}

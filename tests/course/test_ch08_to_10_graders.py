@@ -44,6 +44,9 @@ def fixed_08(lab: Lab, capsys):
         "ai-service/migrations/env.py#L18",
         "env.py: line 18",
         "line 18, ai-service/migrations/env.py",
+        "env.py line no. 18",
+        "env.py, ln 18",
+        "18 env.py",
     ],
     ids=[
         "file:line",
@@ -63,6 +66,9 @@ def fixed_08(lab: Lab, capsys):
         "web-anchor",
         "file-colon-line",
         "line-comma-file",
+        "line-no",
+        "ln",
+        "number-first",
     ],
 )
 def test_08_accepts_every_form_the_text_invites(fixed_08, answer: str) -> None:
@@ -87,6 +93,10 @@ def test_08_accepts_every_form_the_text_invites(fixed_08, answer: str) -> None:
         "ai-service/migrations/env.py#L1",
         "main.py: line 18",
         "line 18, main.py",
+        "main.py line no. 18",
+        "env.py ln 19",
+        "18 env.py or main.py",
+        "env.py 18 or 19",
     ],
     ids=[
         "wrong-line",
@@ -102,6 +112,10 @@ def test_08_accepts_every_form_the_text_invites(fixed_08, answer: str) -> None:
         "web-anchor-wrong-line",
         "colon-line-of-main",
         "line-comma-main",
+        "line-no-of-main",
+        "ln-wrong-line",
+        "two-files",
+        "two-lines",
     ],
 )
 def test_08_rejects_what_does_not_name_that_line(fixed_08, answer: str) -> None:
