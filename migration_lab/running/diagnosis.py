@@ -91,7 +91,8 @@ STATEMENT_HINTS: tuple[tuple[str, re.Pattern[str], str], ...] = (
         "55P03",
         INDEX_BUILD,
         "A build CONCURRENTLY waits for every transaction that has written the table or holds an older snapshot "
-        "(a report idle in transaction is enough), and a lock_timeout cancelled that wait. "
+        "(a writer of the table idle in its transaction, or a REPEATABLE READ report on any table), and a lock_timeout "
+        "cancelled that wait. "
         + INVALID_LEFT
         + " Build it without a short lock_timeout (SET lock_timeout = 0 in its autocommit_block), once the "
         "long transaction has ended.",

@@ -244,11 +244,14 @@ TIMEOUTS_FIX = (
     "(LOCAL: they end with the revision's transaction); a migration that cannot get its lock then fails fast, "
     "ready to retry."
 )
-# A concurrent index build (or drop) waits for every older transaction, but blocks no reads or writes meanwhile.
+# A concurrent index build (or drop) waits for older transactions, but blocks no reads or writes meanwhile. What it
+# waits for: a build, the writers of its table and whoever holds an older snapshot (a REPEATABLE READ report on any
+# table, not a READ COMMITTED one idle between statements); a drop, every transaction that used its table, readers too.
 CONCURRENT_NO_LOCK_TIMEOUT = (
-    "Not for a build or drop CONCURRENTLY: while it waits (for every transaction older than it, on any table) it "
-    "blocks no reads or writes, and a lock_timeout would only cancel it and leave an INVALID index behind. A "
-    "statement_timeout bounds it instead."
+    "Not for a build or drop CONCURRENTLY: while it waits (a build for the transactions that wrote the table or hold "
+    "an older snapshot, on any table; a drop for every transaction that used the table) it blocks no reads or "
+    "writes, and a lock_timeout would only cancel it and leave an INVALID index behind. A statement_timeout bounds "
+    "it instead."
 )
 EXPLAINED = {
     "require-lock-timeout": ("warning", TIMEOUTS_FIX),

@@ -911,6 +911,9 @@ SAID = [
     ("13-migrations-in-production.ipynb", "alembic current --check-heads", True),
     ("13-migrations-in-production.ipynb", "alembic.ext.checkconstraint_byname", True),
     ("13-migrations-in-production.ipynb", "alembic init --template pyproject", True),
+    ("11-locks-and-downtime.ipynb", "report idle in transaction is enough", False),
+    ("11-locks-and-downtime.ipynb", "in the default `READ COMMITTED` an idle report holds no", True),
+    ("14-constraints-and-types.ipynb", "which blocks nobody", False),
 ]
 
 
@@ -929,3 +932,104 @@ def test_the_exercise_hint_calls_now_stable_not_volatile(lab: Lab) -> None:
     reset("11", lab)
     hint = next(c for c in ch11_locks.exercise(lab, None) if "without rewriting" in c.name).hints[0]
     assert "a stable one like now()" in hint and "(now(), clock_timestamp()" not in hint
+
+
+# --- 13. what a concurrent build or drop waits for, a foreign-key column's type, reruns, idle timers, lock words --
+
+
+def waits_behind(connect, holder: str, sql: str) -> bool:
+    """Whether `sql` (under a 1 s lock_timeout) waits for a session that ran `holder` and sits idle in it."""
+    isolation, statement = holder.split(": ", 1)
+    other = connect(isolation)
+    other.execute(text(statement))
+    conn = connect()
+    conn.execute(text("SET lock_timeout = '1s'"))
+    try:
+        conn.execute(text(sql))
+        return False
+    except exc.OperationalError as error:
+        assert sqlstate(error) == "55P03"
+        return True
+    finally:
+        other.rollback()
+
+
+@pytest.mark.parametrize(
+    "holder, waits",
+    [
+        ("READ COMMITTED: SELECT count(*) FROM reports", False),  # the usual report: no snapshot between statements
+        ("READ COMMITTED: SELECT count(*) FROM profiles", False),  # even on the same table: its lock is no writer's
+        ("READ COMMITTED: INSERT INTO reports VALUES (1)", False),  # a writer of another table
+        ("REPEATABLE READ: SELECT count(*) FROM reports", True),  # an older snapshot, on any table
+        ("READ COMMITTED: INSERT INTO profiles (name) VALUES ('w')", True),  # a writer of the table
+    ],
+)
+def test_a_concurrent_build_waits_for_writers_and_older_snapshots_not_for_a_read_committed_report(
+    connect, holder: str, waits: bool
+) -> None:
+    """Chapter 11 said "a report idle in transaction is enough", the reviewer "every transaction older than it, on
+    any table": in the default READ COMMITTED an idle report holds no snapshot, and the build does not wait for it."""
+    conn = connect()
+    profiles(conn, 1000)
+    conn.execute(text("CREATE TABLE reports (id int)"))
+    assert waits_behind(connect, holder, "CREATE INDEX CONCURRENTLY ix_phone ON profiles (phone)") is waits
+    # Cancelled before its build (a writer) it is not even ready; after it (an old snapshot), ready, never valid.
+    left = (False, "INSERT" not in holder) if waits else (True, True)
+    assert index_state(conn, "ix_phone") == left
+
+
+@pytest.mark.parametrize(
+    "holder, waits",
+    [
+        ("READ COMMITTED: SELECT count(*) FROM profiles", True),  # any transaction that used the table, a reader too
+        ("REPEATABLE READ: SELECT count(*) FROM reports", False),  # nothing on another table
+    ],
+)
+def test_a_concurrent_drop_waits_for_every_transaction_on_its_table_and_none_on_others(
+    connect, holder: str, waits: bool
+) -> None:
+    conn = connect()
+    profiles(conn, 1000)
+    conn.execute(text("CREATE TABLE reports (id int)"))
+    conn.execute(text("CREATE INDEX ix_phone ON profiles (phone)"))
+    assert waits_behind(connect, holder, "DROP INDEX CONCURRENTLY ix_phone") is waits
+    assert index_state(conn, "ix_phone") == ((False, True) if waits else None)  # cancelled: left INVALID
+
+
+def test_a_waiting_concurrent_drop_blocks_no_reads_or_writes(connect) -> None:
+    """Chapter 14: DROP INDEX CONCURRENTLY "blocks no reads or writes" (it used to say "nobody": it does queue
+    what needs a ShareUpdateExclusiveLock or more, an ANALYZE say)."""
+    conn = connect()
+    profiles(conn, 1000)
+    conn.execute(text("CREATE INDEX ix_phone ON profiles (phone)"))
+    report = connect("READ COMMITTED")
+    report.execute(text("SELECT count(*) FROM profiles"))
+    dropping = connect()
+    drop = threading.Thread(target=lambda: dropping.execute(text("DROP INDEX CONCURRENTLY ix_phone")))
+    drop.start()
+    deadline = time.monotonic() + 10
+    while not conn.scalar(
+        text("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'DROP INDEX CONC%' AND wait_event_type = 'Lock'")
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    app = connect()
+    app.execute(text("SET lock_timeout = '500ms'"))
+    app.execute(text("INSERT INTO profiles (name) VALUES ('during')"))
+    assert app.scalar(text("SELECT count(*) FROM profiles")) == 1001
+    with pytest.raises(exc.OperationalError) as queued:
+        app.execute(text("ANALYZE profiles"))
+    assert sqlstate(queued.value) == "55P03"
+    report.rollback()
+    drop.join(10)
+    assert index_state(conn, "ix_phone") is None
+
+
+def test_the_reviewer_says_what_a_concurrent_build_and_drop_wait_for() -> None:
+    from migration_lab.running import diagnosis
+    from migration_lab.tools.review import CONCURRENT_NO_LOCK_TIMEOUT
+
+    assert "every transaction older than it, on any table" not in CONCURRENT_NO_LOCK_TIMEOUT
+    assert "wrote the table or hold an older snapshot" in CONCURRENT_NO_LOCK_TIMEOUT
+    hints = " ".join(hint for _, _, hint in diagnosis.STATEMENT_HINTS)
+    assert "a report idle in transaction is enough" not in hints and "REPEATABLE READ report" in hints
