@@ -913,6 +913,8 @@ SAID = [
     ("13-migrations-in-production.ipynb", "alembic init --template pyproject", True),
     ("11-locks-and-downtime.ipynb", "report idle in transaction is enough", False),
     ("11-locks-and-downtime.ipynb", "in the default `READ COMMITTED` an idle report holds no", True),
+    ("14-constraints-and-types.ipynb", "also locks the table it references, whose key is re-checked", False),
+    ("14-constraints-and-types.ipynb", "also takes `AccessExclusiveLock` on the table it references", True),
     ("14-constraints-and-types.ipynb", "which blocks nobody", False),
 ]
 
@@ -1023,6 +1025,35 @@ def test_a_waiting_concurrent_drop_blocks_no_reads_or_writes(connect) -> None:
     report.rollback()
     drop.join(10)
     assert index_state(conn, "ix_phone") is None
+
+
+def test_changing_a_foreign_key_columns_type_locks_the_referenced_table_against_reads_and_rechecks_the_key(
+    connect,
+) -> None:
+    """Chapter 14 said it "also locks the table it references": AccessExclusiveLock (adding a key takes only
+    ShareRowExclusiveLock), because the key is dropped and added again; and the key is checked again."""
+    conn = connect()
+    conn.execute(text("CREATE TABLE parent (id int PRIMARY KEY)"))
+    conn.execute(text("INSERT INTO parent SELECT g FROM generate_series(1, 100) g"))
+    conn.execute(text("CREATE TABLE child (id serial PRIMARY KEY, parent_id int CONSTRAINT fk REFERENCES parent)"))
+    conn.execute(text("INSERT INTO child (parent_id) SELECT 1 + g % 100 FROM generate_series(1, 1000) g"))
+    migration = connect("READ COMMITTED")
+    migration.execute(text("ALTER TABLE child ALTER COLUMN parent_id TYPE bigint"))
+    held = conn.scalars(
+        text("SELECT mode FROM pg_locks WHERE relation = 'parent'::regclass AND granted AND pid <> pg_backend_pid()")
+    ).all()
+    assert "AccessExclusiveLock" in held
+    reader = connect()
+    reader.execute(text("SET lock_timeout = '300ms'"))
+    with pytest.raises(exc.OperationalError) as blocked:  # a plain read of the referenced table waits
+        reader.execute(text("SELECT count(*) FROM parent"))
+    assert sqlstate(blocked.value) == "55P03"
+    migration.rollback()
+    conn.execute(text("ALTER TABLE child DISABLE TRIGGER ALL"))  # an orphan the key would refuse
+    conn.execute(text("INSERT INTO child (parent_id) VALUES (99999)"))
+    conn.execute(text("ALTER TABLE child ENABLE TRIGGER ALL"))
+    with pytest.raises(exc.IntegrityError):  # re-checked: every row read against parent
+        conn.execute(text("ALTER TABLE child ALTER COLUMN parent_id TYPE bigint"))
 
 
 def test_the_reviewer_says_what_a_concurrent_build_and_drop_wait_for() -> None:
