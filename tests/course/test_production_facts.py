@@ -913,6 +913,8 @@ SAID = [
     ("13-migrations-in-production.ipynb", "alembic init --template pyproject", True),
     ("11-locks-and-downtime.ipynb", "report idle in transaction is enough", False),
     ("11-locks-and-downtime.ipynb", "in the default `READ COMMITTED` an idle report holds no", True),
+    ("12-expand-and-contract.ipynb", "`CREATE OR REPLACE FUNCTION` keeps the revision safe to run again", False),
+    ("12-expand-and-contract.ipynb", "The revision runs in one transaction", True),
     ("14-constraints-and-types.ipynb", "also locks the table it references, whose key is re-checked", False),
     ("14-constraints-and-types.ipynb", "also takes `AccessExclusiveLock` on the table it references", True),
     ("14-constraints-and-types.ipynb", "which blocks nobody", False),
@@ -1054,6 +1056,38 @@ def test_changing_a_foreign_key_columns_type_locks_the_referenced_table_against_
     conn.execute(text("ALTER TABLE child ENABLE TRIGGER ALL"))
     with pytest.raises(exc.IntegrityError):  # re-checked: every row read against parent
         conn.execute(text("ALTER TABLE child ALTER COLUMN parent_id TYPE bigint"))
+
+
+EXPAND = [
+    "ALTER TABLE profiles ADD COLUMN full_name_2 text",
+    "CREATE OR REPLACE FUNCTION sync_full_name_2() RETURNS trigger AS $$ BEGIN NEW.full_name_2 := NEW.name; "
+    "RETURN NEW; END $$ LANGUAGE plpgsql",
+    "CREATE TRIGGER sync_full_name_2 BEFORE INSERT OR UPDATE ON profiles FOR EACH ROW "
+    "EXECUTE FUNCTION sync_full_name_2()",
+]
+
+
+def test_the_expand_is_safe_to_rerun_because_it_is_one_transaction_not_because_of_or_replace(connect) -> None:
+    """Chapter 12's expand (add a column, CREATE OR REPLACE FUNCTION, CREATE TRIGGER), in alembic's transaction."""
+    conn = connect()
+    profiles(conn, 10)
+    migration = connect("READ COMMITTED")
+    for statement in EXPAND:
+        migration.execute(text(statement))
+    with pytest.raises(exc.ProgrammingError):  # a failure after the function: nothing of it stays
+        migration.execute(text("SELECT no_such_column FROM profiles"))
+    migration.rollback()
+    assert conn.scalar(text("SELECT to_regprocedure('sync_full_name_2()')")) is None
+    for statement in EXPAND:  # the rerun starts from scratch, and passes
+        migration.execute(text(statement))
+    migration.commit()
+    again = connect("READ COMMITTED")  # run a second time, OR REPLACE or not, it fails
+    with pytest.raises(exc.ProgrammingError) as twice:
+        again.execute(text(EXPAND[0].replace("ADD COLUMN", "ADD COLUMN IF NOT EXISTS")))
+        again.execute(text(EXPAND[1]))
+        again.execute(text(EXPAND[2]))
+    assert sqlstate(twice.value) == "42710"  # trigger "sync_full_name_2" already exists
+    again.rollback()
 
 
 def test_the_reviewer_says_what_a_concurrent_build_and_drop_wait_for() -> None:
