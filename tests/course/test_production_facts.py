@@ -918,6 +918,7 @@ SAID = [
     ("14-constraints-and-types.ipynb", "also locks the table it references, whose key is re-checked", False),
     ("14-constraints-and-types.ipynb", "also takes `AccessExclusiveLock` on the table it references", True),
     ("14-constraints-and-types.ipynb", "which blocks nobody", False),
+    ("15-retries-drops-and-renames.ipynb", "the clock runs from the moment a session goes", True),
 ]
 
 
@@ -1088,6 +1089,22 @@ def test_the_expand_is_safe_to_rerun_because_it_is_one_transaction_not_because_o
         again.execute(text(EXPAND[2]))
     assert sqlstate(twice.value) == "42710"  # trigger "sync_full_name_2" already exists
     again.rollback()
+
+
+def test_idle_in_transaction_session_timeout_counts_from_idleness_not_from_the_waiter(connect) -> None:
+    """A report idle for 1.2 s of its 2 s when the ALTER arrives is ended about 0.8 s later, not 2 s later."""
+    conn = connect()
+    profiles(conn, 10)
+    report = connect("READ COMMITTED")
+    report.execute(text("SET idle_in_transaction_session_timeout = '2s'"))
+    report.execute(text("SELECT count(*) FROM profiles"))
+    time.sleep(1.2)
+    started = time.monotonic()
+    conn.execute(text("ALTER TABLE profiles ADD COLUMN nickname text"))
+    assert time.monotonic() - started < 1.6
+    with pytest.raises(exc.OperationalError):
+        report.execute(text("SELECT 1"))
+    report.invalidate()
 
 
 def test_the_reviewer_says_what_a_concurrent_build_and_drop_wait_for() -> None:
