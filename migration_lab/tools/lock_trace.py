@@ -50,8 +50,8 @@ from ..lab import Lab
 
 # Weakest first. What each mode stops other sessions from doing, in a learner's words.
 LOCK_EFFECTS = {
-    "AccessShareLock": "blocks only ALTER TABLE and DROP",
-    "RowShareLock": "blocks only ALTER TABLE, DROP and explicit EXCLUSIVE locks",
+    "AccessShareLock": "blocks only ACCESS EXCLUSIVE: most ALTER TABLE, DROP, TRUNCATE, VACUUM FULL",
+    "RowShareLock": "blocks only EXCLUSIVE and ACCESS EXCLUSIVE: most ALTER TABLE, DROP, TRUNCATE",
     "RowExclusiveLock": "reads and writes continue; blocks ALTER TABLE and index builds",
     "ShareUpdateExclusiveLock": "reads and writes continue",
     "ShareLock": "blocks writes; reads continue",

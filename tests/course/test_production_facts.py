@@ -1107,6 +1107,26 @@ def test_idle_in_transaction_session_timeout_counts_from_idleness_not_from_the_w
     report.invalidate()
 
 
+def test_an_access_share_lock_blocks_truncate_and_vacuum_full_too_and_not_every_alter_table(connect) -> None:
+    """What the lock trace says an AccessShareLock blocks: everything that needs ACCESS EXCLUSIVE (not only
+    ALTER TABLE and DROP), and not the ALTER TABLEs that take less (VALIDATE CONSTRAINT)."""
+    from migration_lab.tools.lock_trace import LOCK_EFFECTS
+
+    conn = connect()
+    profiles(conn, 10)
+    conn.execute(text("ALTER TABLE profiles ADD CONSTRAINT named CHECK (name <> '') NOT VALID"))
+    report = connect("READ COMMITTED")
+    report.execute(text("SELECT count(*) FROM profiles"))
+    conn.execute(text("SET lock_timeout = '300ms'"))
+    for statement in ("TRUNCATE profiles", "VACUUM FULL profiles"):
+        with pytest.raises(exc.OperationalError) as blocked:
+            conn.execute(text(statement))
+        assert sqlstate(blocked.value) == "55P03", statement
+    conn.execute(text("ALTER TABLE profiles VALIDATE CONSTRAINT named"))  # ShareUpdateExclusiveLock: not blocked
+    report.rollback()
+    assert "TRUNCATE" in LOCK_EFFECTS["AccessShareLock"] and "most ALTER TABLE" in LOCK_EFFECTS["AccessShareLock"]
+
+
 def test_the_reviewer_says_what_a_concurrent_build_and_drop_wait_for() -> None:
     from migration_lab.running import diagnosis
     from migration_lab.tools.review import CONCURRENT_NO_LOCK_TIMEOUT
