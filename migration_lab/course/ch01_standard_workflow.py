@@ -27,10 +27,32 @@ def _has_last_login(db: LabDatabase) -> bool:
         return any(c["name"] == "last_login" for c in sa.inspect(conn).get_columns("user_profiles"))
 
 
+LATER = "later@example.org"  # a profile the replay signs up at the chapter's start, after the rows the copy has
+LATER_EMPTY = "the profile the check signed up at the chapter's start, after your rows, has no last_login"
+
+
+def _sign_up_later(db: LabDatabase) -> None:
+    """At the chapter's start, one more profile than the learner's database had: a revision that fills the rows
+    it knew of (by id, by email) leaves the ones production has by then empty."""
+    with db.engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO user_profiles (name, email) SELECT 'Later', :email "
+                "WHERE NOT EXISTS (SELECT 1 FROM user_profiles WHERE email = :email)"
+            ),
+            {"email": LATER},
+        )
+
+
 def _empty_last_logins(db: LabDatabase) -> str | None:
     with db.connect() as conn:
-        empty = conn.scalar(sa.text("SELECT count(*) FROM user_profiles WHERE last_login IS NULL"))
-    return f"{empty} profile(s) have no last_login" if empty else None
+        empty = conn.scalar(
+            sa.text("SELECT count(*) FROM user_profiles WHERE last_login IS NULL AND email <> :email"), {"email": LATER}
+        )
+        later = conn.scalar(
+            sa.text("SELECT count(*) FROM user_profiles WHERE last_login IS NULL AND email = :email"), {"email": LATER}
+        )
+    return f"{empty} profile(s) have no last_login" if empty else LATER_EMPTY if later else None
 
 
 DEFAULT_NAME = "user_profiles.last_login defaults to the current time in the database"
@@ -83,6 +105,7 @@ def _replayed(lab: Lab) -> Replayed | None:
         downgraded=lambda db: (
             "user_profiles still has last_login: no downgrade() removes it" if _has_last_login(db) else None
         ),
+        below=_sign_up_later,
         upgraded_again=_empty_last_logins,
     )
 
@@ -101,6 +124,14 @@ def _revision_hints(replayed: Replayed | None) -> checks.Hints:
             "Read the error, fix upgrade() in the revision file, and try `alembic upgrade head` again.",
             "ch.reset(), then the solution's three steps: ch.solution() shows them",
         )
+    if LATER_EMPTY in replayed.problem:
+        return (
+            f"Replayed on a copy of your database (down to {START} and back), {replayed}: your revision fills the "
+            "rows it knew of, not every row. Production has other profiles than yours by the time it runs.",
+            "Fill by what is missing, not by which rows you have: UPDATE ... WHERE last_login IS NULL (or add the "
+            "column with its server_default in one step: the database fills every row then).",
+            "ch.reset(), then the solution's steps (one add_column with its server_default): ch.solution() shows them",
+        )
     return (
         f"Replayed on a copy of your database (down to {START} and back), {replayed}. A downgrade() undoes its "
         "upgrade(), so the history can go back and forth.",
@@ -117,7 +148,8 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
     python_default = "default=" in line and "server_default=" not in line
     replayed = _replayed(lab)
     found = _last_login(lab.db)
-    by_hand = replayed is not None and replayed.step == "upgraded again"  # filled in this database only
+    # filled in this database only (the rows the check adds on the copy aside: a fill by id misses those)
+    by_hand = replayed is not None and replayed.step == "upgraded again" and LATER_EMPTY not in replayed.problem
     if empty == 0 and by_hand:
         filled_hints: checks.Hints = (
             f"Your database's profiles all have a last_login, but replayed on a copy, {replayed}: the rows were "
