@@ -86,11 +86,12 @@ def _verdict(mixed: int, people: dict[str, int], originals: set[str]) -> str | N
 SIGNED_UP_EARLIER = "UPDATE user_profiles SET created_at = created_at - interval '1 day'"
 # The same shape the other way round: the OLDER profile is the one typed with capitals (Grace's, from before the
 # app lowercased anything), her later sign-up lowercase. A migration that deletes the capitalised duplicate, or
-# the rows of the exercise by their emails, deletes her original profile here.
+# the rows of the exercise by their emails, deletes her original profile here. Her later sign-up comes before
+# Edsger's: a migration that deletes the exercise's duplicate by its id deletes Edsger here.
 OLDER_CAPITALISED = (
     "UPDATE user_profiles SET email = 'Grace@Example.org' WHERE email = 'grace@example.org'",
-    "INSERT INTO user_profiles (name, email) VALUES ('Edsger Dijkstra', 'Edsger.Dijkstra@Example.ORG'), "
-    "('Grace Hopper', 'grace@example.org')",
+    "INSERT INTO user_profiles (name, email) VALUES ('Grace Hopper', 'grace@example.org'), "
+    "('Edsger Dijkstra', 'Edsger.Dijkstra@Example.ORG')",
 )
 EXERCISE_ROWS = "Run on a copy holding the exercise's rows"
 OTHER_ROWS = (

@@ -547,3 +547,18 @@ def test_07_paused_with_a_capital_fails(lab: Lab, capsys) -> None:
     hints = failing(chapter)
     assert "main.py's job_state has 'paused'" in hints, hints
     capsys.readouterr()
+
+
+def test_05_deleting_the_duplicate_by_its_id_fails(lab: Lab, capsys) -> None:
+    """The learner looked at the rows and deleted Ada's second sign-up by its id: another database's id 5 is
+    someone else."""
+    chapter = _05_with(
+        lab,
+        'op.execute("DELETE FROM user_profiles WHERE id = 5")\n'
+        'op.execute("UPDATE user_profiles SET email = lower(email) WHERE email <> lower(email)")',
+    )
+    hints = failing(chapter)
+    assert MIGRATION_05 in hints, hints
+    assert "OLDER duplicate has the capitals" in hints[MIGRATION_05][0], hints
+    assert "the migration fails: UniqueViolation" in hints[MIGRATION_05][0], hints  # Grace is not deduplicated
+    capsys.readouterr()
