@@ -145,7 +145,9 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
     line = model_line(lab, "UserProfile", "last_login") or ""
     values = checks.column_values(lab, "user_profiles", "last_login")
     empty = sum(v is None for v in values) if values is not None else None
-    python_default = "default=" in line and "server_default=" not in line
+    mapped = checks.model_column(lab, "UserProfile", "last_login")  # as loaded: Column or Mapped, one line or more
+    server_default = mapped is not None and mapped.server_default is not None
+    python_default = mapped is not None and mapped.default is not None and not server_default
     replayed = _replayed(lab)
     found = _last_login(lab.db)
     # filled in this database only (the rows the check adds on the copy aside: a fill by id misses those)
@@ -224,7 +226,7 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
                 "ALTER COLUMN ... SET DEFAULT), then upgrade.",
                 'ch.alembic(\'revision --autogenerate -m "last login default"\'); ch.alembic("upgrade head")',
             )
-            if found is not None and not found.default and "server_default=" in line
+            if found is not None and not found.default and server_default
             else (
                 "main.py says `default=`: that value is applied by Python when the app inserts a row; the database "
                 "never sees it, so existing rows (and rows inserted by psql) get NULL."

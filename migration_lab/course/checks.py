@@ -192,10 +192,10 @@ def revision_texts(lab: Lab) -> dict[str, str]:
 
 
 def model_line(lab: Lab, model: str, attribute: str) -> str | None:
-    """The line of main.py that defines `model.attribute`, or None."""
+    """The line of main.py that defines `model.attribute` (`x = Column(...)` or `x: Mapped[...] = ...`), or None."""
     source = (lab.project.service_dir / "main.py").read_text()
     match = re.search(rf"(?ms)^class {model}\(.*?(?=^\S|\Z)", source)
-    found = re.search(rf"(?m)^\s+{attribute}\s*=.*$", match.group(0)) if match else None
+    found = re.search(rf"(?m)^\s+{attribute}\s*(?::[^=\n]*)?=.*$", match.group(0)) if match else None
     return found.group(0).strip() if found else None
 
 
@@ -272,6 +272,12 @@ def _model_table(lab: Lab, model: str) -> sa.Table | str:
     found = getattr(models, model, None)
     table = getattr(found, "__table__", None)
     return table if isinstance(table, sa.Table) else f" (main.py has no model class {model})"
+
+
+def model_column(lab: Lab, model: str, column: str) -> sa.Column | None:
+    """The column `column` of main.py's `model` as alembic loads it (whatever its spelling), or None."""
+    table = _model_table(lab, model)
+    return None if isinstance(table, str) else table.columns.get(column)
 
 
 def model_maps(lab: Lab, model: str, column: str, hint: Hints) -> Check:

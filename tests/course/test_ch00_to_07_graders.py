@@ -562,3 +562,46 @@ def test_05_deleting_the_duplicate_by_its_id_fails(lab: Lab, capsys) -> None:
     assert "OLDER duplicate has the capitals" in hints[MIGRATION_05][0], hints
     assert "the migration fails: UniqueViolation" in hints[MIGRATION_05][0], hints  # Grace is not deduplicated
     capsys.readouterr()
+
+
+DEFAULT_01 = "user_profiles.last_login defaults to the current time in the database"
+
+
+def test_01_a_python_default_in_a_typed_mapping_is_named_and_its_fix_runs(lab: Lab, capsys) -> None:
+    """`default=` in mapped_column(...) is Python's too: the hint says so, and its code edits that line."""
+    chapter = start(lab, "01")
+    chapter.edit_model(
+        "from sqlalchemy.orm import Session, declarative_base",
+        "from datetime import datetime\n\nfrom sqlalchemy.orm import Mapped, Session, declarative_base, mapped_column",
+    )
+    chapter.add_column(
+        "UserProfile",
+        "last_login: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=func.now())",
+    )
+    chapter.alembic('revision --autogenerate -m "add last login"')
+    chapter.alembic("upgrade head")
+    hints = failing(chapter)
+    assert "`default=`: that value is applied by Python" in hints[DEFAULT_01][0], hints[DEFAULT_01]
+    exec(hints[DEFAULT_01][-1].split(", then")[0], {"ch": chapter})
+    main = (lab.project.service_dir / "main.py").read_text()
+    assert main.count("last_login") == 1 and "server_default=func.now()" in main, main
+    capsys.readouterr()
+
+
+def test_01_a_model_line_over_several_lines_is_read_as_alembic_reads_it(lab: Lab, capsys) -> None:
+    """server_default= on the second line of the Column(...): the hint says the revision forgot it, not that
+    main.py has no default."""
+    chapter = start(lab, "01")
+    chapter.add_column(
+        "UserProfile",
+        "last_login = Column(\n        DateTime(timezone=True),\n        server_default=func.now(),\n    )",
+    )
+    chapter.alembic('revision -m "add last login"')
+    chapter.rewrite_revision(
+        upgrade="op.add_column('user_profiles', sa.Column('last_login', sa.DateTime(timezone=True)))",
+        downgrade="op.drop_column('user_profiles', 'last_login')",
+    )
+    chapter.alembic("upgrade head")
+    hints = failing(chapter)
+    assert "although main.py has server_default=" in hints[DEFAULT_01][0], hints[DEFAULT_01]
+    capsys.readouterr()
