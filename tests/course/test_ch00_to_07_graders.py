@@ -605,3 +605,21 @@ def test_01_a_model_line_over_several_lines_is_read_as_alembic_reads_it(lab: Lab
     hints = failing(chapter)
     assert "although main.py has server_default=" in hints[DEFAULT_01][0], hints[DEFAULT_01]
     capsys.readouterr()
+
+
+def test_02_a_rename_that_also_lowercases_the_emails_fails(lab: Lab, capsys) -> None:
+    """Right schema, wrong data: an email typed with capitals is not the one its owner signs in with any more."""
+    chapter = _02_with(
+        lab, RENAME_UP + '\nop.execute("UPDATE user_profiles SET email_address = lower(email_address)")', RENAME_DOWN
+    )
+    hints = failing(chapter)
+    assert REPLAYED_02 in hints and "Grace.Hopper@Navy.MIL" in hints[REPLAYED_02][0], hints
+    capsys.readouterr()
+
+
+def test_06_a_blank_revision_after_yours_passes(lab: Lab, capsys) -> None:
+    chapter = _06_rebased(lab, ON_TOP, BACK_TO_CAROL)
+    chapter.alembic('revision -m "nothing"')
+    chapter.alembic("upgrade head")
+    assert chapter.report().passed, str(chapter.report())
+    capsys.readouterr()
