@@ -96,6 +96,9 @@ def reset(name: str, chapter: str, checkout: Path, database_url: str) -> list[st
             capture_output=True,
             text=True,
             timeout=RESET_TIMEOUT,
+            # A session of its own, without the instructor's terminal: through /dev/tty a program of theirs would
+            # write past the escaping below, read what the instructor types, and (TIOCSTI) type into root's shell.
+            start_new_session=True,
             **run_as(learner),
         )
     except (OSError, subprocess.TimeoutExpired) as error:

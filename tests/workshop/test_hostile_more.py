@@ -1,0 +1,99 @@
+"""More variants of issue 16's findings, played by a learner with their own credentials, psql and an OS account:
+the learner's own program reaching the instructor's terminal during `--files`, a store of a learner's that
+`remove` cleans as the instructor, and a formula a spreadsheet splitting on semicolons would run. The
+instructor is a superuser, then a role with CREATEROLE and CREATEDB only."""
+
+import os
+import pty
+import pwd
+import select
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from hostile import Server, start_server
+from migration_lab.workshop.instructor import Workshop
+
+
+@pytest.fixture(scope="module", params=["superuser", "createrole"])
+def server(request: pytest.FixtureRequest) -> Iterator[Server]:
+    yield from start_server(request.param)
+
+
+@pytest.fixture
+def os_learner(shop: Workshop, learner: Callable[[str], str]) -> Iterator[pwd.struct_passwd]:
+    """A learner with an OS account of the same name (as on a hub), made for the test (root only)."""
+    if os.geteuid() != 0:
+        pytest.skip("makes an OS account: root only")
+    name = "mlabtty"
+    created = False
+    try:
+        account = pwd.getpwnam(name)
+    except KeyError:
+        useradd = ["useradd", "--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", name]
+        subprocess.run(useradd, check=True)
+        created = True
+        account = pwd.getpwnam(name)
+    try:
+        learner(name)
+        yield account
+    finally:
+        if created:
+            subprocess.run(["userdel", name], check=False)
+
+
+def in_a_terminal(args: list[str], cwd: Path, timeout: float = 180) -> bytes:
+    """`python -m migration_lab ...` as an instructor types it: in a terminal of its own (a pty that is its
+    controlling terminal, as an ssh session's); everything the terminal showed."""
+    pid, fd = pty.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.chdir(cwd)
+        os.execv(sys.executable, [sys.executable, "-m", "migration_lab", *args])
+    shown = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.5)[0]:
+                try:
+                    chunk = os.read(fd, 4096)
+                except OSError:  # EIO: the command ended, the terminal closed
+                    break
+                if not chunk:
+                    break
+                shown += chunk
+    finally:
+        os.close(fd)
+        os.waitpid(pid, 0)
+    return shown
+
+
+def test_the_learners_own_program_never_reaches_the_instructors_terminal(
+    server: Server, shop: Workshop, os_learner: pwd.struct_passwd
+) -> None:
+    """--files runs the learner's own .venv/bin/python as them. Run from the instructor's terminal, it must not
+    inherit that terminal: through /dev/tty it would write raw escapes past the kit's escaping, read what the
+    instructor types next, and (TIOCSTI) type commands into the instructor's root shell."""
+    base = Path(tempfile.mkdtemp(prefix="mlab-tty-", dir="/tmp"))
+    try:
+        base.chmod(0o755)
+        checkout = base / "checkout"
+        fake = checkout / ".venv" / "bin" / "python"
+        (checkout / "ai-service").mkdir(parents=True)
+        fake.parent.mkdir(parents=True)
+        fake.write_text(
+            "#!/bin/sh\nprintf '\\033[2Jforged on the tty\\r\\n' > /dev/tty && echo reached-the-tty\necho reset done\n"
+        )
+        fake.chmod(0o755)
+        subprocess.run(["chown", "-R", f"{os_learner.pw_uid}:{os_learner.pw_gid}", str(checkout)], check=True)
+        args = ["workshop", "--server", server.instructor_url, "--roster", str(shop.roster)]
+        shown = in_a_terminal([*args, "reset", "mlabtty", "02", "--yes", "--files", str(checkout)], base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    assert b"mlabtty: reset done" in shown, shown  # the reset ran, and said what it printed
+    assert b"\x1b[2Jforged" not in shown and b"reached-the-tty" not in shown, shown
