@@ -22,6 +22,7 @@ from ..errors import LabError
 from ..workspace import templates
 from ..workspace.progress import ROOM_DATABASE, ROOM_OWNER, ROOM_SCHEMA
 from ..workspace.templates import TEMPLATE_OWNER
+from . import room
 from .room import LEARNERS_GROUP
 from .server import Server, first_line
 from .setup import drop_database
@@ -156,6 +157,8 @@ def drop_owned(server: Server, database: str, role: str, direct: bool) -> None:
 def _forget_progress(server: Server, name: str) -> str:
     try:
         with server.connect(ROOM_DATABASE) as conn:
+            if not room.ours(conn):  # a learner's database of that name: a DELETE there would run their triggers
+                return f"no progress store to clean ({ROOM_DATABASE} is not the workshop's: left alone)"
             count = conn.execute(
                 sa.text(f"DELETE FROM {ROOM_SCHEMA}.progress WHERE learner = :r"), {"r": name}
             ).rowcount

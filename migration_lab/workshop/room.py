@@ -211,6 +211,13 @@ def _problem(name: str, owner: str | None, databases: int) -> str | None:
     return None
 
 
+def ours(conn: sa.Connection) -> bool:
+    """Whether `conn`'s database is the workshop's store: the database, schema room and room.progress all
+    `mlab_room`'s. Anyone else's (a learner made `mlab_workshop` while the store was gone) may hold their code in
+    a view, a trigger, a rule or a policy: never read, never written."""
+    return bool(conn.scalar(sa.text(_OURS), {"owner": ROOM_OWNER, "schema": ROOM_SCHEMA}))
+
+
 def read(conn: sa.Connection, where: str) -> list[LearnerStatus]:
     """Every learner, from `conn` on mlab_workshop (a pinned instructor session): catalogs and the store only.
 
@@ -218,7 +225,7 @@ def read(conn: sa.Connection, where: str) -> list[LearnerStatus]:
     room.progress) is read: a learner who made a database of that name first
     could have put a view over their own code there.
     """
-    if not conn.scalar(sa.text(_OURS), {"owner": ROOM_OWNER, "schema": ROOM_SCHEMA}):
+    if not ours(conn):
         raise LabError(
             f"{ROOM_DATABASE} on {where} is not the workshop's (not {ROOM_OWNER}'s): it was not read.",
             "Run `python -m migration_lab workshop init`: it moves it aside and makes the real one.",

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from hostile import Server, start_server
+from hostile import TRAP_FUNCTIONS, Server, assert_not_pwned, sql, start_server
 from migration_lab.workshop.instructor import Workshop
+from migration_lab.workshop.room import LEARNER_ROLE
 
 
 @pytest.fixture(scope="module", params=["superuser", "createrole"])
@@ -97,3 +98,32 @@ def test_the_learners_own_program_never_reaches_the_instructors_terminal(
         shutil.rmtree(base, ignore_errors=True)
     assert b"mlabtty: reset done" in shown, shown  # the reset ran, and said what it printed
     assert b"\x1b[2Jforged" not in shown and b"reached-the-tty" not in shown, shown
+
+
+def test_remove_never_cleans_progress_in_a_store_the_workshop_did_not_make(
+    server: Server, shop: Workshop, learner: Callable[[str], str], marker: Path
+) -> None:
+    """The store went away (a DBA's cleanup, a `drop` that stopped half-way) and a learner made `mlab_workshop`
+    with a `room.progress` table whose trigger (or rule, or policy) is theirs: removing another learner must not
+    delete from it as the instructor, which would run their code with the instructor's rights."""
+    squatter = learner("squatter")
+    learner("leaving")
+    sql(server.superuser_url, "DROP DATABASE mlab_workshop WITH (FORCE)")
+    sql(squatter, "CREATE DATABASE mlab_workshop", database="postgres")
+    sql(
+        squatter,
+        TRAP_FUNCTIONS.format(learner="squatter", marker=marker)
+        + "CREATE SCHEMA room; CREATE TABLE room.progress (learner name); "
+        "GRANT USAGE ON SCHEMA room TO PUBLIC; GRANT ALL ON room.progress TO PUBLIC; "
+        "CREATE FUNCTION public.on_delete() RETURNS trigger LANGUAGE plpgsql "
+        "AS $f$ BEGIN PERFORM public.trap('delete trigger'); RETURN NULL; END $f$; "
+        "CREATE TRIGGER t BEFORE DELETE ON room.progress FOR EACH STATEMENT EXECUTE FUNCTION public.on_delete()",
+        database="mlab_workshop",
+    )
+    try:
+        said = shop.remove("leaving")
+        assert_not_pwned(server.superuser_url, "squatter", marker)
+        assert any("dropped the role" in line for line in said), said
+    finally:
+        sql(server.superuser_url, f"COMMENT ON ROLE squatter IS '{LEARNER_ROLE}'")  # whatever the trap wrote
+        shop.init()  # moves the squatter's store aside, makes the real one
