@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from importlib.metadata import version
@@ -37,6 +38,9 @@ FORMAT = "migration-lab-progress/1"
 FORMATS = ("csv", "json")
 # What a spreadsheet reads as the start of a formula (and their full-width forms, which some convert).
 FORMULA_STARTS = ("=", "+", "-", "@", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+# Where a spreadsheet may start a cell: the text's start, and after a `;`, which German, French or Spanish Excel
+# (and LibreOffice's import, by default) split a .csv on: a text without comma or quote is written unquoted there.
+_FORMULA_AT = re.compile(r"(^|;\s*)(?=[" + re.escape("".join(FORMULA_STARTS)) + "])")
 
 # (name, type, meaning), in order. Types: text, int, bool, time (ISO 8601 UTC, seconds, Z), minutes (one decimal).
 COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -89,9 +93,10 @@ def _time(value: datetime) -> str:
 
 
 def inert(text: str) -> str:
-    """A text cell a spreadsheet shows and never runs: no control characters, no formula at its start."""
+    """A text cell a spreadsheet shows and never runs: no control characters, no formula at its start nor after a
+    `;` (a `'` before each)."""
     text = "".join(c for c in text if not unprintable(c))
-    return "'" + text if text.startswith(FORMULA_STARTS) else text
+    return _FORMULA_AT.sub(r"\1'", text)
 
 
 def _cell(name: str, value: Any) -> str:

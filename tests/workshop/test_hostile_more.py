@@ -3,6 +3,8 @@ the learner's own program reaching the instructor's terminal during `--files`, a
 `remove` cleans as the instructor, and a formula a spreadsheet splitting on semicolons would run. The
 instructor is a superuser, then a role with CREATEROLE and CREATEDB only."""
 
+import csv
+import io
 import os
 import pty
 import pwd
@@ -17,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from hostile import TRAP_FUNCTIONS, Server, assert_not_pwned, sql, start_server
+from hostile import TRAP_FUNCTIONS, Server, assert_not_pwned, at, sql, start_server
+from migration_lab.workshop import export
 from migration_lab.workshop.instructor import Workshop
 from migration_lab.workshop.room import LEARNER_ROLE
 
@@ -127,3 +130,23 @@ def test_remove_never_cleans_progress_in_a_store_the_workshop_did_not_make(
     finally:
         sql(server.superuser_url, f"COMMENT ON ROLE squatter IS '{LEARNER_ROLE}'")  # whatever the trap wrote
         shop.init()  # moves the squatter's store aside, makes the real one
+
+
+def test_a_formula_after_a_semicolon_is_inert_where_spreadsheets_split_on_semicolons(
+    server: Server, shop: Workshop, learner: Callable[[str], str]
+) -> None:
+    """German, French or Spanish Excel opens a .csv split on `;` (LibreOffice's import ticks it too): a last error
+    with no comma or quote is written unquoted, so `x;=cmd|' /C calc'!A0;` became a cell of its own starting with
+    `=`. Every piece a `;` may start must be as inert as the cell's start."""
+    url = learner("semi")
+    room = at(url, "mlab_workshop")
+    for chapter, error in (("02", "x;=cmd|' /C calc'!A0;"), ("03", "y; +1+cmd|' /C calc'!A0"), ("04", "z;@SUM(1)")):
+        sql(room, "SELECT room.record_check(:c, 1, 3, :e)", c=chapter, e=error)
+    text = export.render(shop.status(), "csv")
+    cells = [cell for row in csv.reader(io.StringIO(text), delimiter=";") for cell in row]
+    assert len([c for c in cells if "cmd|" in c or "SUM(" in c]) == 3, text
+    for cell in cells:
+        assert not cell.lstrip(" ").startswith(export.FORMULA_STARTS), (cell, text)
+    for row in csv.DictReader(io.StringIO(text)):  # read by comma, as RFC 4180: the text is all there
+        if row["learner"] == "semi":
+            assert "cmd|' /C calc'!A0" in row["last_error"] or "SUM(1)" in row["last_error"], row
