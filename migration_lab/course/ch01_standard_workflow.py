@@ -213,7 +213,7 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
                 "from London cannot be compared.",
                 "DateTime(timezone=True) in the model is PostgreSQL's timestamptz. Fix main.py, then autogenerate "
                 "(it writes the ALTER COLUMN ... TYPE) and upgrade, or ch.reset() and add the column again.",
-                f'ch.edit_model("{line}", "{LAST_LOGIN}")' if line else f'ch.add_column("UserProfile", "{LAST_LOGIN}")',
+                f"ch.edit_model({line!r}, {LAST_LOGIN!r})" if line else f'ch.add_column("UserProfile", "{LAST_LOGIN}")',
             ),
         ),
         Check(
@@ -239,7 +239,7 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
                 "main.py and generate a new revision: it only sets the default, which fills new rows, not the "
                 f"ones already there; add {FILL} to that revision's upgrade(), then upgrade. Or ch.reset() and "
                 "add the column with its server_default in one step: the database then fills every row.",
-                f'ch.edit_model("{line}", "{LAST_LOGIN}"), then autogenerate and upgrade head'
+                f"ch.edit_model({line!r}, {LAST_LOGIN!r}), then autogenerate and upgrade head"
                 if line
                 else f'ch.add_column("UserProfile", "{LAST_LOGIN}")',
             ),

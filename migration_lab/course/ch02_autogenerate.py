@@ -326,7 +326,7 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
                 "attribute breaks them.",
                 'Keep the attribute `email` and map it to the renamed column: email = Column("email_address", '
                 "String(255), ...). The database changes, the API does not.",
-                f"ch.edit_model('{renamed}', '{NEW_LINE}')"
+                f"ch.edit_model({renamed!r}, {NEW_LINE!r})"
                 if renamed
                 else f"ch.edit_model('{OLD_LINE}', '{NEW_LINE}')",
             ),

@@ -192,8 +192,27 @@ def revision_texts(lab: Lab) -> dict[str, str]:
 
 
 def model_line(lab: Lab, model: str, attribute: str) -> str | None:
-    """The line of main.py that defines `model.attribute` (`x = Column(...)` or `x: Mapped[...] = ...`), or None."""
+    """The text of main.py that defines `model.attribute` (`x = Column(...)` or `x: Mapped[...] = ...`), as written,
+    over as many lines as it takes: what a hint's `ch.edit_model(old, new)` replaces. None when there is none; in a
+    main.py that does not parse, its first line."""
     source = (lab.project.service_dir / "main.py").read_text()
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        tree = None
+    if tree is not None:
+        body = next((c.body for c in tree.body if isinstance(c, ast.ClassDef) and c.name == model), [])
+        for node in body:
+            targets = (
+                node.targets
+                if isinstance(node, ast.Assign)
+                else [node.target]
+                if isinstance(node, ast.AnnAssign)
+                else []
+            )
+            if any(isinstance(t, ast.Name) and t.id == attribute for t in targets):
+                return ast.get_source_segment(source, node)
+        return None
     match = re.search(rf"(?ms)^class {model}\(.*?(?=^\S|\Z)", source)
     found = re.search(rf"(?m)^\s+{attribute}\s*(?::[^=\n]*)?=.*$", match.group(0)) if match else None
     return found.group(0).strip() if found else None

@@ -623,3 +623,44 @@ def test_06_a_blank_revision_after_yours_passes(lab: Lab, capsys) -> None:
     chapter.alembic("upgrade head")
     assert chapter.report().passed, str(chapter.report())
     capsys.readouterr()
+
+
+# --- the last hint's code, copied as it is, runs: whatever the learner's model line holds -----------------------
+
+
+def _last_hint_runs(chapter: Chapter, check: str) -> str:
+    """Run the last hint level of `check` (the code a stuck learner copies): main.py afterwards."""
+    code = failing(chapter)[check][-1].split(", then ")[0]
+    exec(code, {"ch": chapter})  # noqa: S102 - the hint's code, as the learner runs it in a cell
+    return (chapter.lab.project.service_dir / "main.py").read_text()
+
+
+def test_01_the_hint_that_replaces_a_model_line_with_quotes_over_two_lines_runs(lab: Lab, capsys) -> None:
+    """A naive timestamp whose default is written with double quotes, over two lines: the hint's
+    ch.edit_model(old, new) names the whole definition, quoted as Python, and replaces it."""
+    chapter = start(lab, "01")
+    chapter.edit_model("from sqlalchemy import (", "from sqlalchemy import text\nfrom sqlalchemy import (")
+    chapter.add_column("UserProfile", 'last_login = Column(DateTime,\n        server_default=text("now()"))')
+    chapter.alembic('revision --autogenerate -m "add last login"')
+    chapter.alembic("upgrade head")
+    main = _last_hint_runs(chapter, "user_profiles.last_login is timezone-aware (timestamp with time zone)")
+    assert "last_login = Column(DateTime(timezone=True), server_default=func.now())" in main
+    assert 'text("now()"))' not in main
+    capsys.readouterr()
+
+
+def test_02_the_hint_that_maps_the_renamed_attribute_back_runs_with_single_quotes(lab: Lab, capsys) -> None:
+    """The attribute renamed with the column (the app breaks), its line written with single quotes over two lines:
+    the hint's code keeps the attribute `email` and runs as printed."""
+    chapter = start(lab, "02")
+    chapter.edit_model(
+        OLD_EMAIL, "email_address = Column(String(255), nullable=False,\n        unique=True, info={'k': 1})"
+    )
+    chapter.alembic('revision -m "rename email to email_address"')
+    chapter.rewrite_revision(upgrade=RENAME_UP, downgrade=RENAME_DOWN)
+    chapter.alembic("upgrade head", confirm=True)
+    app = next(name for name in failing(chapter) if name.startswith("the ai-api's clients"))
+    main = _last_hint_runs(chapter, app)
+    assert 'email = Column("email_address", String(255), nullable=False, unique=True)' in main
+    assert "info={'k': 1}" not in main
+    capsys.readouterr()
