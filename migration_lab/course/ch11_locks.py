@@ -529,7 +529,8 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
                 "yet. The migration ships before the code that needs it.",
                 'Take plan out of main.py, go back (ch.alembic("downgrade -1", confirm=True)), run the migration '
                 "under traffic, and only then add plan to the model.",
-                f"ch.edit_model('{PLAN_LINE}', ''); ch.alembic(\"downgrade -1\", confirm=True); "
+                f"ch.edit_model({checks.model_line(lab, 'UserProfile', 'plan') or PLAN_LINE!r}, ''); "
+                'ch.alembic("downgrade -1", confirm=True); '
                 "locks.upgrade_while_busy(ch)",
             )
         else:

@@ -169,7 +169,17 @@ def models_match_database(lab: Lab, hint: Hints) -> Check:
             if "MetaData" in result.error
             else ""
         )
-        return Check(name, False, (f"`alembic check` could not compare: {result.error}.{env}", *rest))
+        if "not up to date" in result.error:  # alembic compares a database at head only
+            return Check(
+                name,
+                False,
+                (
+                    "`alembic check` compares the models with a database at head, and a revision is not applied yet.",
+                    'Upgrade first (ch.alembic("upgrade head")), then check again.',
+                    'ch.alembic("upgrade head")',
+                ),
+            )
+        return Check(name, False, (f"`alembic check` could not compare: {result.error.rstrip('.')}.{env}", *rest))
     detail = f" (alembic check says: {result.error})" if result.error else ""
     return Check(name, result.ok, _with_detail(hint, detail))
 
@@ -191,31 +201,41 @@ def revision_texts(lab: Lab) -> dict[str, str]:
     return {p.name: p.read_text() for p in sorted(lab.project.versions_dir.glob("*.py"))}
 
 
-def model_line(lab: Lab, model: str, attribute: str) -> str | None:
-    """The text of main.py that defines `model.attribute` (`x = Column(...)` or `x: Mapped[...] = ...`), as written,
-    over as many lines as it takes: what a hint's `ch.edit_model(old, new)` replaces. None when there is none; in a
-    main.py that does not parse, its first line."""
+def model_line(lab: Lab, model: str, name: str) -> str | None:
+    """The text of main.py that defines `model`'s attribute `name` (`x = Column(...)`, `x: Mapped[...] = ...`), or
+    else the attribute that maps the column `name` (`seen = Column("name", ...)`): as written, over as many lines
+    as it takes, what a hint's `ch.edit_model(old, new)` replaces. The last such definition, the one Python keeps.
+    None when there is none; in a main.py that does not parse, the attribute's first line."""
     source = (lab.project.service_dir / "main.py").read_text()
     try:
         tree = ast.parse(source)
     except SyntaxError:
-        tree = None
-    if tree is not None:
-        body = next((c.body for c in tree.body if isinstance(c, ast.ClassDef) and c.name == model), [])
-        for node in body:
-            targets = (
-                node.targets
-                if isinstance(node, ast.Assign)
-                else [node.target]
-                if isinstance(node, ast.AnnAssign)
-                else []
-            )
-            if any(isinstance(t, ast.Name) and t.id == attribute for t in targets):
-                return ast.get_source_segment(source, node)
-        return None
-    match = re.search(rf"(?ms)^class {model}\(.*?(?=^\S|\Z)", source)
-    found = re.search(rf"(?m)^\s+{attribute}\s*(?::[^=\n]*)?=.*$", match.group(0)) if match else None
-    return found.group(0).strip() if found else None
+        match = re.search(rf"(?ms)^class {model}\(.*?(?=^\S|\Z)", source)
+        found = re.search(rf"(?m)^\s+{name}\s*(?::[^=\n]*)?=.*$", match.group(0)) if match else None
+        return found.group(0).strip() if found else None
+    body = next((c.body for c in tree.body if isinstance(c, ast.ClassDef) and c.name == model), [])
+    defined = [node for node in body if _defines(node, name)] or [node for node in body if _maps(node, name)]
+    return ast.get_source_segment(source, defined[-1]) if defined else None
+
+
+def _assigned(node: ast.stmt) -> tuple[list[ast.expr], ast.expr | None]:
+    """An assignment's targets and value (`x = ...`, `x: T = ...`); nothing for any other statement."""
+    if isinstance(node, ast.Assign):
+        return node.targets, node.value
+    if isinstance(node, ast.AnnAssign):
+        return [node.target], node.value
+    return [], None
+
+
+def _defines(node: ast.stmt, attribute: str) -> bool:
+    return any(isinstance(target, ast.Name) and target.id == attribute for target in _assigned(node)[0])
+
+
+def _maps(node: ast.stmt, column: str) -> bool:
+    """`x = Column("column", ...)` or `mapped_column("column", ...)`: the column's name as the first argument."""
+    value = _assigned(node)[1]
+    first = value.args[0] if isinstance(value, ast.Call) and value.args else None
+    return isinstance(first, ast.Constant) and first.value == column
 
 
 # A whole word of hex digits, as long as a revision id or a prefix alembic accepts for one (`alembic upgrade 8b7e`);
