@@ -151,13 +151,21 @@ def refuse_if_applied(
             f"Bring {gone[0]}'s file back: {history.way_back(root, gone[0])}.",
         )
     mend = f'ch.edit_file("{file}", old, new, confirm=True)'
-    if not any(Path(s.path).resolve() == path.resolve() for s in history.readable(scripts)):
-        # alembic cannot read it (a syntax error): no downgrade gets below it until its Python is mended
+    readable = {Path(s.path).resolve() for s in history.readable(scripts)}
+    unreadable = [f.path for f in files if f.path.resolve() not in readable]
+    # A syntax error in it: no downgrade gets below it until its Python is mended.
+    if path.resolve() in {u.resolve() for u in unreadable}:
         raise LabError(
             f"{path.name} is applied to the database (it is at {', '.join(heads)}; the file is revision {revision}), "
             "and alembic cannot read it now: it is the only record of what the database ran. Nothing was changed.",
             f"Mend its Python back to what ran: {mend} (or in the editor); alembic can go below it only then.",
         )
+    way_down = (
+        f'Downgrade below it first (ch.alembic("downgrade {parent}"))'
+        if not unreadable
+        else f"Mend {unreadable[0].name} first (alembic cannot read it, so no downgrade runs), then downgrade below it "
+        f'(ch.alembic("downgrade {parent}"))'
+    )
     raise LabError(
         f"{path.name} is applied to the database (it is at {', '.join(heads)}; the file is revision {revision}): "
         + (
@@ -166,7 +174,7 @@ def refuse_if_applied(
             else "an edit changes nothing there, and the file would no longer say what the database ran."
         )
         + " Nothing was changed.",
-        f'Downgrade below it first (ch.alembic("downgrade {parent}")), or write a new revision; if you mean it: '
+        f"{way_down}, or write a new revision; if you mean it: "
         + (f'ch.delete_file("{file}", confirm=True).' if deleting else f"{mend}."),
     )
 

@@ -47,6 +47,20 @@ def test_an_applied_revision_with_a_syntax_error_is_kept_and_the_hint_says_fix_i
     assert chapter03.lab.db.heads() == (PHONE,)
 
 
+def test_an_applied_revision_while_another_file_is_unreadable_says_to_mend_that_one_first(
+    chapter03: Chapter,
+) -> None:
+    """A readable applied revision, and a new file with a syntax error next to it: alembic loads no history, so
+    "downgrade below it" alone cannot work; the refusal names the file to mend first."""
+    path = applied_revision(chapter03, "bbbb00000010")
+    broken = write_revision(chapter03.lab.project, "bbbb00000011", "bbbb00000010", "pass")
+    broken.write_text(broken.read_text().replace("def downgrade():", "def downgrade()"))
+    with pytest.raises(LabError, match="is applied to the database") as error:
+        chapter03.delete_file(f"migrations/versions/{path.name}")
+    assert f"Mend {broken.name} first" in str(error.value), str(error.value)
+    assert path.exists()
+
+
 def test_a_new_revision_with_a_syntax_error_can_still_be_deleted(chapter03: Chapter, capsys) -> None:
     path = write_revision(chapter03.lab.project, "bbbb00000009", PHONE, "pass")
     path.write_text(path.read_text().replace("def downgrade():", "def downgrade()"))
