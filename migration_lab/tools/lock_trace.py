@@ -52,7 +52,7 @@ from ..lab import Lab
 LOCK_EFFECTS = {
     "AccessShareLock": "blocks only ACCESS EXCLUSIVE: most ALTER TABLE, DROP, TRUNCATE, VACUUM FULL",
     "RowShareLock": "blocks only EXCLUSIVE and ACCESS EXCLUSIVE: most ALTER TABLE, DROP, TRUNCATE",
-    "RowExclusiveLock": "reads and writes continue; blocks ALTER TABLE and index builds",
+    "RowExclusiveLock": "reads and writes continue; blocks most ALTER TABLE and index builds",
     "ShareUpdateExclusiveLock": "reads and writes continue",
     "ShareLock": "blocks writes; reads continue",
     "ShareRowExclusiveLock": "blocks writes; reads continue",

@@ -1127,6 +1127,27 @@ def test_an_access_share_lock_blocks_truncate_and_vacuum_full_too_and_not_every_
     assert "TRUNCATE" in LOCK_EFFECTS["AccessShareLock"] and "most ALTER TABLE" in LOCK_EFFECTS["AccessShareLock"]
 
 
+def test_a_row_exclusive_lock_blocks_index_builds_and_most_alter_table_not_validate(connect) -> None:
+    """What the lock trace says a writer's RowExclusiveLock blocks: a plain index build and an ALTER TABLE that
+    takes ACCESS EXCLUSIVE wait for it; VALIDATE CONSTRAINT (SHARE UPDATE EXCLUSIVE) does not."""
+    from migration_lab.tools.lock_trace import LOCK_EFFECTS
+
+    conn = connect()
+    profiles(conn, 10)
+    conn.execute(text("ALTER TABLE profiles ADD CONSTRAINT named CHECK (name <> '') NOT VALID"))
+    writer = connect("READ COMMITTED")
+    writer.execute(text("UPDATE profiles SET phone = phone WHERE id = 1"))
+    conn.execute(text("SET lock_timeout = '300ms'"))
+    for statement in ("CREATE INDEX profiles_name ON profiles (name)", "ALTER TABLE profiles ADD COLUMN x int"):
+        with pytest.raises(exc.OperationalError) as blocked:
+            conn.execute(text(statement))
+        assert sqlstate(blocked.value) == "55P03", statement
+    conn.execute(text("ALTER TABLE profiles VALIDATE CONSTRAINT named"))  # ShareUpdateExclusiveLock: not blocked
+    writer.rollback()
+    said = LOCK_EFFECTS["RowExclusiveLock"]
+    assert "most ALTER TABLE" in said and "index builds" in said and "reads and writes continue" in said
+
+
 def test_the_reviewer_says_what_a_concurrent_build_and_drop_wait_for() -> None:
     from migration_lab.running import diagnosis
     from migration_lab.tools.review import CONCURRENT_NO_LOCK_TIMEOUT
