@@ -38,9 +38,10 @@ FORMAT = "migration-lab-progress/1"
 FORMATS = ("csv", "json")
 # What a spreadsheet reads as the start of a formula (and their full-width forms, which some convert).
 FORMULA_STARTS = ("=", "+", "-", "@", "\uff1d", "\uff0b", "\uff0d", "\uff20")
-# Where a spreadsheet may start a cell: the text's start, and after a `;`, which German, French or Spanish Excel
-# (and LibreOffice's import, by default) split a .csv on: a text without comma or quote is written unquoted there.
-_FORMULA_AT = re.compile(r"(^|;\s*)(?=[" + re.escape("".join(FORMULA_STARTS)) + "])")
+# Where a spreadsheet may start a cell, spaces before a formula aside: the text's start, and after a `;`, which
+# German, French or Spanish Excel (and LibreOffice's import, by default) split a .csv on: a text without comma or
+# quote is written unquoted there.
+_FORMULA_AT = re.compile(r"(^\s*|;\s*)(?=[" + re.escape("".join(FORMULA_STARTS)) + "])")
 
 # (name, type, meaning), in order. Types: text, int, bool, time (ISO 8601 UTC, seconds, Z), minutes (one decimal).
 COLUMNS: tuple[tuple[str, str, str], ...] = (
