@@ -147,8 +147,9 @@ def failing_line(path: Path, pattern: str) -> tuple[int, str] | None:
 # 'File "ai-service/migrations/env.py", line 18, in <module>' (the traceback's own frame header), an editor's or a
 # web page's "env.py:L18", "env.py#L18", "env.py (line 18)", "env.py line 18", "env.py: line 18", or says them: "line 18
 # of env.py", "line 18, env.py".
+PY_FILE = r"""[^\s"',:()#]+\.py"""  # a file's name as a learner writes it, with any folders before it
 FRAME = re.compile(
-    r"""(?P<file>[^\s"',:()#]+\.py)["']?\s*(?:[:#]\s*L?|[,:]?\s*\(?\s*line\b\s*:?|\s+L(?=\d))\s*(?P<line>\d+)""",
+    rf"""(?P<file>{PY_FILE})["']?\s*(?:[:#]\s*L?|[,:]?\s*\(?\s*line\b\s*:?|\s+L(?=\d))\s*(?P<line>\d+)""",
     re.IGNORECASE,
 )
 SAID = re.compile(
@@ -156,7 +157,7 @@ SAID = re.compile(
     re.IGNORECASE,
 )
 
-PY_FILE = re.compile(r"""[^\s"',:()#]+\.py\b""", re.IGNORECASE)
+NAMED_FILE = re.compile(rf"{PY_FILE}\b", re.IGNORECASE)
 
 
 def _code(text: str) -> str:
@@ -167,7 +168,8 @@ def _code(text: str) -> str:
 def names_the_line(answer: object, file: str, number: int, texts: str | tuple[str, ...]) -> bool:
     """Does the answer name that line? As "file:number", "line N of file" or the traceback's frame header (any
     leading folders, any case), or as the line's text: as the traceback showed it (`texts[0]`), or as it reads
-    now. Every frame the answer names must be that one: a whole traceback pasted names alembic's frames too."""
+    now. Every frame the answer names must be that one: a whole traceback pasted names alembic's frames too. Said
+    in other words ("env.py line no. 18", "18 env.py"), it names that file alone and that number alone."""
     if not isinstance(answer, str):
         return False
     frames = [*FRAME.finditer(answer), *SAID.finditer(answer)]
@@ -175,8 +177,8 @@ def names_the_line(answer: object, file: str, number: int, texts: str | tuple[st
     if named:
         return all(frame == (Path(file).name.lower(), number) for frame in named)
     # A file and a number said any other way ("env.py line no. 18", "18 env.py"): that file alone, that number alone.
-    files = {Path(found).name.lower() for found in PY_FILE.findall(answer)}
-    numbers = [int(found) for found in re.findall(r"\d+", PY_FILE.sub(" ", answer))]
+    files = {Path(found).name.lower() for found in NAMED_FILE.findall(answer)}
+    numbers = [int(found) for found in re.findall(r"\d+", NAMED_FILE.sub(" ", answer))]
     if files == {Path(file).name.lower()} and numbers == [number]:
         return True
     lines = [_code(line.strip().strip("\"'")) for line in answer.splitlines()]
