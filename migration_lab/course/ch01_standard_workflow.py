@@ -126,8 +126,9 @@ def _revision_hints(replayed: Replayed | None) -> checks.Hints:
         )
     if LATER_EMPTY in replayed.problem:
         return (
-            f"Replayed on a copy of your database (down to {START} and back), {replayed}: your revision fills the "
-            "rows it knew of, not every row. Production has other profiles than yours by the time it runs.",
+            f"Replayed on a copy of your database (down to {START} and back), {replayed}: your revision does not "
+            "fill every row, only (at most) the ones your database had. Production has other profiles than yours by "
+            "the time it runs.",
             "Fill by what is missing, not by which rows you have: UPDATE ... WHERE last_login IS NULL (or add the "
             "column with its server_default in one step: the database fills every row then).",
             "ch.reset(), then the solution's steps (one add_column with its server_default): ch.solution() shows them",
