@@ -46,12 +46,13 @@ def _sign_up_later(db: LabDatabase) -> None:
 
 def _empty_last_logins(db: LabDatabase) -> str | None:
     with db.connect() as conn:
-        empty = conn.scalar(
-            sa.text("SELECT count(*) FROM user_profiles WHERE last_login IS NULL AND email <> :email"), {"email": LATER}
-        )
-        later = conn.scalar(
-            sa.text("SELECT count(*) FROM user_profiles WHERE last_login IS NULL AND email = :email"), {"email": LATER}
-        )
+        empty, later = conn.execute(
+            sa.text(
+                "SELECT count(*) FILTER (WHERE email <> :email), count(*) FILTER (WHERE email = :email) "
+                "FROM user_profiles WHERE last_login IS NULL"
+            ),
+            {"email": LATER},
+        ).one()
     return f"{empty} profile(s) have no last_login" if empty else LATER_EMPTY if later else None
 
 

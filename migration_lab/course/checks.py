@@ -160,26 +160,26 @@ def models_match_database(lab: Lab, hint: Hints) -> Check:
     """`alembic check`: no difference between main.py's models and the database."""
     result = lab.runner.run("check")
     name = "main.py's models match the database (alembic check)"
+    if result.error and "not up to date" in result.error:  # alembic compares a database at head only
+        return Check(
+            name,
+            False,
+            (
+                "`alembic check` compares the models with a database at head, and a revision is not applied yet.",
+                'Upgrade first (ch.alembic("upgrade head")), then check again.',
+                'ch.alembic("upgrade head")',
+            ),
+        )
     if result.error and "upgrade operations detected" not in result.error:
         # alembic could not compare at all: saying the tables differ would send the learner after a difference
-        first, *rest = levels(hint) or ("",)
         env = (
             " env.py's target_metadata must be the models' metadata (from main import Base; target_metadata = "
             "Base.metadata): alembic compares nothing else."
             if "MetaData" in result.error
             else ""
         )
-        if "not up to date" in result.error:  # alembic compares a database at head only
-            return Check(
-                name,
-                False,
-                (
-                    "`alembic check` compares the models with a database at head, and a revision is not applied yet.",
-                    'Upgrade first (ch.alembic("upgrade head")), then check again.',
-                    'ch.alembic("upgrade head")',
-                ),
-            )
-        return Check(name, False, (f"`alembic check` could not compare: {result.error.rstrip('.')}.{env}", *rest))
+        said = f"`alembic check` could not compare: {result.error.rstrip('.')}.{env}"
+        return Check(name, False, (said, *levels(hint)[1:]))
     detail = f" (alembic check says: {result.error})" if result.error else ""
     return Check(name, result.ok, _with_detail(hint, detail))
 

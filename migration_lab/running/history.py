@@ -133,12 +133,13 @@ def _script(scripts: ScriptDirectory, path: Path) -> Script | None:
 @dataclass(frozen=True)
 class Said:
     """What one revision file says it is: the ids it may be, its down_revision and the revisions its depends_on
-    names (both run before it)."""
+    names (both run before it); `readable`, whether alembic can read it (else it was read from its text)."""
 
     path: Path
     revisions: frozenset[str]
     parents: tuple[str, ...]
     needs: tuple[str, ...]
+    readable: bool
 
 
 def said(scripts: ScriptDirectory, path: Path) -> Said:
@@ -149,7 +150,7 @@ def said(scripts: ScriptDirectory, path: Path) -> Said:
     script = _script(scripts, path)
     if script is not None:
         down, needs = to_tuple(script.down_revision, default=()), to_tuple(script.dependencies, default=())
-        return Said(path, frozenset({script.revision}), down, needs)
+        return Said(path, frozenset({script.revision}), down, needs, readable=True)
     try:
         text = path.read_text(errors="replace")
     except OSError:  # a dangling link, a file this account may not read: judged by its name
@@ -159,7 +160,7 @@ def said(scripts: ScriptDirectory, path: Path) -> Said:
     down, needs = (
         tuple(str(r) for r in to_tuple(values.get(name), default=())) for name in ("down_revision", "depends_on")
     )
-    return Said(path, frozenset(ids), down, needs)
+    return Said(path, frozenset(ids), down, needs, readable=False)
 
 
 # `name = value` at the start of a line; a value in brackets may run over several lines (a formatter writes a

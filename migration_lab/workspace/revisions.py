@@ -151,10 +151,8 @@ def refuse_if_applied(
             f"Bring {gone[0]}'s file back: {history.way_back(root, gone[0])}.",
         )
     mend = f'ch.edit_file("{file}", old, new, confirm=True)'
-    readable = {Path(s.path).resolve() for s in history.readable(scripts)}
-    unreadable = [f.path for f in files if f.path.resolve() not in readable]
-    # A syntax error in it: no downgrade gets below it until its Python is mended.
-    if path.resolve() in {u.resolve() for u in unreadable}:
+    unreadable = [f.path for f in files if not f.readable]
+    if not script.readable:  # a syntax error in it: no downgrade gets below it until its Python is mended
         raise LabError(
             f"{path.name} is applied to the database (it is at {', '.join(heads)}; the file is revision {revision}), "
             "and alembic cannot read it now: it is the only record of what the database ran. Nothing was changed.",

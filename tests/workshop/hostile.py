@@ -2,11 +2,16 @@
 CREATEROLE and CREATEDB only; statements run with anyone's credentials; traps a learner plants, and how to tell
 whether one ran as someone else."""
 
+import os
+import pwd
 import secrets
+import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
@@ -134,3 +139,24 @@ def learner_role_count(server_url: str) -> int:
     )
     assert rows is not None
     return int(rows[0][0])
+
+
+@contextmanager
+def os_account(name: str) -> Iterator[pwd.struct_passwd]:
+    """An OS account `name` (as a hub gives each learner), made for the test and removed after it when it made it;
+    the test is skipped where it cannot make one (not root)."""
+    if os.geteuid() != 0:
+        pytest.skip("makes an OS account: root only")
+    created = False
+    try:
+        account = pwd.getpwnam(name)
+    except KeyError:
+        useradd = ["useradd", "--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", name]
+        subprocess.run(useradd, check=True)
+        created = True
+        account = pwd.getpwnam(name)
+    try:
+        yield account
+    finally:
+        if created:
+            subprocess.run(["userdel", name], check=False)

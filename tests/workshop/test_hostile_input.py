@@ -3,7 +3,6 @@ first, `--files` only into the learner's own checkout and never as root, connect
 a room too large refused before anything is made, an interrupted `add` finished by the next, names that stay
 when a room grows, and one clear message (no traceback) for every input error."""
 
-import os
 import pwd
 import shutil
 import signal
@@ -20,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from helpers import copy_project, python_for
-from hostile import Server, learner_role_count, sql
+from hostile import Server, learner_role_count, os_account, sql
 from migration_lab.database.programs import program
 from migration_lab.front.cli import main
 from migration_lab.workshop.instructor import Workshop, learner_names
@@ -106,22 +105,9 @@ def test_a_backup_that_fails_stops_the_reset(
 @pytest.fixture
 def os_learner(shop: Workshop, learner: Callable[[str], str]) -> Iterator[tuple[pwd.struct_passwd, str]]:
     """A learner with an OS account of the same name (as on a hub), made for the test (root only)."""
-    if os.geteuid() != 0:
-        pytest.skip("makes an OS account: root only")
     name = "mlabfiles"
-    created = False
-    try:
-        account = pwd.getpwnam(name)
-    except KeyError:
-        useradd = ["useradd", "--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", name]
-        subprocess.run(useradd, check=True)
-        created = True
-        account = pwd.getpwnam(name)
-    try:
+    with os_account(name) as account:
         yield account, learner(name)
-    finally:
-        if created:
-            subprocess.run(["userdel", name], check=False)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from hostile import TRAP_FUNCTIONS, Server, assert_not_pwned, at, sql, start_server
+from hostile import TRAP_FUNCTIONS, Server, assert_not_pwned, at, os_account, sql, start_server
 from migration_lab.workshop import export
 from migration_lab.workshop.instructor import Workshop
 from migration_lab.workshop.room import LEARNER_ROLE
@@ -33,23 +33,10 @@ def server(request: pytest.FixtureRequest) -> Iterator[Server]:
 @pytest.fixture
 def os_learner(shop: Workshop, learner: Callable[[str], str]) -> Iterator[pwd.struct_passwd]:
     """A learner with an OS account of the same name (as on a hub), made for the test (root only)."""
-    if os.geteuid() != 0:
-        pytest.skip("makes an OS account: root only")
     name = "mlabtty"
-    created = False
-    try:
-        account = pwd.getpwnam(name)
-    except KeyError:
-        useradd = ["useradd", "--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", name]
-        subprocess.run(useradd, check=True)
-        created = True
-        account = pwd.getpwnam(name)
-    try:
+    with os_account(name) as account:
         learner(name)
         yield account
-    finally:
-        if created:
-            subprocess.run(["userdel", name], check=False)
 
 
 def in_a_terminal(args: list[str], cwd: Path, timeout: float = 180) -> bytes:
