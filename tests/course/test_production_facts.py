@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -860,6 +861,67 @@ def test_through_pgbouncer_in_transaction_pooling_two_replicas_both_get_a_sessio
     assert second.scalar(text("SELECT pg_try_advisory_lock(4343)")) is False
 
 
+HOLDER = """
+import sys, time
+import psycopg2
+conn = psycopg2.connect(sys.argv[1])
+conn.autocommit = True
+conn.cursor().execute("SELECT pg_advisory_lock(4444)")
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_replica_that_hangs_keeps_its_session_lock_and_one_that_dies_frees_it_at_once(
+    database_url: str, connect
+) -> None:
+    """Chapter 13: a crashed replica never leaves the others waiting (its connection closes), but one that hangs
+    (SIGSTOP: its socket stays open, as a machine cut off from the network does until keepalives notice) keeps the
+    lock for as long as that lasts."""
+    dsn = sa.make_url(database_url).render_as_string(hide_password=False).replace("+psycopg2", "")
+    replica = subprocess.Popen([sys.executable, "-c", HOLDER, dsn], stdout=subprocess.PIPE, text=True)
+    try:
+        assert replica.stdout is not None and replica.stdout.readline().strip() == "held"
+        other = connect()
+        replica.send_signal(signal.SIGSTOP)
+        time.sleep(1)
+        assert other.scalar(text("SELECT pg_try_advisory_lock(4444)")) is False  # hung: still held
+        replica.kill()  # SIGKILL, as a crash: the kernel closes its socket
+        replica.wait(10)
+        deadline = time.monotonic() + 10
+        while not other.scalar(text("SELECT pg_try_advisory_lock(4444)")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert other.scalar(text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted")) == 1
+        assert other.scalar(text("SELECT pg_advisory_unlock(4444)")) is True  # ours now
+    finally:
+        replica.kill()
+        replica.wait(10)
+
+
+def test_tcp_keepalives_are_settable_per_session_from_the_urls_options(database_url: str) -> None:
+    """Chapter 13 tells a deploy to shorten its own session's keepalives in its URL: a user may set them (context
+    'user', no superuser), and the URL's `options` reaches the server."""
+    separator = "&" if "?" in database_url else "?"  # the test server's URL names its socket folder in its query
+    url = f"{database_url}{separator}options=-c%20tcp_keepalives_idle%3D30%20-c%20tcp_keepalives_count%3D3"
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            contexts = conn.execute(
+                text("SELECT name, context FROM pg_settings WHERE name LIKE 'tcp_keepalives_%' ORDER BY name")
+            ).all()
+            assert contexts == [
+                ("tcp_keepalives_count", "user"),
+                ("tcp_keepalives_idle", "user"),
+                ("tcp_keepalives_interval", "user"),
+            ]
+            sources = conn.execute(
+                text("SELECT source FROM pg_settings WHERE name IN ('tcp_keepalives_idle', 'tcp_keepalives_count')")
+            ).scalars()
+            assert set(sources) == {"client"}  # set by the URL, for this session only
+    finally:
+        engine.dispose()
+
+
 # --- 11. the terminal prints what the kit prints (issue 20: alembic's set-up chatter) ---------------------------
 
 
@@ -919,6 +981,12 @@ SAID = [
     ("14-constraints-and-types.ipynb", "also takes `AccessExclusiveLock` on the table it references", True),
     ("14-constraints-and-types.ipynb", "which blocks nobody", False),
     ("15-retries-drops-and-renames.ipynb", "the clock runs from the moment a session goes", True),
+    ("15-retries-drops-and-renames.ipynb", "`SET`, prepared statements and `LISTEN` are session state", False),
+    ("15-retries-drops-and-renames.ipynb", "*protocol-level*\nprepared statements", True),
+    ("14-constraints-and-types.ipynb", "takes `AccessExclusiveLock` on **both**", True),
+    ("13-migrations-in-production.ipynb", "goes\nwith the session if the replica dies", False),
+    ("13-migrations-in-production.ipynb", "A replica that hangs, or whose machine drops off the network", True),
+    ("13-migrations-in-production.ipynb", "settable per session", True),
 ]
 
 
@@ -1057,6 +1125,29 @@ def test_changing_a_foreign_key_columns_type_locks_the_referenced_table_against_
     conn.execute(text("ALTER TABLE child ENABLE TRIGGER ALL"))
     with pytest.raises(exc.IntegrityError):  # re-checked: every row read against parent
         conn.execute(text("ALTER TABLE child ALTER COLUMN parent_id TYPE bigint"))
+
+
+def test_dropping_a_foreign_key_locks_both_tables_against_reads(connect) -> None:
+    """Chapter 14: `op.drop_constraint` on a foreign key takes AccessExclusiveLock on the referencing and the
+    referenced table (the key's triggers go from both), so a plain read of either waits behind it."""
+    conn = connect()
+    conn.execute(text("CREATE TABLE parent (id int PRIMARY KEY)"))
+    conn.execute(text("CREATE TABLE child (id serial PRIMARY KEY, parent_id int CONSTRAINT fk REFERENCES parent)"))
+    migration = connect("READ COMMITTED")
+    migration_pid = migration.scalar(text("SELECT pg_backend_pid()"))
+    migration.execute(text("ALTER TABLE child DROP CONSTRAINT fk"))
+    for table in ("parent", "child"):
+        held = conn.scalars(
+            text(f"SELECT mode FROM pg_locks WHERE relation = '{table}'::regclass AND granted AND pid = :pid"),
+            {"pid": migration_pid},
+        ).all()
+        assert "AccessExclusiveLock" in held, (table, held)
+        reader = connect()
+        reader.execute(text("SET lock_timeout = '300ms'"))
+        with pytest.raises(exc.OperationalError) as blocked:
+            reader.execute(text(f"SELECT count(*) FROM {table}"))
+        assert sqlstate(blocked.value) == "55P03"
+    migration.rollback()
 
 
 EXPAND = [
