@@ -1,6 +1,7 @@
 """Chapter 07's exercise, graded by what the revision does: other correct answers pass (written by hand in plain
-SQL, written by alembic-postgresql-enum and reformatted with double quotes), plausible wrong ones fail (a `pass`
-downgrade, a rebuild that forgets the column's default, step 1's downgrade copied after the steps)."""
+SQL, written by alembic-postgresql-enum and reformatted with double quotes, a model with a Python enum.Enum class),
+plausible wrong ones fail (a `pass` downgrade, a rebuild that forgets the column's default, step 1's downgrade
+copied after the steps, 'paused' first in the enum class)."""
 
 import json
 import subprocess
@@ -235,4 +236,59 @@ def test_the_order_hint_says_where_the_model_puts_paused(lab: Lab, capsys) -> No
     order = "job_state's values are in the same order in main.py and the database"
     assert order in hints, hints
     assert "ADD VALUE 'paused' AFTER 'running' puts it where the model has it" in hints[order][1], hints[order]
+    capsys.readouterr()
+
+
+PYTHON_ENUM = """class JobState(enum.Enum):
+    queued = "queued"
+    running = "running"
+    done = "done"
+    paused = "paused"
+
+
+class JobEntry(Base):"""
+
+
+@pytest.mark.parametrize("wrong", [False, True], ids=["in-order", "paused-first"])
+def test_a_python_enum_class_in_the_model_is_graded_by_the_labels_it_gives_postgresql(
+    lab: Lab, wrong: bool, capsys
+) -> None:
+    """The model may list job_state's values as a Python enum.Enum class (`Enum(JobState, name="job_state")`): the
+    labels SQLAlchemy sends are what count, so in order it passes; with 'paused' first in the class, the database's
+    order ('paused' after 'done') no longer matches and the order check fails."""
+    chapter = start(lab, "07")
+    chapter.edit_model("import os\n", "import enum\nimport os\n")
+    members = PYTHON_ENUM.replace('    paused = "paused"\n', "")
+    if wrong:
+        members = members.replace('    queued = "queued"\n', '    paused = "paused"\n    queued = "queued"\n')
+    else:
+        members = members.replace('    done = "done"\n', '    done = "done"\n    paused = "paused"\n')
+    chapter.edit_model("class JobEntry(Base):", members)
+    chapter.edit_model('Enum("queued", "running", "done", name="job_state")', 'Enum(JobState, name="job_state")')
+    chapter.alembic('revision -m "add paused job state"')
+    chapter.rewrite_revision(upgrade=ADD_PAUSED, downgrade=HAND_WRITTEN_DOWNGRADE)
+    chapter.alembic("upgrade head")
+    hints = failing(chapter)
+    order = "job_state's values are in the same order in main.py and the database"
+    assert list(hints) == ([order] if wrong else []), hints
+    if wrong:
+        assert "main.py says paused, queued, running, done" in hints[order][0], hints
+    capsys.readouterr()
+
+
+def test_a_python_enum_class_whose_values_are_the_labels_passes_with_values_callable(lab: Lab, capsys) -> None:
+    """Upper-case member names, the lower-case labels as values: `values_callable` tells SQLAlchemy to send the values,
+    and the grader reads the labels the model gives PostgreSQL, not the member names."""
+    chapter = start(lab, "07")
+    chapter.edit_model("import os\n", "import enum\nimport os\n")
+    members = "\n".join(f'    {name.upper()} = "{name}"' for name in ("queued", "running", "done", "paused"))
+    chapter.edit_model("class JobEntry(Base):", f"class JobState(enum.Enum):\n{members}\n\n\nclass JobEntry(Base):")
+    chapter.edit_model(
+        'Enum("queued", "running", "done", name="job_state")',
+        'Enum(JobState, name="job_state", values_callable=lambda states: [s.value for s in states])',
+    )
+    chapter.alembic('revision -m "add paused job state"')
+    chapter.rewrite_revision(upgrade=ADD_PAUSED, downgrade=HAND_WRITTEN_DOWNGRADE)
+    chapter.alembic("upgrade head")
+    assert failing(chapter) == {}
     capsys.readouterr()
