@@ -14,15 +14,20 @@ from __future__ import annotations
 
 import os
 import pwd
+import signal
 import subprocess
 import sys
+import tempfile
+from contextlib import suppress
 from pathlib import Path
+from typing import IO
 
 from ..database.os_accounts import account_name, run_as
 from ..errors import LabError
 from .room import printable
 
 RESET_TIMEOUT = 600
+OUTPUT_LIMIT = 1 << 20  # what is shown of a reset's output: its end, where an error is
 
 
 def account(name: str, checkout: Path) -> pwd.struct_passwd:
@@ -87,25 +92,45 @@ def reset(name: str, chapter: str, checkout: Path, database_url: str) -> list[st
         "LANG": os.environ.get("LANG", "C.UTF-8"),
         "LAB_DATABASE_URL": database_url,
     }
-    try:
-        done = subprocess.run(
-            [python, "-m", "migration_lab", "reset", chapter, "--keep-notebook"],
-            cwd=checkout,
-            env=environment,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=RESET_TIMEOUT,
-            # A session of its own, without the instructor's terminal: through /dev/tty a program of theirs would
-            # write past the escaping below, read what the instructor types, and (TIOCSTI) type into root's shell.
-            start_new_session=True,
-            **run_as(learner),
-        )
-    except (OSError, subprocess.TimeoutExpired) as error:
-        raise LabError(f"The reset as {name} did not run: {error}", _as_them(name)) from error
-    if done.returncode != 0:
-        raise LabError(f"The reset as {name} failed:\n{(done.stdout + done.stderr).strip()}", _as_them(name))
-    return _lines(done.stdout)
+    # Its output goes to files, not pipes: a program of theirs left running in the background (a daemon their
+    # env.py starts) would hold a pipe open, and the instructor would wait for its end, not for the reset's.
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        try:
+            process = subprocess.Popen(
+                [python, "-m", "migration_lab", "reset", chapter, "--keep-notebook"],
+                cwd=checkout,
+                env=environment,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                # A session of its own, without the instructor's terminal: through /dev/tty a program of theirs
+                # would write past the escaping below, read what the instructor types, and (TIOCSTI) type into
+                # root's shell.
+                start_new_session=True,
+                **run_as(learner),
+            )
+        except OSError as error:
+            raise LabError(f"The reset as {name} did not run: {error}", _as_them(name)) from error
+        try:
+            returncode = process.wait(RESET_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            with suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # its group is alive: the reset's own process still is
+            process.wait()
+            raise LabError(
+                f"The reset as {name} did not end within {RESET_TIMEOUT} s and was stopped.", _as_them(name)
+            ) from None
+        stdout, stderr = _read(out), _read(err)
+    if returncode != 0:
+        raise LabError(f"The reset as {name} failed:\n{(stdout + stderr).strip()}", _as_them(name))
+    return _lines(stdout)
+
+
+def _read(file: IO[bytes]) -> str:
+    """The last OUTPUT_LIMIT bytes a reset wrote to `file`, as text whatever bytes the learner's program wrote."""
+    size = file.seek(0, os.SEEK_END)
+    file.seek(max(0, size - OUTPUT_LIMIT))
+    return file.read().decode("utf-8", errors="replace")
 
 
 def _lines(output: str) -> list[str]:

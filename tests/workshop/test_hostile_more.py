@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from hostile import TRAP_FUNCTIONS, Server, assert_not_pwned, at, os_account, sql, start_server
-from migration_lab.workshop import export
+from migration_lab.errors import LabError
+from migration_lab.workshop import checkouts, export
 from migration_lab.workshop.instructor import Workshop
 from migration_lab.workshop.room import LEARNER_ROLE
 
@@ -143,3 +144,46 @@ def test_a_formula_after_a_semicolon_is_inert_where_spreadsheets_split_on_semico
     for row in csv.DictReader(io.StringIO(text)):  # read by comma, as RFC 4180: the text is all there
         if row["learner"] == "semi":
             assert any(said in row["last_error"] for said in ("cmd|' /C calc'!A0", "SUM(1)", "SUM(2)")), row
+
+
+def learners_checkout(base: Path, account: pwd.struct_passwd, python: str) -> Path:
+    """A checkout of `account`'s whose .venv/bin/python is the shell script `python`."""
+    checkout = base / "checkout"
+    fake = checkout / ".venv" / "bin" / "python"
+    (checkout / "ai-service").mkdir(parents=True)
+    fake.parent.mkdir(parents=True)
+    fake.write_text(f"#!/bin/sh\n{python}")
+    fake.chmod(0o755)
+    subprocess.run(["chown", "-R", f"{account.pw_uid}:{account.pw_gid}", str(checkout)], check=True)
+    return checkout
+
+
+def still_running(account: pwd.struct_passwd) -> list[str]:
+    """`account`'s live processes (a killed one whose parent has not reaped it yet, a zombie, is not)."""
+    found = subprocess.run(["ps", "-o", "pid=,stat=,args=", "-u", str(account.pw_uid)], capture_output=True, text=True)
+    return [line for line in found.stdout.splitlines() if line.split()[1][0] != "Z"]
+
+
+def test_a_background_program_of_the_learners_neither_holds_the_reset_nor_breaks_its_output(
+    shop: Workshop, os_learner: pwd.struct_passwd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--files: the learner's program leaves a process running that holds its output open (a daemon their env.py
+    starts) and prints bytes that are not UTF-8. The reset ends when their program does, says what it printed,
+    and the timeout stays for a program that itself never ends (stopped, with what it started)."""
+    monkeypatch.setattr(checkouts, "RESET_TIMEOUT", 60)  # held by the daemon, it would end in a LabError here
+    base = Path(tempfile.mkdtemp(prefix="mlab-daemon-", dir="/tmp"))
+    try:
+        base.chmod(0o755)
+        checkout = learners_checkout(base, os_learner, "sleep 300 &\nprintf 'caf\\351\\n'\necho reset done\n")
+        url = shop.learners()["mlabtty"]
+        assert checkouts.reset("mlabtty", "02", checkout, url) == ["caf\ufffd", "reset done"]
+        subprocess.run(["pkill", "-KILL", "-u", str(os_learner.pw_uid)], check=False)
+        shutil.rmtree(checkout)
+        checkout = learners_checkout(base, os_learner, "sleep 300 &\nsleep 300\n")
+        monkeypatch.setattr(checkouts, "RESET_TIMEOUT", 2)
+        with pytest.raises(LabError, match="did not end within 2 s and was stopped"):
+            checkouts.reset("mlabtty", "02", checkout, url)
+        assert still_running(os_learner) == []  # the reset's whole process group went with it
+    finally:
+        subprocess.run(["pkill", "-KILL", "-u", str(os_learner.pw_uid)], check=False)
+        shutil.rmtree(base, ignore_errors=True)
