@@ -564,12 +564,23 @@ class Workshop:
         lines = [line for said in removed.values() for line in said]
         lines += removal.kit(self.server)
         if not any(LEFT in line for line in lines):
-            self.roster.unlink(missing_ok=True)
-            self.roster.with_name(self.roster.name + ".lock").unlink(missing_ok=True)
-            lines.append(f"Dropped the workshop on {self.where}: every learner, the templates, the roles, the roster.")
+            lines += self._forget_roster()
         for line in lines:
             self._tell(line)
         return lines
+
+    def _forget_roster(self) -> list[str]:
+        """The roster and its lock deleted, once nothing of the workshop is left on the server. Only through a folder
+        no other account could swap for a symlink meanwhile (the check every write of the roster passes): else
+        kept, with a LEFT line that says why."""
+        if self.roster.parent.is_dir():
+            try:
+                folders.private_folder(self.roster.parent, "the roster's folder")
+            except LabError as error:
+                return [f"the roster {self.roster}: {LEFT} {error.what.replace('Nothing was written.', 'Kept.')}"]
+            self.roster.unlink(missing_ok=True)
+            self.roster.with_name(self.roster.name + ".lock").unlink(missing_ok=True)
+        return [f"Dropped the workshop on {self.where}: every learner, the templates, the roles, the roster."]
 
 
 def _login_works(url: str) -> bool:

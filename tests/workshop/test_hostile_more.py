@@ -23,6 +23,7 @@ from hostile import TRAP_FUNCTIONS, Server, assert_not_pwned, at, os_account, sq
 from migration_lab.errors import LabError
 from migration_lab.workshop import checkouts, export
 from migration_lab.workshop.instructor import Workshop
+from migration_lab.workshop.removal import LEFT
 from migration_lab.workshop.room import LEARNER_ROLE
 
 
@@ -187,3 +188,23 @@ def test_a_background_program_of_the_learners_neither_holds_the_reset_nor_breaks
     finally:
         subprocess.run(["pkill", "-KILL", "-u", str(os_learner.pw_uid)], check=False)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_drop_deletes_the_roster_only_through_a_folder_nobody_else_may_swap(shop: Workshop) -> None:
+    """drop deletes the roster last, as root too: through a folder others may write (one that became so after the
+    roster was written), another account could swap it for a symlink to a folder of root's and have root delete a
+    file of that name there. Kept then, with a LEFT line that says why; deleted once the folder is private again."""
+    shop.add("mlabkeep")  # the roster is written with the first learner; drop removes them
+    folder = shop.roster.parent
+    assert shop.roster.exists()
+    folder.chmod(0o777)
+    try:
+        said = shop.drop()
+    finally:
+        folder.chmod(0o700)
+    left = [line for line in said if LEFT in line]
+    assert len(left) == 1 and left[0].startswith(f"the roster {shop.roster}: {LEFT}"), said
+    assert "others may write in it, mode 777" in left[0] and left[0].endswith("Kept."), said
+    assert shop.roster.exists() and not any(line.startswith("Dropped the workshop") for line in said), said
+    said = shop.drop()
+    assert said[-1].startswith("Dropped the workshop") and not shop.roster.exists(), said
