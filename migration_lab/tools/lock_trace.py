@@ -18,9 +18,12 @@ included) and watches every statement the revision's own code sends:
   duration and the table's row count on the copy;
 - which constraints of existing tables it validated (a foreign key, CHECK or
   NOT NULL whose `pg_constraint.convalidated` it made true: the scan), and the
-  `lock_timeout` its session had when it was sent, both read on the
-  migration's own connection, so a timeout set in env.py, by a `SET LOCAL`
-  or by a helper counts alike.
+  `lock_timeout` its session had when it was sent and after it ran, both
+  read on the migration's own connection, so a timeout set in env.py, by a
+  `SET LOCAL` or by a helper counts alike. Each revision runs in a session of
+  its own, as a deploy's retry runs it: a plain SET in an earlier revision
+  does not reach it, and the trace of that revision shows the SET
+  (`LockTrace.session_lock_timeout`) so a grader can say why.
 
 The learner's database is never touched. Durations print as "(N ms)", which
 the notebooks' sanitize file replaces.
@@ -31,6 +34,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import inspect
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -79,6 +83,12 @@ _WAITS = "SELECT relation::oid, mode FROM pg_locks WHERE pid = :pid AND NOT gran
 # On the migration's own connection: its session's lock_timeout; the validated constraints (foreign keys, CHECK,
 # NOT NULL) of the tables that existed before the revision, with their columns; each such table's last column.
 _LOCK_TIMEOUT = "SELECT current_setting('lock_timeout')"
+# A statement that sets lock_timeout for the session, not for its transaction: `SET [SESSION] lock_timeout ...`
+# (not SET LOCAL), or set_config('lock_timeout', ..., false). What it sets outlives the revision's COMMIT.
+_SESSION_SET = re.compile(
+    r"^\s*SET\s+(SESSION\s+)?lock_timeout\b|\bset_config\s*\(\s*'lock_timeout'\s*,.*,\s*false\s*\)",
+    re.IGNORECASE | re.DOTALL,
+)
 _VALID = (
     "SELECT conname::text, conrelid::int, conkey::int[] FROM pg_constraint "
     "WHERE convalidated AND contype IN ('f', 'c', 'n') AND conrelid::int = ANY(%s)"
@@ -114,6 +124,18 @@ class Step:
     already: tuple[Lock, ...] = ()  # what earlier statements locked in the same transaction, still held
     validates: tuple[str, ...] = ()  # constraints of existing tables this statement made valid (it scanned)
     lock_timeout: str = "0"  # the session's lock_timeout when the statement was sent ("0": waits forever)
+    lock_timeout_after: str | None = None  # ... when it had run (None: it failed)
+
+    def sets_session_lock_timeout(self) -> bool:
+        """This statement changed the session's lock_timeout with a plain SET (no LOCAL), so the value outlives the
+        revision's transaction: in one `alembic upgrade head` every later revision gets it, while the same revision
+        retried on its own (a deploy's retry, `alembic upgrade +1`) runs in a new session without it.
+
+        Measured (the session's value before and after the statement) and read from the statement (LOCAL or not:
+        PostgreSQL shows a SET LOCAL's value the same way until the COMMIT).
+        """
+        changed = self.lock_timeout_after is not None and self.lock_timeout_after != self.lock_timeout
+        return changed and _SESSION_SET.search(self.sql) is not None
 
     def lines(self) -> list[str]:
         """What the learner reads: the op. line, the SQL, each lock and what it blocks, rewrite or not, timings."""
@@ -202,6 +224,11 @@ class LockTrace:
     def failed(self) -> Step | None:
         """The statement that failed, if one did."""
         return next((step for step in self.steps if step.error is not None), None)
+
+    def session_lock_timeout(self) -> Step | None:
+        """The last statement that set the session's lock_timeout with a plain SET (`Step.sets_session_lock_timeout`):
+        what the session still had after this revision, which `alembic upgrade head` hands to the next ones."""
+        return next((step for step in reversed(self.steps) if step.sets_session_lock_timeout()), None)
 
 
 def _ran_from(pending: _Pending, ended: float) -> float:
@@ -382,6 +409,16 @@ class _Tracer:
         finally:
             cursor.close()
 
+    def _lock_timeout(self, dbapi: Psycopg2Connection) -> str:
+        """The session's lock_timeout now, on the migration's own connection."""
+        cursor = dbapi.cursor()
+        try:
+            cursor.execute(_LOCK_TIMEOUT)
+            (timeout,) = cursor.fetchone()
+            return str(timeout)
+        finally:
+            cursor.close()
+
     def _validated(self, dbapi: Psycopg2Connection, pending: _Pending) -> tuple[str, ...]:
         """Constraints the statement made valid on columns that were there before it: what it had to scan for.
 
@@ -470,7 +507,16 @@ class _Tracer:
                 if node and files_after.get(oid) not in (None, node)
             )
         )
-        self._record(pending, new, rewrites, started, ended, None, self._validated(cursor.connection, pending))
+        self._record(
+            pending,
+            new,
+            rewrites,
+            started,
+            ended,
+            None,
+            self._validated(cursor.connection, pending),
+            self._lock_timeout(cursor.connection),
+        )
         if not pending.autocommit and cursor.connection.info.transaction_status == TRANSACTION_STATUS_IDLE:
             self._release()  # a literal COMMIT (or END) in the revision ended the transaction
 
@@ -499,6 +545,7 @@ class _Tracer:
         ended: float,
         error: str | None,
         validates: tuple[str, ...] = (),
+        lock_timeout_after: str | None = None,
     ) -> None:
         locks = self._strongest(new)
         touched = {lock.table for lock in locks} | set(rewrites)
@@ -516,6 +563,7 @@ class _Tracer:
             self._still_held(),
             validates,
             pending.lock_timeout,
+            lock_timeout_after,
         )
         self.steps.append(step)
         if not pending.autocommit:

@@ -374,6 +374,35 @@ def test_the_session_lock_timeout_is_read_however_it_was_set(lab: Lab, engine: s
     assert timeouts == {"a": "0", "b": "200ms", "c": "50ms"}
 
 
+def test_a_plain_set_of_the_lock_timeout_is_told_from_a_set_local(lab: Lab, engine: sa.Engine) -> None:
+    """Only a plain SET (or set_config(..., false)) outlives the revision's COMMIT and reaches the revisions after it
+    in one `alembic upgrade head`; graders name it when a later revision, traced in a session of its own, has none."""
+    head = at_head(lab, engine)
+    write_revision(
+        lab.project,
+        "b1",
+        head,
+        """
+        op.execute("SET LOCAL lock_timeout = '200ms'")
+        op.execute("SELECT set_config('lock_timeout', '300ms', true)")
+        bind = op.get_bind()
+        with bind.begin_nested():
+            bind.exec_driver_sql("SET LOCAL lock_timeout = '50ms'")
+        op.execute("SET lock_timeout = '400ms'")
+        op.execute("SELECT set_config('lock_timeout', '500ms', false)")
+        op.execute("SET LOCAL lock_timeout = '600ms'")
+        """,
+    )
+    found = trace("b1", lab)
+    assert found.error is None, str(found)
+    assert [(s.sql, s.lock_timeout_after) for s in found.steps if s.sets_session_lock_timeout()] == [
+        ("SET lock_timeout = '400ms'", "400ms"),
+        ("SELECT set_config('lock_timeout', '500ms', false)", "500ms"),
+    ]
+    setter = found.session_lock_timeout()
+    assert setter is not None and setter.lock_timeout_after == "500ms"
+
+
 def test_trace_each_runs_a_release_on_one_copy(lab: Lab, engine: sa.Engine) -> None:
     head = with_jobs(lab, engine)
     write_revision(lab.project, "b1", head, f"op.create_foreign_key({FK_ARGS}, postgresql_not_valid=True)")
