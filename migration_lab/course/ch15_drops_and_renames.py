@@ -14,6 +14,7 @@ on user_profiles, and a downgrade that gives the column back.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import sqlalchemy as sa
 
 from ..errors import LabError
 from ..lab import Lab
+from ..tools.lock_trace import LockTrace, Step
 from ..workspace import checkpoints
 from ..workspace.edits import apply_edit
 from . import checks
@@ -134,17 +136,50 @@ def _timeout_seconds(setting: str) -> float | None:
     return value or None
 
 
-def _drop_waits(found: Replay) -> list[str]:
+@dataclass(frozen=True)
+class _Carried:
+    """A DROP that had no short lock_timeout in its own session, and the earlier revision's plain SET that gives it
+    one in a single `alembic upgrade head` (the session keeps it), not when its revision runs on its own."""
+
+    drop: str  # the file of the revision that drops
+    setter: str  # the file of the earlier revision that sets it
+    step: Step  # the plain SET there
+
+    def explained(self) -> str:
+        return (
+            f"In one `alembic upgrade head` it gets one only because line {self.step.line} of {self.setter} sets "
+            f"lock_timeout to {self.step.lock_timeout_after} with a plain SET (no LOCAL), which the session keeps "
+            f"after that revision. But a deploy that retries after a failure, or `alembic upgrade +1`, applies "
+            f"{self.drop} in a new session, without it, and the DROP waits as long as it takes (the lock trace runs "
+            "each revision that way); and a plain SET leaks into every later revision, whatever that one runs."
+        )
+
+
+def _drop_waits(found: Replay) -> tuple[list[str], list[_Carried]]:
     """The statements that took ACCESS EXCLUSIVE on user_profiles with no lock_timeout shorter than a client
-    waits ("line N: lock_timeout 0")."""
-    said = []
+    waits ("line N of file: lock_timeout 0"); and, for those, the plain SET of an earlier revision that would have
+    given them a short one in the same session (the trace runs each revision in a session of its own, as a retry
+    does, so the verdict stands: the hint says why)."""
+    said: list[str] = []
+    carried: list[_Carried] = []
+    earlier: tuple[LockTrace, Step] | None = None  # the last plain SET of lock_timeout in an earlier revision
     for traced in found.traces:
         for step in traced.steps:
             if any(lock.table == "user_profiles" and lock.mode == "AccessExclusiveLock" for lock in step.locks):
                 seconds = _timeout_seconds(step.lock_timeout)
                 if seconds is None or seconds >= CLIENT_TIMEOUT:
                     said.append(f"line {step.line} of {traced.path.name}: lock_timeout {step.lock_timeout}")
-    return said
+                    if earlier is not None and _short(earlier[1].lock_timeout_after):
+                        carried.append(_Carried(traced.path.name, earlier[0].path.name, earlier[1]))
+        setter = traced.session_lock_timeout()
+        earlier = (traced, setter) if setter is not None else earlier
+    return said, carried
+
+
+def _short(setting: str | None) -> bool:
+    """A lock_timeout shorter than a client waits (and not 0, no limit)."""
+    seconds = _timeout_seconds(setting) if setting is not None else None
+    return seconds is not None and seconds < CLIENT_TIMEOUT
 
 
 def exercise(lab: Lab, answer: object) -> list[Check]:
@@ -181,7 +216,17 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
             ),
         ),
     ]
-    waits = _drop_waits(found)
+    waits, carried = _drop_waits(found)
+    how = (
+        "op.execute(\"SET LOCAL lock_timeout = '200ms'\") before the drop (the deploy retries), or the "
+        "with_lock_retries helper around it; a timeout set in env.py counts too. Shorter than the "
+        f"{CLIENT_TIMEOUT:.0f} s a client waits."
+    )
+    if carried:
+        how = (
+            f"Set it in {carried[0].drop} itself, where the DROP is: " + how + f" And make the SET in "
+            f"{carried[0].setter} a SET LOCAL (or remove it), so it no longer reaches the revisions after it."
+        )
     results.append(
         Check(
             "the lock trace: the DROP asks for its lock with a lock_timeout shorter than a client waits",
@@ -189,10 +234,9 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
             (
                 "Your DROP asks for ACCESS EXCLUSIVE on user_profiles without a short lock_timeout ("
                 + "; ".join(waits)
-                + "): behind a report's open transaction it waits, and every query on the table waits behind it.",
-                "op.execute(\"SET LOCAL lock_timeout = '200ms'\") before the drop (the deploy retries), or the "
-                "with_lock_retries helper around it; a timeout set in env.py counts too. Shorter than the "
-                f"{CLIENT_TIMEOUT:.0f} s a client waits.",
+                + "): behind a report's open transaction it waits, and every query on the table waits behind it."
+                + "".join(" " + why.explained() for why in carried[:1]),
+                how,
                 write_safe(found),
             ),
         )

@@ -255,3 +255,23 @@ def test_a_set_local_lock_timeout_in_a_revision_of_its_own_ends_with_it_and_fail
     report = chapter.report()
     assert report.first_failing is not None and report.first_failing.name == TRACE, str(report)
     assert TRAFFIC in failing(chapter)
+
+
+def test_a_plain_set_in_an_earlier_revision_is_named_when_the_drop_has_no_lock_timeout(chapter: Chapter) -> None:
+    """`SET lock_timeout` without LOCAL in the release's first revision, the DROP in the second: in one `upgrade
+    head` the session keeps it and the traffic passes; the trace runs each revision in a session of its own, as a
+    deploy's retry (or `alembic upgrade +1`) does, and the DROP waits. The verdict stands; the hint said only
+    "lock_timeout 0", now it names the line that set it and why that does not count."""
+    chapter.edit_model(PHONE, "")
+    write_revision(chapter.lab.project, "c15a00000001", busy.START, "op.execute(\"SET lock_timeout = '200ms'\")")
+    write_revision(chapter.lab.project, "c15a00000002", "c15a00000001", DROP, DOWN)
+    assert chapter.lab.runner.run("upgrade head").ok
+    report = chapter.report()
+    assert failing(chapter) == [TRACE], str(report)
+    [trace] = [c for c in report.checks if c.name == TRACE]
+    first, second = trace.hints[0], trace.hints[1]
+    assert "line 12 of c15a00000002_hand_written.py: lock_timeout 0" in first, first
+    assert "line 12 of c15a00000001_hand_written.py sets lock_timeout to 200ms with a plain SET" in first, first
+    assert "alembic upgrade +1" in first and "retries" in first, first
+    assert "SET LOCAL" in second and "env.py" in second and "c15a00000002_hand_written.py" in second, second
+    follow_the_hints(chapter)
