@@ -445,6 +445,23 @@ class Replay:
             f'ch.alembic("upgrade head"{confirmed})'
         )
 
+    def _upgrade_failed(self) -> tuple[str | None, str | None]:
+        """The replayed upgrade's failure (a revision's trace, or the deploy under traffic) and its SQLSTATE."""
+        broken = next((t for t in self.traces if t.error or t.unavailable), None)
+        if broken is not None:
+            return broken.error or broken.unavailable, broken.sqlstate
+        if self.run is not None and not self.run.result.ok:
+            return self.run.result.error, self.run.result.sqlstate
+        return None, None
+
+    @property
+    def undone_badly(self) -> bool:
+        """The copy came past the start, the release's own downgrade() took it back, and the upgrade then met what
+        that downgrade left (or had not given back): the replay stopped because of the downgrade, so a grader shows
+        its check about the downgrade first."""
+        failed, code = self._upgrade_failed()
+        return failed is not None and self.went_back and code in UNDONE_BADLY
+
     def failure(self) -> tuple[str, ...] | None:
         """Hints when the release could not be replayed, or its upgrade fails on the copy; None otherwise."""
         if self.unavailable and self.revisions:
@@ -455,11 +472,8 @@ class Replay:
                 f"failed: {self.downgrade.error}",
                 "Fix downgrade() so it undoes upgrade(), in reverse; then check again.",
             )
-        broken = next((t for t in self.traces if t.error or t.unavailable), None)
-        failed, code = (broken.error or broken.unavailable, broken.sqlstate) if broken else (None, None)
-        if failed is None and self.run is not None and not self.run.result.ok:
-            failed, code = self.run.result.error, self.run.result.sqlstate
-        if failed is not None and self.went_back and code in UNDONE_BADLY:
+        failed, _code = self._upgrade_failed()
+        if self.undone_badly:
             return (
                 f"Replayed on a copy of your database, taken back to the chapter's start by your downgrade(), the "
                 f"upgrade fails: {failed}. Does downgrade() undo everything upgrade() does?",

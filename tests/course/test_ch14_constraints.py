@@ -326,12 +326,18 @@ def test_validated_in_the_next_revision_with_a_typed_model_passes(chapter: Chapt
 
 def test_a_downgrade_that_is_pass_leaves_the_key_and_fails(chapter: Chapter) -> None:
     """Applied, then replayed on a copy from the chapter's start: the `pass` left the key there, so the upgrade meets
-    it again; the first hint says so, and names the downgrade."""
+    it again; the first hint says so, and names the downgrade. The first failing check is the downgrade's (it was
+    "a revision ... makes job_entries.reviewer_id reference user_profiles.id", which the revision does), and the
+    learner's fix, as its second hint says, is the downgrade in the file, the database left at head."""
     answer(chapter, (catalogue.SAFE_UPGRADE, "pass"))
     report = chapter.report()
     assert UNDONE in failing(chapter), str(report)
-    assert report.first_failing is not None and "already exists" in report.first_failing.hint, str(report)
+    assert report.first_failing is not None and report.first_failing.name == UNDONE, str(report)
+    assert "already exists" in report.first_failing.hint, str(report)
     assert "downgrade() undo everything" in report.first_failing.hint, str(report)
+    assert "drop_constraint" in report.first_failing.hints[1], report.first_failing.hints
+    chapter.rewrite_revision(revision="c14a00000000", downgrade=DOWN)
+    assert failing(chapter) == [], str(chapter.report())
 
 
 def test_a_lock_timeout_longer_than_a_client_waits_fails_the_traffic(chapter: Chapter) -> None:
