@@ -25,11 +25,20 @@ def run_quoted(conn: sa.Connection, statement: str) -> None:
     conn.exec_driver_sql(statement, execution_options={"no_parameters": True})
 
 
+# A learner's `ALTER ROLE self SET` or `ALTER DATABASE <theirs> SET` of these reaches every session that logs in as
+# them or into their database: a read-only default failed the kit's DROP OWNED there, and SERIALIZABLE READ ONLY
+# DEFERRABLE made the first query of a session wait, without any timeout, until every serializable read-write
+# transaction on the server ended: one the learner keeps open in psql held `workshop ensure` (and the roster's
+# lock, so every other login) forever. A client's options outrank both settings.
+TRANSACTION_DEFAULTS = "-c default_transaction_read_only=off -c default_transaction_deferrable=off"
+
+
 def pinned(statement_timeout: str, lock_timeout: str | None = None) -> str:
-    """libpq `options` for a session in a database a learner may own: names resolve in pg_catalog only (a function
-    of theirs in public cannot shadow a built-in), and a lock or a slow view of theirs costs a bounded wait."""
+    """libpq `options` for a session in a database a learner may own, or with a learner's login: names resolve in
+    pg_catalog only (a function of theirs in public cannot shadow a built-in), a lock or a slow view of theirs
+    costs a bounded wait, and transactions are read-write and never deferred (`TRANSACTION_DEFAULTS`)."""
     locks = f" -c lock_timeout={lock_timeout}" if lock_timeout else ""
-    return f"-c search_path=pg_catalog,pg_temp -c statement_timeout={statement_timeout}{locks}"
+    return f"-c search_path=pg_catalog,pg_temp -c statement_timeout={statement_timeout}{locks} {TRANSACTION_DEFAULTS}"
 
 
 @contextmanager

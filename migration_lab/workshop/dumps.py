@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 
 from ..database.libpq import conninfo, environment
 from ..database.programs import program
+from ..database.sql import TRANSACTION_DEFAULTS
 from ..errors import LabError
 from . import folders
 
@@ -48,10 +49,13 @@ def dump(url: str, folder: Path) -> Path:
         "--no-password",
         f"--dbname={conninfo(u)}",
     ]
+    # The learner's `ALTER ROLE ... SET` reaches pg_dump's session: a deferrable serializable default held its
+    # first query until the timeout (TRANSACTION_DEFAULTS).
+    env = {**environment(url), "PGOPTIONS": TRANSACTION_DEFAULTS}
     try:
         done = subprocess.run(
             command,
-            env=environment(url),
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.PIPE,

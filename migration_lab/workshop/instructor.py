@@ -585,9 +585,13 @@ class Workshop:
 
 def _login_works(url: str) -> bool:
     """Whether the learner's URL still logs in (a learner may change their own password); only a refused
-    password counts as not working, not a full server or a missing database."""
+    password counts as not working, not a full server or a missing database. Pinned (`templates.PINNED`): the
+    session runs SQLAlchemy's first queries under the learner's `ALTER ROLE ... SET`, which could make them wait
+    forever (a deferrable serializable default) while `add` or `ensure` holds the roster's lock."""
     engine = sa.create_engine(
-        make_url(url).set(database="postgres"), poolclass=sa.pool.NullPool, connect_args={"connect_timeout": 5}
+        make_url(url).set(database="postgres"),
+        poolclass=sa.pool.NullPool,
+        connect_args={"connect_timeout": 5, "options": templates.PINNED},
     )
     try:
         with engine.connect():

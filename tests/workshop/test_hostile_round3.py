@@ -1,0 +1,100 @@
+"""A third round of a learner's attacks on workshop mode, with their own credentials and psql: session defaults
+of theirs (`ALTER ROLE self SET`, `ALTER DATABASE <theirs> SET`) that every session logging in as them or into
+their database picks up, and their own database marked as a template before a reset. The instructor is a
+superuser, then a role with CREATEROLE and CREATEDB only."""
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import pytest
+import sqlalchemy as sa
+
+from hostile import Server, sql, start_server
+from migration_lab.workshop import dumps
+from migration_lab.workshop.instructor import LEFT, Workshop
+
+
+@pytest.fixture(scope="module", params=["superuser", "createrole"])
+def server(request: pytest.FixtureRequest) -> Iterator[Server]:
+    yield from start_server(request.param)
+
+
+# SERIALIZABLE READ ONLY DEFERRABLE: a transaction's first query waits until no serializable read-write
+# transaction on the server is running. Deferrable first: a read-only default refuses the next ALTER ROLE.
+DEFERRABLE = (
+    "default_transaction_deferrable = on",
+    "default_transaction_isolation = 'serializable'",
+    "default_transaction_read_only = on",
+)
+
+
+@contextmanager
+def serializable_writer(url: str) -> Iterator[None]:
+    """A serializable read-write transaction of the learner's, left open (as in a psql they never close); in
+    database postgres, which the reset of their own database does not close."""
+    engine = sa.create_engine(sa.make_url(url).set(database="postgres"), poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE READ WRITE")
+            conn.exec_driver_sql("SELECT count(*) FROM pg_catalog.pg_class")
+            try:
+                yield
+            finally:
+                conn.rollback()
+    finally:
+        engine.dispose()
+
+
+def within(seconds: float, call: Callable[[], object]) -> object:
+    """`call()`'s result, when it ends within `seconds` (else the test fails, the call left running)."""
+    done: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            done["result"] = call()
+        except BaseException as error:  # noqa: BLE001 - handed to the test
+            done["error"] = error
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still waiting after {seconds} s"
+    if "error" in done:
+        raise done["error"]  # type: ignore[misc]
+    return done.get("result")
+
+
+def test_a_deferrable_default_of_the_learners_never_holds_a_login(
+    server: Server, shop: Workshop, learner: Callable[[str], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ALTER ROLE self SET` SERIALIZABLE READ ONLY DEFERRABLE, and a serializable transaction left open: the
+    check that their roster password still works (every `ensure`, a hub's login hook) ran SQLAlchemy's first
+    query as them and waited, with no timeout, until that transaction ended: forever, holding the roster's lock,
+    so every other learner's login waited too. The backup before a reset (pg_dump, as them) waited its whole
+    timeout and the reset was refused."""
+    monkeypatch.setattr(dumps, "DUMP_TIMEOUT", 30)
+    url = learner("dee")
+    for setting in DEFERRABLE:
+        sql(url, f"ALTER ROLE dee SET {setting}", database="postgres")
+    with serializable_writer(url):
+        assert within(30, lambda: shop.ensure("dee")).database_url == url  # type: ignore[attr-defined]
+        saved = within(60, lambda: shop.reset("dee", "01"))
+        assert saved is not None and saved.stat().st_size > 0  # type: ignore[attr-defined]
+
+
+def test_a_read_only_default_on_a_learners_database_never_stops_removing_another(
+    server: Server, shop: Workshop, learner: Callable[[str], str]
+) -> None:
+    """ann granted ben a table in her database, then made it read-only by default (`ALTER DATABASE lab_ann SET`):
+    the `DROP OWNED BY ben` that `remove ben` runs there failed ("read-only transaction"), ben stayed. A superuser
+    instructor only: one with CREATEROLE may not connect to ann's database at all (`drop` removes ben after ann)."""
+    if server.kind != "superuser":
+        pytest.skip("a CREATEROLE instructor cannot enter another learner's database")
+    ann, _ = learner("ann"), learner("ben")
+    sql(ann, "CREATE TABLE public.shared (x int); GRANT SELECT ON public.shared TO ben")
+    for setting in DEFERRABLE:
+        sql(ann, f"ALTER DATABASE lab_ann SET {setting}", database="postgres")
+    lines = shop.remove("ben")
+    assert not any(LEFT in line for line in lines), lines
+    assert sql(server.superuser_url, "SELECT 1 FROM pg_roles WHERE rolname = 'ben'") == []
