@@ -50,19 +50,15 @@ def dump(url: str, folder: Path) -> Path:
         f"--dbname={conninfo(u)}",
     ]
     # The learner's `ALTER ROLE ... SET` reaches pg_dump's session: a deferrable serializable default held its
-    # first query until the timeout (TRANSACTION_DEFAULTS).
+    # first query until the timeout (TRANSACTION_DEFAULTS), and a client_encoding of theirs (LATIN1) wrote its
+    # messages, their own words quoted, in bytes that are not UTF-8: read as bytes, shown replaced.
     env = {**environment(url), "PGOPTIONS": TRANSACTION_DEFAULTS}
     try:
         done = subprocess.run(
-            command,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=DUMP_TIMEOUT,
+            command, env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.PIPE, timeout=DUMP_TIMEOUT
         )
-        problem = done.stderr.strip().splitlines()[-1] if done.returncode else ""
+        said = done.stderr.decode("utf-8", errors="replace").strip().splitlines()
+        problem = (said[-1] if said else f"pg_dump exited with {done.returncode}") if done.returncode else ""
     except (OSError, subprocess.TimeoutExpired) as error:
         problem = str(error)
     finally:

@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from hostile import Server, sql, start_server
+from migration_lab.errors import LabError
 from migration_lab.workshop import dumps
 from migration_lab.workshop.instructor import LEFT, Workshop
 
@@ -98,3 +99,24 @@ def test_a_read_only_default_on_a_learners_database_never_stops_removing_another
     lines = shop.remove("ben")
     assert not any(LEFT in line for line in lines), lines
     assert sql(server.superuser_url, "SELECT 1 FROM pg_roles WHERE rolname = 'ben'") == []
+
+
+def test_a_backup_in_a_client_encoding_of_the_learners_fails_with_a_message(
+    server: Server, shop: Workshop, learner: Callable[[str], str]
+) -> None:
+    """`ALTER ROLE self SET client_encoding = 'LATIN1'` and a row policy that raises 'échec': pg_dump's message,
+    in LATIN1, crashed the reset with a UnicodeDecodeError and left the half-written dump behind."""
+    url = learner("enc")
+    sql(url, "ALTER ROLE enc SET client_encoding = 'LATIN1'", database="postgres")
+    sql(
+        url,
+        "CREATE FUNCTION public.boom() RETURNS boolean LANGUAGE plpgsql AS $f$ BEGIN RAISE EXCEPTION 'échec'; END $f$;"
+        "CREATE TABLE public.t (x int); INSERT INTO public.t VALUES (1);"
+        "ALTER TABLE public.t ENABLE ROW LEVEL SECURITY; ALTER TABLE public.t FORCE ROW LEVEL SECURITY;"
+        "CREATE POLICY p ON public.t USING (public.boom())",
+    )
+    with pytest.raises(LabError, match="Nothing was changed") as raised:
+        shop.reset("enc", "02")
+    assert "The backup of lab_enc failed" in raised.value.what
+    assert not list(shop.backup_dir.glob("lab_enc-*"))
+    assert sql(url, "SELECT to_regclass('public.t')::text") == [("t",)]
