@@ -257,10 +257,24 @@ def swap_into_place(
             continue
         break
     if old is not None:
-        run_quoted(conn, f"DROP DATABASE IF EXISTS {quote(old)} WITH (FORCE)")
+        drop_replaced(conn, old)
     if owner_of(conn, name) != owner:  # cannot happen while the rules above hold; a name is never handed over
         raise LabError(f"{name} does not belong to {owner} after the swap.", "Run the command again.")
     return Swap(closed, old is not None, None if aside is None else (str(found), aside))
+
+
+def drop_replaced(conn: sa.Connection, name: str) -> None:
+    """Drop `name`, a database the swap replaced (or a clone it did not use): its owner may have marked it
+    `IS_TEMPLATE` (a learner's own database, before an instructor's reset), which a plain DROP refuses: the reset
+    said it failed after it had replaced the database, and kept the old one. Gone already (its owner renamed or
+    dropped it meanwhile): nothing to do."""
+    try:
+        run_quoted(conn, f"ALTER DATABASE {quote(name)} WITH IS_TEMPLATE false")
+    except sa.exc.DBAPIError as error:
+        if getattr(error.orig, "pgcode", None) != "3D000":  # invalid_catalog_name: no such database
+            raise
+        return
+    run_quoted(conn, f"DROP DATABASE IF EXISTS {quote(name)} WITH (FORCE)")
 
 
 def clone(conn: sa.Connection, database: str, template: str, may_move: Callable[[str], bool] = _never) -> Swap:
@@ -290,7 +304,7 @@ def clone(conn: sa.Connection, database: str, template: str, may_move: Callable[
         return swap
     finally:
         if not swapped:  # once swapped, the name is free again: anyone's, never ours to drop
-            run_quoted(conn, f"DROP DATABASE IF EXISTS {quote(fresh)} WITH (FORCE)")
+            drop_replaced(conn, fresh)
 
 
 _CAN_RECLONE = """

@@ -120,3 +120,16 @@ def test_a_backup_in_a_client_encoding_of_the_learners_fails_with_a_message(
     assert "The backup of lab_enc failed" in raised.value.what
     assert not list(shop.backup_dir.glob("lab_enc-*"))
     assert sql(url, "SELECT to_regclass('public.t')::text") == [("t",)]
+
+
+def test_a_learner_who_made_their_database_a_template_is_reset_all_the_same(
+    server: Server, shop: Workshop, learner: Callable[[str], str]
+) -> None:
+    """`ALTER DATABASE lab_tim IS_TEMPLATE true`: the reset swapped the clone in, then failed to drop the old
+    database ("cannot drop a template database"), said the server refused, and left it as tim's template."""
+    url = learner("tim")
+    sql(url, "CREATE TABLE public.mine (x int)")
+    sql(url, "ALTER DATABASE lab_tim IS_TEMPLATE true", database="postgres")
+    shop.reset("tim", "01", backup=False)
+    assert sql(url, "SELECT to_regclass('public.mine')::text") == [(None,)]
+    assert sql(server.superuser_url, "SELECT datname FROM pg_database WHERE datdba = 'tim'::regrole") == [("lab_tim",)]
