@@ -2,7 +2,8 @@
 
 Every session is autocommit and pinned (`templates.PINNED`: search_path to
 pg_catalog, statement and lock waits bounded), so nothing a learner put in a
-database or in `ALTER DATABASE/ROLE ... SET` reaches it. A non-superuser
+database or in `ALTER DATABASE/ROLE ... SET` reaches it; in a database other than `postgres`, whose owner may be
+a learner, the session timeouts are off too (`_ending_pinned`). A non-superuser
 instructor (CREATEROLE and CREATEDB, PostgreSQL 16+) gets SET, not INHERIT, on
 the learners it creates (`createrole_self_grant = 'set'`): it may act as a
 learner, for DDL on what that learner owns (`as_learner`), and never has
@@ -37,6 +38,24 @@ class Server:
 
     def __init__(self, url: sa.URL) -> None:
         self.url = url
+        self._version: int | None = None
+
+    def _ending_pinned(self, database: str) -> str:
+        """Options that keep the owner of `database` from ending the instructor's session there: a learner's
+        `ALTER DATABASE <theirs> SET idle_session_timeout = '1ms'` (or transaction_timeout, PostgreSQL 17+) closed
+        it between two statements of `remove`'s DROP OWNED. Only the maintenance database `postgres` needs none
+        (a superuser's to alter), and is where the server's version is learnt."""
+        if database == "postgres":
+            return ""
+        if self._version is None:
+            with self.connect() as conn:
+                self._version = int(conn.scalar(sa.text("SELECT current_setting('server_version_num')::int")) or 0)
+        pins = ["-c idle_in_transaction_session_timeout=0"]
+        if self._version >= 140000:
+            pins.append("-c idle_session_timeout=0")
+        if self._version >= 170000:
+            pins.append("-c transaction_timeout=0")
+        return " ".join(pins)
 
     @property
     def where(self) -> str:
@@ -48,7 +67,8 @@ class Server:
     def connect(self, database: str = "postgres", role: str | None = None) -> Iterator[sa.Connection]:
         """A pinned autocommit session on `database`; with `role`, acting as that role from the start."""
         url = self.url.render_as_string(hide_password=False)
-        engine = templates.admin_engine(url, database, f"-c role={role}" if role else "")
+        options = " ".join(part for part in (self._ending_pinned(database), f"-c role={role}" if role else "") if part)
+        engine = templates.admin_engine(url, database, options)
         try:
             try:
                 conn = engine.connect()

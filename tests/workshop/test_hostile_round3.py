@@ -101,6 +101,21 @@ def test_a_read_only_default_on_a_learners_database_never_stops_removing_another
     assert sql(server.superuser_url, "SELECT 1 FROM pg_roles WHERE rolname = 'ben'") == []
 
 
+def test_session_timeouts_on_a_learners_database_never_end_the_instructors_session_there(
+    server: Server, shop: Workshop, learner: Callable[[str], str]
+) -> None:
+    """`ALTER DATABASE lab_amy SET idle_session_timeout = '1ms'` (and transaction_timeout): the instructor's
+    session in lab_amy, for the `DROP OWNED BY bob` of `remove bob`, was closed by the server, and bob stayed."""
+    if server.kind != "superuser":
+        pytest.skip("a CREATEROLE instructor cannot enter another learner's database")
+    amy, _ = learner("amy"), learner("bob")
+    sql(amy, "CREATE TABLE public.shared (x int); GRANT SELECT ON public.shared TO bob")
+    for setting in ("idle_session_timeout", "idle_in_transaction_session_timeout", "transaction_timeout"):
+        sql(amy, f"ALTER DATABASE lab_amy SET {setting} = '1ms'", database="postgres")
+    lines = shop.remove("bob")
+    assert not any(LEFT in line for line in lines), lines
+
+
 def test_a_backup_in_a_client_encoding_of_the_learners_fails_with_a_message(
     server: Server, shop: Workshop, learner: Callable[[str], str]
 ) -> None:
