@@ -55,6 +55,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from ..database.names import utf8
 from ..database.os_accounts import account_name
 from ..database.sql import quote, run_quoted, transaction
 from ..database.url import normalise
@@ -438,7 +439,10 @@ class Workshop:
         return swap
 
     def _drop_leftovers(self, conn: sa.Connection, name: str) -> None:
-        """The learner's clones and replaced databases an interrupted swap left (random names, their own)."""
+        """The learner's clones and replaced databases an interrupted swap left (random names, their own). Never
+        one named in bytes that are not UTF-8, which the kit never makes (a learner can, from a SQL_ASCII database
+        of theirs): a session in `postgres` refuses that name in any statement, and every later reset and
+        `ensure` (their hub login) failed on it. `remove` drops it (`removal`)."""
         leftovers = conn.scalars(
             sa.text(
                 "SELECT datname FROM pg_database d WHERE datdba = (SELECT oid FROM pg_roles WHERE rolname = :r) "
@@ -447,6 +451,7 @@ class Workshop:
             ),
             {"r": name, "clone": templates.CLONE_PREFIX, "old": templates.OLD_PREFIX},
         ).all()
+        leftovers = [database for database in leftovers if utf8(database)]
         if leftovers:
             with self.server.as_learner(conn, name):
                 for database in leftovers:  # a learner may have made one a template of theirs: no longer

@@ -148,3 +148,24 @@ def test_a_learner_who_made_their_database_a_template_is_reset_all_the_same(
     shop.reset("tim", "01", backup=False)
     assert sql(url, "SELECT to_regclass('public.mine')::text") == [(None,)]
     assert sql(server.superuser_url, "SELECT datname FROM pg_database WHERE datdba = 'tim'::regrole") == [("lab_tim",)]
+
+
+def test_a_leftover_named_in_bytes_that_are_not_utf8_never_stops_a_reset_or_a_login(
+    server: Server, shop: Workshop, learner: Callable[[str], str]
+) -> None:
+    """From a SQL_ASCII database of hers, lea names a database `mlab_old_<0xff>`, like a leftover of a killed
+    reset: every reset and `ensure` (her hub login) tried to drop it from `postgres`, which refuses such a name
+    ("invalid byte sequence"), and failed, forever. It is left for `remove`, which drops it."""
+    from test_hostile_remove import _raw_bytes
+
+    url = learner("lea")
+    sql(
+        url, "CREATE DATABASE lea_ascii TEMPLATE template0 ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C'", "postgres"
+    )
+    _raw_bytes(url, b"lea_ascii", b'CREATE DATABASE "mlab_old_\xff"')
+    sql(url, "CREATE TABLE public.mine (x int)")
+    shop.reset("lea", "01", backup=False)
+    assert sql(url, "SELECT to_regclass('public.mine')::text") == [(None,)]
+    assert shop.ensure("lea").database_url == url
+    lines = shop.remove("lea")
+    assert not any(LEFT in line for line in lines), lines
