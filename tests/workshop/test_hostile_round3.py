@@ -169,3 +169,26 @@ def test_a_leftover_named_in_bytes_that_are_not_utf8_never_stops_a_reset_or_a_lo
     assert shop.ensure("lea").database_url == url
     lines = shop.remove("lea")
     assert not any(LEFT in line for line in lines), lines
+
+
+def test_a_table_named_like_a_refused_password_never_gets_the_learner_a_new_one(
+    server: Server, shop: Workshop, learner: Callable[[str], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kim holds her table `"password authentication failed"` locked: pg_dump's last line quotes its name, and
+    the reset read that as her password refused: it set her a new one (her running notebook's URL dead), told
+    you she had changed hers, and dumped again."""
+    url = learner("kim")
+    sql(url, 'CREATE TABLE public."password authentication failed" (x int)')
+    said: list[str] = []
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql('LOCK TABLE public."password authentication failed" IN ACCESS EXCLUSIVE MODE')
+            monkeypatch.setattr(shop, "say", said.append)
+            with pytest.raises(LabError, match="Nothing was changed"):
+                shop.reset("kim", "01")
+            conn.rollback()
+    finally:
+        engine.dispose()
+    assert shop.learners()["kim"] == url
+    assert not any("password" in line for line in said), said
