@@ -14,20 +14,21 @@ from __future__ import annotations
 
 import os
 import pwd
+import selectors
 import signal
 import subprocess
 import sys
-import tempfile
+import time
 from contextlib import suppress
 from pathlib import Path
-from typing import IO
 
 from ..database.os_accounts import account_name, run_as
 from ..errors import LabError
 from .room import printable
 
 RESET_TIMEOUT = 600
-OUTPUT_LIMIT = 1 << 20  # what is shown of a reset's output: its end, where an error is
+OUTPUT_LIMIT = 1 << 20  # what is kept of a reset's output: its end, where an error is
+DRAIN = 1.0  # seconds spent reading what is left in the pipes once the reset's own process has ended
 
 
 def account(name: str, checkout: Path) -> pwd.struct_passwd:
@@ -92,45 +93,74 @@ def reset(name: str, chapter: str, checkout: Path, database_url: str) -> list[st
         "LANG": os.environ.get("LANG", "C.UTF-8"),
         "LAB_DATABASE_URL": database_url,
     }
-    # Its output goes to files, not pipes: a program of theirs left running in the background (a daemon their
-    # env.py starts) would hold a pipe open, and the instructor would wait for its end, not for the reset's.
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    try:
+        process = subprocess.Popen(
+            [python, "-m", "migration_lab", "reset", chapter, "--keep-notebook"],
+            cwd=checkout,
+            env=environment,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            # A session of its own, without the instructor's terminal: through /dev/tty a program of theirs would
+            # write past the escaping below, read what the instructor types, and (TIOCSTI) type into root's shell.
+            start_new_session=True,
+            **run_as(learner),
+        )
+    except OSError as error:
+        raise LabError(f"The reset as {name} did not run: {error}", _as_them(name)) from error
+    with process:
         try:
-            process = subprocess.Popen(
-                [python, "-m", "migration_lab", "reset", chapter, "--keep-notebook"],
-                cwd=checkout,
-                env=environment,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                # A session of its own, without the instructor's terminal: through /dev/tty a program of theirs
-                # would write past the escaping below, read what the instructor types, and (TIOCSTI) type into
-                # root's shell.
-                start_new_session=True,
-                **run_as(learner),
-            )
-        except OSError as error:
-            raise LabError(f"The reset as {name} did not run: {error}", _as_them(name)) from error
-        try:
-            returncode = process.wait(RESET_TIMEOUT)
+            stdout, stderr = _output(process, time.monotonic() + RESET_TIMEOUT)
         except subprocess.TimeoutExpired:
             with suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)  # its group is alive: the reset's own process still is
-            process.wait()
             raise LabError(
                 f"The reset as {name} did not end within {RESET_TIMEOUT} s and was stopped.", _as_them(name)
             ) from None
-        stdout, stderr = _read(out), _read(err)
-    if returncode != 0:
+    if process.returncode != 0:
         raise LabError(f"The reset as {name} failed:\n{(stdout + stderr).strip()}", _as_them(name))
     return _lines(stdout)
 
 
-def _read(file: IO[bytes]) -> str:
-    """The last OUTPUT_LIMIT bytes a reset wrote to `file`, as text whatever bytes the learner's program wrote."""
-    size = file.seek(0, os.SEEK_END)
-    file.seek(max(0, size - OUTPUT_LIMIT))
-    return file.read().decode("utf-8", errors="replace")
+def _output(process: subprocess.Popen[bytes], deadline: float) -> tuple[str, str]:
+    """What the reset printed on stdout and stderr: the last OUTPUT_LIMIT bytes of each, as text whatever bytes the
+    learner's program wrote.
+
+    Read until the reset's own process ends, then only what is already written (for at most DRAIN s), not until
+    every copy of the pipes is closed: a program of theirs left running in the background (a daemon their env.py
+    starts) holds them open, and the instructor would wait for its end. Pipes, not files: nothing of theirs can
+    fill the instructor's disk, and a writer that goes on after the reset gets SIGPIPE once they are closed.
+    TimeoutExpired when the reset itself runs past `deadline`.
+    """
+    out, err = (stream.fileno() for stream in (process.stdout, process.stderr) if stream is not None)  # both pipes
+    kept = {out: bytearray(), err: bytearray()}
+    ended: float | None = None
+    with selectors.DefaultSelector() as selector:
+        for fd in kept:
+            os.set_blocking(fd, False)
+            selector.register(fd, selectors.EVENT_READ)
+        while selector.get_map():
+            now = time.monotonic()
+            if ended is None and process.poll() is not None:
+                ended = now
+            if ended is None and now > deadline:
+                raise subprocess.TimeoutExpired(process.args, RESET_TIMEOUT)
+            ready = selector.select(timeout=0.1)
+            if ended is not None and (not ready or now - ended > DRAIN):
+                break
+            for key, _events in ready:
+                try:
+                    chunk = os.read(key.fd, 1 << 16)
+                except BlockingIOError:
+                    continue
+                if not chunk:  # every writer closed it
+                    selector.unregister(key.fd)
+                    continue
+                buffer = kept[key.fd]
+                buffer += chunk
+                del buffer[:-OUTPUT_LIMIT]
+    process.wait()
+    return kept[out].decode("utf-8", errors="replace"), kept[err].decode("utf-8", errors="replace")
 
 
 def _lines(output: str) -> list[str]:

@@ -180,6 +180,17 @@ def test_a_background_program_of_the_learners_neither_holds_the_reset_nor_breaks
         assert checkouts.reset("mlabtty", "02", checkout, url) == ["caf\ufffd", "reset done"]
         subprocess.run(["pkill", "-KILL", "-u", str(os_learner.pw_uid)], check=False)
         shutil.rmtree(checkout)
+        # A daemon that writes without end: what is kept is bounded, and nothing of it goes on writing (into a
+        # file of root's, filling the instructor's disk) once the reset has ended: the closed pipe stops it.
+        checkout = learners_checkout(base, os_learner, "yes flood &\necho reset done\n")
+        shown = checkouts.reset("mlabtty", "02", checkout, url)
+        assert sum(len(line) + 1 for line in shown) <= checkouts.OUTPUT_LIMIT  # its end (the first line cut)
+        assert set(shown[1:]) <= {"flood", "reset done"}, set(shown)
+        deadline = time.monotonic() + 10
+        while still_running(os_learner) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert still_running(os_learner) == []
+        shutil.rmtree(checkout)
         checkout = learners_checkout(base, os_learner, "sleep 300 &\nsleep 300\n")
         monkeypatch.setattr(checkouts, "RESET_TIMEOUT", 2)
         with pytest.raises(LabError, match="did not end within 2 s and was stopped"):
