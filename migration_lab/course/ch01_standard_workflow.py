@@ -58,6 +58,7 @@ def _empty_last_logins(db: LabDatabase) -> str | None:
 
 DEFAULT_NAME = "user_profiles.last_login defaults to the current time in the database"
 AWARE_NAME = "user_profiles.last_login is timezone-aware (timestamp with time zone)"
+ZONES = ("UTC", "Pacific/Kiritimati", "America/Adak")  # UTC, UTC+14 and UTC-10 (-9 in summer)
 LAST_LOGIN_TYPE_AND_DEFAULT = sa.text(
     "SELECT format_type(a.atttypid, a.atttypmod), a.atttypid = 'timestamptz'::regtype, "
     "pg_get_expr(d.adbin, d.adrelid) FROM pg_attribute a "
@@ -79,7 +80,9 @@ class LastLogin:
 def _last_login(db: LabDatabase) -> LastLogin | None:
     """last_login's type and default, None without the column. The default is evaluated, so now(),
     CURRENT_TIMESTAMP and clock_timestamp() all count; a literal ('now' and 'now()' become the time the column was
-    added, a fixed date) does not, even within the minute it was written."""
+    added, a fixed date) does not, even within the minute it was written. It is evaluated in sessions of time zones
+    far apart, as the app's and psql's may be: timezone('UTC', now()) is UTC's wall-clock time without its zone,
+    which a timestamptz column reads in the inserting session's zone, so it is the current time in UTC alone."""
     with db.connect() as conn:
         row = conn.execute(LAST_LOGIN_TYPE_AND_DEFAULT).first()
         if row is None:
@@ -90,10 +93,15 @@ def _last_login(db: LabDatabase) -> LastLogin | None:
         try:  # the learner's own expression, with their own credentials: read-only, briefly, rolled back
             conn.exec_driver_sql("SET TRANSACTION READ ONLY")
             conn.exec_driver_sql("SET LOCAL statement_timeout = '2s'")
-            off = conn.exec_driver_sql(f"SELECT abs(extract(epoch FROM ({default})::timestamptz - now()))").scalar()
+            offs = []
+            for zone in ZONES:  # as sessions far apart insert: timezone('UTC', now()) is right in UTC alone
+                conn.exec_driver_sql(f"SET LOCAL TimeZone = '{zone}'")
+                offs.append(
+                    conn.exec_driver_sql(f"SELECT abs(extract(epoch FROM ({default})::timestamptz - now()))").scalar()
+                )
         except sa.exc.SQLAlchemyError:
             return LastLogin(type_name, bool(aware), default, False)
-    return LastLogin(type_name, bool(aware), default, off is not None and off < 60)
+    return LastLogin(type_name, bool(aware), default, all(off is not None and off < 60 for off in offs))
 
 
 def _replayed(lab: Lab) -> Replayed | None:
@@ -234,7 +242,8 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
                 "never sees it, so existing rows (and rows inserted by psql) get NULL."
                 if python_default
                 else f"The database's default for last_login is {found.default}: that is not the current time (a "
-                "quoted 'now' is the time the column was added, fixed for good)."
+                "quoted 'now' is the time the column was added, fixed for good; timezone('UTC', now()) is UTC's "
+                "wall-clock time, which a timestamptz reads in the inserting session's time zone)."
                 if found and found.default
                 else "The database has no default for last_login, so the rows it has (and new ones) get NULL.",
                 "server_default=func.now() in the model is a default the database keeps (DEFAULT now()). Fix "

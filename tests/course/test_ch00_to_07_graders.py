@@ -697,3 +697,34 @@ def test_01_check_before_upgrading_says_upgrade_not_that_the_tables_differ(lab: 
     assert "a revision is not applied yet" in hints[0] and hints[-1] == 'ch.alembic("upgrade head")', hints
     assert ".." not in " ".join(hints)
     capsys.readouterr()
+
+
+def test_01_a_default_of_utc_wall_clock_time_fails(lab: Lab, capsys) -> None:
+    """server_default=func.timezone('UTC', func.now()): a timestamp without zone, which the timestamptz column reads
+    in the inserting session's zone. Right in a UTC session only (the lab's own); hours off in any other."""
+    chapter = start(lab, "01")
+    chapter.add_column(
+        "UserProfile", "last_login = Column(DateTime(timezone=True), server_default=func.timezone('UTC', func.now()))"
+    )
+    chapter.alembic('revision --autogenerate -m "add last login"')
+    chapter.alembic("upgrade head")
+    hints = failing(chapter)
+    assert list(hints) == [DEFAULT_01], hints
+    assert "timezone('UTC', now()) is UTC's wall-clock time" in hints[DEFAULT_01][0], hints
+    capsys.readouterr()
+
+
+def test_01_a_batch_add_column_with_current_timestamp_passes(lab: Lab, capsys) -> None:
+    """alembic's batch_alter_table, sa.TIMESTAMP(timezone=True) and CURRENT_TIMESTAMP in sa.text(...)."""
+    chapter = start(lab, "01")
+    chapter.add_column("UserProfile", "last_login = Column(DateTime(timezone=True), server_default=func.now())")
+    chapter.alembic('revision -m "add last login"')
+    chapter.rewrite_revision(
+        upgrade="with op.batch_alter_table('user_profiles') as batch:\n"
+        "    batch.add_column(sa.Column('last_login', sa.TIMESTAMP(timezone=True), "
+        "server_default=sa.text('CURRENT_TIMESTAMP')))",
+        downgrade="with op.batch_alter_table('user_profiles') as batch:\n    batch.drop_column('last_login')",
+    )
+    chapter.alembic("upgrade head")
+    assert chapter.report().passed, str(chapter.report())
+    capsys.readouterr()
