@@ -100,20 +100,31 @@ def write_safe(found: Replay) -> str:
     return found.redo_call(SAFE_UPGRADE, SAFE_DOWNGRADE, asks=True)
 
 
+# What the old code writes in phone_number: a number as its users type it, the longest the lab's seed has and more.
+A_PHONE_NUMBER = "+44 161 496 0003 ext. 1234"
+
+
 def phone_number_state(lab: Lab) -> dict[str, Any]:
     """{"column": user_profiles.phone_number exists, "nullable": it accepts NULL, "type": its type, "text": the
-    type holds what the old code writes there (a string type: varchar, text, char)}."""
+    type holds what the old code writes there (a phone number comes back from it as it went in: an integer fails,
+    and so do char(1), which sa.CHAR() makes, and a varchar too short)}."""
     with lab.db.connect() as conn:
         found = conn.execute(
             sa.text(
-                "SELECT NOT a.attnotnull, format_type(a.atttypid, a.atttypmod), t.typcategory = 'S' "
-                "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
+                "SELECT NOT a.attnotnull, format_type(a.atttypid, a.atttypmod) "
+                "FROM pg_attribute a "
                 "WHERE a.attrelid = to_regclass('user_profiles') AND a.attname = 'phone_number' AND NOT a.attisdropped"
             )
         ).first()
-    if found is None:
-        return {"column": False, "nullable": False, "type": None, "text": False}
-    return {"column": True, "nullable": bool(found[0]), "type": found[1], "text": bool(found[2])}
+        if found is None:
+            return {"column": False, "nullable": False, "type": None, "text": False}
+        try:  # format_type's name, quoted where it must be; the value cast to it and back, compared by PostgreSQL
+            holds = conn.scalar(
+                sa.text(f"SELECT CAST(CAST(:phone AS {found[1]}) AS text) = :phone"), {"phone": A_PHONE_NUMBER}
+            )
+        except sa.exc.SQLAlchemyError:  # no cast from text (integer: invalid input; a type of the learner's own)
+            holds = False
+    return {"column": True, "nullable": bool(found[0]), "type": found[1], "text": bool(holds)}
 
 
 def exercise_start(lab: Lab) -> str:
@@ -281,7 +292,8 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
             + (
                 f"fails: {down.error}"
                 if down is not None and not down.ok
-                else f"gives phone_number back as {undone['type']}, where the old code writes text"
+                else f"gives phone_number back as {undone['type']}, which does not hold the phone numbers the old "
+                f"code writes there as text ({A_PHONE_NUMBER!r} does not come back as it went in)"
                 if undone.get("column") and not undone.get("text")
                 else "gives phone_number back NOT NULL: every profile the old code signs up without a phone "
                 "fails then, and a default that fills the gap is a made-up number in every row"
