@@ -1,6 +1,6 @@
 """Two replicas of a service's migration entrypoint, raced for real on a copy of the lab database.
 
-Two processes (forked by one warm process, ch13_replicas.py) are held behind
+Two processes (each forked by a warm process of its own, ch13_replicas.py) are held behind
 a barrier (an advisory lock the race holds) and released at the same moment,
 on a throw-away copy of the lab database one release behind head. Without a
 guard both start the same revision and one fails; with a session advisory
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -143,35 +144,50 @@ def _one_release_behind(lab: Lab, copy: LabDatabase) -> None:
 
 
 class _Harness:
-    """The warm process that forks replicas (replica.py), and the file its stderr goes to."""
+    """The warm processes that fork the replicas (ch13_replicas.py), one per replica, and the files their stderr
+    goes to.
+
+    One per replica, each with its own PYTHONHASHSEED, as two containers have: two forks of one process share its
+    hash seed, so a guard keyed on hash("some name") would take the same lock in both replicas here, and two
+    different ones in production.
+    """
 
     def __init__(self) -> None:
-        self.log = tempfile.TemporaryFile()  # noqa: SIM115  (lives as long as the process it logs)
-        self.process = subprocess.Popen(
-            [sys.executable, str(REPLICA)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=self.log,
-            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
-            start_new_session=True,  # its own process group: a race that times out ends it and its replicas
-        )
+        seeds = random.sample(range(1, 2**32), 2)  # 0 would turn hash randomisation off: two distinct others
+        self.logs = [tempfile.TemporaryFile() for _ in seeds]  # noqa: SIM115  (live as long as their processes)
+        self.processes = [
+            subprocess.Popen(
+                [sys.executable, str(REPLICA)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": str(seed)},
+                start_new_session=True,  # its own process group: a race that times out ends it and its replica
+            )
+            for seed, log in zip(seeds, self.logs, strict=True)
+        ]
 
     @property
     def dead(self) -> bool:
-        return self.process.poll() is not None
+        return any(process.poll() is not None for process in self.processes)
 
     def start(self, race: dict[str, Any]) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(json.dumps(race).encode() + b"\n")
-        self.process.stdin.flush()
+        for number, process in enumerate(self.processes):
+            assert process.stdin is not None
+            process.stdin.write(json.dumps({**race, "numbers": [number]}).encode() + b"\n")
+            process.stdin.flush()
 
     def kill(self) -> None:
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait()
+        for process in self.processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
     def last_words(self) -> str:
-        self.log.seek(0)
-        return (self.log.read().decode(errors="replace").strip().splitlines() or ["no reason given"])[-1]
+        dead = [n for n, process in enumerate(self.processes) if process.poll() is not None] or [0]
+        log = self.logs[dead[0]]
+        log.seek(0)
+        return (log.read().decode(errors="replace").strip().splitlines() or ["no reason given"])[-1]
 
 
 _harness: _Harness | None = None  # started by the first race of this process, again if it died
@@ -218,7 +234,7 @@ def _run_replicas(copy: LabDatabase, service_dir: Path, target: list[str]) -> tu
         else:
             why = f"still running after {REPLICA_TIMEOUT:.0f} s: does a lock never get released?"
             if not finished():
-                harness.kill()  # a replica that never finishes: both go, with the harness
+                harness.kill()  # a replica that never finishes: both go, with their warm processes
                 _harness = None
         return tuple(_outcome(r, why) for r in results)
 

@@ -3,20 +3,24 @@
     python migration_lab/replica.py     # reads one race per line on stdin, until stdin closes
 
 Each line is JSON: {"service_dir", "database_url", "results", "barrier_key",
-"target"}, where target is ["migrate.py"], ["-m", "migration_lab.deploy", ...] or
-["-m", "alembic", "upgrade", "head"] (the command line itself).
-For each, it forks two processes, each with its own database session, that
+"target", "numbers"}, where target is ["migrate.py"], ["-m", "migration_lab.deploy", ...] or
+["-m", "alembic", "upgrade", "head"] (the command line itself), and numbers the replicas this
+process runs (both, [0, 1], when not given; the race gives each of its two warm processes one,
+so that the replicas do not share a hash seed, as two containers do not).
+For each, it forks one process per replica, each with its own database session, that
 wait at the barrier (a shared advisory lock on barrier_key that the race
 holds) and run the entrypoint in the service's folder the moment the race lets
 go. Each writes <results>/replica<N>.json: the upgrade steps alembic applied
 (as its `on_version_apply` callback saw them), its error, and the database's
 revision as it exited.
 
-Why one warm process that forks: a replica's cold start (SQLAlchemy, alembic,
+Why warm processes that fork: a replica's cold start (SQLAlchemy, alembic,
 the service's main.py with FastAPI) takes most of a second, twice per race, on
-two cores that the notebook's kernel shares. Imported once here, every race
-costs only what it measures: the migrations. The processes raced are still two
-real processes with two database sessions.
+two cores that the notebook's kernel shares. Imported once here (in each of the
+race's two warm processes), every race costs only what it measures: the
+migrations. The processes raced are still two real processes with two database
+sessions, and two hash seeds: forks of one process would share one, and a lock
+keyed on hash("name") would be one lock in the race and two in production.
 
 Run by path, so that the kit's package (and IPython with it) is not imported;
 this file's folder is taken off sys.path, where its neighbours would shadow
@@ -125,7 +129,7 @@ def serve() -> None:
             __import__(race["target"][1])  # the entrypoint's module and its package, loaded before the fork too
         APPLIED.clear()
         children = []
-        for number in range(2):
+        for number in race.get("numbers", (0, 1)):
             child = os.fork()
             if child == 0:
                 try:
