@@ -4,6 +4,7 @@ import sqlalchemy as sa
 
 from ..errors import CopyUnavailable
 from ..lab import Lab
+from ..workspace.edits import load_models
 from . import checks
 from .checks import Check, revision_texts
 from .round_trip import round_trip
@@ -17,9 +18,36 @@ op.drop_table('user_profiles')
 sa.Enum(name='job_state').drop(op.get_bind())"""
 
 
-def _builds_from_nothing(lab: Lab) -> tuple[set[str], str]:
+def _model_enums(lab: Lab) -> dict[str, tuple[str, ...]]:
+    """{type name: its values, in order} of the named Enum types main.py's models use ({} if it does not load)."""
+    try:
+        metadata = load_models(lab.project).Base.metadata
+    except Exception:  # a main.py mid-edit: alembic check says why
+        return {}
+    return {
+        column.type.name: tuple(column.type.enums)
+        for table in metadata.tables.values()
+        for column in table.columns
+        if isinstance(column.type, sa.Enum) and column.type.native_enum and column.type.name
+    }
+
+
+def _enums_differ(lab: Lab, built: dict[str, tuple[str, ...]]) -> str:
+    """How the enum types the revisions built differ from main.py's, in words; "" when they do not. `alembic check`
+    never compares an enum's values: a revision that lists them in another order, or misses one, passes it."""
+    return "; ".join(
+        f"type {name} is ({', '.join(built.get(name, ()))}) where main.py has ({', '.join(values)})"
+        if name in built
+        else f"it makes no type {name}, which main.py's models use"
+        for name, values in sorted(_model_enums(lab).items())
+        if built.get(name) != values
+    )
+
+
+def _builds_from_nothing(lab: Lab) -> tuple[set[str], str, str]:
     """On a copy wiped empty, `upgrade head`: which of TABLES the revisions alone build (whatever their spelling:
-    op.create_table, plain SQL, double quotes), and the error of that upgrade, if it failed."""
+    op.create_table, plain SQL, double quotes), the error of that upgrade, if it failed, and how the enum types it
+    built differ from main.py's ("" when they do not)."""
     try:
         with lab.db.copy() as copy:
             with copy.connect() as conn:
@@ -27,17 +55,19 @@ def _builds_from_nothing(lab: Lab) -> tuple[set[str], str]:
                 conn.commit()
             result = lab.runner.on(copy).run("upgrade head")
             if not result.ok:
-                return set(), f"`alembic upgrade head` from an empty database fails: {result.error}"
-            return set(TABLES) & set(sa.inspect(copy.engine).get_table_names()), ""
+                return set(), f"`alembic upgrade head` from an empty database fails: {result.error}", ""
+            inspector = sa.inspect(copy.engine)
+            enums = {e["name"]: tuple(e["labels"]) for e in inspector.get_enums()}  # type: ignore[attr-defined]
+            return set(TABLES) & set(inspector.get_table_names()), "", _enums_differ(lab, enums)
     except CopyUnavailable as why:
-        return set(), f"the lab could not copy the database ({why.what})"
+        return set(), f"the lab could not copy the database ({why.what})", ""
 
 
 def exercise(lab: Lab, answer: object) -> list[Check]:
     texts = revision_texts(lab)
-    built, failed = _builds_from_nothing(lab) if len(texts) == 1 else (set(), "")
-    whole = built == set(TABLES)
-    empty_initial = len(texts) == 1 and not failed and not whole
+    built, failed, enums = _builds_from_nothing(lab) if len(texts) == 1 else (set(), "", "")
+    empty_initial = len(texts) == 1 and not failed and built != set(TABLES)
+    whole = built == set(TABLES) and not enums
     return [
         Check(
             "versions/ holds exactly one revision",
@@ -59,6 +89,10 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
                 if empty_initial
                 else f"On a copy of your database, {failed}."
                 if failed
+                else f"Built from an empty database on a copy, {enums}. An enum's values and their order are part "
+                "of the type (ORDER BY and < follow it), and `alembic check` does not compare them: the revision's "
+                "sa.Enum(...) (or CREATE TYPE) must list main.py's, in main.py's order."
+                if enums
                 else "One revision file has to create every table: " + ", ".join(TABLES) + ".",
                 "Autogenerate writes the whole schema only when the database is empty: ch.nuke(confirm=True), "
                 "delete the revision, autogenerate again.",
