@@ -97,6 +97,45 @@ def _down_to_before_the_expand(runner: Runner, copy: LabDatabase) -> tuple[bool,
             return True, ""
 
 
+# How far along the id sequence the replay signs up one more profile, below the expand: production's ids are not
+# 1 to count(*) (deleted profiles, rolled-back sign-ups), and a backfill that batches up to count(*), or to a number
+# it saw in the learner's database, leaves the profiles above it without a phone. Batches up to max(id) reach it.
+FAR_ALONG = 10_000
+FAR_PHONE = "+44 161 496 0999"
+
+
+def _sign_up_far_along(copy: LabDatabase) -> None:
+    """At the replay's floor (the old version's schema, whatever else the learner's revisions changed before), a
+    copy of the first profile with an email and a phone number of its own, FAR_ALONG ids after the last one: the
+    backfill must fill it as it fills the others. Skipped on an empty table, or when the row does not fit."""
+    quote = copy.engine.dialect.identifier_preparer.quote
+    names = [c["name"] for c in sa.inspect(copy.engine).get_columns("user_profiles") if c["name"] != "id"]
+    if not {"email", "phone_number"} <= set(names):
+        return
+    values = {"email": ":email", "phone_number": ":phone"}
+    copied = ", ".join(values.get(name, quote(name)) for name in names)
+    try:
+        with copy.engine.begin() as conn:
+            if conn.scalar(sa.text("SELECT min(id) FROM user_profiles")) is None:
+                return
+            conn.execute(
+                sa.text(
+                    "SELECT setval(pg_get_serial_sequence('user_profiles', 'id'), "
+                    "(SELECT max(id) FROM user_profiles) + :gap)"
+                ),
+                {"gap": FAR_ALONG},
+            )
+            conn.execute(
+                sa.text(
+                    f"INSERT INTO user_profiles ({', '.join(quote(n) for n in names)}) SELECT {copied} "
+                    "FROM user_profiles ORDER BY id LIMIT 1"
+                ),
+                {"email": "far-along@example.org", "phone": FAR_PHONE},
+            )
+    except sa.exc.SQLAlchemyError:  # a unique column besides email, a constraint of the learner's: not this row's
+        return
+
+
 def replay(lab: Lab, start: str | None = None) -> Replay:
     """On one copy, at head: down to where the expand starts (the last revision without user_profiles.phone, found
     by stepping down; or `start`), then up one revision at a time with the old version's traffic after each, then
@@ -133,6 +172,7 @@ def replay(lab: Lab, start: str | None = None) -> Replay:
                 down = runner.run(["downgrade", start])
                 if not down.ok:
                     return Replay(problem=f"downgrade {start} fails: {down.error}")
+            _sign_up_far_along(copy)
             at = copy.heads()
             steps = [
                 s.revision for s in reversed(list(runner.script().iterate_revisions("heads", at[0] if at else "base")))
@@ -218,7 +258,10 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
             api = "Add phone to the model, autogenerate the expand revision, add the trigger, upgrade."
         elif "differ from" in found or "have no phone" in found:
             concept = (
-                f"{found}. The rows there were before the expand have phone_number but no phone: they need a backfill."
+                f"{found}. The rows there were before the expand have phone_number but no phone: they need a backfill "
+                f"(all of them: on its copy the check signs up one more profile {FAR_ALONG:,} ids further along, as "
+                "production's ids have gaps, so batches go up to max(id), not to count(*) or a number your database "
+                "has)."
             )
             api = (
                 "A data migration in batches by primary key, each in its own transaction (autocommit_block): "

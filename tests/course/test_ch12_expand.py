@@ -482,3 +482,29 @@ def test_a_trigger_that_fills_only_empty_columns_or_runs_after_the_write_fails_s
     assert side_by_side, failed
     assert "only the database can keep" in failed[side_by_side[0]][0] or "differ" in failed[side_by_side[0]][0]
     capsys.readouterr()
+
+
+COUNT_BACKFILL = """bind = op.get_bind()
+rows = bind.execute(sa.text("SELECT count(*) FROM user_profiles")).scalar() or 0
+with op.get_context().autocommit_block():
+    for start in range(0, rows, 500):
+        bind.execute(sa.text("UPDATE user_profiles SET phone = phone_number "
+                             "WHERE id > :s AND id <= :s + 500 AND phone IS NULL"), {"s": start})"""
+
+
+def test_a_backfill_batched_up_to_the_row_count_misses_the_profiles_further_along_and_fails(lab: Lab, capsys) -> None:
+    """Batches by id up to count(*): in the learner's database (ids 1 to count) every row is filled; production's
+    ids have gaps, and the check's copy has a profile far along, which keeps no phone."""
+    chapter = exercise_start(lab)
+    chapter.alembic('revision -m "expand phone"')
+    chapter.rewrite_revision(
+        upgrade='op.add_column("user_profiles", sa.Column("phone", sa.String(), nullable=True))\n' + SYNC_PHONE,
+        downgrade=DROP_SYNC_PHONE + '\nop.drop_column("user_profiles", "phone")',
+    )
+    chapter.alembic('revision -m "backfill phone"')
+    chapter.rewrite_revision(upgrade=COUNT_BACKFILL)
+    chapter.alembic("upgrade head")
+    failed = failing(chapter)
+    assert list(failed) == ["the new version (phone) works next to the old one: 0 failed requests"], failed
+    assert "not to count(*)" in next(iter(failed.values()))[0]
+    capsys.readouterr()
