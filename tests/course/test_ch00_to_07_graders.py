@@ -292,8 +292,15 @@ ORDER_04 = "your answer is exactly what the next `upgrade head` applies, in the 
 
 @pytest.mark.parametrize(
     "answer",
-    [["A1C4", "b7d1"], "a1c4e7f20b13\nb7d1e5f3c9a2\n", ("a1c4e7f20b13 ", " B7D1E5F3C9A2")],
-    ids=["prefixes", "lines", "tuple-case"],
+    [
+        ["A1C4", "b7d1"],
+        "a1c4e7f20b13\nb7d1e5f3c9a2\n",
+        ("a1c4e7f20b13 ", " B7D1E5F3C9A2"),
+        # alembic's own lines as `upgrade head` printed them: each names its revision after the arrow, not the parent
+        "INFO  [alembic.runtime.migration] Running upgrade 8b7e5d2c6a41 -> a1c4e7f20b13, add phone number\n"
+        "INFO  [alembic.runtime.migration] Running upgrade a1c4e7f20b13 -> b7d1e5f3c9a2, add language\n",
+    ],
+    ids=["prefixes", "lines", "tuple-case", "running-upgrade-lines"],
 )
 def test_04_the_right_revisions_written_otherwise_pass(lab: Lab, answer: object, capsys) -> None:
     chapter = start(lab, "04")

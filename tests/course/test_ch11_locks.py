@@ -221,6 +221,13 @@ def test_a_lock_timeout_longer_than_a_client_waits_fails(chapter: Chapter, capsy
     capsys.readouterr()
 
 
+def test_a_lock_timeout_set_after_the_alter_comes_too_late_and_fails(chapter: Chapter, capsys) -> None:
+    """SET LOCAL lock_timeout after the add_column: the ALTER has already waited behind the report by then."""
+    answer(chapter, f"{ADD_PLAN}\nop.execute(\"SET LOCAL lock_timeout = '500ms'\")")
+    assert set(graded(chapter, tries=1)) == {SERVED}
+    capsys.readouterr()
+
+
 def test_a_statement_timeout_instead_of_a_lock_timeout_is_not_retried_and_applies_nothing(
     chapter: Chapter, capsys
 ) -> None:

@@ -344,3 +344,20 @@ def test_a_lock_timeout_longer_than_a_client_waits_fails_the_traffic(chapter: Ch
     answer(chapter, catalogue.SAFE_UPGRADE.replace("'200ms'", "'3s'"))
     report = chapter.report()
     assert failing(chapter) == [TRAFFIC], str(report)
+
+
+# Wrong: safe in every lock, but ON DELETE CASCADE: deleting a profile now deletes every job it reviewed.
+CASCADE = f"""
+op.execute("SET LOCAL lock_timeout = '200ms'")
+op.execute("ALTER TABLE job_entries ADD CONSTRAINT {FK} FOREIGN KEY (reviewer_id) REFERENCES user_profiles (id) "
+           "ON DELETE CASCADE NOT VALID")
+with op.get_context().autocommit_block():
+    op.execute("ALTER TABLE job_entries VALIDATE CONSTRAINT {FK}")
+    op.create_index("ix_job_entries_reviewer_id", "job_entries", ["reviewer_id"], postgresql_concurrently=True)
+"""
+
+
+def test_a_key_that_cascades_deletes_to_the_jobs_a_profile_reviewed_fails_alembic_check(chapter: Chapter) -> None:
+    """The model's ForeignKey has no ondelete: alembic check compares it, and sees a key to drop and add."""
+    answer(chapter, CASCADE)
+    assert failing(chapter) == ["main.py's models match the database (alembic check)"], str(chapter.report())

@@ -288,3 +288,20 @@ def test_a_plain_set_in_an_earlier_revision_is_named_when_the_drop_has_no_lock_t
     assert "alembic upgrade +1" in first and "retries" in first, first
     assert "SET LOCAL" in second and "env.py" in second and "c15a00000002_hand_written.py" in second, second
     follow_the_hints(chapter)
+
+
+def test_a_batch_alter_table_drop_with_the_timeout_through_sa_text_passes(chapter: Chapter) -> None:
+    """alembic's batch_alter_table (on PostgreSQL, plain ALTERs), `SET LOCAL lock_timeout TO` through sa.text, and a
+    downgrade that gives the column back as autogenerate spells it (sa.VARCHAR())."""
+    chapter.edit_model(PHONE, "")
+    write_revision(
+        chapter.lab.project,
+        "c15a00000001",
+        busy.START,
+        "op.execute(sa.text(\"SET LOCAL lock_timeout TO '250ms'\"))\n"
+        "with op.batch_alter_table('user_profiles') as batch:\n    batch.drop_column('phone_number')",
+        "with op.batch_alter_table('user_profiles') as batch:\n"
+        "    batch.add_column(sa.Column('phone_number', sa.VARCHAR(), nullable=True))",
+    )
+    assert chapter.lab.runner.run("upgrade head").ok
+    assert failing(chapter) == [], str(chapter.report())
