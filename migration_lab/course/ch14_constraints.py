@@ -357,6 +357,13 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
                 f"In JobEntry: {FK_MODEL_LINE} (index=True names the index ix_job_entries_reviewer_id, as yours "
                 "should be named for alembic check).",
                 f"ch.edit_model({line!r}, {FK_MODEL_LINE!r})",
+            )
+            if line != FK_MODEL_LINE
+            else (  # the model says what the exercise asks: the revision made something else (an ondelete=, ...)
+                "main.py's model says what the exercise asks, and the database differs from it: your revision "
+                "made the key or its index otherwise (an ON DELETE the model does not have? another index?).",
+                f'ch.alembic("check") says what differs. Make the revision make what {FK_MODEL_LINE} says, go '
+                f'back (ch.alembic("downgrade {START}", confirm=True)) and apply it again.',
             ),
         )
     )

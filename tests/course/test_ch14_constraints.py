@@ -360,4 +360,7 @@ with op.get_context().autocommit_block():
 def test_a_key_that_cascades_deletes_to_the_jobs_a_profile_reviewed_fails_alembic_check(chapter: Chapter) -> None:
     """The model's ForeignKey has no ondelete: alembic check compares it, and sees a key to drop and add."""
     answer(chapter, CASCADE)
-    assert failing(chapter) == ["main.py's models match the database (alembic check)"], str(chapter.report())
+    report = chapter.report()
+    assert failing(chapter) == ["main.py's models match the database (alembic check)"], str(report)
+    assert report.first_failing is not None
+    assert "ch.edit_model" not in report.first_failing.hints[-1], report.first_failing.hints  # main.py is right
