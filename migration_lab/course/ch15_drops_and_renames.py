@@ -100,8 +100,9 @@ def write_safe(found: Replay) -> str:
     return found.redo_call(SAFE_UPGRADE, SAFE_DOWNGRADE, asks=True)
 
 
-# What the old code writes in phone_number: a number as its users type it, the longest the lab's seed has and more.
-A_PHONE_NUMBER = "+44 161 496 0003 ext. 1234"
+# What the old code writes in phone_number: a number as its users type it, as long as the longest the lab holds
+# (a type made for phone numbers, varchar(16) or more, holds it; char(1), what sa.CHAR() makes, does not).
+A_PHONE_NUMBER = "+44 161 496 0003"
 
 
 def phone_number_state(lab: Lab) -> dict[str, Any]:

@@ -161,13 +161,14 @@ def test_the_column_mapped_under_another_attribute_name_still_counts_as_mapped(c
         ("sa.CHAR()", False),
         ("sa.String(10)", False),
         ("sa.CHAR(40)", True),
+        ("sa.String(20)", True),
     ],
-    ids=["integer-fails", "text-passes", "char-of-one-fails", "too-short-fails", "long-char-passes"],
+    ids=["integer-fails", "text-passes", "char-of-one-fails", "too-short-fails", "long-char-passes", "varchar-20"],
 )
 def test_the_downgrade_gives_back_a_column_the_old_code_can_write(chapter: Chapter, down: str, passes: bool) -> None:
     """The old code writes phone numbers as text: an integer column given back breaks it, a text one does not, nor a
-    char(40) (its padding is not part of the value); sa.CHAR() is char(1) and String(10) cuts a number short: a
-    string type that cannot hold a phone number fails too."""
+    char(40) (its padding is not part of the value) or a varchar(20) (the lab's numbers fit); sa.CHAR() is char(1)
+    and String(10) cuts a number short: a string type that cannot hold a phone number fails too."""
     chapter.edit_model(PHONE, "")
     write_revision(chapter.lab.project, "c15a00000001", busy.START, STILL_MAPPED, DOWN.replace("sa.String()", down))
     assert chapter.lab.runner.run("upgrade head").ok
