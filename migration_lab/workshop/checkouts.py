@@ -111,12 +111,14 @@ def reset(name: str, chapter: str, checkout: Path, database_url: str) -> list[st
     with process:
         try:
             stdout, stderr = _output(process, time.monotonic() + RESET_TIMEOUT)
-        except subprocess.TimeoutExpired:
+        except BaseException as error:  # the timeout, or Ctrl-C: the reset, running as them, goes with its group
             with suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)  # its group is alive: the reset's own process still is
-            raise LabError(
-                f"The reset as {name} did not end within {RESET_TIMEOUT} s and was stopped.", _as_them(name)
-            ) from None
+            if isinstance(error, subprocess.TimeoutExpired):
+                raise LabError(
+                    f"The reset as {name} did not end within {RESET_TIMEOUT} s and was stopped.", _as_them(name)
+                ) from None
+            raise
     if process.returncode != 0:
         raise LabError(f"The reset as {name} failed:\n{(stdout + stderr).strip()}", _as_them(name))
     return _lines(stdout)
@@ -159,7 +161,7 @@ def _output(process: subprocess.Popen[bytes], deadline: float) -> tuple[str, str
                 buffer = kept[key.fd]
                 buffer += chunk
                 del buffer[:-OUTPUT_LIMIT]
-    process.wait()
+    process.wait(max(0.0, deadline - time.monotonic()))  # it closed both pipes (exec >&-) and may still run
     return kept[out].decode("utf-8", errors="replace"), kept[err].decode("utf-8", errors="replace")
 
 

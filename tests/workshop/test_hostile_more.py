@@ -165,6 +165,14 @@ def still_running(account: pwd.struct_passwd) -> list[str]:
     return [line for line in found.stdout.splitlines() if line.split()[1][0] != "Z"]
 
 
+def gone(account: pwd.struct_passwd) -> None:
+    """Every process of `account` has ended (within 10 s: a killed one takes a moment to exit on a busy machine)."""
+    deadline = time.monotonic() + 10
+    while still_running(account) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert still_running(account) == []
+
+
 def test_a_background_program_of_the_learners_neither_holds_the_reset_nor_breaks_its_output(
     shop: Workshop, os_learner: pwd.struct_passwd, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -186,16 +194,15 @@ def test_a_background_program_of_the_learners_neither_holds_the_reset_nor_breaks
         shown = checkouts.reset("mlabtty", "02", checkout, url)
         assert sum(len(line) + 1 for line in shown) <= checkouts.OUTPUT_LIMIT  # its end (the first line cut)
         assert set(shown[1:]) <= {"flood", "reset done"}, set(shown)
-        deadline = time.monotonic() + 10
-        while still_running(os_learner) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert still_running(os_learner) == []
-        shutil.rmtree(checkout)
-        checkout = learners_checkout(base, os_learner, "sleep 300 &\nsleep 300\n")
+        gone(os_learner)
         monkeypatch.setattr(checkouts, "RESET_TIMEOUT", 2)
-        with pytest.raises(LabError, match="did not end within 2 s and was stopped"):
-            checkouts.reset("mlabtty", "02", checkout, url)
-        assert still_running(os_learner) == []  # the reset's whole process group went with it
+        # A reset that never ends, with its pipes open or closed (`exec >&- 2>&-`, as daemonising code does)
+        for never_ends in ("sleep 300 &\nsleep 300\n", "exec >&- 2>&-\nsleep 300 &\nsleep 300\n"):
+            shutil.rmtree(checkout)
+            checkout = learners_checkout(base, os_learner, never_ends)
+            with pytest.raises(LabError, match="did not end within 2 s and was stopped"):
+                checkouts.reset("mlabtty", "02", checkout, url)
+            gone(os_learner)  # the reset's whole process group went with it
     finally:
         subprocess.run(["pkill", "-KILL", "-u", str(os_learner.pw_uid)], check=False)
         shutil.rmtree(base, ignore_errors=True)
