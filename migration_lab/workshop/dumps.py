@@ -14,7 +14,6 @@ superuser's rights.
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import subprocess
 import time
@@ -30,12 +29,6 @@ from . import folders
 
 DUMP_TIMEOUT = 120  # pg_dump sets its own statement_timeout to 0: this bounds a learner who slows it down
 LOCK_WAIT = "5s"  # a table the learner holds locked: pg_dump gives up instead of waiting forever
-# pg_dump's own line when the server refused the password; what pg_dump quotes of the learner's (a table called
-# "password authentication failed" in a failed query, on the last line) never starts one: it made the kit set
-# them a new password, and tell you they had changed theirs.
-_LOGIN_REFUSED = re.compile(
-    r"The backup of \S+ failed: pg_dump: error: connection to server .* failed: FATAL: +password authentication"
-)
 
 
 def dump(url: str, folder: Path) -> Path:
@@ -73,8 +66,3 @@ def dump(url: str, folder: Path) -> Path:
         path.unlink(missing_ok=True)
         raise LabError(f"The backup of {u.database} failed: {problem}", "")
     return path
-
-
-def login_refused(error: LabError) -> bool:
-    """The dump failed because the learner's password did not work (a learner may change their own)."""
-    return _LOGIN_REFUSED.match(error.what) is not None

@@ -505,8 +505,12 @@ class Workshop:
         try:
             try:
                 return dumps.dump(url, self.backup_dir)
-            except LabError as error:
-                if not dumps.login_refused(error):
+            except LabError:
+                # Whether their password still works, asked of the server by a login of its own: pg_dump's
+                # message quotes names of the learner's (a table "password authentication failed", a schema whose
+                # name starts a new line that reads as pg_dump's own), and read as a refused login it got them a
+                # new password (their open notebook's URL dead) and told you they had changed theirs.
+                if _login_works(url):
                     raise
             with self._roster_locked() as roster:
                 url = roster[name] = self._new_password(conn, name)

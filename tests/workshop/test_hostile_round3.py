@@ -171,19 +171,30 @@ def test_a_leftover_named_in_bytes_that_are_not_utf8_never_stops_a_reset_or_a_lo
     assert not any(LEFT in line for line in lines), lines
 
 
+# Names pg_dump quotes on its last line when it cannot lock the table: as pg_dump's own refused-login line, whole
+# (a schema whose name starts a new line).
+LIKE_A_REFUSED_LOGIN = [
+    'public."password authentication failed"',
+    '"s\npg_dump: error: connection to server "." failed: FATAL:  password authentication"',
+]
+
+
+@pytest.mark.parametrize("table", LIKE_A_REFUSED_LOGIN, ids=["table", "schema-with-a-newline"])
 def test_a_table_named_like_a_refused_password_never_gets_the_learner_a_new_one(
-    server: Server, shop: Workshop, learner: Callable[[str], str], monkeypatch: pytest.MonkeyPatch
+    server: Server, shop: Workshop, learner: Callable[[str], str], monkeypatch: pytest.MonkeyPatch, table: str
 ) -> None:
-    """kim holds her table `"password authentication failed"` locked: pg_dump's last line quotes its name, and
-    the reset read that as her password refused: it set her a new one (her running notebook's URL dead), told
-    you she had changed hers, and dumped again."""
+    """kim holds her table `"password authentication failed"` (or one whose quoted name is pg_dump's own line for a
+    refused login) locked: pg_dump's last line quotes its name, and the reset read that as her password refused: it
+    set her a new one (her running notebook's URL dead), told you she had changed hers, and dumped again."""
     url = learner("kim")
-    sql(url, 'CREATE TABLE public."password authentication failed" (x int)')
+    if "\n" in table:
+        sql(url, f"CREATE SCHEMA {table.split('.')[0]}")
+    sql(url, f"CREATE TABLE {table} (x int)")
     said: list[str] = []
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     try:
         with engine.connect() as conn:
-            conn.exec_driver_sql('LOCK TABLE public."password authentication failed" IN ACCESS EXCLUSIVE MODE')
+            conn.exec_driver_sql(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
             monkeypatch.setattr(shop, "say", said.append)
             with pytest.raises(LabError, match="Nothing was changed"):
                 shop.reset("kim", "01")
