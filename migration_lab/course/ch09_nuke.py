@@ -90,7 +90,8 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
                 else f"On a copy of your database, {failed}."
                 if failed
                 else f"Built from an empty database on a copy, {enums}. An enum's values and their order are part "
-                "of the type (ORDER BY and < follow it), and `alembic check` does not compare them: the revision's "
+                "of the type (ORDER BY and < follow it), and `alembic check` does not compare them (without the "
+                "alembic-postgresql-enum plugin): the revision's "
                 "sa.Enum(...) (or CREATE TYPE) must list main.py's, in main.py's order."
                 if enums
                 else "One revision file has to create every table: " + ", ".join(TABLES) + ".",

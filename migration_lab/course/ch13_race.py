@@ -13,6 +13,7 @@ it done, as on a slow deploy.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -178,8 +179,9 @@ class _Harness:
             process.stdin.flush()
 
     def kill(self) -> None:
+        """Both warm processes and what they forked: a replica may outlive the warm process that forked it."""
         for process in self.processes:
-            if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
 
@@ -201,6 +203,8 @@ def _run_replicas(copy: LabDatabase, service_dir: Path, target: list[str]) -> tu
         barrier.commit()
         results = [Path(tmp) / f"replica{n}.json" for n in range(2)]
         if _harness is None or _harness.dead:
+            if _harness is not None:
+                _harness.kill()  # one warm process died: the other, and any replica left, go before two new ones
             _harness = _Harness()
         harness = _harness
         harness.start(

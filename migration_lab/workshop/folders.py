@@ -23,14 +23,14 @@ from ..database.os_accounts import account_name
 from ..errors import LabError
 
 
-def private_folder(path: Path, what: str) -> Path:
-    """`path`, made 0700 when missing; a LabError, before anything is written, unless it is a real folder (not a
-    symlink) of this account that no other account may write."""
+def private_folder(path: Path, what: str, unchanged: str = "Nothing was written.") -> Path:
+    """`path`, made 0700 when missing; a LabError, before anything is written (or deleted: `unchanged` says what
+    stays as it was), unless it is a real folder (not a symlink) of this account that no other account may write."""
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
         info = os.lstat(path)
     except OSError as error:
-        raise LabError(f"Cannot use {path}, {what}: {error.strerror}. Nothing was written.", _HINT) from error
+        raise LabError(f"Cannot use {path}, {what}: {error.strerror}. {unchanged}", _HINT) from error
     me = os.geteuid()
     if stat.S_ISLNK(info.st_mode):
         problem = "a symlink"
@@ -45,7 +45,7 @@ def private_folder(path: Path, what: str) -> Path:
         if not problem:
             return path
     raise LabError(
-        f"{path}, {what}, is not a folder only {account_name(me)} may write ({problem}). Nothing was written.",
+        f"{path}, {what}, is not a folder only {account_name(me)} may write ({problem}). {unchanged}",
         _HINT,
     )
 

@@ -584,9 +584,9 @@ class Workshop:
         kept, with a LEFT line that says why."""
         if self.roster.parent.is_dir():
             try:
-                folders.private_folder(self.roster.parent, "the roster's folder")
+                folders.private_folder(self.roster.parent, "the roster's folder", "The roster is kept.")
             except LabError as error:
-                return [f"the roster {self.roster}: {LEFT} {error.what.replace('Nothing was written.', 'Kept.')}"]
+                return [f"the roster {self.roster}: {LEFT} {error.what} {error.next_step}"]
             self.roster.unlink(missing_ok=True)
             self.roster.with_name(self.roster.name + ".lock").unlink(missing_ok=True)
         return [f"Dropped the workshop on {self.where}: every learner, the templates, the roles, the roster."]

@@ -190,10 +190,10 @@ def template_for(server: Server, conn: sa.Connection, chapter: str) -> str:
 
 
 def drop_database(conn: sa.Connection, name: str) -> None:
-    """Drop a database this session may drop (its own, the kit's, as a learner theirs), templates too."""
-    run_quoted(conn, f"ALTER DATABASE {quote(name)} WITH IS_TEMPLATE false")
+    """Drop a database this session may drop (its own, the kit's, as a learner theirs), templates too, its
+    sessions closed first; one gone meanwhile is nothing to do (`templates.drop_replaced`)."""
     close_sessions(conn, name)
-    run_quoted(conn, f"DROP DATABASE IF EXISTS {quote(name)} WITH (FORCE)")
+    templates.drop_replaced(conn, name)
 
 
 def say_moved(say: Say, name: str, swap: templates.Swap) -> None:

@@ -891,7 +891,9 @@ def test_a_replica_that_hangs_keeps_its_session_lock_and_one_that_dies_frees_it_
         deadline = time.monotonic() + 10
         while not other.scalar(text("SELECT pg_try_advisory_lock(4444)")) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert other.scalar(text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted")) == 1
+        held = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objid = 4444 AND database = "
+        held += "(SELECT oid FROM pg_database WHERE datname = current_database())"
+        assert other.scalar(text(held)) == 1  # one holder: the other session, the killed replica's lock gone
         assert other.scalar(text("SELECT pg_advisory_unlock(4444)")) is True  # ours now
     finally:
         replica.kill()
