@@ -22,6 +22,18 @@ from migration_lab.workspace.checkpoints import BASELINE_CHECKPOINT, restore_fil
 REPO = Path(__file__).resolve().parent.parent
 
 
+def stop_jupyterlab(lab: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """SIGTERM, as the kit's launcher stops JupyterLab, then SIGKILL if it has not stopped in `timeout` s, as the
+    launcher does too: jupyter-collaboration can hang in its shutdown after the kernels are gone (a room saved
+    while rooms are deleted), which is not what a browser test tests."""
+    lab.terminate()
+    try:
+        lab.wait(timeout)
+    except subprocess.TimeoutExpired:
+        lab.kill()
+        lab.wait(timeout)
+
+
 def require(variable: str, available: bool, reason: str) -> None:
     """Skip the test when what it needs is missing, saying what; fail instead where CI set `variable`
     (LAB_REQUIRE_BROWSER, LAB_REQUIRE_DOCKER, LAB_REQUIRE_HUB): there it must run."""

@@ -31,7 +31,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from helpers import REPO, copy_project, require
+from helpers import REPO, copy_project, require, stop_jupyterlab
 from migration_lab import EmbeddedBackend, Lab, UrlBackend
 from migration_lab.course.registry import spec
 from migration_lab.database.shared_server import local_server
@@ -151,8 +151,7 @@ def jupyterlab(tmp_path_factory: pytest.TempPathFactory, server: EmbeddedBackend
                         time.sleep(0.5)
                 yield f"http://127.0.0.1:{port}/lab/workspaces/{{}}?reset&token={token}"
             finally:
-                lab.terminate()
-                lab.wait(30)
+                stop_jupyterlab(lab)
     finally:
         with admin.connect() as conn:
             conn.execute(sa.text('DROP DATABASE IF EXISTS "a11y" WITH (FORCE)'))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import nbformat
 
-from helpers import copy_project, require
+from helpers import copy_project, require, stop_jupyterlab
 
 CHROMIUM = Path(os.environ.get("LAB_CHROMIUM", "/usr/bin/chromium"))
 require("LAB_REQUIRE_BROWSER", CHROMIUM.exists(), f"there is no Chromium at {CHROMIUM}")
@@ -87,5 +87,4 @@ def test_the_graph_is_readable_and_no_label_is_cut(database_url: str, tmp_path: 
             assert page.get_by_text("After a kernel restart this console is disconnected").is_visible()
             browser.close()
     finally:
-        lab.terminate()
-        lab.wait(30)
+        stop_jupyterlab(lab)
