@@ -462,6 +462,15 @@ class Replay:
         failed, code = self._upgrade_failed()
         return failed is not None and self.went_back and code in UNDONE_BADLY
 
+    def fix_the_downgrade(self, how: str) -> tuple[str, str]:
+        """The hints of a chapter's downgrade check when the replay stopped because of the downgrade (`undone_badly`):
+        what the upgrade met, and `how` to undo it, in the file (the learner's own database can stay where it is)."""
+        return (
+            (self.failure() or ("",))[0],
+            how + " Fix it in the revision file (ch.show_revision() shows it); your database can stay where it is: "
+            "the replay starts from a copy of it and runs the downgrade as it is now.",
+        )
+
     def failure(self) -> tuple[str, ...] | None:
         """Hints when the release could not be replayed, or its upgrade fails on the copy; None otherwise."""
         if self.unavailable and self.revisions:

@@ -309,11 +309,7 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
         (
             (f"Replayed on a copy, going back to the chapter's start {went_wrong}.", in_reverse, write_safe(found))
             if not found.undone_badly
-            else (
-                (found.failure() or ("",))[0],
-                in_reverse + " Fix it in the revision file (ch.show_revision() shows it); your database can stay "
-                "where it is: the replay starts from a copy of it and runs the downgrade as it is now.",
-            )
+            else found.fix_the_downgrade(in_reverse)
         ),
     )
     # When the replay stopped where the downgrade left the copy, before the key was made, the first check ("a

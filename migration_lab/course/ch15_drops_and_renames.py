@@ -282,11 +282,7 @@ def exercise(lab: Lab, answer: object) -> list[Check]:
         and undone.get("column") is True
         and bool(undone.get("nullable"))
         and bool(undone.get("text")),
-        (
-            (found.failure() or ("",))[0],
-            gives_back + " Fix it in the revision file (ch.show_revision() shows it); your database can stay where "
-            "it is: the replay starts from a copy of it and runs the downgrade as it is now.",
-        )
+        found.fix_the_downgrade(gives_back)
         if found.undone_badly
         else (
             "Replayed on a copy, going back to the chapter's start "

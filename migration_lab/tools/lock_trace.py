@@ -398,14 +398,13 @@ class _Tracer:
     def _session(self, dbapi: Psycopg2Connection) -> tuple[str, frozenset[str], dict[int, int]]:
         """As the migration's session sees it: its lock_timeout, the validated constraints of pre-existing tables,
         and each such table's last column number."""
+        timeout = self._lock_timeout(dbapi)
         cursor = dbapi.cursor()
         try:
-            cursor.execute(_LOCK_TIMEOUT)
-            (timeout,) = cursor.fetchone()
             cursor.execute(_VALID, (list(self.observer.tables),))
             valid = frozenset(name for name, _table, _columns in cursor.fetchall())
             cursor.execute(_LAST_COLUMN, (list(self.observer.tables),))
-            return str(timeout), valid, dict(cursor.fetchall())
+            return timeout, valid, dict(cursor.fetchall())
         finally:
             cursor.close()
 

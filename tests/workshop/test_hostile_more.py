@@ -66,6 +66,18 @@ def in_a_terminal(args: list[str], cwd: Path, timeout: float = 180) -> bytes:
     return shown
 
 
+def learners_checkout(base: Path, account: pwd.struct_passwd, python: str) -> Path:
+    """A checkout of `account`'s whose .venv/bin/python is the shell script `python`."""
+    checkout = base / "checkout"
+    fake = checkout / ".venv" / "bin" / "python"
+    (checkout / "ai-service").mkdir(parents=True)
+    fake.parent.mkdir(parents=True)
+    fake.write_text(f"#!/bin/sh\n{python}")
+    fake.chmod(0o755)
+    subprocess.run(["chown", "-R", f"{account.pw_uid}:{account.pw_gid}", str(checkout)], check=True)
+    return checkout
+
+
 def test_the_learners_own_program_never_reaches_the_instructors_terminal(
     server: Server, shop: Workshop, os_learner: pwd.struct_passwd
 ) -> None:
@@ -75,15 +87,11 @@ def test_the_learners_own_program_never_reaches_the_instructors_terminal(
     base = Path(tempfile.mkdtemp(prefix="mlab-tty-", dir="/tmp"))
     try:
         base.chmod(0o755)
-        checkout = base / "checkout"
-        fake = checkout / ".venv" / "bin" / "python"
-        (checkout / "ai-service").mkdir(parents=True)
-        fake.parent.mkdir(parents=True)
-        fake.write_text(
-            "#!/bin/sh\nprintf '\\033[2Jforged on the tty\\r\\n' > /dev/tty && echo reached-the-tty\necho reset done\n"
+        checkout = learners_checkout(
+            base,
+            os_learner,
+            "printf '\\033[2Jforged on the tty\\r\\n' > /dev/tty && echo reached-the-tty\necho reset done\n",
         )
-        fake.chmod(0o755)
-        subprocess.run(["chown", "-R", f"{os_learner.pw_uid}:{os_learner.pw_gid}", str(checkout)], check=True)
         args = ["workshop", "--server", server.instructor_url, "--roster", str(shop.roster)]
         shown = in_a_terminal([*args, "reset", "mlabtty", "02", "--yes", "--files", str(checkout)], base)
     finally:
@@ -145,18 +153,6 @@ def test_a_formula_after_a_semicolon_is_inert_where_spreadsheets_split_on_semico
     for row in csv.DictReader(io.StringIO(text)):  # read by comma, as RFC 4180: the text is all there
         if row["learner"] == "semi":
             assert any(said in row["last_error"] for said in ("cmd|' /C calc'!A0", "SUM(1)", "SUM(2)")), row
-
-
-def learners_checkout(base: Path, account: pwd.struct_passwd, python: str) -> Path:
-    """A checkout of `account`'s whose .venv/bin/python is the shell script `python`."""
-    checkout = base / "checkout"
-    fake = checkout / ".venv" / "bin" / "python"
-    (checkout / "ai-service").mkdir(parents=True)
-    fake.parent.mkdir(parents=True)
-    fake.write_text(f"#!/bin/sh\n{python}")
-    fake.chmod(0o755)
-    subprocess.run(["chown", "-R", f"{account.pw_uid}:{account.pw_gid}", str(checkout)], check=True)
-    return checkout
 
 
 def still_running(account: pwd.struct_passwd) -> list[str]:
