@@ -55,6 +55,12 @@ def database_url() -> str:
         raise SystemExit(str(error)) from None
 
 
+def revision_files(versions: Path) -> list[Path]:
+    """The .py files alembic reads as revisions: not an editor's lock file (Emacs' `.#name.py`, a link to nowhere)
+    nor `__init__.py`, which alembic skips too (loading one here turned the message into a traceback)."""
+    return [p for p in sorted(versions.glob("*.py")) if not p.name.startswith((".#", "__init__"))]
+
+
 def check_history() -> None:
     """A revision file whose parent's file is gone: say which, and the two ways out, not a bare KeyError.
 
@@ -77,7 +83,7 @@ def check_history() -> None:
     except RevisionError as error:  # a loop: a down_revision that names its own revision, or one after it
         named = [
             f"migrations/versions/{path.name}"
-            for path in sorted(versions.glob("*.py"))
+            for path in revision_files(versions)
             if str(getattr(load_python_file(versions, path.name), "revision", "?")) in str(error)
         ]
         raise SystemExit(
@@ -97,7 +103,7 @@ def check_history() -> None:
             f"cannot read the history. Fix that file, or delete it if the database has not applied it."
         ) from None
     parents, needs = {}, {}  # each file's revision: the revisions it revises; those its depends_on names
-    for path in sorted(versions.glob("*.py")):
+    for path in revision_files(versions):
         module = load_python_file(versions, path.name)
         down, depends = getattr(module, "down_revision", None), getattr(module, "depends_on", None)
         downs = (down,) if isinstance(down, str) else tuple(down or ())

@@ -333,3 +333,22 @@ def test_an_orphan_whose_database_cannot_be_asked_is_told_to_keep_it_unless_neve
     assert f"if the database never applied {child.name}" in said
     found = history.broken_history(lab.runner.script(check_history=False), lab.project.root)  # heads not known
     assert found is not None and "Either delete" not in str(found) and f"Bring {GONE}'s file back" in str(found)
+
+
+@pytest.mark.parametrize("case", ["an orphan", "a cycle"])
+def test_an_editors_lock_file_in_versions_leaves_the_terminals_message_whole(
+    lab: Lab, database_url: str, case: str
+) -> None:
+    """Emacs keeps `.#<name>.py` (a link to nowhere) beside a file being edited. Alembic skips it, but env.py's
+    check loaded every *.py to name the orphan or the cycle's files: `alembic current` printed an ImportError
+    traceback instead of the message."""
+    if case == "an orphan":
+        file = orphan(lab)
+        shown = f"{Path(file).relative_to('ai-service')} revises {GONE}"
+    else:
+        _broken_file(lab, "a cycle")
+        shown = "migrations/versions/aaaa00000001_cycle.py"
+    (lab.project.versions_dir / ".#8b7e5d2c6a41_add_job_entries.py").symlink_to("learner@host.4242:1765000000")
+    done = in_a_terminal(lab, database_url, "current")
+    said = done.stderr
+    assert done.returncode == 1 and shown in said and "Traceback" not in said, said
