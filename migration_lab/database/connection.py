@@ -378,6 +378,13 @@ _COPIES = "FROM pg_database WHERE datname LIKE :prefix AND pg_has_role(datdba, '
 _ANY_COPY = sa.text(f"SELECT EXISTS (SELECT 1 {_COPIES})")
 
 
+def hold_as_copy(conn: sa.Connection, name: str) -> None:
+    """Name database `name` (a COPY_PREFIX one, made after this) as `conn`'s own for as long as `conn` lives: the
+    advisory lock a sweep tests. A throw-away database made without it (the migration tests' scratch one) outlived
+    a killed kernel for good; held, the next command's sweep drops it once its owner is gone."""
+    conn.execute(sa.text(f"SELECT pg_advisory_lock({COPY_LOCK_CLASS}, {_COPY_KEY})"), {"name": name})
+
+
 def _sweep(conn: sa.Connection) -> list[str]:
     """On the maintenance database: drop each copy (of a database this role may use) whose owner's lock is free."""
     names = conn.scalars(sa.text(f"SELECT datname {_COPIES} ORDER BY 1"), {"prefix": _COPY_PATTERN}).all()

@@ -15,6 +15,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from ..database.connection import COPY_PREFIX, hold_as_copy
 from ..database.sql import create_private_database, quote
 from ..errors import LabError
 from ..lab import Lab
@@ -46,14 +47,20 @@ def run(lab: Lab, tests: tuple[str, ...] = BUILT_IN) -> tuple[bool, str]:
     """(all passed, pytest's report) for the chosen built-in checks."""
     admin_url = make_url(lab.backend.url())
     # Not in the lab_ namespace a workshop gives its learners' databases, and from template0: on a shared server
-    # anyone may put large objects in template1.
-    scratch = f"mlab_scratch_{uuid.uuid4().hex[:12]}"
+    # anyone may put large objects in template1. A copy's name, held as one by `owner` while it exists: a kernel
+    # killed during the tests leaves it to the next command's sweep.
+    scratch = f"{COPY_PREFIX}{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    owner: sa.Connection | None = None
     try:
-        with admin.connect() as conn:
-            # On a shared server, the scratch database is the learner's alone while it exists.
-            create_private_database(conn, scratch, "template0")
+        owner = admin.connect()
+        hold_as_copy(owner, scratch)
+        # On a shared server, the scratch database is the learner's alone while it exists.
+        create_private_database(owner, scratch, "template0")
     except sa.exc.DBAPIError as error:
+        if owner is not None:
+            owner.close()
+        admin.dispose()
         raise LabError(
             f"Cannot create a scratch database for the migration tests: {error.orig}",
             "Use the embedded database, or a server where you may CREATE DATABASE.",
@@ -94,8 +101,8 @@ def run(lab: Lab, tests: tuple[str, ...] = BUILT_IN) -> tuple[bool, str]:
                 env={**os.environ, "COLUMNS": "400", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},
             )
     finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {quote(scratch)} WITH (FORCE)"))
+        with owner:
+            owner.execute(sa.text(f"DROP DATABASE IF EXISTS {quote(scratch)} WITH (FORCE)"))
         admin.dispose()
     return done.returncode == 0, _report(done.stdout)
 

@@ -241,3 +241,44 @@ def test_a_copy_names_a_sessions_own_advisory_lock_as_such_and_says_how_to_end_i
                 pass
     finally:
         holder.dispose()
+
+
+RUNS_THE_MIGRATION_TESTS = """
+import sys, time
+from migration_lab import Lab, Project, UrlBackend
+from migration_lab.tools import migration_tests
+
+def pytest_alembic_running(*args, **kwargs):
+    print("running", flush=True)
+    time.sleep(120)
+
+migration_tests.subprocess.run = pytest_alembic_running
+migration_tests.run(Lab(Project(sys.argv[1]), UrlBackend(sys.argv[2])))
+"""
+
+
+def test_the_migration_tests_scratch_database_left_by_a_killed_kernel_is_swept_by_the_next_command(
+    lab: Lab,
+) -> None:
+    """`ch.migration_tests()` made its scratch database (mlab_scratch_*) without a copy's lock: a kernel killed while
+    pytest-alembic ran left it on the server for good, and no command swept it."""
+
+    def throw_away() -> set[str]:
+        with lab.db.engine.connect() as conn:
+            return set(conn.scalars(sa.text("SELECT datname FROM pg_database WHERE datname LIKE 'mlab\\_%'")))
+
+    before = throw_away()
+    killed = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(RUNS_THE_MIGRATION_TESTS), str(lab.project.root), lab.db.url],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert killed.stdout is not None
+    assert killed.stdout.readline().strip() == "running"
+    left = throw_away() - before
+    assert len(left) == 1, left
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait()
+    lab.status()
+    assert not throw_away() & left
