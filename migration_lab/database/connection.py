@@ -264,10 +264,7 @@ class LabDatabase:
 
     def _admin(self) -> sa.Engine:
         """An autocommit engine on the server's maintenance database (CREATE/DROP DATABASE)."""
-        url = make_url(self.url).set(database="postgres")
-        return sa.create_engine(
-            url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool, connect_args={"connect_timeout": 5}
-        )
+        return maintenance_engine(self.url)
 
     @contextmanager
     def copy(self, wait: float = 2.0) -> Iterator[LabDatabase]:
@@ -378,10 +375,22 @@ _COPIES = "FROM pg_database WHERE datname LIKE :prefix AND pg_has_role(datdba, '
 _ANY_COPY = sa.text(f"SELECT EXISTS (SELECT 1 {_COPIES})")
 
 
+def maintenance_engine(url: str) -> sa.Engine:
+    """An autocommit engine on the maintenance database of `url`'s server: CREATE/DROP DATABASE, and the copies'
+    advisory locks (an advisory lock belongs to one database: a sweep sees only those taken where it looks)."""
+    return sa.create_engine(
+        make_url(url).set(database="postgres"),
+        isolation_level="AUTOCOMMIT",
+        poolclass=sa.pool.NullPool,
+        connect_args={"connect_timeout": 5},
+    )
+
+
 def hold_as_copy(conn: sa.Connection, name: str) -> None:
     """Name database `name` (a COPY_PREFIX one, made after this) as `conn`'s own for as long as `conn` lives: the
     advisory lock a sweep tests. A throw-away database made without it (the migration tests' scratch one) outlived
-    a killed kernel for good; held, the next command's sweep drops it once its owner is gone."""
+    a killed kernel for good; held, the next command's sweep drops it once its owner is gone. `conn` is on the
+    maintenance database (`maintenance_engine`), where sweeps look."""
     conn.execute(sa.text(f"SELECT pg_advisory_lock({COPY_LOCK_CLASS}, {_COPY_KEY})"), {"name": name})
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from ..database.connection import COPY_PREFIX, hold_as_copy
+from ..database.connection import COPY_PREFIX, hold_as_copy, maintenance_engine
 from ..database.sql import create_private_database, quote
 from ..errors import LabError
 from ..lab import Lab
@@ -50,7 +50,7 @@ def run(lab: Lab, tests: tuple[str, ...] = BUILT_IN) -> tuple[bool, str]:
     # anyone may put large objects in template1. A copy's name, held as one by `owner` while it exists: a kernel
     # killed during the tests leaves it to the next command's sweep.
     scratch = f"{COPY_PREFIX}{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    admin = maintenance_engine(lab.backend.url())
     owner: sa.Connection | None = None
     try:
         owner = admin.connect()

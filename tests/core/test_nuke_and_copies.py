@@ -261,7 +261,8 @@ def test_the_migration_tests_scratch_database_left_by_a_killed_kernel_is_swept_b
     lab: Lab,
 ) -> None:
     """`ch.migration_tests()` made its scratch database (mlab_scratch_*) without a copy's lock: a kernel killed while
-    pytest-alembic ran left it on the server for good, and no command swept it."""
+    pytest-alembic ran left it on the server for good, and no command swept it. While the tests run, a sweep (another
+    command's, a terminal's) leaves it alone: the lock is held where the sweep looks, on the maintenance database."""
 
     def throw_away() -> set[str]:
         with lab.db.engine.connect() as conn:
@@ -278,6 +279,8 @@ def test_the_migration_tests_scratch_database_left_by_a_killed_kernel_is_swept_b
     assert killed.stdout.readline().strip() == "running"
     left = throw_away() - before
     assert len(left) == 1, left
+    assert lab.db.sweep_copies() == [], "a sweep while the tests run must leave their database alone"
+    assert left <= throw_away()
     os.killpg(killed.pid, signal.SIGKILL)
     killed.wait()
     lab.status()
