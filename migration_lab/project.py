@@ -28,6 +28,16 @@ class Project:
     def versions_dir(self) -> Path:
         return self.service_dir / "migrations" / "versions"
 
+    def revision_files(self) -> list[Path]:
+        """The revision files alembic reads, sorted: not an editor's lock file (Emacs' `.#name.py`, a link to
+        nowhere) nor `__init__.py`, which alembic skips too, and nothing that is not a file (reading one made a
+        chapter's check end in a traceback)."""
+        return [
+            path
+            for path in sorted(self.versions_dir.glob("*.py"))
+            if not path.name.startswith((".#", "__init__")) and path.is_file()
+        ]
+
     @property
     def state_dir(self) -> Path:
         """Git-ignored: the embedded database's data lives here between sessions."""

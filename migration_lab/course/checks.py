@@ -112,7 +112,7 @@ def _imports(source: str, module: str) -> bool:
 
 def no_revision_imports(lab: Lab, module: str, what: str, hint: Hints) -> Check:
     """No revision file imports `module`: judged on the code (its import statements), not on its text."""
-    found = [p.name for p in sorted(lab.project.versions_dir.glob("*.py")) if _imports(p.read_text(), module)]
+    found = [p.name for p in lab.project.revision_files() if _imports(p.read_text(), module)]
     return Check(
         f"no revision file {what}", not found, _with_detail(hint, f" (found in {', '.join(found)})" if found else "")
     )
@@ -198,7 +198,7 @@ def answer_is(answer: object, expected: object, what: str, hint: Hints) -> Check
 
 def revision_texts(lab: Lab) -> dict[str, str]:
     """{file name: text} of every revision file."""
-    return {p.name: p.read_text() for p in sorted(lab.project.versions_dir.glob("*.py"))}
+    return {p.name: p.read_text() for p in lab.project.revision_files()}
 
 
 def model_line(lab: Lab, model: str, name: str) -> str | None:

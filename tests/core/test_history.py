@@ -352,3 +352,16 @@ def test_an_editors_lock_file_in_versions_leaves_the_terminals_message_whole(
     done = in_a_terminal(lab, database_url, "current")
     said = done.stderr
     assert done.returncode == 1 and shown in said and "Traceback" not in said, said
+
+
+def test_an_editors_lock_file_in_versions_is_not_a_revision_to_the_chapters_checks(lab: Lab) -> None:
+    """Chapter 05's check (no revision imports main.py) and chapter 09's count of revision files read every *.py:
+    Emacs' `.#<name>.py`, a link to nowhere, ended "Check my work" in a FileNotFoundError traceback."""
+    from migration_lab.course import checks
+
+    before = checks.revision_texts(lab)
+    (lab.project.versions_dir / ".#8b7e5d2c6a41_add_job_entries.py").symlink_to("learner@host.4242:1765000000")
+    (lab.project.versions_dir / "__init__.py").write_text("import main\n")  # alembic skips it too
+    assert checks.revision_texts(lab) == before
+    verdict = checks.no_revision_imports(lab, "main", "imports today's models from main.py", ("hint",))
+    assert verdict.passed, verdict
