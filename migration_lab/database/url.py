@@ -2,6 +2,7 @@
 
 import functools
 import importlib.util
+import os
 from pathlib import Path
 from types import ModuleType
 
@@ -81,15 +82,21 @@ class UrlBackend(Backend):
         )
         try:
             with engine.connect() as conn:
-                return conn.execute(
-                    sa.text(_ANSWER), {"d": make_url(self._url).database, "mark": WORKSHOP_LEARNER}
-                ).one()
+                return conn.execute(sa.text(_ANSWER), {"d": self._database(), "mark": WORKSHOP_LEARNER}).one()
         except sa.exc.OperationalError as error:
             if database is None:  # the URL's own database: what the learner has to fix (not the maintenance one)
                 self._refused = said(error)  # a refused password, no socket, a port nothing listens on
             return None
         finally:
             engine.dispose()
+
+    def _database(self) -> str | None:
+        """The database the URL logs into: its own, else libpq's default, PGDATABASE or the user's name (the URL's
+        or PGUSER). A URL without one (`postgresql://user:pw@host:5432`) was said as "database None does not exist",
+        and so even when that database was there and refused the login for another reason. None: libpq takes the
+        name of the system's user, which the kit does not guess."""
+        url = make_url(self._url)
+        return url.database or os.environ.get("PGDATABASE") or url.username or os.environ.get("PGUSER") or None
 
     def _reach(self) -> tuple[bool, str | None]:
         """(the server answers, what is wrong with the URL's database there): one look, one or two connections.
@@ -99,7 +106,7 @@ class UrlBackend(Backend):
         """
         self._refused = None
         here = self._answers()
-        database = make_url(self._url).database
+        database = self._database()
         if here is not None:
             if here.taken_by is None:
                 return True, None
@@ -108,7 +115,7 @@ class UrlBackend(Backend):
                 "instructor (`workshop add NAME` gives you your own again)"
             )
         found = self._answers("postgres")
-        if found is None or not found.missing:
+        if found is None or database is None or not found.missing:
             return False, None
         return True, (
             f"database {database} does not exist on the server: ask whoever gave you LAB_DATABASE_URL "

@@ -15,11 +15,12 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import URL, make_url
 
 from helpers import write_revision
-from migration_lab import Lab, LabError, Project, UrlBackend, choose_backend
+from migration_lab import EmbeddedBackend, Lab, LabError, Project, UrlBackend, choose_backend
 from migration_lab.course.registry import reset
 from migration_lab.workshop.instructor import Workshop
 from migration_lab.workspace.backups import restore
@@ -250,3 +251,36 @@ def test_an_empty_database_url_in_the_shell_is_said_as_such_by_alembic(project: 
     )
     assert done.returncode == 1 and "set, but empty, in this shell" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_url_without_a_database_is_judged_by_the_database_libpq_picks(server: EmbeddedBackend) -> None:
+    """No database in the URL (`postgresql://user:pw@host:5432`, or a trailing `/`): libpq logs into the one of the
+    user's name. `status` and `up` said "database None does not exist" ("database  " for the `/`), and said it too
+    when that database was there and refused the login for another reason (CONNECT revoked from PUBLIC)."""
+    admin = sa.create_engine(server.url(), isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    role = "no_database_given"
+    url = make_url(server.url()).set(username=role, password=SECRET)._replace(database=None)
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"CREATE ROLE {role} LOGIN PASSWORD '{SECRET}'"))
+        for spelling in (
+            url.render_as_string(hide_password=False),
+            url.set(database="").render_as_string(hide_password=False),
+        ):
+            backend = UrlBackend(spelling)
+            assert backend.problem() == (
+                f"database {role} does not exist on the server: ask whoever gave you LAB_DATABASE_URL (a workshop's "
+                "instructor: `workshop add NAME` makes a learner's database again)"
+            ), spelling
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"CREATE DATABASE {role}"))
+            conn.execute(sa.text(f"REVOKE CONNECT ON DATABASE {role} FROM PUBLIC"))
+        backend = UrlBackend(url.render_as_string(hide_password=False))
+        assert backend.problem() is None and not backend.is_running()
+        with pytest.raises(LabError, match=f'permission denied for database "{role}"'):
+            backend.start()
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {role} WITH (FORCE)"))
+            conn.execute(sa.text(f"DROP ROLE IF EXISTS {role}"))
+        admin.dispose()
