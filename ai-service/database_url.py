@@ -64,6 +64,8 @@ def normalise(url: str, name: str = "DATABASE_URL") -> str:
             f"{name} has an @ in its user name or password: write it as %40 there, "
             "as in postgresql://user:p%40ssword@host:5432/database."
         )
+    if parsed.port == 0:  # SQLAlchemy leaves a port of 0 out, and libpq then tries 5432: another server than this
+        raise BadDatabaseURL(f"{name} has port 0, on which no server listens. One looks like {EXAMPLE}.")
     if parsed.host and unquote(parsed.host).startswith("/"):  # libpq's postgresql://%2Fvar%2Frun%2Fpostgresql/db
         parsed = parsed.set(host=None).update_query_dict({"host": unquote(parsed.host)})
     query = parsed.query  # libpq's ?user=...&password=...: into the URL, where a shown URL masks the password

@@ -72,6 +72,9 @@ HOSTILE = {
     "a host's port that is no number": (f"postgresql://lab:{SECRET}@/lab?host=h1:5432&host=h2:x", "a port that"),
     # libpq refuses it only as it connects: `status` said running (the kit sets its own timeout) while `alembic`
     # said the server could not be reached
+    # SQLAlchemy leaves a port of 0 out of what it gives libpq, which then connects to 5432: another server than
+    # the URL's, where a local PostgreSQL may well answer (libpq itself refuses port 0)
+    "port zero": (f"postgresql://lab:{SECRET}@db.example:0/lab", "has port 0"),
     "a timeout that is no number": (
         f"postgresql://lab:{SECRET}@db.example/lab?connect_timeout=abc",
         "?connect_timeout= that is not a whole number",
@@ -142,7 +145,16 @@ def test_every_spelling_works_for_alembic_in_a_terminal(spelling: str, project: 
 
 @pytest.mark.parametrize(
     "case",
-    ["garbage", "mysql", "asyncpg", "unescaped @", "prisma's schema", "node's ssl", "a timeout that is no number"],
+    [
+        "garbage",
+        "mysql",
+        "asyncpg",
+        "unescaped @",
+        "prisma's schema",
+        "node's ssl",
+        "a timeout that is no number",
+        "port zero",
+    ],
 )
 def test_a_url_that_cannot_work_is_one_line_in_a_terminal(case: str, project: Project) -> None:
     value, says = HOSTILE[case]
