@@ -355,6 +355,7 @@ def _serve(project: Project, lab: Any, port: int | None, open_browser: bool, ext
     state = project.state_dir / STATE_FILE
     children: list[subprocess.Popen[bytes]] = []
     stopping: list[float] = []
+    asked: list[int] = []  # the signals that asked the lab to stop, whether or not they were forwarded
     # In a terminal JupyterLab shares it (and its Ctrl-C prompt); with output to a pipe or a file
     # (`| tee`, `nohup`, a hub) it gets a process group of its own and one SIGTERM from here.
     interactive = all(stream is not None and stream.isatty() for stream in (sys.stdin, sys.stdout))
@@ -363,6 +364,7 @@ def _serve(project: Project, lab: Any, port: int | None, open_browser: bool, ext
         # In a terminal, Ctrl-C reaches JupyterLab directly (it asks, or stops at a second Ctrl-C).
         # Otherwise (a hub, `kill`, a script) JupyterLab is in a process group of its own and gets
         # exactly one SIGTERM, its clean stop, whatever this process got.
+        asked.append(signum)
         if children and children[0].poll() is None and (signum != signal.SIGINT or not interactive):
             stopping.append(time.monotonic())
             children[0].send_signal(signal.SIGTERM)
@@ -380,7 +382,12 @@ def _serve(project: Project, lab: Any, port: int | None, open_browser: bool, ext
         raise
     children.append(child)
     try:
-        info = _server_info(child.pid, child, START_TIMEOUT)
+        try:
+            info = _server_info(child.pid, child, START_TIMEOUT)
+        except LabError:
+            if asked and child.poll() is not None:  # stopped while it started (`kill -INT`, a hub): as asked
+                return 0
+            raise
         url = landing_url(info)
         with os.fdopen(os.open(state, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:  # the token
             file.write(json.dumps({"pid": os.getpid(), "server_pid": child.pid, "landing_url": url}))
