@@ -9,6 +9,11 @@ if sys.argv[1:2] == ["bundle"]:  # standard library only: an instructor's bare p
 
 run_in_the_course_venv(sys.argv[1:])  # a Python without the course's packages makes .venv first
 
-from .front.cli import main  # noqa: E402  (after the venv check: it imports the course's packages)
+try:  # Ctrl-C in the second the kit takes to load: nothing has started yet (main() says what a command left)
+    from .front.cli import main  # noqa: E402  (after the venv check: it imports the course's packages)
 
-sys.exit(main())
+    code = main()
+except KeyboardInterrupt:
+    print("Interrupted before `python -m migration_lab` started anything.", file=sys.stderr)
+    code = 130
+sys.exit(code)

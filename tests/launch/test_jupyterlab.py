@@ -630,3 +630,34 @@ def test_a_lab_stopped_while_jupyterlab_starts_is_stopped_as_asked_not_a_failure
     finally:
         timer.cancel()
     assert "before it was ready" not in out.getvalue() and "not yours to stop" in out.getvalue()
+
+
+@pytest.mark.parametrize("loading", ["migration_lab.front.cli", "migration_lab.workshop.export"])
+def test_ctrl_c_while_the_kit_loads_is_one_line_not_a_traceback(
+    lab_project: Project, tmp_path: Path, loading: str
+) -> None:
+    """`make lab` then Ctrl-C (or `kill -INT`) in its first second, while Python loads the kit (SQLAlchemy, pygments,
+    the chapters; the commands' parser imports some): a KeyboardInterrupt traceback of 20 frames. Nothing has started
+    then. The signal is sent as `loading` is imported, by a sitecustomize on PYTHONPATH: the same moment every run."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import os, signal, sys\n\n\n"
+        "class Interrupt:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name == {loading!r}:\n"
+        "            os.kill(os.getpid(), signal.SIGINT)\n"
+        "        return None\n\n\n"
+        "sys.meta_path.insert(0, Interrupt())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "migration_lab", "lab", "--no-browser"],
+        cwd=lab_project.root,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(hook), str(REPO)]), "LAB_BACKEND": "embedded"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 130, done.stderr
+    assert "Traceback" not in done.stderr and done.stderr.startswith("Interrupted before"), done.stderr
+    assert not (lab_project.state_dir / "pgdata").exists()  # nothing started
