@@ -289,8 +289,12 @@ def run(
             )
             return 0
         lab = Lab(project, backend)
-        _say(lab.up(), out)
-        copied = prepare_workbook(project)
+        try:
+            _say(lab.up(), out)
+            copied = prepare_workbook(project)
+        except KeyboardInterrupt:  # Ctrl-C stops JupyterLab and the database: here the database alone has started
+            _say(_after_stop(lab, out), out)
+            raise
         if copied:
             _say(f"Your notebooks: {WORKBOOK}/ ({len(copied)} chapter(s) copied, without outputs)", out)
         else:

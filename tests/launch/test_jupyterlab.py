@@ -661,3 +661,23 @@ def test_ctrl_c_while_the_kit_loads_is_one_line_not_a_traceback(
     assert done.returncode == 130, done.stderr
     assert "Traceback" not in done.stderr and done.stderr.startswith("Interrupted before"), done.stderr
     assert not (lab_project.state_dir / "pgdata").exists()  # nothing started
+
+
+def test_ctrl_c_after_the_database_started_and_before_jupyterlab_stops_the_database(
+    lab_project: Project, monkeypatch: pytest.MonkeyPatch, stopped_afterwards: list[subprocess.Popen[bytes]]
+) -> None:
+    """`kill -INT` (Ctrl-C) as `make lab` wrote .env or the learner's notebooks, the database up and JupyterLab not
+    yet started: "Interrupted: `lab` stopped half-way", and the lab database ran on, though Ctrl-C stops both."""
+    import io
+
+    from migration_lab import Lab
+
+    def interrupted(project: Project) -> list[str]:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(jupyterlab, "prepare_workbook", interrupted)
+    out = io.StringIO()
+    with pytest.raises(KeyboardInterrupt):
+        jupyterlab.run(lab_project, backend="embedded", port=_free_port(), open_browser=False, out=out)
+    assert "Lab database is up" in out.getvalue() and "Lab database is stopped" in out.getvalue()
+    assert not Lab(lab_project, "embedded").backend.is_running()
