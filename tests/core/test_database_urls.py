@@ -265,10 +265,14 @@ def test_an_empty_database_url_in_the_shell_is_said_as_such_by_alembic(project: 
     assert "Traceback" not in done.stderr
 
 
-def test_a_url_without_a_database_is_judged_by_the_database_libpq_picks(server: EmbeddedBackend) -> None:
+def test_a_url_without_a_database_is_judged_by_the_database_libpq_picks(
+    server: EmbeddedBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """No database in the URL (`postgresql://user:pw@host:5432`, or a trailing `/`): libpq logs into the one of the
     user's name. `status` and `up` said "database None does not exist" ("database  " for the `/`), and said it too
     when that database was there and refused the login for another reason (CONNECT revoked from PUBLIC)."""
+    for name in ("PGDATABASE", "PGUSER"):  # libpq's defaults, which the kit follows too: none of the shell's here
+        monkeypatch.delenv(name, raising=False)
     admin = sa.create_engine(server.url(), isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
     role = "no_database_given"
     url = make_url(server.url()).set(username=role, password=SECRET)._replace(database=None)
