@@ -5,6 +5,7 @@ freely), through a throw-away conftest that points pytest-alembic at
 ai-service/alembic.ini.
 """
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -43,6 +44,20 @@ def alembic_engine():
 """
 
 
+def _owner(url: str) -> tuple[sa.Engine, sa.Connection]:
+    """An autocommit session that makes, holds and drops the scratch database: on the maintenance database, where
+    the copies' sweeps look for their owners' locks; on the lab's own database where the server refuses that one
+    (`REVOKE CONNECT ON DATABASE postgres`, a pooler that lists only the lab's): the tests run there too, and no
+    sweep can look there either."""
+    maintenance = maintenance_engine(url)
+    try:
+        return maintenance, maintenance.connect()
+    except sa.exc.OperationalError:
+        maintenance.dispose()
+    own = sa.create_engine(url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    return own, own.connect()
+
+
 def run(lab: Lab, tests: tuple[str, ...] = BUILT_IN) -> tuple[bool, str]:
     """(all passed, pytest's report) for the chosen built-in checks."""
     admin_url = make_url(lab.backend.url())
@@ -50,61 +65,66 @@ def run(lab: Lab, tests: tuple[str, ...] = BUILT_IN) -> tuple[bool, str]:
     # anyone may put large objects in template1. A copy's name, held as one by `owner` while it exists: a kernel
     # killed during the tests leaves it to the next command's sweep.
     scratch = f"{COPY_PREFIX}{uuid.uuid4().hex[:12]}"
-    admin = maintenance_engine(lab.backend.url())
-    owner: sa.Connection | None = None
     try:
-        owner = admin.connect()
-        hold_as_copy(owner, scratch)
-        # On a shared server, the scratch database is the learner's alone while it exists.
-        create_private_database(owner, scratch, "template0")
+        admin, owner = _owner(lab.backend.url())
     except sa.exc.DBAPIError as error:
-        if owner is not None:
-            owner.close()
-        admin.dispose()
         raise LabError(
-            f"Cannot create a scratch database for the migration tests: {error.orig}",
-            "Use the embedded database, or a server where you may CREATE DATABASE.",
+            f"Cannot reach the server for the migration tests: {error.orig}",
+            "`python -m migration_lab status` says what is wrong with the lab database.",
         ) from error
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = Path(tmp)
-            url = admin_url.set(database=scratch).render_as_string(hide_password=False)
-            (folder / "conftest.py").write_text(
-                CONFTEST.format(ini=str(lab.project.service_dir / "alembic.ini"), url=url)
-            )
-            (folder / "test_migrations.py").write_text(
-                f"from pytest_alembic.tests import {', '.join(tests)}  # noqa: F401\n"
-            )
-            done = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "pytest",
-                    "-v",
-                    "--tb=no",
-                    "-rf",
-                    "--color=no",
-                    "-p",
-                    "no:cacheprovider",
-                    "-p",
-                    "pytest_alembic.plugin",
-                    "--rootdir",
-                    tmp,
-                    "--no-header",
-                    str(folder),
-                ],
-                capture_output=True,
-                text=True,
-                timeout=300,
-                cwd=tmp,
-                # Only pytest-alembic: the other plugins installed (nbval's Jupyter stack) take seconds to load.
-                env={**os.environ, "COLUMNS": "400", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},
-            )
-    finally:
-        with owner:
+        try:
+            hold_as_copy(owner, scratch)
+            # On a shared server, the scratch database is the learner's alone while it exists.
+            create_private_database(owner, scratch, "template0")
+        except sa.exc.DBAPIError as error:
+            raise LabError(
+                f"Cannot create a scratch database for the migration tests: {error.orig}",
+                "Use the embedded database, or a server where you may CREATE DATABASE.",
+            ) from error
+        done = _pytest(lab, admin_url.set(database=scratch).render_as_string(hide_password=False), tests)
+    finally:  # on every way out (Ctrl-C too): nothing left open that holds the scratch database from a sweep
+        # A session the server closed meanwhile cannot drop it: the next command's sweep does.
+        with contextlib.suppress(sa.exc.DBAPIError):
             owner.execute(sa.text(f"DROP DATABASE IF EXISTS {quote(scratch)} WITH (FORCE)"))
+        owner.close()
         admin.dispose()
     return done.returncode == 0, _report(done.stdout)
+
+
+def _pytest(lab: Lab, url: str, tests: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
+    """pytest-alembic's `tests` on the database at `url`, in a throw-away folder."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "conftest.py").write_text(CONFTEST.format(ini=str(lab.project.service_dir / "alembic.ini"), url=url))
+        (folder / "test_migrations.py").write_text(
+            f"from pytest_alembic.tests import {', '.join(tests)}  # noqa: F401\n"
+        )
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-v",
+                "--tb=no",
+                "-rf",
+                "--color=no",
+                "-p",
+                "no:cacheprovider",
+                "-p",
+                "pytest_alembic.plugin",
+                "--rootdir",
+                tmp,
+                "--no-header",
+                str(folder),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=tmp,
+            # Only pytest-alembic: the other plugins installed (nbval's Jupyter stack) take seconds to load.
+            env={**os.environ, "COLUMNS": "400", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},
+        )
 
 
 def _report(stdout: str) -> str:

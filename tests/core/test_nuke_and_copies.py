@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from helpers import copy_project
-from migration_lab import Lab, Project
+from migration_lab import EmbeddedBackend, Lab, Project
 from migration_lab.course.registry import reset
 from migration_lab.database.connection import COPY_PREFIX
 from migration_lab.errors import Busy
@@ -285,3 +285,36 @@ def test_the_migration_tests_scratch_database_left_by_a_killed_kernel_is_swept_b
     killed.wait()
     lab.status()
     assert not throw_away() & left
+
+
+def test_the_migration_tests_run_for_a_role_the_maintenance_database_refuses(
+    server: EmbeddedBackend, project: Project
+) -> None:
+    """The scratch database is made and held from the maintenance database, where sweeps look; a server that
+    refuses it (`REVOKE CONNECT ON DATABASE postgres FROM PUBLIC`, a hardening step) got "Cannot create a scratch
+    database ... permission denied for database postgres" for a role that may CREATE DATABASE. The tests run from
+    the lab's own database then, and leave nothing behind."""
+    from sqlalchemy.engine import make_url
+
+    from migration_lab import UrlBackend
+    from migration_lab.tools import migration_tests
+
+    role = "mlab_no_maintenance"
+    admin = sa.create_engine(server.url(), isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"CREATE ROLE {role} LOGIN CREATEDB PASSWORD 'pw'"))
+            conn.execute(sa.text(f"CREATE DATABASE {role} OWNER {role}"))
+            conn.execute(sa.text("REVOKE CONNECT ON DATABASE postgres FROM PUBLIC"))
+        url = make_url(server.url()).set(username=role, password="pw", database=role)
+        lab = Lab(project, UrlBackend(url.render_as_string(hide_password=False)))
+        passed, report = migration_tests.run(lab, ("test_single_head_revision",))
+        assert passed and "PASSED test_single_head_revision" in report, report
+        with admin.connect() as conn:
+            assert not conn.scalar(sa.text("SELECT count(*) FROM pg_database WHERE datname LIKE 'mlab\\_copy\\_%'"))
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text("GRANT CONNECT ON DATABASE postgres TO PUBLIC"))
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {role} WITH (FORCE)"))
+            conn.execute(sa.text(f"DROP ROLE IF EXISTS {role}"))
+        admin.dispose()
