@@ -293,7 +293,11 @@ def run(
             _say(lab.up(), out)
             copied = prepare_workbook(project)
         except KeyboardInterrupt:  # Ctrl-C stops JupyterLab and the database: here the database alone has started
-            _say(_after_stop(lab, out), out)
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C does not cut this stop short
+            try:
+                _say(_after_stop(lab, out), out)
+            finally:
+                signal.signal(signal.SIGINT, previous)
             raise
         if copied:
             _say(f"Your notebooks: {WORKBOOK}/ ({len(copied)} chapter(s) copied, without outputs)", out)
@@ -389,7 +393,8 @@ def _serve(project: Project, lab: Any, port: int | None, open_browser: bool, ext
         try:
             info = _server_info(child.pid, child, START_TIMEOUT)
         except LabError:
-            if asked and child.poll() is not None:  # stopped while it started (`kill -INT`, a hub): as asked
+            stopped = child.poll() in (0, -signal.SIGINT, -signal.SIGTERM)  # a clean stop, not a failure of its own
+            if asked and stopped:  # stopped while it started (`kill -INT`, a hub): as asked
                 return 0
             raise
         url = landing_url(info)

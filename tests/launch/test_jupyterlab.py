@@ -632,6 +632,31 @@ def test_a_lab_stopped_while_jupyterlab_starts_is_stopped_as_asked_not_a_failure
     assert "before it was ready" not in out.getvalue() and "not yours to stop" in out.getvalue()
 
 
+def test_a_jupyterlab_that_fails_of_its_own_while_asked_to_stop_is_still_said_to_have_failed(
+    lab_project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop asked while JupyterLab starts is a stop (exit 0) only if JupyterLab stopped cleanly: one that ended
+    with an error of its own then (a broken extension, a port taken meanwhile) was said to be a clean stop."""
+    import io
+    from types import SimpleNamespace
+
+    failing = [
+        sys.executable,
+        "-c",
+        "import signal, sys, time; signal.signal(15, lambda *a: sys.exit(3)); time.sleep(60)",
+    ]
+    monkeypatch.setattr(jupyterlab, "jupyter_command", lambda *args: failing)
+    monkeypatch.setattr(jupyterlab, "_runtime_dir", lambda: tmp_path)
+    lab = SimpleNamespace(backend=SimpleNamespace(name="url", where=lambda: "a server of someone else's"))
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(LabError, match="exit code 3"):
+            jupyterlab._serve(lab_project, lab, None, False, [], io.StringIO())
+    finally:
+        timer.cancel()
+
+
 @pytest.mark.parametrize("loading", ["migration_lab.front.cli", "migration_lab.workshop.export"])
 def test_ctrl_c_while_the_kit_loads_is_one_line_not_a_traceback(
     lab_project: Project, tmp_path: Path, loading: str
