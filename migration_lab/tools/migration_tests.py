@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -60,6 +61,14 @@ def _owner(url: str) -> tuple[sa.Engine, sa.Connection]:
 
 def run(lab: Lab, tests: tuple[str, ...] = BUILT_IN) -> tuple[bool, str]:
     """(all passed, pytest's report) for the chosen built-in checks."""
+    import pytest_alembic.tests  # what it has, asked of it (imported here: it loads pytest)
+
+    unknown = [name for name in tests if not name.startswith("test_") or not hasattr(pytest_alembic.tests, name)]
+    if unknown:
+        raise LabError(
+            f"pytest-alembic has no check named {', '.join(unknown)}.",
+            f"Its checks: {', '.join(n for n in dir(pytest_alembic.tests) if n.startswith('test_'))}.",
+        )
     admin_url = make_url(lab.backend.url())
     # Not in the lab_ namespace a workshop gives its learners' databases, and from template0: on a shared server
     # anyone may put large objects in template1. A copy's name, held as one by `owner` while it exists: a kernel
@@ -89,7 +98,20 @@ def run(lab: Lab, tests: tuple[str, ...] = BUILT_IN) -> tuple[bool, str]:
             owner.execute(sa.text(f"DROP DATABASE IF EXISTS {quote(scratch)} WITH (FORCE)"))
         owner.close()
         admin.dispose()
-    return done.returncode == 0, _report(done.stdout)
+    report = _report(done.stdout)
+    if not report:  # pytest ran no check at all: say why, not an empty report and "Some migration tests FAIL"
+        said = [line.strip(" =!") for line in (done.stdout + done.stderr).splitlines() if line.startswith("ERROR")]
+        said = said or [line.strip(" =!") for line in (done.stdout + done.stderr).splitlines() if line.strip(" =!")]
+        raise LabError(
+            f"pytest-alembic ran none of the checks (pytest's exit code {done.returncode}): " + " / ".join(said[-3:]),
+            f"The checks it has: {', '.join(BUILT_IN)}. `ch.run_migration_tests()` runs them all.",
+        )
+    return done.returncode == 0, report
+
+
+def _without_pytest_settings(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment without what configures pytest itself (options, plugins to load)."""
+    return {name: value for name, value in environ.items() if name not in ("PYTEST_ADDOPTS", "PYTEST_PLUGINS")}
 
 
 def _pytest(lab: Lab, url: str, tests: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
@@ -107,7 +129,7 @@ def _pytest(lab: Lab, url: str, tests: tuple[str, ...]) -> subprocess.CompletedP
                 "pytest",
                 "-v",
                 "--tb=no",
-                "-rf",
+                "-rfE",  # failures and errors: why a check failed, or could not run
                 "--color=no",
                 "-p",
                 "no:cacheprovider",
@@ -122,8 +144,9 @@ def _pytest(lab: Lab, url: str, tests: tuple[str, ...]) -> subprocess.CompletedP
             text=True,
             timeout=300,
             cwd=tmp,
-            # Only pytest-alembic: the other plugins installed (nbval's Jupyter stack) take seconds to load.
-            env={**os.environ, "COLUMNS": "400", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},
+            # Only pytest-alembic: the other plugins installed (nbval's Jupyter stack) take seconds to load; and not
+            # the shell's pytest settings (PYTEST_ADDOPTS naming a team's tests made this run collect nothing).
+            env={**_without_pytest_settings(os.environ), "COLUMNS": "400", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},
         )
 
 

@@ -318,3 +318,23 @@ def test_the_migration_tests_run_for_a_role_the_maintenance_database_refuses(
             conn.execute(sa.text(f"DROP DATABASE IF EXISTS {role} WITH (FORCE)"))
             conn.execute(sa.text(f"DROP ROLE IF EXISTS {role}"))
         admin.dispose()
+
+
+def test_the_migration_tests_ignore_the_shells_pytest_settings_and_say_when_none_ran(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shell with PYTEST_ADDOPTS (a team's `tests/ -x`) made pytest-alembic's run collect a folder that is not
+    there: an empty report and "Some migration tests FAIL". Those settings are not the checks'; a check pytest-alembic
+    does not have is named; and a run that checked nothing says so, with pytest's words."""
+    from migration_lab.errors import LabError
+    from migration_lab.tools import migration_tests
+
+    monkeypatch.setenv("PYTEST_ADDOPTS", "tests/core --maxfail=1")
+    monkeypatch.setenv("PYTEST_PLUGINS", "no_such_plugin_of_the_team")
+    passed, report = migration_tests.run(lab, ("test_single_head_revision",))
+    assert passed and report == "PASSED test_single_head_revision", report
+    with pytest.raises(LabError, match="no check named test_no_such_check"):
+        migration_tests.run(lab, ("test_no_such_check",))
+    monkeypatch.setattr(migration_tests, "_report", lambda stdout: "")  # a pytest that ran nothing, for any reason
+    with pytest.raises(LabError, match=r"ran none of the checks \(pytest's exit code 0\)"):
+        migration_tests.run(lab, ("test_single_head_revision",))
