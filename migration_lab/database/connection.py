@@ -288,7 +288,7 @@ class LabDatabase:
                 raise CopyUnavailable(f"cannot reach the server's maintenance database ({said(error)})") from error
             with owner:
                 # Named as ours before it exists, for as long as it exists: a sweep leaves it alone.
-                owner.execute(sa.text(f"SELECT pg_advisory_lock({COPY_LOCK_CLASS}, {_COPY_KEY})"), {"name": name})
+                hold_as_copy(owner, name)
                 _sweep(owner)
                 self._clone(owner, name, wait)
                 copy = LabDatabase(

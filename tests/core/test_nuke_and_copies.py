@@ -92,15 +92,20 @@ def _copies(lab: Lab) -> set[str]:
         return set(conn.scalars(sa.text("SELECT datname FROM pg_database WHERE datname LIKE 'mlab\\_copy\\_%'")))
 
 
-def _holder(lab: Lab) -> tuple[subprocess.Popen[str], str]:
+def _kernel(lab: Lab, script: str) -> tuple[subprocess.Popen[str], str]:
+    """`script` run on `lab` in a process of its own, as a kernel would (killed with its group); its first line."""
     process = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(HOLDS_A_COPY), str(lab.project.root), lab.db.url],
+        [sys.executable, "-c", textwrap.dedent(script), str(lab.project.root), lab.db.url],
         stdout=subprocess.PIPE,
         text=True,
         start_new_session=True,
     )
     assert process.stdout is not None
-    name = process.stdout.readline().strip()
+    return process, process.stdout.readline().strip()
+
+
+def _holder(lab: Lab) -> tuple[subprocess.Popen[str], str]:
+    process, name = _kernel(lab, HOLDS_A_COPY)
     assert name.startswith(COPY_PREFIX)
     return process, name
 
@@ -263,28 +268,17 @@ def test_the_migration_tests_scratch_database_left_by_a_killed_kernel_is_swept_b
     """`ch.migration_tests()` made its scratch database (mlab_scratch_*) without a copy's lock: a kernel killed while
     pytest-alembic ran left it on the server for good, and no command swept it. While the tests run, a sweep (another
     command's, a terminal's) leaves it alone: the lock is held where the sweep looks, on the maintenance database."""
-
-    def throw_away() -> set[str]:
-        with lab.db.engine.connect() as conn:
-            return set(conn.scalars(sa.text("SELECT datname FROM pg_database WHERE datname LIKE 'mlab\\_%'")))
-
-    before = throw_away()
-    killed = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(RUNS_THE_MIGRATION_TESTS), str(lab.project.root), lab.db.url],
-        stdout=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    assert killed.stdout is not None
-    assert killed.stdout.readline().strip() == "running"
-    left = throw_away() - before
+    before = _copies(lab)
+    killed, said = _kernel(lab, RUNS_THE_MIGRATION_TESTS)
+    assert said == "running"
+    left = _copies(lab) - before
     assert len(left) == 1, left
     assert lab.db.sweep_copies() == [], "a sweep while the tests run must leave their database alone"
-    assert left <= throw_away()
+    assert left <= _copies(lab)
     os.killpg(killed.pid, signal.SIGKILL)
     killed.wait()
     lab.status()
-    assert not throw_away() & left
+    assert not _copies(lab) & left
 
 
 def test_the_migration_tests_run_for_a_role_the_maintenance_database_refuses(
